@@ -1,0 +1,143 @@
+// Environment -> typed configuration. Read once at start-up (server.ts) and passed down.
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+
+export type AuthEnv = "development" | "test" | "production";
+
+export interface Config {
+  env: AuthEnv;
+  /** development/test: a generated secret is allowed; production: it must be given. */
+  devMode: boolean;
+  port: number;
+  host: string;
+  /** Unset -> embedded PGlite in `${dataDir}/auth-pg`. */
+  databaseUrl?: string;
+  dataDir: string;
+  secret: string;
+  baseURL: string;
+  jwt: { issuer: string; audience: string; expiresIn: string };
+  /** Seconds after which Better Auth mints a new signing key (unset = manual rotation only). */
+  keyRotationInterval?: number;
+  /** Seconds a retired key stays in the JWKS (must exceed the JWT lifetime). */
+  keyGracePeriod: number;
+  trustedOrigins: string[];
+  /** Reverse proxies whose X-Forwarded-For entries are trusted for the client IP. */
+  trustedProxies: string[];
+  redisUrl?: string;
+  rateLimit: {
+    enabled: boolean;
+    /**
+     * Where counters live without REDIS_URL: "database" (shared by replicas; default with
+     * DATABASE_URL) or "memory" (default on the single-process embedded PGlite, where database
+     * counters cost 2-3 extra queries per request for no sharing benefit).
+     */
+    storage: "database" | "memory";
+    window: number;
+    max: number;
+    /** Stricter rule for sign-in and sign-up (both the /api/auth and /auth routes). */
+    credentialsWindow: number;
+    credentialsMax: number;
+  };
+}
+
+export class ConfigError extends Error {}
+
+const MIN_SECRET_LENGTH = 32;
+
+function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new ConfigError(`${name} must be a non-negative integer, got "${raw}"`);
+  return n;
+}
+
+function list(raw: string | undefined): string[] {
+  return (raw ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+function resolveEnv(env: NodeJS.ProcessEnv): AuthEnv {
+  const raw = (env.AUTH_ENV || env.NODE_ENV || "development").toLowerCase();
+  if (raw === "production" || raw === "prod") return "production";
+  if (raw === "test") return "test";
+  if (raw === "development" || raw === "dev") return "development";
+  throw new ConfigError(`AUTH_ENV/NODE_ENV must be development, test or production, got "${raw}"`);
+}
+
+/**
+ * Production: BETTER_AUTH_SECRET is required and must be at least 32 characters.
+ * Dev mode: use it when given; otherwise generate one once and keep it in
+ * `${dataDir}/auth-secret` (mode 0600) so sessions and encrypted keys survive restarts.
+ */
+function resolveSecret(env: NodeJS.ProcessEnv, devMode: boolean, dataDir: string): string {
+  const given = env.BETTER_AUTH_SECRET;
+  if (!devMode) {
+    if (!given) {
+      throw new ConfigError(
+        "BETTER_AUTH_SECRET is not set. In production it is required: generate one with `openssl rand -base64 32`.",
+      );
+    }
+    if (given.length < MIN_SECRET_LENGTH) {
+      throw new ConfigError(
+        `BETTER_AUTH_SECRET is too weak (${given.length} characters, at least ${MIN_SECRET_LENGTH} required). Generate one with \`openssl rand -base64 32\`.`,
+      );
+    }
+    return given;
+  }
+  if (given) return given;
+  const file = path.join(dataDir, "auth-secret");
+  if (existsSync(file)) {
+    const stored = readFileSync(file, "utf8").trim();
+    if (stored.length >= MIN_SECRET_LENGTH) return stored;
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const secret = randomBytes(32).toString("base64url");
+  writeFileSync(file, secret + "\n", { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return secret;
+}
+
+function rateLimitStorage(raw: string | undefined, databaseUrl: string | undefined): "database" | "memory" {
+  const v = (raw || (databaseUrl ? "database" : "memory")).toLowerCase();
+  if (v !== "database" && v !== "memory") throw new ConfigError(`AUTH_RATE_LIMIT_STORAGE must be database or memory, got "${raw}"`);
+  return v;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const authEnv = resolveEnv(env);
+  const devMode = authEnv !== "production";
+  const port = int(env, "PORT", 3001);
+  const dataDir = path.resolve(env.AUTH_DATA_DIR || "./data");
+  const baseURL = (env.BETTER_AUTH_URL || `http://localhost:${port}`).replace(/\/+$/, "");
+  const expiresIn = env.JWT_EXPIRES_IN || "15m";
+  const rotation = env.JWT_KEY_ROTATION_INTERVAL ? int(env, "JWT_KEY_ROTATION_INTERVAL", 0) : undefined;
+  return {
+    env: authEnv,
+    devMode,
+    port,
+    host: env.HOST || "127.0.0.1",
+    databaseUrl: env.DATABASE_URL || undefined,
+    dataDir,
+    secret: resolveSecret(env, devMode, dataDir),
+    baseURL,
+    jwt: {
+      issuer: env.JWT_ISSUER || baseURL,
+      audience: env.JWT_AUDIENCE || "rag-service",
+      expiresIn,
+    },
+    keyRotationInterval: rotation || undefined,
+    keyGracePeriod: int(env, "JWT_KEY_GRACE_PERIOD", 86_400),
+    trustedOrigins: list(env.TRUSTED_ORIGINS),
+    trustedProxies: list(env.TRUSTED_PROXIES),
+    redisUrl: env.REDIS_URL || undefined,
+    rateLimit: {
+      enabled: !["0", "false", "off"].includes((env.AUTH_RATE_LIMIT_ENABLED ?? "true").toLowerCase()),
+      storage: rateLimitStorage(env.AUTH_RATE_LIMIT_STORAGE, env.DATABASE_URL),
+      window: int(env, "AUTH_RATE_LIMIT_WINDOW", 10),
+      max: int(env, "AUTH_RATE_LIMIT_MAX", 100),
+      credentialsWindow: int(env, "AUTH_RATE_LIMIT_SIGNIN_WINDOW", 60),
+      credentialsMax: int(env, "AUTH_RATE_LIMIT_SIGNIN_MAX", 5),
+    },
+  };
+}

@@ -1,0 +1,62 @@
+// Request plumbing shared by app.ts and routes.ts: the trusted client-IP header, forwarding a
+// request into Better Auth's handler, and the standard Retry-After header on 429.
+import type { Context } from "hono";
+import { getConnInfo } from "@hono/node-server/conninfo";
+import { CLIENT_IP_HEADER, type Auth } from "./auth.js";
+
+/**
+ * Copies the request headers, replacing CLIENT_IP_HEADER with the socket peer address, or
+ * "<x-forwarded-for>, <peer>" when trusted proxies are configured (Better Auth walks that chain
+ * right to left and skips the trusted hops). A client can never choose its own rate-limit key.
+ */
+export function headersWithClientIp(c: Context, trustProxies: boolean): Headers {
+  const headers = new Headers(c.req.raw.headers);
+  headers.delete(CLIENT_IP_HEADER);
+  let peer: string | undefined;
+  try {
+    peer = getConnInfo(c).remote.address;
+  } catch {
+    peer = undefined; // not served by @hono/node-server (e.g. app.fetch in-process)
+  }
+  if (peer) {
+    const xff = c.req.header("x-forwarded-for");
+    headers.set(CLIENT_IP_HEADER, trustProxies && xff ? `${xff}, ${peer}` : peer);
+  }
+  return headers;
+}
+
+/** Better Auth answers 429 with X-Retry-After; add the standard Retry-After as well. */
+export function withRetryAfter(res: Response): Response {
+  if (res.status !== 429 || res.headers.has("retry-after")) return res;
+  const headers = new Headers(res.headers);
+  headers.set("Retry-After", res.headers.get("x-retry-after") ?? "60");
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+}
+
+/** Runs the incoming request through `auth.handler` unchanged, except for the client-IP header. */
+export async function proxyToAuth(auth: Auth, c: Context, trustProxies: boolean): Promise<Response> {
+  const req = c.req.raw;
+  const hasBody = req.method !== "GET" && req.method !== "HEAD";
+  const init: RequestInit & { duplex?: "half" } = {
+    method: req.method,
+    headers: headersWithClientIp(c, trustProxies),
+    ...(hasBody ? { body: await req.arrayBuffer() } : {}),
+  };
+  return withRetryAfter(await auth.handler(new Request(req.url, init)));
+}
+
+/**
+ * POSTs a JSON body to a Better Auth route (e.g. "/sign-in/email") on behalf of a contract route.
+ * Only the client IP and user agent are carried over: the contract routes return tokens in the
+ * body and never set cookies, so browser cookies / CSRF headers play no part in them.
+ */
+export async function forwardToAuth(auth: Auth, c: Context, trustProxies: boolean, path: string, body: unknown): Promise<Response> {
+  const incoming = headersWithClientIp(c, trustProxies);
+  const headers = new Headers({ "content-type": "application/json" });
+  for (const name of [CLIENT_IP_HEADER, "user-agent"]) {
+    const value = incoming.get(name);
+    if (value) headers.set(name, value);
+  }
+  const url = new URL(`/api/auth${path}`, c.req.url);
+  return withRetryAfter(await auth.handler(new Request(url, { method: "POST", headers, body: JSON.stringify(body) })));
+}

@@ -1,0 +1,56 @@
+// Wiring: config -> database -> migrations -> Better Auth -> Hono app -> listening server.
+import { serve, type ServerType } from "@hono/node-server";
+import type { AddressInfo } from "node:net";
+import { createApp } from "./app.js";
+import { createAuth, createRedisRateLimitStorage, type Auth } from "./auth.js";
+import type { Config } from "./config.js";
+import { createDatabase, type Database } from "./db.js";
+import { migrate } from "./migrate.js";
+
+export interface RunningService {
+  url: string;
+  port: number;
+  config: Config;
+  auth: Auth;
+  database: Database;
+  app: ReturnType<typeof createApp>;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the service. `shared.database` lets several instances (tests) use one open database;
+ * it is then left open by close().
+ */
+export async function startServer(config: Config, shared: { database?: Database } = {}): Promise<RunningService> {
+  const database = shared.database ?? createDatabase(config);
+  await migrate(config, database);
+  const rateLimitStore = config.redisUrl ? createRedisRateLimitStorage(config.redisUrl) : undefined;
+  const auth = createAuth(config, database, rateLimitStore);
+  const app = createApp({ config, auth, database });
+  const server: ServerType = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
+  });
+  const port = (server.address() as AddressInfo).port;
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    config,
+    auth,
+    database,
+    app,
+    close() {
+      closing ??= (async () => {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          // Keep-alive sockets would hold close() open.
+          (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+        });
+        await rateLimitStore?.close();
+        if (!shared.database) await database.close();
+      })();
+      return closing;
+    },
+  };
+}

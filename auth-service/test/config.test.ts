@@ -1,0 +1,142 @@
+// Secret handling and start-up: production refuses a missing/weak secret (and the process exits
+// non-zero); dev mode generates one, stores it 0600, and sessions + signing keys survive a restart.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
+import path from "node:path";
+import { test } from "node:test";
+import { decodeProtectedHeader } from "jose";
+import { ConfigError, loadConfig } from "../src/config.js";
+import { PASSWORD, prepareStorage, request, startTestService, tempDir, uniqueEmail } from "./helpers.js";
+
+const SERVICE_DIR = path.resolve(import.meta.dirname ?? path.dirname(new URL(import.meta.url).pathname), "..");
+
+test("production refuses a missing or weak BETTER_AUTH_SECRET", () => {
+  const dir = tempDir();
+  try {
+    assert.throws(() => loadConfig({ AUTH_ENV: "production", AUTH_DATA_DIR: dir }), (e: Error) => e instanceof ConfigError && /BETTER_AUTH_SECRET is not set/.test(e.message));
+    assert.throws(() => loadConfig({ NODE_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "short-secret" }), (e: Error) => e instanceof ConfigError && /too weak/.test(e.message));
+    assert.throws(() => loadConfig({ AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "a".repeat(31) }), ConfigError);
+    const ok = loadConfig({ AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "s".repeat(32) });
+    assert.equal(ok.devMode, false);
+    assert.equal(existsSync(path.join(dir, "auth-secret")), false, "production never writes a secret file");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("configuration defaults and parsing", () => {
+  const dir = tempDir();
+  try {
+    const c = loadConfig({ AUTH_DATA_DIR: dir });
+    assert.equal(c.env, "development");
+    assert.equal(c.port, 3001);
+    assert.equal(c.host, "127.0.0.1");
+    assert.equal(c.baseURL, "http://localhost:3001");
+    assert.deepEqual(c.jwt, { issuer: "http://localhost:3001", audience: "rag-service", expiresIn: "15m" });
+    assert.equal(c.databaseUrl, undefined);
+    assert.equal(c.rateLimit.enabled, true);
+    assert.equal(c.rateLimit.storage, "memory", "embedded PGlite: one process, counters in memory");
+    assert.equal(loadConfig({ AUTH_DATA_DIR: dir, DATABASE_URL: "postgres://x@h/db" }).rateLimit.storage, "database");
+    assert.equal(loadConfig({ AUTH_DATA_DIR: dir, AUTH_RATE_LIMIT_STORAGE: "database" }).rateLimit.storage, "database");
+    assert.throws(() => loadConfig({ AUTH_DATA_DIR: dir, AUTH_RATE_LIMIT_STORAGE: "disk" }), ConfigError);
+    const d = loadConfig({ AUTH_DATA_DIR: dir, PORT: "4000", TRUSTED_ORIGINS: "http://a.test, http://b.test", AUTH_RATE_LIMIT_ENABLED: "false" });
+    assert.equal(d.baseURL, "http://localhost:4000");
+    assert.deepEqual(d.trustedOrigins, ["http://a.test", "http://b.test"]);
+    assert.equal(d.rateLimit.enabled, false);
+    assert.throws(() => loadConfig({ AUTH_DATA_DIR: dir, PORT: "abc" }), ConfigError);
+    assert.throws(() => loadConfig({ AUTH_DATA_DIR: dir, AUTH_ENV: "staging" }), ConfigError);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+function runServer(env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "src/server.ts"], {
+      cwd: SERVICE_DIR,
+      env: { PATH: process.env.PATH ?? "", ...env },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr });
+    });
+  });
+}
+
+test("the server process exits non-zero with a clear message on a missing or weak secret in production", async () => {
+  const dir = tempDir();
+  try {
+    const missing = await runServer({ AUTH_ENV: "production", AUTH_DATA_DIR: dir, PORT: "0" });
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /refusing to start: BETTER_AUTH_SECRET is not set/);
+    const weak = await runServer({ NODE_ENV: "production", AUTH_DATA_DIR: dir, PORT: "0", BETTER_AUTH_SECRET: "changeme" });
+    assert.equal(weak.code, 1);
+    assert.match(weak.stderr, /BETTER_AUTH_SECRET is too weak \(8 characters, at least 32 required\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("npm start: migrates, prints the listening line, serves, and exits 0 on SIGTERM", async () => {
+  const { dataDir, databaseUrl } = await prepareStorage();
+  const child = spawn(process.execPath, ["--import", "tsx", "src/server.ts"], {
+    cwd: SERVICE_DIR,
+    env: { PATH: process.env.PATH ?? "", AUTH_ENV: "development", PORT: "0", AUTH_DATA_DIR: dataDir, ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}) },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  try {
+    let out = "";
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no listening line in 60 s:\n${out}`)), 60_000);
+      child.stdout.on("data", (d) => {
+        out += d;
+        const m = out.match(/auth-service listening on (http:\/\/127\.0\.0\.1:\d+)/);
+        if (m) (clearTimeout(timer), resolve(m[1]!));
+      });
+      child.on("exit", (code) => reject(new Error(`exited ${code}: ${out}`)));
+    });
+    assert.deepEqual((await request(url, "GET", "/health")).body, { status: "ok", services: { database: true } });
+    assert.equal((await request(url, "GET", "/api/auth/jwks")).status, 200);
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0);
+  } finally {
+    if (child.exitCode === null) child.kill("SIGKILL");
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test("dev mode generates a secret (0600), reuses it, and sessions and keys survive a restart", async () => {
+  const first = await startTestService({ AUTH_ENV: "development", BETTER_AUTH_SECRET: undefined });
+  const secretFile = path.join(first.dataDir, "auth-secret");
+  let second: Awaited<ReturnType<typeof startTestService>> | undefined;
+  try {
+    assert.ok(existsSync(secretFile));
+    assert.equal(statSync(secretFile).mode & 0o777, 0o600);
+    const secret = readFileSync(secretFile, "utf8").trim();
+    assert.ok(secret.length >= 32);
+    assert.equal(first.config.secret, secret);
+
+    const signup = await request(first.url, "POST", "/auth/signup", { json: { email: uniqueEmail("restart"), password: PASSWORD, full_name: "Re Start" } });
+    assert.equal(signup.status, 201);
+    const kid = decodeProtectedHeader(signup.body.access_token).kid;
+    await first.stop({ keepData: true });
+
+    second = await startTestService({ AUTH_ENV: "development", BETTER_AUTH_SECRET: undefined }, { dataDir: first.dataDir, databaseUrl: first.config.databaseUrl });
+    assert.equal(second.config.secret, secret, "the stored secret is reused");
+    const me = await request(second.url, "GET", "/auth/me", { token: signup.body.session_token });
+    assert.equal(me.status, 200, "the session survived the restart");
+    assert.equal(me.body.id, signup.body.user.id);
+    const token = await request(second.url, "POST", "/auth/token", { token: signup.body.session_token });
+    assert.equal(token.status, 200, "the encrypted signing key still decrypts");
+    assert.equal(decodeProtectedHeader(token.body.access_token).kid, kid);
+  } finally {
+    await second?.stop();
+    rmSync(first.dataDir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,336 @@
+"""Retrieval quality and latency of keyword, dense and hybrid search on a BEIR-layout dataset.
+
+    .venv/bin/python bench/retrieval.py [--dataset /work/shared/datasets/manpages-dev]
+        [--work-dir DIR] [--limit-docs N] [--chunk-size 200] [--overlap 30] [--no-title]
+        [--prefetch N] [--rrf-k 60] [--weights DENSE,KEYWORD] [--overfetch 3] [--per-doc 2]
+        [--latency-sample 200] [--http-sample 100] [--sweep]
+
+The corpus is ingested as one user through the real pipeline (DocumentService.save: SQLite
+row, chunking, MiniLM + BM25, Qdrant Edge), each document carrying its corpus `_id` in its
+metadata; every query then goes through SearchService.search (top 10). With --work-dir the
+ingested store is reused by later runs with the same dataset and chunking. Prints nDCG@10,
+Recall@10, MRR@10 and latency p50/p95 per mode (and over HTTP for a sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+
+from rag_service.config import Settings
+from rag_service.documents.chunking import Chunker
+from rag_service.documents.service import DocumentService
+from rag_service.providers.local_embedder import LocalEmbedder
+from rag_service.search.service import DEFAULT_MAX_CHUNKS_PER_DOCUMENT, DEFAULT_OVERFETCH, SearchService
+from rag_service.storage import qdrant_edge as edge
+from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
+from rag_service.storage.factory import collection_name
+from rag_service.storage.sparse import SparseEncoder
+from rag_service.storage.vectors import ChunkFilter, tenant_filter
+
+USER = "bench-user"
+K = 10
+MODES = ("keyword", "dense", "hybrid")
+
+
+# --- dataset --------------------------------------------------------------------------
+
+
+def load_dataset(path: Path, limit_docs: int | None) -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
+    corpus = [json.loads(line) for line in (path / "corpus.jsonl").open(encoding="utf-8") if line.strip()]
+    queries = {q["_id"]: q["text"] for q in map(json.loads, (path / "queries.jsonl").open(encoding="utf-8")) if q}
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    with (path / "qrels.tsv").open(encoding="utf-8") as handle:
+        rows = csv.reader(handle, delimiter="\t")
+        next(rows)  # header
+        for query_id, corpus_id, score in rows:
+            qrels[query_id][corpus_id] = int(score)
+    if limit_docs:
+        corpus = corpus[:limit_docs]
+    kept = {doc["_id"] for doc in corpus}
+    # Only queries with at least one relevant document left in the corpus are judged.
+    qrels = {q: {d: s for d, s in rel.items() if d in kept} for q, rel in qrels.items()}
+    qrels = {q: rel for q, rel in qrels.items() if any(s > 0 for s in rel.values()) and q in queries}
+    return corpus, {q: queries[q] for q in qrels}, qrels
+
+
+# --- metrics --------------------------------------------------------------------------
+
+
+def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = K) -> float:
+    dcg = sum((2 ** relevant.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sorted(relevant.values(), reverse=True)[:k]
+    idcg = sum((2 ** s - 1) / math.log2(i + 2) for i, s in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall_at_k(ranked: list[str], relevant: dict[str, int], k: int = K) -> float:
+    wanted = {d for d, s in relevant.items() if s > 0}
+    return len(wanted & set(ranked[:k])) / len(wanted)
+
+
+def mrr_at_k(ranked: list[str], relevant: dict[str, int], k: int = K) -> float:
+    return next((1.0 / (i + 1) for i, d in enumerate(ranked[:k]) if relevant.get(d, 0) > 0), 0.0)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+# --- tunable parts (bench only: production keeps the adapters' defaults) ----------------
+
+
+class TunedEdgeStore(edge.EdgeVectorStore):
+    """Edge store whose hybrid query uses the given prefetch depth, RRF k and weights."""
+
+    def __init__(self, *args: Any, prefetch: int | None, rrf_k: int, weights: list[float] | None, **kw: Any):
+        super().__init__(*args, **kw)
+        self.prefetch, self.rrf_k, self.weights, self.fusion = prefetch, rrf_k, weights, "rrf"
+
+    def build_query(self, query, where, limit, mode, dense_score_threshold):  # type: ignore[override]
+        tuned = self.prefetch is not None or self.rrf_k != edge.RRF_K or self.weights or self.fusion != "rrf"
+        if mode != "hybrid" or not tuned:
+            return super().build_query(query, where, limit, mode, dense_score_threshold)
+        scope = edge.edge_filter(where)
+        idf = qe.SearchParams(idf=qe.IdfParams(corpus=edge.edge_filter(ChunkFilter(user_id=where.user_id))))
+        depth = self.prefetch or edge.prefetch_limit(limit)
+        prefetches = [qe.Prefetch(limit=depth, query=qe.Query.Nearest(list(query.dense), using=edge.DENSE),
+                                  filter=scope, score_threshold=dense_score_threshold)]
+        weights = self.weights
+        if query.sparse.indices:
+            prefetches.append(qe.Prefetch(limit=depth, query=qe.Query.Nearest(edge._sparse(query.sparse),
+                                                                              using=edge.SPARSE),
+                                          filter=scope, params=idf))
+        elif weights:
+            weights = weights[:1]
+        fusion = qe.Fusion.Dbsf() if self.fusion == "dbsf" else qe.Fusion.Rrf(k=self.rrf_k, weights=weights)
+        return qe.QueryRequest(limit=limit, prefetches=prefetches, query=fusion, filter=scope, with_payload=True)
+
+
+class UntitledChunker(Chunker):
+    """Embeds (and BM25-encodes) the chunk text alone, without the document title."""
+
+    def embedding_text(self, clipped_title: str, chunk_text: str) -> str:
+        return chunk_text
+
+
+class UntitledDocumentService(DocumentService):
+    @property
+    def chunker(self) -> Chunker:
+        chunker = super().chunker
+        untitled = object.__new__(UntitledChunker)
+        untitled.__dict__.update(chunker.__dict__)
+        return untitled
+
+
+# --- ingestion ------------------------------------------------------------------------
+
+
+async def ingest(corpus: list[dict], settings: Settings, store: Any, embedder: LocalEmbedder,
+                 sparse: SparseEncoder, titled: bool) -> dict[str, list[str]]:
+    """Save every corpus document (skipping ones already ingested); document id -> corpus ids."""
+    await asyncio.to_thread(run_migrations, settings)
+    engine, sessionmaker = create_engine_and_sessionmaker(settings)
+    service_class = DocumentService if titled else UntitledDocumentService
+    by_document: dict[str, list[str]] = defaultdict(list)
+    started, chunks = time.perf_counter(), 0
+    try:
+        for start in range(0, len(corpus), 50):
+            async with sessionmaker() as session:
+                service = service_class(session, store, sparse, embedder, settings)
+                for doc in corpus[start : start + 50]:
+                    document, created = await service.save(USER, doc.get("title") or doc["_id"], doc["text"],
+                                                           {"corpus_id": doc["_id"]})
+                    by_document[document.id].append(doc["_id"])
+                    chunks += document.chunk_count if created else 0
+            done = min(start + 50, len(corpus))
+            elapsed = time.perf_counter() - started
+            print(f"\r  ingested {done}/{len(corpus)} documents, {chunks} new chunks, {elapsed:.0f} s",
+                  end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+    finally:
+        await engine.dispose()
+    return by_document
+
+
+# --- evaluation -----------------------------------------------------------------------
+
+
+async def evaluate(service: SearchService, queries: dict[str, str], qrels: dict[str, dict[str, int]],
+                   to_corpus: dict[str, list[str]], mode: str) -> dict[str, float]:
+    scores: dict[str, list[float]] = defaultdict(list)
+    latencies = []
+    for query_id, text in queries.items():
+        started = time.perf_counter()
+        result = await service.search(USER, text, top_k=K, mode=mode, include_embedding=False)
+        latencies.append((time.perf_counter() - started) * 1000)
+        ranked: list[str] = []
+        for hit in result.hits:  # one entry per corpus document, at its best rank
+            for corpus_id in to_corpus.get(hit.document_id, [hit.metadata.get("corpus_id")]):
+                if corpus_id not in ranked:
+                    ranked.append(corpus_id)
+        scores["ndcg@10"].append(ndcg_at_k(ranked, qrels[query_id]))
+        scores["recall@10"].append(recall_at_k(ranked, qrels[query_id]))
+        scores["mrr@10"].append(mrr_at_k(ranked, qrels[query_id]))
+    summary = {name: statistics.fmean(values) for name, values in scores.items()}
+    summary["p50_ms"], summary["p95_ms"] = percentile(latencies, 50), percentile(latencies, 95)
+    return summary
+
+
+async def http_latency(settings: Settings, store: Any, embedder: LocalEmbedder, sparse: SparseEncoder,
+                       queries: list[str], mode: str) -> tuple[float, float]:
+    """p50/p95 of POST /search through the whole app (auth dependency replaced by a fixed user)."""
+    import httpx
+
+    from rag_service.auth.tokens import AccessTokenVerifier, CurrentUser, current_user
+    from rag_service.main import create_app
+    from rag_service.providers.factory import build_generator
+    from rag_service.runtime import Runtime
+
+    engine, sessionmaker = create_engine_and_sessionmaker(settings)
+    runtime = Runtime(settings, engine, sessionmaker, store, sparse, embedder, build_generator(settings),
+                      AccessTokenVerifier(settings))
+    app = create_app(settings, runtime=runtime)
+    app.dependency_overrides[current_user] = lambda: CurrentUser(id=USER, claims={})
+    latencies = []
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+            for text in queries:
+                started = time.perf_counter()
+                response = await client.post("/search", json={"query": text, "top_k": K, "mode": mode})
+                latencies.append((time.perf_counter() - started) * 1000)
+                response.raise_for_status()
+    finally:
+        await runtime.token_verifier.aclose()
+        await engine.dispose()
+    return percentile(latencies, 50), percentile(latencies, 95)
+
+
+class PrecomputedQueryEmbedder:
+    """The real embedder, with the evaluation queries embedded up front in batches.
+
+    Identical vectors to embedding each query alone, at a fraction of the cost, so the
+    quality runs (every query x every mode x every sweep setting) stay affordable on a
+    busy 2-core machine. Latency is measured separately with the plain embedder.
+    """
+
+    def __init__(self, inner: LocalEmbedder) -> None:
+        self.inner, self.model_name, self.dimension = inner, inner.model_name, inner.dimension
+        self.cache: dict[str, list[float]] = {}
+
+    async def prefill(self, texts: list[str]) -> None:
+        vectors = await self.inner.embed([t.strip() for t in texts], task="query")
+        self.cache.update(zip((t.strip() for t in texts), vectors))
+
+    async def embed(self, texts: list[str], task: str = "document") -> list[list[float]]:
+        if task == "query" and all(t in self.cache for t in texts):
+            return [self.cache[t] for t in texts]
+        return await self.inner.embed(texts, task)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+def sweep_grid() -> list[dict[str, Any]]:
+    grid: list[dict[str, Any]] = [{"mode": m, "per_doc": n} for m in ("keyword", "dense") for n in (1, 2, 3)]
+    for prefetch in (None, 20, 50, 100):
+        for rrf_k in (60, 20, 5):
+            for weights in (None, [2.0, 1.0], [1.0, 2.0]):
+                grid.append({"mode": "hybrid", "per_doc": 2, "prefetch": prefetch, "rrf_k": rrf_k, "weights": weights})
+    grid += [{"mode": "hybrid", "per_doc": n} for n in (1, 3)]
+    grid += [{"mode": "hybrid", "per_doc": 2, "prefetch": p, "fusion": "dbsf"} for p in (None, 50)]
+    return grid
+
+
+async def main(args: argparse.Namespace) -> None:
+    corpus, queries, qrels = load_dataset(args.dataset, args.limit_docs)
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
+    key = f"{args.dataset.name}-{len(corpus)}d-c{args.chunk_size}-o{args.overlap}-{'t' if args.title else 'nt'}"
+    settings = Settings(_env_file=None, data_dir=work_dir / key, database_url=None, qdrant_url=None,
+                        embedding_provider="local", llm_provider="extractive", rate_limit_enabled=False,
+                        chunk_size_tokens=args.chunk_size, chunk_overlap_tokens=args.overlap, log_level="WARNING")
+    embedder, sparse = LocalEmbedder(settings), SparseEncoder()
+    name = collection_name(settings.qdrant_collection_prefix, embedder.model_name, embedder.dimension)
+    store = TunedEdgeStore(settings.data_dir / "qdrant" / name, collection=name, dimension=embedder.dimension,
+                           prefetch=args.prefetch, rrf_k=args.rrf_k, weights=args.weights)
+    await store.ensure_collection()
+    print(f"dataset {args.dataset} ({len(corpus)} documents, {len(queries)} judged queries), store {settings.data_dir}")
+    try:
+        to_corpus = await ingest(corpus, settings, store, embedder, sparse, args.title)
+        chunks = await store.count(tenant_filter(USER))
+        if args.optimize:
+            await store.optimize()
+        print(f"chunks: {chunks} (chunk {args.chunk_size} tokens, overlap {args.overlap}, "
+              f"title {'prepended' if args.title else 'not prepended'}); hybrid: prefetch "
+              f"{args.prefetch or 'adapter default'}, rrf k {args.rrf_k}, weights {args.weights or 'equal'}; "
+              f"collapse: overfetch {args.overfetch}, {args.per_doc} per document")
+        cached = PrecomputedQueryEmbedder(embedder)
+        await cached.prefill(list(queries.values()))
+        quality = SearchService(store, sparse, cached, settings, overfetch=args.overfetch,
+                                max_chunks_per_document=args.per_doc)
+        plain = SearchService(store, sparse, embedder, settings, overfetch=args.overfetch,
+                              max_chunks_per_document=args.per_doc)
+        await plain.search(USER, "warm up", mode="hybrid")
+        sample = dict(list(queries.items())[: args.latency_sample])
+        print(f"{'mode':8} {'nDCG@10':>8} {'R@10':>6} {'MRR@10':>7}   latency over {len(sample)} queries "
+              f"(query embedding included): {'p50 ms':>7} {'p95 ms':>7}")
+        for mode in args.modes:
+            s = await evaluate(quality, queries, qrels, to_corpus, mode)
+            t = await evaluate(plain, sample, qrels, to_corpus, mode)
+            print(f"{mode:8} {s['ndcg@10']:8.4f} {s['recall@10']:6.3f} {s['mrr@10']:7.4f} "
+                  f"{'':50}{t['p50_ms']:7.1f} {t['p95_ms']:7.1f}", flush=True)
+        if args.http_sample:
+            http_queries = list(queries.values())[: args.http_sample]
+            for mode in args.modes:
+                p50, p95 = await http_latency(settings, store, embedder, sparse, http_queries, mode)
+                print(f"HTTP POST /search {mode:8} ({len(http_queries)} queries): p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+        if args.sweep:
+            print("sweep (nDCG@10 / R@10 / MRR@10):")
+            for config in sweep_grid():
+                store.prefetch, store.rrf_k = config.get("prefetch"), config.get("rrf_k", edge.RRF_K)
+                store.weights, store.fusion = config.get("weights"), config.get("fusion", "rrf")
+                service = SearchService(store, sparse, cached, settings, overfetch=args.overfetch,
+                                        max_chunks_per_document=config["per_doc"])
+                s = await evaluate(service, queries, qrels, to_corpus, config["mode"])
+                print(f"  {s['ndcg@10']:.4f} {s['recall@10']:.3f} {s['mrr@10']:.4f}  {config}", flush=True)
+    finally:
+        await store.close()
+        await embedder.aclose()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, default=Path("/work/shared/datasets/manpages-dev"))
+    parser.add_argument("--work-dir", type=Path, help="keep the ingested store here and reuse it")
+    parser.add_argument("--limit-docs", type=int, help="only the first N corpus documents")
+    parser.add_argument("--chunk-size", type=int, default=Settings().chunk_size_tokens)
+    parser.add_argument("--overlap", type=int, default=Settings().chunk_overlap_tokens)
+    parser.add_argument("--no-title", dest="title", action="store_false", help="embed chunks without the title")
+    parser.add_argument("--prefetch", type=int, help="candidates per side of the hybrid fusion")
+    parser.add_argument("--rrf-k", type=int, default=edge.RRF_K)
+    parser.add_argument("--weights", type=lambda s: [float(x) for x in s.split(",")], help="RRF weights dense,keyword")
+    parser.add_argument("--overfetch", type=int, default=DEFAULT_OVERFETCH)
+    parser.add_argument("--per-doc", type=int, default=DEFAULT_MAX_CHUNKS_PER_DOCUMENT, help="chunks per document in the collapse")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--optimize", action="store_true", help="build the HNSW index before querying")
+    parser.add_argument("--latency-sample", type=int, default=200, help="queries timed per mode, uncached")
+    parser.add_argument("--http-sample", type=int, default=0, help="also time N queries through HTTP")
+    parser.add_argument("--sweep", action="store_true", help="also try hybrid fusion and collapse settings")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

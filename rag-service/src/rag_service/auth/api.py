@@ -1,0 +1,28 @@
+"""`GET /me`: who the bearer token says the caller is (handy for clients and smoke tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from rag_service.deps import UserDep
+
+router = APIRouter(tags=["auth"])
+
+
+class MeResponse(BaseModel):
+    user_id: str
+    email: str | None = None
+    expires_at: int
+
+
+@router.get("/me", response_model=MeResponse)
+async def me(user: UserDep) -> dict[str, Any]:
+    email = user.claims.get("email")
+    return {
+        "user_id": user.id,
+        "email": email if isinstance(email, str) else None,
+        "expires_at": int(user.claims["exp"]),
+    }

@@ -1,0 +1,60 @@
+"""`POST /chat`: a cited answer from the caller's documents, as JSON or Server-Sent Events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse
+
+from rag_service.chat.schemas import ChatRequest, ChatResponse
+from rag_service.chat.service import ChatService
+from rag_service.chat.sse import chat_sse
+from rag_service.deps import RuntimeDep, UserDep
+from rag_service.errors import error_responses
+from rag_service.history.service import HistoryService
+from rag_service.ratelimit import CostlyRateLimit
+from rag_service.search.service import SearchService
+
+router = APIRouter(tags=["chat"])
+
+
+def get_chat_service(runtime: RuntimeDep) -> ChatService:
+    settings = runtime.settings
+    return ChatService(
+        search=SearchService(runtime.vector_store, runtime.sparse_encoder, runtime.embedder, settings),
+        generator=runtime.generator,
+        history=HistoryService(runtime.sessionmaker, max_history_turns=settings.max_history_turns),
+        settings=settings,
+    )
+
+
+ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+
+_SSE_DESCRIPTION = (
+    "With `stream: true` (or no `stream` and `Accept: text/event-stream`): events `sources`, "
+    "`delta` (repeated), then `done`, or `error` as the last event if the answer provider fails."
+)
+
+
+def wants_event_stream(body: ChatRequest, request: Request) -> bool:
+    if body.stream is not None:
+        return body.stream
+    return "text/event-stream" in request.headers.get("accept", "").lower()
+
+
+@router.post(
+    "/chat",
+    response_model=ChatResponse,
+    dependencies=[CostlyRateLimit],
+    responses={200: {"description": _SSE_DESCRIPTION, "content": {"text/event-stream": {}}},
+               **error_responses(404)},
+)
+async def chat(body: ChatRequest, request: Request, user: UserDep, service: ChatServiceDep) -> ChatResponse | Response:
+    # Validation, the conversation check (404) and retrieval happen before any byte is
+    # sent, so those failures are ordinary JSON errors even when streaming was asked for.
+    prepared = await service.prepare(user.id, body)
+    if wants_event_stream(body, request):
+        return EventSourceResponse(chat_sse(prepared, service.events(prepared)))
+    return await service.collect(prepared)

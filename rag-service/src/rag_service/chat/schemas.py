@@ -1,0 +1,98 @@
+"""Wire shapes of `POST /chat` (seed contract `{response, sources, context_used}` plus ids)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+from rag_service.search.schemas import SearchFilters
+
+MIN_CHAT_TOP_K = 1
+MAX_CHAT_TOP_K = 20
+# One client-supplied history message; answers can be long, but not unbounded.
+MAX_HISTORY_MESSAGE_CHARS = 8_000
+# Hard cap on the list before the settings-based limit (max_history_turns) is checked,
+# so an absurd body is refused by validation without being walked.
+HISTORY_CONTEXT_HARD_CAP = 200
+
+
+class HistoryMessage(BaseModel):
+    """A client-provided earlier turn (seed `history_context` item)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: Annotated[StrictStr, Field(max_length=MAX_HISTORY_MESSAGE_CHARS)]
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The length limit (settings.max_query_chars) is checked by the service, which knows it.
+    query: StrictStr = Field(min_length=1)
+    # Continue one of the caller's stored conversations; omitted -> a new conversation.
+    conversation_id: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    # Earlier turns supplied by the client; used only when no conversation_id is given
+    # (a stored conversation's own messages win). At most settings.max_history_turns items.
+    history_context: Annotated[list[HistoryMessage], Field(max_length=HISTORY_CONTEXT_HARD_CAP)] | None = None
+    top_k: int = Field(default=5, ge=MIN_CHAT_TOP_K, le=MAX_CHAT_TOP_K)
+    filters: SearchFilters | None = None
+    # true -> Server-Sent Events; false -> JSON; omitted -> decided by `Accept: text/event-stream`.
+    stream: bool | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, query: str) -> str:
+        if not query.strip():
+            raise ValueError("query must not be blank")
+        if "\x00" in query:  # the question is stored; PostgreSQL refuses NUL in text
+            raise ValueError("query must not contain NUL characters")
+        return query
+
+
+class ChatSource(BaseModel):
+    """Source `number` is cited as `[number]` in the answer; `sources[i].number == i + 1`."""
+
+    number: int
+    document_id: str
+    title: str
+    chunk_index: int
+    score: float
+    snippet: str
+
+
+class ChatResponse(BaseModel):
+    response: str
+    sources: list[ChatSource]
+    # The chunk texts given to the generator, in source order (seed contract: List[str]).
+    context_used: list[str]
+    conversation_id: str
+    message_id: str
+
+
+class ChatTiming(BaseModel):
+    # All from the request reaching the chat service.
+    # Question saved and sources retrieved (query embedding + hybrid search).
+    retrieval_ms: float
+    # None when no text was produced.
+    first_delta_ms: float | None
+    total_ms: float
+
+
+class ChatDone(BaseModel):
+    """Payload of the SSE `done` event."""
+
+    conversation_id: str
+    message_id: str
+    status: Literal["complete"] = "complete"
+    timing: ChatTiming
+
+
+class ChatError(BaseModel):
+    """Payload of the SSE `error` event."""
+
+    code: str
+    message: str
+    conversation_id: str | None = None
+    message_id: str | None = None

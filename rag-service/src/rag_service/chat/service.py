@@ -1,0 +1,237 @@
+"""The chat flow: save the question, retrieve the caller's chunks, stream a cited answer, save it.
+
+    prepare(user_id, request)          validate -> HistoryService.start_turn (question + an
+                                       "incomplete" assistant placeholder committed) ->
+                                       SearchService.search (tenant-scoped) -> numbered sources
+    events(prepared)                   SourcesEvent, DeltaEvent..., then finish_turn, DoneEvent
+    answer(user_id, request)           the same, collected into one ChatResponse (JSON route)
+
+Failure and disconnect rules (the conversation is always consistent):
+- bad input (422/404) is refused before anything is written;
+- a provider failure (embedder during retrieval, or generator) leaves the question saved and
+  the assistant message stored with status "failed" (content: any text produced before the
+  failure, usually empty); the error propagates as ProviderUnavailable (503);
+- a client that goes away mid-stream (generator closed or cancelled) leaves the assistant
+  message with status "incomplete" holding the text streamed so far (citations cleaned).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+import anyio
+
+from rag_service.chat.schemas import ChatDone, ChatRequest, ChatResponse, ChatSource, ChatTiming
+from rag_service.config import Settings
+from rag_service.errors import Unprocessable
+from rag_service.history.service import (
+    STATUS_COMPLETE,
+    STATUS_FAILED,
+    STATUS_INCOMPLETE,
+    HistoryService,
+    StartedTurn,
+)
+from rag_service.providers.base import Generator, Source, Turn
+from rag_service.providers.citations import CitationFilter
+from rag_service.search.service import SearchService, parse_filters
+
+log = logging.getLogger(__name__)
+
+SNIPPET_MAX_CHARS = 240
+# A follow-up this short (in words), or one that refers back ("its", "that"...), is
+# retrieved together with the previous question: "what about its flags?" alone matches
+# nothing useful.
+FOLLOW_UP_MAX_WORDS = 5
+REFERRING_WORDS = frozenset(
+    "it its it's they them their theirs this that these those he him his she her there "
+    "same above previous former latter one ones also else".split()
+)
+_WORD = re.compile(r"[\w']+")
+
+
+def is_follow_up(question: str) -> bool:
+    words = [w.lower() for w in _WORD.findall(question)]
+    return len(words) <= FOLLOW_UP_MAX_WORDS or any(w in REFERRING_WORDS for w in words)
+
+
+def retrieval_text(question: str, history: list[Turn]) -> str:
+    """What to search for: the question, preceded by the previous user question when the
+    question is a follow-up. Keeps the retrieval deterministic and cheap (no LLM rewrite)."""
+    previous = next((turn.content for turn in reversed(history) if turn.role == "user"), None)
+    if previous and is_follow_up(question):
+        return f"{previous.strip()}\n{question.strip()}"
+    return question.strip()
+
+
+def snippet(text: str) -> str:
+    flat = re.sub(r"\s+", " ", text).strip()
+    return flat if len(flat) <= SNIPPET_MAX_CHARS else flat[: SNIPPET_MAX_CHARS - 1].rstrip() + "…"
+
+
+@dataclass(frozen=True)
+class SourcesEvent:
+    sources: list[ChatSource]
+
+
+@dataclass(frozen=True)
+class DeltaEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    done: ChatDone
+
+
+ChatEvent = SourcesEvent | DeltaEvent | DoneEvent
+
+
+@dataclass
+class PreparedChat:
+    """A turn whose question is saved and whose sources are retrieved, ready to generate."""
+
+    user_id: str
+    query: str
+    turn: StartedTurn
+    history: list[Turn]
+    sources: list[ChatSource]
+    generator_sources: list[Source]
+    started: float = field(default_factory=time.perf_counter)
+    retrieved: float = field(default_factory=time.perf_counter)
+
+    @property
+    def context_used(self) -> list[str]:
+        return [source.text for source in self.generator_sources]
+
+
+class ChatService:
+    def __init__(self, search: SearchService, generator: Generator, history: HistoryService,
+                 settings: Settings) -> None:
+        self._search = search
+        self._generator = generator
+        self._history = history
+        self._settings = settings
+
+    async def prepare(self, user_id: str, request: ChatRequest) -> PreparedChat:
+        started = time.perf_counter()
+        self._validate(request)
+        filters = parse_filters(request.filters)
+        turn = await self._history.start_turn(user_id, request.query, request.conversation_id)
+        if request.conversation_id is not None:
+            history = turn.history
+        else:
+            history = [Turn(role=m.role, content=m.content) for m in request.history_context or []]
+        try:
+            result = await self._search.search(
+                user_id, request.query, top_k=request.top_k, filters=filters, mode="hybrid",
+                include_embedding=False, retrieval_text=retrieval_text(request.query, history),
+            )
+        except BaseException as exc:
+            status = STATUS_FAILED if isinstance(exc, Exception) else STATUS_INCOMPLETE
+            await self._finish_quietly(user_id, turn, "", [], status)
+            raise
+        sources = [
+            ChatSource(number=n, document_id=hit.document_id, title=hit.title, chunk_index=hit.chunk_index,
+                       score=hit.score, snippet=snippet(hit.text))
+            for n, hit in enumerate(result.hits, start=1)
+        ]
+        generator_sources = [Source(number=n, title=hit.title, text=hit.text)
+                             for n, hit in enumerate(result.hits, start=1)]
+        return PreparedChat(user_id=user_id, query=request.query, turn=turn, history=history,
+                            sources=sources, generator_sources=generator_sources, started=started,
+                            retrieved=time.perf_counter())
+
+    def _validate(self, request: ChatRequest) -> None:
+        limit = self._settings.max_query_chars
+        if len(request.query) > limit:
+            raise Unprocessable(f"query is {len(request.query)} characters long; the limit is {limit} "
+                                "(max_query_chars)", code="query_too_long")
+        max_turns = self._settings.max_history_turns
+        if request.history_context and len(request.history_context) > max_turns:
+            raise Unprocessable(f"history_context has {len(request.history_context)} messages; the limit is "
+                                f"{max_turns} (max_history_turns)", code="history_too_long")
+
+    async def events(self, prepared: PreparedChat) -> AsyncIterator[ChatEvent]:
+        """Sources, answer deltas, then done (after the answer is saved).
+
+        Raises ProviderUnavailable when the generator fails (answer saved as "failed").
+        Closed or cancelled early, it saves the partial answer as "incomplete".
+        """
+        citations = CitationFilter(max_source=len(prepared.generator_sources))
+        pieces: list[str] = []
+        first_delta_at: float | None = None
+        try:
+            yield SourcesEvent(prepared.sources)
+            stream = self._generator.stream(prepared.query, prepared.generator_sources, prepared.history)
+            async with aclosing(stream):
+                async for raw in stream:
+                    piece = citations.feed(raw)
+                    if piece:
+                        first_delta_at = first_delta_at or time.perf_counter()
+                        pieces.append(piece)
+                        yield DeltaEvent(piece)
+            tail = citations.flush()
+            if tail:
+                first_delta_at = first_delta_at or time.perf_counter()
+                pieces.append(tail)
+                yield DeltaEvent(tail)
+        except BaseException as exc:
+            # Exception: the provider (or a bug) failed. CancelledError / GeneratorExit:
+            # the client went away; what it was shown so far is kept, marked incomplete.
+            status = STATUS_FAILED if isinstance(exc, Exception) else STATUS_INCOMPLETE
+            # What the client was shown (markers already cleaned by the filter).
+            await self._finish_quietly(prepared.user_id, prepared.turn, "".join(pieces), prepared.sources, status)
+            raise
+        # Shielded: a client leaving right after the last delta still gets a complete answer
+        # saved (a failure to save propagates: no `done` without a saved answer).
+        with anyio.CancelScope(shield=True):
+            await self._history.finish_turn(
+                prepared.user_id, prepared.turn, content="".join(pieces),
+                sources=[source.model_dump() for source in prepared.sources], status=STATUS_COMPLETE,
+            )
+
+        def since_start(moment: float | None) -> float | None:
+            return None if moment is None else round((moment - prepared.started) * 1000, 2)
+
+        yield DoneEvent(ChatDone(
+            conversation_id=prepared.turn.conversation_id,
+            message_id=prepared.turn.assistant_message_id,
+            timing=ChatTiming(retrieval_ms=since_start(prepared.retrieved), first_delta_ms=since_start(first_delta_at),
+                              total_ms=since_start(time.perf_counter())),
+        ))
+
+    async def answer(self, user_id: str, request: ChatRequest) -> ChatResponse:
+        prepared = await self.prepare(user_id, request)
+        return await self.collect(prepared)
+
+    async def collect(self, prepared: PreparedChat) -> ChatResponse:
+        """Run `events` to the end and return the whole answer (the JSON route)."""
+        pieces: list[str] = []
+        async with aclosing(self.events(prepared)) as events:
+            async for event in events:
+                if isinstance(event, DeltaEvent):
+                    pieces.append(event.text)
+        return ChatResponse(
+            response="".join(pieces),
+            sources=prepared.sources,
+            context_used=prepared.context_used,
+            conversation_id=prepared.turn.conversation_id,
+            message_id=prepared.turn.assistant_message_id,
+        )
+
+    async def _finish_quietly(self, user_id: str, turn: StartedTurn, content: str,
+                              sources: list[ChatSource], status: str) -> None:
+        """Record how a turn ended without masking the error that ended it. Shielded: a
+        cancelled request (client gone) must still get its row updated."""
+        payload = [source.model_dump() for source in sources]
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._history.finish_turn(user_id, turn, content=content, sources=payload, status=status)
+            except Exception:
+                # The placeholder stays "incomplete": still a consistent conversation.
+                log.exception("could not record the end of chat turn %s", turn.assistant_message_id)

@@ -1,0 +1,129 @@
+"""The one settings object. Read once at start-up (`get_settings`) and passed down.
+
+Every field maps to an environment variable of the same name in upper case
+(e.g. `database_url` <- `DATABASE_URL`). Defaults are the embedded, zero-config setup.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # --- server -----------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    # Browser apps on other origins (comma-separated), e.g. the example web app.
+    cors_origins: str = ""
+
+    # --- storage ----------------------------------------------------------------------
+    # Where the embedded stores live (SQLite file, Qdrant Edge shard).
+    data_dir: Path = Path("./data")
+    # Unset -> SQLite in DATA_DIR/rag.db. Set -> Postgres (psycopg 3), e.g. Neon.
+    database_url: str | None = None
+    # Unset -> embedded Qdrant Edge in DATA_DIR/qdrant. Set -> Qdrant server / cluster.
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    # Prefix of the collection name; model name and dimension are appended.
+    qdrant_collection_prefix: str = "chunks"
+
+    # --- auth (JWTs issued by the auth-service) ---------------------------------------
+    auth_jwks_url: str = "http://localhost:3001/api/auth/jwks"
+    auth_issuer: str = "http://localhost:3001"
+    auth_audience: str = "rag-service"
+    # Only asymmetric algorithms; never "none" or HS*.
+    auth_algorithms: list[str] = Field(default_factory=lambda: ["EdDSA", "ES256", "RS256"])
+    jwks_cache_seconds: int = 300
+    # Minimum seconds between JWKS refetches triggered by an unknown `kid`.
+    jwks_refetch_min_interval: float = 10.0
+    jwks_timeout_seconds: float = 5.0
+    jwt_leeway_seconds: int = 5
+
+    # --- embeddings -------------------------------------------------------------------
+    embedding_provider: Literal["auto", "local", "gemini"] = "auto"
+    local_embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_batch_size: int = 64
+    gemini_api_key: str | None = None
+    gemini_embedding_model: str = "gemini-embedding-001"
+    gemini_embedding_dimension: int = 768
+    gemini_timeout_seconds: float = 30.0
+    gemini_max_retries: int = 4
+
+    # --- answers ----------------------------------------------------------------------
+    llm_provider: Literal["auto", "extractive", "gemini", "openai"] = "auto"
+    gemini_chat_model: str = "gemini-2.5-flash"
+    openai_base_url: str = "http://localhost:11434/v1"
+    openai_api_key: str | None = None
+    openai_model: str = "llama3.2"
+    llm_timeout_seconds: float = 60.0
+    llm_max_retries: int = 3
+
+    # --- chunking ---------------------------------------------------------------------
+    chunk_size_tokens: int = 200
+    chunk_overlap_tokens: int = 30
+
+    # --- limits -----------------------------------------------------------------------
+    max_document_chars: int = 2_000_000
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_files_per_upload: int = 20
+    max_query_chars: int = 2_000
+    max_embed_chars: int = 20_000
+    max_title_chars: int = 500
+    max_metadata_bytes: int = 16_384
+    max_page_size: int = 100
+    max_history_turns: int = 20
+
+    # --- rate limiting ----------------------------------------------------------------
+    redis_url: str | None = None
+    rate_limit_enabled: bool = True
+    rate_limit_cheap: str = "300/minute"
+    rate_limit_costly: str = "60/minute"
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _only_asymmetric(cls, algorithms: list[str]) -> list[str]:
+        unsafe = [a for a in algorithms if a.lower() == "none" or a.upper().startswith("HS")]
+        if unsafe:
+            raise ValueError(f"AUTH_ALGORITHMS must not contain {unsafe}: only asymmetric keys")
+        return algorithms
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """Async SQLAlchemy URL: psycopg 3 for Postgres, aiosqlite for the embedded file."""
+        if self.database_url:
+            url = self.database_url
+            for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix) :]
+            return url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'rag.db').as_posix()}"
+
+    @property
+    def resolved_embedding_provider(self) -> Literal["local", "gemini"]:
+        if self.embedding_provider == "auto":
+            return "gemini" if self.gemini_api_key else "local"
+        return self.embedding_provider
+
+    @property
+    def resolved_llm_provider(self) -> Literal["extractive", "gemini", "openai"]:
+        if self.llm_provider == "auto":
+            return "gemini" if self.gemini_api_key else "extractive"
+        return self.llm_provider
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

@@ -1,0 +1,238 @@
+"""Uploaded files -> plain text: .txt, .md, .html, .pdf, .docx.
+
+The type is decided by the file name's extension AND checked against the bytes (PDF magic,
+ZIP container with a Word part), so a renamed binary is refused instead of being stored as
+garbage. Client-sent content types are not trusted. Errors are the service's 4xx errors:
+415 for a type we do not read, 422 for a file of a supported type we cannot read.
+
+`normalize_content` is the one normalization every document goes through (uploads and
+`/save-document` alike): the content hash used for deduplication is taken after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import unicodedata
+import zipfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from rag_service.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
+
+TEXT_PLAIN = "text/plain"
+MARKDOWN = "text/markdown"
+HTML = "text/html"
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+
+MIME_BY_EXTENSION = {
+    ".txt": TEXT_PLAIN, ".text": TEXT_PLAIN, ".md": MARKDOWN, ".markdown": MARKDOWN,
+    ".html": HTML, ".htm": HTML, ".pdf": PDF, ".docx": DOCX,
+}
+SUPPORTED_EXTENSIONS = ", ".join(sorted({".txt", ".md", ".html", ".pdf", ".docx"}))
+
+PDF_MAGIC = b"%PDF-"
+ZIP_MAGIC = b"PK\x03\x04"
+# A .docx is a ZIP; refuse ones that would inflate beyond this (zip bombs).
+MAX_DOCX_UNCOMPRESSED_BYTES = 200 * 1024 * 1024
+MAX_SOURCE_NAME_CHARS = 255
+# Control characters other than tab and newline: meaningless in text, and Postgres
+# refuses NUL in text columns. Form feed / vertical tab (PDF page breaks) become newlines.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_LINE_BREAKS = re.compile(r"\r\n|[\r\x0b\x0c\x85\u2028\u2029]")
+
+
+@dataclass(frozen=True)
+class ExtractedFile:
+    source_name: str
+    mime_type: str
+    content: str
+    # A title found inside the file (HTML <title>, PDF / DOCX properties), if any.
+    title: str | None = None
+
+
+def normalize_content(text: str) -> str:
+    """NFC, "\\n" line breaks, no control characters, no trailing whitespace on any line,
+    no leading/trailing blank lines. Chunk offsets index into this form."""
+    text = unicodedata.normalize("NFC", text)
+    text = _LINE_BREAKS.sub("\n", text)
+    text = _CONTROL_CHARS.sub("", text)
+    lines = [line.rstrip() for line in text.split("\n")]
+    return "\n".join(lines).strip("\n")
+
+
+def content_hash(normalized_content: str) -> str:
+    return hashlib.sha256(normalized_content.encode("utf-8")).hexdigest()
+
+
+def sanitize_source_name(name: str | None) -> str:
+    """The base name only: no directories (either slash), no NUL or control characters,
+    no leading dots, at most 255 characters (extension kept)."""
+    name = (name or "").replace("\\", "/")
+    name = PurePosixPath(name).name if name else ""
+    name = _CONTROL_CHARS.sub("", unicodedata.normalize("NFC", name)).replace("\t", " ").strip()
+    name = name.lstrip(".").strip()
+    if len(name) > MAX_SOURCE_NAME_CHARS:
+        stem, dot, extension = name.rpartition(".")
+        if dot and 0 < len(extension) <= 10:
+            name = stem[: MAX_SOURCE_NAME_CHARS - len(extension) - 1] + "." + extension
+        else:
+            name = name[:MAX_SOURCE_NAME_CHARS]
+    return name or "upload"
+
+
+def detect_mime_type(source_name: str, data: bytes) -> str:
+    """The type to read `data` as, from the extension, checked against the content."""
+    extension = PurePosixPath(source_name.lower()).suffix
+    declared = MIME_BY_EXTENSION.get(extension)
+    sniffed = _sniff_binary(data)
+    if declared is None:
+        if sniffed is not None:
+            return sniffed
+        raise UnsupportedMediaType(
+            f"unsupported file type {extension or '(no extension)'!r} for {source_name!r}; "
+            f"supported: {SUPPORTED_EXTENSIONS}"
+        )
+    if declared in (PDF, DOCX):
+        if sniffed != declared:
+            raise UnsupportedMediaType(
+                f"{source_name!r} is named {extension} but its content is not a {extension} file; "
+                f"supported: {SUPPORTED_EXTENSIONS}"
+            )
+        return declared
+    if sniffed is not None or data.startswith(ZIP_MAGIC):
+        raise UnsupportedMediaType(
+            f"{source_name!r} is named {extension} but contains binary data ({sniffed or 'a ZIP archive'}); "
+            f"supported: {SUPPORTED_EXTENSIONS}"
+        )
+    return declared
+
+
+def _sniff_binary(data: bytes) -> str | None:
+    if data[:1024].lstrip().startswith(PDF_MAGIC):
+        return PDF
+    if data.startswith(ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                if "word/document.xml" in archive.namelist():
+                    return DOCX
+        except zipfile.BadZipFile:
+            return None
+    return None
+
+
+def extract(filename: str | None, data: bytes) -> ExtractedFile:
+    """Plain text of an uploaded file (normalized), or a 415/422 naming the problem."""
+    source_name = sanitize_source_name(filename)
+    mime_type = detect_mime_type(source_name, data)
+    reader = {TEXT_PLAIN: _read_text, MARKDOWN: _read_text, HTML: _read_html, PDF: _read_pdf, DOCX: _read_docx}
+    text, title = reader[mime_type](source_name, data)
+    content = normalize_content(text)
+    if not content.strip():
+        raise Unprocessable(f"{source_name!r} contains no text")
+    return ExtractedFile(source_name=source_name, mime_type=mime_type, content=content,
+                         title=" ".join(title.split()) if title and title.strip() else None)
+
+
+def decode_text(source_name: str, data: bytes) -> str:
+    """UTF-8 (a BOM is dropped); UTF-16 only when it says so with a BOM."""
+    try:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return data.decode("utf-16")
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise Unprocessable(
+            f"{source_name!r} is not valid UTF-8 text (invalid byte at offset {exc.start}); "
+            "save it as UTF-8 and upload it again"
+        ) from exc
+    if "\x00" in text:
+        raise Unprocessable(f"{source_name!r} contains NUL bytes: it is binary, not text")
+    return text
+
+
+def _read_text(source_name: str, data: bytes) -> tuple[str, str | None]:
+    return decode_text(source_name, data), None
+
+
+# Elements after which rendered text starts a new paragraph or line.
+_BLOCK_TAGS = ["address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "figcaption",
+               "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li",
+               "main", "nav", "ol", "p", "pre", "section", "table", "tr", "ul"]
+_INVISIBLE_TAGS = ["script", "style", "noscript", "template", "head", "svg", "iframe", "object"]
+
+
+def _read_html(source_name: str, data: bytes) -> tuple[str, str | None]:
+    from bs4 import BeautifulSoup
+
+    # Bytes in: BeautifulSoup honours a <meta charset> and falls back to detection.
+    soup = BeautifulSoup(data, "lxml")
+    title = soup.title.get_text(" ", strip=True) if soup.title else None
+    for element in soup.find_all(_INVISIBLE_TAGS):
+        element.decompose()
+    for br in soup.find_all("br"):
+        br.replace_with("\n")
+    for cell in soup.find_all(["td", "th"]):
+        cell.insert_after(" | ")
+    for block in soup.find_all(_BLOCK_TAGS):
+        block.insert_before("\n\n")
+        block.insert_after("\n\n")
+    text = soup.get_text()
+    # Source formatting whitespace means nothing in HTML (except in <pre>, kept simple here).
+    lines = (" ".join(line.split()) for line in text.split("\n"))
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+    return text, title
+
+
+def _read_pdf(source_name: str, data: bytes) -> tuple[str, str | None]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            # Many "encrypted" PDFs only restrict printing and open with an empty password.
+            try:
+                opened = reader.decrypt("")
+            except Exception:  # unsupported encryption algorithms raise various errors
+                opened = 0
+            if not opened:
+                raise Unprocessable(f"{source_name!r} is an encrypted PDF: remove the password and upload it again")
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = reader.metadata.title if reader.metadata else None
+    except Unprocessable:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
+        raise Unprocessable(f"{source_name!r} is not a readable PDF: {exc}") from exc
+    text = "\n\n".join(page.strip() for page in pages if page.strip())
+    if not text:
+        raise Unprocessable(f"{source_name!r} has no extractable text (a scanned PDF needs OCR first)")
+    return text, str(title) if title else None
+
+
+def _read_docx(source_name: str, data: bytes) -> tuple[str, str | None]:
+    import docx
+    from docx.table import Table
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        if sum(info.file_size for info in archive.infolist()) > MAX_DOCX_UNCOMPRESSED_BYTES:
+            raise PayloadTooLarge(
+                f"{source_name!r} inflates to more than {MAX_DOCX_UNCOMPRESSED_BYTES // (1024 * 1024)} MB"
+            )
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors...
+        raise Unprocessable(f"{source_name!r} is not a readable .docx file: {exc}") from exc
+    parts: list[str] = []
+    # Body order: paragraphs and tables interleaved as in the document.
+    for item in document.iter_inner_content():
+        if isinstance(item, Table):
+            for row in item.rows:
+                cells = [cell.text.strip() for cell in row.cells]
+                if any(cells):
+                    parts.append(" | ".join(cells))
+        elif item.text.strip():
+            parts.append(item.text)
+    title = document.core_properties.title
+    return "\n\n".join(parts), title or None

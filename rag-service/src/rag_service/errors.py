@@ -1,0 +1,107 @@
+"""The service's error model. Business code raises these (it never imports FastAPI);
+`main.py` renders every one as `{"error": {"code", "message", "request_id"}}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None,
+                 details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.headers = headers or {}
+        self.details = details
+
+
+class BadRequest(AppError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str = "missing or invalid access token", **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kwargs)
+
+
+class NotFound(AppError):
+    """Also used for other users' resources: never reveal that they exist."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class Unprocessable(AppError):
+    status_code = 422
+    code = "unprocessable"
+
+
+class RateLimited(AppError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class ServiceUnavailable(AppError):
+    """A dependency (database, Qdrant, JWKS, embedding or answer provider) failed."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+
+# --- wire shape (documented in the OpenAPI schema) ---------------------------------------
+
+from pydantic import BaseModel  # noqa: E402  (kept next to the shape it documents)
+
+ERROR_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing, invalid or expired access token",
+    404: "Not found (another user's resources are never revealed: they are 'not found' too)",
+    413: "Request body, file or text larger than the configured limit",
+    415: "Unsupported file type",
+    422: "Invalid request: the message names the field and the limit",
+    429: "Rate limit exceeded: retry after the Retry-After header's seconds",
+    503: "A dependency (database, vector store, JWKS, embedding or answer provider) is unavailable",
+}
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    request_id: str | None = None
+    # Validation errors: [{field, message, type}]
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries documenting error statuses with the JSON error shape."""
+    return {status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}

@@ -1,0 +1,55 @@
+"""`GET /history`, `GET /history/{conversation_id}`, `DELETE /history/{conversation_id}`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from rag_service.deps import RuntimeDep, UserDep
+from rag_service.errors import Unprocessable, error_responses
+from rag_service.history.schemas import ConversationDetail, DeletedConversation, HistoryPage
+from rag_service.history.service import HistoryService
+from rag_service.ratelimit import CheapRateLimit
+
+router = APIRouter(tags=["history"])
+
+# Far beyond any real history; keeps OFFSET inside a 64-bit integer.
+MAX_PAGE = 1_000_000
+ConversationId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def get_history_service(runtime: RuntimeDep) -> HistoryService:
+    return HistoryService(runtime.sessionmaker, max_history_turns=runtime.settings.max_history_turns)
+
+
+HistoryServiceDep = Annotated[HistoryService, Depends(get_history_service)]
+
+
+@router.get("/history", response_model=HistoryPage, dependencies=[CheapRateLimit])
+async def list_history(
+    user: UserDep,
+    history: HistoryServiceDep,
+    runtime: RuntimeDep,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    limit: Annotated[int, Query(ge=1)] = 20,
+) -> HistoryPage:
+    max_page_size = runtime.settings.max_page_size
+    if limit > max_page_size:
+        raise Unprocessable(f"limit must be between 1 and {max_page_size} (max_page_size)",
+                            code="validation_error")
+    return await history.list_conversations(user.id, page=page, limit=limit)
+
+
+@router.get("/history/{conversation_id}", response_model=ConversationDetail, dependencies=[CheapRateLimit],
+            responses=error_responses(404))
+async def get_conversation(user: UserDep, history: HistoryServiceDep, conversation_id: ConversationId) -> ConversationDetail:
+    return await history.get_conversation(user.id, conversation_id)
+
+
+@router.delete("/history/{conversation_id}", response_model=DeletedConversation, dependencies=[CheapRateLimit],
+               responses=error_responses(404))
+async def delete_conversation(
+    user: UserDep, history: HistoryServiceDep, conversation_id: ConversationId
+) -> DeletedConversation:
+    return await history.delete_conversation(user.id, conversation_id)

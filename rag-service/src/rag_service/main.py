@@ -1,0 +1,210 @@
+"""The FastAPI application: `create_app(settings, runtime)` and `run()` (uvicorn).
+
+Every error leaves as JSON `{"error": {"code", "message", "request_id"}}`: AppErrors with
+their own status, validation errors as 422, unknown routes as 404, database outages as 503
+and anything unexpected as a 500 without a stack trace (the trace goes to the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rag_service.auth import api as auth_api
+from rag_service.chat import api as chat_api
+from rag_service.config import Settings, get_settings
+from rag_service.documents import api as documents_api
+from rag_service.errors import AppError, error_responses
+from rag_service import health
+from rag_service.history import api as history_api
+from rag_service.observability import (
+    REQUEST_ID_HEADER,
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    configure_logging,
+    setup_metrics,
+)
+from rag_service.ratelimit import RateLimiter
+from rag_service.runtime import Runtime, build_runtime
+from rag_service.search import api as search_api
+from rag_service.storage.db import is_database_unavailable, run_migrations
+
+log = logging.getLogger(__name__)
+
+# Multipart framing and form fields on top of the largest allowed upload.
+BODY_LIMIT_MARGIN_BYTES = 64 * 1024
+MAX_ERROR_MESSAGE_CHARS = 300
+
+_HTTP_ERROR_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+    415: "unsupported_media_type", 429: "rate_limited",
+}
+
+
+def error_response(request: Request, status: int, code: str, message: str, *,
+                   headers: dict[str, str] | None = None, details: Any = None) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
+    error: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
+    if details is not None:
+        error["details"] = details
+    response_headers = dict(headers or {})
+    if request_id:
+        # The 500 handler runs outside the request-id middleware, so set it here too.
+        response_headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse({"error": error}, status_code=status, headers=response_headers)
+
+
+def _describe_validation_errors(exc: RequestValidationError) -> tuple[str, list[dict[str, str]]]:
+    """Name the fields and limits; never echo the (possibly huge) input back."""
+    details = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        message = str(error.get("msg", "invalid value"))[:MAX_ERROR_MESSAGE_CHARS]
+        details.append({"field": location, "message": message, "type": str(error.get("type", ""))})
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    if len(details) > 5:
+        summary += f"; and {len(details) - 5} more"
+    return summary or "invalid request", details
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(request: Request, exc: AppError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.warning("%s: %s", exc.code, exc.message)
+        return error_response(request, exc.status_code, exc.code, exc.message,
+                              headers=exc.headers, details=exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, details = _describe_validation_errors(exc)
+        return error_response(request, 422, "validation_error", message, details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(request, exc.status_code, code, message, headers=exc.headers)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        return await _database_or_internal(request, exc)
+
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        @app.exception_handler(psycopg.OperationalError)
+        async def psycopg_error(request: Request, exc: Exception) -> JSONResponse:
+            return await _database_or_internal(request, exc)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        if is_database_unavailable(exc):
+            return await _database_or_internal(request, exc)
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(request, 500, "internal_error", "internal server error")
+
+
+async def _database_or_internal(request: Request, exc: Exception) -> JSONResponse:
+    if is_database_unavailable(exc):
+        log.warning("database unavailable: %r", exc)
+        return error_response(request, 503, "service_unavailable", "database unavailable")
+    log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(request, 500, "internal_error", "internal server error")
+
+
+def _repair_hook() -> Callable[[Runtime], Awaitable[Any]] | None:
+    """The documents feature's start-up repair (re-index documents left in `indexing`)."""
+    try:
+        module = importlib.import_module("rag_service.documents.service")
+    except ModuleNotFoundError as exc:
+        if exc.name == "rag_service.documents.service":
+            return None
+        raise
+    return getattr(module, "repair_interrupted_ingestions", None)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. With `runtime` given, the caller owns it (tests); otherwise the lifespan
+    migrates the database, builds the runtime and closes it on shutdown."""
+    settings = settings or (runtime.settings if runtime else get_settings())
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        active = runtime
+        if active is None:
+            await asyncio.to_thread(run_migrations, settings)
+            active = await build_runtime(settings)
+            repair = _repair_hook()
+            if repair is not None:
+                try:
+                    await repair(active)
+                except Exception:
+                    # Those documents stay in `indexing` and are retried on the next start.
+                    log.exception("repairing interrupted ingestions failed")
+        app.state.runtime = active
+        try:
+            yield
+        finally:
+            if owned:
+                await active.aclose()
+
+    app = FastAPI(
+        title="rag-service",
+        version="0.1.0",
+        summary="Private documents, hybrid search and cited chat behind Better Auth JWTs",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.rate_limiter = RateLimiter(settings)
+    if runtime is not None:
+        app.state.runtime = runtime
+
+    install_exception_handlers(app)
+    app.include_router(health.router)
+    # Every other route needs a token, may be rate limited and reaches a dependency: the
+    # error statuses they share are documented once here (route-specific ones in api.py).
+    for router in (auth_api.router, documents_api.router, search_api.router, chat_api.router, history_api.router):
+        app.include_router(router, responses=error_responses(401, 413, 422, 429, 503))
+
+    # add_middleware wraps: the last added runs first (outermost).
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_upload_bytes + BODY_LIMIT_MARGIN_BYTES)
+    setup_metrics(app)
+    app.add_middleware(RequestContextMiddleware)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Accept", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        )
+    return app
+
+
+def run(settings: Settings | None = None) -> None:
+    """Serve with uvicorn on settings.host:settings.port (one process: embedded stores are
+    single-writer; scale out with DATABASE_URL + QDRANT_URL and more replicas)."""
+    import uvicorn
+
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)

@@ -1,0 +1,188 @@
+"""Request ids, structured logs, request-body limit and Prometheus metrics.
+
+- `RequestContextMiddleware`: accepts a sane incoming `X-Request-ID` (else a new uuid4),
+  echoes it on the response, makes it available as `request.state.request_id` and to every
+  log record, and writes one JSON access-log line per request (request id, user id, route,
+  status, latency).
+- `BodySizeLimitMiddleware`: 413 before reading when Content-Length is too big, and counts
+  streamed (chunked) bodies too.
+- `/metrics`: prometheus-fastapi-instrumentator request metrics (one registry per app, so
+  several apps in one process - tests - don't clash) plus the process-wide counters below.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from contextvars import ContextVar
+from datetime import datetime, timezone
+
+from fastapi import FastAPI, Response
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Counters other modules increment (documents: chunks stored; providers: texts embedded).
+INGESTED_CHUNKS = Counter("rag_ingested_chunks_total", "Chunks embedded and stored in the vector store")
+EMBEDDED_TEXTS = Counter("rag_embedded_texts_total", "Texts sent to the embedding provider", ["provider"])
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+access_log = logging.getLogger("rag_service.access")
+_HANDLER_FLAG = "_rag_service_handler"
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line; the current request id is added to every record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            entry["request_id"] = request_id
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON logs on stderr for the service's loggers (idempotent).
+
+    If logging is already configured (handlers on the root logger: an operator's logging
+    config, or pytest's capture), records just propagate there instead."""
+    logger = logging.getLogger("rag_service")
+    logger.setLevel(level.upper())
+    if logging.getLogger().handlers:
+        return
+    if not any(getattr(h, _HANDLER_FLAG, False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonLogFormatter())
+        setattr(handler, _HANDLER_FLAG, True)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def request_id_from(scope: Scope) -> str | None:
+    return scope.get("state", {}).get("request_id")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
+        request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        status = 500  # if the app raises before responding, the server error handler sends a 500
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            route = scope.get("route")
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "fields": {
+                        "method": scope.get("method"),
+                        "route": getattr(route, "path", None),
+                        "path": scope.get("path"),
+                        "status": status,
+                        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "user_id": state.get("user_id"),
+                    },
+                },
+            )
+            request_id_var.reset(token)
+
+
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"request body larger than {limit} bytes")
+
+
+class BodySizeLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            await self._reject(scope, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # FastAPI re-raises HTTPExceptions from body reading, so this becomes
+                    # the same JSON 413 as below via the app's exception handlers.
+                    raise _BodyTooLarge(self.max_body_bytes)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        body = json.dumps({"error": {
+            "code": "payload_too_large",
+            "message": f"request body larger than {self.max_body_bytes} bytes",
+            "request_id": request_id_from(scope),
+        }}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def setup_metrics(app: FastAPI) -> CollectorRegistry:
+    """Instrument `app` and expose `/metrics` (its request metrics + process-wide counters)."""
+    registry = CollectorRegistry()
+    Instrumentator(
+        should_group_status_codes=False,
+        excluded_handlers=["/metrics"],
+        registry=registry,
+    ).instrument(app)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry) + generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return registry

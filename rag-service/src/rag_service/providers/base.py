@@ -1,0 +1,68 @@
+"""Provider interfaces: one `Embedder` and one `Generator`, with implementations beside them.
+
+Providers raise `ProviderUnavailable` (a 503) when the backing model or API cannot serve
+the request after bounded retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from rag_service.errors import ServiceUnavailable
+
+EmbedTask = Literal["document", "query"]
+
+
+class ProviderUnavailable(ServiceUnavailable):
+    """The embedding or answer provider failed (timeouts, 5xx, 429 after retries...)."""
+
+    code = "provider_unavailable"
+
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(f"{provider} is unavailable: {message}")
+        self.provider = provider
+
+
+class Embedder(Protocol):
+    """Turns texts into dense vectors of a fixed dimension."""
+
+    # Used in the collection name so switching models never mixes vector spaces.
+    model_name: str
+    dimension: int
+
+    async def embed(self, texts: list[str], task: EmbedTask = "document") -> list[list[float]]:
+        """One unit-length vector per text, in order. Batches internally."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model would see for `text` (used to size chunks)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Source:
+    """A numbered passage given to a generator; `[n]` in an answer cites `number`."""
+
+    number: int
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Turn:
+    """An earlier message of the conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class Generator(Protocol):
+    """Writes an answer to `query` from numbered `sources`, citing them as `[n]`."""
+
+    name: str
+
+    def stream(self, query: str, sources: list[Source], history: list[Turn]) -> AsyncIterator[str]:
+        """Yield the answer in text pieces."""
+        ...

@@ -1,0 +1,42 @@
+"""Pick the embedder and the answer generator named by the settings.
+
+Imports are inside the branches: the Gemini SDK is not loaded unless it is used, and the
+MiniLM weights are not loaded when Gemini embeds.
+"""
+
+from __future__ import annotations
+
+from rag_service.config import Settings
+from rag_service.providers.base import Embedder, Generator
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    """`local` MiniLM (default) or `gemini` (when GEMINI_API_KEY is set, or forced)."""
+    provider = settings.resolved_embedding_provider
+    if provider == "gemini":
+        from rag_service.providers.gemini_embedder import GeminiEmbedder
+
+        return GeminiEmbedder(settings)
+    from rag_service.providers.local_embedder import LocalEmbedder
+
+    return LocalEmbedder(settings)
+
+
+def build_generator(settings: Settings, embedder: Embedder | None = None) -> Generator:
+    """`extractive` (default), `gemini` or `openai`.
+
+    `embedder` is accepted so callers can pass what they have; no generator needs it yet.
+    """
+    del embedder
+    provider = settings.resolved_llm_provider
+    if provider == "gemini":
+        from rag_service.providers.gemini_generator import GeminiGenerator
+
+        return GeminiGenerator(settings)
+    if provider == "openai":
+        from rag_service.providers.openai_generator import OpenAIGenerator
+
+        return OpenAIGenerator(settings)
+    from rag_service.providers.extractive import ExtractiveGenerator
+
+    return ExtractiveGenerator()

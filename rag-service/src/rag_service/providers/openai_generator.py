@@ -1,0 +1,142 @@
+"""Answers from any OpenAI-compatible `/chat/completions` server (Ollama, vLLM, OpenAI...).
+
+Talks plain httpx with `stream: true` and reads the Server-Sent Events itself: no SDK,
+so any server that speaks the protocol works, and respx can stand in for it in tests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+
+from rag_service.config import Settings
+from rag_service.providers.base import Source, Turn
+from rag_service.providers.citations import CitationFilter
+from rag_service.providers.prompt import build_chat_messages
+from rag_service.providers.retry import Failure, RetryPolicy, parse_retry_after, stream_with_retries
+
+PROVIDER = "OpenAI-compatible LLM"
+TEMPERATURE = 0.2
+TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class UpstreamStatusError(Exception):
+    """The server answered with an error status before streaming."""
+
+    def __init__(self, status: int, detail: str, retry_after: float | None) -> None:
+        super().__init__(f"server returned HTTP {status}{f': {detail}' if detail else ''}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+class MalformedStream(Exception):
+    """The stream did not follow the chat-completions format (or carried an error)."""
+
+
+def classify_failure(exc: BaseException) -> Failure | None:
+    if isinstance(exc, UpstreamStatusError):
+        return "transient" if exc.status in TRANSIENT_STATUS else "fatal"
+    if isinstance(exc, (httpx.TimeoutException, httpx.TransportError)):
+        return "transient"
+    if isinstance(exc, (MalformedStream, httpx.HTTPError)):
+        return "fatal"
+    return None
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "the server timed out"
+    if isinstance(exc, httpx.TransportError):
+        return f"cannot reach the server ({type(exc).__name__})"
+    return str(exc)
+
+
+def _error_detail(body: bytes) -> str:
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace")
+    if isinstance(error, dict):
+        return str(error.get("message", ""))[:200]
+    return str(error or "")[:200]
+
+
+class OpenAIGenerator:
+    def __init__(self, settings: Settings, *, retry_policy: RetryPolicy | None = None) -> None:
+        self.model = settings.openai_model
+        self.name = f"openai:{self.model}"
+        self.url = settings.openai_base_url.rstrip("/") + "/chat/completions"
+        headers = {"Accept": "text/event-stream"}
+        if settings.openai_api_key:
+            headers["Authorization"] = f"Bearer {settings.openai_api_key}"
+        # The read timeout bounds the wait for each streamed piece, not the whole answer.
+        timeout = httpx.Timeout(settings.llm_timeout_seconds, connect=min(settings.llm_timeout_seconds, 10.0))
+        self._client = httpx.AsyncClient(headers=headers, timeout=timeout)
+        self._retry_policy = retry_policy or RetryPolicy(max_retries=settings.llm_max_retries)
+
+    async def stream(self, query: str, sources: list[Source], history: list[Turn]) -> AsyncIterator[str]:
+        payload = {
+            "model": self.model,
+            "messages": build_chat_messages(query, sources, history),
+            "temperature": TEMPERATURE,
+            "stream": True,
+        }
+        citation_filter = CitationFilter(max((s.number for s in sources), default=0))
+        pieces = stream_with_retries(
+            lambda: self._raw_pieces(payload),
+            provider=PROVIDER,
+            policy=self._retry_policy,
+            classify=classify_failure,
+            describe=describe_failure,
+            retry_after=lambda exc: getattr(exc, "retry_after", None),
+        )
+        async for piece in pieces:
+            if shown := citation_filter.feed(piece):
+                yield shown
+        if rest := citation_filter.flush():
+            yield rest
+
+    async def _raw_pieces(self, payload: dict) -> AsyncIterator[str]:
+        async with self._client.stream("POST", self.url, json=payload) as response:
+            if response.status_code != 200:
+                body = await response.aread()
+                raise UpstreamStatusError(
+                    response.status_code, _error_detail(body), parse_retry_after(response.headers.get("retry-after"))
+                )
+            produced = False
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments (": keep-alive"), event names
+                data = line[len("data:") :].strip()
+                if data == "[DONE]":
+                    break
+                if text := self._delta_text(data):
+                    produced = True
+                    yield text
+            if not produced:
+                raise MalformedStream("the server returned an empty answer")
+
+    @staticmethod
+    def _delta_text(data: str) -> str:
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise MalformedStream(f"unreadable stream event: {data[:100]!r}") from exc
+        if not isinstance(event, dict):
+            raise MalformedStream("unexpected stream event")
+        if "error" in event:
+            error = event["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            raise MalformedStream(f"the server reported an error: {str(message)[:200]}")
+        choices = event.get("choices") or []
+        if not choices:
+            return ""  # e.g. a final usage-only event
+        delta = choices[0].get("delta") or {}
+        content = delta.get("content")
+        return content if isinstance(content, str) else ""
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+

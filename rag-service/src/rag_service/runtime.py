@@ -1,0 +1,60 @@
+"""Everything the service holds for its lifetime, built once from the settings.
+
+`create_app` (main.py) builds a `Runtime` in its lifespan and stores it on
+`app.state.runtime`; routes reach its parts through the dependencies in `deps.py`.
+Tests build their own `Runtime` (or override single dependencies) instead of patching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from rag_service.auth.tokens import AccessTokenVerifier
+from rag_service.config import Settings
+from rag_service.providers.base import Embedder, Generator
+from rag_service.providers.factory import build_embedder, build_generator
+from rag_service.storage.db import create_engine_and_sessionmaker
+from rag_service.storage.factory import build_vector_store
+from rag_service.storage.sparse import SparseEncoder
+from rag_service.storage.vectors import VectorStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    vector_store: VectorStore
+    sparse_encoder: SparseEncoder
+    embedder: Embedder
+    generator: Generator
+    token_verifier: AccessTokenVerifier
+
+    async def aclose(self) -> None:
+        await self.token_verifier.aclose()
+        # HTTP providers hold clients, the local embedder a worker thread.
+        for provider in (self.embedder, self.generator):
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+        await self.vector_store.close()
+        await self.engine.dispose()
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    engine, sessionmaker = create_engine_and_sessionmaker(settings)
+    embedder = build_embedder(settings)
+    vector_store = build_vector_store(settings, model_name=embedder.model_name, dimension=embedder.dimension)
+    await vector_store.ensure_collection()
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        vector_store=vector_store,
+        sparse_encoder=SparseEncoder(),
+        embedder=embedder,
+        generator=build_generator(settings),
+        token_verifier=AccessTokenVerifier(settings),
+    )

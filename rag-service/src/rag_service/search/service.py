@@ -1,0 +1,188 @@
+"""Search over the caller's own chunks: hybrid (dense + BM25 fused by RRF), dense or keyword.
+
+The vector store does the retrieval and the fusion in one query; this service embeds the
+query, scopes it to the tenant, over-fetches and then collapses the candidates so that
+several chunks of one passage do not crowd other documents out of the top k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from rag_service.config import Settings
+from rag_service.errors import Unprocessable
+from rag_service.providers.base import Embedder
+from rag_service.search.schemas import MAX_TOP_K, MIN_TOP_K, SearchFilters
+from rag_service.storage.sparse import SparseEncoder
+from rag_service.storage.vectors import ChunkHit, QueryVectors, SearchMode, VectorStore, tenant_filter
+
+SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "dense", "keyword")
+# Candidates fetched per requested result, so the collapse still has top_k to return.
+DEFAULT_OVERFETCH = 3
+# Distinct passages of one document allowed in the first pass of the collapse.
+DEFAULT_MAX_CHUNKS_PER_DOCUMENT = 2
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[ChunkHit]
+    # The dense query vector; empty when not requested in keyword mode.
+    query_embedding: list[float]
+
+
+def collapse_hits(hits: list[ChunkHit], top_k: int, max_per_document: int) -> list[ChunkHit]:
+    """Pick up to `top_k` hits from best-first `hits`, favouring distinct passages.
+
+    1. Diversity pass, best first: keep a hit unless its document already has
+       `max_per_document` kept hits, or it overlaps or neighbours (adjacent chunk index,
+       or touching/overlapping character range) a kept hit of the same document; such
+       neighbours repeat the same passage, which the kept chunk already represents.
+    2. Fill pass, only when fewer than `top_k` were kept (e.g. the caller owns one
+       document): admit the hits skipped for the per-document cap or for being a
+       neighbour, best first, unless their text overlaps a kept chunk (true duplicates
+       never come back).
+    The result is ordered by score (the store's ranking) with ties in their original order.
+    """
+    if top_k <= 0:
+        return []
+    kept: list[tuple[int, ChunkHit]] = []
+    by_document: dict[str, list[ChunkHit]] = {}
+    skipped: list[tuple[int, ChunkHit]] = []
+    seen_ids: set[str] = set()
+    for position, hit in enumerate(hits):
+        if hit.id in seen_ids:
+            continue
+        seen_ids.add(hit.id)
+        same_document = by_document.setdefault(hit.document_id, [])
+        if len(kept) < top_k and len(same_document) < max_per_document and not any(
+            _neighbours(hit, other) for other in same_document
+        ):
+            kept.append((position, hit))
+            same_document.append(hit)
+        else:
+            skipped.append((position, hit))
+    for position, hit in skipped:
+        if len(kept) >= top_k:
+            break
+        same_document = by_document[hit.document_id]
+        if not any(_overlaps(hit, other) for other in same_document):
+            kept.append((position, hit))
+            same_document.append(hit)
+    kept.sort(key=lambda item: (-item[1].score, item[0]))
+    return [hit for _, hit in kept]
+
+
+def _overlaps(a: ChunkHit, b: ChunkHit) -> bool:
+    return a.chunk_index == b.chunk_index or (a.start < b.end and b.start < a.end)
+
+
+def _neighbours(a: ChunkHit, b: ChunkHit) -> bool:
+    return abs(a.chunk_index - b.chunk_index) <= 1 or (a.start <= b.end and b.start <= a.end)
+
+
+def parse_filters(filters: SearchFilters | Mapping[str, Any] | None) -> SearchFilters | None:
+    """Filters from a `SearchFilters` or a plain mapping (e.g. a chat request's JSON)."""
+    if filters is None or isinstance(filters, SearchFilters):
+        return filters
+    if not isinstance(filters, Mapping):
+        raise Unprocessable("filters must be an object")
+    try:
+        return SearchFilters.model_validate(dict(filters))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'filters'}: {error['msg']}" for error in exc.errors()
+        )
+        raise Unprocessable(f"invalid filters: {problems}") from exc
+
+
+class SearchService:
+    """Searches one user's chunks. Stateless apart from its collaborators: build one per request."""
+
+    def __init__(
+        self,
+        vector_store: VectorStore,
+        sparse_encoder: SparseEncoder,
+        embedder: Embedder,
+        settings: Settings,
+        *,
+        overfetch: int = DEFAULT_OVERFETCH,
+        max_chunks_per_document: int = DEFAULT_MAX_CHUNKS_PER_DOCUMENT,
+    ) -> None:
+        self.vector_store = vector_store
+        self.sparse_encoder = sparse_encoder
+        self.embedder = embedder
+        self.settings = settings
+        self.overfetch = max(1, overfetch)
+        self.max_chunks_per_document = max(1, max_chunks_per_document)
+
+    async def search(
+        self,
+        user_id: str,
+        query: str,
+        top_k: int = 5,
+        filters: SearchFilters | Mapping[str, Any] | None = None,
+        mode: SearchMode = "hybrid",
+        min_score: float | None = None,
+        *,
+        include_embedding: bool = True,
+        retrieval_text: str | None = None,
+    ) -> SearchResult:
+        """The best `top_k` distinct chunks of `user_id`'s documents for `query`.
+
+        `retrieval_text`, when given, is what gets embedded and BM25-encoded instead of
+        `query` (e.g. a multi-turn question condensed with earlier turns by the chat);
+        it may be up to `settings.max_embed_chars` long. `min_score` is a minimum cosine
+        similarity for dense matches (dense and hybrid modes; in hybrid, keyword matches
+        still come through). In keyword mode the query is embedded only when
+        `include_embedding` asks for the vector.
+        """
+        text = self._checked_text(query, retrieval_text)
+        if mode not in SEARCH_MODES:
+            raise Unprocessable(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not MIN_TOP_K <= top_k <= MAX_TOP_K:
+            raise Unprocessable(f"top_k must be an integer from {MIN_TOP_K} to {MAX_TOP_K}")
+        if min_score is not None:
+            if mode == "keyword":
+                raise Unprocessable("min_score is a dense similarity: use it with the hybrid or dense mode")
+            if not -1.0 <= min_score <= 1.0:
+                raise Unprocessable("min_score is a cosine similarity, from -1 to 1")
+        parsed = parse_filters(filters)
+        where = tenant_filter(
+            user_id,
+            document_ids=list(parsed.document_ids or ()) if parsed else None,
+            metadata=parsed.metadata_values() if parsed else None,
+        )
+
+        needs_dense = mode != "keyword" or include_embedding
+        dense = (await self.embedder.embed([text], task="query"))[0] if needs_dense else []
+        sparse = self.sparse_encoder.encode_query(text)
+        candidates = await self.vector_store.search(
+            QueryVectors(dense=dense, sparse=sparse),
+            where,
+            limit=top_k * self.overfetch,
+            mode=mode,
+            dense_score_threshold=min_score,
+        )
+        hits = collapse_hits(candidates, top_k, self.max_chunks_per_document)
+        return SearchResult(hits=hits, query_embedding=list(dense) if include_embedding else [])
+
+    def _checked_text(self, query: str, retrieval_text: str | None) -> str:
+        if not isinstance(query, str) or not query.strip():
+            raise Unprocessable("query must not be empty")
+        limit = self.settings.max_query_chars
+        if len(query) > limit:
+            raise Unprocessable(f"query is {len(query)} characters long; the limit is {limit} (max_query_chars)")
+        if retrieval_text is None:
+            return query.strip()
+        if not retrieval_text.strip():
+            raise Unprocessable("retrieval text must not be empty")
+        if len(retrieval_text) > self.settings.max_embed_chars:
+            raise Unprocessable(
+                f"retrieval text is {len(retrieval_text)} characters long; "
+                f"the limit is {self.settings.max_embed_chars} (max_embed_chars)"
+            )
+        return retrieval_text.strip()

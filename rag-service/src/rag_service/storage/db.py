@@ -1,0 +1,115 @@
+"""SQL engine (SQLite via aiosqlite, or Postgres via psycopg 3), migrations and health.
+
+The Alembic configuration is built in code from the package's own migration folder, so
+`run_migrations(settings)` works from any working directory and from an installed wheel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from rag_service.config import Settings
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+POSTGRES_CONNECT_TIMEOUT_S = 5
+HEALTH_CHECK_TIMEOUT_S = 3.0
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def prepare_sqlite_file(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run while one writer writes; foreign keys are off by default in SQLite.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def create_engine(url: str) -> AsyncEngine:
+    if is_sqlite(url):
+        prepare_sqlite_file(url)
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        return engine
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
+    )
+
+
+def create_engine_and_sessionmaker(
+    settings: Settings,
+) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings.sqlalchemy_url)
+    # expire_on_commit=False: services return ORM objects after committing.
+    return engine, async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # env.py reads the URL from here; '%' must be escaped for ConfigParser interpolation.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def run_migrations(settings: Settings, revision: str = "head") -> None:
+    """Upgrade the database to `revision` (sync; call it in a thread from async code)."""
+    url = settings.sqlalchemy_url
+    if is_sqlite(url):
+        prepare_sqlite_file(url)
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade_migrations(settings: Settings, revision: str = "base") -> None:
+    command.downgrade(alembic_config(settings.sqlalchemy_url), revision)
+
+
+async def check_database(engine: AsyncEngine) -> bool:
+    """True when a trivial query succeeds within a few seconds."""
+    try:
+        async with asyncio.timeout(HEALTH_CHECK_TIMEOUT_S):
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        return True
+    except Exception as exc:  # any failure means "not healthy"; the reason goes to the log
+        log.warning("database health check failed: %r", exc)
+        return False
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Errors meaning "the database cannot be reached/used right now" (-> 503, not 500)."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))

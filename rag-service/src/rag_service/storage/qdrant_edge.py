@@ -1,0 +1,231 @@
+"""The embedded vector store: a Qdrant Edge shard in a local directory.
+
+Edge runs inside this process: searches take well under a millisecond to a few
+milliseconds, so they run inline on the event loop (a thread hop would cost more than
+the search). Bulk writes run in a worker thread. A shard has a single writer, so writes
+are serialized by an asyncio lock, and only one rag-service process may open the
+directory (scale out with a Qdrant server instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy
+import qdrant_edge as qe
+
+from rag_service.errors import ServiceUnavailable
+from rag_service.storage.vectors import (
+    DOCUMENT_ID_KEY,
+    USER_ID_KEY,
+    ChunkFilter,
+    ChunkHit,
+    ChunkPoint,
+    QueryVectors,
+    SearchMode,
+    SparseVector,
+    metadata_field,
+)
+
+DENSE = "dense"
+SPARSE = "bm25"
+# Standard RRF constant (Cormack et al.); the server adapter uses the same value.
+RRF_K = 60
+UPSERT_BATCH = 512
+
+
+def prefetch_limit(limit: int) -> int:
+    """Candidates each side of a hybrid query contributes to the fusion.
+
+    Deep enough that a chunk ranked moderately by both dense and BM25 can be found by
+    both lists and win the fusion; shallow enough to stay cheap (see bench/search_latency.py).
+    """
+    return max(limit * 4, 40)
+
+
+def edge_filter(where: ChunkFilter) -> qe.Filter:
+    """`ChunkFilter` -> Edge filter. The user id condition is always the first `must`."""
+    assert where.user_id, "a vector filter must be scoped to a user"
+    must: list = [qe.FieldCondition(key=USER_ID_KEY, match=qe.MatchValue(where.user_id))]
+    if where.document_ids:
+        must.append(qe.FieldCondition(key=DOCUMENT_ID_KEY, match=qe.MatchAny(list(where.document_ids))))
+    for key, values in where.metadata:
+        must.append(_metadata_condition(metadata_field(key), values))
+    return qe.Filter(must=must)
+
+
+def _metadata_condition(path: str, values: tuple) -> qe.Filter | qe.FieldCondition:
+    """Match any of `values` at `path`. No values -> matches nothing (a filter only narrows)."""
+    strings = [v for v in values if isinstance(v, str)]
+    integers = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    conditions: list = []
+    if strings or not values:
+        conditions.append(qe.FieldCondition(key=path, match=qe.MatchAny(strings)))
+    if integers:
+        conditions.append(qe.FieldCondition(key=path, match=qe.MatchAny(integers)))
+    for value in values:
+        if isinstance(value, bool):
+            # qdrant-edge-py 0.9 reads a Python bool as the integer 1/0 here; numpy's bool
+            # is extracted as a real boolean.
+            conditions.append(qe.FieldCondition(key=path, match=qe.MatchValue(numpy.bool_(value))))
+        elif isinstance(value, float):
+            conditions.append(qe.FieldCondition(key=path, range=qe.RangeFloat(gte=value, lte=value)))
+    return conditions[0] if len(conditions) == 1 else qe.Filter(should=conditions)
+
+
+def _sparse(vector: SparseVector) -> qe.SparseVector:
+    return qe.SparseVector(indices=list(vector.indices), values=list(vector.values))
+
+
+class EdgeVectorStore:
+    """All users' chunks in one Edge shard at `path`, partitioned by the `user_id` payload."""
+
+    def __init__(self, path: Path | str, collection: str, dimension: int) -> None:
+        self.path = Path(path)
+        self.collection = collection
+        self.dimension = dimension
+        self._shard: qe.EdgeShard | None = None
+        self._write_lock = asyncio.Lock()
+
+    def _config(self) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=self.dimension, distance=qe.Distance.Cosine)},
+            # IDF is applied at query time, so BM25 weights follow the stored chunks.
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        )
+
+    def _open(self) -> qe.EdgeShard:
+        if self._shard is None:
+            config = self._config()
+            try:
+                if (self.path / "edge_config.json").exists():
+                    # Passing the config checks it against the stored segments (dimension...).
+                    shard = qe.EdgeShard.load(str(self.path), config)
+                else:
+                    self.path.mkdir(parents=True, exist_ok=True)
+                    shard = qe.EdgeShard.create(str(self.path), config)
+            except Exception as exc:  # qdrant_edge raises plain Exception (locked, corrupt, mismatched)
+                raise ServiceUnavailable(f"cannot open the vector store at {self.path}: {exc}") from exc
+            indexed = shard.info().payload_schema
+            if USER_ID_KEY not in indexed:
+                # is_tenant: the shard keeps each user's points together, so a filtered
+                # search only touches that user's data.
+                shard.update(qe.UpdateOperation.create_field_index(USER_ID_KEY, qe.KeywordIndexParams(is_tenant=True)))
+            if DOCUMENT_ID_KEY not in indexed:
+                shard.update(qe.UpdateOperation.create_field_index(DOCUMENT_ID_KEY, qe.PayloadSchemaType.Keyword))
+            self._shard = shard
+        return self._shard
+
+    async def ensure_collection(self) -> None:
+        async with self._write_lock:
+            await asyncio.to_thread(self._open)
+
+    async def upsert(self, points: list[ChunkPoint]) -> None:
+        if not points:
+            return
+        async with self._write_lock:
+            await asyncio.to_thread(self._upsert_sync, points)
+
+    def _upsert_sync(self, points: list[ChunkPoint]) -> None:
+        shard = self._open()
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = [
+                qe.Point(
+                    id=p.id,
+                    vector={DENSE: list(p.dense), SPARSE: _sparse(p.sparse)},
+                    payload=p.payload(),
+                )
+                for p in points[start : start + UPSERT_BATCH]
+            ]
+            shard.update(qe.UpdateOperation.upsert_points(batch))
+
+    async def search(
+        self,
+        query: QueryVectors,
+        where: ChunkFilter,
+        limit: int,
+        mode: SearchMode = "hybrid",
+        dense_score_threshold: float | None = None,
+    ) -> list[ChunkHit]:
+        request = self.build_query(query, where, limit, mode, dense_score_threshold)
+        if request is None:
+            return []
+        points = self._open().query(request)
+        return [ChunkHit.from_payload(p.id, p.score, p.payload or {}) for p in points]
+
+    def build_query(
+        self,
+        query: QueryVectors,
+        where: ChunkFilter,
+        limit: int,
+        mode: SearchMode,
+        dense_score_threshold: float | None,
+    ) -> qe.QueryRequest | None:
+        """The Edge query for a search, or None when it cannot match anything."""
+        if limit <= 0:
+            return None
+        scope = edge_filter(where)
+        has_terms = bool(query.sparse.indices)
+        dense = qe.Query.Nearest(list(query.dense), using=DENSE)
+        keyword = qe.Query.Nearest(_sparse(query.sparse), using=SPARSE)
+        # IDF from this user's chunks only: other tenants' documents never shape a
+        # user's keyword scores (no cross-tenant statistics leak through rankings).
+        keyword_params = qe.SearchParams(idf=qe.IdfParams(corpus=edge_filter(ChunkFilter(user_id=where.user_id))))
+        if mode == "dense":
+            return qe.QueryRequest(
+                limit=limit, query=dense, filter=scope, score_threshold=dense_score_threshold, with_payload=True
+            )
+        if mode == "keyword":
+            if not has_terms:
+                return None
+            return qe.QueryRequest(limit=limit, query=keyword, filter=scope, params=keyword_params, with_payload=True)
+        if mode != "hybrid":
+            raise ValueError(f"unknown search mode {mode!r}")
+        depth = prefetch_limit(limit)
+        prefetches = [qe.Prefetch(limit=depth, query=dense, filter=scope, score_threshold=dense_score_threshold)]
+        if has_terms:
+            prefetches.append(qe.Prefetch(limit=depth, query=keyword, filter=scope, params=keyword_params))
+        return qe.QueryRequest(
+            limit=limit, prefetches=prefetches, query=qe.Fusion.Rrf(k=RRF_K), filter=scope, with_payload=True
+        )
+
+    async def delete(self, where: ChunkFilter) -> None:
+        operation = qe.UpdateOperation.delete_points_by_filter(edge_filter(where))
+        async with self._write_lock:
+            await asyncio.to_thread(lambda: self._open().update(operation))
+
+    async def count(self, where: ChunkFilter) -> int:
+        return self._open().count(qe.CountRequest(filter=edge_filter(where), exact=True))
+
+    async def optimize(self) -> bool:
+        """Build HNSW indexes and merge segments. Offline use only (a `reindex` command).
+
+        Not part of `VectorStore`, and never called by the service: Edge has no background
+        optimizer, and qdrant-edge-py 0.9 holds the GIL for the whole run (67 s for 16k
+        points here), freezing the event loop even from a worker thread. Without it a search
+        is an exact scan of the user's points via the tenant index: a few ms at 10k chunks
+        per user (bench/search_latency.py), and HNSW did not beat that at 2k per user.
+        """
+        async with self._write_lock:
+            return await asyncio.to_thread(lambda: self._open().optimize())
+
+    async def healthy(self) -> bool:
+        try:
+            self._open().count(qe.CountRequest(exact=False))
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            shard, self._shard = self._shard, None
+            if shard is not None:
+                await asyncio.to_thread(_flush_and_close, shard)
+
+
+def _flush_and_close(shard: qe.EdgeShard) -> None:
+    shard.flush()
+    shard.close()
+
+

@@ -1,0 +1,204 @@
+"""The scale-out vector store: a Qdrant server or cluster through `AsyncQdrantClient`.
+
+Same collection layout and queries as the Edge adapter (named vectors "dense" and
+"bm25" with the IDF modifier, tenant index on `user_id`, RRF with the same k and
+prefetch depth), so both rank alike. Connection failures and timeouts become
+`ServiceUnavailable` (HTTP 503); `healthy()` never raises.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+import httpx
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from rag_service.errors import ServiceUnavailable
+from rag_service.storage.qdrant_edge import DENSE, RRF_K, SPARSE, prefetch_limit
+from rag_service.storage.vectors import (
+    DOCUMENT_ID_KEY,
+    USER_ID_KEY,
+    ChunkFilter,
+    ChunkHit,
+    ChunkPoint,
+    QueryVectors,
+    SearchMode,
+    SparseVector,
+    metadata_field,
+)
+
+UPSERT_BATCH = 256
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _unavailable_on_failure(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Map "Qdrant is unreachable / overloaded / failing" to ServiceUnavailable.
+
+    Other 4xx responses are bugs in our requests and propagate unchanged.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (ResponseHandlingException, ResourceExhaustedResponse, httpx.TransportError, TimeoutError) as exc:
+            raise ServiceUnavailable("the vector database is unreachable") from exc
+        except UnexpectedResponse as exc:
+            if exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429:
+                raise ServiceUnavailable(f"the vector database failed ({exc.status_code})") from exc
+            raise
+
+    return wrapper
+
+
+def server_filter(where: ChunkFilter) -> models.Filter:
+    """`ChunkFilter` -> Qdrant filter. The user id condition is always the first `must`."""
+    assert where.user_id, "a vector filter must be scoped to a user"
+    must: list[models.Condition] = [
+        models.FieldCondition(key=USER_ID_KEY, match=models.MatchValue(value=where.user_id))
+    ]
+    if where.document_ids:
+        must.append(models.FieldCondition(key=DOCUMENT_ID_KEY, match=models.MatchAny(any=list(where.document_ids))))
+    for key, values in where.metadata:
+        must.append(_metadata_condition(metadata_field(key), values))
+    return models.Filter(must=must)
+
+
+def _metadata_condition(path: str, values: tuple) -> models.Condition:
+    """Match any of `values` at `path`. No values -> matches nothing (a filter only narrows)."""
+    strings = [v for v in values if isinstance(v, str)]
+    integers = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    conditions: list[models.Condition] = []
+    if strings or not values:
+        conditions.append(models.FieldCondition(key=path, match=models.MatchAny(any=strings)))
+    if integers:
+        conditions.append(models.FieldCondition(key=path, match=models.MatchAny(any=integers)))
+    for value in values:
+        if isinstance(value, bool):
+            conditions.append(models.FieldCondition(key=path, match=models.MatchValue(value=value)))
+        elif isinstance(value, float):
+            conditions.append(models.FieldCondition(key=path, range=models.Range(gte=value, lte=value)))
+    return conditions[0] if len(conditions) == 1 else models.Filter(should=conditions)
+
+
+def _sparse(vector: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
+
+
+class ServerVectorStore:
+    """All users' chunks in one server collection, partitioned by the `user_id` payload."""
+
+    def __init__(self, client: AsyncQdrantClient, collection: str, dimension: int) -> None:
+        self.client = client
+        self.collection = collection
+        self.dimension = dimension
+
+    @_unavailable_on_failure
+    async def ensure_collection(self) -> None:
+        if not await self.client.collection_exists(self.collection):
+            try:
+                await self.client.create_collection(
+                    self.collection,
+                    vectors_config={DENSE: models.VectorParams(size=self.dimension, distance=models.Distance.COSINE)},
+                    sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                )
+            except UnexpectedResponse as exc:
+                if exc.status_code != 409:  # another replica created it first
+                    raise
+        # Creating an existing index is a no-op, so every replica can run this at start-up.
+        await self.client.create_payload_index(
+            self.collection,
+            USER_ID_KEY,
+            field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+            wait=True,
+        )
+        await self.client.create_payload_index(
+            self.collection, DOCUMENT_ID_KEY, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+        )
+
+    @_unavailable_on_failure
+    async def upsert(self, points: list[ChunkPoint]) -> None:
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = [
+                models.PointStruct(
+                    id=p.id,
+                    vector={DENSE: list(p.dense), SPARSE: _sparse(p.sparse)},
+                    payload=p.payload(),
+                )
+                for p in points[start : start + UPSERT_BATCH]
+            ]
+            await self.client.upsert(self.collection, points=batch, wait=True)
+
+    @_unavailable_on_failure
+    async def search(
+        self,
+        query: QueryVectors,
+        where: ChunkFilter,
+        limit: int,
+        mode: SearchMode = "hybrid",
+        dense_score_threshold: float | None = None,
+    ) -> list[ChunkHit]:
+        if limit <= 0:
+            return []
+        scope = server_filter(where)
+        has_terms = bool(query.sparse.indices)
+        # IDF from this user's chunks only, as in the Edge adapter.
+        keyword_params = models.SearchParams(
+            idf=models.IdfCorpusParams(corpus=server_filter(ChunkFilter(user_id=where.user_id)))
+        )
+        common = {"collection_name": self.collection, "limit": limit, "query_filter": scope, "with_payload": True}
+        if mode == "dense":
+            response = await self.client.query_points(
+                query=list(query.dense), using=DENSE, score_threshold=dense_score_threshold, **common
+            )
+        elif mode == "keyword":
+            if not has_terms:
+                return []
+            response = await self.client.query_points(
+                query=_sparse(query.sparse), using=SPARSE, search_params=keyword_params, **common
+            )
+        elif mode == "hybrid":
+            depth = prefetch_limit(limit)
+            prefetch = [
+                models.Prefetch(
+                    query=list(query.dense), using=DENSE, filter=scope, limit=depth, score_threshold=dense_score_threshold
+                )
+            ]
+            if has_terms:
+                prefetch.append(
+                    models.Prefetch(
+                        query=_sparse(query.sparse), using=SPARSE, filter=scope, limit=depth, params=keyword_params
+                    )
+                )
+            response = await self.client.query_points(
+                prefetch=prefetch, query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)), **common
+            )
+        else:
+            raise ValueError(f"unknown search mode {mode!r}")
+        return [ChunkHit.from_payload(p.id, p.score, p.payload or {}) for p in response.points]
+
+    @_unavailable_on_failure
+    async def delete(self, where: ChunkFilter) -> None:
+        await self.client.delete(
+            self.collection, points_selector=models.FilterSelector(filter=server_filter(where)), wait=True
+        )
+
+    @_unavailable_on_failure
+    async def count(self, where: ChunkFilter) -> int:
+        result = await self.client.count(self.collection, count_filter=server_filter(where), exact=True)
+        return result.count
+
+    async def healthy(self) -> bool:
+        try:
+            return await self.client.collection_exists(self.collection)
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self.client.close()

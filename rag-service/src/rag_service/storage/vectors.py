@@ -1,0 +1,176 @@
+"""The vector store interface shared by the Qdrant Edge and Qdrant server adapters.
+
+Business code only sees these types. Every read and delete takes a `ChunkFilter`, and
+the only way to build one is `tenant_filter`, which always pins the owner's user id:
+a request can narrow a search (document ids, metadata values) but never widen it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from rag_service.errors import BadRequest
+
+SearchMode = Literal["hybrid", "dense", "keyword"]
+
+# Payload keys written with every point.
+USER_ID_KEY = "user_id"
+DOCUMENT_ID_KEY = "document_id"
+METADATA_KEY = "metadata"
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class ChunkPoint:
+    """One chunk to store: its id (a UUID string), vectors and payload."""
+
+    id: str
+    user_id: str
+    document_id: str
+    chunk_index: int
+    text: str
+    title: str
+    start: int
+    end: int
+    dense: list[float]
+    sparse: SparseVector
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            USER_ID_KEY: self.user_id,
+            DOCUMENT_ID_KEY: self.document_id,
+            "chunk_index": self.chunk_index,
+            "text": self.text,
+            "title": self.title,
+            "start": self.start,
+            "end": self.end,
+            METADATA_KEY: self.metadata,
+        }
+
+
+@dataclass(frozen=True)
+class ChunkHit:
+    """A search result: the stored chunk and its score for the query."""
+
+    id: str
+    score: float
+    document_id: str
+    chunk_index: int
+    text: str
+    title: str
+    start: int
+    end: int
+    metadata: dict[str, Any]
+
+    @classmethod
+    def from_payload(cls, point_id: Any, score: float, payload: dict[str, Any]) -> ChunkHit:
+        return cls(
+            id=str(point_id),
+            score=float(score),
+            document_id=payload[DOCUMENT_ID_KEY],
+            chunk_index=int(payload["chunk_index"]),
+            text=payload["text"],
+            title=payload.get("title", ""),
+            start=int(payload.get("start", 0)),
+            end=int(payload.get("end", 0)),
+            metadata=payload.get(METADATA_KEY) or {},
+        )
+
+
+@dataclass(frozen=True)
+class ChunkFilter:
+    """Conditions every matching point must meet. Build it with `tenant_filter` only."""
+
+    user_id: str
+    document_ids: tuple[str, ...] = ()
+    # metadata field -> accepted values (any of them)
+    metadata: tuple[tuple[str, tuple[str | int | float | bool, ...]], ...] = ()
+
+
+def tenant_filter(
+    user_id: str,
+    document_ids: list[str] | None = None,
+    metadata: dict[str, list[str | int | float | bool]] | None = None,
+) -> ChunkFilter:
+    """The one place a vector filter is built: always scoped to `user_id`.
+
+    Caller-supplied conditions are ANDed with the tenant condition; they can only
+    narrow the result set.
+    """
+    if not user_id:
+        raise ValueError("a tenant filter needs a user id")
+    for key in metadata or {}:
+        metadata_field(key)  # rejects keys that are not plain field names (BadRequest)
+    return ChunkFilter(
+        user_id=user_id,
+        document_ids=tuple(document_ids or ()),
+        metadata=tuple((key, tuple(values)) for key, values in sorted((metadata or {}).items())),
+    )
+
+
+@dataclass(frozen=True)
+class QueryVectors:
+    dense: list[float]
+    sparse: SparseVector
+
+
+class VectorStore(Protocol):
+    """A single collection of chunks for all users, partitioned by the user id payload.
+
+    Async so the server adapter never blocks the event loop; the embedded adapter runs
+    its (fast, in-process) calls inline and its bulk writes in a worker thread.
+    """
+
+    collection: str
+
+    async def ensure_collection(self) -> None:
+        """Create the collection and payload indexes if missing (idempotent)."""
+
+    async def upsert(self, points: list[ChunkPoint]) -> None: ...
+
+    async def search(
+        self,
+        query: QueryVectors,
+        where: ChunkFilter,
+        limit: int,
+        mode: SearchMode = "hybrid",
+        dense_score_threshold: float | None = None,
+    ) -> list[ChunkHit]:
+        """Best `limit` chunks matching `where`.
+
+        `hybrid` fuses dense and BM25 candidates with reciprocal rank fusion in one query;
+        `dense_score_threshold` drops dense candidates below that cosine similarity
+        (in `dense` and `hybrid` modes).
+        """
+        ...
+
+    async def delete(self, where: ChunkFilter) -> None:
+        """Delete every point matching the filter (e.g. one document's chunks)."""
+
+    async def count(self, where: ChunkFilter) -> int: ...
+
+    async def healthy(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+_METADATA_KEY_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,64}(\.[A-Za-z0-9_\-]{1,64}){0,3}")
+
+
+def metadata_field(key: str) -> str:
+    """Payload path of a metadata filter key, e.g. "lang" -> "metadata.lang".
+
+    Keys are plain names (dots for nesting): no brackets, quotes or wildcards, so a
+    filter key can only ever address a field inside the chunk's `metadata` object.
+    """
+    if not _METADATA_KEY_PATTERN.fullmatch(key):
+        raise BadRequest(f"invalid metadata filter key {key[:80]!r}: use letters, digits, '_', '-' and '.'")
+    return f"{METADATA_KEY}.{key}"

@@ -1,0 +1,94 @@
+"""LocalEmbedder with the real all-MiniLM-L6-v2 weights (loaded once per session)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from rag_service.config import Settings
+from rag_service.providers.local_embedder import LocalEmbedder
+
+
+@pytest.fixture(scope="session")
+def local_embedder(tmp_path_factory) -> LocalEmbedder:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("data"), embedding_batch_size=4)
+    return LocalEmbedder(settings)
+
+
+def cos(a: list[float], b: list[float]) -> float:
+    return float(np.dot(a, b))
+
+
+async def test_vectors_are_384_d_and_unit_length(local_embedder):
+    vectors = await local_embedder.embed(["The cat sat on the mat.", "Quarterly revenue grew 12%."])
+    assert local_embedder.model_name == "all-MiniLM-L6-v2"
+    assert local_embedder.dimension == 384
+    assert [len(v) for v in vectors] == [384, 384]
+    for v in vectors:
+        assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
+        assert all(isinstance(x, float) for x in v[:5])
+
+
+async def test_similar_sentences_are_closer_than_unrelated_ones(local_embedder):
+    query, paraphrase, unrelated = await local_embedder.embed(
+        [
+            "How do I reset my password?",
+            "Steps to change a forgotten account password.",
+            "The Pacific Ocean is the largest ocean on Earth.",
+        ],
+        task="query",
+    )
+    assert cos(query, paraphrase) > cos(query, unrelated) + 0.3
+
+
+async def test_batches_keep_input_order(local_embedder):
+    # batch_size is 4: ten texts take three batches; each vector must match its own text.
+    texts = [f"Document number {i} talks about topic {'alpha beta gamma delta epsilon'.split()[i % 5]}." for i in range(10)]
+    together = await local_embedder.embed(texts)
+    one_by_one = [(await local_embedder.embed([t]))[0] for t in texts]
+    for a, b in zip(together, one_by_one, strict=True):
+        assert cos(a, b) == pytest.approx(1.0, abs=1e-4)
+    assert cos(together[0], together[1]) < 0.999
+
+
+async def test_query_and_document_tasks_embed_the_same_way(local_embedder):
+    [doc] = await local_embedder.embed(["symmetric model"], task="document")
+    [query] = await local_embedder.embed(["symmetric model"], task="query")
+    assert cos(doc, query) == pytest.approx(1.0, abs=1e-5)
+
+
+async def test_empty_list_gives_empty_list(local_embedder):
+    assert await local_embedder.embed([]) == []
+
+
+async def test_concurrent_calls_are_all_answered(local_embedder):
+    texts = [f"concurrent request {i}" for i in range(6)]
+    results = await asyncio.gather(*(local_embedder.embed([t]) for t in texts))
+    assert [len(r) for r in results] == [1] * 6
+    expected = await local_embedder.embed(texts)
+    for [got], want in zip(results, expected, strict=True):
+        assert cos(got, want) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_count_tokens_uses_the_model_tokenizer(local_embedder):
+    assert local_embedder.count_tokens("") == 0
+    assert local_embedder.count_tokens("hello world") == 2
+    # WordPiece splits rare words into several pieces.
+    assert local_embedder.count_tokens("tokenization") > 1
+    # No truncation: the shipped tokenizer.json truncates at 128, counts must not.
+    assert local_embedder.count_tokens("word " * 1000) == 1000
+
+
+def test_exposes_the_tokenizer_for_the_chunker(local_embedder):
+    tokenizer = local_embedder.hf_tokenizer()
+    encoding = tokenizer.encode("Hello, World!", add_special_tokens=False)
+    assert encoding.tokens == ["hello", ",", "world", "!"]
+    assert local_embedder.max_tokens == 256
+    assert local_embedder.tokenizer_path.name == "tokenizer.json" and local_embedder.tokenizer_path.exists()
+
+
+def test_second_instance_reuses_the_loaded_model(local_embedder, tmp_path):
+    other = LocalEmbedder(Settings(data_dir=tmp_path))
+    assert other._model is local_embedder._model

@@ -1,0 +1,98 @@
+"""The shared retry helper: bounded attempts, capped delays, bugs never swallowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag_service.providers.base import ProviderUnavailable
+from rag_service.providers.retry import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
+
+FAST = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.002)
+
+
+def classify(exc: BaseException):
+    if isinstance(exc, TimeoutError):
+        return "transient"
+    if isinstance(exc, PermissionError):
+        return "fatal"
+    return None
+
+
+def test_delays_grow_but_stay_under_the_cap():
+    policy = RetryPolicy(max_retries=5, base_delay=0.5, max_delay=4.0)
+    for attempt, cap in enumerate([0.5, 1.0, 2.0, 4.0, 4.0, 4.0]):
+        delays = [policy.delay(attempt) for _ in range(200)]
+        assert all(0 <= d <= cap for d in delays)
+    assert 1.0 <= policy.delay(0, retry_after=1.0) <= 1.0  # Retry-After honoured...
+    assert policy.delay(0, retry_after=3600) == 4.0  # ...but never beyond max_delay
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("2.5") == 2.5
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert parse_retry_after("-1") is None
+
+
+async def test_transient_failures_are_retried_a_bounded_number_of_times():
+    calls = 0
+
+    async def always_times_out():
+        nonlocal calls
+        calls += 1
+        raise TimeoutError("slow")
+
+    with pytest.raises(ProviderUnavailable, match="gave up after 4 attempts"):
+        await call_with_retries(always_times_out, provider="p", policy=FAST, classify=classify)
+    assert calls == 4
+
+
+async def test_fatal_failure_is_not_retried_and_bugs_propagate_unchanged():
+    calls = 0
+
+    async def refused():
+        nonlocal calls
+        calls += 1
+        raise PermissionError("bad key")
+
+    with pytest.raises(ProviderUnavailable, match="bad key"):
+        await call_with_retries(refused, provider="p", policy=FAST, classify=classify)
+    assert calls == 1
+
+    async def bug():
+        raise KeyError("oops")
+
+    with pytest.raises(KeyError):
+        await call_with_retries(bug, provider="p", policy=FAST, classify=classify)
+
+
+async def test_stream_restarts_only_before_the_first_piece():
+    attempts = 0
+
+    async def flaky_stream():
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise TimeoutError("first attempt fails before any piece")
+        yield "a"
+        yield "b"
+
+    pieces = [p async for p in stream_with_retries(flaky_stream, provider="p", policy=FAST, classify=classify)]
+    assert pieces == ["a", "b"] and attempts == 2
+
+
+async def test_consumer_stopping_early_closes_the_inner_stream():
+    closed = False
+
+    async def endless():
+        nonlocal closed
+        try:
+            while True:
+                yield "x"
+        finally:
+            closed = True
+
+    stream = stream_with_retries(endless, provider="p", policy=FAST, classify=classify)
+    assert await anext(stream) == "x"
+    await stream.aclose()
+    assert closed

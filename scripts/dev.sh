@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs both services in the foreground on the embedded defaults with prefixed logs.
+# Ctrl-C (or either service exiting) stops both.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export AUTH_PORT=${AUTH_PORT:-3001} RAG_PORT=${RAG_PORT:-8000} WEB_PORT=${WEB_PORT:-5173}
+# The example web app's origin: allowed to use auth cookies and to call the API.
+WEB_ORIGIN="http://localhost:$WEB_PORT"
+DATA_DIR=${DATA_DIR:-$ROOT/data}
+mkdir -p "$DATA_DIR"
+
+prefix() { local tag=$1 color=$2; while IFS= read -r line; do printf '\033[%sm%-5s|\033[0m %s\n' "$color" "$tag" "$line"; done; }
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+  echo "stopped"
+}
+trap cleanup INT TERM EXIT
+
+( cd auth-service && PORT=$AUTH_PORT AUTH_DATA_DIR="$DATA_DIR/auth" TRUSTED_ORIGINS="${TRUSTED_ORIGINS:-$WEB_ORIGIN}" \
+  exec npm run --silent start ) \
+  > >(prefix auth 36) 2>&1 &
+pids+=($!)
+
+( cd rag-service && DATA_DIR="$DATA_DIR/rag" PORT=$RAG_PORT CORS_ORIGINS="${CORS_ORIGINS:-$WEB_ORIGIN}" \
+  AUTH_JWKS_URL="http://localhost:$AUTH_PORT/api/auth/jwks" AUTH_ISSUER="http://localhost:$AUTH_PORT" \
+  exec .venv/bin/python -m rag_service ) > >(prefix rag 35) 2>&1 &
+pids+=($!)
+
+rag-service/.venv/bin/python -m http.server "$WEB_PORT" --bind 127.0.0.1 --directory examples/web \
+  > >(prefix web 33) 2>&1 &
+pids+=($!)
+
+echo "auth-service: http://localhost:$AUTH_PORT   rag-service: http://localhost:$RAG_PORT (API docs at /docs)"
+echo "example web app: $WEB_ORIGIN   (Ctrl-C stops everything)"
+# Whichever service stops first takes the other down with it.
+wait -n "${pids[@]}"

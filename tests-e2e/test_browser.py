@@ -1,0 +1,338 @@
+"""The example web app (examples/web) in headless Chromium against both real services.
+
+One journey, as a user would take it: sign up, upload a .txt, see it listed, ask a question,
+watch the streamed answer, click its citation, open the history, survive a rejected token
+(401 -> re-mint -> retry) and a scheduled token refresh, a second user in another browser
+context sees nothing of the first user's data (and the API answers 404 for it), a wrong
+password and a rate-limited sign-in are shown in words, sign out ends the session.
+
+Chromium is Debian's /usr/bin/chromium (scripts/install-chromium.sh), driven by Playwright
+for Python from the rag-service venv; nothing is downloaded. The app is served from
+examples/web by a static server on a free port; the app, both services and the JWT issuer
+all use `localhost` so the auth-service's session cookie is same-site with the page.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stack import ROOT, free_port, start_auth, start_rag
+
+CHROMIUM = Path("/usr/bin/chromium")
+WEB_DIR = ROOT / "examples" / "web"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# Short-lived access tokens so the app's scheduled refresh (60 s before `exp`) is observable.
+JWT_LIFETIME_S = 75
+# Sign-in attempts per minute and IP before the auth-service answers 429.
+SIGNIN_LIMIT = 5
+# Uploads above this many bytes are refused with 413.
+MAX_UPLOAD_BYTES = 100_000
+PASSWORD = "correct horse battery staple"
+
+DOCUMENT_TITLE = "zephyria-notes"
+DOCUMENT_TEXT = (
+    "Zephyria travel notes.\n\n"
+    "The capital city of Zephyria is Lumenport, a harbour town built on basalt cliffs. "
+    "Lumenport is famous for its glass lighthouses, which glow blue during the winter festival.\n\n"
+    "The national dish of Zephyria is smoked kelp bread, baked in clay ovens along the coast. "
+    "Travellers should carry a wool coat because the northern wind, called the Skarn, is cold all year.\n"
+)
+QUESTION = "What is the capital city of Zephyria?"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="/usr/bin/chromium is missing: run scripts/install-chromium.sh (apt-get install chromium)",
+)
+
+
+@dataclass
+class BrowserStack:
+    web: str  # origin of the static server, e.g. http://localhost:5173
+    auth: str  # auth-service as the browser sees it (localhost)
+    rag: str  # rag-service as the browser sees it (localhost)
+
+    @property
+    def app_url(self) -> str:
+        return f"{self.web}/?auth={self.auth}&rag={self.rag}"
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+@pytest.fixture(scope="module")
+def web_origin() -> Iterator[str]:
+    """`python -m http.server` equivalent for examples/web, on a free port."""
+    handler = functools.partial(_QuietHandler, directory=str(WEB_DIR))
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser_stack(tmp_path_factory: pytest.TempPathFactory, web_origin: str) -> Iterator[BrowserStack]:
+    """Both services, trusting the app's origin, with the issuer and URLs on `localhost`."""
+    data = tmp_path_factory.mktemp("browser-stack")
+    auth_port = free_port()
+    auth_public = f"http://localhost:{auth_port}"
+    auth = start_auth(data / "auth", ARTIFACTS, name="auth-browser", port=auth_port,
+                      BETTER_AUTH_URL=auth_public, TRUSTED_ORIGINS=web_origin,
+                      JWT_EXPIRES_IN=f"{JWT_LIFETIME_S}s", AUTH_RATE_LIMIT_SIGNIN_MAX=str(SIGNIN_LIMIT))
+    rag = None
+    try:
+        rag = start_rag(data / "rag", ARTIFACTS, auth_public, name="rag-browser",
+                        CORS_ORIGINS=web_origin, MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES))
+        rag_public = rag.url.replace("127.0.0.1", "localhost")
+        yield BrowserStack(web=web_origin, auth=auth_public, rag=rag_public)
+    finally:
+        if rag:
+            rag.stop()
+        auth.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def sign_up(page, email: str, name: str) -> None:
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.fill("#name", name)
+    page.click("#sign-up")
+    page.wait_for_selector("#app-view:not([hidden])")
+    assert email in page.inner_text("#user-email")
+
+
+def sign_in(page, email: str, password: str) -> None:
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("#sign-in")
+
+
+def error_text(page, contains: str, timeout: float = 15_000) -> str:
+    """Waits until the app's error banner shows `contains`, and returns the whole sentence."""
+    page.wait_for_function(
+        "(t) => { const m = document.getElementById('message'); return !m.hidden && m.textContent.includes(t); }",
+        arg=contains, timeout=timeout)
+    return page.inner_text("#message")
+
+
+def app_state(page, expression: str):
+    return page.evaluate(f"() => window.ragApp.state.{expression}")
+
+
+def access_token_from_page(page, auth_url: str) -> str:
+    """What the app does: its session cookie -> GET /api/auth/token -> access JWT."""
+    result = page.evaluate(
+        "async (url) => { const r = await fetch(url + '/api/auth/token', {credentials: 'include'});"
+        " return {status: r.status, body: await r.json()}; }", auth_url)
+    assert result["status"] == 200, result
+    return result["body"]["token"]
+
+
+def ask(page, question: str) -> None:
+    page.fill("#question", question)
+    with page.expect_response(lambda r: r.url.endswith("/chat") and r.request.method == "POST") as chat:
+        page.click("#ask")
+    response = chat.value
+    assert response.status == 200, response.text()
+    assert response.headers["content-type"].startswith("text/event-stream")
+    page.wait_for_selector("#answer[data-state='done'], #answer[data-state='failed']", timeout=60_000)
+
+
+def save_failure_artifacts(pages: dict[str, object], console: list[str]) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for name, page in pages.items():
+        try:
+            page.screenshot(path=str(ARTIFACTS / f"browser-failure-{name}.png"), full_page=True)
+        except Exception as exc:  # the page may be gone; keep the other artifacts
+            console.append(f"[screenshot of {name} failed: {exc}]")
+    (ARTIFACTS / "browser-console.log").write_text("\n".join(console))
+
+
+# ---- the journey --------------------------------------------------------------------------
+
+
+def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -> None:
+    stack = browser_stack
+    console: list[str] = []
+    pages: dict[str, object] = {}
+
+    def open_page(name: str):
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.on("console", lambda m: console.append(f"[{name}] {m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"[{name}] pageerror: {e}"))
+        pages[name] = page
+        page.goto(stack.app_url)
+        page.wait_for_selector("#auth-view:not([hidden])")
+        return page
+
+    email1 = f"alice-{uuid.uuid4().hex[:8]}@example.com"
+    email2 = f"bob-{uuid.uuid4().hex[:8]}@example.com"
+    try:
+        # --- user 1 signs up: session cookie + access JWT minted from it ---------------------
+        page = open_page("user1")
+        sign_up(page, email1, "Alice")
+        first_exp = app_state(page, "tokenExp")
+        assert 0 < first_exp - time.time() <= JWT_LIFETIME_S + 5
+
+        # --- upload a .txt through the file input and see it listed --------------------------
+        doc_path = tmp_path / f"{DOCUMENT_TITLE}.txt"
+        doc_path.write_text(DOCUMENT_TEXT)
+        page.set_input_files("#file-input", str(doc_path))
+        page.click("#upload")
+        doc_item = page.locator("#documents li.doc", has_text=DOCUMENT_TITLE)
+        doc_item.wait_for()
+        page.wait_for_selector("#documents li.doc[data-status='ready']", timeout=60_000)
+        doc_id = doc_item.get_attribute("data-id")
+        assert doc_id
+
+        # --- an oversized upload is refused with 413, shown in words ------------------------
+        big_path = tmp_path / "too-big.txt"
+        big_path.write_text("big file line\n" * (MAX_UPLOAD_BYTES // 14 + 2000))
+        page.set_input_files("#file-input", str(big_path))
+        with page.expect_response(lambda r: r.url.endswith("/documents/upload")) as refused:
+            page.click("#upload")
+        assert refused.value.status == 413
+        message = error_text(page, "too large")
+        assert "too-big.txt" in message and str(MAX_UPLOAD_BYTES) in message, message
+        assert page.locator("#documents li.doc").count() == 1
+
+        # --- ask: the answer streams in over SSE, with a numbered citation -------------------
+        ask(page, QUESTION)
+        assert page.get_attribute("#answer", "data-state") == "done", page.inner_text("#message")
+        answer = page.inner_text("#answer")
+        assert "Lumenport" in answer
+        citations = page.locator("#answer button.cite")
+        assert citations.count() >= 1
+        assert page.locator("#sources li").count() >= 1
+
+        # --- click the citation: its source (title and snippet) is shown and highlighted ----
+        n = citations.first.get_attribute("data-n")
+        citations.first.click()
+        detail = page.locator("#source-detail")
+        detail.wait_for()
+        assert DOCUMENT_TITLE in detail.inner_text()
+        assert detail.locator(".snippet").inner_text().strip()
+        assert page.locator(f"#sources li.active[data-n='{n}']").count() == 1
+        conversation_id = app_state(page, "conversationId")
+        assert conversation_id
+
+        # --- history lists the conversation; opening it shows both messages ------------------
+        page.wait_for_selector(f"#history li[data-id='{conversation_id}']")
+        page.click(f"#history li[data-id='{conversation_id}'] button")
+        page.wait_for_selector("#conversation .msg.assistant")
+        assert QUESTION in page.inner_text("#conversation .msg.user")
+        assert "Lumenport" in page.inner_text("#conversation .msg.assistant")
+
+        # --- a rejected access token: the app re-mints once and retries the call -------------
+        mints = app_state(page, "tokenMints")
+        page.evaluate("() => { const s = window.ragApp.state;"
+                      " s.token = s.token.split('.').slice(0, 2).join('.') + '.invalid-signature'; }")
+        with page.expect_response(lambda r: "/history/" in r.url and r.status == 401):
+            page.click(f"#history li[data-id='{conversation_id}'] button")
+        page.wait_for_function("(m) => window.ragApp.state.tokenMints > m", arg=mints)
+        page.wait_for_selector("#conversation .msg.assistant")
+        assert page.is_hidden("#message"), page.inner_text("#message")
+        assert not app_state(page, "token").endswith(".invalid-signature")
+
+        # --- the app refreshes the JWT ~60 s before `exp` without being asked ---------------
+        exp_before = app_state(page, "tokenExp")
+        page.wait_for_function("(e) => window.ragApp.state.tokenExp > e", arg=exp_before,
+                               timeout=(JWT_LIFETIME_S - 60 + 20) * 1000)
+
+        # The picture for the README: answer, highlighted source, history.
+        page.locator("#answer button.cite").first.click()
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+        # --- user 2 in another browser context sees nothing of user 1 -----------------------
+        page2 = open_page("user2")
+        sign_up(page2, email2, "Bob")
+        page2.wait_for_selector("#documents-empty:not([hidden])")
+        page2.wait_for_selector("#history-empty:not([hidden])")
+        assert page2.locator("#documents li").count() == 0
+        assert page2.locator("#history li").count() == 0
+        ask(page2, QUESTION)
+        assert "Lumenport" not in page2.inner_text("#answer")
+        assert DOCUMENT_TITLE not in page2.inner_text("#sources")
+
+        token1 = access_token_from_page(page, stack.auth)
+        token2 = access_token_from_page(page2, stack.auth)
+        with httpx.Client(base_url=stack.rag, timeout=30) as api:
+            for path in (f"/documents/{doc_id}", f"/history/{conversation_id}"):
+                own = api.get(path, headers={"Authorization": f"Bearer {token1}"})
+                assert own.status_code == 200, (path, own.text)
+                other = api.get(path, headers={"Authorization": f"Bearer {token2}"})
+                assert other.status_code == 404, (path, other.text)
+                assert other.json()["error"]["code"] == "not_found"
+            assert all(doc.get("id", doc.get("document_id")) != doc_id for doc in _documents(api, token2))
+
+        # --- sign out: the session cookie no longer works, a reload stays signed out --------
+        page.click("#sign-out")
+        page.wait_for_selector("#auth-view:not([hidden])")
+        assert page.is_hidden("#app-view")
+        page.reload()
+        page.wait_for_selector("#auth-view:not([hidden])")
+        status = page.evaluate(
+            "async (url) => (await fetch(url + '/api/auth/token', {credentials: 'include'})).status",
+            stack.auth)
+        assert status == 401
+
+        # --- wrong password: said in words; then too many attempts: 429 with the wait -------
+        sign_in(page, email1, "not the password at all")
+        assert "Wrong email or password" in error_text(page, "Wrong email or password")
+        assert page.is_hidden("#app-view")
+        for _ in range(SIGNIN_LIMIT + 1):
+            sign_in(page, email1, "still not the password")
+            page.wait_for_function("() => !document.getElementById('message').hidden")
+            if "Too many requests" in page.inner_text("#message"):
+                break
+        message = error_text(page, "Too many requests")
+        assert "wait" in message and "second" in message, message
+    except BaseException:
+        save_failure_artifacts(pages, console)
+        raise
+    finally:
+        for p in pages.values():
+            p.context.close()
+
+
+def _documents(api: httpx.Client, token: str) -> list[dict]:
+    response = api.get("/documents", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    return data if isinstance(data, list) else data.get("documents", data.get("items", []))
