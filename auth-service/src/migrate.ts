@@ -6,7 +6,9 @@ import { ConfigError, loadConfig, type Config } from "./config.js";
 import { createDatabase, type Database } from "./db.js";
 
 export async function migrate(config: Config, database: Database): Promise<string[]> {
-  const { toBeCreated, toBeAdded, runMigrations } = await getMigrations(authOptions(config, database) as never);
+  // The rateLimit table is always created, so AUTH_RATE_LIMIT_STORAGE can be switched freely.
+  const schemaConfig: Config = { ...config, rateLimit: { ...config.rateLimit, storage: "database" } };
+  const { toBeCreated, toBeAdded, runMigrations } = await getMigrations(authOptions(schemaConfig, database) as never);
   const changes = [
     ...toBeCreated.map((t) => `create table ${t.table}`),
     ...toBeAdded.map((t) => `add columns to ${t.table}: ${Object.keys(t.fields).join(", ")}`),

@@ -135,9 +135,9 @@ async def test_client_disconnect_mid_stream_leaves_an_incomplete_answer(
 ) -> None:
     user = new_user()
     headers = auth_headers(user)
-    # Pieces arrive 0.3 s apart (and 0.3 s pass after the last one), so the client can
+    # Pieces arrive 0.4 s apart (and 0.4 s pass after the last one), so the client can
     # leave while the answer is still being written.
-    paced = dataclasses.replace(runtime, generator=PacedGenerator(runtime.generator, delay=0.3))
+    paced = dataclasses.replace(runtime, generator=PacedGenerator(runtime.generator, delay=0.4))
 
     async with app_factory(runtime.settings, runtime=paced) as (app, asgi_client):
         await save(asgi_client, headers, "Baking notes", BREAD)
@@ -162,7 +162,7 @@ async def test_client_disconnect_mid_stream_leaves_an_incomplete_answer(
                 if messages[1].content:
                     break
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(1.0)  # longer than the rest of the answer would take
+            await asyncio.sleep(2.0)  # longer than the rest of the answer (<= 3 pieces) would take
             messages = (await history.get_conversation(user, conversation_id)).messages
 
     assert "done" not in seen

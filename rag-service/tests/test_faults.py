@@ -9,6 +9,7 @@ recovers when the dependency comes back.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
@@ -357,3 +358,27 @@ async def test_jwks_down_keeps_cached_keys_working_over_http(app_factory, make_s
             assert_error_shape(await client.get("/documents", headers={"Authorization": f"Bearer {forged}"}), 401)
     finally:
         await verifier.aclose()
+
+
+async def test_requests_on_a_cold_cache_wait_for_a_slow_jwks_fetch(app_factory, make_settings, runtime,
+                                                                   isolated_issuer):
+    """A burst of first requests while the JWKS fetch is in flight (auth-service slow at
+    start-up): every request waits for that one fetch instead of failing with 503."""
+    fetches = 0
+
+    async def slow_jwks(request: httpx.Request) -> httpx.Response:
+        nonlocal fetches
+        fetches += 1
+        await asyncio.sleep(0.5)
+        return httpx.Response(200, json=isolated_issuer.jwks())
+
+    settings = make_settings(auth_jwks_url=isolated_issuer.jwks_url, auth_issuer=isolated_issuer.issuer,
+                             auth_audience=isolated_issuer.audience)
+    verifier = AccessTokenVerifier(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(slow_jwks)))
+    own = dataclasses.replace(runtime, settings=settings, token_verifier=verifier)
+    users = [new_user() for _ in range(6)]
+    async with app_factory(settings, runtime=own) as (_, client):
+        responses = await asyncio.gather(*(
+            client.get("/me", headers={"Authorization": f"Bearer {isolated_issuer.mint(user)}"}) for user in users))
+    assert [(r.status_code, r.json().get("user_id")) for r in responses] == [(200, user) for user in users]
+    assert fetches == 1

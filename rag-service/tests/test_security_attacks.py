@@ -402,3 +402,40 @@ async def test_nul_bytes_never_reach_the_database(db_client, auth_headers):
     for conversation in history["history"]:
         detail = (await db_client.get(f"/history/{conversation['conversation_id']}", headers=headers)).json()
         assert all("\x00" not in m["content"] for m in detail["messages"])
+
+
+# --- tokens and logs ------------------------------------------------------------------------
+
+
+async def test_a_token_issued_in_the_future_is_401(client, issuer):
+    """A pre-dated token (iat an hour ahead) is refused like one not yet valid (nbf);
+    the other forgeries are in test_auth_tokens.py."""
+    import time
+
+    token = issuer.mint(new_user(), iat=int(time.time()) + 3600)
+    assert_json_error(await client.get("/me", headers={"Authorization": f"Bearer {token}"}), 401)
+
+
+async def test_logs_never_contain_tokens_or_document_text(client, issuer, caplog):
+    import logging
+
+    from rag_service.observability import JsonLogFormatter
+
+    user = new_user()
+    token = issuer.mint(user)
+    forged = token[:-6] + "AAAAAA"
+    marker = "PLAINTEXT-CANARY-" + uuid.uuid4().hex
+    with caplog.at_level(logging.DEBUG, logger="rag_service"):
+        await client.post("/save-document", json={"title": marker, "content": f"{marker} in the body"},
+                          headers={"Authorization": f"Bearer {token}"})
+        await client.post("/search", json={"query": marker}, headers={"Authorization": f"Bearer {token}"})
+        await client.get("/me", headers={"Authorization": f"Bearer {forged}"})
+        await client.post("/save-document", json={"title": "t", "content": marker, "metadata": {"a": {"b": {
+            "c": {"d": {"e": {"f": marker}}}}}}}, headers={"Authorization": f"Bearer {token}"})
+    lines = [JsonLogFormatter().format(record) for record in caplog.records]
+    assert any(user in line for line in lines), "the access log names the user"
+    signature = token.rsplit(".", 1)[1]
+    for line in lines:
+        assert signature not in line and forged.rsplit(".", 1)[1] not in line
+        assert token.split(".")[1] not in line  # not even the claims part
+        assert marker not in line, line

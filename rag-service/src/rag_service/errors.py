@@ -79,7 +79,7 @@ class ServiceUnavailable(AppError):
 from pydantic import BaseModel  # noqa: E402  (kept next to the shape it documents)
 
 ERROR_DESCRIPTIONS = {
-    400: "Bad request",
+    400: "Bad request (e.g. a body that cannot be decoded)",
     401: "Missing, invalid or expired access token",
     404: "Not found (another user's resources are never revealed: they are 'not found' too)",
     413: "Request body, file or text larger than the configured limit",

@@ -124,6 +124,11 @@ class AccessTokenVerifier:
             interval = min(interval, 1.0)
         if self._attempted_at is None or now - self._attempted_at >= interval:
             await self._refresh(reason="unknown kid" if fresh else "cache expired or empty")
+        elif self._lock.locked():
+            # A concurrent request's fetch is in flight (e.g. the first burst after start-up):
+            # wait for its result instead of failing; this starts no fetch of its own.
+            async with self._lock:
+                pass
         if self._fetched_at is None:
             raise JwksUnavailable("cannot reach the auth service to verify the access token")
         key = self._lookup(kid)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from rag_service.storage.models import Document
 
@@ -63,6 +63,12 @@ class DocumentSummary(BaseModel):
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+
+    @field_serializer("created_at", "updated_at")
+    def _as_utc(self, moment: datetime) -> str:
+        # SQLite hands back naive datetimes (stored in UTC); RFC 3339 needs the offset.
+        aware = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+        return aware.isoformat()
 
     @classmethod
     def of(cls, document: Document) -> DocumentSummary:
