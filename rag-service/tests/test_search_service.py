@@ -355,3 +355,10 @@ def test_collapse_keeps_distinct_passages_and_fills_without_duplicates() -> None
     assert [h.id for h in collapse_hits(hits, 2, 1)] == ["a-3", "b-0"]
     assert collapse_hits(hits, 0, 2) == []
     assert [h.id for h in collapse_hits(hits + hits[:1], 10, 5)] == ["a-3", "b-0", "a-7", "a-9", "c-1", "c-2"]
+
+
+def test_collapse_orders_equal_scores_deterministically() -> None:
+    hits = [hit("b", 0, 0.5, 0, 10), hit("a", 5, 0.5, 500, 510), hit("c", 1, 0.9, 0, 10), hit("a", 2, 0.5, 200, 210)]
+    expected = ["c-1", "a-2", "a-5", "b-0"]
+    assert [h.id for h in collapse_hits(hits, 4, 2)] == expected
+    assert [h.id for h in collapse_hits(list(reversed(hits)), 4, 2)] == expected

@@ -45,7 +45,9 @@ def collapse_hits(hits: list[ChunkHit], top_k: int, max_per_document: int) -> li
        document): admit the hits skipped for the per-document cap or for being a
        neighbour, best first, unless their text overlaps a kept chunk (true duplicates
        never come back).
-    The result is ordered by score (the store's ranking) with ties in their original order.
+    The result is ordered by score. Equal scores (common with rank fusion: rank 3 of the
+    dense list alone scores the same as rank 3 of the keyword list alone) are ordered by
+    document id and chunk index, so the same query always gives the same results.
     """
     if top_k <= 0:
         return []
@@ -53,7 +55,8 @@ def collapse_hits(hits: list[ChunkHit], top_k: int, max_per_document: int) -> li
     by_document: dict[str, list[ChunkHit]] = {}
     skipped: list[tuple[int, ChunkHit]] = []
     seen_ids: set[str] = set()
-    for position, hit in enumerate(hits):
+    ranked = sorted(hits, key=lambda h: (-h.score, h.document_id, h.chunk_index))
+    for position, hit in enumerate(ranked):
         if hit.id in seen_ids:
             continue
         seen_ids.add(hit.id)
