@@ -22,7 +22,7 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 ( cd auth-service && PORT=$AUTH_PORT AUTH_DATA_DIR="$DATA_DIR/auth" TRUSTED_ORIGINS="${TRUSTED_ORIGINS:-$WEB_ORIGIN}" \
-  exec npm run --silent start ) \
+  exec node_modules/.bin/tsx src/server.ts ) \
   > >(prefix auth 36) 2>&1 &
 pids+=($!)
 
