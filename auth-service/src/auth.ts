@@ -1,31 +1,61 @@
-// The Better Auth instance: email + password, EdDSA JWTs (jwt plugin), bearer sessions, rate limits.
+// The Better Auth instance: email + password, EdDSA JWTs (jwt plugin), signed bearer sessions,
+// rate limits per IP and per account, input bounds and the password policy (hooks).
 import { betterAuth } from "better-auth";
-import { APIError } from "better-auth/api";
+import { APIError, createAuthMiddleware, isAPIError } from "better-auth/api";
 import { bearer, jwt } from "better-auth/plugins";
+import { accessTokenUser } from "./access-token-user.js";
+import { accountThrottle, memoryThrottleStore, type AccountThrottleStore } from "./account-throttle.js";
 import type { Config } from "./config.js";
 import type { Database } from "./db.js";
-import { createRedisRateLimitStorage, type RateLimitStore } from "./rate-limit-redis.js";
+import { inputPolicyHook, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-policy.js";
+import type { RateLimitStore } from "./rate-limit-redis.js";
+import { safeLog } from "./safe-log.js";
 
 /** Header our HTTP layer sets from the socket address (any client-sent value is replaced). */
 export const CLIENT_IP_HEADER = "x-auth-client-ip";
 
-export const NAME_MIN = 1;
-export const NAME_MAX = 200;
-export const PASSWORD_MIN = 8;
-export const PASSWORD_MAX = 128;
+export { NAME_MAX, NAME_MIN, PASSWORD_MAX, PASSWORD_MIN } from "./input-policy.js";
 
 function checkName(name: unknown): void {
-  const trimmed = typeof name === "string" ? name.trim() : "";
-  if (trimmed.length < NAME_MIN || trimmed.length > NAME_MAX) {
-    throw new APIError("BAD_REQUEST", {
-      code: "INVALID_NAME",
-      message: `name must be ${NAME_MIN} to ${NAME_MAX} characters`,
-    });
-  }
+  const problem = nameProblem(name);
+  if (problem) throw new APIError("BAD_REQUEST", { code: "INVALID_NAME", message: problem });
 }
 
-export function authOptions(config: Config, database: Database, rateLimitStore?: RateLimitStore) {
+export interface LimitStores {
+  /** Better Auth `rateLimit.customStorage` (Redis); unset -> Better Auth's memory/database storage. */
+  rateLimit?: RateLimitStore;
+  accountThrottle: AccountThrottleStore;
+}
+
+/**
+ * Duplicate sign-ups return before Better Auth hashes the password (13 ms vs 300 ms): hash it
+ * anyway so the answer takes as long as a real sign-up (docs/security.md, "Enumeration").
+ */
+const equalizeDuplicateSignUp = createAuthMiddleware(async (ctx) => {
+  if (ctx.path !== "/sign-up/email") return;
+  const returned = ctx.context.returned;
+  const password = (ctx.body as { password?: unknown } | undefined)?.password;
+  if (isAPIError(returned) && returned.body?.code?.startsWith("USER_ALREADY_EXISTS") && typeof password === "string") {
+    await ctx.context.password.hash(password);
+  }
+});
+
+export function authOptions(config: Config, database: Database, stores: LimitStores = { accountThrottle: memoryThrottleStore() }) {
   const credentialsRule = { window: config.rateLimit.credentialsWindow, max: config.rateLimit.credentialsMax };
+  const jwtOptions = {
+    jwt: {
+      issuer: config.jwt.issuer,
+      audience: config.jwt.audience,
+      expirationTime: config.jwt.expiresIn,
+      // Only what the rag-service needs: `sub` (added by the plugin) and the session id.
+      definePayload: ({ session }: { session: { id: string } }) => ({ sid: session.id }),
+    },
+    jwks: {
+      keyPairConfig: { alg: "EdDSA" as const, crv: "Ed25519" as const },
+      rotationInterval: config.keyRotationInterval,
+      gracePeriod: config.keyGracePeriod,
+    },
+  };
   return {
     appName: "auth-service",
     baseURL: config.baseURL,
@@ -35,18 +65,19 @@ export function authOptions(config: Config, database: Database, rateLimitStore?:
     trustedOrigins: config.trustedOrigins,
     telemetry: { enabled: false },
     // Failed sign-ins are logged at "warn"; the test suite provokes plenty of them.
-    logger: { level: config.env === "test" ? ("error" as const) : ("warn" as const) },
+    logger: { level: config.env === "test" ? ("error" as const) : ("warn" as const), log: safeLog },
     emailAndPassword: {
       enabled: true,
       minPasswordLength: PASSWORD_MIN,
       maxPasswordLength: PASSWORD_MAX,
       autoSignIn: true,
     },
+    hooks: { before: inputPolicyHook, after: equalizeDuplicateSignUp },
     databaseHooks: {
       user: {
         create: { before: async (user: { name?: unknown }) => { checkName(user.name); } },
         update: {
-          before: async (user: { name?: unknown }) => { if ("name" in user) checkName(user.name); },
+          before: async (user: { name?: unknown }) => { if (user.name !== undefined) checkName(user.name); },
         },
       },
     },
@@ -55,10 +86,12 @@ export function authOptions(config: Config, database: Database, rateLimitStore?:
       window: config.rateLimit.window,
       max: config.rateLimit.max,
       storage: config.rateLimit.storage,
-      ...(rateLimitStore ? { customStorage: rateLimitStore } : {}),
+      ...(stores.rateLimit ? { customStorage: stores.rateLimit } : {}),
       customRules: {
         "/sign-in/email": credentialsRule,
         "/sign-up/email": credentialsRule,
+        // Verifiers (the rag-service) must always get the keys, whatever else is limited.
+        "/jwks": false as const,
       },
     },
     advanced: {
@@ -68,29 +101,23 @@ export function authOptions(config: Config, database: Database, rateLimitStore?:
         // chain right to left, skipping trusted proxies).
         ipAddressHeaders: [CLIENT_IP_HEADER],
         trustedProxies: config.trustedProxies,
+        // One IPv6 client usually owns a whole /64: it is one rate-limit bucket.
+        ipv6Subnet: 64 as const,
       },
     },
     plugins: [
-      jwt({
-        jwt: {
-          issuer: config.jwt.issuer,
-          audience: config.jwt.audience,
-          expirationTime: config.jwt.expiresIn,
-        },
-        jwks: {
-          keyPairConfig: { alg: "EdDSA", crv: "Ed25519" },
-          rotationInterval: config.keyRotationInterval,
-          gracePeriod: config.keyGracePeriod,
-        },
-      }),
-      bearer(),
+      jwt(jwtOptions),
+      // Only the signed session token (`<token>.<hmac>`, what sign-in returns) is a bearer;
+      // the raw token as stored in the database is not.
+      bearer({ requireSignature: true }),
+      accountThrottle(stores.accountThrottle, config.accountThrottle),
+      accessTokenUser(jwtOptions),
     ],
   };
 }
 
-export function createAuth(config: Config, database: Database, rateLimitStore?: RateLimitStore) {
-  return betterAuth(authOptions(config, database, rateLimitStore));
+export function createAuth(config: Config, database: Database, stores?: LimitStores) {
+  return betterAuth(authOptions(config, database, stores));
 }
 
 export type Auth = ReturnType<typeof createAuth>;
-export { createRedisRateLimitStorage };

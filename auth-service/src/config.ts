@@ -39,6 +39,8 @@ export interface Config {
     credentialsWindow: number;
     credentialsMax: number;
   };
+  /** Failed sign-ins per account (normalized email), whatever the source address. */
+  accountThrottle: { threshold: number; baseSeconds: number; maxSeconds: number; windowSeconds: number };
 }
 
 export class ConfigError extends Error {}
@@ -138,6 +140,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       max: int(env, "AUTH_RATE_LIMIT_MAX", 100),
       credentialsWindow: int(env, "AUTH_RATE_LIMIT_SIGNIN_WINDOW", 60),
       credentialsMax: int(env, "AUTH_RATE_LIMIT_SIGNIN_MAX", 5),
+    },
+    accountThrottle: {
+      threshold: Math.max(1, int(env, "AUTH_ACCOUNT_LOCK_THRESHOLD", 5)),
+      baseSeconds: Math.max(1, int(env, "AUTH_ACCOUNT_LOCK_BASE_SECONDS", 30)),
+      maxSeconds: Math.max(1, int(env, "AUTH_ACCOUNT_LOCK_MAX_SECONDS", 900)),
+      windowSeconds: Math.max(1, int(env, "AUTH_ACCOUNT_FAILURE_WINDOW", 900)),
     },
   };
 }

@@ -46,17 +46,27 @@ export async function proxyToAuth(auth: Auth, c: Context, trustProxies: boolean)
 }
 
 /**
- * POSTs a JSON body to a Better Auth route (e.g. "/sign-in/email") on behalf of a contract route.
- * Only the client IP and user agent are carried over: the contract routes return tokens in the
- * body and never set cookies, so browser cookies / CSRF headers play no part in them.
+ * Sends a request to a Better Auth route (e.g. "/sign-in/email") on behalf of a contract route, so
+ * the rate limiter, hooks and validation apply exactly as on /api/auth/*. Only the client IP, the
+ * user agent and the credentials named in `carry` ("authorization" or "cookie") go along.
  */
-export async function forwardToAuth(auth: Auth, c: Context, trustProxies: boolean, path: string, body: unknown): Promise<Response> {
+export async function forwardToAuth(
+  auth: Auth,
+  c: Context,
+  trustProxies: boolean,
+  request: { method: "GET" | "POST"; path: string; body?: unknown; carry?: "authorization" | "cookie" },
+): Promise<Response> {
   const incoming = headersWithClientIp(c, trustProxies);
-  const headers = new Headers({ "content-type": "application/json" });
-  for (const name of [CLIENT_IP_HEADER, "user-agent"]) {
+  const headers = new Headers();
+  for (const name of [CLIENT_IP_HEADER, "user-agent", ...(request.carry ? [request.carry] : [])]) {
     const value = incoming.get(name);
     if (value) headers.set(name, value);
   }
-  const url = new URL(`/api/auth${path}`, c.req.url);
-  return withRetryAfter(await auth.handler(new Request(url, { method: "POST", headers, body: JSON.stringify(body) })));
+  const init: RequestInit = { method: request.method, headers };
+  if (request.method === "POST") {
+    headers.set("content-type", "application/json");
+    init.body = JSON.stringify(request.body ?? {});
+  }
+  const url = new URL(`/api/auth${request.path}`, c.req.url);
+  return withRetryAfter(await auth.handler(new Request(url, init)));
 }

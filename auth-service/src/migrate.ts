@@ -1,11 +1,32 @@
 // Schema migrations through Better Auth's own migrator (user, session, account, verification,
-// jwks, rateLimit). `npm run migrate` runs them without starting the server.
+// jwks, rateLimit) plus the per-account throttle table. `npm run migrate` runs them without
+// starting the server. On Postgres they run under an advisory lock, so replicas that start
+// together migrate one after the other (the later ones find the schema up to date).
 import { getMigrations } from "better-auth/db/migration";
+import { sql } from "kysely";
+import { THROTTLE_TABLE } from "./account-throttle.js";
 import { authOptions } from "./auth.js";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { createDatabase, type Database } from "./db.js";
 
+/** pg_advisory_lock key: a constant shared by all auth-service processes ("auth" in ASCII). */
+export const MIGRATION_LOCK_KEY = 0x61757468;
+
 export async function migrate(config: Config, database: Database): Promise<string[]> {
+  // PGlite is one process on its own data directory: nothing to race with.
+  if (database.kind === "pglite") return migrateUnlocked(config, database);
+  // The lock is held on one pooled connection while the migrator uses others.
+  return database.db.connection().execute(async (conn) => {
+    await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`.execute(conn);
+    try {
+      return await migrateUnlocked(config, database);
+    } finally {
+      await sql`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`.execute(conn);
+    }
+  });
+}
+
+async function migrateUnlocked(config: Config, database: Database): Promise<string[]> {
   // The rateLimit table is always created, so AUTH_RATE_LIMIT_STORAGE can be switched freely.
   const schemaConfig: Config = { ...config, rateLimit: { ...config.rateLimit, storage: "database" } };
   const { toBeCreated, toBeAdded, runMigrations } = await getMigrations(authOptions(schemaConfig, database) as never);
@@ -14,6 +35,11 @@ export async function migrate(config: Config, database: Database): Promise<strin
     ...toBeAdded.map((t) => `add columns to ${t.table}: ${Object.keys(t.fields).join(", ")}`),
   ];
   await runMigrations();
+  await sql`create table if not exists ${sql.table(THROTTLE_TABLE)} (
+    key text primary key,
+    failures integer not null,
+    last_failure bigint not null
+  )`.execute(database.db);
   return changes;
 }
 

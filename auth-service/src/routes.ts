@@ -1,12 +1,12 @@
-// Seed-contract routes (/auth/*) built on Better Auth: sign-up and sign-in are forwarded through
-// `auth.handler` (so Better Auth's rate limiter, hooks and validation apply exactly as on
-// /api/auth/*); the rest call the server API `auth.api.*`.
+// Seed-contract routes (/auth/*) built on Better Auth: every one is forwarded through
+// `auth.handler` to a Better Auth route, so the rate limiter, hooks and validation apply exactly
+// as on /api/auth/*. Cookie requests to the state-changing routes must come from a trusted origin.
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { isAPIError } from "better-auth/api";
 import { decodeJwt } from "jose";
-import { NAME_MAX, NAME_MIN, PASSWORD_MAX, PASSWORD_MIN, type Auth } from "./auth.js";
+import type { Auth } from "./auth.js";
 import { forwardToAuth } from "./http.js";
+import { EMAIL_MAX, hasControlChars, nameProblem, PASSWORD_MAX, passwordProblem } from "./input-policy.js";
 
 interface BAUser {
   id: string;
@@ -38,20 +38,24 @@ const EMAIL_RE = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
 type Validated<T> = { ok: true; value: T } | { ok: false; message: string };
 
-function validateCredentials(body: unknown, withName: boolean): Validated<{ email: string; password: string; full_name?: string }> {
+function validateCredentials(body: unknown, kind: "signup" | "login"): Validated<{ email: string; password: string; full_name?: string }> {
   if (!body || typeof body !== "object" || Array.isArray(body)) return { ok: false, message: "body must be a JSON object" };
   const { email, password, full_name } = body as Record<string, unknown>;
-  if (typeof email !== "string" || email.length > 254 || !EMAIL_RE.test(email)) return { ok: false, message: "email must be a valid email address" };
-  if (typeof password !== "string" || password.length < PASSWORD_MIN || password.length > PASSWORD_MAX) {
-    // For login an out-of-range password simply cannot match: still report it as invalid input.
-    return { ok: false, message: `password must be a string of ${PASSWORD_MIN} to ${PASSWORD_MAX} characters` };
+  if (typeof email !== "string" || email.length > EMAIL_MAX || !EMAIL_RE.test(email) || hasControlChars(email)) {
+    return { ok: false, message: "email must be a valid email address" };
   }
-  if (!withName) return { ok: true, value: { email, password } };
-  const name = typeof full_name === "string" ? full_name.trim() : "";
-  if (typeof full_name !== "string" || name.length < NAME_MIN || name.length > NAME_MAX) {
-    return { ok: false, message: `full_name must be a string of ${NAME_MIN} to ${NAME_MAX} characters` };
+  if (kind === "login") {
+    // Accounts made under an older policy still sign in: only the upper bound applies here.
+    if (typeof password !== "string" || password.length < 1 || password.length > PASSWORD_MAX || hasControlChars(password)) {
+      return { ok: false, message: `password must be a string of 1 to ${PASSWORD_MAX} characters` };
+    }
+    return { ok: true, value: { email, password } };
   }
-  return { ok: true, value: { email, password, full_name: name } };
+  const problem = passwordProblem(password) ?? (hasControlChars(password as string) ? "password must not contain control characters" : null);
+  if (problem) return { ok: false, message: problem };
+  const nameIssue = nameProblem(full_name) ?? (hasControlChars(full_name as string) ? "full_name must not contain control characters" : null);
+  if (nameIssue) return { ok: false, message: nameIssue.replace(/^name/, "full_name") };
+  return { ok: true, value: { email, password: password as string, full_name: (full_name as string).trim() } };
 }
 
 async function readJson(c: Context): Promise<unknown | typeof INVALID> {
@@ -64,94 +68,114 @@ async function readJson(c: Context): Promise<unknown | typeof INVALID> {
 const INVALID = Symbol("invalid-json");
 
 /** Turns a Better Auth error response into our `{error: {code, message}}` shape. */
-async function mapAuthError(c: Context, res: Response, overrides: Record<number, { status: number; code: string; message?: string }> = {}) {
+async function mapAuthError(c: Context, res: Response, unauthorized: { code: string; message: string }) {
   let data: { code?: string; message?: string } = {};
   try {
     data = await res.json();
   } catch {}
+  const code = data.code ?? "";
   if (res.status === 429) {
     const retry = res.headers.get("retry-after") ?? res.headers.get("x-retry-after") ?? "60";
     return fail(c, 429, "rate_limited", "Too many requests. Please try again later.", { "Retry-After": retry });
   }
-  const o = overrides[res.status];
-  if (o) return fail(c, o.status, o.code, o.message ?? data.message ?? o.code);
-  const code = (data.code ?? "auth_error").toLowerCase();
-  const status = res.status >= 400 && res.status < 600 ? res.status : 500;
-  return fail(c, status, code, data.message ?? "Authentication error");
+  if (code.startsWith("USER_ALREADY_EXISTS")) return fail(c, 409, "email_taken", "an account with this email already exists");
+  if (res.status === 400 || res.status === 422) return fail(c, 422, "validation_error", data.message ?? "invalid input");
+  if (res.status === 401) return fail(c, 401, unauthorized.code, unauthorized.message);
+  if (res.status === 403) return fail(c, 403, "forbidden", data.message ?? "forbidden");
+  return fail(c, 500, "internal_error", "internal server error");
+}
+
+const NO_SESSION = { code: "unauthorized", message: "a valid session token or cookie is required" };
+
+function bearerToken(c: Context): string | undefined {
+  return c.req.header("authorization")?.match(/^Bearer\s+(.+)$/i)?.[1]?.trim() || undefined;
 }
 
 export function contractRoutes(auth: Auth, opts: { trustProxies: boolean }) {
   const r = new Hono();
+  const forward = (c: Context, request: Parameters<typeof forwardToAuth>[3]) => forwardToAuth(auth, c, opts.trustProxies, request);
 
-  /** Mints an access JWT for the session in `headers` (bearer token or cookie): Better Auth's jwt plugin. */
-  async function mint(headers: Headers) {
-    const { token } = await auth.api.getToken({ headers });
+  /**
+   * Which credential a session route uses: a bearer token always (a browser cannot attach one
+   * cross-site); a cookie only from a trusted Origin (or Referer) — Better Auth's own origin
+   * check, since a cross-site form or fetch carries the cookie too (CSRF).
+   */
+  async function sessionCredential(c: Context): Promise<"authorization" | "cookie" | Response> {
+    if (bearerToken(c)) return "authorization";
+    if (!c.req.header("cookie")) return fail(c, 401, NO_SESSION.code, NO_SESSION.message);
+    const origin = c.req.header("origin") || c.req.header("referer");
+    if (!origin || origin === "null") return fail(c, 403, "invalid_origin", "a cookie request needs an Origin header from a trusted origin");
+    if (!(await auth.$context).isTrustedOrigin(origin)) return fail(c, 403, "invalid_origin", "this origin is not trusted");
+    return "cookie";
+  }
+
+  function accessToken(token: string) {
     const { exp = 0, iat = 0 } = decodeJwt(token);
     return { access_token: token, token_type: "bearer" as const, expires_in: exp - iat };
+  }
+
+  /** Mints an access JWT for the request's session through Better Auth's jwt plugin (/api/auth/token). */
+  async function mint(c: Context, carry: "authorization" | "cookie") {
+    const res = await forward(c, { method: "GET", path: "/token", carry });
+    if (!res.ok) return mapAuthError(c, res, NO_SESSION);
+    return c.json(accessToken(((await res.json()) as { token: string }).token));
   }
 
   async function credentialsRoute(c: Context, kind: "signup" | "login") {
     const body = await readJson(c);
     if (body === INVALID) return fail(c, 400, "invalid_json", "request body must be valid JSON");
-    const v = validateCredentials(body, kind === "signup");
+    const v = validateCredentials(body, kind);
     if (!v.ok) return fail(c, 422, "validation_error", v.message);
     const { email, password, full_name } = v.value;
-    const res = await forwardToAuth(
-      auth,
-      c,
-      opts.trustProxies,
-      kind === "signup" ? "/sign-up/email" : "/sign-in/email",
-      kind === "signup" ? { email, password, name: full_name } : { email, password },
-    );
-    if (!res.ok) {
-      return mapAuthError(c, res, {
-        // Better Auth answers 422 USER_ALREADY_EXISTS_USE_ANOTHER_EMAIL: the contract says 409.
-        422: { status: 409, code: "email_taken", message: "an account with this email already exists" },
-        // Same answer for an unknown email and a wrong password.
-        401: { status: 401, code: "invalid_credentials", message: "invalid email or password" },
-        400: { status: 422, code: "validation_error" },
-      });
-    }
-    const data = (await res.json()) as { token: string; user: BAUser };
-    const sessionToken = res.headers.get("set-auth-token") ?? data.token;
-    const tokens = await mint(new Headers({ authorization: `Bearer ${sessionToken}` }));
-    return c.json({ ...tokens, session_token: sessionToken, user: toPublicUser(data.user) }, kind === "signup" ? 201 : 200);
+    const res = await forward(c, {
+      method: "POST",
+      path: kind === "signup" ? "/sign-up/email" : "/sign-in/email",
+      body: kind === "signup" ? { email, password, name: full_name } : { email, password },
+    });
+    // Same answer for an unknown email and a wrong password.
+    if (!res.ok) return mapAuthError(c, res, { code: "invalid_credentials", message: "invalid email or password" });
+    const data = (await res.json()) as { user: BAUser };
+    // The signed session token (`<token>.<hmac>`), the only form the bearer plugin accepts.
+    const sessionToken = res.headers.get("set-auth-token") ?? "";
+    // The sign-in itself went through the limiter: mint in-process for the new session.
+    const { token } = await auth.api.getToken({ headers: new Headers({ authorization: `Bearer ${sessionToken}` }) });
+    return c.json({ ...accessToken(token), session_token: sessionToken, user: toPublicUser(data.user) }, kind === "signup" ? 201 : 200);
   }
 
   r.post("/signup", (c) => credentialsRoute(c, "signup"));
   r.post("/login", (c) => credentialsRoute(c, "login"));
 
-  /** Bearer session token (or session cookie) -> a fresh access JWT. */
+  /** Bearer session token (or session cookie from a trusted origin) -> a fresh access JWT. */
   r.post("/token", async (c) => {
-    try {
-      return c.json(await mint(c.req.raw.headers));
-    } catch (err) {
-      if (isAPIError(err) && err.statusCode === 401) return fail(c, 401, "unauthorized", "a valid session token or cookie is required");
-      throw err;
-    }
+    const carry = await sessionCredential(c);
+    if (carry instanceof Response) return carry;
+    return mint(c, carry);
   });
 
-  /** Accepts a session token / cookie, or an access JWT issued by this service. */
+  /** Accepts a session token / cookie, or an access JWT issued by this service (while its session lasts). */
   r.get("/me", async (c) => {
-    const bearerToken = c.req.header("authorization")?.match(/^Bearer\s+(.+)$/i)?.[1]?.trim();
-    if (bearerToken && bearerToken.split(".").length === 3) {
-      const { payload } = await auth.api.verifyJWT({ body: { token: bearerToken } });
-      if (!payload?.sub) return fail(c, 401, "invalid_token", "the access token is invalid or expired");
-      const ctx = await auth.$context;
-      const user = await ctx.internalAdapter.findUserById(payload.sub);
-      if (!user) return fail(c, 401, "invalid_token", "the token's user no longer exists");
-      return c.json(toPublicUser(user));
+    const token = bearerToken(c);
+    if (token && token.split(".").length === 3) {
+      const res = await forward(c, { method: "GET", path: "/access-token/user", carry: "authorization" });
+      if (!res.ok) return mapAuthError(c, res, { code: "invalid_token", message: "the access token is invalid, expired or its session has ended" });
+      return c.json(toPublicUser(((await res.json()) as { user: BAUser }).user));
     }
-    const session = await auth.api.getSession({ headers: c.req.raw.headers });
+    const res = await forward(c, { method: "GET", path: "/get-session", carry: token ? "authorization" : "cookie" });
+    if (!res.ok) return mapAuthError(c, res, NO_SESSION);
+    const session = (await res.json()) as { user: BAUser } | null;
     if (!session) return fail(c, 401, "unauthorized", "a valid session token, cookie or access token is required");
     return c.json(toPublicUser(session.user));
   });
 
-  /** Revokes the current session: it can no longer mint access tokens. */
+  /** Revokes the current session: it can no longer mint access tokens, and its access JWTs stop at /auth/me. */
   r.post("/logout", async (c) => {
-    const session = await auth.api.getSession({ headers: c.req.raw.headers });
-    if (!session) return fail(c, 401, "unauthorized", "a valid session token or cookie is required");
-    await auth.api.signOut({ headers: c.req.raw.headers });
+    const carry = await sessionCredential(c);
+    if (carry instanceof Response) return carry;
+    const current = await forward(c, { method: "GET", path: "/get-session", carry });
+    if (!current.ok) return mapAuthError(c, current, NO_SESSION);
+    if (!(await current.json())) return fail(c, 401, NO_SESSION.code, NO_SESSION.message);
+    const res = await forward(c, { method: "POST", path: "/sign-out", carry });
+    if (!res.ok) return mapAuthError(c, res, NO_SESSION);
     return c.json({ success: true });
   });
 

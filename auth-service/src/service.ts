@@ -2,10 +2,12 @@
 import { serve, type ServerType } from "@hono/node-server";
 import type { AddressInfo } from "node:net";
 import { createApp } from "./app.js";
-import { createAuth, createRedisRateLimitStorage, type Auth } from "./auth.js";
+import { databaseThrottleStore, memoryThrottleStore, redisThrottleStore } from "./account-throttle.js";
+import { createAuth, type Auth, type LimitStores } from "./auth.js";
 import type { Config } from "./config.js";
 import { createDatabase, type Database } from "./db.js";
 import { migrate } from "./migrate.js";
+import { createRedisClient, createRedisRateLimitStorage, REDIS_PREFIX } from "./rate-limit-redis.js";
 
 export interface RunningService {
   url: string;
@@ -24,8 +26,12 @@ export interface RunningService {
 export async function startServer(config: Config, shared: { database?: Database } = {}): Promise<RunningService> {
   const database = shared.database ?? createDatabase(config);
   await migrate(config, database);
-  const rateLimitStore = config.redisUrl ? createRedisRateLimitStorage(config.redisUrl) : undefined;
-  const auth = createAuth(config, database, rateLimitStore);
+  // Failed sign-ins per account live in the same store as the per-IP limiter.
+  const redis = config.redisUrl ? createRedisClient(config.redisUrl) : undefined;
+  const stores: LimitStores = redis
+    ? { rateLimit: createRedisRateLimitStorage(redis), accountThrottle: redisThrottleStore(redis, REDIS_PREFIX) }
+    : { accountThrottle: config.rateLimit.storage === "database" ? databaseThrottleStore(database.db) : memoryThrottleStore() };
+  const auth = createAuth(config, database, stores);
   const app = createApp({ config, auth, database });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
@@ -47,7 +53,7 @@ export async function startServer(config: Config, shared: { database?: Database 
           // Keep-alive sockets would hold close() open.
           (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
         });
-        await rateLimitStore?.close();
+        redis?.disconnect();
         if (!shared.database) await database.close();
       })();
       return closing;

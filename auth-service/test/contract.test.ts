@@ -56,7 +56,7 @@ describe("POST /auth/signup", () => {
     ["missing email", { password: PASSWORD, full_name: "X" }],
     ["malformed email", { email: "not-an-email", password: PASSWORD, full_name: "X" }],
     ["email with spaces", { email: "a b@example.com", password: PASSWORD, full_name: "X" }],
-    ["password too short (7)", { email: uniqueEmail(), password: "1234567", full_name: "X" }],
+    ["password too short (11)", { email: uniqueEmail(), password: "tulip-9-anv", full_name: "X" }],
     ["password too long (129)", { email: uniqueEmail(), password: "p".repeat(129), full_name: "X" }],
     ["password not a string", { email: uniqueEmail(), password: 12345678, full_name: "X" }],
     ["missing full_name", { email: uniqueEmail(), password: PASSWORD }],
@@ -71,8 +71,8 @@ describe("POST /auth/signup", () => {
     });
   }
 
-  test("accepts the bounds: password of 8 and 128 characters, full_name of 200", async () => {
-    const a = await call("POST", "/auth/signup", { json: { email: uniqueEmail(), password: "12345678", full_name: "n".repeat(200) } });
+  test("accepts the bounds: password of 12 and 128 characters, full_name of 200", async () => {
+    const a = await call("POST", "/auth/signup", { json: { email: uniqueEmail(), password: "tulip-9-anvi", full_name: "n".repeat(200) } });
     assert.equal(a.status, 201, JSON.stringify(a.body));
     const b = await call("POST", "/auth/signup", { json: { email: uniqueEmail(), password: "p".repeat(128), full_name: "B" } });
     assert.equal(b.status, 201, JSON.stringify(b.body));
@@ -160,7 +160,7 @@ describe("GET /auth/me, POST /auth/token, POST /auth/logout", () => {
     assert.equal(decodeJwt(res.body.access_token).sub, userId);
   });
 
-  test("/auth/token works with Better Auth's session cookie", async () => {
+  test("/auth/token works with Better Auth's session cookie from a trusted origin", async () => {
     const signIn = await fetch(`${svc.url}/api/auth/sign-in/email`, {
       method: "POST",
       // Better Auth's CSRF check wants an Origin from fetch clients (Node's fetch sends Sec-Fetch-Mode).
@@ -170,7 +170,7 @@ describe("GET /auth/me, POST /auth/token, POST /auth/logout", () => {
     assert.equal(signIn.status, 200);
     const cookie = signIn.headers.getSetCookie().map((c) => c.split(";")[0]).join("; ");
     assert.match(cookie, /session_token=/);
-    const res = await call("POST", "/auth/token", { headers: { cookie } });
+    const res = await call("POST", "/auth/token", { headers: { cookie, origin: "http://localhost:3001" } });
     assert.equal(res.status, 200, JSON.stringify(res.body));
     assert.equal(decodeJwt(res.body.access_token).sub, userId);
   });

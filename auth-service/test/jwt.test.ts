@@ -68,7 +68,9 @@ describe("Better Auth routes with cookies (browser app)", () => {
     assert.equal(res.status, 200);
     const { token } = await res.json();
     const { payload } = await verify(token);
-    assert.equal(payload.email, email);
+    assert.equal(typeof payload.sub, "string");
+    assert.equal(typeof payload.sid, "string");
+    assert.equal(payload.email, undefined, "no email in the access token");
   });
 
   test("sign-in/email with the wrong password is a 401, then the right one works", async () => {
@@ -115,8 +117,9 @@ describe("Better Auth routes with cookies (browser app)", () => {
 describe("access JWT", () => {
   let token: string;
   let userId: string;
+  const email = uniqueEmail("jwt");
   before(async () => {
-    const res = await request(svc.url, "POST", "/auth/signup", { json: { email: uniqueEmail("jwt"), password: PASSWORD, full_name: "Jay Doubleyou" } });
+    const res = await request(svc.url, "POST", "/auth/signup", { json: { email, password: PASSWORD, full_name: "Jay Doubleyou" } });
     token = res.body.access_token;
     userId = res.body.user.id;
   });
@@ -148,8 +151,18 @@ describe("access JWT", () => {
   test("claims validate against shared-schemas/jwt-claims.schema.json", async () => {
     const { payload } = await verify(token);
     assert.ok(validateClaims(payload), JSON.stringify(validateClaims.errors));
-    const fresh = await request(svc.url, "POST", "/auth/token", { token: (await request(svc.url, "POST", "/auth/login", { json: { email: payload.email, password: PASSWORD } })).body.session_token });
+    const fresh = await request(svc.url, "POST", "/auth/token", { token: (await request(svc.url, "POST", "/auth/login", { json: { email, password: PASSWORD } })).body.session_token });
     assert.ok(validateClaims((await verify(fresh.body.access_token)).payload), JSON.stringify(validateClaims.errors));
+  });
+
+  test("the token carries sub and sid and nothing that identifies the user", async () => {
+    const { payload } = await verify(token);
+    assert.deepEqual(Object.keys(payload).sort(), ["aud", "exp", "iat", "iss", "sid", "sub"]);
+    assert.equal(payload.sub, userId);
+    assert.match(String(payload.sid), /\S/);
+    for (const claim of ["email", "name", "image", "emailVerified", "createdAt"]) {
+      assert.ok(!validateClaims({ ...payload, [claim]: claim === "emailVerified" ? true : "x" }), `the schema forbids ${claim}`);
+    }
   });
 
   test("the schema rejects claims that miss sub/exp or have the wrong types", () => {

@@ -1,0 +1,27 @@
+// Log lines without user data: database errors (PGlite attaches the query and its parameters,
+// pg the row's values in `detail`) are reduced to their class, SQLSTATE and first message line.
+const MESSAGE_MAX = 200;
+
+export function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return typeof err === "string" ? err.slice(0, MESSAGE_MAX) : `[${typeof err}]`;
+  const code = (err as { code?: unknown }).code;
+  const message = (err.message.split("\n")[0] ?? "").slice(0, MESSAGE_MAX);
+  const cause = err.cause instanceof Error ? ` (cause: ${describeError(err.cause)})` : "";
+  return `${err.name}${typeof code === "string" ? ` [${code}]` : ""}: ${message}${cause}`;
+}
+
+/** Strings pass through (Better Auth's own messages); anything else is summarised, never dumped. */
+function describeArg(arg: unknown): string {
+  if (typeof arg === "string") return arg.slice(0, MESSAGE_MAX);
+  if (arg instanceof Error) return describeError(arg);
+  if (typeof arg === "number" || typeof arg === "boolean") return String(arg);
+  return `[${arg === null ? "null" : typeof arg}]`;
+}
+
+/** Better Auth `logger.log`. */
+export function safeLog(level: "info" | "warn" | "error" | "debug", message: string, ...args: unknown[]): void {
+  const line = [`[auth-service] ${level}: ${message}`, ...args.map(describeArg)].join(" ");
+  if (level === "error") console.error(line);
+  else if (level === "warn") console.warn(line);
+  else console.log(line);
+}
