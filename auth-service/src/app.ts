@@ -49,7 +49,8 @@ export function createApp({ config, auth, database }: { config: Config; auth: Au
     "*",
     bodyLimit({
       maxSize: BODY_LIMIT_BYTES,
-      onError: (c) => c.json(errorBody("payload_too_large", `request body exceeds ${BODY_LIMIT_BYTES} bytes`), 413),
+      // The rest of the body is not read: close the connection rather than reuse it.
+      onError: (c) => c.json(errorBody("payload_too_large", `request body exceeds ${BODY_LIMIT_BYTES} bytes`), 413, { Connection: "close" }),
     }),
   );
 

@@ -58,7 +58,9 @@ export async function forwardToAuth(
 ): Promise<Response> {
   const incoming = headersWithClientIp(c, trustProxies);
   const headers = new Headers();
-  for (const name of [CLIENT_IP_HEADER, "user-agent", ...(request.carry ? [request.carry] : [])]) {
+  // A cookie goes with its Origin/Referer: Better Auth checks them on state-changing routes.
+  const credentials = request.carry === "cookie" ? ["cookie", "origin", "referer"] : request.carry ? [request.carry] : [];
+  for (const name of [CLIENT_IP_HEADER, "user-agent", ...credentials]) {
     const value = incoming.get(name);
     if (value) headers.set(name, value);
   }

@@ -7,7 +7,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { decodeProtectedHeader } from "jose";
 import { ConfigError, loadConfig } from "../src/config.js";
-import { PASSWORD, prepareStorage, request, startTestService, tempDir, uniqueEmail } from "./helpers.js";
+import { dropPostgresDatabase, PASSWORD, prepareStorage, request, startTestService, tempDir, uniqueEmail } from "./helpers.js";
 
 const SERVICE_DIR = path.resolve(import.meta.dirname ?? path.dirname(new URL(import.meta.url).pathname), "..");
 
@@ -108,6 +108,7 @@ test("npm start: migrates, prints the listening line, serves, and exits 0 on SIG
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL");
     rmSync(dataDir, { recursive: true, force: true });
+    if (databaseUrl) await dropPostgresDatabase(databaseUrl);
   }
 });
 
@@ -138,5 +139,6 @@ test("dev mode generates a secret (0600), reuses it, and sessions and keys survi
   } finally {
     await second?.stop();
     rmSync(first.dataDir, { recursive: true, force: true });
+    if (first.config.databaseUrl) await dropPostgresDatabase(first.config.databaseUrl);
   }
 });

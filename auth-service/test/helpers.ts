@@ -12,12 +12,15 @@ export const DB_KIND = (process.env.TEST_DATABASE ?? "pglite") as "pglite" | "po
 const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 // One database per test file, so files can run in parallel.
 const FILE_TAG = path.basename(process.argv[1] ?? "main").replace(/\.test\.ts$/, "").replace(/[^a-z0-9]/gi, "_").toLowerCase();
-const PG_TEST_DB = process.env.TEST_PG_DATABASE ?? `auth_service_test_${FILE_TAG}`;
+// Unique per run (other checkouts may run the suite on the same server at the same time).
+const PG_TEST_DB = process.env.TEST_PG_DATABASE ?? `auth_service_test_${FILE_TAG}_${process.pid}_${Date.now().toString(36)}`;
 export const TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
 export const BASE_URL = "http://localhost:3001";
 
-/** Drops and recreates the test database; returns its URL. */
-export async function freshPostgresDatabase(name = PG_TEST_DB): Promise<string> {
+let databases = 0;
+
+/** Creates a fresh, uniquely named test database; returns its URL. */
+export async function freshPostgresDatabase(name = `${PG_TEST_DB}_${databases++}`): Promise<string> {
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
   await admin.connect();
   try {
@@ -29,6 +32,18 @@ export async function freshPostgresDatabase(name = PG_TEST_DB): Promise<string> 
   const url = new URL(PG_ADMIN_URL);
   url.pathname = `/${name}`;
   return url.toString();
+}
+
+/** Drops a database made by freshPostgresDatabase (after every pool on it is closed). */
+export async function dropPostgresDatabase(url: string): Promise<void> {
+  const name = new URL(url).pathname.slice(1);
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  } finally {
+    await admin.end();
+  }
 }
 
 /** Temp dirs live on tmpfs when there is one: PGlite on a slow disk makes the suite crawl. */
@@ -106,7 +121,10 @@ export async function startTestService(
     dataDir,
     async stop(opts) {
       await service.close();
-      if (!reuse && !opts?.keepData) rmSync(dataDir, { recursive: true, force: true });
+      if (!reuse && !opts?.keepData) {
+        rmSync(dataDir, { recursive: true, force: true });
+        if (databaseUrl) await dropPostgresDatabase(databaseUrl);
+      }
     },
   };
 }
