@@ -53,8 +53,8 @@ describe("password policy", () => {
     assert.equal((await change("a much better passphrase")).status, 200);
   });
 
-  test("an account with an old short password can still log in (the policy is for new passwords)", async () => {
-    // Login validation only bounds the length from above.
+  test("login checks a password under the new minimum instead of refusing it as invalid input (older accounts)", async () => {
+    // Login validation only bounds the length from above: a 401, not a 422.
     const res = await request(svc.url, "POST", "/auth/login", { json: { email: uniqueEmail("nobody"), password: "short" } });
     assert.equal(res.status, 401);
   });

@@ -91,6 +91,15 @@ describe("per-account throttling", () => {
     assert.equal(lockSeconds({ failures: 3, lastFailure: now }, policy, now + 30_000), 0);
   });
 
+  test("database store (AUTH_RATE_LIMIT_STORAGE=database): the same, counted in auth_account_throttle", async () => {
+    const dbSvc = await startTestService({ ...THROTTLE_ENV, AUTH_RATE_LIMIT_STORAGE: "database" }, undefined, svc);
+    try {
+      await accountScenario(dbSvc);
+    } finally {
+      await dbSvc.stop();
+    }
+  });
+
   test("Redis store: the same, counted in Redis", async (t) => {
     if (!(await reachable(REDIS_URL))) return t.skip(`no Redis at ${REDIS_URL}`);
     const redisSvc = await startTestService({ ...THROTTLE_ENV, REDIS_URL }, undefined, svc);
