@@ -86,7 +86,8 @@ describe("CSRF: cookie requests to /auth/logout and /auth/token", () => {
     test(`${path}: an untrusted or missing Origin is refused with 403 and changes nothing`, async () => {
       const { email } = await signUp("csrf");
       const cookie = await cookieFor(email);
-      for (const headers of [{ cookie, origin: "http://evil.example" }, { cookie }, { cookie, origin: "null" }, { cookie, referer: "http://evil.example/page" }]) {
+      const attempts: Record<string, string>[] = [{ cookie, origin: "http://evil.example" }, { cookie }, { cookie, origin: "null" }, { cookie, referer: "http://evil.example/page" }];
+      for (const headers of attempts) {
         const res = await request(svc.url, "POST", path, { headers });
         assert.equal(res.status, 403, `${JSON.stringify(headers)} -> ${JSON.stringify(res.body)}`);
         assert.equal(res.body.error.code, "invalid_origin");
