@@ -49,7 +49,7 @@ def wants_event_stream(body: ChatRequest, request: Request) -> bool:
     response_model=ChatResponse,
     dependencies=[CostlyRateLimit],
     responses={200: {"description": _SSE_DESCRIPTION, "content": {"text/event-stream": {}}},
-               **error_responses(404)},
+               **error_responses(404, 409)},
 )
 async def chat(body: ChatRequest, request: Request, user: UserDep, service: ChatServiceDep) -> ChatResponse | Response:
     # Validation, the conversation check (404) and retrieval happen before any byte is
