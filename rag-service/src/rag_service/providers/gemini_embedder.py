@@ -8,6 +8,7 @@ from google.genai import types
 from tokenizers import Tokenizer
 
 from rag_service.config import Settings
+from rag_service.metrics import EMBEDDED_TEXTS
 from rag_service.providers.base import EmbedTask, ProviderUnavailable
 from rag_service.providers.gemini_common import (
     build_gemini_client,
@@ -56,6 +57,7 @@ class GeminiEmbedder:
         for start in range(0, len(texts), MAX_TEXTS_PER_REQUEST):
             batch = texts[start : start + MAX_TEXTS_PER_REQUEST]
             vectors.extend(await self._embed_batch(batch, TASK_TYPES[task]))
+            EMBEDDED_TEXTS.labels(provider="gemini").inc(len(batch))
         return vectors
 
     async def _embed_batch(self, batch: list[str], task_type: str) -> list[list[float]]:
