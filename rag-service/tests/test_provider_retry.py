@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tenacity import RetryCallState
 
 from rag_service.providers.base import ProviderUnavailable
 from rag_service.providers.retry import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
@@ -18,13 +19,24 @@ def classify(exc: BaseException):
     return None
 
 
+def failed_attempt(number: int) -> RetryCallState:
+    """tenacity's state after attempt `number` (1-based) failed."""
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = number
+    state.set_exception((TimeoutError, TimeoutError("slow"), None))
+    return state
+
+
 def test_delays_grow_but_stay_under_the_cap():
     policy = RetryPolicy(max_retries=5, base_delay=0.5, max_delay=4.0)
-    for attempt, cap in enumerate([0.5, 1.0, 2.0, 4.0, 4.0, 4.0]):
-        delays = [policy.delay(attempt) for _ in range(200)]
+    wait = policy.wait()
+    for attempt, cap in enumerate([0.5, 1.0, 2.0, 4.0, 4.0, 4.0], start=1):
+        delays = [wait(failed_attempt(attempt)) for _ in range(200)]
         assert all(0 <= d <= cap for d in delays)
-    assert 1.0 <= policy.delay(0, retry_after=1.0) <= 1.0  # Retry-After honoured...
-    assert policy.delay(0, retry_after=3600) == 4.0  # ...but never beyond max_delay
+        assert max(delays) > cap / 2  # jitter spans the range, not a fixed delay
+    assert wait(failed_attempt(1)) <= 0.5
+    assert 1.0 <= policy.wait(lambda exc: 1.0)(failed_attempt(1)) <= 1.0  # Retry-After honoured...
+    assert policy.wait(lambda exc: 3600)(failed_attempt(1)) == 4.0  # ...but never beyond max_delay
 
 
 def test_parse_retry_after():

@@ -11,10 +11,9 @@ from sse_starlette import EventSourceResponse
 from rag_service.chat.schemas import ChatRequest, ChatResponse
 from rag_service.chat.service import ChatService
 from rag_service.chat.sse import chat_sse
-from rag_service.deps import RuntimeDep, UserDep
+from rag_service.deps import CostlyRateLimit, RuntimeDep, UserDep
 from rag_service.errors import error_responses
 from rag_service.history.service import HistoryService
-from rag_service.ratelimit import CostlyRateLimit
 from rag_service.search.service import SearchService
 
 router = APIRouter(tags=["chat"])

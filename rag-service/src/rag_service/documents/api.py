@@ -6,7 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 
-from rag_service.deps import EmbedderDep, SessionDep, SettingsDep, SparseEncoderDep, UserDep, VectorStoreDep
+from rag_service.deps import (
+    CheapRateLimit,
+    CostlyRateLimit,
+    EmbedderDep,
+    SessionDep,
+    SettingsDep,
+    SparseEncoderDep,
+    UserDep,
+    VectorStoreDep,
+)
 from rag_service.documents.extraction import ExtractedFile, extract
 from rag_service.documents.schemas import (
     DeleteResponse,
@@ -24,7 +33,6 @@ from rag_service.documents.schemas import (
 from rag_service.documents.service import DocumentService
 from rag_service.documents.validation import parse_metadata_json, validate_title
 from rag_service.errors import PayloadTooLarge, Unprocessable, error_responses
-from rag_service.ratelimit import CheapRateLimit, CostlyRateLimit
 
 router = APIRouter(tags=["documents"])
 

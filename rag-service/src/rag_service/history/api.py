@@ -6,11 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from rag_service.deps import RuntimeDep, UserDep
+from rag_service.deps import CheapRateLimit, RuntimeDep, UserDep
 from rag_service.errors import Unprocessable, error_responses
 from rag_service.history.schemas import ConversationDetail, DeletedConversation, HistoryPage
 from rag_service.history.service import HistoryService
-from rag_service.ratelimit import CheapRateLimit
 
 router = APIRouter(tags=["history"])
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from google.genai import types
 
 from rag_service.config import Settings
 from rag_service.providers.base import ProviderUnavailable, Source, Turn
-from rag_service.providers.citations import CitationFilter
+from rag_service.providers.citations import filter_citations
 from rag_service.providers.gemini_common import (
     build_gemini_client,
     classify_gemini_failure,
@@ -56,7 +57,6 @@ class GeminiGenerator:
 
     async def stream(self, query: str, sources: list[Source], history: list[Turn]) -> AsyncIterator[str]:
         contents = build_contents(query, sources, history)
-        citation_filter = CitationFilter(max((s.number for s in sources), default=0))
         pieces = stream_with_retries(
             lambda: self._raw_pieces(contents),
             provider=PROVIDER,
@@ -65,11 +65,9 @@ class GeminiGenerator:
             describe=describe_gemini_failure,
             retry_after=gemini_retry_after,
         )
-        async for piece in pieces:
-            if shown := citation_filter.feed(piece):
-                yield shown
-        if rest := citation_filter.flush():
-            yield rest
+        async with aclosing(filter_citations(pieces, max((s.number for s in sources), default=0))) as shown:
+            async for piece in shown:
+                yield piece
 
     async def _raw_pieces(self, contents: list[types.Content]) -> AsyncIterator[str]:
         stream = await self._client.aio.models.generate_content_stream(
