@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag_service.auth.tokens import CurrentUser, current_user
 from rag_service.config import Settings
@@ -36,6 +36,11 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def get_sessionmaker(runtime: RuntimeDep) -> async_sessionmaker[AsyncSession]:
+    """For services that open their own short transactions (chat turns, history)."""
+    return runtime.sessionmaker
+
+
 def get_vector_store(runtime: RuntimeDep) -> VectorStore:
     return runtime.vector_store
 
@@ -54,6 +59,7 @@ def get_generator(runtime: RuntimeDep) -> Generator:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 VectorStoreDep = Annotated[VectorStore, Depends(get_vector_store)]
 SparseEncoderDep = Annotated[SparseEncoder, Depends(get_sparse_encoder)]
 EmbedderDep = Annotated[Embedder, Depends(get_embedder)]

@@ -11,7 +11,16 @@ from sse_starlette import EventSourceResponse
 from rag_service.chat.schemas import ChatRequest, ChatResponse
 from rag_service.chat.service import ChatService
 from rag_service.chat.sse import chat_sse
-from rag_service.deps import CostlyRateLimit, RuntimeDep, UserDep
+from rag_service.deps import (
+    CostlyRateLimit,
+    EmbedderDep,
+    GeneratorDep,
+    SessionmakerDep,
+    SettingsDep,
+    SparseEncoderDep,
+    UserDep,
+    VectorStoreDep,
+)
 from rag_service.errors import error_responses
 from rag_service.history.service import HistoryService
 from rag_service.search.service import SearchService
@@ -19,12 +28,12 @@ from rag_service.search.service import SearchService
 router = APIRouter(tags=["chat"])
 
 
-def get_chat_service(runtime: RuntimeDep) -> ChatService:
-    settings = runtime.settings
+def get_chat_service(vector_store: VectorStoreDep, sparse_encoder: SparseEncoderDep, embedder: EmbedderDep,
+                     generator: GeneratorDep, sessionmaker: SessionmakerDep, settings: SettingsDep) -> ChatService:
     return ChatService(
-        search=SearchService(runtime.vector_store, runtime.sparse_encoder, runtime.embedder, settings),
-        generator=runtime.generator,
-        history=HistoryService(runtime.sessionmaker, max_history_turns=settings.max_history_turns),
+        search=SearchService(vector_store, sparse_encoder, embedder, settings),
+        generator=generator,
+        history=HistoryService(sessionmaker, max_history_turns=settings.max_history_turns),
         settings=settings,
     )
 
