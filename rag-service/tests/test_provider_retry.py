@@ -6,7 +6,13 @@ import pytest
 from tenacity import RetryCallState
 
 from rag_service.providers.base import ProviderUnavailable
-from rag_service.providers.retry import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
+from rag_service.providers.retry import (
+    ProviderFailures,
+    RetryPolicy,
+    call_with_retries,
+    parse_retry_after,
+    stream_with_retries,
+)
 
 FAST = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.002)
 
@@ -17,6 +23,9 @@ def classify(exc: BaseException):
     if isinstance(exc, PermissionError):
         return "fatal"
     return None
+
+
+FAILURES = ProviderFailures("p", classify)
 
 
 def failed_attempt(number: int) -> RetryCallState:
@@ -55,7 +64,7 @@ async def test_transient_failures_are_retried_a_bounded_number_of_times():
         raise TimeoutError("slow")
 
     with pytest.raises(ProviderUnavailable, match="gave up after 4 attempts"):
-        await call_with_retries(always_times_out, provider="p", policy=FAST, classify=classify)
+        await call_with_retries(always_times_out, FAILURES, FAST)
     assert calls == 4
 
 
@@ -68,14 +77,14 @@ async def test_fatal_failure_is_not_retried_and_bugs_propagate_unchanged():
         raise PermissionError("bad key")
 
     with pytest.raises(ProviderUnavailable, match="bad key"):
-        await call_with_retries(refused, provider="p", policy=FAST, classify=classify)
+        await call_with_retries(refused, FAILURES, FAST)
     assert calls == 1
 
     async def bug():
         raise KeyError("oops")
 
     with pytest.raises(KeyError):
-        await call_with_retries(bug, provider="p", policy=FAST, classify=classify)
+        await call_with_retries(bug, FAILURES, FAST)
 
 
 async def test_stream_restarts_only_before_the_first_piece():
@@ -89,7 +98,7 @@ async def test_stream_restarts_only_before_the_first_piece():
         yield "a"
         yield "b"
 
-    pieces = [p async for p in stream_with_retries(flaky_stream, provider="p", policy=FAST, classify=classify)]
+    pieces = [p async for p in stream_with_retries(flaky_stream, FAILURES, FAST)]
     assert pieces == ["a", "b"] and attempts == 2
 
 
@@ -104,7 +113,7 @@ async def test_consumer_stopping_early_closes_the_inner_stream():
         finally:
             closed = True
 
-    stream = stream_with_retries(endless, provider="p", policy=FAST, classify=classify)
+    stream = stream_with_retries(endless, FAILURES, FAST)
     assert await anext(stream) == "x"
     await stream.aclose()
     assert closed

@@ -17,7 +17,13 @@ from rag_service.config import Settings
 from rag_service.providers.base import Source, Turn
 from rag_service.providers.citations import filter_citations
 from rag_service.providers.prompt import build_chat_messages
-from rag_service.providers.retry import Failure, RetryPolicy, parse_retry_after, stream_with_retries
+from rag_service.providers.retry import (
+    Failure,
+    ProviderFailures,
+    RetryPolicy,
+    parse_retry_after,
+    stream_with_retries,
+)
 
 PROVIDER = "OpenAI-compatible LLM"
 TEMPERATURE = 0.2
@@ -55,6 +61,10 @@ def describe_failure(exc: BaseException) -> str:
     return str(exc)
 
 
+FAILURES = ProviderFailures(PROVIDER, classify_failure, describe_failure,
+                            retry_after=lambda exc: getattr(exc, "retry_after", None))
+
+
 def _error_detail(body: bytes) -> str:
     try:
         error = json.loads(body).get("error")
@@ -85,14 +95,7 @@ class OpenAIGenerator:
             "temperature": TEMPERATURE,
             "stream": True,
         }
-        pieces = stream_with_retries(
-            lambda: self._raw_pieces(payload),
-            provider=PROVIDER,
-            policy=self._retry_policy,
-            classify=classify_failure,
-            describe=describe_failure,
-            retry_after=lambda exc: getattr(exc, "retry_after", None),
-        )
+        pieces = stream_with_retries(lambda: self._raw_pieces(payload), FAILURES, self._retry_policy)
         async with aclosing(filter_citations(pieces, max((s.number for s in sources), default=0))) as shown:
             async for piece in shown:
                 yield piece

@@ -1,6 +1,6 @@
 """Bounded retries with exponential backoff and full jitter for the HTTP providers (tenacity).
 
-Each provider classifies its own exceptions (`classify`):
+Each provider describes how to read its exceptions in a `ProviderFailures`; `classify`:
 - "transient": worth another attempt (429, 5xx, timeouts, connection errors);
 - "fatal": the provider refused the request (bad key, bad model name...): no retry;
 - None: not a provider failure (a bug): propagated unchanged.
@@ -42,6 +42,17 @@ def _no_retry_after(exc: BaseException) -> float | None:
 
 
 @dataclass(frozen=True)
+class ProviderFailures:
+    """How to read one provider's exceptions: its name (in messages), which failures are
+    worth another attempt, how to say what went wrong, and any server-sent Retry-After."""
+
+    provider: str
+    classify: Classifier
+    describe: Describer = _describe_default
+    retry_after: RetryAfter = _no_retry_after
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """`max_retries` extra attempts after the first; delays grow as base * 2**attempt."""
 
@@ -66,52 +77,38 @@ class RetryPolicy:
 
         return wait
 
-    def retrying(self, classify: Classifier, retry_after: RetryAfter = _no_retry_after) -> AsyncRetrying:
+    def retrying(self, failures: ProviderFailures) -> AsyncRetrying:
         return AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
-            wait=self.wait(retry_after),
+            wait=self.wait(failures.retry_after),
             retry=retry_if_exception(
-                lambda exc: not isinstance(exc, ProviderUnavailable) and classify(exc) == "transient"
+                lambda exc: not isinstance(exc, ProviderUnavailable) and failures.classify(exc) == "transient"
             ),
         )
 
 
-async def call_with_retries(
-    operation: Callable[[], Awaitable[T]],
-    *,
-    provider: str,
-    policy: RetryPolicy,
-    classify: Classifier,
-    describe: Describer = _describe_default,
-    retry_after: RetryAfter = _no_retry_after,
-) -> T:
+async def call_with_retries(operation: Callable[[], Awaitable[T]], failures: ProviderFailures,
+                            policy: RetryPolicy) -> T:
     """Await `operation()` until it succeeds, retrying transient failures."""
     try:
-        return await policy.retrying(classify, retry_after)(operation)
+        return await policy.retrying(failures)(operation)
     except RetryError as exhausted:
         last = exhausted.last_attempt
         # tenacity only retries (and so only gives up) on an exception.
         failure = cast(BaseException, last.exception())
         raise ProviderUnavailable(
-            provider, f"{describe(failure)} (gave up after {last.attempt_number} attempts)"
+            failures.provider, f"{failures.describe(failure)} (gave up after {last.attempt_number} attempts)"
         ) from failure
     except ProviderUnavailable:
         raise
     except Exception as exc:
-        if classify(exc) == "fatal":
-            raise ProviderUnavailable(provider, describe(exc)) from exc
+        if failures.classify(exc) == "fatal":
+            raise ProviderUnavailable(failures.provider, failures.describe(exc)) from exc
         raise  # not a provider failure: a bug, propagated unchanged
 
 
-async def stream_with_retries(
-    open_stream: Callable[[], AsyncIterator[str]],
-    *,
-    provider: str,
-    policy: RetryPolicy,
-    classify: Classifier,
-    describe: Describer = _describe_default,
-    retry_after: RetryAfter = _no_retry_after,
-) -> AsyncIterator[str]:
+async def stream_with_retries(open_stream: Callable[[], AsyncIterator[str]], failures: ProviderFailures,
+                              policy: RetryPolicy) -> AsyncIterator[str]:
     """Yield the pieces of `open_stream()`, starting over on transient failures.
 
     Starting over is only safe while nothing has reached the caller, so only opening the
@@ -129,10 +126,7 @@ async def stream_with_retries(
             await stream.aclose()  # type: ignore[attr-defined]
             raise
 
-    stream, first = await call_with_retries(
-        open_to_first_piece, provider=provider, policy=policy, classify=classify,
-        describe=describe, retry_after=retry_after,
-    )
+    stream, first = await call_with_retries(open_to_first_piece, failures, policy)
     async with aclosing(stream):  # type: ignore[type-var]
         if first is None:
             return
@@ -143,9 +137,9 @@ async def stream_with_retries(
         except ProviderUnavailable:
             raise
         except Exception as exc:
-            if classify(exc) is None:
+            if failures.classify(exc) is None:
                 raise
-            raise ProviderUnavailable(provider, f"answer interrupted: {describe(exc)}") from exc
+            raise ProviderUnavailable(failures.provider, f"answer interrupted: {failures.describe(exc)}") from exc
 
 
 def parse_retry_after(value: str | None) -> float | None:
