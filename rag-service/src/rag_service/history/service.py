@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
@@ -264,7 +265,7 @@ class HistoryService:
         return DeletedConversation(conversation_id=conversation_id)
 
     async def _lock_conversation(self, session: AsyncSession, user_id: str, conversation_id: str,
-                                 now: Any) -> Conversation:
+                                 now: datetime) -> Conversation:
         """Take the conversation for this transaction (see the module docstring); 404 when
         the caller does not own it, 409 when the lock is not free in time."""
         if "\x00" in conversation_id:  # never in an id; PostgreSQL would refuse the query (500)
