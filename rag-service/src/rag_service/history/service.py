@@ -48,7 +48,6 @@ PREVIEW_MAX_CHARS = 160
 # starts a new conversation. Keeps history reads and LLM context bounded.
 DEFAULT_MAX_MESSAGES_PER_CONVERSATION = 1000
 # How long a turn waits for another turn of the same conversation to save its question.
-# SQLite's wait is the connection's busy timeout (storage/db.py), which is of this order.
 DEFAULT_TURN_LOCK_TIMEOUT_S = 5.0
 POSTGRES_LOCK_NOT_AVAILABLE = "55P03"
 
@@ -270,8 +269,14 @@ class HistoryService:
         the caller does not own it, 409 when the lock is not free in time."""
         if "\x00" in conversation_id:  # never in an id; PostgreSQL would refuse the query (500)
             raise NotFound("conversation not found")
-        if session.get_bind().dialect.name == "postgresql":
-            # SET LOCAL cannot take bind parameters; the value is an int we computed.
+        # The wait is bounded per statement: SET LOCAL on PostgreSQL (ends with the
+        # transaction); on SQLite the connection's busy timeout, put back afterwards (the
+        # connection returns to the pool). Neither takes bind parameters: the value is an int.
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        if sqlite:
+            usual_wait_ms = (await session.execute(text("PRAGMA busy_timeout"))).scalar_one()
+            await session.execute(text(f"PRAGMA busy_timeout = {self._turn_lock_timeout_ms}"))
+        else:
             await session.execute(text(f"SET LOCAL lock_timeout = {self._turn_lock_timeout_ms}"))
         try:
             locked = await session.execute(
@@ -283,6 +288,9 @@ class HistoryService:
             if _is_lock_timeout(exc):
                 raise _busy() from exc
             raise
+        finally:
+            if sqlite:
+                await session.execute(text(f"PRAGMA busy_timeout = {int(usual_wait_ms)}"))
         if locked.rowcount == 0:
             raise NotFound(f"conversation {conversation_id[:64]!r} not found")
         return await self._owned_conversation(session, user_id, conversation_id)
