@@ -6,6 +6,7 @@ import asyncio
 import re
 import shutil
 
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from rag_service.cli import app, collect_files
@@ -62,6 +63,7 @@ def test_collect_files_skips_hidden_and_respects_recursion(tmp_path) -> None:
 def test_ingest_folder_then_reindex_after_wipe(tmp_path, make_settings) -> None:
     settings = make_settings()
     folder = make_folder(tmp_path)
+    stored_before = REGISTRY.get_sample_value("rag_ingested_chunks_total")
 
     result = runner.invoke(app, ["ingest", str(folder), "--user-id", "cli-user", "--recursive"], obj=settings)
     # broken.txt fails (not decodable) -> exit code 1, everything else went in.
@@ -69,6 +71,8 @@ def test_ingest_folder_then_reindex_after_wipe(tmp_path, make_settings) -> None:
     added, duplicates, skipped, failed, chunks = summary_row(result.output)
     assert (added, duplicates, skipped, failed) == (3, 1, 1, 1)
     assert chunks == 3
+    # Counted by the documents service, not only by the HTTP routes.
+    assert REGISTRY.get_sample_value("rag_ingested_chunks_total") - stored_before == 3
     assert "image.png: skipped: unsupported file type" in result.output
     assert "broken.txt" in result.output
     assert asyncio.run(counts(settings, "cli-user")) == (3, 3)

@@ -8,6 +8,7 @@ import math
 import httpx
 import pytest
 import respx
+from prometheus_client import REGISTRY
 
 from rag_service.config import Settings
 from rag_service.providers.base import ProviderUnavailable
@@ -82,7 +83,9 @@ async def test_vectors_are_l2_normalized(tmp_path, gemini_api):
 async def test_250_texts_are_sent_as_three_ordered_batches(tmp_path, gemini_api):
     gemini_api.mock(side_effect=embeddings_response)
     texts = [f"text number {i}" for i in range(250)]
+    counted_before = REGISTRY.get_sample_value("rag_embedded_texts_total", {"provider": "gemini"}) or 0.0
     vectors = await make_embedder(tmp_path).embed(texts)
+    assert REGISTRY.get_sample_value("rag_embedded_texts_total", {"provider": "gemini"}) - counted_before == 250
 
     sizes = [len(json.loads(c.request.content)["requests"]) for c in gemini_api.calls]
     assert sizes == [100, 100, 50]

@@ -63,5 +63,32 @@ async def test_metrics_expose_request_counts(client):
     health_lines = [line for line in text.splitlines()
                     if line.startswith("http_requests_total{") and 'handler="/health"' in line]
     assert health_lines and sum(float(line.rsplit(" ", 1)[1]) for line in health_lines) >= 3
-    assert "rag_ingested_chunks_total" in text
-    assert "rag_embedded_texts_total" in text or "# HELP rag_embedded_texts" in text
+
+
+def metric_value(exposition: str, sample: str) -> float:
+    """The value of one sample line (`name{labels} value`) of a /metrics page; 0 if absent."""
+    for line in exposition.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_stored_chunks_and_embedded_texts(client, auth_headers):
+    chunks, embedded = "rag_ingested_chunks_total", 'rag_embedded_texts_total{provider="local"}'
+    headers = auth_headers()
+    before = (await client.get("/metrics")).text
+
+    saved = await client.post("/save-document", headers=headers, json={
+        "title": "Metrics", "content": "Counting what the service embeds. " * 200})
+    assert saved.status_code == 201, saved.text
+    detail = (await client.get(f"/documents/{saved.json()['document_id']}", headers=headers)).json()
+    assert detail["chunk_count"] > 1
+    after_save = (await client.get("/metrics")).text
+    assert metric_value(after_save, chunks) - metric_value(before, chunks) == detail["chunk_count"]
+    assert metric_value(after_save, embedded) - metric_value(before, embedded) == detail["chunk_count"]
+
+    searched = await client.post("/search", headers=headers, json={"query": "counting", "mode": "dense"})
+    assert searched.status_code == 200, searched.text
+    after_search = (await client.get("/metrics")).text
+    assert metric_value(after_search, embedded) - metric_value(after_save, embedded) == 1  # the query
+    assert metric_value(after_search, chunks) == metric_value(after_save, chunks)

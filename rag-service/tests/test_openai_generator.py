@@ -15,6 +15,7 @@ from rag_service.providers.retry import RetryPolicy
 
 BASE_URL = "http://llm.test:11434/v1"
 TINY_BACKOFF = RetryPolicy(max_retries=2, base_delay=0.001, max_delay=0.005)
+EVENT_STREAM = {"content-type": "text/event-stream"}
 SOURCES = [Source(1, "Refunds", "Refunds take 30 days."), Source(2, "Shipping", "Shipping is free.")]
 
 
@@ -126,9 +127,17 @@ async def test_error_event_in_the_stream_is_provider_unavailable(tmp_path, llm_s
 
 
 async def test_garbage_stream_is_provider_unavailable(tmp_path, llm_server):
-    llm_server.mock(return_value=httpx.Response(200, content=b"data: {not json\n\n"))
+    llm_server.mock(return_value=httpx.Response(200, headers=EVENT_STREAM, content=b"data: {not json\n\n"))
     with pytest.raises(ProviderUnavailable, match="unreadable"):
         await collect(make_generator(tmp_path))
+
+
+async def test_a_response_that_is_not_an_event_stream_is_refused_without_retry(tmp_path, llm_server):
+    # e.g. a server that ignores `stream: true` and answers with one JSON completion
+    llm_server.mock(return_value=httpx.Response(200, json={"choices": [{"message": {"content": "Hi"}}]}))
+    with pytest.raises(ProviderUnavailable, match="text/event-stream"):
+        await collect(make_generator(tmp_path))
+    assert llm_server.call_count == 1
 
 
 async def test_empty_answer_is_provider_unavailable(tmp_path, llm_server):
@@ -143,7 +152,7 @@ async def test_failure_after_pieces_were_shown_is_not_retried(tmp_path, llm_serv
             yield b'data: {"choices":[{"index":0,"delta":{"content":"Refunds take"}}]}\n\n'
             raise httpx.ReadTimeout("stalled")
 
-    llm_server.mock(return_value=httpx.Response(200, stream=BreaksMidStream()))
+    llm_server.mock(return_value=httpx.Response(200, headers=EVENT_STREAM, stream=BreaksMidStream()))
     shown = []
     with pytest.raises(ProviderUnavailable, match="interrupted"):
         async for piece in make_generator(tmp_path).stream("q", SOURCES, []):

@@ -31,7 +31,7 @@ def test_a_gemini_key_switches_both_to_gemini(tmp_path):
     embedder = build_embedder(configured)
     assert isinstance(embedder, GeminiEmbedder)
     assert (embedder.model_name, embedder.dimension) == ("gemini-embedding-001", 1536)
-    generator = build_generator(configured, embedder=embedder)
+    generator = build_generator(configured)
     assert isinstance(generator, GeminiGenerator) and generator.name == "gemini:gemini-2.5-flash"
 
 

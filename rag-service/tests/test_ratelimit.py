@@ -3,12 +3,14 @@ in memory or in Redis, and off when disabled."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
 from fastapi import APIRouter
 
-from rag_service.ratelimit import CheapRateLimit, CostlyRateLimit, RateLimiter
+from rag_service.deps import CheapRateLimit, CostlyRateLimit
+from rag_service.ratelimit import RateLimiter
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -31,7 +33,8 @@ def limited_router() -> APIRouter:
 def limited_app(app_factory, make_settings, runtime):
     async def start(**overrides):
         settings = make_settings(rate_limit_cheap="5/minute", rate_limit_costly="3/minute", **overrides)
-        return app_factory(settings, runtime=runtime)
+        # The limiter is part of the runtime: a copy on these settings has its own.
+        return app_factory(settings, runtime=dataclasses.replace(runtime, settings=settings))
 
     return start
 

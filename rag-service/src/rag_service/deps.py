@@ -6,14 +6,15 @@ Tests override these with `app.dependency_overrides` instead of patching modules
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag_service.auth.tokens import CurrentUser, current_user
 from rag_service.config import Settings
 from rag_service.providers.base import Embedder, Generator
+from rag_service.ratelimit import Budget, RateLimiter
 from rag_service.runtime import Runtime
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import VectorStore
@@ -35,6 +36,11 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def get_sessionmaker(runtime: RuntimeDep) -> async_sessionmaker[AsyncSession]:
+    """For services that open their own short transactions (chat turns, history)."""
+    return runtime.sessionmaker
+
+
 def get_vector_store(runtime: RuntimeDep) -> VectorStore:
     return runtime.vector_store
 
@@ -53,9 +59,28 @@ def get_generator(runtime: RuntimeDep) -> Generator:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 VectorStoreDep = Annotated[VectorStore, Depends(get_vector_store)]
 SparseEncoderDep = Annotated[SparseEncoder, Depends(get_sparse_encoder)]
 EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
 GeneratorDep = Annotated[Generator, Depends(get_generator)]
 # The verified caller; every protected route depends on it (401/503 otherwise).
 UserDep = Annotated[CurrentUser, Depends(current_user)]
+
+
+def get_rate_limiter(runtime: RuntimeDep) -> RateLimiter:
+    return runtime.rate_limiter
+
+
+def _rate_limit(budget: Budget) -> Any:
+    async def enforce_rate_limit(user: UserDep,
+                                 limiter: Annotated[RateLimiter, Depends(get_rate_limiter)]) -> None:
+        await limiter.hit(budget, user.id)
+
+    enforce_rate_limit.__name__ = f"enforce_{budget}_rate_limit"
+    return enforce_rate_limit
+
+
+# Route dependencies: `@router.get(..., dependencies=[CheapRateLimit])`; see ratelimit.py.
+CheapRateLimit = Depends(_rate_limit("cheap"))
+CostlyRateLimit = Depends(_rate_limit("costly"))

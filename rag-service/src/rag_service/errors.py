@@ -82,6 +82,7 @@ ERROR_DESCRIPTIONS = {
     400: "Bad request (e.g. a body that cannot be decoded)",
     401: "Missing, invalid or expired access token",
     404: "Not found (another user's resources are never revealed: they are 'not found' too)",
+    409: "Conflict: another request holds the resource (e.g. `conversation_busy`); retry shortly",
     413: "Request body, file or text larger than the configured limit",
     415: "Unsupported file type",
     422: "Invalid request: the message names the field and the limit",

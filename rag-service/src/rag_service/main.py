@@ -8,9 +8,8 @@ and anything unexpected as a 500 without a stack trace (the trace goes to the lo
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +24,7 @@ from rag_service.auth import api as auth_api
 from rag_service.chat import api as chat_api
 from rag_service.config import Settings, get_settings
 from rag_service.documents import api as documents_api
+from rag_service.documents.service import repair_interrupted_ingestions
 from rag_service.errors import AppError, error_responses
 from rag_service import health
 from rag_service.history import api as history_api
@@ -35,7 +35,6 @@ from rag_service.observability import (
     configure_logging,
     setup_metrics,
 )
-from rag_service.ratelimit import RateLimiter
 from rag_service.runtime import Runtime, build_runtime
 from rag_service.search import api as search_api
 from rag_service.storage.db import is_database_unavailable, run_migrations
@@ -127,17 +126,6 @@ async def _database_or_internal(request: Request, exc: Exception) -> JSONRespons
     return error_response(request, 500, "internal_error", "internal server error")
 
 
-def _repair_hook() -> Callable[[Runtime], Awaitable[Any]] | None:
-    """The documents feature's start-up repair (re-index documents left in `indexing`)."""
-    try:
-        module = importlib.import_module("rag_service.documents.service")
-    except ModuleNotFoundError as exc:
-        if exc.name == "rag_service.documents.service":
-            return None
-        raise
-    return getattr(module, "repair_interrupted_ingestions", None)
-
-
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. With `runtime` given, the caller owns it (tests); otherwise the lifespan
     migrates the database, builds the runtime and closes it on shutdown."""
@@ -151,13 +139,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if active is None:
             await asyncio.to_thread(run_migrations, settings)
             active = await build_runtime(settings)
-            repair = _repair_hook()
-            if repair is not None:
-                try:
-                    await repair(active)
-                except Exception:
-                    # Those documents stay in `indexing` and are retried on the next start.
-                    log.exception("repairing interrupted ingestions failed")
+            try:
+                await repair_interrupted_ingestions(active)
+            except Exception:
+                # Those documents stay in `indexing` and are retried on the next start.
+                log.exception("repairing interrupted ingestions failed")
         app.state.runtime = active
         try:
             yield
@@ -171,8 +157,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         summary="Private documents, hybrid search and cited chat behind Better Auth JWTs",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.rate_limiter = RateLimiter(settings)
     if runtime is not None:
         app.state.runtime = runtime
 

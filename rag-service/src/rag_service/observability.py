@@ -7,7 +7,7 @@
 - `BodySizeLimitMiddleware`: 413 before reading when Content-Length is too big, and counts
   streamed (chunked) bodies too.
 - `/metrics`: prometheus-fastapi-instrumentator request metrics (one registry per app, so
-  several apps in one process - tests - don't clash) plus the process-wide counters below.
+  several apps in one process - tests - don't clash) plus the process-wide counters of `metrics.py` (default registry).
 """
 
 from __future__ import annotations
@@ -22,16 +22,12 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 
 from fastapi import FastAPI, Response
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-# Counters other modules increment (documents: chunks stored; providers: texts embedded).
-INGESTED_CHUNKS = Counter("rag_ingested_chunks_total", "Chunks embedded and stored in the vector store")
-EMBEDDED_TEXTS = Counter("rag_embedded_texts_total", "Texts sent to the embedding provider", ["provider"])
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

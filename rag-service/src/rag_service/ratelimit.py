@@ -3,13 +3,14 @@
 - cheap  (`settings.rate_limit_cheap`,  default 300/minute): listing, reading, deleting.
 - costly (`settings.rate_limit_costly`, default 60/minute): embedding, ingesting, searching, chat.
 
-Use in a route: `@router.post("/search", dependencies=[CostlyRateLimit])`. The dependency
-depends on `current_user`, so it also authenticates, and the budget is keyed by the JWT `sub`.
+Use in a route: `@router.post("/search", dependencies=[CostlyRateLimit])` (the dependencies
+live in deps.py). They depend on the current user, so they also authenticate, and the
+budget is keyed by the JWT `sub`.
 Moving-window strategy; in-memory store by default, Redis when `REDIS_URL` is set (needed
 when several replicas must share one budget). If Redis cannot be reached the request is let
 through and a warning is logged: losing the limiter must not take the whole API down.
 
-The limiter lives on `app.state.rate_limiter` (built by `create_app`), not in a global.
+The limiter lives on the `Runtime` (one per process, built with it), not in a global.
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ import math
 import time
 from typing import Literal
 
-from fastapi import Depends, Request
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from rag_service.auth.tokens import CurrentUser, current_user
 from rag_service.config import Settings
 from rag_service.errors import RateLimited
 
@@ -73,15 +72,3 @@ class RateLimiter:
             headers={"Retry-After": str(retry_after)},
         )
 
-
-def _rate_limit(budget: Budget):
-    async def enforce_rate_limit(request: Request, user: CurrentUser = Depends(current_user)) -> None:
-        limiter: RateLimiter = request.app.state.rate_limiter
-        await limiter.hit(budget, user.id)
-
-    enforce_rate_limit.__name__ = f"enforce_{budget}_rate_limit"
-    return enforce_rate_limit
-
-
-CheapRateLimit = Depends(_rate_limit("cheap"))
-CostlyRateLimit = Depends(_rate_limit("costly"))

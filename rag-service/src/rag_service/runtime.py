@@ -7,7 +7,7 @@ Tests build their own `Runtime` (or override single dependencies) instead of pat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -15,6 +15,7 @@ from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.config import Settings
 from rag_service.providers.base import Embedder, Generator
 from rag_service.providers.factory import build_embedder, build_generator
+from rag_service.ratelimit import RateLimiter
 from rag_service.storage.db import create_engine_and_sessionmaker
 from rag_service.storage.factory import build_vector_store
 from rag_service.storage.sparse import SparseEncoder
@@ -31,6 +32,11 @@ class Runtime:
     embedder: Embedder
     generator: Generator
     token_verifier: AccessTokenVerifier
+    # Built from `settings` (also by dataclasses.replace with other settings).
+    rate_limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rate_limiter = RateLimiter(self.settings)
 
     async def aclose(self) -> None:
         await self.token_verifier.aclose()

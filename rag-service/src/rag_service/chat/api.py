@@ -11,21 +11,29 @@ from sse_starlette import EventSourceResponse
 from rag_service.chat.schemas import ChatRequest, ChatResponse
 from rag_service.chat.service import ChatService
 from rag_service.chat.sse import chat_sse
-from rag_service.deps import RuntimeDep, UserDep
+from rag_service.deps import (
+    CostlyRateLimit,
+    EmbedderDep,
+    GeneratorDep,
+    SessionmakerDep,
+    SettingsDep,
+    SparseEncoderDep,
+    UserDep,
+    VectorStoreDep,
+)
 from rag_service.errors import error_responses
 from rag_service.history.service import HistoryService
-from rag_service.ratelimit import CostlyRateLimit
 from rag_service.search.service import SearchService
 
 router = APIRouter(tags=["chat"])
 
 
-def get_chat_service(runtime: RuntimeDep) -> ChatService:
-    settings = runtime.settings
+def get_chat_service(vector_store: VectorStoreDep, sparse_encoder: SparseEncoderDep, embedder: EmbedderDep,
+                     generator: GeneratorDep, sessionmaker: SessionmakerDep, settings: SettingsDep) -> ChatService:
     return ChatService(
-        search=SearchService(runtime.vector_store, runtime.sparse_encoder, runtime.embedder, settings),
-        generator=runtime.generator,
-        history=HistoryService(runtime.sessionmaker, max_history_turns=settings.max_history_turns),
+        search=SearchService(vector_store, sparse_encoder, embedder, settings),
+        generator=generator,
+        history=HistoryService(sessionmaker, max_history_turns=settings.max_history_turns),
         settings=settings,
     )
 
@@ -49,7 +57,7 @@ def wants_event_stream(body: ChatRequest, request: Request) -> bool:
     response_model=ChatResponse,
     dependencies=[CostlyRateLimit],
     responses={200: {"description": _SSE_DESCRIPTION, "content": {"text/event-stream": {}}},
-               **error_responses(404)},
+               **error_responses(404, 409)},
 )
 async def chat(body: ChatRequest, request: Request, user: UserDep, service: ChatServiceDep) -> ChatResponse | Response:
     # Validation, the conversation check (404) and retrieval happen before any byte is

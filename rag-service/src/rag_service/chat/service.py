@@ -12,7 +12,7 @@ Failure and disconnect rules (the conversation is always consistent):
   the assistant message stored with status "failed" (content: any text produced before the
   failure, usually empty); the error propagates as ProviderUnavailable (503);
 - a client that goes away mid-stream (generator closed or cancelled) leaves the assistant
-  message with status "incomplete" holding the text streamed so far (citations cleaned).
+  message with status "incomplete" holding the text streamed so far.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from rag_service.history.service import (
     StartedTurn,
 )
 from rag_service.providers.base import Generator, Source, Turn
-from rag_service.providers.citations import CitationFilter
 from rag_service.search.service import SearchService, parse_filters
 
 log = logging.getLogger(__name__)
@@ -162,29 +161,24 @@ class ChatService:
         Raises ProviderUnavailable when the generator fails (answer saved as "failed").
         Closed or cancelled early, it saves the partial answer as "incomplete".
         """
-        citations = CitationFilter(max_source=len(prepared.generator_sources))
         pieces: list[str] = []
         first_delta_at: float | None = None
         try:
             yield SourcesEvent(prepared.sources)
             stream = self._generator.stream(prepared.query, prepared.generator_sources, prepared.history)
+            # Generators cite only the sources they were given (the model generators
+            # filter their output with providers.citations.filter_citations).
             async with aclosing(stream):
-                async for raw in stream:
-                    piece = citations.feed(raw)
+                async for piece in stream:
                     if piece:
                         first_delta_at = first_delta_at or time.perf_counter()
                         pieces.append(piece)
                         yield DeltaEvent(piece)
-            tail = citations.flush()
-            if tail:
-                first_delta_at = first_delta_at or time.perf_counter()
-                pieces.append(tail)
-                yield DeltaEvent(tail)
         except BaseException as exc:
             # Exception: the provider (or a bug) failed. CancelledError / GeneratorExit:
             # the client went away; what it was shown so far is kept, marked incomplete.
             status = STATUS_FAILED if isinstance(exc, Exception) else STATUS_INCOMPLETE
-            # What the client was shown (markers already cleaned by the filter).
+            # What the client was shown.
             await self._finish_quietly(prepared.user_id, prepared.turn, "".join(pieces), prepared.sources, status)
             raise
         # Shielded: a client leaving right after the last delta still gets a complete answer

@@ -6,7 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 
-from rag_service.deps import EmbedderDep, SessionDep, SettingsDep, SparseEncoderDep, UserDep, VectorStoreDep
+from rag_service.deps import (
+    CheapRateLimit,
+    CostlyRateLimit,
+    EmbedderDep,
+    SessionDep,
+    SettingsDep,
+    SparseEncoderDep,
+    UserDep,
+    VectorStoreDep,
+)
 from rag_service.documents.extraction import ExtractedFile, extract
 from rag_service.documents.schemas import (
     DeleteResponse,
@@ -24,8 +33,6 @@ from rag_service.documents.schemas import (
 from rag_service.documents.service import DocumentService
 from rag_service.documents.validation import parse_metadata_json, validate_title
 from rag_service.errors import PayloadTooLarge, Unprocessable, error_responses
-from rag_service.observability import INGESTED_CHUNKS
-from rag_service.ratelimit import CheapRateLimit, CostlyRateLimit
 
 router = APIRouter(tags=["documents"])
 
@@ -62,9 +69,7 @@ async def save_document(
     body: SaveDocumentRequest, user: UserDep, service: DocumentServiceDep, response: Response
 ) -> SaveDocumentResponse:
     document, created = await service.save(user.id, body.title, body.content, body.metadata)
-    if created:
-        INGESTED_CHUNKS.inc(document.chunk_count)
-    else:
+    if not created:
         response.status_code = status.HTTP_200_OK
     return SaveDocumentResponse(document_id=document.id, message=save_message(document, created))
 
@@ -112,8 +117,6 @@ async def upload_documents(
             user.id, document_title, file.content, parsed_metadata,
             source_name=file.source_name, mime_type=file.mime_type,
         )
-        if created:
-            INGESTED_CHUNKS.inc(document.chunk_count)
         results.append(UploadedDocument(
             document_id=document.id, title=document.title, created=created,
             message=save_message(document, created),

@@ -32,6 +32,7 @@ from rag_service.documents.chunking import Chunk, Chunker, chunker_for
 from rag_service.documents.extraction import content_hash, normalize_content
 from rag_service.documents.validation import validate_metadata, validate_title
 from rag_service.errors import AppError, NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
+from rag_service.metrics import INGESTED_CHUNKS
 from rag_service.providers.base import Embedder
 from rag_service.storage.models import Document, DocumentStatus, utcnow
 from rag_service.storage.sparse import SparseEncoder
@@ -191,6 +192,7 @@ class DocumentService:
             # Deleted (or failed by another worker) while we were indexing: drop our vectors.
             await self._vector_store.delete(tenant_filter(user_id, document_ids=[doc_id]))
             raise NotFound("the document was deleted while it was being indexed")
+        INGESTED_CHUNKS.inc(chunk_count)
         await self._session.refresh(document)
 
     async def _fail(self, doc_id: str, user_id: str, exc: BaseException) -> None:

@@ -6,11 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from rag_service.deps import RuntimeDep, UserDep
+from rag_service.deps import CheapRateLimit, SessionmakerDep, SettingsDep, UserDep
 from rag_service.errors import Unprocessable, error_responses
 from rag_service.history.schemas import ConversationDetail, DeletedConversation, HistoryPage
 from rag_service.history.service import HistoryService
-from rag_service.ratelimit import CheapRateLimit
 
 router = APIRouter(tags=["history"])
 
@@ -19,8 +18,8 @@ MAX_PAGE = 1_000_000
 ConversationId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-def get_history_service(runtime: RuntimeDep) -> HistoryService:
-    return HistoryService(runtime.sessionmaker, max_history_turns=runtime.settings.max_history_turns)
+def get_history_service(sessionmaker: SessionmakerDep, settings: SettingsDep) -> HistoryService:
+    return HistoryService(sessionmaker, max_history_turns=settings.max_history_turns)
 
 
 HistoryServiceDep = Annotated[HistoryService, Depends(get_history_service)]
@@ -30,11 +29,11 @@ HistoryServiceDep = Annotated[HistoryService, Depends(get_history_service)]
 async def list_history(
     user: UserDep,
     history: HistoryServiceDep,
-    runtime: RuntimeDep,
+    settings: SettingsDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     limit: Annotated[int, Query(ge=1)] = 20,
 ) -> HistoryPage:
-    max_page_size = runtime.settings.max_page_size
+    max_page_size = settings.max_page_size
     if limit > max_page_size:
         raise Unprocessable(f"limit must be between 1 and {max_page_size} (max_page_size)",
                             code="validation_error")

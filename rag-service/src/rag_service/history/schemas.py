@@ -49,7 +49,7 @@ class StoredMessage(_Timestamped):
     content: str
     # Assistant messages: [{number, document_id, title, chunk_index, score, snippet}]
     sources: list[dict[str, Any]] = Field(default_factory=list)
-    status: str
+    status: MessageStatus
     created_at: datetime
 
 

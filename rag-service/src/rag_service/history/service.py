@@ -10,6 +10,13 @@ generated (SQLite has a single writer, and a model can take seconds):
 2. `finish_turn`: the assistant message gets its text, sources and final status
    ("complete", "failed", or stays "incomplete" with the partial text when the client left).
 So a crash or disconnect at any point leaves a readable conversation, never a half row.
+
+Turns in one conversation are serialized: `start_turn` first updates the conversation row,
+which takes its row lock on PostgreSQL and the database's write lock on SQLite, and only
+then reads the last position and the history. A parallel turn waits for that short
+transaction (milliseconds) instead of colliding on `messages(conversation_id, position)`;
+one that cannot get the lock within `turn_lock_timeout_s` is a 409 `conversation_busy`.
+No counter column is needed: the lock makes `max(position) + 1` safe.
 """
 
 from __future__ import annotations
@@ -17,13 +24,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rag_service.errors import NotFound, Unprocessable
+from rag_service.errors import Conflict, NotFound, Unprocessable
 from rag_service.history.schemas import (
     ConversationDetail,
     ConversationSummary,
@@ -39,8 +47,9 @@ PREVIEW_MAX_CHARS = 160
 # A conversation holds at most this many messages (two per turn); beyond it the client
 # starts a new conversation. Keeps history reads and LLM context bounded.
 DEFAULT_MAX_MESSAGES_PER_CONVERSATION = 1000
-# Concurrent turns in one conversation can race for the same message position.
-POSITION_RETRIES = 3
+# How long a turn waits for another turn of the same conversation to save its question.
+DEFAULT_TURN_LOCK_TIMEOUT_S = 5.0
+POSTGRES_LOCK_NOT_AVAILABLE = "55P03"
 
 STATUS_COMPLETE = "complete"
 STATUS_INCOMPLETE = "incomplete"
@@ -78,26 +87,26 @@ class HistoryService:
         *,
         max_history_turns: int,
         max_messages_per_conversation: int = DEFAULT_MAX_MESSAGES_PER_CONVERSATION,
+        turn_lock_timeout_s: float = DEFAULT_TURN_LOCK_TIMEOUT_S,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._max_history_turns = max_history_turns
         self._max_messages = max_messages_per_conversation
+        self._turn_lock_timeout_ms = max(1, int(turn_lock_timeout_s * 1000))
 
     # --- the chat flow's writes ---------------------------------------------------------
 
     async def start_turn(self, user_id: str, question: str, conversation_id: str | None = None) -> StartedTurn:
         """Save the question and an "incomplete" assistant placeholder; 404 for a
-        conversation the caller does not own; 422 when the conversation is full."""
-        for attempt in range(POSITION_RETRIES):
-            try:
-                return await self._start_turn_once(user_id, question, conversation_id)
-            except IntegrityError:
-                # Another turn took the same position first; recompute it.
-                if attempt == POSITION_RETRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
+        conversation the caller does not own; 422 when the conversation is full; 409
+        `conversation_busy` when another turn of it holds the lock too long."""
+        try:
+            return await self._start_turn(user_id, question, conversation_id)
+        except IntegrityError as exc:
+            # Only reachable if a writer skipped the lock (e.g. an older replica mid-deploy).
+            raise _busy() from exc
 
-    async def _start_turn_once(self, user_id: str, question: str, conversation_id: str | None) -> StartedTurn:
+    async def _start_turn(self, user_id: str, question: str, conversation_id: str | None) -> StartedTurn:
         async with self._sessionmaker() as session, session.begin():
             now = utcnow()
             history: list[Turn] = []
@@ -108,7 +117,7 @@ class HistoryService:
                 await session.flush()
                 next_position = 0
             else:
-                conversation = await self._owned_conversation(session, user_id, conversation_id)
+                conversation = await self._lock_conversation(session, user_id, conversation_id, now)
                 count, last_position = (await session.execute(
                     select(func.count(Message.id), func.max(Message.position))
                     .where(Message.conversation_id == conversation.id, Message.user_id == user_id)
@@ -121,7 +130,6 @@ class HistoryService:
                     )
                 next_position = 0 if last_position is None else last_position + 1
                 history = await self._recent_turns(session, user_id, conversation.id)
-                conversation.updated_at = now
             user_message = Message(
                 conversation_id=conversation.id, user_id=user_id, position=next_position,
                 role=MessageRole.USER, content=question, sources=[], status=STATUS_COMPLETE, created_at=now,
@@ -255,6 +263,38 @@ class HistoryService:
             )
         return DeletedConversation(conversation_id=conversation_id)
 
+    async def _lock_conversation(self, session: AsyncSession, user_id: str, conversation_id: str,
+                                 now: datetime) -> Conversation:
+        """Take the conversation for this transaction (see the module docstring); 404 when
+        the caller does not own it, 409 when the lock is not free in time."""
+        if "\x00" in conversation_id:  # never in an id; PostgreSQL would refuse the query (500)
+            raise NotFound("conversation not found")
+        # The wait is bounded per statement: SET LOCAL on PostgreSQL (ends with the
+        # transaction); on SQLite the connection's busy timeout, put back afterwards (the
+        # connection returns to the pool). Neither takes bind parameters: the value is an int.
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        if sqlite:
+            usual_wait_ms = (await session.execute(text("PRAGMA busy_timeout"))).scalar_one()
+            await session.execute(text(f"PRAGMA busy_timeout = {self._turn_lock_timeout_ms}"))
+        else:
+            await session.execute(text(f"SET LOCAL lock_timeout = {self._turn_lock_timeout_ms}"))
+        try:
+            locked = await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.user_id == user_id)
+                .values(updated_at=now)
+            )
+        except OperationalError as exc:
+            if _is_lock_timeout(exc):
+                raise _busy() from exc
+            raise
+        finally:
+            if sqlite:
+                await session.execute(text(f"PRAGMA busy_timeout = {int(usual_wait_ms)}"))
+        if locked.rowcount == 0:
+            raise NotFound(f"conversation {conversation_id[:64]!r} not found")
+        return await self._owned_conversation(session, user_id, conversation_id)
+
     @staticmethod
     async def _owned_conversation(session: AsyncSession, user_id: str, conversation_id: str) -> Conversation:
         if "\x00" in conversation_id:  # never in an id; PostgreSQL would refuse the query (500)
@@ -265,6 +305,17 @@ class HistoryService:
         if conversation is None:
             raise NotFound(f"conversation {conversation_id[:64]!r} not found")
         return conversation
+
+
+def _busy() -> Conflict:
+    return Conflict("another turn of this conversation is being saved; retry shortly",
+                    code="conversation_busy", headers={"Retry-After": "1"})
+
+
+def _is_lock_timeout(exc: OperationalError) -> bool:
+    if getattr(exc.orig, "sqlstate", None) == POSTGRES_LOCK_NOT_AVAILABLE:
+        return True
+    return "database is locked" in str(exc.orig)  # SQLite's busy timeout ran out
 
 
 def _preview(content: str) -> str:

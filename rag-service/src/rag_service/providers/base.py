@@ -59,7 +59,10 @@ class Turn:
 
 
 class Generator(Protocol):
-    """Writes an answer to `query` from numbered `sources`, citing them as `[n]`."""
+    """Writes an answer to `query` from numbered `sources`, citing them as `[n]`.
+
+    Only numbers of `sources` may be cited: the chat service shows and saves the stream
+    as it comes (model generators enforce it with `citations.filter_citations`)."""
 
     name: str
 

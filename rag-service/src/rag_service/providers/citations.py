@@ -10,6 +10,8 @@ concatenated text.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 # "[3]", "[1, 2]", "[1,2 ,3]"; whitespace before the marker goes with it when it is dropped.
 MARKER = re.compile(r"(?P<space>\s*)\[(?P<numbers>\d{1,4}(?:\s*,\s*\d{1,4})*)\]")
@@ -63,3 +65,15 @@ class CitationFilter:
     def flush(self) -> str:
         text, self._pending = self._pending, ""
         return clean_citations(text, self.max_source)
+
+
+async def filter_citations(pieces: AsyncIterator[str], max_source: int) -> AsyncIterator[str]:
+    """`pieces` through a `CitationFilter` (empty results skipped). The model generators
+    apply it to what the model streams; it is the only place answers are filtered."""
+    citation_filter = CitationFilter(max_source)
+    async with aclosing(pieces):  # type: ignore[type-var]
+        async for piece in pieces:
+            if shown := citation_filter.feed(piece):
+                yield shown
+    if rest := citation_filter.flush():
+        yield rest

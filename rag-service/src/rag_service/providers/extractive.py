@@ -5,6 +5,13 @@ the sources, each followed by its `[n]` marker, or of the fixed `NO_ANSWER` mess
 Sentences are scored with BM25 over the query's content words (stopwords dropped, light
 suffix stripping), the corpus being every sentence of the given sources. Deterministic:
 same inputs, same answer.
+
+Why not the retrieval BM25 (`storage/sparse.py`, qdrant_edge.Bm25)? That encoder makes
+hashed, IDF-less vectors whose IDF the vector collection applies over all stored chunks,
+and normalizes length against a fixed chunk size. Ranking sentences needs the IDF and the
+average length of *these* few sentences, computed here; a stopword list that also drops
+question words ("explain", "tell", "document"), which must stay searchable in stored
+chunks; and readable terms, which the fragment and repeat checks below work with.
 """
 
 from __future__ import annotations

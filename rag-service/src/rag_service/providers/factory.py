@@ -22,12 +22,8 @@ def build_embedder(settings: Settings) -> Embedder:
     return LocalEmbedder(settings)
 
 
-def build_generator(settings: Settings, embedder: Embedder | None = None) -> Generator:
-    """`extractive` (default), `gemini` or `openai`.
-
-    `embedder` is accepted so callers can pass what they have; no generator needs it yet.
-    """
-    del embedder
+def build_generator(settings: Settings) -> Generator:
+    """`extractive` (default), `gemini` or `openai`."""
     provider = settings.resolved_llm_provider
     if provider == "gemini":
         from rag_service.providers.gemini_generator import GeminiGenerator

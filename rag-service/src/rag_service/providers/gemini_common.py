@@ -7,7 +7,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from rag_service.providers.retry import Failure, parse_retry_after
+from rag_service.providers.retry import Failure, ProviderFailures, parse_retry_after
 
 # Statuses worth another attempt: rate limits, timeouts and server-side failures.
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -60,3 +60,8 @@ def gemini_retry_after(exc: BaseException) -> float | None:
     if headers is None:
         return None
     return parse_retry_after(headers.get("retry-after"))
+
+
+def gemini_failures(provider: str) -> ProviderFailures:
+    """How the retries read the Gemini SDK's exceptions, named `provider` in messages."""
+    return ProviderFailures(provider, classify_gemini_failure, describe_gemini_failure, gemini_retry_after)

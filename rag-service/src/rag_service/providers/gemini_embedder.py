@@ -8,17 +8,14 @@ from google.genai import types
 from tokenizers import Tokenizer
 
 from rag_service.config import Settings
+from rag_service.metrics import EMBEDDED_TEXTS
 from rag_service.providers.base import EmbedTask, ProviderUnavailable
-from rag_service.providers.gemini_common import (
-    build_gemini_client,
-    classify_gemini_failure,
-    describe_gemini_failure,
-    gemini_retry_after,
-)
+from rag_service.providers.gemini_common import build_gemini_client, gemini_failures
 from rag_service.providers.retry import RetryPolicy, call_with_retries
 from rag_service.providers.tokenizer import count_tokens_with, minilm_model_dir, minilm_tokenizer
 
 PROVIDER = "Gemini embeddings"
+FAILURES = gemini_failures(PROVIDER)
 # batchEmbedContents accepts at most 100 requests per call.
 MAX_TEXTS_PER_REQUEST = 100
 TASK_TYPES: dict[EmbedTask, str] = {"document": "RETRIEVAL_DOCUMENT", "query": "RETRIEVAL_QUERY"}
@@ -56,6 +53,7 @@ class GeminiEmbedder:
         for start in range(0, len(texts), MAX_TEXTS_PER_REQUEST):
             batch = texts[start : start + MAX_TEXTS_PER_REQUEST]
             vectors.extend(await self._embed_batch(batch, TASK_TYPES[task]))
+            EMBEDDED_TEXTS.labels(provider="gemini").inc(len(batch))
         return vectors
 
     async def _embed_batch(self, batch: list[str], task_type: str) -> list[list[float]]:
@@ -66,14 +64,7 @@ class GeminiEmbedder:
                 model=self.model_name, contents=batch, config=config
             )
 
-        response = await call_with_retries(
-            request,
-            provider=PROVIDER,
-            policy=self._retry_policy,
-            classify=classify_gemini_failure,
-            describe=describe_gemini_failure,
-            retry_after=gemini_retry_after,
-        )
+        response = await call_with_retries(request, FAILURES, self._retry_policy)
         return [self._checked_unit_vector(e) for e in self._checked_embeddings(response, len(batch))]
 
     def _checked_embeddings(self, response: types.EmbedContentResponse, expected: int) -> list[list[float]]:

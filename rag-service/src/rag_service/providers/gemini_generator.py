@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from google.genai import types
 
 from rag_service.config import Settings
 from rag_service.providers.base import ProviderUnavailable, Source, Turn
-from rag_service.providers.citations import CitationFilter
-from rag_service.providers.gemini_common import (
-    build_gemini_client,
-    classify_gemini_failure,
-    describe_gemini_failure,
-    gemini_retry_after,
-)
+from rag_service.providers.citations import filter_citations
+from rag_service.providers.gemini_common import build_gemini_client, gemini_failures
 from rag_service.providers.prompt import SYSTEM_INSTRUCTION, build_user_message
 from rag_service.providers.retry import RetryPolicy, stream_with_retries
 
 PROVIDER = "Gemini"
+FAILURES = gemini_failures(PROVIDER)
 # Low temperature: the answer should restate the sources, not be creative.
 TEMPERATURE = 0.2
 
@@ -56,20 +53,10 @@ class GeminiGenerator:
 
     async def stream(self, query: str, sources: list[Source], history: list[Turn]) -> AsyncIterator[str]:
         contents = build_contents(query, sources, history)
-        citation_filter = CitationFilter(max((s.number for s in sources), default=0))
-        pieces = stream_with_retries(
-            lambda: self._raw_pieces(contents),
-            provider=PROVIDER,
-            policy=self._retry_policy,
-            classify=classify_gemini_failure,
-            describe=describe_gemini_failure,
-            retry_after=gemini_retry_after,
-        )
-        async for piece in pieces:
-            if shown := citation_filter.feed(piece):
-                yield shown
-        if rest := citation_filter.flush():
-            yield rest
+        pieces = stream_with_retries(lambda: self._raw_pieces(contents), FAILURES, self._retry_policy)
+        async with aclosing(filter_citations(pieces, max((s.number for s in sources), default=0))) as shown:
+            async for piece in shown:
+                yield piece
 
     async def _raw_pieces(self, contents: list[types.Content]) -> AsyncIterator[str]:
         stream = await self._client.aio.models.generate_content_stream(

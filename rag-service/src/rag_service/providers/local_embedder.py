@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from tokenizers import Tokenizer
 
 from rag_service.config import Settings
+from rag_service.metrics import EMBEDDED_TEXTS
 from rag_service.providers.base import EmbedTask, ProviderUnavailable
 from rag_service.providers.tokenizer import count_tokens_with, load_counting_tokenizer, minilm_model_dir
 
@@ -85,11 +86,8 @@ class LocalEmbedder:
                 vectors.extend(await loop.run_in_executor(self._executor, self._encode, batch))
             except RuntimeError as exc:  # the executor was shut down, torch errors
                 raise ProviderUnavailable("local embedding model", str(exc)) from exc
+            EMBEDDED_TEXTS.labels(provider="local").inc(len(batch))
         return vectors
-
-    def embed_sync(self, texts: list[str]) -> list[list[float]]:
-        """Blocking variant for scripts and the CLI (never call it on the event loop)."""
-        return self._encode(list(texts)) if texts else []
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         vectors = self._model.encode(

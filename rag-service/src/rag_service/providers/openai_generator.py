@@ -1,21 +1,29 @@
 """Answers from any OpenAI-compatible `/chat/completions` server (Ollama, vLLM, OpenAI...).
 
-Talks plain httpx with `stream: true` and reads the Server-Sent Events itself: no SDK,
-so any server that speaks the protocol works, and respx can stand in for it in tests.
+Talks plain httpx with `stream: true` and reads the Server-Sent Events with httpx-sse: no
+SDK, so any server that speaks the protocol works, and respx can stand in for it in tests.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse
 
 from rag_service.config import Settings
 from rag_service.providers.base import Source, Turn
-from rag_service.providers.citations import CitationFilter
+from rag_service.providers.citations import filter_citations
 from rag_service.providers.prompt import build_chat_messages
-from rag_service.providers.retry import Failure, RetryPolicy, parse_retry_after, stream_with_retries
+from rag_service.providers.retry import (
+    Failure,
+    ProviderFailures,
+    RetryPolicy,
+    parse_retry_after,
+    stream_with_retries,
+)
 
 PROVIDER = "OpenAI-compatible LLM"
 TEMPERATURE = 0.2
@@ -53,6 +61,10 @@ def describe_failure(exc: BaseException) -> str:
     return str(exc)
 
 
+FAILURES = ProviderFailures(PROVIDER, classify_failure, describe_failure,
+                            retry_after=lambda exc: getattr(exc, "retry_after", None))
+
+
 def _error_detail(body: bytes) -> str:
     try:
         error = json.loads(body).get("error")
@@ -83,38 +95,32 @@ class OpenAIGenerator:
             "temperature": TEMPERATURE,
             "stream": True,
         }
-        citation_filter = CitationFilter(max((s.number for s in sources), default=0))
-        pieces = stream_with_retries(
-            lambda: self._raw_pieces(payload),
-            provider=PROVIDER,
-            policy=self._retry_policy,
-            classify=classify_failure,
-            describe=describe_failure,
-            retry_after=lambda exc: getattr(exc, "retry_after", None),
-        )
-        async for piece in pieces:
-            if shown := citation_filter.feed(piece):
-                yield shown
-        if rest := citation_filter.flush():
-            yield rest
+        pieces = stream_with_retries(lambda: self._raw_pieces(payload), FAILURES, self._retry_policy)
+        async with aclosing(filter_citations(pieces, max((s.number for s in sources), default=0))) as shown:
+            async for piece in shown:
+                yield piece
 
     async def _raw_pieces(self, payload: dict) -> AsyncIterator[str]:
-        async with self._client.stream("POST", self.url, json=payload) as response:
+        async with aconnect_sse(self._client, "POST", self.url, json=payload) as source:
+            response = source.response
             if response.status_code != 200:
                 body = await response.aread()
                 raise UpstreamStatusError(
                     response.status_code, _error_detail(body), parse_retry_after(response.headers.get("retry-after"))
                 )
             produced = False
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments (": keep-alive"), event names
-                data = line[len("data:") :].strip()
-                if data == "[DONE]":
-                    break
-                if text := self._delta_text(data):
-                    produced = True
-                    yield text
+            try:
+                async for event in source.aiter_sse():  # comments (": keep-alive") are skipped
+                    data = event.data.strip()
+                    if not data:
+                        continue
+                    if data == "[DONE]":
+                        break
+                    if text := self._delta_text(data):
+                        produced = True
+                        yield text
+            except SSEError as exc:  # not an event stream (httpx-sse makes it a TransportError)
+                raise MalformedStream(str(exc)) from exc
             if not produced:
                 raise MalformedStream("the server returned an empty answer")
 

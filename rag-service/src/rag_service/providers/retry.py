@@ -1,6 +1,6 @@
-"""Bounded retries with exponential backoff and full jitter for the HTTP providers.
+"""Bounded retries with exponential backoff and full jitter for the HTTP providers (tenacity).
 
-Each provider classifies its own exceptions (`classify`):
+Each provider describes how to read its exceptions in a `ProviderFailures`; `classify`:
 - "transient": worth another attempt (429, 5xx, timeouts, connection errors);
 - "fatal": the provider refused the request (bad key, bad model name...): no retry;
 - None: not a provider failure (a bug): propagated unchanged.
@@ -10,12 +10,19 @@ for fatal failures, the caller gets `ProviderUnavailable` (503) with a readable 
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from rag_service.providers.base import ProviderUnavailable
 
@@ -23,6 +30,26 @@ T = TypeVar("T")
 Failure = Literal["transient", "fatal"]
 Classifier = Callable[[BaseException], Failure | None]
 Describer = Callable[[BaseException], str]
+RetryAfter = Callable[[BaseException], float | None]
+
+
+def _describe_default(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _no_retry_after(exc: BaseException) -> float | None:
+    return None
+
+
+@dataclass(frozen=True)
+class ProviderFailures:
+    """How to read one provider's exceptions: its name (in messages), which failures are
+    worth another attempt, how to say what went wrong, and any server-sent Retry-After."""
+
+    provider: str
+    classify: Classifier
+    describe: Describer = _describe_default
+    retry_after: RetryAfter = _no_retry_after
 
 
 @dataclass(frozen=True)
@@ -33,92 +60,86 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 8.0
 
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number `attempt` (0-based).
+    def wait(self, retry_after: RetryAfter = _no_retry_after) -> Callable[[RetryCallState], float]:
+        """Seconds to wait before the next attempt.
 
-        Full jitter (uniform in [0, cap]) spreads out clients that failed together; a
-        server-sent Retry-After is honoured but never beyond `max_delay`.
+        Full jitter (uniform in [0, min(max_delay, base * 2**retry)]) spreads out clients
+        that failed together; a server-sent Retry-After is honoured but never beyond
+        `max_delay`.
         """
-        cap = min(self.max_delay, self.base_delay * (2**attempt))
-        wait = random.uniform(0, cap)
-        if retry_after is not None:
-            wait = max(wait, min(retry_after, self.max_delay))
+        jitter = wait_random_exponential(multiplier=self.base_delay, max=self.max_delay)
+
+        def wait(state: RetryCallState) -> float:
+            delay = jitter(state)
+            failure = state.outcome.exception() if state.outcome else None
+            hinted = retry_after(failure) if failure is not None else None
+            return delay if hinted is None else max(delay, min(hinted, self.max_delay))
+
         return wait
 
+    def retrying(self, failures: ProviderFailures) -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self.wait(failures.retry_after),
+            retry=retry_if_exception(
+                lambda exc: not isinstance(exc, ProviderUnavailable) and failures.classify(exc) == "transient"
+            ),
+        )
 
-def _describe_default(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
-
-async def call_with_retries(
-    operation: Callable[[], Awaitable[T]],
-    *,
-    provider: str,
-    policy: RetryPolicy,
-    classify: Classifier,
-    describe: Describer = _describe_default,
-    retry_after: Callable[[BaseException], float | None] = lambda exc: None,
-) -> T:
+async def call_with_retries(operation: Callable[[], Awaitable[T]], failures: ProviderFailures,
+                            policy: RetryPolicy) -> T:
     """Await `operation()` until it succeeds, retrying transient failures."""
-    attempt = 0
-    while True:
-        try:
-            return await operation()
-        except ProviderUnavailable:
-            raise
-        except Exception as exc:
-            kind = classify(exc)
-            if kind is None:
-                raise
-            if kind == "fatal":
-                raise ProviderUnavailable(provider, describe(exc)) from exc
-            if attempt >= policy.max_retries:
-                raise ProviderUnavailable(
-                    provider, f"{describe(exc)} (gave up after {attempt + 1} attempts)"
-                ) from exc
-            await asyncio.sleep(policy.delay(attempt, retry_after(exc)))
-            attempt += 1
+    try:
+        return await policy.retrying(failures)(operation)
+    except RetryError as exhausted:
+        last = exhausted.last_attempt
+        # tenacity only retries (and so only gives up) on an exception.
+        failure = cast(BaseException, last.exception())
+        raise ProviderUnavailable(
+            failures.provider, f"{failures.describe(failure)} (gave up after {last.attempt_number} attempts)"
+        ) from failure
+    except ProviderUnavailable:
+        raise
+    except Exception as exc:
+        if failures.classify(exc) == "fatal":
+            raise ProviderUnavailable(failures.provider, failures.describe(exc)) from exc
+        raise  # not a provider failure: a bug, propagated unchanged
 
 
-async def stream_with_retries(
-    open_stream: Callable[[], AsyncIterator[str]],
-    *,
-    provider: str,
-    policy: RetryPolicy,
-    classify: Classifier,
-    describe: Describer = _describe_default,
-    retry_after: Callable[[BaseException], float | None] = lambda exc: None,
-) -> AsyncIterator[str]:
+async def stream_with_retries(open_stream: Callable[[], AsyncIterator[str]], failures: ProviderFailures,
+                              policy: RetryPolicy) -> AsyncIterator[str]:
     """Yield the pieces of `open_stream()`, starting over on transient failures.
 
-    Starting over is only safe while nothing has reached the caller: once a piece has
-    been yielded, any failure ends the answer with `ProviderUnavailable`.
+    Starting over is only safe while nothing has reached the caller, so only opening the
+    stream up to its first piece is retried; once a piece has been yielded, any failure
+    ends the answer with `ProviderUnavailable`.
     """
-    attempt = 0
-    while True:
-        yielded = False
+
+    async def open_to_first_piece() -> tuple[AsyncIterator[str], str | None]:
+        stream = open_stream()
         try:
-            async with aclosing(open_stream()) as pieces:
-                async for piece in pieces:
-                    yielded = True
-                    yield piece
+            return stream, await anext(stream)
+        except StopAsyncIteration:
+            return stream, None
+        except BaseException:
+            await stream.aclose()  # type: ignore[attr-defined]
+            raise
+
+    stream, first = await call_with_retries(open_to_first_piece, failures, policy)
+    async with aclosing(stream):  # type: ignore[type-var]
+        if first is None:
             return
+        yield first
+        try:
+            async for piece in stream:
+                yield piece
         except ProviderUnavailable:
             raise
         except Exception as exc:
-            kind = classify(exc)
-            if kind is None:
+            if failures.classify(exc) is None:
                 raise
-            if yielded:
-                raise ProviderUnavailable(provider, f"answer interrupted: {describe(exc)}") from exc
-            if kind == "fatal":
-                raise ProviderUnavailable(provider, describe(exc)) from exc
-            if attempt >= policy.max_retries:
-                raise ProviderUnavailable(
-                    provider, f"{describe(exc)} (gave up after {attempt + 1} attempts)"
-                ) from exc
-            await asyncio.sleep(policy.delay(attempt, retry_after(exc)))
-            attempt += 1
+            raise ProviderUnavailable(failures.provider, f"answer interrupted: {failures.describe(exc)}") from exc
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -6,8 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from rag_service.deps import EmbedderDep, SettingsDep, SparseEncoderDep, UserDep, VectorStoreDep
-from rag_service.ratelimit import CostlyRateLimit
+from rag_service.deps import (
+    CostlyRateLimit,
+    EmbedderDep,
+    SettingsDep,
+    SparseEncoderDep,
+    UserDep,
+    VectorStoreDep,
+)
 from rag_service.search.schemas import SearchRequest, SearchResponse, SearchResultItem
 from rag_service.search.service import SearchService
 

@@ -1,0 +1,146 @@
+"""The docs match the repository: relative links resolve, and the commands they name exist.
+
+Checked in every tracked Markdown file (README.md, docs/*.md, auth-service/README.md...):
+- a relative link or image `[text](path#anchor)` points at a file or folder that exists, and
+  an anchor into a Markdown file at one of its headings (GitHub's slugs);
+- a file named in inline code (`docs/x.md`, `src/config.ts`, `test_faults.py::test_y`) is a
+  tracked file: its path, relative to the doc or to any folder, ends a tracked path;
+- `make X` names a Makefile target, `npm run X` a script of auth-service/package.json,
+  `rag X` a command of the rag-service CLI;
+- every ```sh / ```bash block still parses (`bash -n`).
+No service is started: these tests only read files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# [text](target) and ![alt](target); the target ends at whitespace or ")" (titles ignored).
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//|#)", re.IGNORECASE)
+FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+MAKE = re.compile(r"(?<![\w-])make ([a-z][\w-]*)")
+NPM_RUN = re.compile(r"(?<![\w-])npm run (?:--silent )?([\w:-]+)")
+RAG = re.compile(r"(?:^|[`\s])rag ([a-z][\w-]*)", re.MULTILINE)
+INLINE_CODE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+# Named in docs/security.md as attack input, not as files of this repository.
+NOT_FILES = frozenset({"../../etc/passwd.txt"})
+FILE_NAME = re.compile(r"^[\w./-]+\.(?:md|py|ts|js|json|sh|ya?ml|toml|txt|png|html|ini|cfg)$")
+
+
+def markdown_files() -> list[Path]:
+    tracked = subprocess.run(["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True, text=True, check=True)
+    files = [ROOT / name for name in tracked.stdout.split() if "node_modules" not in name]
+    assert any(f.name == "README.md" and f.parent == ROOT for f in files)
+    return files
+
+
+def tracked_files() -> list[str]:
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [name for name in listed.stdout.split() if "node_modules" not in name]
+
+
+def names_a_tracked_file(path: Path, reference: str, tracked: list[str]) -> bool:
+    if (path.parent / reference).exists() or (ROOT / reference).exists():
+        return True
+    tail = reference.lstrip("./")
+    while tail.startswith("../"):
+        tail = tail[3:]
+    return any(name == tail or name.endswith("/" + tail) for name in tracked)
+
+
+def heading_slugs(markdown: Path) -> set[str]:
+    """GitHub's anchors: lowercase, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*#*$", prose(markdown.read_text()), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def prose(text: str) -> str:
+    """The text without fenced code blocks (links inside code are not links)."""
+    return FENCE.sub("", text)
+
+
+def code_spans(text: str) -> str:
+    """Fenced blocks and inline code: where commands are named (prose says "make the...")."""
+    blocks = [code for _, code in FENCE.findall(text)]
+    return "\n".join(blocks + INLINE_CODE.findall(FENCE.sub("", text)))
+
+
+def makefile_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([a-z][\w-]*):", text, re.MULTILINE))
+
+
+def npm_scripts() -> set[str]:
+    return set(json.loads((ROOT / "auth-service" / "package.json").read_text())["scripts"])
+
+
+def rag_commands() -> set[str]:
+    from rag_service.cli import app
+
+    return {command.name or command.callback.__name__.replace("_", "-") for command in app.registered_commands}
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(path: Path) -> None:
+    dead = []
+    for target in LINK.findall(prose(path.read_text())):
+        if EXTERNAL.match(target) and not target.startswith("#"):
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = path.parent / file_part if file_part else path
+        if not linked.exists():
+            dead.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in heading_slugs(linked):
+            dead.append(target)
+    assert not dead, f"{path.relative_to(ROOT)} links to missing files: {dead}"
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_files_named_in_code_exist(path: Path) -> None:
+    tracked = tracked_files()
+    references = {code.split("::", 1)[0] for code in INLINE_CODE.findall(prose(path.read_text()))}
+    missing = sorted(ref for ref in references
+                     if FILE_NAME.match(ref) and ref not in NOT_FILES and not names_a_tracked_file(path, ref, tracked))
+    assert not missing, f"{path.relative_to(ROOT)} names files that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_named_commands_exist(path: Path) -> None:
+    text = code_spans(path.read_text())
+    missing = [f"make {t}" for t in MAKE.findall(text) if t not in makefile_targets()]
+    missing += [f"npm run {s}" for s in NPM_RUN.findall(text) if s not in npm_scripts()]
+    missing += [f"rag {c}" for c in RAG.findall(text) if c not in rag_commands()]
+    assert not missing, f"{path.relative_to(ROOT)} names commands that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_shell_blocks_parse(path: Path) -> None:
+    for language, code in FENCE.findall(path.read_text()):
+        if language in {"sh", "bash", "shell", "console"}:
+            checked = subprocess.run(["bash", "-n"], input=code, capture_output=True, text=True)
+            assert checked.returncode == 0, f"{path.relative_to(ROOT)}: {checked.stderr}\n{code}"
+
+
+def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
+    """The patterns above really find a dead link, a missing target and a broken block."""
+    sample = "See [gone](docs/nope.md#x), [web](https://example.com), [top](#top).\n`make nonsense`\n"
+    assert LINK.findall(prose(sample)) == ["docs/nope.md#x", "https://example.com", "#top"]
+    assert [t for t in LINK.findall(sample) if not EXTERNAL.match(t)] == ["docs/nope.md#x"]
+    assert MAKE.findall(code_spans(sample)) == ["nonsense"] and "nonsense" not in makefile_targets()
+    assert MAKE.findall(code_spans("to make the service")) == []
+    readme, tracked = ROOT / "README.md", tracked_files()
+    assert names_a_tracked_file(readme, "docs/security.md", tracked)
+    assert names_a_tracked_file(readme, "test_faults.py", tracked)
+    assert not names_a_tracked_file(readme, "docs/benchmarks-gone.md", tracked)
+    slugs = heading_slugs(ROOT / "docs" / "benchmarks.md")
+    assert "load-test-issue-7" in slugs and "load-test" not in slugs
+    assert {"dev", "test", "bench", "migrate"} <= makefile_targets()
+    assert "migrate" in npm_scripts() and {"ingest", "reindex", "migrate"} <= rag_commands()
+    assert subprocess.run(["bash", "-n"], input="if then fi (", capture_output=True, text=True).returncode != 0
