@@ -26,6 +26,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 POSTGRES_CONNECT_TIMEOUT_S = 5
 HEALTH_CHECK_TIMEOUT_S = 3.0
+# pg_advisory_lock key held while migrating (any fixed bigint; "rag-migr" in ASCII), so
+# replicas starting together migrate one after another (see migrations/env.py).
+MIGRATION_LOCK_KEY = 0x7261672D6D696772
 
 
 def is_sqlite(url: str) -> bool:
