@@ -24,7 +24,8 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from rag_service.auth.tokens import CurrentUser, current_user
+from rag_service.auth.tokens import CurrentUser
+from rag_service.deps import current_user
 from rag_service.config import Settings
 from rag_service.errors import RateLimited
 
