@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,7 +39,7 @@ from rag_service.observability import (
 from rag_service.ratelimit import RateLimiter
 from rag_service.runtime import Runtime, build_runtime
 from rag_service.search import api as search_api
-from rag_service.storage.db import is_database_unavailable, run_migrations
+from rag_service.storage.db import describe_database_error, is_database_unavailable, run_migrations
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,13 @@ def install_exception_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(request, exc.status_code, code, message, headers=exc.headers)
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def unencodable_text(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        # JSON may carry unpaired surrogates ("\ud800"): valid for json.loads, but no
+        # UTF-8 encoder (database driver, tokenizer, JSON column) accepts them. Bad input.
+        return error_response(request, 422, "invalid_text",
+                              "text contains unpaired UTF-16 surrogates (not valid Unicode)")
+
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
         return await _database_or_internal(request, exc)
@@ -113,18 +121,26 @@ def install_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        if is_database_unavailable(exc):
+        if is_database_unavailable(exc) or isinstance(exc, DBAPIError):
             return await _database_or_internal(request, exc)
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        _log_failure("unhandled error", request, exc, type(exc).__name__)
         return error_response(request, 500, "internal_error", "internal server error")
 
 
 async def _database_or_internal(request: Request, exc: Exception) -> JSONResponse:
     if is_database_unavailable(exc):
-        log.warning("database unavailable: %r", exc)
+        log.warning("database unavailable: %s", describe_database_error(exc))
         return error_response(request, 503, "service_unavailable", "database unavailable")
-    log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+    _log_failure("database error", request, exc, describe_database_error(exc))
     return error_response(request, 500, "internal_error", "internal server error")
+
+
+def _log_failure(what: str, request: Request, exc: BaseException, description: str) -> None:
+    """Log where it failed (route, exception type, stack) but never the exception's message:
+    messages of driver, database and parsing errors quote the values users sent."""
+    route = getattr(request.scope.get("route"), "path", None) or "(no route)"
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("%s on %s %s: %s\n%s", what, request.method, route, description, stack)
 
 
 def _repair_hook() -> Callable[[Runtime], Awaitable[Any]] | None:

@@ -60,11 +60,26 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _InfoAndAbove(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+# Libraries that log payloads at DEBUG: sse-starlette logs every event it sends (answers,
+# sources with titles and snippets). Their DEBUG records are dropped whatever the levels.
+# (SQLAlchemy's result rows are dropped in storage/db.py.)
+_PAYLOAD_LOGGERS = ("sse_starlette.sse",)
+
+
 def configure_logging(level: str = "INFO") -> None:
     """JSON logs on stderr for the service's loggers (idempotent).
 
     If logging is already configured (handlers on the root logger: an operator's logging
     config, or pytest's capture), records just propagate there instead."""
+    for name in _PAYLOAD_LOGGERS:
+        payload_logger = logging.getLogger(name)
+        if not any(isinstance(f, _InfoAndAbove) for f in payload_logger.filters):
+            payload_logger.addFilter(_InfoAndAbove())
     logger = logging.getLogger("rag_service")
     logger.setLevel(level.upper())
     if logging.getLogger().handlers:
