@@ -53,11 +53,13 @@ async def test_health_is_503_when_the_qdrant_server_is_unreachable(app_factory, 
     assert services["database"] is True and services["qdrant"] is False
 
 
-async def test_metrics_expose_request_counts(client):
-    for _ in range(3):
-        await client.get("/health")
-    await client.get("/no/such/route")
-    response = await client.get("/metrics")
+async def test_metrics_expose_request_counts(make_settings, app_factory):
+    token = "metrics-token-for-tests"
+    async with app_factory(make_settings(metrics_token=token)) as (_app, client):
+        for _ in range(3):
+            await client.get("/health")
+        await client.get("/no/such/route")
+        response = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     text = response.text
     health_lines = [line for line in text.splitlines()

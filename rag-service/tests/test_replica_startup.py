@@ -7,24 +7,17 @@ under an advisory lock, two of three died with UniqueViolation while creating th
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy.engine import make_url
+
+from serve_support import free_port, start_serve, stop, wait_healthy
 
 pytestmark = pytest.mark.postgres
 
 REPLICAS = 3
-# A liveness deadline, not a speed assertion: three processes share two busy cores.
-START_DEADLINE_S = 180
 
 
 @pytest.fixture
@@ -43,62 +36,16 @@ def fresh_database_url(postgres_url: str) -> Any:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_replica(database_url: str, data_dir: Path, port: int, jwks_url: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DATA_DIR": str(data_dir),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "AUTH_JWKS_URL": jwks_url,
-        "EMBEDDING_PROVIDER": "local",
-        "LLM_PROVIDER": "extractive",
-        "LOG_LEVEL": "WARNING",
-    }
-    for name in ("QDRANT_URL", "GEMINI_API_KEY", "REDIS_URL", "METRICS_PORT"):
-        env.pop(name, None)
-    return subprocess.Popen(
-        [sys.executable, "-c", "from rag_service.cli import app; app()", "serve"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def wait_healthy(process: subprocess.Popen, port: int) -> dict[str, Any]:
-    deadline = time.monotonic() + START_DEADLINE_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return {"exited": process.returncode, "stderr": process.stderr.read()[-3000:]}
-        try:
-            response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
-            return {"status": response.status_code, "body": response.json()}
-        except httpx.TransportError:
-            time.sleep(0.3)
-    return {"timeout": True}
-
-
 def test_three_replicas_start_together_on_a_fresh_database(fresh_database_url, issuer, tmp_path):
     ports = [free_port() for _ in range(REPLICAS)]
     processes = [
-        start_replica(fresh_database_url, tmp_path / f"replica-{i}", port, issuer.jwks_url)
+        start_serve(tmp_path / f"replica-{i}", port, issuer.jwks_url, DATABASE_URL=fresh_database_url)
         for i, port in enumerate(ports)
     ]
     try:
         results = [wait_healthy(process, port) for process, port in zip(processes, ports)]
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(processes)
     for result in results:
         assert result.get("status") == 200, result
         assert result["body"]["status"] == "ok", result

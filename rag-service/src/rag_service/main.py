@@ -29,6 +29,7 @@ from rag_service.documents import api as documents_api
 from rag_service.errors import AppError, error_responses
 from rag_service import health
 from rag_service.history import api as history_api
+from rag_service.http_hardening import SECURITY_HEADERS, SecurityHeadersMiddleware, uvicorn_options
 from rag_service.observability import (
     REQUEST_ID_HEADER,
     BodySizeLimitMiddleware,
@@ -60,7 +61,8 @@ def error_response(request: Request, status: int, code: str, message: str, *,
     error: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
     if details is not None:
         error["details"] = details
-    response_headers = dict(headers or {})
+    # The 500 handler runs outside every middleware: set the security headers here too.
+    response_headers = {**SECURITY_HEADERS, **(headers or {})}
     if request_id:
         # The 500 handler runs outside the request-id middleware, so set it here too.
         response_headers[REQUEST_ID_HEADER] = request_id
@@ -181,11 +183,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             if owned:
                 await active.aclose()
 
+    docs_on = settings.api_docs_on
     app = FastAPI(
         title="rag-service",
         version="0.1.0",
         summary="Private documents, hybrid search and cited chat behind Better Auth JWTs",
         lifespan=lifespan,
+        # Off in production unless API_DOCS_ENABLED=true: the schema maps every route.
+        docs_url="/docs" if docs_on else None,
+        redoc_url="/redoc" if docs_on else None,
+        openapi_url="/openapi.json" if docs_on else None,
     )
     app.state.settings = settings
     app.state.rate_limiter = RateLimiter(settings)
@@ -201,7 +208,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     # add_middleware wraps: the last added runs first (outermost).
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_upload_bytes + BODY_LIMIT_MARGIN_BYTES)
-    setup_metrics(app)
+    setup_metrics(app, token=settings.metrics_token)
     app.add_middleware(RequestContextMiddleware)
     if settings.cors_origin_list:
         app.add_middleware(
@@ -212,6 +219,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             allow_headers=["Authorization", "Content-Type", "Accept", REQUEST_ID_HEADER],
             expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
         )
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
 
 
@@ -222,5 +230,4 @@ def run(settings: Settings | None = None) -> None:
 
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))

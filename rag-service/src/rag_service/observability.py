@@ -7,11 +7,13 @@
 - `BodySizeLimitMiddleware`: 413 before reading when Content-Length is too big, and counts
   streamed (chunked) bodies too.
 - `/metrics`: prometheus-fastapi-instrumentator request metrics (one registry per app, so
-  several apps in one process - tests - don't clash) plus the process-wide counters below.
+  several apps in one process - tests - don't clash) plus the process-wide counters below,
+  only with `Authorization: Bearer $METRICS_TOKEN` (no token configured -> no route).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -21,13 +23,15 @@ import uuid
 from contextvars import ContextVar
 from datetime import datetime, timezone
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rag_service.errors import Unauthorized
 
 # Counters other modules increment (documents: chunks stored; providers: texts embedded).
 INGESTED_CHUNKS = Counter("rag_ingested_chunks_total", "Chunks embedded and stored in the vector store")
@@ -187,17 +191,27 @@ class BodySizeLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def setup_metrics(app: FastAPI) -> CollectorRegistry:
-    """Instrument `app` and expose `/metrics` (its request metrics + process-wide counters)."""
+def setup_metrics(app: FastAPI, token: str | None) -> CollectorRegistry:
+    """Instrument `app`; with a `token`, expose `/metrics` (its request metrics + the
+    process-wide counters) to requests bearing `Authorization: Bearer <token>`.
+
+    The API port is public, and metrics name routes, volumes and error rates: without a
+    token there is no /metrics route at all (404)."""
     registry = CollectorRegistry()
     Instrumentator(
         should_group_status_codes=False,
         excluded_handlers=["/metrics"],
         registry=registry,
     ).instrument(app)
+    if not token:
+        return registry
+    expected = f"Bearer {token}".encode()
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        presented = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(presented, expected):
+            raise Unauthorized("metrics need the metrics bearer token")
         return Response(generate_latest(registry) + generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return registry
