@@ -35,7 +35,7 @@ def rendered(records: list[logging.LogRecord]) -> list[str]:
     return [formatter.format(record) + repr(record.args) for record in records]
 
 
-async def hostile_session(client: Any, headers: dict[str, str], mark: Markers) -> list[tuple[int, str, int]]:
+async def hostile_session(client: Any, headers: dict[str, str], mark: Markers, issuer: Any) -> list[tuple[int, str, int]]:
     statuses = []
 
     async def send(method: str, path: str, **kwargs: Any) -> Any:
@@ -84,9 +84,34 @@ async def hostile_session(client: Any, headers: dict[str, str], mark: Markers) -
                                       "filters": {"metadata": {f"k{surrogate}": [mark()]}}})
     await send("POST", "/documents/upload", files=[("files", (f"{mark()}\x00.txt", f"x {mark()}".encode(), "text/plain"))])
     await send("POST", "/documents/upload", files=[("files", ("bad.txt", f"{mark()}".encode() + b"\xff\xfe\x00", "text/plain"))])
+    long_subject = {"Authorization": f"Bearer {issuer.mint('u' * 300)}"}  # owner columns hold 255
+    response = await client.post("/save-document", headers=long_subject,
+                                 json={"title": f"T {mark()}", "content": f"long owner {mark()}"})
+    statuses.append((len(statuses), "/save-document (300-char sub)", response.status_code))
     if document_id:
         await send("DELETE", f"/documents/{document_id}")
     return statuses
+
+
+async def injected_failures(app: Any, client: Any, mark: Markers) -> list[int]:
+    """Errors no request should be able to cause, injected through test-only routes: the
+    database quoting a value in its message, and an unexpected exception carrying one."""
+    from sqlalchemy import text
+
+    database_marker, exception_marker = mark(), mark()
+
+    async def database_error() -> None:
+        async with app.state.runtime.sessionmaker() as session:
+            # invalid input syntax for type integer: "MARK..." (the value is in the message)
+            await session.execute(text("SELECT CAST(:value AS integer)"), {"value": database_marker})
+
+    async def unexpected_error() -> None:
+        raise ValueError(f"something about {exception_marker}")
+
+    app.add_api_route("/database-error-for-test", database_error)
+    app.add_api_route("/unexpected-error-for-test", unexpected_error)
+    return [(await client.get("/database-error-for-test")).status_code,
+            (await client.get("/unexpected-error-for-test")).status_code]
 
 
 async def test_a_hostile_session_leaves_no_user_content_in_the_logs(
@@ -96,14 +121,19 @@ async def test_a_hostile_session_leaves_no_user_content_in_the_logs(
     settings = make_settings(database_url=postgres_url, log_level="DEBUG")
     caplog.set_level(logging.DEBUG)  # every logger: ours, httpx, the model's...
     caplog.set_level(logging.DEBUG, logger="sqlalchemy")  # ...and SQLAlchemy's (WARN by default)
-    async with app_factory(settings) as (_app, client):
+    async with app_factory(settings) as (app, client):
         headers = {"Authorization": f"Bearer {issuer.mint(f'user-{uuid.uuid4().hex[:8]}')}"}
-        statuses = await hostile_session(client, headers, mark)
+        statuses = await hostile_session(client, headers, mark, issuer)
+        injected = await injected_failures(app, client, mark)
+    assert injected == [500, 500]
+    assert any("sqlstate=22P02" in record.getMessage() for record in caplog.records), \
+        "database errors are logged by type and SQLSTATE"
     assert len(mark.sent) >= 40
     assert caplog.records, "the capture must see the service's logs"
     assert any(record.name.startswith("sqlalchemy.engine") for record in caplog.records), \
         "SQL statements are logged at this level: the check covers them"
     leaks = [line for line in rendered(caplog.records) if any(m in line for m in mark.sent)]
     assert not leaks, f"{len(leaks)} log records carry user content, e.g. {leaks[0][:600]}"
+    assert {path: status for _, path, status in statuses}["/save-document (300-char sub)"] == 401
     server_errors = [entry for entry in statuses if entry[2] >= 500]
     assert not server_errors, (server_errors, statuses)

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 # Real access tokens are well under 2 KB; anything this big is junk, refuse before parsing.
 MAX_TOKEN_CHARS = 16_384
+# Owner columns are VARCHAR(255): a longer subject would fail in the database (a 500).
+MAX_SUBJECT_CHARS = 255
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class AccessTokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise Unauthorized("invalid access token: empty subject")
+        if len(sub) > MAX_SUBJECT_CHARS:
+            raise Unauthorized(f"invalid access token: subject longer than {MAX_SUBJECT_CHARS} characters")
         return claims
 
     # --- keys ---------------------------------------------------------------------------
