@@ -129,7 +129,7 @@ class AccessTokenVerifier:
         # Unknown kid (maybe the issuer rotated keys) or a cold cache: this request needs the
         # fetch's result. It joins a fetch already in flight, else starts one if the rate
         # limit allows (a flood of random kids costs one fetch per interval).
-        fetch = self._fetch
+        fetch = self._in_flight()
         if fetch is None and self._may_fetch():
             fetch = self._start_fetch("unknown kid" if self._fetched_at is not None else "cache empty")
         if fetch is not None:
@@ -148,12 +148,15 @@ class AccessTokenVerifier:
     def _may_fetch(self) -> bool:
         """Single-flight and rate-limited. With nothing cached we retry sooner (at most once
         a second) so the service recovers quickly after the auth-service comes up."""
-        if self._fetch is not None:
+        if self._in_flight() is not None:
             return False
         interval = self._settings.jwks_refetch_min_interval
         if self._fetched_at is None:
             interval = min(interval, 1.0)
         return self._attempted_at is None or time.monotonic() - self._attempted_at >= interval
+
+    def _in_flight(self) -> asyncio.Task[None] | None:
+        return self._fetch if self._fetch is not None and not self._fetch.done() else None
 
     def _start_fetch(self, reason: str) -> asyncio.Task[None]:
         self._attempted_at = time.monotonic()
