@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     rate_limit_cheap: str = "300/minute"
     rate_limit_costly: str = "60/minute"
 
+    @field_validator("api_docs_enabled", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # `API_DOCS_ENABLED=` (e.g. from a compose `${VAR:-}`) means "not set", not an error.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("auth_algorithms")
     @classmethod
     def _only_asymmetric(cls, algorithms: list[str]) -> list[str]:
