@@ -68,6 +68,7 @@ bench: install services
 	cd $(RAG) && .venv/bin/python bench/embedder_throughput.py
 	cd $(RAG) && .venv/bin/python bench/ingest_throughput.py --docs 300
 	cd $(RAG) && .venv/bin/python bench/search_latency.py
+	cd $(RAG) && .venv/bin/python bench/edge_gil.py
 	cd $(RAG) && .venv/bin/python bench/retrieval.py
 	cd $(RAG) && .venv/bin/python bench/chat_latency.py --docs 200 --queries 100
 	cd $(RAG) && .venv/bin/python bench/load_test.py --users 20 --duration 60

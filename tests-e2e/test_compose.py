@@ -45,3 +45,68 @@ def test_env_example_lists_every_compose_variable() -> None:
     for service in ("auth-service", "rag-service"):
         missing = _env(service) - listed
         assert not missing, f".env.example lacks {missing} ({service})"
+
+
+# --- least privilege: one database and one role per service ---------------------------
+
+INIT_MOUNT_DIR = "/docker-entrypoint-initdb.d/"
+_INTERPOLATION = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
+
+
+def _interpolated(value: str) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} -> a stand-in value per variable."""
+    return _INTERPOLATION.sub(lambda m: f"value-of-{m.group(1).lower().replace('_', '-')}", value)
+
+
+def _database_url(service: str):
+    from sqlalchemy.engine import make_url
+
+    return make_url(_interpolated(COMPOSE["services"][service]["environment"]["DATABASE_URL"]))
+
+
+def _init_script() -> str:
+    mounts = [v for v in COMPOSE["services"]["postgres"]["volumes"] if f":{INIT_MOUNT_DIR}" in v]
+    assert len(mounts) == 1, "the postgres service must mount one init script"
+    source = mounts[0].split(":", 1)[0]
+    assert mounts[0].endswith(":ro")
+    return (ROOT / source).read_text()
+
+
+def _script_default(name: str) -> str:
+    found = re.search(rf"^\\set {name} (\w+)$", _init_script(), flags=re.M)
+    assert found, f"the init script sets no default for {name}"
+    return found.group(1)
+
+
+def test_each_service_has_its_own_database_and_role() -> None:
+    auth, rag = _database_url("auth-service"), _database_url("rag-service")
+    superuser = COMPOSE["services"]["postgres"]["environment"]["POSTGRES_USER"]
+    assert (auth.username, auth.database) == (_script_default("auth_role"), _script_default("auth_db"))
+    assert (rag.username, rag.database) == (_script_default("rag_role"), _script_default("rag_db"))
+    assert auth.username != rag.username and auth.database != rag.database
+    assert superuser not in (auth.username, rag.username), "no service may use the superuser"
+    # Passwords come from the environment, never literals in the file.
+    assert auth.password == "value-of-auth-db-password"
+    assert rag.password == "value-of-rag-db-password"
+
+
+def test_init_script_gets_the_passwords_and_locks_each_database_to_its_owner() -> None:
+    script = _init_script()
+    postgres_env = COMPOSE["services"]["postgres"]["environment"]
+    for variable in ("AUTH_DB_PASSWORD", "RAG_DB_PASSWORD"):
+        assert variable in postgres_env and f" {variable}" in script
+    for database, role in (("auth_db", "auth_role"), ("rag_db", "rag_role")):
+        assert f'CREATE DATABASE :"{database}" OWNER :"{role}";' in script
+        assert f'REVOKE ALL ON DATABASE :"{database}" FROM PUBLIC;' in script
+    # Proven on a real server by rag-service/tests/test_compose_databases.py.
+
+
+def test_rag_service_runs_in_production_mode() -> None:
+    assert COMPOSE["services"]["rag-service"]["environment"]["RAG_ENV"] == "production"
+
+
+def test_env_example_lists_every_interpolated_variable() -> None:
+    example = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, flags=re.M))
+    used = set(_INTERPOLATION.findall((ROOT / "docker-compose.yml").read_text()))
+    assert not used - listed, f".env.example lacks {used - listed}"

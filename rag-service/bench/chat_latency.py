@@ -30,7 +30,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from rag_service.auth.tokens import CurrentUser, current_user
+from rag_service.auth.tokens import CurrentUser
+from rag_service.deps import current_user
 from rag_service.config import Settings
 from rag_service.documents.service import DocumentService
 from rag_service.main import create_app

@@ -208,7 +208,8 @@ async def http_latency(settings: Settings, store: Any, embedder: LocalEmbedder, 
     """p50/p95 of POST /search through the whole app (auth dependency replaced by a fixed user)."""
     import httpx
 
-    from rag_service.auth.tokens import AccessTokenVerifier, CurrentUser, current_user
+    from rag_service.auth.tokens import AccessTokenVerifier, CurrentUser
+    from rag_service.deps import current_user
     from rag_service.main import create_app
     from rag_service.providers.factory import build_generator
     from rag_service.runtime import Runtime

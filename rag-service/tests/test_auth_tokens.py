@@ -284,3 +284,10 @@ async def test_keys_embedded_in_the_token_header_are_ignored(make_verifier, isol
         "jwk": attacker.public_jwk, "jku": "http://evil.test/jwks"})
     await expect_401(verifier, token)
     await expect_401(verifier, "e" * 20_000)
+
+
+async def test_subject_longer_than_the_owner_columns_is_401(make_verifier, isolated_issuer):
+    verifier = make_verifier(isolated_issuer)
+    assert (await verifier.verify(isolated_issuer.mint("u" * 255)))["sub"] == "u" * 255
+    error = await expect_401(verifier, isolated_issuer.mint("u" * 256))
+    assert "255" in error.message

@@ -53,11 +53,13 @@ async def test_health_is_503_when_the_qdrant_server_is_unreachable(app_factory, 
     assert services["database"] is True and services["qdrant"] is False
 
 
-async def test_metrics_expose_request_counts(client):
-    for _ in range(3):
-        await client.get("/health")
-    await client.get("/no/such/route")
-    response = await client.get("/metrics")
+async def test_metrics_expose_request_counts(make_settings, app_factory):
+    token = "metrics-token-for-tests"
+    async with app_factory(make_settings(metrics_token=token)) as (_app, client):
+        for _ in range(3):
+            await client.get("/health")
+        await client.get("/no/such/route")
+        response = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     text = response.text
     health_lines = [line for line in text.splitlines()
@@ -73,22 +75,28 @@ def metric_value(exposition: str, sample: str) -> float:
     return 0.0
 
 
-async def test_metrics_count_stored_chunks_and_embedded_texts(client, auth_headers):
+async def test_metrics_count_stored_chunks_and_embedded_texts(make_settings, app_factory, auth_headers):
+    token = "metrics-token-for-tests"
+    async with app_factory(make_settings(metrics_token=token)) as (_app, client):
+        await _count_stored_chunks_and_embedded_texts(client, auth_headers, {"Authorization": f"Bearer {token}"})
+
+
+async def _count_stored_chunks_and_embedded_texts(client, auth_headers, metrics_headers):
     chunks, embedded = "rag_ingested_chunks_total", 'rag_embedded_texts_total{provider="local"}'
     headers = auth_headers()
-    before = (await client.get("/metrics")).text
+    before = (await client.get("/metrics", headers=metrics_headers)).text
 
     saved = await client.post("/save-document", headers=headers, json={
         "title": "Metrics", "content": "Counting what the service embeds. " * 200})
     assert saved.status_code == 201, saved.text
     detail = (await client.get(f"/documents/{saved.json()['document_id']}", headers=headers)).json()
     assert detail["chunk_count"] > 1
-    after_save = (await client.get("/metrics")).text
+    after_save = (await client.get("/metrics", headers=metrics_headers)).text
     assert metric_value(after_save, chunks) - metric_value(before, chunks) == detail["chunk_count"]
     assert metric_value(after_save, embedded) - metric_value(before, embedded) == detail["chunk_count"]
 
     searched = await client.post("/search", headers=headers, json={"query": "counting", "mode": "dense"})
     assert searched.status_code == 200, searched.text
-    after_search = (await client.get("/metrics")).text
+    after_search = (await client.get("/metrics", headers=metrics_headers)).text
     assert metric_value(after_search, embedded) - metric_value(after_save, embedded) == 1  # the query
     assert metric_value(after_search, chunks) == metric_value(after_save, chunks)

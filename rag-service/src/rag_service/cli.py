@@ -74,7 +74,7 @@ def migrate(ctx: typer.Context) -> None:
 
 @app.command()
 def serve(ctx: typer.Context) -> None:
-    """Run the HTTP API (host/port from HOST and PORT)."""
+    """Run the HTTP API (host/port from HOST and PORT; uvicorn options in http_hardening.py)."""
     from rag_service.main import run
 
     run(_settings(ctx))

@@ -23,6 +23,15 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Browser apps on other origins (comma-separated), e.g. the example web app.
     cors_origins: str = ""
+    # development | test | production. Production turns the API docs off by default.
+    # (Not read from a bare ENV variable: POSIX shells use $ENV for a start-up file path.)
+    rag_env: Literal["development", "test", "production"] = "development"
+    # /docs, /redoc and /openapi.json. Unset -> on, except when RAG_ENV=production.
+    api_docs_enabled: bool | None = None
+    # /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>`; unset -> no /metrics.
+    metrics_token: str | None = None
+    # Largest request line + headers accepted (bytes); more -> 400 and the connection closes.
+    max_request_header_bytes: int = 32_768
 
     # --- storage ----------------------------------------------------------------------
     # Where the embedded stores live (SQLite file, Qdrant Edge shard).
@@ -87,6 +96,12 @@ class Settings(BaseSettings):
     rate_limit_cheap: str = "300/minute"
     rate_limit_costly: str = "60/minute"
 
+    @field_validator("api_docs_enabled", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # `API_DOCS_ENABLED=` (e.g. from a compose `${VAR:-}`) means "not set", not an error.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("auth_algorithms")
     @classmethod
     def _only_asymmetric(cls, algorithms: list[str]) -> list[str]:
@@ -117,6 +132,12 @@ class Settings(BaseSettings):
         if self.llm_provider == "auto":
             return "gemini" if self.gemini_api_key else "extractive"
         return self.llm_provider
+
+    @property
+    def api_docs_on(self) -> bool:
+        if self.api_docs_enabled is not None:
+            return self.api_docs_enabled
+        return self.rag_env != "production"
 
     @property
     def cors_origin_list(self) -> list[str]:

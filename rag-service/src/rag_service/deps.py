@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rag_service.auth.tokens import CurrentUser, current_user
+from rag_service.auth.tokens import CurrentUser
 from rag_service.config import Settings
+from rag_service.errors import Unauthorized
 from rag_service.providers.base import Embedder, Generator
 from rag_service.ratelimit import Budget, RateLimiter
 from rag_service.runtime import Runtime
@@ -55,6 +57,24 @@ def get_embedder(runtime: RuntimeDep) -> Embedder:
 
 def get_generator(runtime: RuntimeDep) -> Generator:
     return runtime.generator
+
+
+_bearer = HTTPBearer(auto_error=False, description="Access JWT from the auth-service")
+
+
+async def current_user(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
+) -> CurrentUser:
+    """The verified caller, 401 for a missing/invalid token (503 if the JWKS is unreachable)."""
+    if credentials is None or not credentials.credentials.strip():
+        raise Unauthorized("missing bearer access token")
+    claims = await runtime.token_verifier.verify(credentials.credentials.strip())
+    user = CurrentUser(id=claims["sub"], claims=claims)
+    # Read by the access log (observability.py).
+    request.state.user_id = user.id
+    return user
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

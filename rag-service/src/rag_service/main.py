@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +29,7 @@ from rag_service.documents.service import repair_interrupted_ingestions
 from rag_service.errors import AppError, error_responses
 from rag_service import health
 from rag_service.history import api as history_api
+from rag_service.http_hardening import SECURITY_HEADERS, SecurityHeadersMiddleware, uvicorn_options
 from rag_service.observability import (
     REQUEST_ID_HEADER,
     BodySizeLimitMiddleware,
@@ -37,7 +39,7 @@ from rag_service.observability import (
 )
 from rag_service.runtime import Runtime, build_runtime
 from rag_service.search import api as search_api
-from rag_service.storage.db import is_database_unavailable, run_migrations
+from rag_service.storage.db import describe_database_error, is_database_unavailable, run_migrations
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ def error_response(request: Request, status: int, code: str, message: str, *,
     error: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
     if details is not None:
         error["details"] = details
-    response_headers = dict(headers or {})
+    # The 500 handler runs outside every middleware: set the security headers here too.
+    response_headers = {**SECURITY_HEADERS, **(headers or {})}
     if request_id:
         # The 500 handler runs outside the request-id middleware, so set it here too.
         response_headers[REQUEST_ID_HEADER] = request_id
@@ -97,6 +100,13 @@ def install_exception_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(request, exc.status_code, code, message, headers=exc.headers)
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def unencodable_text(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        # JSON may carry unpaired surrogates ("\ud800"): valid for json.loads, but no
+        # UTF-8 encoder (database driver, tokenizer, JSON column) accepts them. Bad input.
+        return error_response(request, 422, "invalid_text",
+                              "text contains unpaired UTF-16 surrogates (not valid Unicode)")
+
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
         return await _database_or_internal(request, exc)
@@ -112,18 +122,26 @@ def install_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        if is_database_unavailable(exc):
+        if is_database_unavailable(exc) or isinstance(exc, DBAPIError):
             return await _database_or_internal(request, exc)
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        _log_failure("unhandled error", request, exc, type(exc).__name__)
         return error_response(request, 500, "internal_error", "internal server error")
 
 
 async def _database_or_internal(request: Request, exc: Exception) -> JSONResponse:
     if is_database_unavailable(exc):
-        log.warning("database unavailable: %r", exc)
+        log.warning("database unavailable: %s", describe_database_error(exc))
         return error_response(request, 503, "service_unavailable", "database unavailable")
-    log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+    _log_failure("database error", request, exc, describe_database_error(exc))
     return error_response(request, 500, "internal_error", "internal server error")
+
+
+def _log_failure(what: str, request: Request, exc: BaseException, description: str) -> None:
+    """Log where it failed (route, exception type, stack) but never the exception's message:
+    messages of driver, database and parsing errors quote the values users sent."""
+    route = getattr(request.scope.get("route"), "path", None) or "(no route)"
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("%s on %s %s: %s\n%s", what, request.method, route, description, stack)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -151,11 +169,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             if owned:
                 await active.aclose()
 
+    docs_on = settings.api_docs_on
     app = FastAPI(
         title="rag-service",
         version="0.1.0",
         summary="Private documents, hybrid search and cited chat behind Better Auth JWTs",
         lifespan=lifespan,
+        # Off in production unless API_DOCS_ENABLED=true: the schema maps every route.
+        docs_url="/docs" if docs_on else None,
+        redoc_url="/redoc" if docs_on else None,
+        openapi_url="/openapi.json" if docs_on else None,
     )
     if runtime is not None:
         app.state.runtime = runtime
@@ -169,7 +192,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     # add_middleware wraps: the last added runs first (outermost).
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_upload_bytes + BODY_LIMIT_MARGIN_BYTES)
-    setup_metrics(app)
+    setup_metrics(app, token=settings.metrics_token)
     app.add_middleware(RequestContextMiddleware)
     if settings.cors_origin_list:
         app.add_middleware(
@@ -180,6 +203,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             allow_headers=["Authorization", "Content-Type", "Accept", REQUEST_ID_HEADER],
             expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
         )
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
 
 
@@ -190,5 +214,4 @@ def run(settings: Settings | None = None) -> None:
 
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))

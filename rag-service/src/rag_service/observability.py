@@ -7,11 +7,14 @@
 - `BodySizeLimitMiddleware`: 413 before reading when Content-Length is too big, and counts
   streamed (chunked) bodies too.
 - `/metrics`: prometheus-fastapi-instrumentator request metrics (one registry per app, so
-  several apps in one process - tests - don't clash) plus the process-wide counters of `metrics.py` (default registry).
+  several apps in one process - tests - don't clash) plus the process-wide counters of
+  `metrics.py` (default registry), only with `Authorization: Bearer $METRICS_TOKEN` (no token
+  configured -> no route).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -21,13 +24,15 @@ import uuid
 from contextvars import ContextVar
 from datetime import datetime, timezone
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rag_service.errors import Unauthorized
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -56,11 +61,26 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _InfoAndAbove(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+# Libraries that log payloads at DEBUG: sse-starlette logs every event it sends (answers,
+# sources with titles and snippets). Their DEBUG records are dropped whatever the levels.
+# (SQLAlchemy's result rows are dropped in storage/db.py.)
+_PAYLOAD_LOGGERS = ("sse_starlette.sse",)
+
+
 def configure_logging(level: str = "INFO") -> None:
     """JSON logs on stderr for the service's loggers (idempotent).
 
     If logging is already configured (handlers on the root logger: an operator's logging
     config, or pytest's capture), records just propagate there instead."""
+    for name in _PAYLOAD_LOGGERS:
+        payload_logger = logging.getLogger(name)
+        if not any(isinstance(f, _InfoAndAbove) for f in payload_logger.filters):
+            payload_logger.addFilter(_InfoAndAbove())
     logger = logging.getLogger("rag_service")
     logger.setLevel(level.upper())
     if logging.getLogger().handlers:
@@ -168,17 +188,27 @@ class BodySizeLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def setup_metrics(app: FastAPI) -> CollectorRegistry:
-    """Instrument `app` and expose `/metrics` (its request metrics + process-wide counters)."""
+def setup_metrics(app: FastAPI, token: str | None) -> CollectorRegistry:
+    """Instrument `app`; with a `token`, expose `/metrics` (its request metrics + the
+    process-wide counters) to requests bearing `Authorization: Bearer <token>`.
+
+    The API port is public, and metrics name routes, volumes and error rates: without a
+    token there is no /metrics route at all (404)."""
     registry = CollectorRegistry()
     Instrumentator(
         should_group_status_codes=False,
         excluded_handlers=["/metrics"],
         registry=registry,
     ).instrument(app)
+    if not token:
+        return registry
+    expected = f"Bearer {token}".encode()
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        presented = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(presented, expected):
+            raise Unauthorized("metrics need the metrics bearer token")
         return Response(generate_latest(registry) + generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return registry

@@ -3,8 +3,11 @@
 Rules (all fail closed):
 - The header `alg` must be in `settings.auth_algorithms` (asymmetric only) and is checked
   BEFORE any key lookup, so `none`/HS* tokens never cause a JWKS fetch.
-- Keys come from the JWKS at `settings.auth_jwks_url`, cached for `jwks_cache_seconds`.
-  A token with an unknown `kid` triggers a refetch, at most once per
+- Keys come from the JWKS at `settings.auth_jwks_url`, cached for `jwks_cache_seconds`,
+  stale-while-revalidate: a token whose `kid` is cached never waits for the network; once
+  the cache is older than its lifetime a refresh runs in the background. One fetch at a
+  time (single-flight): concurrent requests join the fetch in flight.
+  A token with an unknown `kid` triggers a fetch that it awaits, at most once per
   `jwks_refetch_min_interval` seconds (a flood of random kids costs one fetch per interval).
 - Each key is bound to one algorithm (PyJWK); a token whose `alg` differs from its key's is
   rejected, so an RSA/EC/OKP key can never be used as an HMAC secret.
@@ -25,9 +28,6 @@ from typing import Any
 
 import httpx
 import jwt
-from fastapi import Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
 from rag_service.config import Settings
 from rag_service.errors import ServiceUnavailable, Unauthorized
 
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 # Real access tokens are well under 2 KB; anything this big is junk, refuse before parsing.
 MAX_TOKEN_CHARS = 16_384
+# Owner columns are VARCHAR(255): a longer subject would fail in the database (a 500).
+MAX_SUBJECT_CHARS = 255
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,12 @@ class AccessTokenVerifier:
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._fetched_at: float | None = None  # last successful fetch (monotonic)
         self._attempted_at: float | None = None  # last fetch attempt, successful or not
-        self._lock = asyncio.Lock()
+        self._fetch: asyncio.Task[None] | None = None  # the one JWKS fetch in flight
 
     async def aclose(self) -> None:
+        if self._fetch is not None:
+            self._fetch.cancel()
+            await asyncio.gather(self._fetch, return_exceptions=True)
         if self._owns_client:
             await self._client.aclose()
 
@@ -107,34 +112,62 @@ class AccessTokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise Unauthorized("invalid access token: empty subject")
+        if len(sub) > MAX_SUBJECT_CHARS:
+            raise Unauthorized(f"invalid access token: subject longer than {MAX_SUBJECT_CHARS} characters")
         return claims
 
     # --- keys ---------------------------------------------------------------------------
 
     async def _key_for(self, kid: str | None) -> jwt.PyJWK:
-        now = time.monotonic()
-        fresh = self._fetched_at is not None and now - self._fetched_at < self._settings.jwks_cache_seconds
-        if fresh and (key := self._lookup(kid)) is not None:
+        key = self._lookup(kid)
+        if key is not None:
+            # Stale-while-revalidate: a known kid never waits for the network. An old cache
+            # is refreshed in the background, and only one fetch runs at a time.
+            if self._is_stale() and self._may_fetch():
+                self._start_fetch("cache expired")
             return key
-        # A fetch is needed: unknown kid (maybe the issuer rotated keys), or a cold/expired cache.
-        # Rate-limited either way; with nothing cached we retry sooner (at most once a second)
-        # so the service recovers quickly after the auth-service comes up.
-        interval = self._settings.jwks_refetch_min_interval
-        if self._fetched_at is None:
-            interval = min(interval, 1.0)
-        if self._attempted_at is None or now - self._attempted_at >= interval:
-            await self._refresh(reason="unknown kid" if fresh else "cache expired or empty")
-        elif self._lock.locked():
-            # A concurrent request's fetch is in flight (e.g. the first burst after start-up):
-            # wait for its result instead of failing; this starts no fetch of its own.
-            async with self._lock:
-                pass
+        # Unknown kid (maybe the issuer rotated keys) or a cold cache: this request needs the
+        # fetch's result. It joins a fetch already in flight, else starts one if the rate
+        # limit allows (a flood of random kids costs one fetch per interval).
+        fetch = self._in_flight()
+        if fetch is None and self._may_fetch():
+            fetch = self._start_fetch("unknown kid" if self._fetched_at is not None else "cache empty")
+        if fetch is not None:
+            # Shielded: a client that disconnects must not cancel the fetch others await.
+            await asyncio.shield(fetch)
         if self._fetched_at is None:
             raise JwksUnavailable("cannot reach the auth service to verify the access token")
         key = self._lookup(kid)
         if key is None:
             raise Unauthorized("access token signed by an unknown key")
         return key
+
+    def _is_stale(self) -> bool:
+        return self._fetched_at is None or time.monotonic() - self._fetched_at >= self._settings.jwks_cache_seconds
+
+    def _may_fetch(self) -> bool:
+        """Single-flight and rate-limited. With nothing cached we retry sooner (at most once
+        a second) so the service recovers quickly after the auth-service comes up."""
+        if self._in_flight() is not None:
+            return False
+        interval = self._settings.jwks_refetch_min_interval
+        if self._fetched_at is None:
+            interval = min(interval, 1.0)
+        return self._attempted_at is None or time.monotonic() - self._attempted_at >= interval
+
+    def _in_flight(self) -> asyncio.Task[None] | None:
+        return self._fetch if self._fetch is not None and not self._fetch.done() else None
+
+    def _start_fetch(self, reason: str) -> asyncio.Task[None]:
+        self._attempted_at = time.monotonic()
+        task = asyncio.get_running_loop().create_task(self._refresh(reason=reason))
+        self._fetch = task
+        task.add_done_callback(self._fetch_done)
+        return task
+
+    def _fetch_done(self, task: asyncio.Task[None]) -> None:
+        if self._fetch is task:
+            self._fetch = None
 
     def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
         if kid is None:
@@ -143,22 +176,22 @@ class AccessTokenVerifier:
         return self._keys.get(kid)
 
     async def _refresh(self, *, reason: str) -> None:
-        """Fetch the JWKS, one fetch at a time. On failure the cached keys stay as they are."""
-        attempted_before = self._attempted_at
-        async with self._lock:
-            if self._attempted_at != attempted_before:
-                return  # another request fetched while we waited: use its result
-            self._attempted_at = time.monotonic()
-            try:
-                response = await self._client.get(self._settings.auth_jwks_url)
-                response.raise_for_status()
-                keys = self._parse_jwks(response.json())
-            except (httpx.HTTPError, ValueError) as exc:
-                log.warning("jwks fetch failed (%s): %r", reason, exc)
-                return
-            self._keys = keys
-            self._fetched_at = self._attempted_at
-            log.info("jwks refreshed (%s): %d key(s)", reason, len(keys))
+        """Fetch the JWKS (one at a time, see `_start_fetch`). On failure the cached keys
+        stay as they are; nothing raises out of here (it may run with no one awaiting)."""
+        attempted_at = self._attempted_at
+        try:
+            response = await self._client.get(self._settings.auth_jwks_url)
+            response.raise_for_status()
+            keys = self._parse_jwks(response.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("jwks fetch failed (%s): %s", reason, type(exc).__name__)
+            return
+        except Exception:
+            log.exception("jwks fetch failed (%s)", reason)
+            return
+        self._keys = keys
+        self._fetched_at = attempted_at
+        log.info("jwks refreshed (%s): %d key(s)", reason, len(keys))
 
     def _parse_jwks(self, document: Any) -> dict[str | None, jwt.PyJWK]:
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
@@ -176,21 +209,3 @@ class AccessTokenVerifier:
                 continue  # e.g. an "oct" (HMAC) key: never usable here
             keys[jwk_data.get("kid")] = key
         return keys
-
-
-_bearer = HTTPBearer(auto_error=False, description="Access JWT from the auth-service")
-
-
-async def current_user(
-    request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
-) -> CurrentUser:
-    """FastAPI dependency: the verified caller, 401 for a missing/invalid token."""
-    if credentials is None or not credentials.credentials.strip():
-        raise Unauthorized("missing bearer access token")
-    verifier: AccessTokenVerifier = request.app.state.runtime.token_verifier
-    claims = await verifier.verify(credentials.credentials.strip())
-    user = CurrentUser(id=claims["sub"], claims=claims)
-    # Read by the access log (observability.py).
-    request.state.user_id = user.id
-    return user

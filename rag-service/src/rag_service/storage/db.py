@@ -26,6 +26,22 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 POSTGRES_CONNECT_TIMEOUT_S = 5
 HEALTH_CHECK_TIMEOUT_S = 3.0
+# pg_advisory_lock key held while migrating (any fixed bigint; "rag-migr" in ASCII), so
+# replicas starting together migrate one after another (see migrations/env.py).
+MIGRATION_LOCK_KEY = 0x7261672D6D696772
+
+
+class _DropResultRows(logging.Filter):
+    """SQLAlchemy logs every fetched row at DEBUG ("Row %r"): document texts, titles and
+    questions. hide_parameters covers bound parameters only, so rows are dropped here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("Row "))
+
+
+_SQLALCHEMY_ENGINE_LOGGER = logging.getLogger("sqlalchemy.engine.Engine")
+if not any(isinstance(f, _DropResultRows) for f in _SQLALCHEMY_ENGINE_LOGGER.filters):
+    _SQLALCHEMY_ENGINE_LOGGER.addFilter(_DropResultRows())
 
 
 def is_sqlite(url: str) -> bool:
@@ -50,11 +66,14 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: str) -> AsyncEngine:
     if is_sqlite(url):
         prepare_sqlite_file(url)
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
     return create_async_engine(
         url,
+        # Bound parameters are users' texts, titles and questions: never in logs or in
+        # exception messages (which end up in logs).
+        hide_parameters=True,
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=10,
@@ -100,6 +119,15 @@ async def check_database(engine: AsyncEngine) -> bool:
     except Exception as exc:  # any failure means "not healthy"; the reason goes to the log
         log.warning("database health check failed: %r", exc)
         return False
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """What a log may say about a database error: its type and SQLSTATE, never its message
+    (Postgres puts offending values in messages and DETAIL lines, e.g. unique keys)."""
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    name = type(orig).__name__ if orig is exc else f"{type(exc).__name__}({type(orig).__name__})"
+    return f"{name} sqlstate={sqlstate}" if sqlstate else name
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

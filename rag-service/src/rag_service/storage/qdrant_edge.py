@@ -1,10 +1,18 @@
 """The embedded vector store: a Qdrant Edge shard in a local directory.
 
-Edge runs inside this process: searches take well under a millisecond to a few
-milliseconds, so they run inline on the event loop (a thread hop would cost more than
-the search). Bulk writes run in a worker thread. A shard has a single writer, so writes
-are serialized by an asyncio lock, and only one rag-service process may open the
-directory (scale out with a Qdrant server instead).
+Measured (bench/edge_gil.py, 20k points, 2 shared cores): qdrant-edge-py 0.9 holds the GIL
+for the whole of every call (query, update, scroll, count). A 20k-point delete by filter
+stalled the event loop ~220 ms whether it ran inline or in a worker thread; 1,000 searches
+in a worker thread let the loop run only between searches (one ticker wake-up per search).
+So a thread hop does not make a call cheaper for the loop; what helps is making each call
+small:
+- searches and counts run inline (one search is a few ms; a thread hop would add its own
+  overhead and free nothing);
+- writes run in a worker thread in small operations (UPSERT_BATCH points, DELETE_BATCH
+  ids), so the loop gets the GIL back between them: the same 20k-point delete stalls the
+  loop at most ~15-35 ms, a 20k upsert ~9 ms (was 30-80 ms with 512 points a call).
+A shard has a single writer, so writes are serialized by an asyncio lock, and only one
+rag-service process may open the directory (scale out with a Qdrant server instead).
 """
 
 from __future__ import annotations
@@ -32,7 +40,12 @@ DENSE = "dense"
 SPARSE = "bm25"
 # Standard RRF constant (Cormack et al.); the server adapter uses the same value.
 RRF_K = 60
-UPSERT_BATCH = 512
+# Points per Edge write operation. qdrant-edge-py 0.9 holds the GIL for the whole of every
+# call (query, update, scroll), so a worker thread does not free the event loop during a
+# call; it gets the GIL back only between calls. Small operations bound the stall
+# (bench/edge_gil.py, docs/benchmarks.md).
+UPSERT_BATCH = 128
+DELETE_BATCH = 256
 
 
 def prefetch_limit(limit: int) -> int:
@@ -151,7 +164,7 @@ class EdgeVectorStore:
         request = self.build_query(query, where, limit, mode, dense_score_threshold)
         if request is None:
             return []
-        points = self._open().query(request)
+        points = self._open().query(request)  # inline on purpose: see the module docstring
         return [ChunkHit.from_payload(p.id, p.score, p.payload or {}) for p in points]
 
     def build_query(
@@ -191,9 +204,21 @@ class EdgeVectorStore:
         )
 
     async def delete(self, where: ChunkFilter) -> None:
-        operation = qe.UpdateOperation.delete_points_by_filter(edge_filter(where))
         async with self._write_lock:
-            await asyncio.to_thread(lambda: self._open().update(operation))
+            await asyncio.to_thread(self._delete_sync, edge_filter(where))
+
+    def _delete_sync(self, where: qe.Filter) -> None:
+        """Delete in pages of DELETE_BATCH ids: Edge holds the GIL for a whole operation,
+        and the event loop only gets the GIL back between operations."""
+        shard = self._open()
+        offset = None
+        while True:
+            page = qe.ScrollRequest(offset=offset, limit=DELETE_BATCH, filter=where, with_payload=False, with_vector=False)
+            records, offset = shard.scroll(page)
+            if records:
+                shard.update(qe.UpdateOperation.delete_points([record.id for record in records]))
+            if offset is None:
+                return
 
     async def count(self, where: ChunkFilter) -> int:
         return self._open().count(qe.CountRequest(filter=edge_filter(where), exact=True))

@@ -12,11 +12,11 @@ import asyncio
 import concurrent.futures
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from rag_service.storage.db import is_sqlite, prepare_sqlite_file
+from rag_service.storage.db import MIGRATION_LOCK_KEY, is_sqlite, prepare_sqlite_file
 from rag_service.storage.models import Base
 
 config = context.config
@@ -61,11 +61,26 @@ async def _run_async() -> None:
     url = _url()
     if is_sqlite(url):
         prepare_sqlite_file(url)  # the CLI may run before the data dir exists
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    engine = create_async_engine(url, poolclass=pool.NullPool, hide_parameters=True)
     try:
         async with engine.connect() as connection:
-            await connection.run_sync(_run_sync)
-            await connection.commit()
+            postgres = connection.dialect.name == "postgresql"
+            if postgres:
+                # Replicas starting together on one fresh database would all try to create
+                # the schema and all but one die with UniqueViolation. A session-level
+                # advisory lock on this connection makes them take turns: the first
+                # migrates, the others then find the database at head and do nothing.
+                # The lock dies with the connection if this process dies.
+                await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                await connection.commit()
+            try:
+                await connection.run_sync(_run_sync)
+                await connection.commit()
+            finally:
+                if postgres:
+                    await connection.rollback()
+                    await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                    await connection.commit()
     finally:
         await engine.dispose()
 
