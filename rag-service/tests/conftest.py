@@ -85,8 +85,10 @@ class JwksIssuer:
     def claims(self, sub: str, /, **overrides: Any) -> dict[str, Any]:
         now = int(time.time())
         claims: dict[str, Any] = {
-            "sub": sub, "id": sub, "iss": self.issuer, "aud": self.audience, "iat": now, "exp": now + 900,
-            "email": f"{sub}@example.com", "name": f"User {sub}", "emailVerified": False,
+            # What the real auth-service mints (shared-schemas/jwt-claims.schema.json; the e2e
+            # suite validates real tokens against it): no email, name or other user data.
+            "sub": sub, "sid": f"session-{sub}", "iss": self.issuer, "aud": self.audience,
+            "iat": now, "exp": now + 900,
         }
         claims.update(overrides)
         return {k: v for k, v in claims.items() if v is not None}  # None removes a claim

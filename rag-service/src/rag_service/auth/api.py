@@ -14,6 +14,8 @@ router = APIRouter(tags=["auth"])
 
 class MeResponse(BaseModel):
     user_id: str
+    # Kept for the seed contract; access tokens no longer carry an email (the auth-service's
+    # GET /auth/me has the profile), so this is null unless a foreign issuer adds one.
     email: str | None = None
     expires_at: int
 
