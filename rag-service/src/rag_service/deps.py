@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rag_service.auth.tokens import CurrentUser, current_user
 from rag_service.config import Settings
+from rag_service.documents.sandbox import ExtractionPool
 from rag_service.providers.base import Embedder, Generator
 from rag_service.runtime import Runtime
 from rag_service.storage.sparse import SparseEncoder
@@ -51,11 +52,17 @@ def get_generator(runtime: RuntimeDep) -> Generator:
     return runtime.generator
 
 
+def get_extraction_pool(runtime: RuntimeDep) -> ExtractionPool:
+    assert runtime.extraction_pool is not None  # built in Runtime.__post_init__
+    return runtime.extraction_pool
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 VectorStoreDep = Annotated[VectorStore, Depends(get_vector_store)]
 SparseEncoderDep = Annotated[SparseEncoder, Depends(get_sparse_encoder)]
 EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
 GeneratorDep = Annotated[Generator, Depends(get_generator)]
+ExtractionPoolDep = Annotated[ExtractionPool, Depends(get_extraction_pool)]
 # The verified caller; every protected route depends on it (401/503 otherwise).
 UserDep = Annotated[CurrentUser, Depends(current_user)]

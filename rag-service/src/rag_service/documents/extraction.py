@@ -226,11 +226,10 @@ def _read_pdf(source_name: str, data: bytes, limits: ExtractionLimits) -> tuple[
         if page_count > limits.max_pdf_pages:
             raise PayloadTooLarge(f"{source_name!r} has {page_count} pages; the limit is {limits.max_pdf_pages}",
                                   code="pdf_too_many_pages")
-        pages: list[str] = []
-        content_bytes = text_chars = 0
+        # Every page's content stream is decoded (bounded by pypdf's own decompression
+        # limits) and measured before any is interpreted: pages sharing one huge stream add up.
+        content_bytes = 0
         for page in reader.pages:
-            # The content stream is decoded (bounded by pypdf's own decompression limits)
-            # and measured before it is interpreted: pages sharing one huge stream add up.
             contents = page.get_contents()
             content_bytes += len(contents.get_data()) if contents is not None else 0
             if content_bytes > limits.max_inflated_bytes:
@@ -238,6 +237,9 @@ def _read_pdf(source_name: str, data: bytes, limits: ExtractionLimits) -> tuple[
                     f"{source_name!r} has page content streams larger than {limits.max_inflated_bytes} bytes in all",
                     code="pdf_content_too_large",
                 )
+        pages: list[str] = []
+        text_chars = 0
+        for page in reader.pages:
             pages.append(page.extract_text() or "")
             text_chars += len(pages[-1])
             if text_chars > 2 * limits.max_document_chars:
