@@ -10,8 +10,8 @@ import zipfile
 import zlib
 
 
-def many_paragraphs_html(count: int = 10_000) -> bytes:
-    return b"<html><body>" + b"<p>paragraph text</p>" * count + b"</body></html>"
+def many_paragraphs_html(count: int = 10_000, text: str = "paragraph text") -> bytes:
+    return b"<html><body>" + b"<p>%s</p>" % text.encode() * count + b"</body></html>"
 
 
 def nested_divs_html(depth: int = 100_000) -> bytes:
