@@ -76,8 +76,14 @@ class SandboxLimits:
 # --- inside a worker ---------------------------------------------------------------------
 
 
+# Workers run at a lower CPU priority than the server: on a busy host the event loop
+# (health checks, searches) gets the cores first and a hostile file waits.
+WORKER_NICENESS = 10
+
+
 def _init_worker(memory_mb: int) -> None:
-    """Runs once in each new worker: cap its address space."""
+    """Runs once in each new worker: lower its priority, cap its address space."""
+    os.nice(WORKER_NICENESS)
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     cap = memory_mb * 1024 * 1024
     if hard != resource.RLIM_INFINITY:
@@ -119,6 +125,7 @@ def worker_facts() -> dict[str, object]:
         "fastapi_imported": "fastapi" in sys.modules,
         "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0],
         "rlimit_cpu": resource.getrlimit(resource.RLIMIT_CPU)[0],
+        "niceness": os.nice(0),
     }
 
 

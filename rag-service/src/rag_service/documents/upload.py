@@ -61,7 +61,10 @@ async def store_uploads(
         if len(upload.data) > settings.max_upload_bytes:
             raise PayloadTooLarge(f"{upload.filename!r} is larger than the limit of {settings.max_upload_bytes} bytes")
         file = await pool.extract(upload.filename, upload.data)
-        service.prepare_content(file.content)
+        # The worker returns normalized, non-blank text: only the length is left to check
+        # (without normalizing a large text again on the event loop).
+        if len(file.content) > settings.max_document_chars:
+            raise PayloadTooLarge(f"content is longer than the limit of {settings.max_document_chars} characters")
         extracted.append((file, validate_title(title or file.title or file.source_name, settings)))
 
     stored = []
