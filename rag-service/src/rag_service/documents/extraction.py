@@ -156,7 +156,7 @@ def _sniff_binary(data: bytes) -> str | None:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 if "word/document.xml" in archive.namelist():
                     return DOCX
-        except zipfile.BadZipFile:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError):
             return None
     return None
 
@@ -271,7 +271,7 @@ def _read_docx(source_name: str, data: bytes, limits: ExtractionLimits) -> tuple
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             # Declared sizes, read from the central directory before anything is inflated.
             inflated = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
         raise Unprocessable(f"{source_name!r} is not a readable .docx file: {type(exc).__name__}") from exc
     if inflated > limits.max_inflated_bytes:
         raise PayloadTooLarge(

@@ -47,7 +47,7 @@ from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 
 import pebble
 
-from rag_service.documents.extraction import ExtractedFile, ExtractionLimits, extract
+from rag_service.documents.extraction import ExtractedFile, ExtractionLimits, extract, sanitize_source_name
 from rag_service.errors import AppError, PayloadTooLarge, ServiceUnavailable, Unprocessable
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,10 @@ def extract_in_worker(filename: str | None, data: bytes, limits: ExtractionLimit
         return extract(filename, data, limits)
     except MemoryError:
         os._exit(MEMORY_EXIT_CODE)
+    except AppError:
+        raise
+    except Exception as exc:  # a reader failing in a way nobody listed: still the file's fault, not a 500
+        raise Unprocessable(f"{sanitize_source_name(filename)!r} could not be read: {type(exc).__name__}") from None
 
 
 def worker_facts() -> dict[str, object]:
@@ -206,7 +210,7 @@ class ExtractionPool:
 
     async def extract(self, filename: str | None, data: bytes) -> ExtractedFile:
         """The file's text, read in a worker; a limit or a crash is a 413/422 naming it."""
-        name = repr(filename or "upload")
+        name = repr(sanitize_source_name(filename))
         # pebble aborts every queued task with BrokenProcessPool when a worker dies outside
         # a task (e.g. while receiving a file too big for its memory): bystanders retry once
         # on a fresh pool; a file that breaks the pool twice is over the memory limit.
