@@ -145,6 +145,7 @@ async def run(args: argparse.Namespace, base_url: str, issuer: JwksIssuer) -> in
             client, {"Authorization": f"Bearer {issuer.mint(f'bench-hostile-{i}')}"}, files, stop, statuses))
             for i in range(args.hostile_clients)]
         bulk_seconds = await bulk_ingest(client, issuer, args.docs, args.concurrency, statuses)
+        await asyncio.sleep(max(0.0, args.min_load_seconds - bulk_seconds))
         stop.set()
         await asyncio.gather(probe_task, *hostile)
 
@@ -173,10 +174,13 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent bulk uploads")
     parser.add_argument("--hostile-clients", type=int, default=2)
     parser.add_argument("--baseline-seconds", type=float, default=None)
+    parser.add_argument("--min-load-seconds", type=float, default=0.0,
+                        help="keep the hostile uploads going at least this long (e.g. with --docs 0)")
     parser.add_argument("--skip", action="append", default=[], metavar="FILE",
                         help="leave this hostile file out (e.g. shared.pdf), to attribute a figure")
     args = parser.parse_args()
-    args.docs = args.docs or (10 if args.quick else 50)
+    if args.docs is None:
+        args.docs = 10 if args.quick else 50
     args.baseline_seconds = args.baseline_seconds or (3.0 if args.quick else 10.0)
 
     for inherited in ("DATABASE_URL", "QDRANT_URL", "QDRANT_API_KEY", "GEMINI_API_KEY", "REDIS_URL"):

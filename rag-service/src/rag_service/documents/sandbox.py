@@ -142,6 +142,10 @@ class _LeanPopen(popen_forkserver.Popen):
     needs only the preloaded reader modules, never the server's entry script."""
 
     def _launch(self, process_obj: multiprocessing.process.BaseProcess) -> None:
+        if sys.version_info[:2] != (3, 11):
+            # Copied from 3.11; elsewhere use the stock launch (correct, only heavier).
+            super()._launch(process_obj)
+            return
         prep_data = spawn.get_preparation_data(process_obj._name)
         prep_data.pop("init_main_from_path", None)
         prep_data.pop("init_main_from_name", None)
