@@ -120,3 +120,16 @@ async def test_a_closed_pool_is_503(make_pool) -> None:
     await pool.aclose()
     with pytest.raises(ServiceUnavailable):
         await pool.extract("a.txt", b"text")
+
+
+async def test_closing_the_pool_stops_a_stuck_file(make_pool) -> None:
+    import asyncio
+
+    pool = make_pool(timeout_seconds=120, cpu_seconds=120)
+    await pool.extract("warm.txt", b"the worker is up")
+    stuck = asyncio.create_task(pool.extract("slow.pdf", SLOW_PDF))
+    await asyncio.sleep(0.5)
+    await pool.aclose()  # does not wait for the slow file
+    # The request reading it ends with a 503 instead of waiting forever.
+    with pytest.raises(ServiceUnavailable, match="shutting down"):
+        await asyncio.wait_for(stuck, timeout=60)

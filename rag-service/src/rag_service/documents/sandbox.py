@@ -37,7 +37,7 @@ import resource
 import signal
 import sys
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -185,6 +185,9 @@ class ExtractionPool:
         self._context.set_forkserver_preload(WORKER_PRELOAD)
         self._closed = False
         self._pool = self._new_pool()
+        # Futures handed out and not yet resolved: pebble's stop() leaves a running task's
+        # future pending forever, so `close` fails them itself.
+        self._in_flight: set[Future[Any]] = set()
 
     def _new_pool(self) -> pebble.ProcessPool:
         return pebble.ProcessPool(
@@ -199,10 +202,13 @@ class ExtractionPool:
             raise ServiceUnavailable("file extraction is shutting down; try again later")
         pool = self._pool
         try:
-            return pool, pool.schedule(function, args=args, timeout=self.sandbox.timeout_seconds)
+            future = pool.schedule(function, args=args, timeout=self.sandbox.timeout_seconds)
         except RuntimeError:  # pebble refuses tasks once it has marked itself broken
             pool = self._replace(pool)
-            return pool, pool.schedule(function, args=args, timeout=self.sandbox.timeout_seconds)
+            future = pool.schedule(function, args=args, timeout=self.sandbox.timeout_seconds)
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
+        return pool, future
 
     def _replace(self, broken: pebble.ProcessPool) -> pebble.ProcessPool:
         """A fresh pool instead of `broken` (once, however many tasks noticed it)."""
@@ -234,9 +240,14 @@ class ExtractionPool:
             except pebble.ProcessExpired as exc:
                 raise self._expired(name, exc.exitcode) from None
             except BrokenProcessPool:
+                if self._closed:
+                    raise ServiceUnavailable("file extraction is shutting down; try again later") from None
                 self._replace(pool)
-                if attempt == 2 or self._closed:
+                if attempt == 2:
                     raise self._memory_limit(name) from None
+            except RuntimeError as exc:  # the pool was stopped under this task (shutdown)
+                log.warning("extraction pool stopped during a task: %s", type(exc).__name__)
+                raise ServiceUnavailable("file extraction is shutting down; try again later") from None
         raise AssertionError("unreachable")
 
     def _memory_limit(self, name: str) -> PayloadTooLarge:
@@ -269,6 +280,12 @@ class ExtractionPool:
         self._closed = True
         self._pool.stop()
         self._pool.join(timeout=10)
+        for future in list(self._in_flight):
+            if not future.done():
+                try:
+                    future.set_exception(RuntimeError("the extraction pool was stopped"))
+                except InvalidStateError:  # resolved meanwhile
+                    pass
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
