@@ -102,7 +102,6 @@ def collect_files(path: Path, recursive: bool) -> list[Path]:
 
 
 async def ingest_files(runtime: Any, files: list[Path], user_id: str, progress: Progress | None = None) -> IngestSummary:
-    from rag_service.documents.extraction import extract
     from rag_service.documents.service import service_for
 
     summary = IngestSummary()
@@ -112,7 +111,8 @@ async def ingest_files(runtime: Any, files: list[Path], user_id: str, progress: 
             data = file.read_bytes()
             if len(data) > runtime.settings.max_upload_bytes:
                 raise AppError(f"larger than {runtime.settings.max_upload_bytes} bytes")
-            extracted = extract(file.name, data)
+            # Read in the sandboxed worker pool, with the same limits as an upload.
+            extracted = await runtime.extraction_pool.extract(file.name, data)
             async with runtime.sessionmaker() as session:
                 document, created = await service_for(runtime, session).save(
                     user_id, extracted.title or extracted.source_name, extracted.content,

@@ -90,6 +90,18 @@ class Settings(BaseSettings):
     max_page_size: int = 100
     max_history_turns: int = 20
 
+    # --- file extraction sandbox (documents/sandbox.py) ---------------------------------
+    # Worker processes reading uploaded files; each file runs under these limits, over
+    # which the upload is refused with a 413/422 naming the limit.
+    extraction_workers: int = Field(default=2, ge=1, le=64)
+    extraction_timeout_seconds: float = Field(default=60.0, gt=0)
+    extraction_cpu_seconds: int = Field(default=30, ge=1)
+    extraction_memory_mb: int = Field(default=1024, ge=128)
+    extraction_max_html_elements: int = Field(default=500_000, ge=1)
+    # libxml2 stops at 256 levels; deeper caps are lowered to 255.
+    extraction_max_html_depth: int = Field(default=200, ge=1)
+    extraction_max_pdf_pages: int = Field(default=2_000, ge=1)
+
     # --- rate limiting ----------------------------------------------------------------
     redis_url: str | None = None
     rate_limit_enabled: bool = True

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag_service.auth.tokens import CurrentUser
 from rag_service.config import Settings
+from rag_service.documents.sandbox import ExtractionPool
 from rag_service.errors import Unauthorized
 from rag_service.providers.base import Embedder, Generator
 from rag_service.ratelimit import Budget, RateLimiter
@@ -77,6 +78,11 @@ async def current_user(
     return user
 
 
+def get_extraction_pool(runtime: RuntimeDep) -> ExtractionPool:
+    assert runtime.extraction_pool is not None  # built in Runtime.__post_init__
+    return runtime.extraction_pool
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
@@ -84,6 +90,7 @@ VectorStoreDep = Annotated[VectorStore, Depends(get_vector_store)]
 SparseEncoderDep = Annotated[SparseEncoder, Depends(get_sparse_encoder)]
 EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
 GeneratorDep = Annotated[Generator, Depends(get_generator)]
+ExtractionPoolDep = Annotated[ExtractionPool, Depends(get_extraction_pool)]
 # The verified caller; every protected route depends on it (401/503 otherwise).
 UserDep = Annotated[CurrentUser, Depends(current_user)]
 

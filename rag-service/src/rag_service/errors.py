@@ -20,6 +20,17 @@ class AppError(Exception):
         self.headers = headers or {}
         self.details = details
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled whole (code included): extraction errors cross the sandbox's process boundary.
+        return (_restore_error, (type(self), self.message, self.__dict__.copy()))
+
+
+def _restore_error(cls: type[AppError], message: str, state: dict[str, Any]) -> AppError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class BadRequest(AppError):
     status_code = 400

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.config import Settings
+from rag_service.documents.extraction import ExtractionLimits
+from rag_service.documents.sandbox import ExtractionPool, SandboxLimits
 from rag_service.providers.base import Embedder, Generator
 from rag_service.providers.factory import build_embedder, build_generator
 from rag_service.ratelimit import RateLimiter
@@ -32,13 +34,20 @@ class Runtime:
     embedder: Embedder
     generator: Generator
     token_verifier: AccessTokenVerifier
+    # Sandboxed worker processes that read uploaded files (never the event loop). Built
+    # from the settings when not given; its workers start at the first upload.
+    extraction_pool: ExtractionPool | None = None
     # Built from `settings` (also by dataclasses.replace with other settings).
     rate_limiter: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.rate_limiter = RateLimiter(self.settings)
+        if self.extraction_pool is None:
+            self.extraction_pool = build_extraction_pool(self.settings)
 
     async def aclose(self) -> None:
+        if self.extraction_pool is not None:
+            await self.extraction_pool.aclose()
         await self.token_verifier.aclose()
         # HTTP providers hold clients, the local embedder a worker thread.
         for provider in (self.embedder, self.generator):
@@ -63,4 +72,9 @@ async def build_runtime(settings: Settings) -> Runtime:
         embedder=embedder,
         generator=build_generator(settings),
         token_verifier=AccessTokenVerifier(settings),
+        extraction_pool=build_extraction_pool(settings),
     )
+
+
+def build_extraction_pool(settings: Settings) -> ExtractionPool:
+    return ExtractionPool(SandboxLimits.from_settings(settings), ExtractionLimits.from_settings(settings))

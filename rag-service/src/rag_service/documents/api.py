@@ -10,13 +10,13 @@ from rag_service.deps import (
     CheapRateLimit,
     CostlyRateLimit,
     EmbedderDep,
+    ExtractionPoolDep,
     SessionDep,
     SettingsDep,
     SparseEncoderDep,
     UserDep,
     VectorStoreDep,
 )
-from rag_service.documents.extraction import ExtractedFile, extract
 from rag_service.documents.schemas import (
     DeleteResponse,
     DocumentDetail,
@@ -31,8 +31,9 @@ from rag_service.documents.schemas import (
     save_message,
 )
 from rag_service.documents.service import DocumentService
-from rag_service.documents.validation import parse_metadata_json, validate_title
-from rag_service.errors import PayloadTooLarge, Unprocessable, error_responses
+from rag_service.documents.upload import UploadedFile, check_upload_count, store_uploads
+from rag_service.documents.validation import parse_metadata_json
+from rag_service.errors import error_responses
 
 router = APIRouter(tags=["documents"])
 
@@ -79,47 +80,31 @@ async def save_document(
     response_model=UploadResponse,
     status_code=status.HTTP_201_CREATED,
     dependencies=[CostlyRateLimit],
-    responses={200: {"model": UploadResponse, "description": "Every file already existed"}, **error_responses(415)},
+    responses={200: {"model": UploadResponse, "description": "Every file already existed"},
+               **error_responses(413, 415, 422)},
 )
 async def upload_documents(
     files: Annotated[list[UploadFile], File(description="One or more .txt, .md, .html, .pdf or .docx files")],
     user: UserDep,
     service: DocumentServiceDep,
+    pool: ExtractionPoolDep,
     settings: SettingsDep,
     response: Response,
     title: Annotated[str | None, Form(description="Title (only with a single file)")] = None,
     metadata: Annotated[str | None, Form(description="JSON object applied to every file")] = None,
 ) -> UploadResponse:
-    if not files:
-        raise Unprocessable("no file uploaded: send one or more files in the `files` field")
-    if len(files) > settings.max_files_per_upload:
-        raise PayloadTooLarge(f"{len(files)} files uploaded; the limit is {settings.max_files_per_upload} per request")
-    if title is not None and len(files) > 1:
-        raise Unprocessable("`title` can only be given when uploading a single file")
+    check_upload_count(len(files), title, settings.max_files_per_upload)
     parsed_metadata = parse_metadata_json(metadata, settings)
-
-    # Every file is read and checked before any is stored: bad input changes nothing.
-    extracted: list[tuple[ExtractedFile, str]] = []
+    received = []
     for upload in files:
-        data = await upload.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise PayloadTooLarge(
-                f"{upload.filename!r} is larger than the limit of {settings.max_upload_bytes} bytes"
-            )
-        file = extract(upload.filename, data)
-        service.prepare_content(file.content)
-        document_title = validate_title(title or file.title or file.source_name, settings)
-        extracted.append((file, document_title))
-
+        # One byte over the limit is enough to refuse the file without reading all of it.
+        received.append(UploadedFile(upload.filename, await upload.read(settings.max_upload_bytes + 1)))
+    stored = await store_uploads(service, pool, user.id, received, settings, title=title, metadata=parsed_metadata)
     results = []
-    for file, document_title in extracted:
-        document, created = await service.save(
-            user.id, document_title, file.content, parsed_metadata,
-            source_name=file.source_name, mime_type=file.mime_type,
-        )
+    for item in stored:
         results.append(UploadedDocument(
-            document_id=document.id, title=document.title, created=created,
-            message=save_message(document, created),
+            document_id=item.document.id, title=item.document.title, created=item.created,
+            message=save_message(item.document, item.created),
         ))
     if not any(result.created for result in results):
         response.status_code = status.HTTP_200_OK

@@ -3,7 +3,13 @@
 The type is decided by the file name's extension AND checked against the bytes (PDF magic,
 ZIP container with a Word part), so a renamed binary is refused instead of being stored as
 garbage. Client-sent content types are not trusted. Errors are the service's 4xx errors:
-415 for a type we do not read, 422 for a file of a supported type we cannot read.
+415 for a type we do not read, 422 for a file of a supported type we cannot read, 413 for a
+file over one of the `ExtractionLimits` (element count, nesting depth, inflated size, pages).
+Every reader error (pypdf's `PyPdfError` family, python-docx, lxml, zipfile) is a 422.
+
+`extract` is pure CPU work on untrusted bytes: the service runs it only inside the
+sandboxed process pool (`documents/sandbox.py`), never on the event loop. Keep this
+module's imports light (no torch, no FastAPI): the pool's workers import it.
 
 `normalize_content` is the one normalization every document goes through (uploads and
 `/save-document` alike): the content hash used for deduplication is taken after it.
@@ -18,6 +24,7 @@ import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
 from rag_service.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
 
@@ -35,8 +42,6 @@ SUPPORTED_EXTENSIONS = ", ".join(sorted({".txt", ".md", ".html", ".pdf", ".docx"
 
 PDF_MAGIC = b"%PDF-"
 ZIP_MAGIC = b"PK\x03\x04"
-# A .docx is a ZIP; refuse ones that would inflate beyond this (zip bombs).
-MAX_DOCX_UNCOMPRESSED_BYTES = 200 * 1024 * 1024
 MAX_SOURCE_NAME_CHARS = 255
 # Control characters other than tab and newline: meaningless in text, and Postgres
 # refuses NUL in text columns. Form feed / vertical tab (PDF page breaks) become newlines.
@@ -51,6 +56,39 @@ class ExtractedFile:
     content: str
     # A title found inside the file (HTML <title>, PDF / DOCX properties), if any.
     title: str | None = None
+
+
+@dataclass(frozen=True)
+class ExtractionLimits:
+    """Caps on the work one file may cause (defaults = the default settings).
+
+    Derived from `Settings` by `ExtractionLimits.from_settings`: a .docx may inflate to and
+    a PDF's page content streams may decode to at most `INFLATE_FACTOR` x the document
+    character limit, checked before the XML / content is parsed.
+    """
+
+    max_document_chars: int = 2_000_000
+    max_html_elements: int = 500_000
+    max_html_depth: int = 200
+    max_pdf_pages: int = 2_000
+
+    INFLATE_FACTOR = 10
+
+    @property
+    def max_inflated_bytes(self) -> int:
+        return self.INFLATE_FACTOR * self.max_document_chars
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ExtractionLimits:
+        return cls(
+            max_document_chars=settings.max_document_chars,
+            max_html_elements=settings.extraction_max_html_elements,
+            max_html_depth=settings.extraction_max_html_depth,
+            max_pdf_pages=settings.extraction_max_pdf_pages,
+        )
+
+
+DEFAULT_LIMITS = ExtractionLimits()
 
 
 def normalize_content(text: str) -> str:
@@ -118,22 +156,30 @@ def _sniff_binary(data: bytes) -> str | None:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 if "word/document.xml" in archive.namelist():
                     return DOCX
-        except zipfile.BadZipFile:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError):
             return None
     return None
 
 
-def extract(filename: str | None, data: bytes) -> ExtractedFile:
-    """Plain text of an uploaded file (normalized), or a 415/422 naming the problem."""
+def extract(filename: str | None, data: bytes, limits: ExtractionLimits = DEFAULT_LIMITS) -> ExtractedFile:
+    """Plain text of an uploaded file (normalized), or a 413/415/422 naming the problem."""
     source_name = sanitize_source_name(filename)
     mime_type = detect_mime_type(source_name, data)
     reader = {TEXT_PLAIN: _read_text, MARKDOWN: _read_text, HTML: _read_html, PDF: _read_pdf, DOCX: _read_docx}
-    text, title = reader[mime_type](source_name, data)
+    text, title = reader[mime_type](source_name, data, limits)
+    _check_length(source_name, text, limits)
     content = normalize_content(text)
     if not content.strip():
         raise Unprocessable(f"{source_name!r} contains no text")
     return ExtractedFile(source_name=source_name, mime_type=mime_type, content=content,
                          title=" ".join(title.split()) if title and title.strip() else None)
+
+
+def _check_length(source_name: str, text: str, limits: ExtractionLimits) -> None:
+    # Normalizing never more than halves a text: beyond 2x the limit it cannot fit, so it
+    # is refused before the copies normalization makes (the service checks the exact limit).
+    if len(text) > 2 * limits.max_document_chars:
+        raise PayloadTooLarge(f"{source_name!r} holds more than the limit of {limits.max_document_chars} characters")
 
 
 def decode_text(source_name: str, data: bytes) -> str:
@@ -152,42 +198,19 @@ def decode_text(source_name: str, data: bytes) -> str:
     return text
 
 
-def _read_text(source_name: str, data: bytes) -> tuple[str, str | None]:
+def _read_text(source_name: str, data: bytes, limits: ExtractionLimits) -> tuple[str, str | None]:
     return decode_text(source_name, data), None
 
 
-# Elements after which rendered text starts a new paragraph or line.
-_BLOCK_TAGS = ["address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "figcaption",
-               "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li",
-               "main", "nav", "ol", "p", "pre", "section", "table", "tr", "ul"]
-_INVISIBLE_TAGS = ["script", "style", "noscript", "template", "head", "svg", "iframe", "object"]
+def _read_html(source_name: str, data: bytes, limits: ExtractionLimits) -> tuple[str, str | None]:
+    from rag_service.documents.html_text import html_to_text
+
+    return html_to_text(source_name, data, max_elements=limits.max_html_elements, max_depth=limits.max_html_depth)
 
 
-def _read_html(source_name: str, data: bytes) -> tuple[str, str | None]:
-    from bs4 import BeautifulSoup
-
-    # Bytes in: BeautifulSoup honours a <meta charset> and falls back to detection.
-    soup = BeautifulSoup(data, "lxml")
-    title = soup.title.get_text(" ", strip=True) if soup.title else None
-    for element in soup.find_all(_INVISIBLE_TAGS):
-        element.decompose()
-    for br in soup.find_all("br"):
-        br.replace_with("\n")
-    for cell in soup.find_all(["td", "th"]):
-        cell.insert_after(" | ")
-    for block in soup.find_all(_BLOCK_TAGS):
-        block.insert_before("\n\n")
-        block.insert_after("\n\n")
-    text = soup.get_text()
-    # Source formatting whitespace means nothing in HTML (except in <pre>, kept simple here).
-    lines = (" ".join(line.split()) for line in text.split("\n"))
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
-    return text, title
-
-
-def _read_pdf(source_name: str, data: bytes) -> tuple[str, str | None]:
+def _read_pdf(source_name: str, data: bytes, limits: ExtractionLimits) -> tuple[str, str | None]:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import PyPdfError
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -199,40 +222,79 @@ def _read_pdf(source_name: str, data: bytes) -> tuple[str, str | None]:
                 opened = 0
             if not opened:
                 raise Unprocessable(f"{source_name!r} is an encrypted PDF: remove the password and upload it again")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        page_count = len(reader.pages)
+        if page_count > limits.max_pdf_pages:
+            raise PayloadTooLarge(f"{source_name!r} has {page_count} pages; the limit is {limits.max_pdf_pages}",
+                                  code="pdf_too_many_pages")
+        # Every page's content stream is decoded (bounded by pypdf's own decompression
+        # limits) and measured before any is interpreted: pages sharing one huge stream add up.
+        content_bytes = 0
+        for page in reader.pages:
+            contents = page.get_contents()
+            content_bytes += len(contents.get_data()) if contents is not None else 0
+            if content_bytes > limits.max_inflated_bytes:
+                raise PayloadTooLarge(
+                    f"{source_name!r} has page content streams larger than {limits.max_inflated_bytes} bytes in all",
+                    code="pdf_content_too_large",
+                )
+        pages: list[str] = []
+        text_chars = 0
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            text_chars += len(pages[-1])
+            if text_chars > 2 * limits.max_document_chars:
+                raise PayloadTooLarge(f"{source_name!r} holds more than the limit of {limits.max_document_chars} characters")
         title = reader.metadata.title if reader.metadata else None
-    except Unprocessable:
+    except (Unprocessable, PayloadTooLarge):
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
-        raise Unprocessable(f"{source_name!r} is not a readable PDF: {exc}") from exc
+    except MemoryError:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, RecursionError,
+            ZeroDivisionError, UnicodeError, LookupError) as exc:
+        raise Unprocessable(f"{source_name!r} is not a readable PDF: {type(exc).__name__}: {_short(exc)}") from exc
     text = "\n\n".join(page.strip() for page in pages if page.strip())
     if not text:
         raise Unprocessable(f"{source_name!r} has no extractable text (a scanned PDF needs OCR first)")
     return text, str(title) if title else None
 
 
-def _read_docx(source_name: str, data: bytes) -> tuple[str, str | None]:
+def _short(exc: BaseException, limit: int = 200) -> str:
+    message = " ".join(str(exc).split())
+    return message if len(message) <= limit else message[:limit] + "..."
+
+
+def _read_docx(source_name: str, data: bytes, limits: ExtractionLimits) -> tuple[str, str | None]:
     import docx
     from docx.table import Table
 
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        if sum(info.file_size for info in archive.infolist()) > MAX_DOCX_UNCOMPRESSED_BYTES:
-            raise PayloadTooLarge(
-                f"{source_name!r} inflates to more than {MAX_DOCX_UNCOMPRESSED_BYTES // (1024 * 1024)} MB"
-            )
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            # Declared sizes, read from the central directory before anything is inflated.
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
+        raise Unprocessable(f"{source_name!r} is not a readable .docx file: {type(exc).__name__}") from exc
+    if inflated > limits.max_inflated_bytes:
+        raise PayloadTooLarge(
+            f"{source_name!r} inflates to {inflated} bytes; the limit is {limits.max_inflated_bytes} bytes",
+            code="docx_inflates_too_large",
+        )
+    try:
+        # A member whose real size differs from its declared size fails zipfile's CRC /
+        # length checks while it is read: the declared sums above are what bound the work.
         document = docx.Document(io.BytesIO(data))
-    except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors...
-        raise Unprocessable(f"{source_name!r} is not a readable .docx file: {exc}") from exc
-    parts: list[str] = []
-    # Body order: paragraphs and tables interleaved as in the document.
-    for item in document.iter_inner_content():
-        if isinstance(item, Table):
-            for row in item.rows:
-                cells = [cell.text.strip() for cell in row.cells]
-                if any(cells):
-                    parts.append(" | ".join(cells))
-        elif item.text.strip():
-            parts.append(item.text)
-    title = document.core_properties.title
+        parts: list[str] = []
+        # Body order: paragraphs and tables interleaved as in the document.
+        for item in document.iter_inner_content():
+            if isinstance(item, Table):
+                for row in item.rows:
+                    cells = [cell.text.strip() for cell in row.cells]
+                    if any(cells):
+                        parts.append(" | ".join(cells))
+            elif item.text.strip():
+                parts.append(item.text)
+        title = document.core_properties.title
+    except MemoryError:
+        raise
+    except Exception as exc:  # python-docx raises KeyError, ValueError, lxml and zipfile errors...
+        raise Unprocessable(f"{source_name!r} is not a readable .docx file: {type(exc).__name__}: {_short(exc)}") from exc
     return "\n\n".join(parts), title or None

@@ -1,0 +1,135 @@
+"""The extraction sandbox on real worker processes: limits, replacement, isolation.
+
+Each test builds its own small `ExtractionPool` (one worker, so "the next file works"
+proves the worker that hit a limit was replaced). No timing assertions: the files used
+need far more than the limits they are run under.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from hostile_files import shared_stream_pdf
+from rag_service.documents.extraction import ExtractionLimits
+from rag_service.documents.sandbox import ExtractionPool, SandboxLimits
+from rag_service.errors import PayloadTooLarge, ServiceUnavailable, Unprocessable
+
+# ~9 s of CPU for pypdf on this machine kind: far past the 1-2 s limits below.
+SLOW_PDF = shared_stream_pdf(pages=10, operations=20_000)
+
+
+@pytest_asyncio.fixture
+async def make_pool() -> AsyncIterator:
+    pools: list[ExtractionPool] = []
+
+    def make(limits: ExtractionLimits | None = None, **sandbox: object) -> ExtractionPool:
+        pool = ExtractionPool(SandboxLimits(**{"workers": 1, **sandbox}), limits or ExtractionLimits())
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        await pool.aclose()
+
+
+async def test_workers_are_lean_and_limited(make_pool) -> None:
+    import torch  # noqa: F401  (the server process has torch loaded; workers must not)
+
+    assert "torch" in sys.modules
+    facts = await make_pool(memory_mb=512).worker_facts()
+    assert facts["torch_imported"] is False and facts["fastapi_imported"] is False
+    assert facts["rlimit_as"] == 512 * 1024 * 1024
+
+
+async def test_a_file_is_read_in_a_worker(make_pool) -> None:
+    file = await make_pool().extract("notes.html", b"<h1>Title</h1><p>Body</p>")
+    assert (file.content, file.mime_type) == ("Title\n\nBody", "text/html")
+
+
+async def test_reader_errors_cross_the_process_boundary_with_their_code(make_pool) -> None:
+    pool = make_pool(ExtractionLimits(max_html_depth=50))
+    with pytest.raises(PayloadTooLarge) as caught:
+        await pool.extract("deep.html", b"<div>" * 100)
+    assert caught.value.code == "html_too_deep" and "deeper than 50 levels" in caught.value.message
+
+
+async def test_wall_clock_limit_is_422_and_the_worker_is_replaced(make_pool) -> None:
+    pool = make_pool(timeout_seconds=1, cpu_seconds=60)
+    before = await pool.worker_facts()
+    with pytest.raises(Unprocessable, match="longer than the extraction time limit of 1 s") as caught:
+        await pool.extract("slow.pdf", SLOW_PDF)
+    assert caught.value.code == "extraction_time_limit"
+    after = await pool.worker_facts()
+    assert after["pid"] != before["pid"]
+    assert (await pool.extract("ok.txt", b"still working")).content == "still working"
+
+
+async def test_cpu_limit_is_422_and_the_worker_is_replaced(make_pool) -> None:
+    pool = make_pool(timeout_seconds=120, cpu_seconds=1)
+    before = await pool.worker_facts()
+    with pytest.raises(Unprocessable, match="more than the extraction CPU limit of 1 s") as caught:
+        await pool.extract("slow.pdf", SLOW_PDF)
+    assert caught.value.code == "extraction_cpu_limit"
+    assert (await pool.worker_facts())["pid"] != before["pid"]
+    assert (await pool.extract("ok.txt", b"still working")).content == "still working"
+
+
+async def test_cpu_limit_is_per_file_not_per_worker_lifetime(make_pool) -> None:
+    pool = make_pool(cpu_seconds=1)
+    pid = (await pool.worker_facts())["pid"]
+    # Many small files add up past one CPU second without any of them being over it.
+    for _ in range(3):
+        await pool.extract("a.pdf", shared_stream_pdf(pages=1, operations=3_000))
+    assert (await pool.worker_facts())["pid"] == pid
+
+
+async def test_memory_limit_is_413_and_the_worker_is_replaced(make_pool) -> None:
+    # A 70 MB content stream compressed to ~70 KB: decoding it needs more than 128 MB.
+    from hostile_files import pdf_with_pages
+
+    bomb = pdf_with_pages(1, b"\0" * 70_000_000)
+    assert len(bomb) < 200_000
+    pool = make_pool(memory_mb=128)
+    before = await pool.worker_facts()
+    with pytest.raises(PayloadTooLarge, match="more than the extraction memory limit of 128 MB") as caught:
+        await pool.extract("bomb.pdf", bomb)
+    assert caught.value.code == "extraction_memory_limit"
+    assert (await pool.worker_facts())["pid"] != before["pid"]
+    assert (await pool.extract("ok.txt", b"still working")).content == "still working"
+
+
+async def test_other_files_are_read_while_one_worker_is_stuck(make_pool) -> None:
+    import asyncio
+
+    pool = make_pool(workers=2, timeout_seconds=60, cpu_seconds=60)
+    stuck = asyncio.create_task(pool.extract("slow.pdf", SLOW_PDF))
+    for index in range(5):
+        assert (await pool.extract(f"{index}.txt", b"quick")).content == "quick"
+    assert not stuck.done()
+    stuck.cancel()  # cancelling the request stops its worker
+    with pytest.raises(asyncio.CancelledError):
+        await stuck
+
+
+async def test_a_closed_pool_is_503(make_pool) -> None:
+    pool = make_pool()
+    await pool.aclose()
+    with pytest.raises(ServiceUnavailable):
+        await pool.extract("a.txt", b"text")
+
+
+async def test_closing_the_pool_stops_a_stuck_file(make_pool) -> None:
+    import asyncio
+
+    pool = make_pool(timeout_seconds=120, cpu_seconds=120)
+    await pool.extract("warm.txt", b"the worker is up")
+    stuck = asyncio.create_task(pool.extract("slow.pdf", SLOW_PDF))
+    await asyncio.sleep(0.5)
+    await pool.aclose()  # does not wait for the slow file
+    # The request reading it ends with a 503 instead of waiting forever.
+    with pytest.raises(ServiceUnavailable, match="shutting down"):
+        await asyncio.wait_for(stuck, timeout=60)
