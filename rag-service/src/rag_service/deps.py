@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rag_service.auth.tokens import CurrentUser, current_user
 from rag_service.config import Settings
+from rag_service.documents.quotas import IngestionGate
 from rag_service.providers.base import Embedder, Generator
 from rag_service.runtime import Runtime
 from rag_service.storage.sparse import SparseEncoder
@@ -51,11 +52,16 @@ def get_generator(runtime: RuntimeDep) -> Generator:
     return runtime.generator
 
 
+def get_ingestion_gate(runtime: RuntimeDep) -> IngestionGate | None:
+    return runtime.ingestion_gate
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 VectorStoreDep = Annotated[VectorStore, Depends(get_vector_store)]
 SparseEncoderDep = Annotated[SparseEncoder, Depends(get_sparse_encoder)]
 EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
 GeneratorDep = Annotated[Generator, Depends(get_generator)]
+IngestionGateDep = Annotated[IngestionGate | None, Depends(get_ingestion_gate)]
 # The verified caller; every protected route depends on it (401/503 otherwise).
 UserDep = Annotated[CurrentUser, Depends(current_user)]

@@ -127,15 +127,15 @@ async def _database_or_internal(request: Request, exc: Exception) -> JSONRespons
     return error_response(request, 500, "internal_error", "internal server error")
 
 
-def _repair_hook() -> Callable[[Runtime], Awaitable[Any]] | None:
-    """The documents feature's start-up repair (re-index documents left in `indexing`)."""
+def _repair_hooks() -> tuple[Callable[[Runtime], Awaitable[Any]], Callable[[Runtime], Awaitable[Any]]] | None:
+    """The documents feature's repair: (start-up pass, periodic loop) over stale claims."""
     try:
-        module = importlib.import_module("rag_service.documents.service")
+        module = importlib.import_module("rag_service.documents.maintenance")
     except ModuleNotFoundError as exc:
-        if exc.name == "rag_service.documents.service":
+        if exc.name == "rag_service.documents.maintenance":
             return None
         raise
-    return getattr(module, "repair_interrupted_ingestions", None)
+    return module.repair_interrupted_ingestions, module.repair_periodically
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -148,20 +148,26 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         active = runtime
+        periodic_repair: asyncio.Task[Any] | None = None
         if active is None:
             await asyncio.to_thread(run_migrations, settings)
             active = await build_runtime(settings)
-            repair = _repair_hook()
-            if repair is not None:
+            hooks = _repair_hooks()
+            if hooks is not None:
+                repair, repair_periodically = hooks
                 try:
                     await repair(active)
                 except Exception:
-                    # Those documents stay in `indexing` and are retried on the next start.
+                    # Those documents stay claimed-but-stale and the periodic pass retries them.
                     log.exception("repairing interrupted ingestions failed")
+                periodic_repair = asyncio.create_task(repair_periodically(active))
         app.state.runtime = active
         try:
             yield
         finally:
+            if periodic_repair is not None:
+                periodic_repair.cancel()
+                await asyncio.gather(periodic_repair, return_exceptions=True)
             if owned:
                 await active.aclose()
 

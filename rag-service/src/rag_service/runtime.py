@@ -7,16 +7,19 @@ Tests build their own `Runtime` (or override single dependencies) instead of pat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.config import Settings
+from rag_service.documents.quotas import IngestionGate
 from rag_service.providers.base import Embedder, Generator
 from rag_service.providers.factory import build_embedder, build_generator
 from rag_service.storage.db import create_engine_and_sessionmaker
 from rag_service.storage.factory import build_vector_store
+from rag_service.storage.models import utcnow
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import VectorStore
 
@@ -31,6 +34,9 @@ class Runtime:
     embedder: Embedder
     generator: Generator
     token_verifier: AccessTokenVerifier
+    ingestion_gate: IngestionGate | None = None
+    # Start-up repair on a single-process vector store treats older claims as stale.
+    started_at: datetime = field(default_factory=utcnow)
 
     async def aclose(self) -> None:
         await self.token_verifier.aclose()
@@ -57,4 +63,5 @@ async def build_runtime(settings: Settings) -> Runtime:
         embedder=embedder,
         generator=build_generator(settings),
         token_verifier=AccessTokenVerifier(settings),
+        ingestion_gate=IngestionGate.from_settings(settings),
     )
