@@ -69,6 +69,8 @@ INGEST_BATCH = 256
 # Point ids are uuid5(document id, generation, chunk index): two runs of one document never
 # write the same point, so one run's cleanup cannot remove the other's vectors.
 POINT_ID_NAMESPACE = uuid.UUID("6f1c2a4e-8d0b-5e4f-9a37-2b8e5d1c0f6a")
+# Lookups of a concurrently saved/deleted duplicate before giving up with 409.
+SAVE_ATTEMPTS = 5
 INTERNAL_INDEXING_ERROR = "internal error while indexing the document; try again later"
 
 
@@ -162,40 +164,39 @@ class DocumentService:
         metadata = validate_metadata(metadata, self._settings)
         digest = content_hash(content)
 
-        existing = await self._find_by_hash(user_id, digest)
-        if existing is not None and existing.status == DocumentStatus.DELETING:
-            raise Conflict("a document with the same content is being deleted; try again in a moment")
-        if existing is not None and existing.status != DocumentStatus.FAILED:
-            return existing, False
-        async with self._gate.slot():
-            if existing is not None:
-                # An earlier attempt failed: this save is the retry, with the new fields.
-                generation = await claims.claim_failed_for_retry(
-                    self._session, existing.id, title=title, metadata_=metadata,
-                    source_name=source_name, mime_type=mime_type,
-                )
-                if generation is None:  # another save or a reindex claimed it first
-                    return await self._refetch(existing), False
-                document = await self._refetch(existing)
-            else:
-                document = Document(
-                    user_id=user_id, title=title, content=content, content_hash=digest,
-                    content_chars=len(content), source_name=source_name, mime_type=mime_type,
-                    metadata_=metadata, status=DocumentStatus.INDEXING, chunk_count=0,
-                    generation=1, claimed_at=utcnow(),
-                )
-                try:
-                    await insert_within_quota(self._session, document, self._settings, self._gate)
-                except IntegrityError:
-                    # The same content was saved concurrently by this user: return that one.
-                    await self._session.rollback()
-                    existing = await self._find_by_hash(user_id, digest)
-                    if existing is None:
-                        raise
-                    return existing, False
-                generation = document.generation
-            await self._ingest(document, generation)
-        return document, True
+        for _ in range(SAVE_ATTEMPTS):
+            existing = await self._find_by_hash(user_id, digest)
+            if existing is not None and existing.status == DocumentStatus.DELETING:
+                raise Conflict("a document with the same content is being deleted; try again in a moment")
+            if existing is not None and existing.status != DocumentStatus.FAILED:
+                return existing, False
+            async with self._gate.slot():
+                if existing is not None:
+                    # An earlier attempt failed: this save is the retry, with the new fields.
+                    generation = await claims.claim_failed_for_retry(
+                        self._session, existing.id, title=title, metadata_=metadata,
+                        source_name=source_name, mime_type=mime_type,
+                    )
+                    if generation is None:  # another save, a reindex or a delete came first
+                        continue
+                    document = await self._refetch(existing)
+                else:
+                    document = Document(
+                        user_id=user_id, title=title, content=content, content_hash=digest,
+                        content_chars=len(content), source_name=source_name, mime_type=mime_type,
+                        metadata_=metadata, status=DocumentStatus.INDEXING, chunk_count=0,
+                        generation=1, claimed_at=utcnow(),
+                    )
+                    try:
+                        await insert_within_quota(self._session, document, self._settings, self._gate)
+                    except IntegrityError:
+                        # The same content was saved concurrently by this user: look again.
+                        await self._session.rollback()
+                        continue
+                    generation = document.generation
+                await self._ingest(document, generation)
+            return document, True
+        raise Conflict("the same content is being saved and deleted concurrently; try again")
 
     async def _find_by_hash(self, user_id: str, digest: str) -> Document | None:
         query = select(Document).where(Document.user_id == user_id, Document.content_hash == digest)
