@@ -110,7 +110,9 @@ async def insert_within_quota(session: AsyncSession, document: Document, setting
         usage = await usage_of(session, document.user_id, settings)
         problem = _over_quota(usage, document.content_chars)
         if problem is not None:
-            await session.rollback()
+            # Commit, not rollback: it only ends the read (and the lock) and, unlike a
+            # rollback, leaves the session's other objects loaded.
+            await session.commit()
             raise QuotaExceeded(problem, details={
                 "documents": usage.documents, "characters": usage.characters,
                 "max_documents": usage.max_documents, "max_characters": usage.max_characters,
