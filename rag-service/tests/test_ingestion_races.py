@@ -28,7 +28,7 @@ from ingestion_support import (
     service,
     wait_for_row,
 )
-from rag_service.errors import Conflict, NotFound
+from rag_service.errors import Conflict, NotFound, ServiceUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.models import DocumentStatus
@@ -56,10 +56,9 @@ async def parts(database_url, make_settings, embedder, tmp_path) -> AsyncIterato
     await engine.dispose()
 
 
-def with_lease(parts: Parts, make_settings: Any, lease: float) -> Parts:
+def with_lease(parts: Parts, lease: float) -> Parts:
     """The same stores seen by a repairer whose claim lease is `lease` seconds."""
-    settings = make_settings(database_url=parts.settings.database_url, ingest_claim_lease_seconds=lease,
-                             **SMALL_CHUNKS)
+    settings = parts.settings.model_copy(update={"ingest_claim_lease_seconds": lease})
     return Parts(settings, parts.engine, parts.sessionmaker, parts.vector_store, parts.sparse_encoder, parts.embedder)
 
 
@@ -133,8 +132,8 @@ class Round:
         return wrong
 
 
-async def test_concurrent_upload_reindex_delete_repair_keep_the_invariant(parts: Parts, make_settings) -> None:
-    thief = with_lease(parts, make_settings, lease=0.001)
+async def test_concurrent_upload_reindex_delete_repair_keep_the_invariant(parts: Parts) -> None:
+    thief = with_lease(parts, lease=0.001)
     rounds = []
     for seed in range(ROUNDS):
         race = Round(parts, thief, seed)
@@ -209,3 +208,42 @@ async def test_delete_during_ingestion_leaves_no_vectors(parts: Parts) -> None:
 
     _, document_id = await asyncio.gather(upload(), delete())
     assert await check_invariant(parts, [user], {document_id}) == {}
+
+
+class DeleteFailsOnce:
+    """The real store, except that its first delete fails after really running half of it
+    (nothing), as when the store goes away mid-request."""
+
+    def __init__(self, store: Any) -> None:
+        self._store, self.failed = store, False
+
+    async def delete(self, where: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ServiceUnavailable("the vector database is unreachable")
+        await self._store.delete(where)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_interrupted_delete_is_finished_by_a_retry_or_by_repair(parts: Parts) -> None:
+    user = new_user()
+    async with parts.sessionmaker() as session:
+        docs = service(parts, session)
+        first, _ = await docs.save(user, "First", paragraphs("first", 3))
+        second, _ = await docs.save(user, "Second", paragraphs("second", 3))
+        for document in (first, second):
+            with pytest.raises(ServiceUnavailable):
+                await service(parts, session, vector_store=DeleteFailsOnce(parts.vector_store)).delete(
+                    user, document.id)
+            assert (await docs.get(user, document.id)).status == DocumentStatus.DELETING
+        # Saving the same content while it is being deleted is a clear 409.
+        with pytest.raises(Conflict):
+            await docs.save(user, "Again", paragraphs("first", 3))
+        await docs.delete(user, first.id)  # the client's retry
+    # Repair finishes the other one (its `deleting` claim is stale for a repairer whose
+    # lease is a millisecond; the service's own lease is longer).
+    await asyncio.sleep(0.01)
+    assert await repair_interrupted_ingestions(with_lease(parts, 0.001)) == 1
+    assert await check_invariant(parts, [user], {first.id, second.id}) == {}

@@ -71,7 +71,7 @@ async def claim_failed_for_retry(session: AsyncSession, document_id: str, **fiel
 
 
 async def claim_for_delete(session: AsyncSession, user_id: str, document_id: str) -> int | None:
-    """Mark the row `deleting` (a tombstone hidden from reads), revoking any ingestion claim."""
+    """Mark the row `deleting`, revoking any ingestion claim."""
     return await _bump(
         session,
         [Document.id == document_id, Document.user_id == user_id],
@@ -111,7 +111,7 @@ async def _conditional(session: AsyncSession, document_id: str, generation: int,
     return result.rowcount == 1
 
 
-async def remove_tombstone(session: AsyncSession, document_id: str) -> None:
+async def remove_deleted_row(session: AsyncSession, document_id: str) -> None:
     await session.execute(
         delete(Document).where(Document.id == document_id, Document.status == DocumentStatus.DELETING)
         .execution_options(synchronize_session=False)

@@ -19,9 +19,9 @@ Claim protocol (SQL side in `claims.py`):
   - A run that lost its claim changes nothing in SQL and removes only points of its own
     (or older) generation; the holder's points are newer and stay. If the row is gone it
     removes every point of the document.
-  - Delete marks the row `deleting` (a tombstone hidden from reads, claiming it), removes
-    every vector of the document, then the row; a failure in between is finished by
-    deleting again or by repair.
+  - Delete marks the row `deleting` (claiming it), removes every vector of the document,
+    then the row; a failure in between leaves it `deleting` until deleting again or repair
+    finishes the job.
   - Repair (`maintenance.py`, at start-up and periodically) claims only stale rows: an
     `indexing`/`deleting` row whose heartbeat is older than INGEST_CLAIM_LEASE_SECONDS
     (or, with the single-process Qdrant Edge store, older than this process), with
@@ -342,18 +342,14 @@ class DocumentService:
 
     # --- read / delete ------------------------------------------------------------------
 
-    def _visible(self, user_id: str) -> list[Any]:
-        # A `deleting` row is a tombstone: gone for every read, still counted by quotas.
-        return [Document.user_id == user_id, Document.status != DocumentStatus.DELETING]
-
     async def list(self, user_id: str, page: int = 1, limit: int = 20) -> DocumentPage:
         if page < 1 or not 1 <= limit <= self._settings.max_page_size:
             raise Unprocessable(f"page must be >= 1 and limit between 1 and {self._settings.max_page_size}")
-        total = await self._session.scalar(select(func.count()).select_from(Document).where(*self._visible(user_id)))
+        total = await self._session.scalar(select(func.count()).select_from(Document).where(Document.user_id == user_id))
         query = (
             select(Document)
             .options(defer(Document.content))  # listing never needs the (large) content
-            .where(*self._visible(user_id))
+            .where(Document.user_id == user_id)
             .order_by(Document.created_at.desc(), Document.id.desc())
             .offset((page - 1) * limit)
             .limit(limit)
@@ -364,16 +360,18 @@ class DocumentService:
     async def get(self, user_id: str, document_id: str) -> Document:
         if "\x00" in document_id:  # never in an id; PostgreSQL would refuse the query (500)
             raise NotFound("document not found")
-        query = select(Document).where(Document.id == document_id, *self._visible(user_id))
+        query = (select(Document).where(Document.id == document_id, Document.user_id == user_id)
+                 .execution_options(populate_existing=True))  # claims are UPDATEs the session does not see
         document = (await self._session.scalars(query)).first()
         if document is None:
             raise NotFound("document not found")
         return document
 
     async def delete(self, user_id: str, document_id: str) -> None:
-        """Tombstone the row (revoking any ingestion claim), remove every vector of the
-        document, then the row. A failure leaves the tombstone: deleting again, or repair,
-        finishes the job; an ingestion still running finds its claim gone and cleans up."""
+        """Mark the row `deleting` (revoking any ingestion claim), remove every vector of the
+        document, then the row. A failure leaves it `deleting` (listed with that status):
+        deleting again, or repair, finishes the job; an ingestion still running finds its
+        claim gone and cleans up after itself."""
         if "\x00" in document_id:
             raise NotFound("document not found")
         if await claims.claim_for_delete(self._session, user_id, document_id) is None:
@@ -382,7 +380,7 @@ class DocumentService:
 
     async def finish_delete(self, user_id: str, document_id: str) -> None:
         await self._vector_store.delete(tenant_filter(user_id, document_ids=[document_id]))
-        await claims.remove_tombstone(self._session, document_id)
+        await claims.remove_deleted_row(self._session, document_id)
 
 
 class ClaimLost(Exception):

@@ -31,7 +31,7 @@ class DocumentStatus:
     INDEXING = "indexing"
     READY = "ready"
     FAILED = "failed"
-    # Tombstone: vectors are being removed, then the row goes (hidden from reads).
+    # Being deleted: its vectors are being removed, then the row goes.
     DELETING = "deleting"
 
 
