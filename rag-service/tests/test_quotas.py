@@ -138,3 +138,26 @@ async def test_usage_and_quota_over_http(app_factory, make_settings, auth_header
         assert usage == {"documents": 1, "characters": len("first one"), "max_documents": 1, "max_characters": 0}
         listed = (await client.get("/documents", headers=headers)).json()
         assert listed["total"] == 1
+
+
+def test_migration_backfills_character_counts_and_leaves_old_rows_claimable(make_settings) -> None:
+    import sqlalchemy as sa
+
+    from rag_service.storage.db import run_migrations as migrate
+
+    settings = make_settings()
+    migrate(settings, "0001_initial")
+    engine = sa.create_engine(settings.sqlalchemy_url.replace("+aiosqlite", ""))
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(
+                "INSERT INTO documents (id, user_id, title, content, content_hash, mime_type, metadata, status, "
+                "chunk_count, created_at, updated_at) VALUES ('d1', 'u1', 't', 'héllo wörld', 'h', 'text/plain', "
+                "'{}', 'indexing', 0, '2025-01-01 00:00:00', '2025-01-01 00:00:00')"))
+        migrate(settings)
+        with engine.connect() as connection:
+            row = connection.execute(sa.text(
+                "SELECT content_chars, generation, claimed_at FROM documents WHERE id = 'd1'")).one()
+    finally:
+        engine.dispose()
+    assert tuple(row) == (len("héllo wörld"), 0, None)
