@@ -119,11 +119,13 @@ async def remove_deleted_row(session: AsyncSession, document_id: str) -> None:
     await session.commit()
 
 
-async def current_generation(session: AsyncSession, document_id: str) -> int | None:
-    """The row's generation, or None when the row is gone."""
-    generation = await session.scalar(select(Document.generation).where(Document.id == document_id))
+async def current_state(session: AsyncSession, document_id: str) -> tuple[int, str] | None:
+    """The row's (generation, status), or None when the row is gone."""
+    row = (await session.execute(
+        select(Document.generation, Document.status).where(Document.id == document_id)
+    )).first()
     await session.commit()
-    return generation
+    return None if row is None else (row.generation, row.status)
 
 
 async def claim_stale(session: AsyncSession, stale_before: datetime) -> Claim | None:

@@ -20,7 +20,7 @@ from rag_service.documents import claims
 from rag_service.documents.chunking import Chunk, Chunker
 from rag_service.errors import AppError, NotFound, ServiceUnavailable
 from rag_service.providers.base import Embedder
-from rag_service.storage.models import Document
+from rag_service.storage.models import Document, DocumentStatus
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import ChunkPoint, VectorStore, generation_filter, tenant_filter
 
@@ -95,14 +95,14 @@ class Indexer:
         await refetch(self.session, document)
 
     async def _after_lost_claim(self, document: Document, generation: int) -> None:
-        current = await claims.current_generation(self.session, document.id)
-        if current is None:
-            # The row is gone (deleted): nothing may keep vectors of it, whoever wrote them.
+        state = await claims.current_state(self.session, document.id)
+        if state is None or state[1] == DocumentStatus.DELETING:
+            # Deleted (or being deleted): nothing may keep vectors of it, whoever wrote them.
             await self.vector_store.delete(tenant_filter(document.user_id, document_ids=[document.id]))
             raise NotFound("the document was deleted while it was being indexed")
         # Only points at or below our generation: the claim holder's (newer) points stay.
         await self.vector_store.delete(generation_filter(document.user_id, document.id, below=generation + 1))
-        log.info("document %s: claim %d superseded by %d", document.id, generation, current)
+        log.info("document %s: claim %d superseded by %d", document.id, generation, state[0])
         await refetch(self.session, document)
 
     async def _fail(self, doc_id: str, user_id: str, generation: int, exc: BaseException) -> None:

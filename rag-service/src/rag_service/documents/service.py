@@ -182,7 +182,8 @@ class DocumentService:
         raise Conflict("the same content is being saved and deleted concurrently; try again")
 
     async def _find_by_hash(self, user_id: str, digest: str) -> Document | None:
-        query = select(Document).where(Document.user_id == user_id, Document.content_hash == digest)
+        query = (select(Document).where(Document.user_id == user_id, Document.content_hash == digest)
+                 .execution_options(populate_existing=True))  # the loop in `save` must see claims
         return (await self._session.scalars(query)).first()
 
     async def _refetch(self, document: Document) -> Document:
