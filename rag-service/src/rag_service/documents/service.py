@@ -271,3 +271,13 @@ def service_for(runtime: Runtime, session: AsyncSession) -> DocumentService:
     return DocumentService(session, runtime.vector_store, runtime.sparse_encoder, runtime.embedder, runtime.settings,
                            gate=getattr(runtime, "ingestion_gate", None),
                            ingest_batch=runtime.settings.ingest_batch_size)
+
+
+def __getattr__(name: str) -> Any:
+    # Maintenance moved to documents/maintenance.py (which imports this module); older
+    # imports of it from here keep working.
+    if name in {"repair_interrupted_ingestions", "reindex_all", "ReindexReport"}:
+        from rag_service.documents import maintenance
+
+        return getattr(maintenance, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
