@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import select
 
 from ingestion_support import (
     SMALL_CHUNKS,
@@ -31,7 +32,7 @@ from ingestion_support import (
 from rag_service.errors import Conflict, NotFound, ServiceUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
-from rag_service.storage.models import DocumentStatus
+from rag_service.storage.models import Document, DocumentStatus
 from rag_service.storage.qdrant_edge import EdgeVectorStore
 from rag_service.storage.sparse import SparseEncoder
 
@@ -247,3 +248,23 @@ async def test_interrupted_delete_is_finished_by_a_retry_or_by_repair(parts: Par
     await asyncio.sleep(0.01)
     assert await repair_interrupted_ingestions(with_lease(parts, 0.001)) == 1
     assert await check_invariant(parts, [user], {first.id, second.id}) == {}
+
+
+async def test_concurrent_repairs_claim_each_stale_row_once(parts: Parts) -> None:
+    """Replicas repairing at once (SKIP LOCKED on Postgres, compare-and-set on SQLite):
+    every stale row is claimed by exactly one of them, exactly once."""
+    user = new_user()
+    async with parts.sessionmaker() as session:
+        crashed = [Document(user_id=user, title=f"Crashed {i}", content=paragraphs(f"crashed{i}", 2),
+                            content_hash=f"{i:064d}", mime_type="text/plain", metadata_={},
+                            status=DocumentStatus.INDEXING, generation=1, claimed_at=None)
+                   for i in range(6)]
+        session.add_all(crashed)
+        await session.commit()
+    claimed = await asyncio.gather(*(repair_interrupted_ingestions(parts) for _ in range(3)))
+    assert sum(claimed) == len(crashed)
+    async with parts.sessionmaker() as session:
+        rows = (await session.execute(select(Document.status, Document.generation)
+                                      .where(Document.user_id == user))).all()
+    assert sorted(rows) == [(DocumentStatus.READY, 2)] * len(crashed)
+    await check_invariant(parts, [user])
