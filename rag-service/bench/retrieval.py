@@ -277,6 +277,8 @@ async def main(args: argparse.Namespace) -> None:
     settings = Settings(_env_file=None, data_dir=work_dir / key, database_url=None, qdrant_url=None,
                         embedding_provider="local", llm_provider="extractive", rate_limit_enabled=False,
                         chunk_size_tokens=args.chunk_size, chunk_overlap_tokens=args.overlap, log_level="WARNING",
+                        # One user holds the whole corpus (over 1,000 documents): no per-user quota.
+                        quota_max_documents=0, quota_max_characters=0,
                         # The query length limit is a service policy; the benchmark judges every query.
                         max_query_chars=max(Settings().max_query_chars, *(len(q) for q in queries.values())))
     embedder, sparse = LocalEmbedder(settings), SparseEncoder()

@@ -16,7 +16,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
-from rag_service.documents.service import DocumentService, point_id, reindex_all, repair_interrupted_ingestions
+from rag_service.documents.maintenance import reindex_all, repair_interrupted_ingestions
+from rag_service.documents.service import DocumentService, point_id
 from rag_service.errors import NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
 from rag_service.providers.base import ProviderUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
@@ -101,7 +102,7 @@ async def test_save_indexes_and_is_searchable(runtime_parts: Runtime) -> None:
     hit = hits[0]
     assert LONG_TEXT[hit.start : hit.end] == hit.text  # raw text stored, offsets exact
     assert hit.title == "Storage engine notes" and hit.metadata == {"team": "db", "tags": ["wal", "mvcc"]}
-    assert hit.id == point_id(document.id, hit.chunk_index)
+    assert hit.id == point_id(document.id, hit.chunk_index, document.generation)
 
 
 async def test_duplicate_content_returns_the_existing_document(runtime_parts: Runtime) -> None:

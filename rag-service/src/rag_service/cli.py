@@ -165,7 +165,7 @@ def ingest(
 @app.command()
 def reindex(ctx: typer.Context) -> None:
     """Re-embed every document from SQL into the current embedding model's collection."""
-    from rag_service.documents.service import reindex_all
+    from rag_service.documents.maintenance import reindex_all
 
     async def work(runtime: Any) -> Any:
         with _progress() as progress:

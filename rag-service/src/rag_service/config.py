@@ -102,6 +102,21 @@ class Settings(BaseSettings):
     extraction_max_html_depth: int = Field(default=200, ge=1)
     extraction_max_pdf_pages: int = Field(default=2_000, ge=1)
 
+    # --- quotas and ingestion -----------------------------------------------------------
+    # Per user; 0 = unlimited. Every stored document counts (failed ones too, until deleted).
+    quota_max_documents: int = Field(default=1_000, ge=0)
+    quota_max_characters: int = Field(default=50_000_000, ge=0)
+    # Ingestions running at once in one process (0 = no cap); more wait up to the timeout,
+    # then get 503 `busy` with Retry-After.
+    ingest_concurrency: int = Field(default=4, ge=0)
+    ingest_queue_timeout_seconds: float = Field(default=30.0, ge=0)
+    # Chunks per embed call / upsert; the ingestion claim is refreshed after each batch.
+    ingest_batch_size: int = Field(default=256, ge=1)
+    # An `indexing` claim whose heartbeat is older than this is stale: repair re-indexes it.
+    ingest_claim_lease_seconds: float = Field(default=300.0, gt=0)
+    # How often each process looks for stale claims after start-up (0 = start-up only).
+    ingest_repair_interval_seconds: float = Field(default=60.0, ge=0)
+
     # --- rate limiting ----------------------------------------------------------------
     redis_url: str | None = None
     rate_limit_enabled: bool = True

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag_service.auth.tokens import CurrentUser
 from rag_service.config import Settings
+from rag_service.documents.quotas import IngestionGate
 from rag_service.documents.sandbox import ExtractionPool
 from rag_service.errors import Unauthorized
 from rag_service.providers.base import Embedder, Generator
@@ -83,6 +84,10 @@ def get_extraction_pool(runtime: RuntimeDep) -> ExtractionPool:
     return runtime.extraction_pool
 
 
+def get_ingestion_gate(runtime: RuntimeDep) -> IngestionGate | None:
+    return runtime.ingestion_gate
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
@@ -91,6 +96,7 @@ SparseEncoderDep = Annotated[SparseEncoder, Depends(get_sparse_encoder)]
 EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
 GeneratorDep = Annotated[Generator, Depends(get_generator)]
 ExtractionPoolDep = Annotated[ExtractionPool, Depends(get_extraction_pool)]
+IngestionGateDep = Annotated[IngestionGate | None, Depends(get_ingestion_gate)]
 # The verified caller; every protected route depends on it (401/503 otherwise).
 UserDep = Annotated[CurrentUser, Depends(current_user)]
 

@@ -93,12 +93,13 @@ ERROR_DESCRIPTIONS = {
     400: "Bad request (e.g. a body that cannot be decoded)",
     401: "Missing, invalid or expired access token",
     404: "Not found (another user's resources are never revealed: they are 'not found' too)",
-    409: "Conflict: another request holds the resource (e.g. `conversation_busy`); retry shortly",
-    413: "Request body, file or text larger than the configured limit",
+    409: "Conflict: another request holds the resource (`conversation_busy`) or it is being deleted; retry shortly",
+    413: "Request body, file or text larger than the configured limit, or `quota_exceeded`",
     415: "Unsupported file type",
     422: "Invalid request: the message names the field and the limit",
     429: "Rate limit exceeded: retry after the Retry-After header's seconds",
-    503: "A dependency (database, vector store, JWKS, embedding or answer provider) is unavailable",
+    503: "A dependency (database, vector store, JWKS, embedding or answer provider) is unavailable, "
+         "or `busy` (too many documents being indexed: retry after the Retry-After header's seconds)",
 }
 
 

@@ -25,7 +25,7 @@ from rag_service.auth import api as auth_api
 from rag_service.chat import api as chat_api
 from rag_service.config import Settings, get_settings
 from rag_service.documents import api as documents_api
-from rag_service.documents.service import repair_interrupted_ingestions
+from rag_service.documents.maintenance import repair_interrupted_ingestions, repair_periodically
 from rag_service.errors import AppError, error_responses
 from rag_service import health
 from rag_service.history import api as history_api
@@ -154,18 +154,25 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         active = runtime
+        periodic_repair: asyncio.Task[Any] | None = None
         if active is None:
             await asyncio.to_thread(run_migrations, settings)
             active = await build_runtime(settings)
             try:
                 await repair_interrupted_ingestions(active)
-            except Exception:
-                # Those documents stay in `indexing` and are retried on the next start.
-                log.exception("repairing interrupted ingestions failed")
+            except Exception as exc:
+                # Those documents stay claimed-but-stale and the periodic pass retries them.
+                # Type and stack only: database messages can quote users' values.
+                log.error("repairing interrupted ingestions failed: %s\n%s", type(exc).__name__,
+                          "".join(traceback.format_tb(exc.__traceback__)))
+            periodic_repair = asyncio.create_task(repair_periodically(active))
         app.state.runtime = active
         try:
             yield
         finally:
+            if periodic_repair is not None:
+                periodic_repair.cancel()
+                await asyncio.gather(periodic_repair, return_exceptions=True)
             if owned:
                 await active.aclose()
 

@@ -8,6 +8,7 @@ Tests build their own `Runtime` (or override single dependencies) instead of pat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -15,11 +16,13 @@ from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.config import Settings
 from rag_service.documents.extraction import ExtractionLimits
 from rag_service.documents.sandbox import ExtractionPool, SandboxLimits
+from rag_service.documents.quotas import IngestionGate
 from rag_service.providers.base import Embedder, Generator
 from rag_service.providers.factory import build_embedder, build_generator
 from rag_service.ratelimit import RateLimiter
 from rag_service.storage.db import create_engine_and_sessionmaker
 from rag_service.storage.factory import build_vector_store
+from rag_service.storage.models import utcnow
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import VectorStore
 
@@ -37,6 +40,9 @@ class Runtime:
     # Sandboxed worker processes that read uploaded files (never the event loop). Built
     # from the settings when not given; its workers start at the first upload.
     extraction_pool: ExtractionPool | None = None
+    ingestion_gate: IngestionGate | None = None
+    # Start-up repair on a single-process vector store treats older claims as stale.
+    started_at: datetime = field(default_factory=utcnow)
     # Built from `settings` (also by dataclasses.replace with other settings).
     rate_limiter: RateLimiter = field(init=False)
 
@@ -73,6 +79,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         generator=build_generator(settings),
         token_verifier=AccessTokenVerifier(settings),
         extraction_pool=build_extraction_pool(settings),
+        ingestion_gate=IngestionGate.from_settings(settings),
     )
 
 

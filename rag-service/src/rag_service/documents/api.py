@@ -11,6 +11,7 @@ from rag_service.deps import (
     CostlyRateLimit,
     EmbedderDep,
     ExtractionPoolDep,
+    IngestionGateDep,
     SessionDep,
     SettingsDep,
     SparseEncoderDep,
@@ -22,6 +23,7 @@ from rag_service.documents.schemas import (
     DocumentDetail,
     DocumentList,
     DocumentSummary,
+    DocumentUsage,
     EmbedRequest,
     EmbedResponse,
     SaveDocumentRequest,
@@ -47,8 +49,10 @@ def get_document_service(
     sparse_encoder: SparseEncoderDep,
     embedder: EmbedderDep,
     settings: SettingsDep,
+    gate: IngestionGateDep,
 ) -> DocumentService:
-    return DocumentService(session, vector_store, sparse_encoder, embedder, settings)
+    return DocumentService(session, vector_store, sparse_encoder, embedder, settings, gate=gate,
+                           ingest_batch=settings.ingest_batch_size)
 
 
 DocumentServiceDep = Annotated[DocumentService, Depends(get_document_service)]
@@ -64,7 +68,8 @@ async def embed(body: EmbedRequest, user: UserDep, service: DocumentServiceDep) 
     response_model=SaveDocumentResponse,
     status_code=status.HTTP_201_CREATED,
     dependencies=[CostlyRateLimit],
-    responses={200: {"model": SaveDocumentResponse, "description": "The same content already exists"}},
+    responses={200: {"model": SaveDocumentResponse, "description": "The same content already exists"},
+               **error_responses(409)},
 )
 async def save_document(
     body: SaveDocumentRequest, user: UserDep, service: DocumentServiceDep, response: Response
@@ -81,7 +86,7 @@ async def save_document(
     status_code=status.HTTP_201_CREATED,
     dependencies=[CostlyRateLimit],
     responses={200: {"model": UploadResponse, "description": "Every file already existed"},
-               **error_responses(413, 415, 422)},
+               **error_responses(409, 413, 415, 422)},
 )
 async def upload_documents(
     files: Annotated[list[UploadFile], File(description="One or more .txt, .md, .html, .pdf or .docx files")],
@@ -123,6 +128,13 @@ async def list_documents(
         documents=[DocumentSummary.of(d) for d in result.documents],
         total=result.total, page=result.page, pages=result.pages,
     )
+
+
+# Declared before /documents/{document_id}, which would otherwise match "usage".
+@router.get("/documents/usage", response_model=DocumentUsage, dependencies=[CheapRateLimit])
+async def document_usage(user: UserDep, service: DocumentServiceDep) -> DocumentUsage:
+    """The caller's stored documents and characters, and the quotas (0 = unlimited)."""
+    return DocumentUsage.of(await service.usage(user.id))
 
 
 @router.get("/documents/{document_id}", response_model=DocumentDetail, dependencies=[CheapRateLimit],

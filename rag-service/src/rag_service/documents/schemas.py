@@ -95,6 +95,19 @@ class DocumentList(BaseModel):
     pages: int
 
 
+class DocumentUsage(BaseModel):
+    documents: int
+    characters: int
+    # Quotas (0 = unlimited); a save past either is 413 `quota_exceeded`.
+    max_documents: int
+    max_characters: int
+
+    @classmethod
+    def of(cls, usage: Any) -> DocumentUsage:
+        return cls(documents=usage.documents, characters=usage.characters,
+                   max_documents=usage.max_documents, max_characters=usage.max_characters)
+
+
 class DeleteResponse(BaseModel):
     success: bool = True
     document_id: str

@@ -1,11 +1,31 @@
-"""Documents: save (validate, deduplicate, ingest), list, get, delete, and re-indexing.
+"""Documents: save (validate, deduplicate, check quotas, ingest), list, get, delete, reindex.
 
-Ingestion keeps SQL and the vector store consistent:
-  row inserted as `indexing` (committed) -> chunks embedded + BM25-encoded -> upserted in
-  batches -> row `ready` with its chunk count.
-Any failure after the insert removes the document's partial vectors and marks the row
-`failed` with a user-facing error; saving the same content again re-ingests it. Rows left
-`indexing` by a crash are re-indexed at start-up (`repair_interrupted_ingestions`).
+Invariant (checked by tests/test_ingestion_races.py after concurrent upload / reindex /
+delete / repair rounds and after a process killed mid-ingestion): every `ready` document
+has exactly `chunk_count` vectors, no vector exists without its row, and a delete removes
+both.
+
+Claim protocol (SQL side in `claims.py`):
+  - Every ingestion run holds a claim on its row: the row's `generation`, incremented by
+    the UPDATE that starts the run (a new upload inserts generation 1). A newer claim
+    (reindex, repair of a stale row, delete) revokes the older one.
+  - The run writes its points with ids uuid5(document, generation, chunk) and the
+    generation in the payload, so two runs never write the same point.
+  - After each batch the run refreshes its heartbeat (`claimed_at`) with a conditional
+    UPDATE; no row matched -> the claim is lost and the run stops.
+  - The final change is conditional: `ready` (with the chunk count) or `failed` only
+    `WHERE id = .. AND generation = <ours> AND status = 'indexing'`. Before it, the run
+    deletes points of older generations (and points without one).
+  - A run that lost its claim changes nothing in SQL and removes only points of its own
+    (or older) generation; the holder's points are newer and stay. If the row is gone it
+    removes every point of the document.
+  - Delete marks the row `deleting` (claiming it), removes every vector of the document,
+    then the row; a failure in between leaves it `deleting` until deleting again or repair
+    finishes the job.
+  - Repair (`maintenance.py`, at start-up and periodically) claims only stale rows: an
+    `indexing`/`deleting` row whose heartbeat is older than INGEST_CLAIM_LEASE_SECONDS
+    (or, with the single-process Qdrant Edge store, older than this process), with
+    `FOR UPDATE SKIP LOCKED` on Postgres.
 
 Every query made for a caller filters on the caller's user id; another user's document
 is "not found", never "forbidden".
@@ -13,46 +33,34 @@ is "not found", never "forbidden".
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from rag_service.config import Settings
-from rag_service.documents.chunking import Chunk, Chunker, chunker_for
+from rag_service.documents import claims
+from rag_service.documents.chunking import Chunker, chunker_for
 from rag_service.documents.extraction import content_hash, normalize_content
+from rag_service.documents.indexing import INGEST_BATCH, Indexer, point_id, refetch  # noqa: F401 (point_id)
+from rag_service.documents.quotas import IngestionGate, Usage, insert_within_quota, usage_of
 from rag_service.documents.validation import validate_metadata, validate_title
-from rag_service.errors import AppError, NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
-from rag_service.metrics import INGESTED_CHUNKS
+from rag_service.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from rag_service.providers.base import Embedder
 from rag_service.storage.models import Document, DocumentStatus, utcnow
 from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.vectors import ChunkPoint, VectorStore, tenant_filter
+from rag_service.storage.vectors import VectorStore, tenant_filter
 
 if TYPE_CHECKING:
     from rag_service.runtime import Runtime
 
-log = logging.getLogger(__name__)
-
-# Points per embed call and per upsert: large enough for efficient model batches, small
-# enough that embedding batch k+1 overlaps the upsert of batch k on long documents.
-INGEST_BATCH = 256
-# Point ids are uuid5(document id, chunk index): re-indexing overwrites, never duplicates.
-POINT_ID_NAMESPACE = uuid.UUID("6f1c2a4e-8d0b-5e4f-9a37-2b8e5d1c0f6a")
-INTERNAL_INDEXING_ERROR = "internal error while indexing the document; try again later"
-
-
-def point_id(document_id: str, chunk_index: int) -> str:
-    return str(uuid.uuid5(POINT_ID_NAMESPACE, f"{document_id}:{chunk_index}"))
+# Lookups of a concurrently saved/deleted duplicate before giving up with 409.
+SAVE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -83,9 +91,13 @@ class DocumentService:
         embedder: Embedder,
         settings: Settings,
         *,
+        gate: IngestionGate | None = None,
         ingest_batch: int = INGEST_BATCH,
     ) -> None:
         self._ingest_batch = max(1, ingest_batch)
+        # Without a shared gate (tests, one-off tools): no concurrency cap, and quota
+        # checks rely on the database lock alone.
+        self._gate = gate or IngestionGate(0, 0)
         self._session = session
         self._vector_store = vector_store
         self._sparse_encoder = sparse_encoder
@@ -135,132 +147,79 @@ class DocumentService:
         metadata = validate_metadata(metadata, self._settings)
         digest = content_hash(content)
 
-        existing = await self._find_by_hash(user_id, digest)
-        if existing is not None and existing.status != DocumentStatus.FAILED:
-            return existing, False
-        if existing is not None:
-            # An earlier attempt failed: this save is the retry, with the new fields.
-            document = existing
-            document.title, document.metadata_ = title, metadata
-            document.source_name, document.mime_type = source_name, mime_type
-            document.status, document.error, document.chunk_count = DocumentStatus.INDEXING, None, 0
-            await self._session.commit()
-        else:
-            document = Document(
-                user_id=user_id, title=title, content=content, content_hash=digest,
-                source_name=source_name, mime_type=mime_type, metadata_=metadata,
-                status=DocumentStatus.INDEXING, chunk_count=0,
-            )
-            self._session.add(document)
-            try:
-                await self._session.commit()
-            except IntegrityError:
-                # The same content was saved concurrently by this user: return that one.
-                await self._session.rollback()
-                existing = await self._find_by_hash(user_id, digest)
-                if existing is None:
-                    raise
+        for _ in range(SAVE_ATTEMPTS):
+            existing = await self._find_by_hash(user_id, digest)
+            if existing is not None and existing.status == DocumentStatus.DELETING:
+                raise Conflict("a document with the same content is being deleted; try again in a moment")
+            if existing is not None and existing.status != DocumentStatus.FAILED:
                 return existing, False
-        await self._ingest(document, clear_vectors=existing is not None)
-        return document, True
+            async with self._gate.slot():
+                if existing is not None:
+                    # An earlier attempt failed: this save is the retry, with the new fields.
+                    generation = await claims.claim_failed_for_retry(
+                        self._session, existing.id, title=title, metadata_=metadata,
+                        source_name=source_name, mime_type=mime_type,
+                    )
+                    if generation is None:  # another save, a reindex or a delete came first
+                        continue
+                    document = await self._refetch(existing)
+                else:
+                    document = Document(
+                        user_id=user_id, title=title, content=content, content_hash=digest,
+                        content_chars=len(content), source_name=source_name, mime_type=mime_type,
+                        metadata_=metadata, status=DocumentStatus.INDEXING, chunk_count=0,
+                        generation=1, claimed_at=utcnow(),
+                    )
+                    try:
+                        await insert_within_quota(self._session, document, self._settings, self._gate)
+                    except IntegrityError:
+                        # The same content was saved concurrently by this user: look again.
+                        await self._session.rollback()
+                        continue
+                    generation = document.generation
+                await self._ingest(document, generation)
+            return document, True
+        raise Conflict("the same content is being saved and deleted concurrently; try again")
 
     async def _find_by_hash(self, user_id: str, digest: str) -> Document | None:
-        query = select(Document).where(Document.user_id == user_id, Document.content_hash == digest)
+        query = (select(Document).where(Document.user_id == user_id, Document.content_hash == digest)
+                 .execution_options(populate_existing=True))  # the loop in `save` must see claims
         return (await self._session.scalars(query)).first()
 
-    # --- ingestion ----------------------------------------------------------------------
+    async def _refetch(self, document: Document) -> Document:
+        return await refetch(self._session, document)
 
-    async def _ingest(self, document: Document, *, clear_vectors: bool) -> None:
-        """Index a committed `indexing` row; on any failure, leave no vectors and mark it failed."""
-        doc_id, user_id = document.id, document.user_id
-        try:
-            if clear_vectors:
-                await self._vector_store.delete(tenant_filter(user_id, document_ids=[doc_id]))
-            chunk_count = await self._index(document)
-        except BaseException as exc:  # includes cancellation: the row must not stay `indexing`
-            await asyncio.shield(self._fail(doc_id, user_id, exc))
-            if isinstance(exc, AppError) or not isinstance(exc, Exception):
-                raise
-            raise ServiceUnavailable(INTERNAL_INDEXING_ERROR) from exc
-        marked = await self._session.execute(
-            update(Document)
-            .where(Document.id == doc_id, Document.user_id == user_id, Document.status == DocumentStatus.INDEXING)
-            .values(status=DocumentStatus.READY, chunk_count=chunk_count, error=None, updated_at=utcnow())
-        )
-        await self._session.commit()
-        if marked.rowcount == 0:
-            # Deleted (or failed by another worker) while we were indexing: drop our vectors.
-            await self._vector_store.delete(tenant_filter(user_id, document_ids=[doc_id]))
-            raise NotFound("the document was deleted while it was being indexed")
-        INGESTED_CHUNKS.inc(chunk_count)
-        await self._session.refresh(document)
+    async def _ingest(self, document: Document, generation: int) -> None:
+        indexer = Indexer(self._session, self._vector_store, self._sparse_encoder, self._embedder,
+                          self.chunker, batch=self._ingest_batch)
+        await indexer.run(document, generation)
 
-    async def _fail(self, doc_id: str, user_id: str, exc: BaseException) -> None:
-        log.warning("indexing document %s failed: %r", doc_id, exc, exc_info=not isinstance(exc, AppError))
-        message = exc.message if isinstance(exc, AppError) else INTERNAL_INDEXING_ERROR
-        try:
-            await self._session.rollback()
-            await self._vector_store.delete(tenant_filter(user_id, document_ids=[doc_id]))
-        except Exception:  # the store is down too: the failed row is retried/re-indexed later
-            log.exception("could not remove the partial vectors of document %s", doc_id)
-        try:
-            await self._session.execute(
-                update(Document)
-                .where(Document.id == doc_id, Document.user_id == user_id)
-                .values(status=DocumentStatus.FAILED, error=message, chunk_count=0, updated_at=utcnow())
-            )
-            await self._session.commit()
-        except Exception:
-            log.exception("could not mark document %s as failed", doc_id)
+    async def reindex(self, user_id: str, document_id: str, *, bounded_wait: bool = True) -> Document:
+        """Re-chunk and re-embed one document (e.g. after a crash or a model change).
 
-    async def _index(self, document: Document) -> int:
-        chunker = self.chunker
-        chunks = await asyncio.to_thread(chunker.split, document.content, document.mime_type)
-        title = chunker.clip_title(document.title)
-        texts = [chunker.embedding_text(title, chunk.text) for chunk in chunks]
-        pending: asyncio.Future[None] | None = None
-        try:
-            step = self._ingest_batch
-            for start in range(0, len(chunks), step):
-                batch_texts = texts[start : start + step]
-                dense, sparse = await asyncio.gather(
-                    self._embedder.embed(batch_texts, task="document"),
-                    asyncio.to_thread(self._sparse_encoder.encode_documents, batch_texts),
-                )
-                if len(dense) != len(batch_texts):
-                    raise ServiceUnavailable(f"the embedder returned {len(dense)} vectors for {len(batch_texts)} texts")
-                points = self._points(document, chunks[start : start + step], dense, sparse)
-                if pending is not None:
-                    await pending
-                # Written while the next batch is being embedded.
-                pending = asyncio.ensure_future(self._vector_store.upsert(points))
-            if pending is not None:
-                await pending
-        finally:
-            # Never leave a write in flight: cleanup must run after it, not before.
-            if pending is not None and not pending.done():
-                await asyncio.wait([pending])
-            if pending is not None and pending.done() and not pending.cancelled():
-                pending.exception()  # retrieved: the caller handles the failure
-        return len(chunks)
+        Takes the claim over from any run in progress (that run then changes nothing).
+        """
+        async with self._gate.slot(bounded=bounded_wait):
+            generation = await claims.claim_for_reindex(self._session, user_id, document_id)
+            if generation is None:
+                raise NotFound("document not found")
+            return await self.resume(user_id, document_id, generation)
 
-    def _points(self, document: Document, chunks: list[Chunk], dense: list[list[float]], sparse: list) -> list[ChunkPoint]:
-        return [
-            ChunkPoint(
-                id=point_id(document.id, chunk.index), user_id=document.user_id, document_id=document.id,
-                chunk_index=chunk.index, text=chunk.text, title=document.title, start=chunk.start,
-                end=chunk.end, dense=vector, sparse=sparse_vector, metadata=document.metadata_ or {},
-            )
-            for chunk, vector, sparse_vector in zip(chunks, dense, sparse, strict=True)
-        ]
-
-    async def reindex(self, user_id: str, document_id: str) -> Document:
-        """Re-chunk and re-embed one document (e.g. after a crash or a model change)."""
-        document = await self.get(user_id, document_id)
-        document.status, document.error = DocumentStatus.INDEXING, None
-        await self._session.commit()
-        await self._ingest(document, clear_vectors=True)
+    async def resume(self, user_id: str, document_id: str, generation: int) -> Document:
+        """Index a row already claimed with `generation` (by `reindex` or repair)."""
+        document = (await self._session.scalars(
+            select(Document).where(Document.id == document_id, Document.user_id == user_id)
+        )).first()
+        if document is None:
+            raise NotFound("document not found")
+        await self._refetch(document)
+        await self._ingest(document, generation)
         return document
+
+    async def usage(self, user_id: str) -> Usage:
+        usage = await usage_of(self._session, user_id, self._settings)
+        await self._session.commit()
+        return usage
 
     # --- read / delete ------------------------------------------------------------------
 
@@ -282,74 +241,43 @@ class DocumentService:
     async def get(self, user_id: str, document_id: str) -> Document:
         if "\x00" in document_id:  # never in an id; PostgreSQL would refuse the query (500)
             raise NotFound("document not found")
-        query = select(Document).where(Document.id == document_id, Document.user_id == user_id)
+        query = (select(Document).where(Document.id == document_id, Document.user_id == user_id)
+                 .execution_options(populate_existing=True))  # claims are UPDATEs the session does not see
         document = (await self._session.scalars(query)).first()
         if document is None:
             raise NotFound("document not found")
         return document
 
     async def delete(self, user_id: str, document_id: str) -> None:
-        """Remove the document's vectors, then its row (a failure leaves it retryable)."""
-        document = await self.get(user_id, document_id)
-        await self._vector_store.delete(tenant_filter(user_id, document_ids=[document.id]))
-        await self._session.delete(document)
-        await self._session.commit()
+        """Mark the row `deleting` (revoking any ingestion claim), remove every vector of the
+        document, then the row. A failure leaves it `deleting` (listed with that status):
+        deleting again, or repair, finishes the job; an ingestion still running finds its
+        claim gone and cleans up after itself."""
+        if "\x00" in document_id:
+            raise NotFound("document not found")
+        if await claims.claim_for_delete(self._session, user_id, document_id) is None:
+            raise NotFound("document not found")
+        await self.finish_delete(user_id, document_id)
+
+    async def finish_delete(self, user_id: str, document_id: str) -> None:
+        await self._vector_store.delete(tenant_filter(user_id, document_ids=[document_id]))
+        await claims.remove_deleted_row(self._session, document_id)
 
 
-# --- maintenance (start-up, CLI) ----------------------------------------------------------
+# --- wiring ------------------------------------------------------------------------------
 
 
 def service_for(runtime: Runtime, session: AsyncSession) -> DocumentService:
-    return DocumentService(session, runtime.vector_store, runtime.sparse_encoder, runtime.embedder, runtime.settings)
+    return DocumentService(session, runtime.vector_store, runtime.sparse_encoder, runtime.embedder, runtime.settings,
+                           gate=getattr(runtime, "ingestion_gate", None),
+                           ingest_batch=runtime.settings.ingest_batch_size)
 
 
-async def repair_interrupted_ingestions(runtime: Runtime) -> int:
-    """Re-index every document a crash left `indexing`; returns how many were found.
+def __getattr__(name: str) -> Any:
+    # Maintenance moved to documents/maintenance.py (which imports this module); older
+    # imports of it from here keep working.
+    if name in {"repair_interrupted_ingestions", "reindex_all", "ReindexReport"}:
+        from rag_service.documents import maintenance
 
-    System-wide by design (it runs at start-up for all users); each document is then
-    handled with its owner's id. Failures are logged and leave the row `failed`.
-    """
-    async with runtime.sessionmaker() as session:
-        rows = (await session.execute(
-            select(Document.id, Document.user_id).where(Document.status == DocumentStatus.INDEXING)
-        )).all()
-        service = service_for(runtime, session)
-        for document_id, user_id in rows:
-            try:
-                await service.reindex(user_id, document_id)
-                log.info("re-indexed interrupted document %s", document_id)
-            except AppError as exc:
-                log.warning("could not repair document %s: %s", document_id, exc.message)
-    return len(rows)
-
-
-@dataclass
-class ReindexReport:
-    documents: int = 0
-    chunks: int = 0
-    failed: int = 0
-
-
-async def reindex_all(runtime: Runtime, on_progress: Callable[[int, int], None] | None = None) -> ReindexReport:
-    """Rebuild every document's vectors from SQL into the current model's collection.
-
-    `on_progress(done, total)` is called after each document (for a progress bar).
-    """
-    report = ReindexReport()
-    await runtime.vector_store.ensure_collection()
-    async with runtime.sessionmaker() as session:
-        rows = (await session.execute(
-            select(Document.id, Document.user_id).order_by(Document.created_at, Document.id)
-        )).all()
-        service = service_for(runtime, session)
-        for done, (document_id, user_id) in enumerate(rows, start=1):
-            try:
-                document = await service.reindex(user_id, document_id)
-                report.documents += 1
-                report.chunks += document.chunk_count
-            except AppError as exc:
-                report.failed += 1
-                log.warning("could not re-index document %s: %s", document_id, exc.message)
-            if on_progress is not None:
-                on_progress(done, len(rows))
-    return report
+        return getattr(maintenance, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,6 +31,8 @@ class DocumentStatus:
     INDEXING = "indexing"
     READY = "ready"
     FAILED = "failed"
+    # Being deleted: its vectors are being removed, then the row goes.
+    DELETING = "deleting"
 
 
 class Document(Base):
@@ -52,6 +54,12 @@ class Document(Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False, default=DocumentStatus.INDEXING)
     error: Mapped[str | None] = mapped_column(Text)
     chunk_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # len(content), summed for the per-user character quota without reading the content.
+    content_chars: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # Ingestion claim (documents/claims.py): every claim increments the generation; a run's
+    # final change must match it. claimed_at is the claim's heartbeat (stale after a lease).
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="0")
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow, onupdate=utcnow)
 

@@ -26,6 +26,7 @@ import qdrant_edge as qe
 from rag_service.errors import ServiceUnavailable
 from rag_service.storage.vectors import (
     DOCUMENT_ID_KEY,
+    GENERATION_KEY,
     USER_ID_KEY,
     ChunkFilter,
     ChunkHit,
@@ -65,6 +66,12 @@ def edge_filter(where: ChunkFilter) -> qe.Filter:
         must.append(qe.FieldCondition(key=DOCUMENT_ID_KEY, match=qe.MatchAny(list(where.document_ids))))
     for key, values in where.metadata:
         must.append(_metadata_condition(metadata_field(key), values))
+    if where.generation is not None:
+        must.append(qe.FieldCondition(key=GENERATION_KEY, match=qe.MatchValue(where.generation)))
+    if where.generation_below is not None:
+        # must_not(>= n) also matches points that have no generation (written before it existed).
+        must_not = [qe.FieldCondition(key=GENERATION_KEY, range=qe.RangeFloat(gte=where.generation_below))]
+        return qe.Filter(must=must, must_not=must_not)
     return qe.Filter(must=must)
 
 
@@ -93,6 +100,10 @@ def _sparse(vector: SparseVector) -> qe.SparseVector:
 
 class EdgeVectorStore:
     """All users' chunks in one Edge shard at `path`, partitioned by the `user_id` payload."""
+
+    # Only one process can open a shard, so an ingestion claim taken before this process
+    # started cannot belong to a live run (start-up repair relies on it).
+    single_process = True
 
     def __init__(self, path: Path | str, collection: str, dimension: int) -> None:
         self.path = Path(path)

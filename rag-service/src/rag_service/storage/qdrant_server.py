@@ -21,6 +21,7 @@ from rag_service.errors import ServiceUnavailable
 from rag_service.storage.qdrant_edge import DENSE, RRF_K, SPARSE, prefetch_limit
 from rag_service.storage.vectors import (
     DOCUMENT_ID_KEY,
+    GENERATION_KEY,
     USER_ID_KEY,
     ChunkFilter,
     ChunkHit,
@@ -67,6 +68,14 @@ def server_filter(where: ChunkFilter) -> models.Filter:
         must.append(models.FieldCondition(key=DOCUMENT_ID_KEY, match=models.MatchAny(any=list(where.document_ids))))
     for key, values in where.metadata:
         must.append(_metadata_condition(metadata_field(key), values))
+    if where.generation is not None:
+        must.append(models.FieldCondition(key=GENERATION_KEY, match=models.MatchValue(value=where.generation)))
+    if where.generation_below is not None:
+        # must_not(>= n) also matches points that have no generation (written before it existed).
+        must_not: list[models.Condition] = [
+            models.FieldCondition(key=GENERATION_KEY, range=models.Range(gte=where.generation_below))
+        ]
+        return models.Filter(must=must, must_not=must_not)
     return models.Filter(must=must)
 
 
@@ -93,6 +102,9 @@ def _sparse(vector: SparseVector) -> models.SparseVector:
 
 class ServerVectorStore:
     """All users' chunks in one server collection, partitioned by the `user_id` payload."""
+
+    # Many replicas share the server: ingestion claims are stale only after their lease.
+    single_process = False
 
     def __init__(self, client: AsyncQdrantClient, collection: str, dimension: int) -> None:
         self.client = client

@@ -8,7 +8,7 @@ a request can narrow a search (document ids, metadata values) but never widen it
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from rag_service.errors import BadRequest
@@ -19,6 +19,9 @@ SearchMode = Literal["hybrid", "dense", "keyword"]
 USER_ID_KEY = "user_id"
 DOCUMENT_ID_KEY = "document_id"
 METADATA_KEY = "metadata"
+# The ingestion run (claim generation) that wrote the point; points written before
+# generations existed have none and count as generation 0.
+GENERATION_KEY = "generation"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class ChunkPoint:
     dense: list[float]
     sparse: SparseVector
     metadata: dict[str, Any] = field(default_factory=dict)
+    generation: int = 0
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -53,6 +57,7 @@ class ChunkPoint:
             "start": self.start,
             "end": self.end,
             METADATA_KEY: self.metadata,
+            GENERATION_KEY: self.generation,
         }
 
 
@@ -93,6 +98,9 @@ class ChunkFilter:
     document_ids: tuple[str, ...] = ()
     # metadata field -> accepted values (any of them)
     metadata: tuple[tuple[str, tuple[str | int | float | bool, ...]], ...] = ()
+    # Ingestion bookkeeping, never set from a request (see `generation_filter`).
+    generation: int | None = None
+    generation_below: int | None = None
 
 
 def tenant_filter(
@@ -114,6 +122,14 @@ def tenant_filter(
         document_ids=tuple(document_ids or ()),
         metadata=tuple((key, tuple(values)) for key, values in sorted((metadata or {}).items())),
     )
+
+
+def generation_filter(
+    user_id: str, document_id: str, *, generation: int | None = None, below: int | None = None
+) -> ChunkFilter:
+    """One document's points written by exactly `generation`, or by any generation
+    `below` the given one (points without a generation count as 0)."""
+    return replace(tenant_filter(user_id, document_ids=[document_id]), generation=generation, generation_below=below)
 
 
 @dataclass(frozen=True)

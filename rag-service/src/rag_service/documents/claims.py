@@ -1,0 +1,159 @@
+"""The ingestion claim protocol: the SQL side of "a run that lost its claim changes nothing".
+
+A document row carries `generation` and `claimed_at`. Every party that is about to write
+a document's vectors or remove it first *claims* the row: one UPDATE that increments
+`generation`, sets the status (`indexing` or `deleting`) and stamps `claimed_at`, and
+commits. The new generation is the run's claim; it is also written into every vector
+point the run stores (payload `generation`, and part of the point id).
+
+- A claim revokes every older one: the run holding generation g-1 keeps computing, but
+  its heartbeats (`heartbeat`) and its final change (`finish_ready` / `finish_failed`,
+  conditional UPDATEs `WHERE id = .. AND generation = g-1`) match no row any more.
+- `claimed_at` is refreshed after every batch of vectors; a claim whose heartbeat is older
+  than the lease is stale and may be taken by start-up/periodic repair (`claim_stale`,
+  `FOR UPDATE SKIP LOCKED` on Postgres, a compare-and-set on SQLite).
+
+Each function commits (or rolls back) before returning: no transaction stays open while
+the caller embeds or talks to the vector store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rag_service.storage.models import Document, DocumentStatus, utcnow
+
+
+@dataclass(frozen=True)
+class Claim:
+    document_id: str
+    user_id: str
+    generation: int
+    status: str
+
+
+async def _bump(session: AsyncSession, conditions: list[Any], values: dict[str, Any]) -> int | None:
+    """Claim the row matching `conditions` (generation + 1); its new generation, or None."""
+    now = utcnow()
+    statement = (
+        update(Document)
+        .where(*conditions)
+        .values(generation=Document.generation + 1, claimed_at=now, updated_at=now, **values)
+        .returning(Document.generation)
+        .execution_options(synchronize_session=False)
+    )
+    generation = (await session.execute(statement)).scalar_one_or_none()
+    await session.commit()
+    return generation
+
+
+async def claim_for_reindex(session: AsyncSession, user_id: str, document_id: str) -> int | None:
+    """Take the row over for a new ingestion run (revoking any running one)."""
+    return await _bump(
+        session,
+        [Document.id == document_id, Document.user_id == user_id, Document.status != DocumentStatus.DELETING],
+        {"status": DocumentStatus.INDEXING, "error": None},
+    )
+
+
+async def claim_failed_for_retry(session: AsyncSession, document_id: str, **fields: Any) -> int | None:
+    """Claim a `failed` row for a new save of the same content (None: someone else did)."""
+    return await _bump(
+        session,
+        [Document.id == document_id, Document.status == DocumentStatus.FAILED],
+        {"status": DocumentStatus.INDEXING, "error": None, "chunk_count": 0, **fields},
+    )
+
+
+async def claim_for_delete(session: AsyncSession, user_id: str, document_id: str) -> int | None:
+    """Mark the row `deleting`, revoking any ingestion claim."""
+    return await _bump(
+        session,
+        [Document.id == document_id, Document.user_id == user_id],
+        {"status": DocumentStatus.DELETING},
+    )
+
+
+async def heartbeat(session: AsyncSession, document_id: str, generation: int) -> bool:
+    """Refresh the claim; False when it was lost (taken over, or the row is gone)."""
+    return await _conditional(session, document_id, generation, {"claimed_at": utcnow()})
+
+
+async def finish_ready(session: AsyncSession, document_id: str, generation: int, chunk_count: int) -> bool:
+    return await _conditional(session, document_id, generation, {
+        "status": DocumentStatus.READY, "chunk_count": chunk_count, "error": None,
+        "claimed_at": None, "updated_at": utcnow(),
+    })
+
+
+async def finish_failed(session: AsyncSession, document_id: str, generation: int, message: str) -> bool:
+    return await _conditional(session, document_id, generation, {
+        "status": DocumentStatus.FAILED, "chunk_count": 0, "error": message,
+        "claimed_at": None, "updated_at": utcnow(),
+    })
+
+
+async def _conditional(session: AsyncSession, document_id: str, generation: int, values: dict[str, Any]) -> bool:
+    """Apply `values` only while `generation` still holds an `indexing` claim on the row."""
+    result = await session.execute(
+        update(Document)
+        .where(Document.id == document_id, Document.generation == generation,
+               Document.status == DocumentStatus.INDEXING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return result.rowcount == 1
+
+
+async def remove_deleted_row(session: AsyncSession, document_id: str) -> None:
+    await session.execute(
+        delete(Document).where(Document.id == document_id, Document.status == DocumentStatus.DELETING)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+
+
+async def current_state(session: AsyncSession, document_id: str) -> tuple[int, str] | None:
+    """The row's (generation, status), or None when the row is gone."""
+    row = (await session.execute(
+        select(Document.generation, Document.status).where(Document.id == document_id)
+    )).first()
+    await session.commit()
+    return None if row is None else (row.generation, row.status)
+
+
+async def claim_stale(session: AsyncSession, stale_before: datetime) -> Claim | None:
+    """Claim one `indexing` or `deleting` row whose heartbeat is older than `stale_before`.
+
+    On Postgres the candidate is locked with `FOR UPDATE SKIP LOCKED`, so replicas
+    repairing at the same time each take different rows and never wait on each other; the
+    claim itself is the same compare-and-set on both databases (the generation seen must
+    still be current), so a row claimed in between is skipped, never double-claimed.
+    """
+    stale = or_(Document.claimed_at.is_(None), Document.claimed_at < stale_before)
+    query = (
+        select(Document.id, Document.user_id, Document.generation, Document.status)
+        .where(Document.status.in_([DocumentStatus.INDEXING, DocumentStatus.DELETING]), stale)
+        .order_by(Document.claimed_at.asc().nulls_first(), Document.id)
+        .limit(1)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    while True:
+        row = (await session.execute(query)).first()
+        if row is None:
+            await session.commit()
+            return None
+        document_id, user_id, seen, status = row
+        generation = await _bump(
+            session, [Document.id == document_id, Document.generation == seen, Document.status == status, stale], {}
+        )
+        if generation is not None:
+            return Claim(document_id, user_id, generation, status)
+        # Claimed by someone else between the read and the update (SQLite): look again.
