@@ -4,6 +4,7 @@ import { betterAuth } from "better-auth";
 import { APIError, createAuthMiddleware, isAPIError } from "better-auth/api";
 import { bearer, jwt } from "better-auth/plugins";
 import { accessTokenUser } from "./access-token-user.js";
+import { apiKeyPlugin } from "./api-keys.js";
 import { accountThrottle, memoryThrottleStore, type AccountThrottleStore } from "./account-throttle.js";
 import type { Config } from "./config.js";
 import type { Database } from "./db.js";
@@ -112,6 +113,7 @@ export function authOptions(config: Config, database: Database, stores: LimitSto
       bearer({ requireSignature: true }),
       accountThrottle(stores.accountThrottle, config.accountThrottle),
       accessTokenUser(jwtOptions),
+      apiKeyPlugin(config),
     ],
   };
 }
