@@ -34,16 +34,21 @@ from rag_service.errors import ServiceUnavailable, Unauthorized
 log = logging.getLogger(__name__)
 
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+# `scope` (shared-schemas/jwt-claims.schema.json): only on tokens exchanged for an API key;
+# absent = a browser/session token with full scope. Any other value is refused (fail closed).
+SCOPES = ("read", "write")
 # Real access tokens are well under 2 KB; anything this big is junk, refuse before parsing.
 MAX_TOKEN_CHARS = 16_384
 
 
 @dataclass(frozen=True)
 class CurrentUser:
-    """The verified caller. `id` is the JWT `sub` (the auth-service user id)."""
+    """The verified caller. `id` is the JWT `sub` (the auth-service user id); `scope` is the
+    token's verified `scope` claim ("read" | "write"), None for a session token (full scope)."""
 
     id: str
     claims: dict[str, Any] = field(default_factory=dict)
+    scope: str | None = None
 
 
 class JwksUnavailable(ServiceUnavailable):
@@ -107,6 +112,8 @@ class AccessTokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise Unauthorized("invalid access token: empty subject")
+        if "scope" in claims and claims["scope"] not in SCOPES:
+            raise Unauthorized("invalid access token: unknown scope")
         return claims
 
     # --- keys ---------------------------------------------------------------------------
@@ -190,7 +197,7 @@ async def current_user(
         raise Unauthorized("missing bearer access token")
     verifier: AccessTokenVerifier = request.app.state.runtime.token_verifier
     claims = await verifier.verify(credentials.credentials.strip())
-    user = CurrentUser(id=claims["sub"], claims=claims)
+    user = CurrentUser(id=claims["sub"], claims=claims, scope=claims.get("scope"))
     # Read by the access log (observability.py).
     request.state.user_id = user.id
     return user

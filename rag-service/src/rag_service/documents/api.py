@@ -15,6 +15,7 @@ from rag_service.deps import (
     SparseEncoderDep,
     UserDep,
     VectorStoreDep,
+    WriteScope,
 )
 from rag_service.documents.extraction import ExtractedFile, extract
 from rag_service.documents.schemas import (
@@ -53,7 +54,7 @@ def get_document_service(
 DocumentServiceDep = Annotated[DocumentService, Depends(get_document_service)]
 
 
-@router.post("/embed", response_model=EmbedResponse, dependencies=[CostlyRateLimit])
+@router.post("/embed", response_model=EmbedResponse, dependencies=[WriteScope, CostlyRateLimit])
 async def embed(body: EmbedRequest, user: UserDep, service: DocumentServiceDep) -> EmbedResponse:
     return EmbedResponse(embedding=await service.embed_query(body.text))
 
@@ -62,7 +63,7 @@ async def embed(body: EmbedRequest, user: UserDep, service: DocumentServiceDep) 
     "/save-document",
     response_model=SaveDocumentResponse,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[CostlyRateLimit],
+    dependencies=[WriteScope, CostlyRateLimit],
     responses={200: {"model": SaveDocumentResponse, "description": "The same content already exists"}},
 )
 async def save_document(
@@ -78,7 +79,7 @@ async def save_document(
     "/documents/upload",
     response_model=UploadResponse,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[CostlyRateLimit],
+    dependencies=[WriteScope, CostlyRateLimit],
     responses={200: {"model": UploadResponse, "description": "Every file already existed"}, **error_responses(415)},
 )
 async def upload_documents(
@@ -146,7 +147,7 @@ async def get_document(document_id: str, user: UserDep, service: DocumentService
     return DocumentDetail.of(await service.get(user.id, document_id))
 
 
-@router.delete("/documents/{document_id}", response_model=DeleteResponse, dependencies=[CheapRateLimit],
+@router.delete("/documents/{document_id}", response_model=DeleteResponse, dependencies=[WriteScope, CheapRateLimit],
                responses=error_responses(404))
 async def delete_document(document_id: str, user: UserDep, service: DocumentServiceDep) -> DeleteResponse:
     await service.delete(user.id, document_id)
