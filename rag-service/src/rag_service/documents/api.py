@@ -25,6 +25,7 @@ from rag_service.documents.schemas import (
     DocumentSummary,
     EmbedRequest,
     EmbedResponse,
+    IngestionSummary,
     SaveDocumentRequest,
     SaveDocumentResponse,
     UploadedDocument,
@@ -139,6 +140,14 @@ async def list_documents(
         documents=[DocumentSummary.of(d) for d in result.documents],
         total=result.total, page=result.page, pages=result.pages,
     )
+
+
+# Declared before /documents/{document_id}, which would otherwise take "summary" for an id.
+@router.get("/documents/summary", response_model=IngestionSummary, dependencies=[CheapRateLimit])
+async def documents_summary(user: UserDep, service: DocumentServiceDep) -> IngestionSummary:
+    totals = await service.summary(user.id)
+    return IngestionSummary(documents=totals.documents, by_status=totals.by_status, chunks=totals.chunks,
+                            bytes=totals.bytes)
 
 
 @router.get("/documents/{document_id}", response_model=DocumentDetail, dependencies=[CheapRateLimit],
