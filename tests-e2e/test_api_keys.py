@@ -109,3 +109,24 @@ def test_chat_streams_typed_events_and_errors_carry_the_code(auth_url: str, rag_
         with pytest.raises(NotFound) as missing:
             owner.get_document("no-such-document")
         assert missing.value.code == "not_found" and missing.value.status == 404
+
+
+@pytest.mark.asyncio
+async def test_the_async_client_covers_the_same_routes(auth_url: str, rag_url: str) -> None:
+    from rag_client import AsyncRagClient
+
+    with account(auth_url, rag_url) as owner:
+        key = owner.create_api_key("async", "write").key
+    async with AsyncRagClient(rag_url, auth_url, api_key=key) as client:
+        saved = await client.save("Lighthouse", TEXT)
+        [uploaded] = await client.upload([("fog.md", b"# Fog\n\nFog horns sound every thirty seconds in fog.")])
+        assert saved.created and uploaded.created
+        assert (await client.search("lamp wicks"))[0].document_id == saved.document_id
+        events = [event async for event in client.chat_stream("Why were wicks trimmed?")]
+        assert isinstance(events[0], SourcesEvent) and isinstance(events[-1], DoneEvent)
+        assert (await client.history())["total"] == 1
+        assert (await client.summary()).documents == 2
+        await client.delete_document(uploaded.document_id)
+        with pytest.raises(NotFound):
+            await client.get_document(uploaded.document_id)
+        assert (await client.list_documents()).total == 1
