@@ -73,6 +73,7 @@ bench: install services
 	cd $(RAG) && .venv/bin/python bench/retrieval.py
 	cd $(RAG) && .venv/bin/python bench/chat_latency.py --docs 200 --queries 100
 	cd $(RAG) && .venv/bin/python bench/load_test.py --users 20 --duration 60
+	$(PY) clients/python/bench/sync_throughput.py --docs 300
 
 clean:
 	rm -rf data $(AUTH)/data $(RAG)/data
