@@ -4,7 +4,9 @@
 // `scope`, which the rag-service enforces. Keys are stored as SHA-256 hashes, shown once, and
 // every exchange counts against the key's own rate limit.
 import { apiKey } from "@better-auth/api-key";
-import { isAPIError } from "better-auth/api";
+import type { BetterAuthPlugin } from "better-auth";
+import { APIError, createAuthEndpoint, isAPIError } from "better-auth/api";
+import { signJWT } from "better-auth/plugins";
 import { Hono, type Context } from "hono";
 import type { Auth } from "./auth.js";
 import type { Config } from "./config.js";
@@ -83,37 +85,53 @@ export function validateCreate(body: unknown): { ok: true; value: CreateInput } 
 
 type Fail = (c: Context, status: number, code: string, message: string, headers?: Record<string, string>) => Response;
 
-/** What each verification failure means to a client: all of them are 401 except the rate limit. */
-const INVALID_KEY = { code: "invalid_api_key", message: "the API key is invalid, revoked or expired" };
+type JwtOptions = Parameters<typeof signJWT>[1]["options"];
+
+/** How POST /auth/token answers any refused key (unknown, revoked, expired, malformed). */
+export const INVALID_API_KEY = { code: "invalid_api_key", message: "the API key is invalid, revoked or expired" };
+
+interface VerifyResult {
+  valid: boolean;
+  error: { code?: string; details?: { tryAgainIn?: number } } | null;
+  key: (StoredKey & { referenceId: string }) | null;
+}
 
 /**
- * Exchanges an API key for an access JWT `{sub, scope, iat, exp, iss, aud}` (no `sid`: the key,
- * not a session, is what gets revoked). Verification goes through the plugin, which checks the
- * hash, `enabled`, `expiresAt` and the key's rate limit, and counts the request.
+ * POST /api/auth/api-key/token (`x-api-key`): the key -> access JWT exchange, a Better Auth
+ * endpoint so POST /auth/token reaches it through the handler (per-IP limiter, hooks) like every
+ * contract route. Verification is the plugin's own (`verifyApiKey`: hash lookup, `enabled`,
+ * `expiresAt`, the key's rate limit, usage counted); `auth()` is the instance, bound late because
+ * this plugin is part of it. The JWT is `{sub, scope, iat, exp, iss, aud}`: no `sid`, since the
+ * key, not a session, is what gets revoked.
  */
-export async function exchangeApiKey(auth: Auth, c: Context, key: string, h: { fail: Fail; respond: (token: string) => Response }): Promise<Response> {
-  const { fail } = h;
-  if (key.length > 256) return fail(c, 401, INVALID_KEY.code, INVALID_KEY.message);
-  const result = (await auth.api.verifyApiKey({ body: { key } })) as {
-    valid: boolean;
-    error: { code?: string; details?: { tryAgainIn?: number }; tryAgainIn?: number } | null;
-    key: (StoredKey & { referenceId: string }) | null;
+export function apiKeyExchange(auth: () => Auth, jwtOptions: JwtOptions): BetterAuthPlugin {
+  return {
+    id: "api-key-exchange",
+    endpoints: {
+      exchangeApiKey: createAuthEndpoint("/api-key/token", { method: "POST", requireHeaders: true }, async (ctx) => {
+        const key = ctx.headers?.get(API_KEY_HEADER)?.trim() ?? "";
+        if (!key || key.length > 256) throw invalidKey();
+        const result = (await auth().api.verifyApiKey({ body: { key } })) as VerifyResult;
+        if (!result.valid || !result.key) {
+          if (result.error?.code === "RATE_LIMITED") {
+            const seconds = Math.max(1, Math.ceil((result.error.details?.tryAgainIn ?? 60_000) / 1000));
+            throw new APIError("TOO_MANY_REQUESTS", { code: "API_KEY_RATE_LIMITED", message: "rate limit exceeded" }, { "Retry-After": String(seconds) });
+          }
+          throw invalidKey();
+        }
+        const payload = { sub: result.key.referenceId, scope: scopeOf(result.key.permissions), iat: Math.floor(Date.now() / 1000) };
+        return ctx.json({ token: await signJWT(ctx, { options: jwtOptions, payload }) });
+      }),
+    },
   };
-  if (!result.valid || !result.key) {
-    if (result.error?.code === "RATE_LIMITED") {
-      const ms = result.error.details?.tryAgainIn ?? result.error.tryAgainIn ?? 60_000;
-      const retry = String(Math.max(1, Math.ceil(ms / 1000)));
-      return fail(c, 429, "rate_limited", "this API key has made too many token requests; try again later", { "Retry-After": retry });
-    }
-    return fail(c, 401, INVALID_KEY.code, INVALID_KEY.message);
-  }
-  const scope = scopeOf(result.key.permissions);
-  const { token } = await auth.api.signJWT({ body: { payload: { sub: result.key.referenceId, scope, iat: Math.floor(Date.now() / 1000) } } });
-  return h.respond(token);
+}
+
+function invalidKey(): APIError {
+  return new APIError("UNAUTHORIZED", { code: "INVALID_API_KEY", message: "the API key is invalid, revoked or expired" });
 }
 
 type SessionCredential = (c: Context) => Promise<"authorization" | "cookie" | Response>;
-type Forward = (c: Context, request: { method: "GET" | "POST"; path: string; body?: unknown; carry?: "authorization" | "cookie" }) => Promise<Response>;
+type Forward = (c: Context, request: { method: "GET" | "POST"; path: string; body?: unknown; carry?: "authorization" | "cookie" | "x-api-key" }) => Promise<Response>;
 type MapError = (c: Context, res: Response, unauthorized: { code: string; message: string }) => Promise<Response>;
 
 /** /auth/api-keys: create (POST), list (GET), revoke (DELETE /:id), for the signed-in user. */

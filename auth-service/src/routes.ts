@@ -4,7 +4,7 @@
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { decodeJwt } from "jose";
-import { API_KEY_HEADER, apiKeyRoutes, exchangeApiKey } from "./api-keys.js";
+import { API_KEY_HEADER, apiKeyRoutes, INVALID_API_KEY } from "./api-keys.js";
 import type { Auth } from "./auth.js";
 import { forwardToAuth } from "./http.js";
 import { EMAIL_MAX, hasControlChars, nameProblem, PASSWORD_MAX, passwordProblem } from "./input-policy.js";
@@ -151,8 +151,11 @@ export function contractRoutes(auth: Auth, opts: { trustProxies: boolean }) {
    * full scope; or an API key in `x-api-key` -> a JWT with the key's `scope`.
    */
   r.post("/token", async (c) => {
-    const key = c.req.header(API_KEY_HEADER);
-    if (key !== undefined) return exchangeApiKey(auth, c, key.trim(), { fail, respond: (token) => c.json(accessToken(token)) });
+    if (c.req.header(API_KEY_HEADER) !== undefined) {
+      const res = await forward(c, { method: "POST", path: "/api-key/token", carry: API_KEY_HEADER });
+      if (!res.ok) return mapAuthError(c, res, INVALID_API_KEY);
+      return c.json(accessToken(((await res.json()) as { token: string }).token));
+    }
     const carry = await sessionCredential(c);
     if (carry instanceof Response) return carry;
     return mint(c, carry);

@@ -187,3 +187,26 @@ describe("POST /auth/token with x-api-key", () => {
     assert.equal(got.body, null);
   });
 });
+
+describe("the exchange goes through Better Auth's per-IP limiter", () => {
+  let limited: TestService;
+  before(async () => {
+    // Behind a "proxy" (the test itself) so this client has an address of its own: the limiter's
+    // memory store is shared by every service in this process.
+    limited = await startTestService({ AUTH_RATE_LIMIT_MAX: "3", AUTH_RATE_LIMIT_WINDOW: "600", TRUSTED_PROXIES: "127.0.0.1" });
+  });
+  after(async () => {
+    await limited?.stop();
+  });
+
+  test("guessing keys from one address is cut off with 429", async () => {
+    const statuses = [];
+    for (let i = 0; i < 4; i++) {
+      const headers = { "x-api-key": `rag_guess${i}`, "x-forwarded-for": `198.51.100.${process.pid % 250}` };
+      const res = await request(limited.url, "POST", "/auth/token", { headers });
+      statuses.push(res.status);
+      if (res.status === 429) assertError(res, 429, "rate_limited");
+    }
+    assert.deepEqual(statuses, [401, 401, 401, 429]);
+  });
+});
