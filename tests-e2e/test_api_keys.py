@@ -130,3 +130,14 @@ async def test_the_async_client_covers_the_same_routes(auth_url: str, rag_url: s
         with pytest.raises(NotFound):
             await client.get_document(uploaded.document_id)
         assert (await client.list_documents()).total == 1
+
+
+def test_a_password_client_signs_in_again_when_its_session_has_ended(auth_url: str, rag_url: str) -> None:
+    with account(auth_url, rag_url) as client:
+        client.list_documents()
+        ended = client.tokens.session_token
+        logout = httpx.post(f"{auth_url}/auth/logout", headers={"Authorization": f"Bearer {ended}"})
+        assert logout.status_code == 200, logout.text
+        client.tokens._clock = lambda: float("inf")  # the access token is due for a refresh
+        assert client.list_documents().total == 0
+        assert client.tokens.session_token and client.tokens.session_token != ended
