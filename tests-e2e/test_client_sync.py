@@ -128,3 +128,19 @@ def test_a_read_key_cannot_sync(tmp_path: Path, write_key, auth_url: str, rag_ur
     done = run_cli(["sync", str(folder)], rag_url=rag_url, auth_url=auth_url, api_key=read_key)
     assert done.returncode == 1 and "insufficient_scope" in done.stderr
     assert owner.summary().documents == 0
+
+
+def test_keys_commands_create_list_and_revoke(write_key, auth_url: str, rag_url: str) -> None:
+    owner, _ = write_key
+    email = owner.tokens.email
+    created = run_cli(["keys", "create", "cli", "--scope", "write", "--expires-in-days", "30"],
+                      rag_url=rag_url, auth_url=auth_url, email=email)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("rag_") and "not shown again" in created.stderr
+    listed = run_cli(["keys", "list"], rag_url=rag_url, auth_url=auth_url, email=email)
+    assert "cli" in listed.stdout and "write" in listed.stdout and key not in listed.stdout
+    key_id = next(k.id for k in owner.list_api_keys() if k.name == "cli")
+    assert run_cli(["keys", "revoke", key_id], rag_url=rag_url, auth_url=auth_url, email=email).returncode == 0
+    refused = run_cli(["ask", "anything"], rag_url=rag_url, auth_url=auth_url, api_key=key)
+    assert refused.returncode == 1 and "invalid_api_key" in refused.stderr
