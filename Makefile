@@ -21,12 +21,14 @@ help:
 	@echo "make migrate  apply database migrations of both services"
 
 # --- installation (only what is missing or out of date) --------------------------------
-$(VENV_STAMP): $(RAG)/requirements.txt $(RAG)/requirements-dev.txt $(RAG)/pyproject.toml
+$(VENV_STAMP): $(RAG)/requirements.txt $(RAG)/requirements-dev.txt $(RAG)/pyproject.toml clients/python/pyproject.toml
 	@test -x $(PY) || { echo ">> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo ">> installing pinned Python packages (torch 2.13.0 CPU build)"
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r $(RAG)/requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e $(RAG)
+	@# The API client (clients/python): its dependencies are pinned in rag-service/requirements.txt.
+	$(PY) -m pip install --quiet --no-deps -e clients/python
 	@touch $@
 
 $(NODE_STAMP): $(AUTH)/package-lock.json
@@ -73,6 +75,7 @@ bench: install services
 	cd $(RAG) && .venv/bin/python bench/chat_latency.py --docs 200 --queries 100
 	cd $(RAG) && .venv/bin/python bench/load_test.py --users 20 --duration 60
 	cd $(RAG) && .venv/bin/python bench/health_under_load.py
+	$(PY) clients/python/bench/sync_throughput.py --docs 300
 
 clean:
 	rm -rf data $(AUTH)/data $(RAG)/data

@@ -28,8 +28,8 @@ function trustedCors(origins: string[]): MiddlewareHandler {
   const mw = cors({
     origin: (origin) => (allowed.has(origin) ? origin : null),
     credentials: true,
-    allowMethods: ["GET", "POST", "OPTIONS"],
-    allowHeaders: ["Content-Type", "Authorization"],
+    allowMethods: ["GET", "POST", "DELETE", "OPTIONS"],
+    allowHeaders: ["Content-Type", "Authorization", "X-Api-Key"],
     exposeHeaders: ["set-auth-token", "set-auth-jwt", "Retry-After"],
     maxAge: 600,
   });

@@ -4,6 +4,7 @@ import { betterAuth } from "better-auth";
 import { APIError, createAuthMiddleware, isAPIError } from "better-auth/api";
 import { bearer, jwt } from "better-auth/plugins";
 import { accessTokenUser } from "./access-token-user.js";
+import { apiKeyExchange, apiKeyPlugin } from "./api-keys.js";
 import { accountThrottle, memoryThrottleStore, type AccountThrottleStore } from "./account-throttle.js";
 import type { Config } from "./config.js";
 import type { Database } from "./db.js";
@@ -40,7 +41,18 @@ const equalizeDuplicateSignUp = createAuthMiddleware(async (ctx) => {
   }
 });
 
-export function authOptions(config: Config, database: Database, stores: LimitStores = { accountThrottle: memoryThrottleStore() }) {
+/**
+ * `self` returns the Better Auth instance built from these options (the key exchange calls the
+ * API-key plugin through it); migrations never call it.
+ */
+export function authOptions(
+  config: Config,
+  database: Database,
+  stores: LimitStores = { accountThrottle: memoryThrottleStore() },
+  self: () => Auth = () => {
+    throw new Error("this Better Auth configuration has no instance (migrations only)");
+  },
+) {
   const credentialsRule = { window: config.rateLimit.credentialsWindow, max: config.rateLimit.credentialsMax };
   const jwtOptions = {
     jwt: {
@@ -112,12 +124,17 @@ export function authOptions(config: Config, database: Database, stores: LimitSto
       bearer({ requireSignature: true }),
       accountThrottle(stores.accountThrottle, config.accountThrottle),
       accessTokenUser(jwtOptions),
+      apiKeyPlugin(config),
+      apiKeyExchange(self, jwtOptions),
     ],
   };
 }
 
 export function createAuth(config: Config, database: Database, stores?: LimitStores) {
-  return betterAuth(authOptions(config, database, stores));
+  // Bound after creation: the key-exchange endpoint calls the API-key plugin through it.
+  let auth: ReturnType<typeof betterAuth<ReturnType<typeof authOptions>>>;
+  auth = betterAuth(authOptions(config, database, stores, () => auth as unknown as Auth));
+  return auth;
 }
 
 export type Auth = ReturnType<typeof createAuth>;

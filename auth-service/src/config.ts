@@ -39,6 +39,8 @@ export interface Config {
     credentialsWindow: number;
     credentialsMax: number;
   };
+  /** Per-key limit on API-key verifications (each POST /auth/token with `x-api-key` is one). */
+  apiKeys: { rateLimitWindow: number; rateLimitMax: number };
   /** Failed sign-ins per account (normalized email), whatever the source address. */
   accountThrottle: { threshold: number; baseSeconds: number; maxSeconds: number; windowSeconds: number };
 }
@@ -140,6 +142,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       max: int(env, "AUTH_RATE_LIMIT_MAX", 100),
       credentialsWindow: int(env, "AUTH_RATE_LIMIT_SIGNIN_WINDOW", 60),
       credentialsMax: int(env, "AUTH_RATE_LIMIT_SIGNIN_MAX", 5),
+    },
+    apiKeys: {
+      rateLimitWindow: Math.max(1, int(env, "API_KEY_RATE_LIMIT_WINDOW", 60)),
+      rateLimitMax: Math.max(1, int(env, "API_KEY_RATE_LIMIT_MAX", 30)),
     },
     accountThrottle: {
       threshold: Math.max(1, int(env, "AUTH_ACCOUNT_LOCK_THRESHOLD", 5)),

@@ -48,13 +48,13 @@ export async function proxyToAuth(auth: Auth, c: Context, trustProxies: boolean)
 /**
  * Sends a request to a Better Auth route (e.g. "/sign-in/email") on behalf of a contract route, so
  * the rate limiter, hooks and validation apply exactly as on /api/auth/*. Only the client IP, the
- * user agent and the credentials named in `carry` ("authorization" or "cookie") go along.
+ * user agent and the credentials named in `carry` ("authorization", "cookie" or "x-api-key") go along.
  */
 export async function forwardToAuth(
   auth: Auth,
   c: Context,
   trustProxies: boolean,
-  request: { method: "GET" | "POST"; path: string; body?: unknown; carry?: "authorization" | "cookie" },
+  request: { method: "GET" | "POST"; path: string; body?: unknown; carry?: "authorization" | "cookie" | "x-api-key" },
 ): Promise<Response> {
   const incoming = headersWithClientIp(c, trustProxies);
   const headers = new Headers();

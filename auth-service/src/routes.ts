@@ -4,6 +4,7 @@
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { decodeJwt } from "jose";
+import { API_KEY_HEADER, apiKeyRoutes, INVALID_API_KEY } from "./api-keys.js";
 import type { Auth } from "./auth.js";
 import { forwardToAuth } from "./http.js";
 import { EMAIL_MAX, hasControlChars, nameProblem, PASSWORD_MAX, passwordProblem } from "./input-policy.js";
@@ -145,8 +146,16 @@ export function contractRoutes(auth: Auth, opts: { trustProxies: boolean }) {
   r.post("/signup", (c) => credentialsRoute(c, "signup"));
   r.post("/login", (c) => credentialsRoute(c, "login"));
 
-  /** Bearer session token (or session cookie from a trusted origin) -> a fresh access JWT. */
+  /**
+   * Bearer session token (or session cookie from a trusted origin) -> a fresh access JWT with
+   * full scope; or an API key in `x-api-key` -> a JWT with the key's `scope`.
+   */
   r.post("/token", async (c) => {
+    if (c.req.header(API_KEY_HEADER) !== undefined) {
+      const res = await forward(c, { method: "POST", path: "/api-key/token", carry: API_KEY_HEADER });
+      if (!res.ok) return mapAuthError(c, res, INVALID_API_KEY);
+      return c.json(accessToken(((await res.json()) as { token: string }).token));
+    }
     const carry = await sessionCredential(c);
     if (carry instanceof Response) return carry;
     return mint(c, carry);
@@ -178,6 +187,8 @@ export function contractRoutes(auth: Auth, opts: { trustProxies: boolean }) {
     if (!res.ok) return mapAuthError(c, res, NO_SESSION);
     return c.json({ success: true });
   });
+
+  r.route("/api-keys", apiKeyRoutes(auth, { sessionCredential, forward, fail, mapAuthError, noSession: NO_SESSION }));
 
   return r;
 }

@@ -16,7 +16,7 @@ from rag_service.auth.tokens import CurrentUser
 from rag_service.config import Settings
 from rag_service.documents.quotas import IngestionGate
 from rag_service.documents.sandbox import ExtractionPool
-from rag_service.errors import Unauthorized
+from rag_service.errors import Forbidden, Unauthorized
 from rag_service.providers.base import Embedder, Generator
 from rag_service.ratelimit import Budget, RateLimiter
 from rag_service.runtime import Runtime
@@ -73,7 +73,7 @@ async def current_user(
     if credentials is None or not credentials.credentials.strip():
         raise Unauthorized("missing bearer access token")
     claims = await runtime.token_verifier.verify(credentials.credentials.strip())
-    user = CurrentUser(id=claims["sub"], claims=claims)
+    user = CurrentUser(id=claims["sub"], claims=claims, scope=claims.get("scope"))
     # Read by the access log (observability.py).
     request.state.user_id = user.id
     return user
@@ -117,3 +117,18 @@ def _rate_limit(budget: Budget) -> Any:
 # Route dependencies: `@router.get(..., dependencies=[CheapRateLimit])`; see ratelimit.py.
 CheapRateLimit = Depends(_rate_limit("cheap"))
 CostlyRateLimit = Depends(_rate_limit("costly"))
+
+
+def require_write_scope(user: UserDep) -> None:
+    """Write routes (save, upload, delete, embed): refused to a token whose scope is `read`
+    (an API key made read-only). A token without `scope` (a session's) has full scope."""
+    if user.scope == "read":
+        raise Forbidden(
+            "this token's scope is 'read': it may search, chat and read history and documents; "
+            "saving, uploading, deleting and embedding need a 'write' API key",
+            code="insufficient_scope",
+        )
+
+
+# Listed first in a write route's `dependencies=[WriteScope, ...]`, so a refused call spends no budget.
+WriteScope = Depends(require_write_scope)

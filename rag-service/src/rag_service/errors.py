@@ -46,6 +46,11 @@ class Unauthorized(AppError):
         super().__init__(message, **kwargs)
 
 
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(AppError):
     """Also used for other users' resources: never reveal that they exist."""
 
@@ -92,6 +97,7 @@ from pydantic import BaseModel  # noqa: E402  (kept next to the shape it documen
 ERROR_DESCRIPTIONS = {
     400: "Bad request (e.g. a body that cannot be decoded)",
     401: "Missing, invalid or expired access token",
+    403: "The token's scope does not allow this route (`insufficient_scope`: a read-only API key)",
     404: "Not found (another user's resources are never revealed: they are 'not found' too)",
     409: "Conflict: another request holds the resource (`conversation_busy`) or it is being deleted; retry shortly",
     413: "Request body, file or text larger than the configured limit, or `quota_exceeded`",

@@ -195,7 +195,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # Every other route needs a token, may be rate limited and reaches a dependency: the
     # error statuses they share are documented once here (route-specific ones in api.py).
     for router in (auth_api.router, documents_api.router, search_api.router, chat_api.router, history_api.router):
-        app.include_router(router, responses=error_responses(400, 401, 413, 422, 429, 503))
+        app.include_router(router, responses=error_responses(400, 401, 403, 413, 422, 429, 503))
 
     # add_middleware wraps: the last added runs first (outermost).
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_upload_bytes + BODY_LIMIT_MARGIN_BYTES)

@@ -34,6 +34,9 @@ from rag_service.errors import ServiceUnavailable, Unauthorized
 log = logging.getLogger(__name__)
 
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+# `scope` (shared-schemas/jwt-claims.schema.json): only on tokens exchanged for an API key;
+# absent = a browser/session token with full scope. Any other value is refused (fail closed).
+SCOPES = ("read", "write")
 # Real access tokens are well under 2 KB; anything this big is junk, refuse before parsing.
 MAX_TOKEN_CHARS = 16_384
 # Owner columns are VARCHAR(255): a longer subject would fail in the database (a 500).
@@ -42,10 +45,12 @@ MAX_SUBJECT_CHARS = 255
 
 @dataclass(frozen=True)
 class CurrentUser:
-    """The verified caller. `id` is the JWT `sub` (the auth-service user id)."""
+    """The verified caller. `id` is the JWT `sub` (the auth-service user id); `scope` is the
+    token's verified `scope` claim ("read" | "write"), None for a session token (full scope)."""
 
     id: str
     claims: dict[str, Any] = field(default_factory=dict)
+    scope: str | None = None
 
 
 class JwksUnavailable(ServiceUnavailable):
@@ -114,6 +119,8 @@ class AccessTokenVerifier:
             raise Unauthorized("invalid access token: empty subject")
         if len(sub) > MAX_SUBJECT_CHARS:
             raise Unauthorized(f"invalid access token: subject longer than {MAX_SUBJECT_CHARS} characters")
+        if "scope" in claims and claims["scope"] not in SCOPES:
+            raise Unauthorized("invalid access token: unknown scope")
         return claims
 
     # --- keys ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from rag_service.deps import (
     SparseEncoderDep,
     UserDep,
     VectorStoreDep,
+    WriteScope,
 )
 from rag_service.documents.schemas import (
     DeleteResponse,
@@ -26,6 +27,7 @@ from rag_service.documents.schemas import (
     DocumentUsage,
     EmbedRequest,
     EmbedResponse,
+    IngestionSummary,
     SaveDocumentRequest,
     SaveDocumentResponse,
     UploadedDocument,
@@ -58,7 +60,7 @@ def get_document_service(
 DocumentServiceDep = Annotated[DocumentService, Depends(get_document_service)]
 
 
-@router.post("/embed", response_model=EmbedResponse, dependencies=[CostlyRateLimit])
+@router.post("/embed", response_model=EmbedResponse, dependencies=[WriteScope, CostlyRateLimit])
 async def embed(body: EmbedRequest, user: UserDep, service: DocumentServiceDep) -> EmbedResponse:
     return EmbedResponse(embedding=await service.embed_query(body.text))
 
@@ -67,7 +69,7 @@ async def embed(body: EmbedRequest, user: UserDep, service: DocumentServiceDep) 
     "/save-document",
     response_model=SaveDocumentResponse,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[CostlyRateLimit],
+    dependencies=[WriteScope, CostlyRateLimit],
     responses={200: {"model": SaveDocumentResponse, "description": "The same content already exists"},
                **error_responses(409)},
 )
@@ -84,7 +86,7 @@ async def save_document(
     "/documents/upload",
     response_model=UploadResponse,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[CostlyRateLimit],
+    dependencies=[WriteScope, CostlyRateLimit],
     responses={200: {"model": UploadResponse, "description": "Every file already existed"},
                **error_responses(409, 413, 415, 422)},
 )
@@ -137,13 +139,21 @@ async def document_usage(user: UserDep, service: DocumentServiceDep) -> Document
     return DocumentUsage.of(await service.usage(user.id))
 
 
+# Declared before /documents/{document_id}, which would otherwise take "summary" for an id.
+@router.get("/documents/summary", response_model=IngestionSummary, dependencies=[CheapRateLimit])
+async def documents_summary(user: UserDep, service: DocumentServiceDep) -> IngestionSummary:
+    totals = await service.summary(user.id)
+    return IngestionSummary(documents=totals.documents, by_status=totals.by_status, chunks=totals.chunks,
+                            bytes=totals.bytes)
+
+
 @router.get("/documents/{document_id}", response_model=DocumentDetail, dependencies=[CheapRateLimit],
             responses=error_responses(404))
 async def get_document(document_id: str, user: UserDep, service: DocumentServiceDep) -> DocumentDetail:
     return DocumentDetail.of(await service.get(user.id, document_id))
 
 
-@router.delete("/documents/{document_id}", response_model=DeleteResponse, dependencies=[CheapRateLimit],
+@router.delete("/documents/{document_id}", response_model=DeleteResponse, dependencies=[WriteScope, CheapRateLimit],
                responses=error_responses(404))
 async def delete_document(document_id: str, user: UserDep, service: DocumentServiceDep) -> DeleteResponse:
     await service.delete(user.id, document_id)

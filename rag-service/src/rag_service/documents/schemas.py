@@ -108,6 +108,15 @@ class DocumentUsage(BaseModel):
                    max_documents=usage.max_documents, max_characters=usage.max_characters)
 
 
+class IngestionSummary(BaseModel):
+    """GET /documents/summary: the caller's documents by status, chunks indexed, bytes stored."""
+
+    documents: int
+    by_status: dict[str, int] = Field(description="Counts for indexing, ready, failed and deleting")
+    chunks: int = Field(description="Chunks of ready documents (their vectors in the store)")
+    bytes: int = Field(description="UTF-8 size of all stored document text")
+
+
 class DeleteResponse(BaseModel):
     success: bool = True
     document_id: str

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import LargeBinary, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
@@ -61,6 +61,19 @@ if TYPE_CHECKING:
 
 # Lookups of a concurrently saved/deleted duplicate before giving up with 409.
 SAVE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class IngestionTotals:
+    """One user's documents at a glance: how many in each status, chunks indexed, bytes stored."""
+
+    by_status: dict[str, int]
+    chunks: int
+    bytes: int
+
+    @property
+    def documents(self) -> int:
+        return sum(self.by_status.values())
 
 
 @dataclass(frozen=True)
@@ -237,6 +250,27 @@ class DocumentService:
         )
         documents = list((await self._session.scalars(query)).all())
         return DocumentPage(documents=documents, total=total or 0, page=page, limit=limit)
+
+    async def summary(self, user_id: str) -> IngestionTotals:
+        """Counts by status, chunks of ready documents, and UTF-8 bytes of stored content (read only)."""
+        # SQLite has no octet_length(); the length of a text cast to a blob is its byte count.
+        is_sqlite = self._session.get_bind().dialect.name == "sqlite"
+        size = func.length(cast(Document.content, LargeBinary)) if is_sqlite else func.octet_length(Document.content)
+        query = (
+            select(Document.status, func.count(), func.coalesce(func.sum(Document.chunk_count), 0),
+                   func.coalesce(func.sum(size), 0))
+            .where(Document.user_id == user_id)
+            .group_by(Document.status)
+        )
+        by_status = {status: 0 for status in (DocumentStatus.INDEXING, DocumentStatus.READY,
+                                                  DocumentStatus.FAILED, DocumentStatus.DELETING)}
+        chunks = total_bytes = 0
+        for status, count, status_chunks, status_bytes in (await self._session.execute(query)).all():
+            by_status[status] = int(count)
+            if status == DocumentStatus.READY:
+                chunks += int(status_chunks)
+            total_bytes += int(status_bytes)
+        return IngestionTotals(by_status=by_status, chunks=chunks, bytes=total_bytes)
 
     async def get(self, user_id: str, document_id: str) -> Document:
         if "\x00" in document_id:  # never in an id; PostgreSQL would refuse the query (500)

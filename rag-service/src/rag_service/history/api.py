@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from rag_service.deps import CheapRateLimit, SessionmakerDep, SettingsDep, UserDep
+from rag_service.deps import CheapRateLimit, SessionmakerDep, SettingsDep, UserDep, WriteScope
 from rag_service.errors import Unprocessable, error_responses
 from rag_service.history.schemas import ConversationDetail, DeletedConversation, HistoryPage
 from rag_service.history.service import HistoryService
@@ -46,7 +46,7 @@ async def get_conversation(user: UserDep, history: HistoryServiceDep, conversati
     return await history.get_conversation(user.id, conversation_id)
 
 
-@router.delete("/history/{conversation_id}", response_model=DeletedConversation, dependencies=[CheapRateLimit],
+@router.delete("/history/{conversation_id}", response_model=DeletedConversation, dependencies=[WriteScope, CheapRateLimit],
                responses=error_responses(404))
 async def delete_conversation(
     user: UserDep, history: HistoryServiceDep, conversation_id: ConversationId

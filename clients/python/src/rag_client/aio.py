@@ -1,0 +1,148 @@
+"""The asynchronous client: the same routes (`calls.Call`) and token rules as `RagClient`,
+on httpx.AsyncClient. API-key management is on the sync client only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from rag_client import calls
+from rag_client.client import DEFAULT_TIMEOUT, MAX_RATE_LIMIT_RETRIES, _wait
+from rag_client.errors import ServiceUnavailable, error_from_response
+from rag_client.events import parse_event
+from rag_client.models import (
+    ChatAnswer,
+    ChatEvent,
+    Document,
+    DocumentPage,
+    IngestionSummary,
+    SavedDocument,
+    SearchHit,
+    UploadedDocument,
+)
+from rag_client.tokens import TokenState, refresh_async
+
+
+class AsyncRagClient:
+    def __init__(self, rag_url: str, auth_url: str | None = None, *, api_key: str | None = None,
+                 email: str | None = None, password: str | None = None, access_token: str | None = None,
+                 timeout: httpx.Timeout | float = DEFAULT_TIMEOUT, http: httpx.AsyncClient | None = None,
+                 max_rate_limit_retries: int = MAX_RATE_LIMIT_RETRIES) -> None:
+        self.rag_url = rag_url.rstrip("/")
+        self.tokens = TokenState(auth_url, api_key=api_key, email=email, password=password,
+                                 access_token=access_token)
+        self._http = http or httpx.AsyncClient(timeout=timeout)
+        self._owns_http = http is None
+        self._max_retries = max_rate_limit_retries
+        # Concurrent calls share one refresh instead of each exchanging the key.
+        self._refresh_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> AsyncRagClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def access_token(self, *, force: bool = False) -> str:
+        async with self._refresh_lock:
+            if force:
+                self.tokens.invalidate()
+            if self.tokens.needs_refresh():
+                try:
+                    await refresh_async(self.tokens, self._http)
+                except httpx.TransportError as exc:
+                    raise ServiceUnavailable(0, "connection_error", f"cannot reach the auth service: {exc}") from exc
+            assert self.tokens.access_token is not None
+            return self.tokens.access_token
+
+    async def _run(self, call: calls.Call) -> Any:
+        response = await self._send(call)
+        return call.parse(response.json() if response.content else None, response.status_code)
+
+    async def _send(self, call: calls.Call) -> httpx.Response:
+        refreshed = False
+        retries = 0
+        while True:
+            token = await self.access_token()
+            try:
+                response = await self._http.request(
+                    call.method, self.rag_url + call.path, headers={**call.headers, "authorization": f"Bearer {token}"},
+                    json=call.json, params=call.params, files=call.files, data=call.data)
+            except httpx.TransportError as exc:
+                raise ServiceUnavailable(0, "connection_error", f"cannot reach the rag service: {exc}") from exc
+            if response.status_code == 401 and not refreshed and self.tokens.can_refresh:
+                refreshed = True
+                async with self._refresh_lock:
+                    if self.tokens.access_token == token:  # nobody refreshed it meanwhile
+                        self.tokens.invalidate()
+                continue
+            if response.status_code == 429 and retries < self._max_retries:
+                retries += 1
+                await asyncio.sleep(_wait(response, retries))
+                continue
+            if response.status_code >= 400:
+                raise error_from_response(response)
+            return response
+
+    async def save(self, title: str, content: str, metadata: dict[str, Any] | None = None) -> SavedDocument:
+        return await self._run(calls.save(title, content, metadata))
+
+    async def upload(self, files: Sequence[calls.FileInput], *, title: str | None = None,
+                     metadata: dict[str, Any] | None = None) -> list[UploadedDocument]:
+        return await self._run(calls.upload(files, title=title, metadata=metadata))
+
+    async def list_documents(self, page: int = 1, limit: int = 20) -> DocumentPage:
+        return await self._run(calls.list_documents(page, limit))
+
+    async def get_document(self, document_id: str) -> Document:
+        return await self._run(calls.get_document(document_id))
+
+    async def delete_document(self, document_id: str) -> None:
+        await self._run(calls.delete_document(document_id))
+
+    async def summary(self) -> IngestionSummary:
+        return await self._run(calls.summary())
+
+    async def search(self, query: str, *, top_k: int = 5, mode: str = "hybrid",
+                     filters: dict[str, Any] | None = None, min_score: float | None = None) -> list[SearchHit]:
+        return await self._run(calls.search(query, top_k=top_k, mode=mode, filters=filters, min_score=min_score))
+
+    async def chat(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
+                   filters: dict[str, Any] | None = None) -> ChatAnswer:
+        return await self._run(calls.chat(query, conversation_id=conversation_id, top_k=top_k, filters=filters))
+
+    async def chat_stream(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
+                          filters: dict[str, Any] | None = None) -> AsyncIterator[ChatEvent]:
+        body = calls.chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=True)
+        for attempt in range(2):
+            headers = {"authorization": f"Bearer {await self.access_token(force=attempt > 0)}",
+                       "accept": "text/event-stream"}
+            async with aconnect_sse(self._http, "POST", f"{self.rag_url}/chat", json=body, headers=headers) as source:
+                response = source.response
+                if response.status_code == 401 and attempt == 0 and self.tokens.can_refresh:
+                    continue
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_from_response(response)
+                async for sse in source.aiter_sse():
+                    event = parse_event(sse.event, sse.data)
+                    if event is not None:
+                        yield event
+                return
+
+    async def history(self, page: int = 1, limit: int = 20) -> dict[str, Any]:
+        return await self._run(calls.history(page, limit))
+
+    async def conversation(self, conversation_id: str) -> dict[str, Any]:
+        return await self._run(calls.conversation(conversation_id))
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        await self._run(calls.delete_conversation(conversation_id))

@@ -1,0 +1,138 @@
+"""Every rag-service route as data: method, path, body, and how to read the answer. The sync
+and async clients run the same `Call`s, so they cannot drift apart."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag_client.models import (
+    ChatAnswer,
+    Document,
+    DocumentPage,
+    IngestionSummary,
+    SavedDocument,
+    SearchHit,
+    UploadedDocument,
+    sources_from,
+)
+
+# (file name, content, MIME type), or a path to read.
+FileInput = tuple[str, bytes, str] | tuple[str, bytes] | str | Path
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    parse: Callable[[Any, int], Any]
+    json: Any = None
+    params: dict[str, Any] | None = None
+    files: list[tuple[str, tuple[str, bytes, str]]] | None = None
+    data: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _none(body: Any, status: int) -> None:
+    return None
+
+
+def save(title: str, content: str, metadata: dict[str, Any] | None = None) -> Call:
+    body = {"title": title, "content": content, **({"metadata": metadata} if metadata is not None else {})}
+    return Call("POST", "/save-document", lambda b, s: SavedDocument(b["document_id"], s == 201, b["message"]),
+                json=body)
+
+
+def _file(item: FileInput) -> tuple[str, tuple[str, bytes, str]]:
+    if isinstance(item, (str, Path)):
+        path = Path(item)
+        name, data = path.name, path.read_bytes()
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    elif len(item) == 3:
+        name, data, mime = item  # type: ignore[misc]
+    else:
+        name, data = item  # type: ignore[misc]
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return ("files", (name, data, mime))
+
+
+def upload(files: Sequence[FileInput], *, title: str | None = None,
+           metadata: dict[str, Any] | None = None) -> Call:
+    data: dict[str, str] = {}
+    if title is not None:
+        data["title"] = title
+    if metadata is not None:
+        data["metadata"] = json.dumps(metadata)
+    return Call("POST", "/documents/upload",
+                lambda b, s: [UploadedDocument(**d) for d in b["documents"]],
+                files=[_file(f) for f in files], data=data or None)
+
+
+def list_documents(page: int = 1, limit: int = 20) -> Call:
+    return Call("GET", "/documents", lambda b, s: DocumentPage(
+        [Document.from_json(d) for d in b["documents"]], b["total"], b["page"], b["pages"]),
+        params={"page": page, "limit": limit})
+
+
+def get_document(document_id: str) -> Call:
+    return Call("GET", f"/documents/{_segment(document_id)}", lambda b, s: Document.from_json(b))
+
+
+def delete_document(document_id: str) -> Call:
+    return Call("DELETE", f"/documents/{_segment(document_id)}", _none)
+
+
+def summary() -> Call:
+    return Call("GET", "/documents/summary", lambda b, s: IngestionSummary(**b))
+
+
+def search(query: str, *, top_k: int = 5, mode: str = "hybrid", filters: dict[str, Any] | None = None,
+           min_score: float | None = None) -> Call:
+    body: dict[str, Any] = {"query": query, "top_k": top_k, "mode": mode, "include_embedding": False}
+    if filters is not None:
+        body["filters"] = filters
+    if min_score is not None:
+        body["min_score"] = min_score
+    return Call("POST", "/search", lambda b, s: [SearchHit(**{k: r[k] for k in SearchHit.__dataclass_fields__})
+                                                 for r in b["results"]], json=body)
+
+
+def chat_body(query: str, *, conversation_id: str | None, top_k: int, filters: dict[str, Any] | None,
+              stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"query": query, "top_k": top_k, "stream": stream}
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    if filters is not None:
+        body["filters"] = filters
+    return body
+
+
+def chat(query: str, *, conversation_id: str | None = None, top_k: int = 5,
+         filters: dict[str, Any] | None = None) -> Call:
+    return Call("POST", "/chat", lambda b, s: ChatAnswer(
+        response=b["response"], sources=sources_from(b["sources"]), context_used=b["context_used"],
+        conversation_id=b["conversation_id"], message_id=b["message_id"]),
+        json=chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=False))
+
+
+def history(page: int = 1, limit: int = 20) -> Call:
+    return Call("GET", "/history", lambda b, s: b, params={"page": page, "limit": limit})
+
+
+def conversation(conversation_id: str) -> Call:
+    return Call("GET", f"/history/{_segment(conversation_id)}", lambda b, s: b)
+
+
+def delete_conversation(conversation_id: str) -> Call:
+    return Call("DELETE", f"/history/{_segment(conversation_id)}", _none)
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment: never lets `../` or `?` change the route."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")

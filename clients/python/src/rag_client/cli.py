@@ -1,0 +1,154 @@
+"""`rag-client`: sync a folder, ask a question (streamed, with sources), manage API keys.
+
+Credentials come from options or the environment: RAG_URL, AUTH_URL, and RAG_API_KEY (or
+RAG_EMAIL + RAG_PASSWORD; API-key management needs the email/password sign-in)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rag_client.client import RagClient
+from rag_client.errors import RagError
+from rag_client.folder_sync import FolderSync, supported_files
+from rag_client.models import DeltaEvent, DoneEvent, SourcesEvent
+
+app = typer.Typer(help="Client for the rag-service: folder sync, questions, API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys (needs --email/--password).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+errors = Console(stderr=True)
+
+
+class Options:
+    def __init__(self, **values: Optional[str]) -> None:
+        self.values = values
+
+    def client(self) -> RagClient:
+        v = self.values
+        if v["api_key"]:
+            return RagClient(v["rag_url"], v["auth_url"], api_key=v["api_key"])
+        if v["email"]:
+            return RagClient(v["rag_url"], v["auth_url"], email=v["email"], password=v["password"] or "")
+        errors.print("[red]error:[/] give --api-key (RAG_API_KEY) or --email and --password (RAG_EMAIL, RAG_PASSWORD)")
+        raise typer.Exit(2)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    rag_url: Annotated[str, typer.Option(envvar="RAG_URL", help="rag-service base URL")] = "http://127.0.0.1:8000",
+    auth_url: Annotated[str, typer.Option(envvar="AUTH_URL", help="auth-service base URL")] = "http://127.0.0.1:3001",
+    api_key: Annotated[Optional[str], typer.Option(envvar="RAG_API_KEY", help="API key (rag_...)")] = None,
+    email: Annotated[Optional[str], typer.Option(envvar="RAG_EMAIL")] = None,
+    password: Annotated[Optional[str], typer.Option(envvar="RAG_PASSWORD")] = None,
+) -> None:
+    ctx.obj = Options(rag_url=rag_url, auth_url=auth_url, api_key=api_key, email=email, password=password)
+
+
+def fail(exc: RagError) -> typer.Exit:
+    errors.print(f"[red]error:[/] {exc.code}: {exc.message}")
+    return typer.Exit(1)
+
+
+@app.command()
+def sync(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Folder to upload")],
+    delete: Annotated[bool, typer.Option("--delete", help="Delete documents whose files are gone")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Upload the folder's .txt/.md/.html/.pdf/.docx files; skip unchanged ones; resume after interruption."""
+    with ctx.obj.client() as client:
+        syncer = FolderSync(client, folder, delete=delete)
+        total = len(supported_files(folder))
+        try:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=errors, transient=as_json) as progress:
+                task = progress.add_task("syncing", total=total)
+
+                def advance(path: str, outcome: str) -> None:
+                    if outcome != "deleted":
+                        progress.advance(task)
+                    progress.update(task, description=f"{outcome}: {path[-40:]}")
+
+                report = syncer.run(advance)
+        except RagError as exc:
+            raise fail(exc) from None
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+    else:
+        for path, reason in report.failed.items():
+            errors.print(f"[yellow]failed:[/] {path}: {reason}")
+        console.print(report.line())
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ask(
+    ctx: typer.Context,
+    question: Annotated[str, typer.Argument(help="The question")],
+    top_k: Annotated[int, typer.Option(help="Sources to retrieve")] = 5,
+) -> None:
+    """Stream a cited answer from your documents."""
+    sources = []
+    with ctx.obj.client() as client:
+        try:
+            for event in client.chat_stream(question, top_k=top_k):
+                if isinstance(event, SourcesEvent):
+                    sources = event.sources
+                elif isinstance(event, DeltaEvent):
+                    console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+                elif isinstance(event, DoneEvent):
+                    console.print()
+        except RagError as exc:
+            raise fail(exc) from None
+    for source in sources:
+        console.print(f"[{source.number}] {source.title} (chunk {source.chunk_index})", markup=False, highlight=False)
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument()],
+    scope: Annotated[str, typer.Option(help="read or write")] = "read",
+    expires_in_days: Annotated[Optional[int], typer.Option(help="1-365; default: never")] = None,
+) -> None:
+    """Create a key; it is printed once."""
+    with ctx.obj.client() as client:
+        try:
+            key = client.create_api_key(name, scope, expires_in_days)
+        except RagError as exc:
+            raise fail(exc) from None
+    console.print(key.key, markup=False, highlight=False)
+    errors.print(f"id {key.id}, scope {key.scope}, expires {key.expires_at or 'never'}: store it now, it is not shown again")
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    with ctx.obj.client() as client:
+        try:
+            keys = client.list_api_keys()
+        except RagError as exc:
+            raise fail(exc) from None
+    table = Table("id", "name", "scope", "starts with", "expires", "last used")
+    for key in keys:
+        table.add_row(key.id, key.name or "", key.scope, key.start or "", key.expires_at or "never", key.last_used_at or "")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument()]) -> None:
+    with ctx.obj.client() as client:
+        try:
+            client.revoke_api_key(key_id)
+        except RagError as exc:
+            raise fail(exc) from None
+    console.print(f"revoked {key_id}")

@@ -1,0 +1,120 @@
+"""Access tokens for the rag-service, from the auth-service: sign in with email/password or
+exchange an API key, then refresh before the JWT's `exp` (and once more on a 401).
+
+The refresh steps are plain data (`TokenRequest`) so the sync and async clients share them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from rag_client.errors import AuthenticationError, error_from_response
+
+# Refresh when less than this share of the token's lifetime is left (at most 60 s early).
+REFRESH_FRACTION = 0.2
+MAX_REFRESH_MARGIN = 60.0
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    json: dict[str, Any] | None = None
+
+
+class TokenState:
+    """Holds the current access JWT and knows how to get the next one.
+
+    - API key: every refresh is an exchange at POST /auth/token with `x-api-key`.
+    - Email/password: sign in once (POST /auth/login), then mint from the session token
+      (POST /auth/token with it as bearer); if the session has ended, sign in again.
+    - A fixed access token: used as is, never refreshed.
+    """
+
+    def __init__(self, auth_url: str | None, *, api_key: str | None = None, email: str | None = None,
+                 password: str | None = None, access_token: str | None = None,
+                 clock: Any = time.monotonic) -> None:
+        if sum(x is not None for x in (api_key, access_token, email)) != 1:
+            raise ValueError("give exactly one of api_key, email (+password) or access_token")
+        if email is not None and password is None:
+            raise ValueError("email sign-in needs a password")
+        if (api_key or email) and not auth_url:
+            raise ValueError("auth_url is needed to sign in or exchange an API key")
+        self.auth_url = (auth_url or "").rstrip("/")
+        self.api_key = api_key
+        self.email = email
+        self._password = password
+        self.session_token: str | None = None
+        self.access_token = access_token
+        self._clock = clock
+        self._refresh_at: float | None = None  # None: never (fixed token) or not fetched yet
+
+    @property
+    def can_refresh(self) -> bool:
+        return self.api_key is not None or self.email is not None
+
+    def needs_refresh(self) -> bool:
+        if self.access_token is None:
+            return True
+        return self._refresh_at is not None and self._clock() >= self._refresh_at
+
+    def invalidate(self) -> None:
+        if self.can_refresh:
+            self.access_token = None
+
+    def next_request(self, *, relogin: bool = False) -> TokenRequest:
+        if self.api_key is not None:
+            return TokenRequest("POST", f"{self.auth_url}/auth/token", {"x-api-key": self.api_key})
+        if self.email is None:
+            raise AuthenticationError(401, "token_expired", "the access token expired and cannot be refreshed")
+        if self.session_token and not relogin:
+            return TokenRequest("POST", f"{self.auth_url}/auth/token",
+                                {"authorization": f"Bearer {self.session_token}"})
+        return TokenRequest("POST", f"{self.auth_url}/auth/login", {},
+                            {"email": self.email, "password": self._password})
+
+    def accept(self, request: TokenRequest, response: httpx.Response) -> bool:
+        """Take the answer to `request`. False: the session ended, sign in again (relogin=True)."""
+        if response.status_code == 401 and request.url.endswith("/auth/token") and self.email is not None \
+                and self.api_key is None:
+            self.session_token = None
+            return False
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        body = response.json()
+        self.access_token = body["access_token"]
+        if body.get("session_token"):
+            self.session_token = body["session_token"]
+        lifetime = float(body.get("expires_in") or 0)
+        # The server's lifetime, counted on our clock: immune to clock skew between machines.
+        margin = min(MAX_REFRESH_MARGIN, lifetime * REFRESH_FRACTION)
+        self._refresh_at = self._clock() + max(0.0, lifetime - margin) if lifetime else None
+        return True
+
+
+def refresh_sync(state: TokenState, http: httpx.Client) -> str:
+    request = state.next_request()
+    if not state.accept(request, _send(http, request)):
+        request = state.next_request(relogin=True)
+        state.accept(request, _send(http, request))
+    assert state.access_token is not None
+    return state.access_token
+
+
+async def refresh_async(state: TokenState, http: httpx.AsyncClient) -> str:
+    request = state.next_request()
+    if not state.accept(request, await http.request(request.method, request.url, headers=request.headers,
+                                                    json=request.json)):
+        request = state.next_request(relogin=True)
+        state.accept(request, await http.request(request.method, request.url, headers=request.headers,
+                                                 json=request.json))
+    assert state.access_token is not None
+    return state.access_token
+
+
+def _send(http: httpx.Client, request: TokenRequest) -> httpx.Response:
+    return http.request(request.method, request.url, headers=request.headers, json=request.json)

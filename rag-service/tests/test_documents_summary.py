@@ -1,0 +1,52 @@
+"""GET /documents/summary: the caller's documents by status, chunks and bytes (SQLite and Postgres)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+
+from rag_service.storage.models import Document, DocumentStatus
+
+ASCII = "Otters hold hands while they sleep so that they do not drift apart on the current."
+ACCENTED = "Les loutres se tiennent la main en dormant; elles flottent ensemble, côte à côte, sûres."
+
+
+async def test_summary_counts_statuses_chunks_and_bytes_of_the_caller_only(
+    db_client: Any, db_app: Any, auth_headers: Any, user_id: str
+) -> None:
+    headers = auth_headers(user_id)
+    empty = await db_client.get("/documents/summary", headers=headers)
+    assert empty.status_code == 200, empty.text
+    assert empty.json() == {"documents": 0, "by_status": {"indexing": 0, "ready": 0, "failed": 0}, "chunks": 0, "bytes": 0}
+
+    ids = []
+    for title, text in (("ascii", ASCII), ("accented", ACCENTED)):
+        saved = await db_client.post("/save-document", json={"title": title, "content": text}, headers=headers)
+        assert saved.status_code == 201, saved.text
+        ids.append(saved.json()["document_id"])
+    stored = [(await db_client.get(f"/documents/{i}", headers=headers)).json() for i in ids]
+    expected_bytes = sum(len(d["content"].encode()) for d in stored)
+    assert expected_bytes > sum(len(d["content"]) for d in stored), "the accented text has multi-byte characters"
+
+    summary = (await db_client.get("/documents/summary", headers=auth_headers(user_id, scope="read"))).json()
+    assert summary == {"documents": 2, "by_status": {"indexing": 0, "ready": 2, "failed": 0},
+                       "chunks": sum(d["chunk_count"] for d in stored), "bytes": expected_bytes}
+
+    # A failed document counts in its status and its bytes, but has no chunks in the store.
+    async with db_app.state.runtime.sessionmaker() as session:
+        await session.execute(update(Document).where(Document.id == ids[1])
+                              .values(status=DocumentStatus.FAILED, error="extraction failed"))
+        await session.commit()
+    after = (await db_client.get("/documents/summary", headers=headers)).json()
+    assert after["by_status"] == {"indexing": 0, "ready": 1, "failed": 1}
+    assert after["chunks"] == stored[0]["chunk_count"] and after["bytes"] == expected_bytes
+
+    other = (await db_client.get("/documents/summary", headers=auth_headers())).json()
+    assert other["documents"] == 0 and other["bytes"] == 0
+
+
+async def test_summary_needs_a_token(db_client: Any) -> None:
+    response = await db_client.get("/documents/summary")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"]

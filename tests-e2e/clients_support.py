@@ -1,0 +1,40 @@
+"""Helpers for the API-client suites: a signed-up account driven through `rag_client`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from conftest import sign_up
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT_SRC = ROOT / "clients" / "python" / "src"
+if str(CLIENT_SRC) not in sys.path:  # `make test` installs it; this also works from a checkout
+    sys.path.insert(0, str(CLIENT_SRC))
+
+from rag_client import RagClient  # noqa: E402
+
+PASSWORD = "correct horse battery"
+
+
+def account(auth_url: str, rag_url: str) -> RagClient:
+    """A new user, signed in with email/password (the only way to manage keys)."""
+    email = f"client-{uuid.uuid4().hex[:10]}@example.com"
+    sign_up(auth_url, email=email, password=PASSWORD)
+    return RagClient(rag_url, auth_url, email=email, password=PASSWORD)
+
+
+def run_cli(args: list[str], *, rag_url: str, auth_url: str, api_key: str | None = None,
+            email: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`rag-client ARGS` as a real process (python -m rag_client), credentials in the environment:
+    the API key, or `email` with PASSWORD."""
+    credentials = {"RAG_API_KEY": api_key} if api_key else {"RAG_EMAIL": email or "", "RAG_PASSWORD": PASSWORD}
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RAG_API_KEY", "RAG_EMAIL", "RAG_PASSWORD")},
+           "RAG_URL": rag_url, "AUTH_URL": auth_url, **credentials,
+           "PYTHONPATH": os.pathsep.join([str(CLIENT_SRC), os.environ.get("PYTHONPATH", "")]),
+           "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "rag_client", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)

@@ -1,0 +1,146 @@
+"""`rag-client sync DIR` and `rag-client ask` against the real services: a folder synced
+twice (the second run uploads nothing), changed and removed files, an interrupted sync resumed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clients_support import account, run_cli
+from rag_client import RagClient
+from rag_client.folder_sync import STATE_FILE, FolderSync
+
+FILES = {
+    "notes/tides.txt": "Spring tides happen near new and full moon, when the sun and moon pull in line.",
+    "notes/harbour.md": "# Harbour\n\nThe harbour master assigns berths and keeps the tide tables posted.",
+    "guide.html": "<html><head><title>Knots</title></head><body><p>A bowline makes a fixed loop that "
+                  "does not slip and is easy to untie after loading.</p></body></html>",
+}
+
+
+def make_folder(root: Path, files: dict[str, str]) -> Path:
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (root / "image.bin").write_bytes(b"\x00\x01 not a document")
+    (root / ".hidden.txt").write_text("hidden files are not synced")
+    return root
+
+
+@pytest.fixture
+def write_key(auth_url: str, rag_url: str):
+    owner = account(auth_url, rag_url)
+    key = owner.create_api_key("sync", "write").key
+    yield owner, key
+    owner.close()
+
+
+def sync_cli(folder: Path, rag_url: str, auth_url: str, key: str, *extra: str) -> dict:
+    done = run_cli(["sync", str(folder), "--json", *extra], rag_url=rag_url, auth_url=auth_url, api_key=key)
+    assert done.returncode == 0, done.stderr + done.stdout
+    return json.loads(done.stdout)
+
+
+def titles_by_source(owner: RagClient) -> dict[str, str]:
+    return {d.metadata["source_path"]: d.id for d in owner.iter_documents()}
+
+
+def test_sync_twice_then_change_and_delete(tmp_path: Path, write_key, auth_url: str, rag_url: str) -> None:
+    owner, key = write_key
+    folder = make_folder(tmp_path / "docs", FILES)
+
+    first = sync_cli(folder, rag_url, auth_url, key)
+    assert sorted(first["uploaded"]) == sorted(FILES) and not first["failed"]
+    stored = titles_by_source(owner)
+    assert sorted(stored) == sorted(FILES)
+    assert owner.summary().by_status["ready"] == 3
+
+    second = sync_cli(folder, rag_url, auth_url, key)
+    assert second["uploaded"] == [] and sorted(second["unchanged"]) == sorted(FILES)
+
+    (folder / "notes/tides.txt").write_text("Neap tides come at the quarter moons, with the smallest range.")
+    (folder / "guide.html").unlink()
+    kept = sync_cli(folder, rag_url, auth_url, key)  # without --delete: the removed file's document stays
+    assert kept["uploaded"] == ["notes/tides.txt"] and kept["replaced"] == ["notes/tides.txt"] and kept["deleted"] == []
+    after = titles_by_source(owner)
+    assert after["notes/tides.txt"] != stored["notes/tides.txt"], "the changed file is a new document"
+    assert "Neap" in owner.get_document(after["notes/tides.txt"]).content
+    assert "guide.html" in after and owner.summary().documents == 3, "the changed file's old document is deleted"
+
+    pruned = sync_cli(folder, rag_url, auth_url, key, "--delete")
+    assert pruned["deleted"] == ["guide.html"] and pruned["uploaded"] == []
+    assert sorted(titles_by_source(owner)) == ["notes/harbour.md", "notes/tides.txt"]
+
+
+def test_an_interrupted_sync_resumes_without_duplicates(tmp_path: Path, write_key, auth_url: str, rag_url: str) -> None:
+    owner, key = write_key
+    files = {f"part-{i:02d}.txt": f"Chapter {i}: the ferry crossed the strait at dawn carrying {i} passengers."
+             for i in range(8)}
+    folder = make_folder(tmp_path / "book", files)
+    with RagClient(rag_url, auth_url, api_key=key) as client:
+        uploads = []
+
+        def interrupt_after_three(path: str, outcome: str) -> None:
+            uploads.append(path)
+            if len(uploads) == 3:
+                raise KeyboardInterrupt  # Ctrl-C between two files
+
+        with pytest.raises(KeyboardInterrupt):
+            FolderSync(client, folder).run(interrupt_after_three)
+        recorded = json.loads((folder / STATE_FILE).read_text())["files"]
+        assert sorted(recorded) == sorted(files)[:3]
+
+        resumed = FolderSync(client, folder).run()
+        assert sorted(resumed.unchanged) == sorted(files)[:3]
+        assert sorted(resumed.uploaded) == sorted(files)[3:]
+    assert owner.summary().documents == len(files)
+
+
+def test_a_file_the_service_refuses_is_reported_and_the_rest_sync(tmp_path: Path, write_key, auth_url: str,
+                                                                   rag_url: str) -> None:
+    owner, key = write_key
+    folder = make_folder(tmp_path / "mixed", {"good.txt": "Buoys mark the safe channel into the harbour."})
+    (folder / "broken.pdf").write_bytes(b"this is not a PDF")
+    done = run_cli(["sync", str(folder), "--json"], rag_url=rag_url, auth_url=auth_url, api_key=key)
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["uploaded"] == ["good.txt"] and list(report["failed"]) == ["broken.pdf"]
+    assert owner.summary().documents == 1
+
+
+def test_ask_streams_a_cited_answer(tmp_path: Path, write_key, auth_url: str, rag_url: str) -> None:
+    owner, key = write_key
+    owner.save("Knots", FILES["guide.html"].replace("<p>", "").replace("</p>", ""))
+    done = run_cli(["ask", "Which knot makes a fixed loop?"], rag_url=rag_url, auth_url=auth_url, api_key=key)
+    assert done.returncode == 0, done.stderr
+    assert "[1] Knots" in done.stdout
+    answer = done.stdout.split("[1] Knots")[0].strip()
+    assert answer, "the answer text is printed before the sources"
+
+
+def test_a_read_key_cannot_sync(tmp_path: Path, write_key, auth_url: str, rag_url: str) -> None:
+    owner, _ = write_key
+    read_key = owner.create_api_key("read", "read").key
+    folder = make_folder(tmp_path / "ro", {"a.txt": "Read-only keys may not upload."})
+    done = run_cli(["sync", str(folder)], rag_url=rag_url, auth_url=auth_url, api_key=read_key)
+    assert done.returncode == 1 and "insufficient_scope" in done.stderr
+    assert owner.summary().documents == 0
+
+
+def test_keys_commands_create_list_and_revoke(write_key, auth_url: str, rag_url: str) -> None:
+    owner, _ = write_key
+    email = owner.tokens.email
+    created = run_cli(["keys", "create", "cli", "--scope", "write", "--expires-in-days", "30"],
+                      rag_url=rag_url, auth_url=auth_url, email=email)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("rag_") and "not shown again" in created.stderr
+    listed = run_cli(["keys", "list"], rag_url=rag_url, auth_url=auth_url, email=email)
+    assert "cli" in listed.stdout and "write" in listed.stdout and key not in listed.stdout
+    key_id = next(k.id for k in owner.list_api_keys() if k.name == "cli")
+    assert run_cli(["keys", "revoke", key_id], rag_url=rag_url, auth_url=auth_url, email=email).returncode == 0
+    refused = run_cli(["ask", "anything"], rag_url=rag_url, auth_url=auth_url, api_key=key)
+    assert refused.returncode == 1 and "invalid_api_key" in refused.stderr
