@@ -18,7 +18,7 @@ async def test_summary_counts_statuses_chunks_and_bytes_of_the_caller_only(
     headers = auth_headers(user_id)
     empty = await db_client.get("/documents/summary", headers=headers)
     assert empty.status_code == 200, empty.text
-    assert empty.json() == {"documents": 0, "by_status": {"indexing": 0, "ready": 0, "failed": 0}, "chunks": 0, "bytes": 0}
+    assert empty.json() == {"documents": 0, "by_status": {"indexing": 0, "ready": 0, "failed": 0, "deleting": 0}, "chunks": 0, "bytes": 0}
 
     ids = []
     for title, text in (("ascii", ASCII), ("accented", ACCENTED)):
@@ -30,7 +30,7 @@ async def test_summary_counts_statuses_chunks_and_bytes_of_the_caller_only(
     assert expected_bytes > sum(len(d["content"]) for d in stored), "the accented text has multi-byte characters"
 
     summary = (await db_client.get("/documents/summary", headers=auth_headers(user_id, scope="read"))).json()
-    assert summary == {"documents": 2, "by_status": {"indexing": 0, "ready": 2, "failed": 0},
+    assert summary == {"documents": 2, "by_status": {"indexing": 0, "ready": 2, "failed": 0, "deleting": 0},
                        "chunks": sum(d["chunk_count"] for d in stored), "bytes": expected_bytes}
 
     # A failed document counts in its status and its bytes, but has no chunks in the store.
@@ -39,7 +39,7 @@ async def test_summary_counts_statuses_chunks_and_bytes_of_the_caller_only(
                               .values(status=DocumentStatus.FAILED, error="extraction failed"))
         await session.commit()
     after = (await db_client.get("/documents/summary", headers=headers)).json()
-    assert after["by_status"] == {"indexing": 0, "ready": 1, "failed": 1}
+    assert after["by_status"] == {"indexing": 0, "ready": 1, "failed": 1, "deleting": 0}
     assert after["chunks"] == stored[0]["chunk_count"] and after["bytes"] == expected_bytes
 
     other = (await db_client.get("/documents/summary", headers=auth_headers())).json()
