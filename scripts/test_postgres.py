@@ -56,6 +56,8 @@ def answers(url: str, timeout: int = 2) -> bool:
 
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As PostgreSQL binds: connections of a just-stopped server in TIME_WAIT don't count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
