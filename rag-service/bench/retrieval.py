@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
-import importlib.util
-import os
-import uuid
 import json
 import math
 import statistics
@@ -50,6 +46,8 @@ from rag_service.storage.factory import collection_name
 from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import ChunkFilter, tenant_filter
+
+from pgvector_database import pgvector_database
 
 USER = "bench-user"
 K = 10
@@ -180,35 +178,6 @@ class MirroredStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stores[0], name)
-
-
-@contextlib.asynccontextmanager
-async def pgvector_database(url: str | None):
-    """A new database on a pgvector server (given, TEST_PGVECTOR_URL, or embedded), dropped after."""
-    import psycopg
-
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("test_postgres", root / "scripts" / "test_postgres.py")
-    assert spec and spec.loader
-    test_postgres = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_postgres)
-    embedded = None
-    admin_url = url or os.environ.get(test_postgres.PGVECTOR_ENV)
-    if not admin_url:
-        embedded = test_postgres.EmbeddedPostgres.start_new()
-        admin_url = embedded.url
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            with psycopg.connect(admin_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        if embedded is not None:
-            embedded.stop()
 
 
 # --- ingestion ------------------------------------------------------------------------
