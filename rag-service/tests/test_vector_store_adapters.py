@@ -9,6 +9,7 @@ import socket
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from qdrant_client import AsyncQdrantClient
 
@@ -192,6 +193,17 @@ async def test_pgvector_dense_search_finds_a_small_tenant_among_a_crowd(pg_store
     for mode in ("dense", "hybrid"):
         hits = await pg_store.search(query("note", unit(1)), tenant_filter(ALICE), limit=5, mode=mode)
         assert {hit.id for hit in hits} == {point.id for point in mine}, mode
+
+
+@pytest.mark.postgres
+async def test_pgvector_upsert_is_all_or_nothing(pg_store):
+    """A batch that fails part-way (here a vector of the wrong dimension, past the first
+    executemany batch) leaves none of its chunks behind."""
+    good = [chunk(ALICE, "doc-big", i, f"note {i}", unit(1, i)) for i in range(300)]
+    bad = chunk(ALICE, "doc-big", 300, "broken", [1.0] * (DIM + 1))
+    with pytest.raises(psycopg.errors.DataException):
+        await pg_store.upsert([*good, bad])
+    assert await pg_store.count(tenant_filter(ALICE)) == 0
 
 
 def test_settings_need_the_chosen_stores_server(tmp_path: Path):

@@ -20,6 +20,7 @@ Driver or server failures become `ServiceUnavailable` (HTTP 503); `healthy()` ne
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -180,11 +181,13 @@ class PgVectorStore:
             " start_offset = excluded.start_offset, end_offset = excluded.end_offset,"
             " metadata = excluded.metadata, dense = excluded.dense, sparse = excluded.sparse, terms = excluded.terms"
         ).format(table=self._table)
+        # Formatting thousands of floats is CPU work: off the event loop.
+        rows = await asyncio.to_thread(lambda: [self._row(point) for point in points])
         pool = await self._connections()
-        for start in range(0, len(points), UPSERT_BATCH):
-            rows = [self._row(point) for point in points[start : start + UPSERT_BATCH]]
-            async with pool.connection() as conn, conn.cursor() as cursor:
-                await cursor.executemany(statement, rows)
+        # One transaction: a document's chunks are stored all together or not at all.
+        async with pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            for start in range(0, len(rows), UPSERT_BATCH):
+                await cursor.executemany(statement, rows[start : start + UPSERT_BATCH])
 
     @staticmethod
     def _row(point: ChunkPoint) -> tuple[Any, ...]:
