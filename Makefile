@@ -10,15 +10,20 @@ AUTH := auth-service
 VENV := $(RAG)/.venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
+# Runs a command with TEST_POSTGRES_URL / TEST_PGVECTOR_URL set (scripts/test_postgres.py):
+# the system PostgreSQL on 5432 when it answers, and an embedded PostgreSQL 18 + pgvector
+# started for the run (and stopped after it). Nested targets reuse the outer run's servers.
+WITH_TEST_PG := $(CURDIR)/$(PY) $(CURDIR)/scripts/test_postgres.py run --
 NODE_STAMP := $(AUTH)/node_modules/.installed
 
-.PHONY: help install dev test test-auth test-rag test-e2e bench migrate services clean
+.PHONY: help install dev test test-auth test-rag test-e2e bench migrate services screenshot clean
 
 help:
 	@echo "make dev      run auth-service (:3001) and rag-service (:8000) on embedded defaults"
 	@echo "make test     run every test suite (installs what is missing)"
 	@echo "make bench    run the benchmarks (figures go to docs/benchmarks.md by hand)"
 	@echo "make migrate  apply database migrations of both services"
+	@echo "make screenshot  refresh docs/screenshot.png from the browser test"
 
 # --- installation (only what is missing or out of date) --------------------------------
 $(VENV_STAMP): $(RAG)/requirements.txt $(RAG)/requirements-dev.txt $(RAG)/pyproject.toml clients/python/pyproject.toml
@@ -50,20 +55,27 @@ migrate: install
 services:
 	@bash scripts/ensure-services.sh
 
-test: install services test-auth test-rag test-e2e
+test: install services
+	@$(WITH_TEST_PG) $(MAKE) --no-print-directory test-auth test-rag test-e2e
 
-test-auth: $(NODE_STAMP) services
+test-auth: $(NODE_STAMP) $(VENV_STAMP) services
 	@echo ">> auth-service tests (PGlite and PostgreSQL)"
-	cd $(AUTH) && npm test
+	cd $(AUTH) && $(WITH_TEST_PG) npm test
 
 test-rag: $(VENV_STAMP) services
-	@echo ">> rag-service tests (SQLite and PostgreSQL, Qdrant Edge and Qdrant server API)"
-	cd $(RAG) && .venv/bin/pytest -q --cov=rag_service --cov-report=term
+	@echo ">> rag-service tests (SQLite and PostgreSQL; Qdrant Edge, pgvector, Qdrant server adapter on local mode)"
+	cd $(RAG) && $(WITH_TEST_PG) .venv/bin/pytest -q --cov=rag_service --cov-report=term
 
 test-e2e: install services
 	@bash scripts/install-chromium.sh
 	@echo ">> end-to-end tests (both services as real processes, the web app in headless Chromium)"
-	$(PY) -m pytest -q tests-e2e
+	$(WITH_TEST_PG) $(PY) -m pytest -q tests-e2e
+
+# Refresh docs/screenshot.png (the README picture) from the browser test; test runs
+# otherwise write it to tests-e2e/artifacts/ only.
+screenshot: install services
+	@bash scripts/install-chromium.sh
+	REFRESH_SCREENSHOT=1 $(WITH_TEST_PG) $(PY) -m pytest -q tests-e2e/test_browser.py
 
 bench: install services
 	cd $(AUTH) && npm run --silent bench

@@ -15,6 +15,8 @@ all use `localhost` so the auth-service's session cookie is same-site with the p
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import threading
 import time
 import uuid
@@ -26,12 +28,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import missing
 from stack import ROOT, free_port, start_auth, start_rag
 
 CHROMIUM = Path("/usr/bin/chromium")
 WEB_DIR = ROOT / "examples" / "web"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-SCREENSHOT = ROOT / "docs" / "screenshot.png"
+# The README picture is taken on every run into the artifacts; REFRESH_SCREENSHOT=1
+# (`make screenshot`) also copies it over the tracked docs/screenshot.png.
+SCREENSHOT = ARTIFACTS / "screenshot.png"
+README_SCREENSHOT = ROOT / "docs" / "screenshot.png"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -53,10 +59,10 @@ DOCUMENT_TEXT = (
 )
 QUESTION = "What is the capital city of Zephyria?"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="/usr/bin/chromium is missing: run scripts/install-chromium.sh (apt-get install chromium)",
-)
+@pytest.fixture(scope="module", autouse=True)
+def _chromium_installed() -> None:
+    if not CHROMIUM.exists():
+        missing("/usr/bin/chromium is missing: run scripts/install-chromium.sh (apt-get install chromium)")
 
 
 @dataclass
@@ -278,6 +284,8 @@ def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -
         page.locator("#answer button.cite").first.click()
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
+        if os.environ.get("REFRESH_SCREENSHOT") == "1":
+            shutil.copyfile(SCREENSHOT, README_SCREENSHOT)
 
         # --- user 2 in another browser context sees nothing of user 1 -----------------------
         page2 = open_page("user2")

@@ -28,21 +28,23 @@ def test_rag_service_env_vars_exist_in_its_settings() -> None:
     from rag_service.config import Settings
 
     known = {name.upper() for name in Settings.model_fields}
-    unknown = _env("rag-service") - known
-    assert not unknown, f"rag-service settings do not read {unknown}"
+    for service in ("rag-service", "rag-service-pgvector"):
+        unknown = _env(service) - known
+        assert not unknown, f"{service}: rag-service settings do not read {unknown}"
 
 
 def test_auth_service_env_vars_exist_in_its_config() -> None:
     sources = "\n".join(p.read_text() for p in (ROOT / "auth-service" / "src").rglob("*.ts"))
     read = set(re.findall(r"\b([A-Z][A-Z0-9_]{2,})\b", sources))
-    unknown = _env("auth-service") - read
-    assert not unknown, f"auth-service does not read {unknown}"
+    for service in ("auth-service", "auth-service-pgvector"):
+        unknown = _env(service) - read
+        assert not unknown, f"{service}: auth-service does not read {unknown}"
 
 
 def test_env_example_lists_every_compose_variable() -> None:
     example = (ROOT / ".env.example").read_text()
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, flags=re.M))
-    for service in ("auth-service", "rag-service"):
+    for service in ("auth-service", "rag-service", "auth-service-pgvector", "rag-service-pgvector"):
         missing = _env(service) - listed
         assert not missing, f".env.example lacks {missing} ({service})"
 

@@ -10,24 +10,18 @@ import time
 import uuid
 
 import httpx
-import psycopg
 import pytest
 
 from stack import free_port, start_auth, start_rag
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-DB_NAME = "e2e_auth_expiry"
 SECRET = "e2e-" + "s" * 40
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory):
+def replicas(tmp_path_factory: pytest.TempPathFactory, make_postgres_database):
     from conftest import ARTIFACTS
 
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    database_url = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
+    database_url = make_postgres_database()
     data = tmp_path_factory.mktemp("expiry")
     port_a = free_port()
     issuer = f"http://127.0.0.1:{port_a}"

@@ -9,7 +9,10 @@ import { loadConfig } from "../src/config.js";
 import { startServer, type RunningService } from "../src/service.js";
 
 export const DB_KIND = (process.env.TEST_DATABASE ?? "pglite") as "pglite" | "postgres";
-const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+// TEST_POSTGRES_URL is set by `make test` (scripts/test_postgres.py: the system server, or an
+// embedded one when none answers on 5432); run directly, the local server on 5432.
+const PG_ADMIN_URL =
+  process.env.TEST_POSTGRES_URL ?? process.env.TEST_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 // One database per test file, so files can run in parallel.
 const FILE_TAG = path.basename(process.argv[1] ?? "main").replace(/\.test\.ts$/, "").replace(/[^a-z0-9]/gi, "_").toLowerCase();
 // Unique per run (other checkouts may run the suite on the same server at the same time).

@@ -3,13 +3,19 @@
     .venv/bin/python bench/retrieval.py [--dataset /work/shared/datasets/manpages-dev]
         [--work-dir DIR] [--limit-docs N] [--chunk-size 200] [--overlap 30] [--no-title]
         [--prefetch N] [--rrf-k 60] [--weights DENSE,KEYWORD] [--overfetch 3] [--per-doc 2]
-        [--latency-sample 200] [--http-sample 100] [--sweep]
+        [--latency-sample 200] [--http-sample 100] [--sweep] [--store edge|pgvector|both]
+        [--pgvector-url URL]
 
 The corpus is ingested as one user through the real pipeline (DocumentService.save: SQLite
 row, chunking, MiniLM + BM25, Qdrant Edge), each document carrying its corpus `_id` in its
 metadata; every query then goes through SearchService.search (top 10). With --work-dir the
 ingested store is reused by later runs with the same dataset and chunking. Prints nDCG@10,
 Recall@10, MRR@10 and latency p50/p95 per mode (and over HTTP for a sample).
+
+`--store both` ingests once into Qdrant Edge and a pgvector table together (the same chunks
+and vectors), then evaluates both and prints their hybrid nDCG@10 side by side. pgvector runs
+on --pgvector-url (default TEST_PGVECTOR_URL, else an embedded PostgreSQL 18 + pgvector
+started for the run by scripts/test_postgres.py) in a new database dropped at the end.
 """
 
 from __future__ import annotations
@@ -37,8 +43,11 @@ from rag_service.search.service import DEFAULT_MAX_CHUNKS_PER_DOCUMENT, DEFAULT_
 from rag_service.storage import qdrant_edge as edge
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.factory import collection_name
+from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import ChunkFilter, tenant_filter
+
+from pgvector_database import pgvector_database
 
 USER = "bench-user"
 K = 10
@@ -146,6 +155,29 @@ class UntitledDocumentService(DocumentService):
         untitled = object.__new__(UntitledChunker)
         untitled.__dict__.update(chunker.__dict__)
         return untitled
+
+
+class MirroredStore:
+    """Writes go to every store, reads to the first: one ingestion fills Edge and pgvector alike."""
+
+    def __init__(self, stores: list[Any]) -> None:
+        self.stores = stores
+        self.collection = stores[0].collection
+
+    async def ensure_collection(self) -> None:
+        for store in self.stores:
+            await store.ensure_collection()
+
+    async def upsert(self, points: list) -> None:
+        for store in self.stores:
+            await store.upsert(points)
+
+    async def delete(self, where: ChunkFilter) -> None:
+        for store in self.stores:
+            await store.delete(where)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stores[0], name)
 
 
 # --- ingestion ------------------------------------------------------------------------
@@ -271,8 +303,20 @@ def sweep_grid() -> list[dict[str, Any]]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.store == "edge":
+        await run(args, None)
+        return
+    async with pgvector_database(args.pgvector_url) as url:
+        await run(args, url)
+
+
+async def run(args: argparse.Namespace, pgvector_url: str | None) -> None:
     corpus, queries, qrels = load_dataset(args.dataset, args.limit_docs)
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
+    if pgvector_url and args.work_dir:
+        # The pgvector database is new each run: an Edge store reused from --work-dir would
+        # skip the ingestion that fills it.
+        print("--work-dir is ignored with --store pgvector/both: both stores are ingested afresh")
+    work_dir = (None if pgvector_url else args.work_dir) or Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
     key = f"{args.dataset.name}-{len(corpus)}d-c{args.chunk_size}-o{args.overlap}-{'t' if args.title else 'nt'}"
     settings = Settings(_env_file=None, data_dir=work_dir / key, database_url=None, qdrant_url=None,
                         embedding_provider="local", llm_provider="extractive", rate_limit_enabled=False,
@@ -285,11 +329,21 @@ async def main(args: argparse.Namespace) -> None:
     name = collection_name(settings.qdrant_collection_prefix, embedder.model_name, embedder.dimension)
     store = TunedEdgeStore(settings.data_dir / "qdrant" / name, collection=name, dimension=embedder.dimension,
                            prefetch=args.prefetch, rrf_k=args.rrf_k, weights=args.weights)
-    await store.ensure_collection()
-    print(f"dataset {args.dataset} ({len(corpus)} documents, {len(queries)} judged queries), store {settings.data_dir}")
+    stores: dict[str, Any] = {}
+    if args.store in ("edge", "both"):
+        stores["edge"] = store
+    if pgvector_url:
+        stores["pgvector"] = PgVectorStore(pgvector_url, collection=name, dimension=embedder.dimension)
+    writer = MirroredStore(list(stores.values()))
+    await writer.ensure_collection()
+    print(f"dataset {args.dataset} ({len(corpus)} documents, {len(queries)} judged queries), store {settings.data_dir}"
+          f"{', pgvector ' + pgvector_url if pgvector_url else ''}")
     try:
-        to_corpus = await ingest(corpus, settings, store, embedder, sparse, args.title)
-        chunks = await store.count(tenant_filter(USER))
+        to_corpus = await ingest(corpus, settings, writer, embedder, sparse, args.title)
+        counts = {label: await each.count(tenant_filter(USER)) for label, each in stores.items()}
+        if len(set(counts.values())) != 1:
+            raise SystemExit(f"the stores hold different chunk counts: {counts}")
+        chunks = next(iter(counts.values()))
         if args.optimize:
             await store.optimize()
         print(f"chunks: {chunks} (chunk {args.chunk_size} tokens, overlap {args.overlap}, "
@@ -298,23 +352,33 @@ async def main(args: argparse.Namespace) -> None:
               f"collapse: overfetch {args.overfetch}, {args.per_doc} per document")
         cached = PrecomputedQueryEmbedder(embedder)
         await cached.prefill(list(queries.values()))
-        quality = SearchService(store, sparse, cached, settings, overfetch=args.overfetch,
-                                max_chunks_per_document=args.per_doc)
-        plain = SearchService(store, sparse, embedder, settings, overfetch=args.overfetch,
-                              max_chunks_per_document=args.per_doc)
-        await plain.search(USER, "warm up", mode="hybrid")
         sample = dict(list(queries.items())[: args.latency_sample])
-        print(f"{'mode':8} {'nDCG@10':>8} {'R@10':>6} {'MRR@10':>7}   latency over {len(sample)} queries "
-              f"(query embedding included): {'p50 ms':>7} {'p95 ms':>7}")
-        per_query: dict[str, list[float]] = {}
-        for mode in args.modes:
-            s = await evaluate(quality, queries, qrels, to_corpus, mode)
-            per_query[mode] = s["per_query_ndcg"]
-            timing = ""
-            if sample:
-                t = await evaluate(plain, sample, qrels, to_corpus, mode)
-                timing = f"{'':50}{t['p50_ms']:7.1f} {t['p95_ms']:7.1f}"
-            print(f"{mode:8} {s['ndcg@10']:8.4f} {s['recall@10']:6.3f} {s['mrr@10']:7.4f} {timing}", flush=True)
+        print(f"{'store':8} {'mode':8} {'nDCG@10':>8} {'R@10':>6} {'MRR@10':>7}   latency over {len(sample)} "
+              f"queries (query embedding included): {'p50 ms':>7} {'p95 ms':>7}")
+        per_store: dict[str, dict[str, list[float]]] = {}
+        for label, each in stores.items():
+            quality = SearchService(each, sparse, cached, settings, overfetch=args.overfetch,
+                                    max_chunks_per_document=args.per_doc)
+            plain = SearchService(each, sparse, embedder, settings, overfetch=args.overfetch,
+                                  max_chunks_per_document=args.per_doc)
+            await plain.search(USER, "warm up", mode="hybrid")
+            per_store[label] = {}
+            for mode in args.modes:
+                s = await evaluate(quality, queries, qrels, to_corpus, mode)
+                per_store[label][mode] = s["per_query_ndcg"]
+                timing = ""
+                if sample:
+                    t = await evaluate(plain, sample, qrels, to_corpus, mode)
+                    timing = f"{'':50}{t['p50_ms']:7.1f} {t['p95_ms']:7.1f}"
+                print(f"{label:8} {mode:8} {s['ndcg@10']:8.4f} {s['recall@10']:6.3f} {s['mrr@10']:7.4f} {timing}",
+                      flush=True)
+        if len(per_store) == 2:
+            for mode in args.modes:
+                edge_scores, pg_scores = per_store["edge"][mode], per_store["pgvector"][mode]
+                print(f"{mode} nDCG@10: edge {statistics.fmean(edge_scores):.4f}, pgvector "
+                      f"{statistics.fmean(pg_scores):.4f}; pgvector vs edge {paired_delta(pg_scores, edge_scores)}")
+        per_query = per_store.get("edge") or per_store["pgvector"]
+        store = stores.get("edge") or stores["pgvector"]
         if "hybrid" in per_query:
             for mode in set(per_query) - {"hybrid"}:
                 print(f"hybrid vs {mode} nDCG@10: {paired_delta(per_query['hybrid'], per_query[mode])}")
@@ -323,7 +387,7 @@ async def main(args: argparse.Namespace) -> None:
             for mode in args.modes:
                 p50, p95 = await http_latency(settings, store, embedder, sparse, http_queries, mode)
                 print(f"HTTP POST /search {mode:8} ({len(http_queries)} queries): p50 {p50:.1f} ms, p95 {p95:.1f} ms")
-        if args.sweep:
+        if args.sweep and isinstance(store, TunedEdgeStore):
             print("sweep (nDCG@10 / R@10 / MRR@10 / nDCG@10 vs this run's hybrid, 95% CI):")
             for config in sweep_grid():
                 store.prefetch, store.rrf_k = config.get("prefetch"), config.get("rrf_k", edge.RRF_K)
@@ -335,7 +399,8 @@ async def main(args: argparse.Namespace) -> None:
                 delta = paired_delta(s["per_query_ndcg"], per_query["hybrid"]) if "hybrid" in per_query else ""
                 print(f"  {s['ndcg@10']:.4f} {s['recall@10']:.3f} {s['mrr@10']:.4f}  {delta}  {config}", flush=True)
     finally:
-        await store.close()
+        for each in stores.values():
+            await each.close()
         await embedder.aclose()
 
 
@@ -356,7 +421,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--optimize", action="store_true", help="build the HNSW index before querying")
     parser.add_argument("--latency-sample", type=int, default=200, help="queries timed per mode, uncached")
     parser.add_argument("--http-sample", type=int, default=0, help="also time N queries through HTTP")
-    parser.add_argument("--sweep", action="store_true", help="also try hybrid fusion and collapse settings")
+    parser.add_argument("--sweep", action="store_true", help="also try hybrid fusion and collapse settings (Edge)")
+    parser.add_argument("--store", choices=["edge", "pgvector", "both"], default="edge",
+                        help="vector store(s) to evaluate; both: one ingestion, results side by side")
+    parser.add_argument("--pgvector-url", help="admin URL of a Postgres with pgvector (default TEST_PGVECTOR_URL, "
+                        "else an embedded server)")
     return parser.parse_args(argv)
 
 

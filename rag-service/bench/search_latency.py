@@ -12,10 +12,14 @@ Phases: Edge as the service runs it (plain segments: Edge has no background opti
 a filtered search is an exact scan of the tenant's points through the tenant index), with
 `--optimize` also Edge after `optimize()` (HNSW), a hybrid prefetch-depth sweep,
 tenant-scoped vs global IDF, and qdrant-client's local mode (`:memory:`) on a smaller set
-as the baseline.
+as the baseline. With `--pgvector`, the same chunks also go into the pgvector adapter (a new
+database on --pgvector-url, default TEST_PGVECTOR_URL, else an embedded PostgreSQL 18 +
+pgvector started for the run): upsert rate and search p50/p95 of Edge and pgvector side by
+side, queries interleaved between the two stores.
 
 Run: .venv/bin/python bench/search_latency.py [--points 100000] [--queries 300] [--optimize]
-         [--baseline-points 2000] [--write ../docs/benchmarks-search.md]
+         [--baseline-points 2000] [--pgvector [--pgvector-url URL] [--only-compare]]
+         [--write ../docs/benchmarks-search.md]
 Figures depend on the machine (2 shared cores here); nothing asserts a timing.
 """
 
@@ -40,6 +44,8 @@ import qdrant_edge as qe
 from qdrant_client import AsyncQdrantClient
 
 import rag_service.storage.qdrant_edge as edge_module
+from pgvector_database import pgvector_database
+from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.qdrant_edge import EdgeVectorStore, edge_filter
 from rag_service.storage.qdrant_server import ServerVectorStore
 from rag_service.storage.sparse import SparseEncoder
@@ -134,6 +140,43 @@ def row(label: str, stats: dict[str, float]) -> str:
 HEADER = "| query | p50 ms | p95 ms | p99 ms | mean ms | queries/s (1 client) |\n|---|---:|---:|---:|---:|---:|"
 
 
+async def compare_with_pgvector(args: argparse.Namespace, edge_store: EdgeVectorStore, edge_upsert_s: float,
+                                points: list[ChunkPoint], queries, say: Callable[..., None]) -> None:
+    """Edge and pgvector on the same chunks: upsert rate and per-mode latency side by side."""
+    async with pgvector_database(args.pgvector_url) as url:
+        store = PgVectorStore(url, collection="bench", dimension=DIM)
+        try:
+            await store.ensure_collection()
+            start = time.perf_counter()
+            for i in range(0, len(points), 5000):
+                await store.upsert(points[i : i + 5000])
+            pg_upsert_s = time.perf_counter() - start
+            # Planner statistics, as autovacuum would gather them shortly after a bulk load.
+            import psycopg
+
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                await conn.execute('ANALYZE "bench"')
+            say()
+            say(f"### Qdrant Edge vs pgvector ({len(points):,} chunks, {args.users} users, top {LIMIT}, "
+                f"one user's filter; queries interleaved between the stores)")
+            say("Upsert through the adapters (HNSW kept up to date on each insert for pgvector; "
+                "ANALYZE after the load): "
+                f"Edge {len(points) / edge_upsert_s:,.0f} chunks/s ({edge_upsert_s:.1f} s), "
+                f"pgvector {len(points) / pg_upsert_s:,.0f} chunks/s ({pg_upsert_s:.1f} s)")
+            say()
+            say("| query | Edge p50 ms | Edge p95 ms | pgvector p50 ms | pgvector p95 ms |")
+            say("|---|---:|---:|---:|---:|")
+            stats = await timed({
+                f"{label} {mode}": [lambda q=q, w=w, m=mode, s=each: s.search(q, w, LIMIT, m) for q, w in queries]
+                for mode in MODES for label, each in (("edge", edge_store), ("pgvector", store))
+            })
+            for mode in MODES:
+                e, p = stats[f"edge {mode}"], stats[f"pgvector {mode}"]
+                say(f"| {mode} | {e['p50']:.2f} | {e['p95']:.2f} | {p['p50']:.2f} | {p['p95']:.2f} |")
+        finally:
+            await store.close()
+
+
 async def run(args: argparse.Namespace) -> list[str]:
     rng = random.Random(42)
     pages, query_texts = load_texts()
@@ -156,7 +199,13 @@ async def run(args: argparse.Namespace) -> list[str]:
         start = time.perf_counter()
         for i in range(0, len(points), 5000):
             await store.upsert(points[i : i + 5000])
-        say(f"Qdrant Edge upsert: {time.perf_counter() - start:.1f} s")
+        edge_upsert_s = time.perf_counter() - start
+        say(f"Qdrant Edge upsert: {edge_upsert_s:.1f} s")
+        if args.pgvector:
+            await compare_with_pgvector(args, store, edge_upsert_s, points, queries, say)
+        if args.only_compare:
+            await store.close()
+            return out
         say()
         say("### Qdrant Edge as the service runs it (plain segments, exact search within the tenant)")
         say(HEADER)
@@ -236,13 +285,18 @@ async def run(args: argparse.Namespace) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--points", "--chunks", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--baseline-points", type=int, default=2_000, help="0 to skip the local-mode baseline")
     parser.add_argument("--baseline-queries", type=int, default=30)
     parser.add_argument("--optimize", action="store_true",
                         help="also measure after optimize() builds HNSW (minutes at 100k points on 2 cores)")
+    parser.add_argument("--pgvector", action="store_true", help="also fill pgvector and compare it with Edge")
+    parser.add_argument("--pgvector-url", help="admin URL of a Postgres with pgvector (default TEST_PGVECTOR_URL, "
+                        "else an embedded server)")
+    parser.add_argument("--only-compare", action="store_true",
+                        help="stop after the Edge vs pgvector table (skip the Edge sweeps and the baseline)")
     parser.add_argument("--write", type=Path, help="also write the figures to this Markdown file")
     args = parser.parse_args()
     started = time.perf_counter()

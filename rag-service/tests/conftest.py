@@ -8,8 +8,14 @@ Fixtures (session-scoped unless noted):
 - `app` / `client` / `runtime`: one app on `settings`, lifespan run (migrations + full runtime).
 - `auth_headers(user_id=None, **claims)` (function) -> {"Authorization": "Bearer <jwt>"}.
 - `user_id` (function) -> a fresh unique user id (isolation on the shared app).
-- `postgres_url` -> URL of a private schema in database `rag_service_test` (skips without PG).
+- `postgres_admin_url` / `pgvector_admin_url` -> admin URLs of the test servers
+  (TEST_POSTGRES_URL / TEST_PGVECTOR_URL, see tests/services.py and scripts/test_postgres.py).
+- `make_postgres_database()` / `make_pgvector_database()` -> URL of a new uniquely named
+  database, dropped at the end of the session.
+- `postgres_url` -> this session's own empty database on the test PostgreSQL.
+- `pgvector_url` -> this session's own database on the pgvector server.
 - `database_url` (params sqlite|postgres) -> None (SQLite) or `postgres_url`.
+  A missing PostgreSQL skips with the reason locally and fails under CI=true.
 - `db_settings` / `db_app` / `db_client`: like settings/app/client, on `database_url`
   (tests using them run once per database).
 - `app_factory` (function): `async with app_factory(settings, runtime=None) as (app, client)`.
@@ -34,12 +40,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
 from rag_service.config import Settings
+from services import Databases, Servers
 
 ISSUER = "http://auth.test"
 AUDIENCE = "rag-service"
 JWKS_PATH = "/api/auth/jwks"
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-POSTGRES_TEST_DB = "rag_service_test"
 
 
 # --- JWKS issuer ------------------------------------------------------------------------
@@ -258,27 +263,51 @@ def auth_headers(issuer: JwksIssuer) -> Callable[..., dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Any:
-    """A private schema in `rag_service_test` (created if missing), dropped at the end, so
+def postgres_servers() -> Any:
+    servers = Servers()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(postgres_servers: Servers) -> str:
+    """Admin URL of the test PostgreSQL (TEST_POSTGRES_URL; see scripts/test_postgres.py)."""
+    return postgres_servers.postgres()
+
+
+@pytest.fixture(scope="session")
+def pgvector_admin_url(postgres_servers: Servers) -> str:
+    """Admin URL of a PostgreSQL with pgvector (TEST_PGVECTOR_URL, always the embedded server)."""
+    return postgres_servers.pgvector()
+
+
+@pytest.fixture(scope="session")
+def make_postgres_database(postgres_admin_url: str) -> Any:
+    """`make_postgres_database()` -> URL of a new, empty, uniquely named database (dropped at the end)."""
+    databases = Databases(postgres_admin_url, "rag_test")
+    yield databases.create
+    databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def make_pgvector_database(pgvector_admin_url: str) -> Any:
+    """Like `make_postgres_database`, on the pgvector server (the extension is installed)."""
+    databases = Databases(pgvector_admin_url, "rag_vec_test")
+    yield databases.create
+    databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(make_postgres_database: Callable[[], str]) -> str:
+    """URL of this session's own empty database (unique name), dropped at the end, so
     concurrent test runs never see each other's tables."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
-            exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (POSTGRES_TEST_DB,)).fetchone()
-            if not exists:
-                try:
-                    admin.execute(f'CREATE DATABASE "{POSTGRES_TEST_DB}"')
-                except psycopg.errors.DuplicateDatabase:
-                    pass  # created concurrently by another test run
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {exc}")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    base = f"postgresql://postgres@127.0.0.1:5432/{POSTGRES_TEST_DB}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield f"{base}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return make_postgres_database()
+
+
+@pytest.fixture(scope="session")
+def pgvector_url(make_pgvector_database: Callable[[], str]) -> str:
+    """URL of this session's own database on the pgvector server."""
+    return make_pgvector_database()
 
 
 @pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

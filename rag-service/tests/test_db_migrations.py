@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from conftest import POSTGRES_TEST_DB, settings_for
+from conftest import settings_for
 from rag_service.storage.db import (
     check_database,
     create_engine,
@@ -26,22 +26,14 @@ from rag_service.storage.models import Base, Conversation, Message
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def fresh_settings(request: pytest.FixtureRequest, issuer: Any, tmp_path: Path):
-    """Settings on an empty database: a new SQLite file, or a new Postgres schema."""
+    """Settings on an empty database: a new SQLite file, or a new Postgres database."""
     (tmp_path / "data").mkdir()
     if request.param == "sqlite":
         yield settings_for(issuer, tmp_path / "data")
         return
-    psycopg = pytest.importorskip("psycopg")
-    request.getfixturevalue("postgres_url")  # creates the test database (or skips)
-    base = f"postgresql://postgres@127.0.0.1:5432/{POSTGRES_TEST_DB}"
-    schema = f"m_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield settings_for(issuer, tmp_path / "data", database_url=f"{base}?options=-csearch_path%3D{schema}")
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    # A new database per test: migrations run on a truly empty one.
+    make_database = request.getfixturevalue("make_postgres_database")
+    yield settings_for(issuer, tmp_path / "data", database_url=make_database())
 
 
 def sync_url(settings: Any) -> str:

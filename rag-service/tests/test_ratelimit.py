@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from rag_service.deps import CheapRateLimit, CostlyRateLimit
 from rag_service.ratelimit import RateLimiter
+from services import missing
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -54,7 +55,7 @@ async def test_costly_budget_runs_out_with_retry_after_and_cheap_budget_is_separ
     overrides = {}
     if store == "redis":
         if not redis_available():
-            pytest.skip("no Redis on 127.0.0.1:6379")
+            missing("no Redis on 127.0.0.1:6379 (start it with scripts/ensure-services.sh)")
         overrides["redis_url"] = REDIS_URL
     alice, bob = auth_headers(f"alice-{uuid.uuid4().hex}"), auth_headers(f"bob-{uuid.uuid4().hex}")
     async with await limited_app(**overrides) as (app, client):

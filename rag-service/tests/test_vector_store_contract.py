@@ -1,84 +1,52 @@
-"""One behaviour contract for both vector stores: Qdrant Edge (in a tmp dir) and the
-Qdrant server adapter (over qdrant-client's in-memory local mode, which speaks the
-server API). Dense vectors are small and hand-made; sparse vectors are real BM25.
+"""One behaviour contract for every vector store: Qdrant Edge (in a tmp dir), pgvector (a
+table on the embedded PostgreSQL 18 + pgvector server, TEST_PGVECTOR_URL) and the Qdrant
+server adapter over qdrant-client's in-memory local mode (which speaks the server API but
+ignores payload indexes: it is not a real Qdrant server). Dense vectors are small and
+hand-made; sparse vectors are real BM25.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-import socket
 import uuid
 from pathlib import Path
 
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from rag_service.config import Settings
-from rag_service.errors import BadRequest, ServiceUnavailable
-from rag_service.storage.factory import build_vector_store, collection_name
+from rag_service.errors import BadRequest
+from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.qdrant_edge import EdgeVectorStore
 from rag_service.storage.qdrant_server import ServerVectorStore
-from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.vectors import ChunkPoint, QueryVectors, SparseVector, tenant_filter
+from rag_service.storage.vectors import QueryVectors, SparseVector, tenant_filter
+from vector_store_support import (
+    A1_KERNEL,
+    A1_MEMORY,
+    A2_ZEBRA,
+    ALICE,
+    ALICE_POINTS,
+    ALL_POINTS,
+    B1_KERNEL,
+    BOB,
+    DIM,
+    ENCODER,
+    MODES,
+    chunk,
+    ids,
+    query,
+    unit,
+)
 
-# Known, harmless warnings of qdrant-client: local mode ignores payload indexes; a client
-# pointed at a closed port cannot check the server version.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant"),
-    pytest.mark.filterwarnings("ignore:Failed to obtain server version"),
-]
-
-DIM = 8
-ENCODER = SparseEncoder()
-MODES = ("hybrid", "dense", "keyword")
-ALICE, BOB = "user-alice", "user-bob"
-
-
-def unit(*components: float) -> list[float]:
-    padded = list(components) + [0.0] * (DIM - len(components))
-    norm = math.sqrt(sum(c * c for c in padded))
-    return [c / norm for c in padded]
-
-
-def chunk(user: str, document: str, index: int, text: str, dense: list[float], **metadata) -> ChunkPoint:
-    return ChunkPoint(
-        id=str(uuid.uuid4()),
-        user_id=user,
-        document_id=document,
-        chunk_index=index,
-        text=text,
-        title=f"{document} title",
-        start=index * 100,
-        end=index * 100 + len(text),
-        dense=dense,
-        sparse=ENCODER.encode_documents([text])[0],
-        metadata=metadata,
-    )
+# Known, harmless warning of qdrant-client: local mode ignores payload indexes.
+pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
 
 
-def query(text: str, dense: list[float]) -> QueryVectors:
-    return QueryVectors(dense=dense, sparse=ENCODER.encode_query(text))
-
-
-# Alice: two documents; Bob: one. Bob's chunks reuse Alice's vocabulary and metadata values
-# on purpose, so only the user id keeps them apart.
-A1_KERNEL = chunk(ALICE, "doc-a1", 0, "The kernel scheduler assigns processes to CPU cores.", unit(1),
-                  lang="en", year=2020, draft=False, rating=4.5)
-A1_MEMORY = chunk(ALICE, "doc-a1", 1, "Virtual memory pages are swapped to disk by the kernel.", unit(1, 1),
-                  lang="en", year=2021, draft=True, rating=3.0)
-A2_ZEBRA = chunk(ALICE, "doc-a2", 0, "A zebra crossing keeps pedestrians safe on busy roads.", unit(0, 0, 1),
-                 lang="fr", year=2020, draft=False, rating=4.5)
-B1_KERNEL = chunk(BOB, "doc-b1", 0, "Bob notes: the kernel scheduler and memory pages.", unit(0, 0, 0, 1),
-                  lang="en", year=2020, draft=False, rating=4.5)
-ALICE_POINTS = [A1_KERNEL, A1_MEMORY, A2_ZEBRA]
-ALL_POINTS = [*ALICE_POINTS, B1_KERNEL]
-
-
-@pytest.fixture(params=["edge", "server"])
+@pytest.fixture(params=["edge", "qdrant-local-mode", pytest.param("pgvector", marks=pytest.mark.postgres)])
 async def store(request, tmp_path: Path):
     if request.param == "edge":
         vector_store = EdgeVectorStore(tmp_path / "shard", collection="contract", dimension=DIM)
+    elif request.param == "pgvector":
+        url = request.getfixturevalue("pgvector_url")
+        vector_store = PgVectorStore(url, collection=f"contract_{uuid.uuid4().hex[:12]}", dimension=DIM)
     else:
         vector_store = ServerVectorStore(AsyncQdrantClient(location=":memory:"), collection="contract", dimension=DIM)
     await vector_store.ensure_collection()
@@ -90,10 +58,6 @@ async def store(request, tmp_path: Path):
 async def filled(store):
     await store.upsert(ALL_POINTS)
     return store
-
-
-def ids(hits) -> set[str]:
-    return {hit.id for hit in hits}
 
 
 async def test_empty_collection_returns_nothing(store):
@@ -272,112 +236,3 @@ async def test_ensure_collection_is_idempotent(filled):
 async def test_unknown_mode_is_rejected(filled):
     with pytest.raises(ValueError):
         await filled.search(query("kernel", unit(1)), tenant_filter(ALICE), limit=3, mode="fuzzy")  # type: ignore[arg-type]
-
-
-# --- Edge only ----------------------------------------------------------------------------
-
-
-async def test_edge_data_survives_close_and_reopen(tmp_path: Path):
-    path = tmp_path / "shard"
-    first = EdgeVectorStore(path, collection="c", dimension=DIM)
-    await first.ensure_collection()
-    await first.upsert(ALL_POINTS)
-    await first.delete(tenant_filter(ALICE, document_ids=["doc-a2"]))
-    await first.close()
-
-    reopened = EdgeVectorStore(path, collection="c", dimension=DIM)
-    await reopened.ensure_collection()
-    try:
-        assert await reopened.count(tenant_filter(ALICE)) == 2
-        assert await reopened.count(tenant_filter(BOB)) == 1
-        hits = await reopened.search(query("kernel scheduler", unit(1)), tenant_filter(ALICE), 5, "hybrid")
-        assert hits[0].id == A1_KERNEL.id
-        assert await reopened.optimize() in (True, False)
-        assert (await reopened.search(query("", unit(1)), tenant_filter(ALICE), 1, "dense"))[0].id == A1_KERNEL.id
-    finally:
-        await reopened.close()
-
-
-async def test_edge_concurrent_writes_and_reads(tmp_path: Path):
-    """Writers queue on the single-writer lock while searches keep running inline."""
-    store = EdgeVectorStore(tmp_path / "shard", collection="c", dimension=DIM)
-    await store.ensure_collection()
-    batches = [[chunk(f"user-{b}", f"doc-{b}", i, f"note {i} about kernels", unit(1, b, i)) for i in range(200)]
-               for b in range(5)]
-    try:
-        searches = [store.search(query("kernel", unit(1)), tenant_filter("user-0"), 5, "hybrid") for _ in range(20)]
-        await asyncio.gather(*(store.upsert(batch) for batch in batches), *searches,
-                             store.delete(tenant_filter("user-4", document_ids=["doc-4"])))
-        counts = [await store.count(tenant_filter(f"user-{b}")) for b in range(5)]
-        assert counts[:4] == [200] * 4
-        assert counts[4] in (0, 200)  # the delete ran before or after that upsert, never halfway
-    finally:
-        await store.close()
-
-
-async def test_edge_refuses_a_shard_of_another_dimension(tmp_path: Path):
-    path = tmp_path / "shard"
-    store = EdgeVectorStore(path, collection="c", dimension=DIM)
-    await store.ensure_collection()
-    await store.close()
-    other = EdgeVectorStore(path, collection="c", dimension=DIM * 2)
-    with pytest.raises(ServiceUnavailable):
-        await other.ensure_collection()
-    assert not await other.healthy()
-
-
-# --- Server only --------------------------------------------------------------------------
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def test_server_unreachable_is_unhealthy_and_503():
-    client = AsyncQdrantClient(url=f"http://127.0.0.1:{closed_port()}", timeout=2, check_compatibility=False)
-    store = ServerVectorStore(client, collection="c", dimension=DIM)
-    try:
-        assert await store.healthy() is False
-        with pytest.raises(ServiceUnavailable):
-            await store.search(query("kernel", unit(1)), tenant_filter(ALICE), limit=3)
-        with pytest.raises(ServiceUnavailable):
-            await store.upsert([A1_KERNEL])
-        with pytest.raises(ServiceUnavailable):
-            await store.ensure_collection()
-        with pytest.raises(ServiceUnavailable):
-            await store.count(tenant_filter(ALICE))
-        with pytest.raises(ServiceUnavailable):
-            await store.delete(tenant_filter(ALICE))
-    finally:
-        await store.close()
-
-
-# --- Factory ------------------------------------------------------------------------------
-
-
-def test_collection_name_records_model_and_dimension():
-    assert collection_name("chunks", "all-MiniLM-L6-v2", 384) == "chunks__all-minilm-l6-v2__384"
-    assert collection_name("chunks", "sentence-transformers/all-MiniLM-L6-v2", 384) == "chunks__all-minilm-l6-v2__384"
-    assert collection_name("chunks", "models/gemini-embedding-001", 768) == "chunks__gemini-embedding-001__768"
-    assert collection_name("My Chunks!", "a b/../c", 3) == "my-chunks__c__3"
-    with pytest.raises(ValueError):
-        collection_name("chunks", "///", 384)
-
-
-async def test_factory_picks_edge_by_default_and_server_with_url(tmp_path: Path):
-    edge = build_vector_store(Settings(data_dir=tmp_path), "all-MiniLM-L6-v2", DIM)
-    assert isinstance(edge, EdgeVectorStore)
-    assert edge.path == tmp_path / "qdrant" / "chunks__all-minilm-l6-v2__8"
-    await edge.ensure_collection()
-    assert await edge.healthy()
-    await edge.close()
-
-    server = build_vector_store(
-        Settings(data_dir=tmp_path, qdrant_url=f"http://127.0.0.1:{closed_port()}"), "all-MiniLM-L6-v2", DIM
-    )
-    assert isinstance(server, ServerVectorStore)
-    assert server.collection == "chunks__all-minilm-l6-v2__8"
-    assert await server.healthy() is False
-    await server.close()

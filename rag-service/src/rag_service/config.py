@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     # Unset -> SQLite in DATA_DIR/rag.db. Set -> Postgres (psycopg 3), e.g. Neon.
     database_url: str | None = None
-    # Unset -> embedded Qdrant Edge in DATA_DIR/qdrant. Set -> Qdrant server / cluster.
+    # Where the chunks' vectors live. Unset: Qdrant Edge in DATA_DIR/qdrant, or the Qdrant
+    # server at QDRANT_URL when that is set. `pgvector`: a table in DATABASE_URL's Postgres
+    # (needs the pgvector extension, e.g. Neon), so one Postgres holds everything.
+    vector_store: Literal["edge", "qdrant", "pgvector"] | None = None
+    # Qdrant server / cluster URL (VECTOR_STORE unset or `qdrant`).
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     # Prefix of the collection name; model name and dimension are appended.
@@ -136,6 +140,20 @@ class Settings(BaseSettings):
         if unsafe:
             raise ValueError(f"AUTH_ALGORITHMS must not contain {unsafe}: only asymmetric keys")
         return algorithms
+
+    @model_validator(mode="after")
+    def _vector_store_has_its_server(self) -> Settings:
+        if self.vector_store == "qdrant" and not self.qdrant_url:
+            raise ValueError("VECTOR_STORE=qdrant needs QDRANT_URL")
+        if self.vector_store == "pgvector" and not self.database_url:
+            raise ValueError("VECTOR_STORE=pgvector needs DATABASE_URL (a Postgres with the pgvector extension)")
+        return self
+
+    @property
+    def resolved_vector_store(self) -> Literal["edge", "qdrant", "pgvector"]:
+        if self.vector_store is None:
+            return "qdrant" if self.qdrant_url else "edge"
+        return self.vector_store
 
     @property
     def sqlalchemy_url(self) -> str:

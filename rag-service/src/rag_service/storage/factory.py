@@ -1,4 +1,5 @@
-"""Choose the vector store from the settings: embedded Qdrant Edge unless QDRANT_URL is set."""
+"""Choose the vector store from the settings (VECTOR_STORE): embedded Qdrant Edge by default,
+the Qdrant server when QDRANT_URL is set, pgvector in DATABASE_URL's Postgres on request."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from qdrant_client import AsyncQdrantClient
 
 from rag_service.config import Settings
+from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.qdrant_edge import EdgeVectorStore
 from rag_service.storage.qdrant_server import ServerVectorStore
 from rag_service.storage.vectors import VectorStore
@@ -34,8 +36,13 @@ def _safe(text: str) -> str:
 
 def build_vector_store(settings: Settings, model_name: str, dimension: int) -> VectorStore:
     name = collection_name(settings.qdrant_collection_prefix, model_name, dimension)
-    if settings.qdrant_url is None:
+    kind = settings.resolved_vector_store
+    if kind == "edge":
         return EdgeVectorStore(settings.data_dir / "qdrant" / name, collection=name, dimension=dimension)
+    if kind == "pgvector":
+        if not settings.database_url:
+            raise ValueError("VECTOR_STORE=pgvector needs DATABASE_URL")
+        return PgVectorStore(settings.database_url, collection=name, dimension=dimension)
     client = AsyncQdrantClient(
         url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=QDRANT_TIMEOUT_SECONDS
     )

@@ -1,0 +1,309 @@
+"""The Postgres vector store: pgvector on the same database as everything else (e.g. Neon).
+
+One table per embedding space (named like the Qdrant collection: model and dimension), made
+by `ensure_collection` rather than a migration, like a Qdrant collection. Per chunk:
+- `dense vector(d)` in an HNSW index (cosine);
+- `sparse sparsevec`: the same BM25 document weights the Qdrant adapters store
+  (storage/sparse.py), and `terms int[]` (its indices, GIN-indexed) to find candidates and
+  count document frequencies;
+- the payload as columns, metadata as jsonb.
+
+Scoring matches the Edge adapter: keyword scores are the dot product of the chunk's BM25
+weights with the query terms weighted by IDF, the IDF computed at query time over the
+searching user's own chunks only (Qdrant's formula, `ln((N - n + 0.5) / (n + 0.5) + 1)`);
+hybrid fuses the dense and keyword candidate lists (same depth) with reciprocal rank fusion,
+same k, ranks counted from 0 as Qdrant does. Every search is one SQL statement.
+
+The filter comes from `sql_filter` (storage/vectors.py), the SQL form of the one tenant filter.
+Driver or server failures become `ServiceUnavailable` (HTTP 503); `healthy()` never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from rag_service.errors import ServiceUnavailable
+from rag_service.storage.qdrant_edge import RRF_K, prefetch_limit
+from rag_service.storage.vectors import (
+    ChunkFilter,
+    ChunkHit,
+    ChunkPoint,
+    QueryVectors,
+    SearchMode,
+    SparseVector,
+    sql_filter,
+)
+
+# sparsevec's largest dimension. BM25 token ids are 31-bit hashes, so they are folded into
+# [1, SPARSE_DIMENSION] (sparsevec indices start at 1); a fold collision is as unlikely as
+# a hash collision among a corpus' terms (~1e5 terms in 1e9 slots).
+SPARSE_DIMENSION = 1_000_000_000
+UPSERT_BATCH = 256
+POOL_MAX_SIZE = 10
+POOL_TIMEOUT_SECONDS = 10
+STATEMENT_TIMEOUT_MS = 30_000
+# HNSW candidates per scan; with iterative scans (pgvector >= 0.8) a filtered search keeps
+# walking the graph until it has enough matches of the user's filter. `relaxed_order` (results
+# may come slightly out of order; the statement re-sorts them by score) cost about half of
+# `strict_order` at 20k chunks / 10 users (bench/search_latency.py --pgvector).
+HNSW_EF_SEARCH = 100
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _unavailable_on_failure(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Map "Postgres is unreachable / failing / too busy" to ServiceUnavailable.
+
+    Programming errors (bad SQL, wrong types) propagate unchanged: they are bugs.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise ServiceUnavailable("the vector database is unreachable") from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise ServiceUnavailable("the vector database timed out") from exc
+
+    return wrapper
+
+
+def sparse_terms(vector: SparseVector) -> dict[int, float]:
+    """Folded 1-based term -> weight; weights of folded-together terms add up."""
+    terms: dict[int, float] = {}
+    for index, value in zip(vector.indices, vector.values):
+        term = index % SPARSE_DIMENSION + 1
+        terms[term] = terms.get(term, 0.0) + value
+    return terms
+
+
+def sparsevec_literal(terms: dict[int, float]) -> str:
+    body = ",".join(f"{term}:{value!r}" for term, value in sorted(terms.items()))
+    return f"{{{body}}}/{SPARSE_DIMENSION}"
+
+
+def vector_literal(values: list[float]) -> str:
+    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+
+
+def postgres_conninfo(url: str) -> str:
+    """A libpq URL from a SQLAlchemy-style one (postgresql+psycopg://...)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+', 1)[0]}{sep}{rest}"
+
+
+class PgVectorStore:
+    """All users' chunks in one table, partitioned by `user_id`."""
+
+    def __init__(self, url: str, collection: str, dimension: int, *, pool_max_size: int = POOL_MAX_SIZE,
+                 timeout: float = POOL_TIMEOUT_SECONDS) -> None:
+        self.collection = collection
+        self._timeout = timeout
+        self.dimension = dimension
+        self._conninfo = postgres_conninfo(url)
+        self._pool_max_size = pool_max_size
+        self._pool: AsyncConnectionPool | None = None
+        digest = hashlib.sha1(collection.encode()).hexdigest()[:12]
+        self._table = sql.Identifier(collection)
+        # Index names stay under Postgres' 63-byte identifier limit whatever the table name.
+        self._index = {part: sql.Identifier(f"ix_{digest}_{part}") for part in ("dense", "terms", "user")}
+        self._lock_key = int(digest[:15], 16)
+
+    @staticmethod
+    async def _configure(connection: psycopg.AsyncConnection) -> None:
+        await connection.execute(
+            f"SET hnsw.ef_search = {HNSW_EF_SEARCH}; SET hnsw.iterative_scan = relaxed_order; "
+            f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}"
+        )
+        await connection.commit()
+
+    async def _connections(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            pool = AsyncConnectionPool(
+                self._conninfo, min_size=1, max_size=self._pool_max_size, timeout=self._timeout,
+                configure=self._configure, open=False, name=f"pgvector-{self.collection}",
+            )
+            await pool.open(wait=False)
+            self._pool = pool
+        return self._pool
+
+    @_unavailable_on_failure
+    async def ensure_collection(self) -> None:
+        pool = await self._connections()
+        async with pool.connection() as conn:
+            async with conn.transaction():
+                # Replicas starting together: one creates, the others wait and find it made.
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                await conn.execute(sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {table} ("
+                    " id uuid PRIMARY KEY,"
+                    " user_id text NOT NULL,"
+                    " document_id text NOT NULL,"
+                    " chunk_index integer NOT NULL,"
+                    " text text NOT NULL,"
+                    " title text NOT NULL,"
+                    " start_offset integer NOT NULL,"
+                    " end_offset integer NOT NULL,"
+                    " metadata jsonb NOT NULL,"
+                    " dense vector({dimension}) NOT NULL,"
+                    " sparse sparsevec({sparse_dimension}) NOT NULL,"
+                    " terms integer[] NOT NULL)"
+                ).format(table=self._table, dimension=sql.Literal(self.dimension),
+                         sparse_dimension=sql.Literal(SPARSE_DIMENSION)))
+                await conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} (user_id, document_id)")
+                                   .format(name=self._index["user"], table=self._table))
+                await conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (terms)")
+                                   .format(name=self._index["terms"], table=self._table))
+                await conn.execute(sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw (dense vector_cosine_ops)"
+                ).format(name=self._index["dense"], table=self._table))
+
+    @_unavailable_on_failure
+    async def upsert(self, points: list[ChunkPoint]) -> None:
+        if not points:
+            return
+        statement = sql.SQL(
+            "INSERT INTO {table} (id, user_id, document_id, chunk_index, text, title, start_offset, end_offset,"
+            " metadata, dense, sparse, terms)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::vector, %s::sparsevec, %s)"
+            " ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, document_id = excluded.document_id,"
+            " chunk_index = excluded.chunk_index, text = excluded.text, title = excluded.title,"
+            " start_offset = excluded.start_offset, end_offset = excluded.end_offset,"
+            " metadata = excluded.metadata, dense = excluded.dense, sparse = excluded.sparse, terms = excluded.terms"
+        ).format(table=self._table)
+        # Formatting thousands of floats is CPU work: off the event loop.
+        rows = await asyncio.to_thread(lambda: [self._row(point) for point in points])
+        pool = await self._connections()
+        # One transaction: a document's chunks are stored all together or not at all.
+        async with pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            for start in range(0, len(rows), UPSERT_BATCH):
+                await cursor.executemany(statement, rows[start : start + UPSERT_BATCH])
+
+    @staticmethod
+    def _row(point: ChunkPoint) -> tuple[Any, ...]:
+        terms = sparse_terms(point.sparse)
+        return (point.id, point.user_id, point.document_id, point.chunk_index, point.text, point.title,
+                point.start, point.end, json.dumps(point.metadata), vector_literal(point.dense),
+                sparsevec_literal(terms), sorted(terms))
+
+    @_unavailable_on_failure
+    async def search(
+        self,
+        query: QueryVectors,
+        where: ChunkFilter,
+        limit: int,
+        mode: SearchMode = "hybrid",
+        dense_score_threshold: float | None = None,
+    ) -> list[ChunkHit]:
+        if mode not in ("hybrid", "dense", "keyword"):
+            raise ValueError(f"unknown search mode {mode!r}")
+        query_terms = sorted(sparse_terms(query.sparse))
+        if limit <= 0 or (mode == "keyword" and not query_terms):
+            return []
+        condition, params = sql_filter(where)
+        params.update(
+            dense=vector_literal(query.dense), query_terms=query_terms, threshold=dense_score_threshold,
+            limit=limit, depth=limit if mode != "hybrid" else prefetch_limit(limit), rrf_k=RRF_K,
+        )
+        statement = self._search_sql(mode, bool(query_terms), sql.SQL(condition))
+        pool = await self._connections()
+        async with pool.connection() as conn:
+            rows = await (await conn.execute(statement, params)).fetchall()
+        return [
+            ChunkHit(id=str(row[0]), score=float(row[1]), document_id=row[2], chunk_index=row[3], text=row[4],
+                     title=row[5], start=row[6], end=row[7], metadata=row[8] or {})
+            for row in rows
+        ]
+
+    def _search_sql(self, mode: SearchMode, has_terms: bool, condition: sql.Composable) -> sql.Composed:
+        """One statement: ranked candidate lists as CTEs, fused (hybrid) or returned as they are."""
+
+        def compose(text: str) -> sql.Composed:
+            return sql.SQL(text).format(table=self._table, condition=condition,
+                                        dimension=sql.Literal(SPARSE_DIMENSION))
+
+        dense = compose(
+            "dense_hits AS ("
+            " SELECT id, score, row_number() OVER (ORDER BY score DESC, id) - 1 AS rank FROM ("
+            "  SELECT id, 1 - (dense <=> %(dense)s::vector) AS score FROM {table} WHERE {condition}"
+            "  ORDER BY dense <=> %(dense)s::vector LIMIT %(depth)s) nearest"
+            " WHERE %(threshold)s::float8 IS NULL OR score >= %(threshold)s::float8)"
+        )
+        # IDF over the searching user's chunks only, as the Edge adapter does: other
+        # tenants' documents never shape a user's keyword scores.
+        keyword = compose(
+            "corpus AS (SELECT count(*)::float8 AS size FROM {table} WHERE user_id = %(f_user)s),"
+            # Per query term, through the GIN index on terms: cheaper than unnesting the
+            # arrays of every matching chunk.
+            " frequencies AS MATERIALIZED ("
+            "  SELECT term, (SELECT count(*) FROM {table}"
+            "   WHERE user_id = %(f_user)s AND terms @> ARRAY[term])::float8 AS chunks"
+            "  FROM unnest(%(query_terms)s::integer[]) AS term),"
+            " weighted_query AS ("
+            "  SELECT format('{{%%s}}/{dimension}', string_agg(format('%%s:%%s', term,"
+            "   ln((corpus.size - chunks + 0.5) / (chunks + 0.5) + 1)), ',' ORDER BY term))::sparsevec AS vector"
+            "  FROM frequencies, corpus),"
+            " keyword_hits AS ("
+            "  SELECT id, score, row_number() OVER (ORDER BY score DESC, id) - 1 AS rank FROM ("
+            "   SELECT id, -(sparse <#> weighted_query.vector) AS score FROM {table}, weighted_query"
+            "   WHERE {condition} AND terms && %(query_terms)s::integer[]"
+            "   ORDER BY score DESC, id LIMIT %(depth)s) matching)"
+        )
+        if mode == "dense":
+            ctes, ranked = [dense], "SELECT id, score FROM dense_hits"
+        elif mode == "keyword":
+            ctes, ranked = [keyword], "SELECT id, score FROM keyword_hits"
+        else:
+            ctes = [dense, keyword] if has_terms else [dense]
+            lists = "SELECT id, rank FROM dense_hits" + (" UNION ALL SELECT id, rank FROM keyword_hits" if has_terms else "")
+            ranked = f"SELECT id, sum(1.0 / (%(rrf_k)s + rank))::float8 AS score FROM ({lists}) lists GROUP BY id"
+        final = compose(
+            "ranked AS (" + ranked + " ORDER BY score DESC, id LIMIT %(limit)s)"
+            " SELECT c.id, ranked.score, c.document_id, c.chunk_index, c.text, c.title, c.start_offset,"
+            " c.end_offset, c.metadata FROM ranked JOIN {table} c ON c.id = ranked.id"
+            " ORDER BY ranked.score DESC, c.id"
+        )
+        return sql.SQL("WITH ") + sql.SQL(", ").join([*ctes, final])
+
+    @_unavailable_on_failure
+    async def delete(self, where: ChunkFilter) -> None:
+        condition, params = sql_filter(where)
+        pool = await self._connections()
+        async with pool.connection() as conn:
+            await conn.execute(sql.SQL("DELETE FROM {table} WHERE {condition}")
+                               .format(table=self._table, condition=sql.SQL(condition)), params)
+
+    @_unavailable_on_failure
+    async def count(self, where: ChunkFilter) -> int:
+        condition, params = sql_filter(where)
+        pool = await self._connections()
+        async with pool.connection() as conn:
+            row = await (await conn.execute(sql.SQL("SELECT count(*) FROM {table} WHERE {condition}")
+                                            .format(table=self._table, condition=sql.SQL(condition)), params)).fetchone()
+        return int(row[0]) if row else 0
+
+    async def healthy(self) -> bool:
+        try:
+            pool = await self._connections()
+            async with pool.connection(timeout=min(self._timeout, 5)) as conn:
+                await conn.execute(sql.SQL("SELECT 1 FROM {table} LIMIT 1").format(table=self._table))
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
