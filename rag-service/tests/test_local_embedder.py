@@ -91,4 +91,4 @@ def test_exposes_the_tokenizer_for_the_chunker(local_embedder):
 
 def test_second_instance_reuses_the_loaded_model(local_embedder, tmp_path):
     other = LocalEmbedder(Settings(data_dir=tmp_path))
-    assert other._model is local_embedder._model
+    assert other.backend._model is local_embedder.backend._model
