@@ -66,6 +66,8 @@ test-e2e: install services
 bench: install services
 	cd $(AUTH) && npm run --silent bench
 	cd $(RAG) && .venv/bin/python bench/embedder_throughput.py
+	cd $(RAG) && .venv/bin/python bench/encoder_threads.py
+	cd $(RAG) && .venv/bin/python bench/encoder_backends.py
 	cd $(RAG) && .venv/bin/python bench/ingest_throughput.py --docs 300
 	cd $(RAG) && .venv/bin/python bench/search_latency.py
 	cd $(RAG) && .venv/bin/python bench/retrieval.py
