@@ -68,6 +68,7 @@ bench: install services
 	cd $(RAG) && .venv/bin/python bench/embedder_throughput.py
 	cd $(RAG) && .venv/bin/python bench/encoder_threads.py
 	cd $(RAG) && .venv/bin/python bench/encoder_backends.py
+	cd $(RAG) && .venv/bin/python bench/query_batching.py
 	cd $(RAG) && .venv/bin/python bench/ingest_throughput.py --docs 300
 	cd $(RAG) && .venv/bin/python bench/search_latency.py
 	cd $(RAG) && .venv/bin/python bench/retrieval.py
