@@ -65,6 +65,7 @@ test-e2e: install services
 
 bench: install services
 	cd $(AUTH) && npm run --silent bench
+	cd $(AUTH) && npm run --silent bench:password
 	cd $(RAG) && .venv/bin/python bench/embedder_throughput.py
 	cd $(RAG) && .venv/bin/python bench/encoder_threads.py
 	cd $(RAG) && .venv/bin/python bench/encoder_backends.py
