@@ -81,8 +81,8 @@ async def main() -> None:
     backend = TorchMiniLM(minilm_model_dir(), threads=1)
     queries = (repo_queries(args.queries) * args.queries)[: args.queries]
     chunks = repo_chunks(args.chunks)
-    one_by_one = EncoderWorker(backend.encode, max_query_batch=1, query_wait_seconds=0, on_start=backend.on_worker_start)
-    batching = EncoderWorker(backend.encode, max_query_batch=32, query_wait_seconds=0.002, on_start=backend.on_worker_start)
+    one_by_one = EncoderWorker(backend.encode, max_query_batch=1, query_wait_seconds=0)
+    batching = EncoderWorker(backend.encode, max_query_batch=32, query_wait_seconds=0.002)
     await batching.encode(chunks[:4], "document")  # warm-up
     print(f"cpus: {os.cpu_count()}; load average before: {os.getloadavg()}")
 

@@ -41,12 +41,12 @@ class GatedEncoder:
     def release(self) -> None:
         self._gate.set()
 
-    def __call__(self, texts: list[str]) -> list[list[float]]:
+    def __call__(self, texts: list[str], priority: str) -> list[list[float]]:
         self.calls.append(list(texts))
         if len(self.calls) == 1:
             self.started.set()
             self._gate.wait(timeout=60)
-        return self._encode(texts)
+        return self._encode(texts, priority)
 
 
 async def wait_for(predicate) -> None:  # noqa: ANN001
@@ -111,7 +111,7 @@ async def test_a_query_overtakes_the_rest_of_an_ingestion(torch_minilm):
 
 
 async def test_encoder_errors_reach_every_caller_of_the_batch():
-    def broken(texts: list[str]) -> list[list[float]]:
+    def broken(texts: list[str], priority: str) -> list[list[float]]:
         raise RuntimeError("weights unreadable")
 
     worker = EncoderWorker(broken, query_wait_seconds=0.05)

@@ -56,9 +56,12 @@ class Settings(BaseSettings):
     # Local encoder: `torch` (sentence-transformers), or ONNX Runtime on the same weights
     # (`onnx` fp32, `onnx-int8` quantized), exported into DATA_DIR/models at first start.
     embedding_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
-    # Intra-op threads of the local encoder; 0 = one per core (the library default).
-    # 1 holds up on a shared host: see bench/encoder_threads.py.
+    # Intra-op threads of the local encoder for ingestion batches and for search queries;
+    # 0 = one per core (the library default). 1 holds up on a shared host, where a query
+    # with one thread per core took 10-20x longer (bench/encoder_threads.py); on a machine
+    # of its own, EMBEDDING_THREADS=0 speeds up ingestion.
     embedding_threads: int = Field(default=1, ge=0)
+    embedding_query_threads: int = Field(default=1, ge=0)
     # Concurrent search queries arriving within this window share one encoder call.
     embedding_query_batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
     embedding_query_batch_size: int = Field(default=32, ge=1)

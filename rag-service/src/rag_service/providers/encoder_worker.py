@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 Priority = Literal["query", "document"]
-# Returns one vector per text, in order, as lists of floats.
-EncodeFn = Callable[[list[str]], list[list[float]]]
+# Returns one vector per text, in order, as lists of floats; the priority lets the encoder
+# pick its settings (e.g. threads) per kind of call.
+EncodeFn = Callable[[list[str], Priority], list[list[float]]]
 
 
 class EncoderClosed(RuntimeError):
@@ -52,14 +53,12 @@ class EncoderWorker:
         *,
         max_query_batch: int = 32,
         query_wait_seconds: float = 0.002,
-        on_start: Callable[[], None] | None = None,
         on_batch: Callable[[Priority, int], None] | None = None,
         name: str = "encoder",
     ) -> None:
         self._encode = encode
         self.max_query_batch = max(1, max_query_batch)
         self.query_wait_seconds = max(0.0, query_wait_seconds)
-        self._on_start = on_start
         self._on_batch = on_batch
         self._ready = threading.Condition()
         self._queries: deque[_Job] = deque()
@@ -94,8 +93,6 @@ class EncoderWorker:
 
     # --- worker thread -------------------------------------------------------------------
     def _run(self) -> None:
-        if self._on_start is not None:
-            self._on_start()
         while True:
             taken = self._next_jobs()
             if taken is None:
@@ -105,7 +102,7 @@ class EncoderWorker:
             if self._on_batch is not None:
                 self._on_batch(priority, len(texts))
             try:
-                vectors = self._encode(texts)
+                vectors = self._encode(texts, priority)
                 if len(vectors) != len(texts):
                     raise RuntimeError(f"the encoder returned {len(vectors)} vectors for {len(texts)} texts")
             except Exception as exc:  # delivered to every caller of this batch

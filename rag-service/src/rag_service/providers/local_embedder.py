@@ -30,14 +30,14 @@ __all__ = ["DIMENSION", "MAX_TOKENS", "MODEL_NAME", "LocalEmbedder", "load_sente
 
 
 def build_backend(settings: Settings, model_dir: Path) -> TorchMiniLM | OnnxMiniLM:
-    threads = settings.embedding_threads
+    threads, query_threads = settings.embedding_threads, settings.embedding_query_threads
     if settings.embedding_backend == "torch":
-        return TorchMiniLM(model_dir, threads=threads)
+        return TorchMiniLM(model_dir, threads=threads, query_threads=query_threads)
     from rag_service.providers.onnx_export import ensure_onnx_model
 
     variant = "int8" if settings.embedding_backend == "onnx-int8" else "fp32"
     graph = ensure_onnx_model(settings.data_dir, model_dir, MODEL_NAME, variant)
-    return OnnxMiniLM(graph, model_dir, threads=threads)
+    return OnnxMiniLM(graph, model_dir, threads=threads, query_threads=query_threads)
 
 
 class LocalEmbedder:
@@ -64,7 +64,6 @@ class LocalEmbedder:
             self.backend.encode,
             max_query_batch=settings.embedding_query_batch_size,
             query_wait_seconds=settings.embedding_query_batch_wait_ms / 1000,
-            on_start=self.backend.on_worker_start,
             on_batch=lambda priority, size: LOCAL_ENCODER_BATCH_TEXTS.labels(priority=priority).observe(size),
             name="minilm",
         )

@@ -49,18 +49,21 @@ def set_torch_threads(threads: int) -> None:
 
 
 class TorchMiniLM:
+    """sentence-transformers on torch; threads per call kind (queries, ingestion batches)."""
+
     backend = "torch"
 
-    def __init__(self, model_dir: Path, *, threads: int) -> None:
+    def __init__(self, model_dir: Path, *, threads: int, query_threads: int | None = None) -> None:
         self.threads = threads
+        self.query_threads = threads if query_threads is None else query_threads
         self._model = load_sentence_transformer(str(model_dir))
-        set_torch_threads(threads)
+        self._default_threads = _torch_default_threads()
 
-    def on_worker_start(self) -> None:
-        # torch applies its thread count per calling thread: set it where encode runs.
-        set_torch_threads(self.threads)
-
-    def encode(self, texts: list[str]) -> list[list[float]]:
+    def encode(self, texts: list[str], priority: str = "document") -> list[list[float]]:
+        threads = self.query_threads if priority == "query" else self.threads
+        # Set on every call, from the thread that encodes: cheap, and right whatever another
+        # instance set before.
+        set_torch_threads(threads or self._default_threads)
         vectors = self._model.encode(
             texts,
             batch_size=max(1, len(texts)),
@@ -69,6 +72,14 @@ class TorchMiniLM:
             show_progress_bar=False,
         )
         return vectors.tolist()
+
+
+@lru_cache(maxsize=1)
+def _torch_default_threads() -> int:
+    """torch's own choice (one per core), read before anything changes it."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def model_tokenizer(model_dir: Path) -> Tokenizer:
@@ -84,31 +95,36 @@ class OnnxMiniLM:
 
     backend = "onnx"
 
-    def __init__(self, onnx_path: Path, model_dir: Path, *, threads: int) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # 0 lets ONNX Runtime pick (one thread per physical core).
-        options.intra_op_num_threads = max(0, threads)
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    def __init__(self, onnx_path: Path, model_dir: Path, *, threads: int, query_threads: int | None = None) -> None:
         self.onnx_path = onnx_path
-        self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        query_threads = threads if query_threads is None else query_threads
+        self._session = _onnx_session(onnx_path, threads)
+        # A session's thread count is fixed: queries get their own when it differs.
+        self._query_session = self._session if query_threads == threads else _onnx_session(onnx_path, query_threads)
         self._input_names = {i.name for i in self._session.get_inputs()}
         self._tokenizer = model_tokenizer(model_dir)
 
-    def on_worker_start(self) -> None:
-        pass
-
-    def encode(self, texts: list[str]) -> list[list[float]]:
+    def encode(self, texts: list[str], priority: str = "document") -> list[list[float]]:
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        [states] = self._session.run(["last_hidden_state"], feeds)
+        session = self._query_session if priority == "query" else self._session
+        [states] = session.run(["last_hidden_state"], feeds)
         return mean_pool_normalize(states, mask).tolist()
+
+
+def _onnx_session(onnx_path: Path, threads: int):  # noqa: ANN202 - onnxruntime.InferenceSession
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # 0 lets ONNX Runtime pick (one thread per physical core).
+    options.intra_op_num_threads = max(0, threads)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
 def mean_pool_normalize(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
