@@ -263,7 +263,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the data and logs directory")
     parser.add_argument("--torch-threads", type=int,
-                        help="OMP_NUM_THREADS for the rag-service (default: torch's own choice, one per core)")
+                        help="EMBEDDING_QUERY_THREADS and EMBEDDING_THREADS for the rag-service "
+                             "(default: the service's own, 1; 0 = one per core)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rag-load-"))
@@ -271,7 +272,8 @@ def main() -> int:
     auth = rag = None
     try:
         auth = start_auth(work / "auth", logs)
-        extra_env = {"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else {}
+        extra_env = ({"EMBEDDING_QUERY_THREADS": str(args.torch_threads), "EMBEDDING_THREADS": str(args.torch_threads)}
+                     if args.torch_threads is not None else {})
         rag = start_rag(work / "rag", logs, auth.url, RATE_LIMIT_CHEAP="1000000/minute",
                         RATE_LIMIT_COSTLY="1000000/minute", LOG_LEVEL="WARNING", **extra_env)
         start_times = {"auth": round(auth.started_in, 1), "rag": round(rag.started_in, 1)}
