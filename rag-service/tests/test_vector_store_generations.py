@@ -1,5 +1,5 @@
-"""The generation filters ingestion claims rely on, for both vector stores (Qdrant Edge,
-and the server adapter over qdrant-client's in-memory local mode): exactly one
+"""The generation filters ingestion claims rely on, for every vector store adapter (Qdrant
+Edge, pgvector, and the server adapter over qdrant-client's in-memory local mode): exactly one
 generation, and "below n", which also matches points written before generations existed."""
 
 from __future__ import annotations

@@ -157,11 +157,16 @@ class PgVectorStore:
                     " start_offset integer NOT NULL,"
                     " end_offset integer NOT NULL,"
                     " metadata jsonb NOT NULL,"
+                    " generation integer NOT NULL DEFAULT 0,"
                     " dense vector({dimension}) NOT NULL,"
                     " sparse sparsevec({sparse_dimension}) NOT NULL,"
                     " terms integer[] NOT NULL)"
                 ).format(table=self._table, dimension=sql.Literal(self.dimension),
                          sparse_dimension=sql.Literal(SPARSE_DIMENSION)))
+                # Tables made before ingestion claims: their rows count as generation 0.
+                await conn.execute(sql.SQL(
+                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS generation integer NOT NULL DEFAULT 0"
+                ).format(table=self._table))
                 await conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} (user_id, document_id)")
                                    .format(name=self._index["user"], table=self._table))
                 await conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (terms)")
@@ -176,12 +181,13 @@ class PgVectorStore:
             return
         statement = sql.SQL(
             "INSERT INTO {table} (id, user_id, document_id, chunk_index, text, title, start_offset, end_offset,"
-            " metadata, dense, sparse, terms)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::vector, %s::sparsevec, %s)"
+            " metadata, generation, dense, sparse, terms)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s::vector, %s::sparsevec, %s)"
             " ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, document_id = excluded.document_id,"
             " chunk_index = excluded.chunk_index, text = excluded.text, title = excluded.title,"
             " start_offset = excluded.start_offset, end_offset = excluded.end_offset,"
-            " metadata = excluded.metadata, dense = excluded.dense, sparse = excluded.sparse, terms = excluded.terms"
+            " metadata = excluded.metadata, generation = excluded.generation, dense = excluded.dense,"
+            " sparse = excluded.sparse, terms = excluded.terms"
         ).format(table=self._table)
         # Formatting thousands of floats is CPU work: off the event loop.
         rows = await asyncio.to_thread(lambda: [self._row(point) for point in points])
@@ -195,7 +201,7 @@ class PgVectorStore:
     def _row(point: ChunkPoint) -> tuple[Any, ...]:
         terms = sparse_terms(point.sparse)
         return (point.id, point.user_id, point.document_id, point.chunk_index, point.text, point.title,
-                point.start, point.end, json.dumps(point.metadata), vector_literal(point.dense),
+                point.start, point.end, json.dumps(point.metadata), point.generation, vector_literal(point.dense),
                 sparsevec_literal(terms), sorted(terms))
 
     @_unavailable_on_failure

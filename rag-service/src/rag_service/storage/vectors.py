@@ -196,7 +196,7 @@ def metadata_field(key: str) -> str:
 def sql_filter(where: ChunkFilter) -> tuple[str, dict[str, Any]]:
     """`ChunkFilter` -> a SQL condition and its psycopg parameters (pgvector adapter).
 
-    The condition reads the columns `user_id`, `document_id` and `metadata` (jsonb) and
+    The condition reads the columns `user_id`, `document_id`, `generation` and `metadata` (jsonb) and
     always starts with the user id. Parameter names start with `f_`. Metadata values match
     like Qdrant's: a field equal to any accepted value, or an array holding one (jsonpath's
     lax mode looks inside arrays), strings never equal numbers, booleans never equal 0/1.
@@ -208,6 +208,13 @@ def sql_filter(where: ChunkFilter) -> tuple[str, dict[str, Any]]:
     if where.document_ids:
         clauses.append("document_id = ANY(%(f_documents)s)")
         params["f_documents"] = list(where.document_ids)
+    # Ingestion bookkeeping (`generation_filter`); rows written before generations are 0.
+    if where.generation is not None:
+        clauses.append("generation = %(f_generation)s")
+        params["f_generation"] = where.generation
+    if where.generation_below is not None:
+        clauses.append("generation < %(f_generation_below)s")
+        params["f_generation_below"] = where.generation_below
     for number, (key, values) in enumerate(where.metadata):
         metadata_field(key)  # only plain names reach the jsonpath below (quoted per part)
         if not values:
