@@ -126,8 +126,10 @@ async def test_the_service_answers_others_while_a_slow_file_is_read(client, auth
     # Warm the query embedder first, so the search below does only a search's work.
     assert (await client.post("/search", json={"query": "warm up"}, headers=other)).status_code == 200
     uploader = auth_headers()
+    # ~45 s of pypdf work on a loaded 2-core machine (20,000 operations once finished in
+    # under 5 s), far past the 5 s limit, yet under the content-stream cap.
     in_flight = asyncio.create_task(upload(client, uploader, "slow.pdf",
-                                           shared_stream_pdf(pages=10, operations=20_000)))
+                                           shared_stream_pdf(pages=10, operations=80_000)))
     await asyncio.sleep(0)  # let the upload start
     health = await client.get("/health")
     search = await client.post("/search", json={"query": "anything at all"}, headers=other)
