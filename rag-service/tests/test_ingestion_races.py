@@ -77,10 +77,11 @@ async def test_concurrent_upload_reindex_delete_repair_keep_the_invariant(parts:
 
 
 async def test_reindex_that_starts_after_its_document_was_deleted_is_an_honest_404(parts: Parts) -> None:
-    """An interleaving that made the test above flaky under load: a reindex task of a
-    title deleted in the round first sees the table after the upload stored the row and
-    the delete removed it. The harness polled 4,000 times (20+ s), then failed the round
-    with an AssertionError; it is the same honest 404 as a claim that finds the row gone."""
+    """An interleaving that can fail the test above under load: a reindex task of a title
+    deleted in the round first looks at the table after the upload stored the row and the
+    delete removed it. The harness polled 4,000 times (20+ s), then failed the round with
+    `reindex doc-N-M: AssertionError`; it is the same honest 404 as a claim that finds the
+    row gone."""
     race = Round(parts, with_lease(parts, 0.001), seed=0)
     title = sorted(race.deleted_titles)[0]
     ordered = [("upload", title, race.upload), ("upload", title, race.upload),
