@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,16 +63,24 @@ def service(parts: Parts, session: Any, *, ingest_batch: int = 1, **overrides: A
     return DocumentService(session, **kwargs)
 
 
-async def wait_for_row(parts: Parts, user_id: str, title: str, attempts: int = 4000) -> str | None:
-    """The id of the user's document titled `title` once its row exists (None: never)."""
-    for _ in range(attempts):
+async def wait_for_row(parts: Parts, user_id: str, title: str, settled: Callable[[], bool]) -> str | None:
+    """The id of the user's document titled `title` once its row exists; None when it does
+    not exist although `settled()` (nothing can create or remove it any more) held before
+    the last look. No attempt limit: a slow machine only makes the polling slower.
+
+    A row can come and go between two looks (uploaded, then deleted by another task), so a
+    caller racing a delete must treat None as "deleted", never as "not yet".
+    """
+    while True:
+        settled_before = settled()
         async with parts.sessionmaker() as session:
             found = await session.scalar(select(Document.id).where(Document.user_id == user_id,
                                                                    Document.title == title))
         if found is not None:
             return found
-        await asyncio.sleep(0.005)
-    return None
+        if settled_before:
+            return None
+        await asyncio.sleep(0.005)  # polling interval only; the outcome never depends on it
 
 
 async def check_invariant(parts: Parts, users: list[str], deleted_ids: set[str] = frozenset()) -> dict[str, str]:

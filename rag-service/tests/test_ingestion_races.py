@@ -11,7 +11,6 @@ live runs, the harshest form of "start-up repair racing an upload".
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +28,7 @@ from ingestion_support import (
     service,
     wait_for_row,
 )
+from race_rounds import Round, with_lease
 from rag_service.errors import Conflict, NotFound, ServiceUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
@@ -37,7 +37,6 @@ from rag_service.storage.qdrant_edge import EdgeVectorStore
 from rag_service.storage.sparse import SparseEncoder
 
 ROUNDS = 3
-DOCUMENTS_PER_ROUND = 5
 
 
 @pytest.fixture(scope="session")
@@ -55,82 +54,6 @@ async def parts(database_url, make_settings, embedder, tmp_path) -> AsyncIterato
     yield Parts(settings, engine, sessionmaker, store, SparseEncoder(), embedder)
     await store.close()
     await engine.dispose()
-
-
-def with_lease(parts: Parts, lease: float) -> Parts:
-    """The same stores seen by a repairer whose claim lease is `lease` seconds."""
-    settings = parts.settings.model_copy(update={"ingest_claim_lease_seconds": lease})
-    return Parts(settings, parts.engine, parts.sessionmaker, parts.vector_store, parts.sparse_encoder, parts.embedder)
-
-
-class Round:
-    """One round of racing tasks for one user; records what each task saw."""
-
-    def __init__(self, parts: Parts, thief: Parts, seed: int) -> None:
-        self.parts, self.thief = parts, thief
-        self.user = new_user()
-        self.random = random.Random(seed)
-        self.titles = [f"doc-{seed}-{i}" for i in range(DOCUMENTS_PER_ROUND)]
-        self.contents = {t: paragraphs(t, 2 + i % 3) for i, t in enumerate(self.titles)}
-        self.deleted_titles = set(self.titles[:2])
-        self.deleted_ids: set[str] = set()
-        self.outcomes: list[tuple[str, str, BaseException | None]] = []
-
-    async def jitter(self) -> None:
-        await asyncio.sleep(self.random.random() * 0.05)
-
-    async def upload(self, title: str) -> None:
-        await self.jitter()
-        async with self.parts.sessionmaker() as session:
-            await service(self.parts, session).save(self.user, title, self.contents[title])
-
-    async def reindex(self, title: str) -> None:
-        document_id = await wait_for_row(self.parts, self.user, title)
-        assert document_id is not None
-        await self.jitter()
-        async with self.parts.sessionmaker() as session:
-            await service(self.parts, session).reindex(self.user, document_id)
-
-    async def delete(self, title: str) -> None:
-        document_id = await wait_for_row(self.parts, self.user, title)
-        assert document_id is not None
-        self.deleted_ids.add(document_id)
-        await self.jitter()
-        async with self.parts.sessionmaker() as session:
-            await service(self.parts, session).delete(self.user, document_id)
-
-    async def steal(self) -> None:
-        for _ in range(3):
-            await self.jitter()
-            await repair_interrupted_ingestions(self.thief)
-
-    def tasks(self) -> list[tuple[str, str, Any]]:
-        tasks = []
-        for title in self.titles:
-            tasks += [("upload", title, self.upload(title)) for _ in range(2)]
-            tasks += [("reindex", title, self.reindex(title)) for _ in range(2)]
-            if title in self.deleted_titles:
-                tasks.append(("delete", title, self.delete(title)))
-        tasks += [("repair", "", self.steal()), ("repair", "", repair_interrupted_ingestions(self.parts))]
-        self.random.shuffle(tasks)
-        return tasks
-
-    async def run(self) -> None:
-        tasks = self.tasks()
-        results = await asyncio.gather(*(coroutine for _, _, coroutine in tasks), return_exceptions=True)
-        self.outcomes = [(kind, title, r if isinstance(r, BaseException) else None)
-                         for (kind, title, _), r in zip(tasks, results, strict=True)]
-
-    def unexpected_errors(self) -> list[str]:
-        """Errors other than the honest ones: 404 / 409 for a document that was deleted."""
-        wrong = []
-        for kind, title, error in self.outcomes:
-            if error is None:
-                continue
-            honest = isinstance(error, (NotFound, Conflict)) and title in self.deleted_titles
-            if not honest:
-                wrong.append(f"{kind} {title}: {type(error).__name__}: {error}")
-        return wrong
 
 
 async def test_concurrent_upload_reindex_delete_repair_keep_the_invariant(parts: Parts) -> None:
@@ -151,6 +74,28 @@ async def test_concurrent_upload_reindex_delete_repair_keep_the_invariant(parts:
     # Repair found nothing left to do once every run finished.
     assert await repair_interrupted_ingestions(parts) == 0
     await check_invariant(parts, [r.user for r in rounds], set().union(*(r.deleted_ids for r in rounds)))
+
+
+async def test_reindex_that_starts_after_its_document_was_deleted_is_an_honest_404(parts: Parts) -> None:
+    """An interleaving that can fail the test above under load: a reindex task of a title
+    deleted in the round first looks at the table after the upload stored the row and the
+    delete removed it. The harness polled 4,000 times (20+ s), then failed the round with
+    `reindex doc-N-M: AssertionError`; it is the same honest 404 as a claim that finds the
+    row gone."""
+    race = Round(parts, with_lease(parts, 0.001), seed=0)
+    title = sorted(race.deleted_titles)[0]
+    ordered = [("upload", title, race.upload), ("upload", title, race.upload),
+               ("delete", title, race.delete), ("reindex", title, race.reindex)]
+    results = []
+    for _, _, step in ordered:  # one after the other: the reindex never sees the row
+        try:
+            results.append(await step(title))
+        except Exception as exc:  # recorded and judged like a racing round's outcomes
+            results.append(exc)
+    race.record(ordered, results)
+    assert race.unexpected_errors() == []
+    assert isinstance(results[-1], NotFound) and len(race.deleted_ids) == 1
+    assert await check_invariant(parts, [race.user], race.deleted_ids) == {}
 
 
 async def test_two_reindexes_of_one_document_both_succeed(parts: Parts) -> None:
@@ -200,14 +145,17 @@ async def test_delete_during_ingestion_leaves_no_vectors(parts: Parts) -> None:
                 return exc
         return None
 
+    uploading = asyncio.ensure_future(upload())
+
     async def delete() -> str:
-        document_id = await wait_for_row(parts, user, title)
+        # The upload stores the row before it ends, and only this task removes it.
+        document_id = await wait_for_row(parts, user, title, uploading.done)
         assert document_id is not None
         async with parts.sessionmaker() as session:
             await service(parts, session).delete(user, document_id)
         return document_id
 
-    _, document_id = await asyncio.gather(upload(), delete())
+    _, document_id = await asyncio.gather(uploading, delete())
     assert await check_invariant(parts, [user], {document_id}) == {}
 
 
