@@ -17,9 +17,9 @@ from rag_service.config import Settings
 from rag_service.errors import ServiceUnavailable
 from rag_service.storage.factory import build_vector_store, collection_name
 from rag_service.storage.pgvector import PgVectorStore
-from rag_service.storage.qdrant_edge import EdgeVectorStore
-from rag_service.storage.qdrant_server import ServerVectorStore
-from rag_service.storage.vectors import tenant_filter
+from rag_service.storage.qdrant_edge import EdgeVectorStore, edge_filter
+from rag_service.storage.qdrant_server import ServerVectorStore, server_filter
+from rag_service.storage.vectors import ChunkFilter, sql_filter, tenant_filter
 from vector_store_support import A1_KERNEL, ALICE, ALL_POINTS, BOB, DIM, chunk, query, unit
 
 # A client pointed at a closed port cannot check the server version.
@@ -222,3 +222,12 @@ def test_factory_picks_pgvector_on_request(tmp_path: Path):
     store = build_vector_store(settings, "all-MiniLM-L6-v2", DIM)
     assert isinstance(store, PgVectorStore)
     assert store.collection == "chunks__all-minilm-l6-v2__8"
+
+
+@pytest.mark.parametrize("translate", [edge_filter, server_filter, sql_filter], ids=["edge", "qdrant", "pgvector"])
+def test_every_filter_translation_refuses_a_filter_without_a_user(translate) -> None:
+    # A real check in each adapter (not an assert, which `python -O` strips): an unscoped
+    # filter would read every tenant's chunks.
+    for unscoped in (ChunkFilter(user_id=""), ChunkFilter(user_id="", document_ids=("doc",))):
+        with pytest.raises(ValueError, match="scoped to a user"):
+            translate(unscoped)

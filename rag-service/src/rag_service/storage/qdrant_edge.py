@@ -60,7 +60,8 @@ def prefetch_limit(limit: int) -> int:
 
 def edge_filter(where: ChunkFilter) -> qe.Filter:
     """`ChunkFilter` -> Edge filter. The user id condition is always the first `must`."""
-    assert where.user_id, "a vector filter must be scoped to a user"
+    if not where.user_id:  # a real check: asserts vanish under `python -O`
+        raise ValueError("a vector filter must be scoped to a user")
     must: list = [qe.FieldCondition(key=USER_ID_KEY, match=qe.MatchValue(where.user_id))]
     if where.document_ids:
         must.append(qe.FieldCondition(key=DOCUMENT_ID_KEY, match=qe.MatchAny(list(where.document_ids))))

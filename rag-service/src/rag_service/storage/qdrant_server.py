@@ -60,7 +60,8 @@ def _unavailable_on_failure(method: Callable[P, Awaitable[T]]) -> Callable[P, Aw
 
 def server_filter(where: ChunkFilter) -> models.Filter:
     """`ChunkFilter` -> Qdrant filter. The user id condition is always the first `must`."""
-    assert where.user_id, "a vector filter must be scoped to a user"
+    if not where.user_id:  # a real check: asserts vanish under `python -O`
+        raise ValueError("a vector filter must be scoped to a user")
     must: list[models.Condition] = [
         models.FieldCondition(key=USER_ID_KEY, match=models.MatchValue(value=where.user_id))
     ]
