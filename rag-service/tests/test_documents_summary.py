@@ -18,7 +18,10 @@ async def test_summary_counts_statuses_chunks_and_bytes_of_the_caller_only(
     headers = auth_headers(user_id)
     empty = await db_client.get("/documents/summary", headers=headers)
     assert empty.status_code == 200, empty.text
-    assert empty.json() == {"documents": 0, "by_status": {"indexing": 0, "ready": 0, "failed": 0, "deleting": 0}, "chunks": 0, "bytes": 0}
+    quotas = {"max_documents": db_app.state.runtime.settings.quota_max_documents,
+              "max_characters": db_app.state.runtime.settings.quota_max_characters}
+    assert empty.json() == {"documents": 0, "by_status": {"indexing": 0, "ready": 0, "failed": 0, "deleting": 0},
+                            "chunks": 0, "bytes": 0, "characters": 0, **quotas}
 
     ids = []
     for title, text in (("ascii", ASCII), ("accented", ACCENTED)):
@@ -31,7 +34,8 @@ async def test_summary_counts_statuses_chunks_and_bytes_of_the_caller_only(
 
     summary = (await db_client.get("/documents/summary", headers=auth_headers(user_id, scope="read"))).json()
     assert summary == {"documents": 2, "by_status": {"indexing": 0, "ready": 2, "failed": 0, "deleting": 0},
-                       "chunks": sum(d["chunk_count"] for d in stored), "bytes": expected_bytes}
+                       "chunks": sum(d["chunk_count"] for d in stored), "bytes": expected_bytes,
+                       "characters": sum(len(d["content"]) for d in stored), **quotas}
 
     # A failed document counts in its status and its bytes, but has no chunks in the store.
     async with db_app.state.runtime.sessionmaker() as session:

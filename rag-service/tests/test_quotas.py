@@ -64,7 +64,7 @@ async def test_concurrent_uploads_cannot_overshoot_the_document_quota(parts: Par
     assert "QUOTA_MAX_DOCUMENTS" in refused[0].message and refused[0].details["max_documents"] == 3
     await check_invariant(parts, [user])
     async with parts.sessionmaker() as session:
-        usage = await service(parts, session).usage(user)
+        usage = (await service(parts, session).summary(user)).usage
     assert (usage.documents, usage.max_documents) == (3, 3)
 
 
@@ -75,12 +75,12 @@ async def test_character_quota_counts_stored_characters(parts: Parts) -> None:
         first, _ = await docs.save(user, "Big", "a" * 6_000)
         with pytest.raises(QuotaExceeded, match="character quota exceeded.*QUOTA_MAX_CHARACTERS"):
             await docs.save(user, "Too much", "b" * 5_000)
-        assert (await docs.usage(user)).characters == 6_000
+        assert (await docs.summary(user)).usage.characters == 6_000
         # Freed by a delete; a duplicate of stored content costs nothing.
         await docs.delete(user, first.id)
         second, created = await docs.save(user, "Fits now", "b" * 5_000)
         assert created and (await docs.save(user, "Again", "b" * 5_000))[1] is False
-        usage = await docs.usage(user)
+        usage = (await docs.summary(user)).usage
     assert (usage.documents, usage.characters, usage.max_characters) == (1, 5_000, 10_000)
     await check_invariant(parts, [user])
 
@@ -93,7 +93,7 @@ async def test_zero_means_unlimited(parts: Parts, make_settings) -> None:
         docs = service(parts, session, settings=unlimited)
         for i in range(5):
             await docs.save(user, f"U{i}", f"unlimited document number {i}")
-        assert (await docs.usage(user)).documents == 5
+        assert (await docs.summary(user)).usage.documents == 5
 
 
 async def test_ingestion_cap_makes_excess_uploads_wait_then_busy(parts: Parts) -> None:
@@ -123,19 +123,24 @@ async def test_ingestion_cap_makes_excess_uploads_wait_then_busy(parts: Parts) -
     assert created and document.status == "ready"
 
 
+def quota_view(summary: dict) -> dict:
+    return {key: summary[key] for key in ("documents", "characters", "max_documents", "max_characters")}
+
+
 async def test_usage_and_quota_over_http(app_factory, make_settings, auth_headers) -> None:
     settings = make_settings(quota_max_documents=1, quota_max_characters=0, **SMALL_CHUNKS)
     headers = auth_headers(new_user())
     async with app_factory(settings) as (_, client):
-        empty = await client.get("/documents/usage", headers=headers)
-        assert empty.json() == {"documents": 0, "characters": 0, "max_documents": 1, "max_characters": 0}
+        empty = (await client.get("/documents/summary", headers=headers)).json()
+        assert quota_view(empty) == {"documents": 0, "characters": 0, "max_documents": 1, "max_characters": 0}
         saved = await client.post("/save-document", headers=headers, json={"title": "One", "content": "first one"})
         assert saved.status_code == 201
         refused = await client.post("/save-document", headers=headers, json={"title": "Two", "content": "second"})
         assert refused.status_code == 413 and refused.json()["error"]["code"] == "quota_exceeded"
         assert "QUOTA_MAX_DOCUMENTS" in refused.json()["error"]["message"]
-        usage = (await client.get("/documents/usage", headers=headers)).json()
-        assert usage == {"documents": 1, "characters": len("first one"), "max_documents": 1, "max_characters": 0}
+        usage = (await client.get("/documents/summary", headers=headers)).json()
+        assert quota_view(usage) == {"documents": 1, "characters": len("first one"), "max_documents": 1,
+                                     "max_characters": 0}
         listed = (await client.get("/documents", headers=headers)).json()
         assert listed["total"] == 1
 

@@ -55,6 +55,10 @@ class IngestionSummary:
     by_status: dict[str, int]
     chunks: int
     bytes: int
+    # Usage against the quotas (0 = unlimited).
+    characters: int
+    max_documents: int
+    max_characters: int
 
 
 @dataclass(frozen=True)

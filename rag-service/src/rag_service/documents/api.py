@@ -24,7 +24,6 @@ from rag_service.documents.schemas import (
     DocumentDetail,
     DocumentList,
     DocumentSummary,
-    DocumentUsage,
     EmbedRequest,
     EmbedResponse,
     IngestionSummary,
@@ -132,19 +131,11 @@ async def list_documents(
     )
 
 
-# Declared before /documents/{document_id}, which would otherwise match "usage".
-@router.get("/documents/usage", response_model=DocumentUsage, dependencies=[CheapRateLimit])
-async def document_usage(user: UserDep, service: DocumentServiceDep) -> DocumentUsage:
-    """The caller's stored documents and characters, and the quotas (0 = unlimited)."""
-    return DocumentUsage.of(await service.usage(user.id))
-
-
 # Declared before /documents/{document_id}, which would otherwise take "summary" for an id.
 @router.get("/documents/summary", response_model=IngestionSummary, dependencies=[CheapRateLimit])
 async def documents_summary(user: UserDep, service: DocumentServiceDep) -> IngestionSummary:
-    totals = await service.summary(user.id)
-    return IngestionSummary(documents=totals.documents, by_status=totals.by_status, chunks=totals.chunks,
-                            bytes=totals.bytes)
+    """The caller's documents by status, chunks and bytes stored, and usage against the quotas."""
+    return IngestionSummary.of(await service.summary(user.id))
 
 
 @router.get("/documents/{document_id}", response_model=DocumentDetail, dependencies=[CheapRateLimit],

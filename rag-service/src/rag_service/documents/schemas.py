@@ -95,26 +95,22 @@ class DocumentList(BaseModel):
     pages: int
 
 
-class DocumentUsage(BaseModel):
-    documents: int
-    characters: int
-    # Quotas (0 = unlimited); a save past either is 413 `quota_exceeded`.
-    max_documents: int
-    max_characters: int
-
-    @classmethod
-    def of(cls, usage: Any) -> DocumentUsage:
-        return cls(documents=usage.documents, characters=usage.characters,
-                   max_documents=usage.max_documents, max_characters=usage.max_characters)
-
-
 class IngestionSummary(BaseModel):
-    """GET /documents/summary: the caller's documents by status, chunks indexed, bytes stored."""
+    """GET /documents/summary: the caller's documents by status, what they hold, and the quotas."""
 
     documents: int
     by_status: dict[str, int] = Field(description="Counts for indexing, ready, failed and deleting")
     chunks: int = Field(description="Chunks of ready documents (their vectors in the store)")
     bytes: int = Field(description="UTF-8 size of all stored document text")
+    characters: int = Field(description="Characters stored, as counted by QUOTA_MAX_CHARACTERS")
+    max_documents: int = Field(description="QUOTA_MAX_DOCUMENTS (0 = unlimited); past it a save is 413 quota_exceeded")
+    max_characters: int = Field(description="QUOTA_MAX_CHARACTERS (0 = unlimited)")
+
+    @classmethod
+    def of(cls, totals: Any) -> IngestionSummary:
+        return cls(documents=totals.documents, by_status=totals.by_status, chunks=totals.chunks, bytes=totals.bytes,
+                   characters=totals.usage.characters, max_documents=totals.usage.max_documents,
+                   max_characters=totals.usage.max_characters)
 
 
 class DeleteResponse(BaseModel):

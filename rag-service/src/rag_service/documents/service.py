@@ -65,11 +65,13 @@ SAVE_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class IngestionTotals:
-    """One user's documents at a glance: how many in each status, chunks indexed, bytes stored."""
+    """One user's documents at a glance: how many in each status, chunks indexed, bytes and
+    characters stored, and the quotas those count against."""
 
     by_status: dict[str, int]
     chunks: int
     bytes: int
+    usage: Usage
 
     @property
     def documents(self) -> int:
@@ -229,11 +231,6 @@ class DocumentService:
         await self._ingest(document, generation)
         return document
 
-    async def usage(self, user_id: str) -> Usage:
-        usage = await usage_of(self._session, user_id, self._settings)
-        await self._session.commit()
-        return usage
-
     # --- read / delete ------------------------------------------------------------------
 
     async def list(self, user_id: str, page: int = 1, limit: int = 20) -> DocumentPage:
@@ -270,7 +267,9 @@ class DocumentService:
             if status == DocumentStatus.READY:
                 chunks += int(status_chunks)
             total_bytes += int(status_bytes)
-        return IngestionTotals(by_status=by_status, chunks=chunks, bytes=total_bytes)
+        usage = await usage_of(self._session, user_id, self._settings)
+        await self._session.commit()
+        return IngestionTotals(by_status=by_status, chunks=chunks, bytes=total_bytes, usage=usage)
 
     async def get(self, user_id: str, document_id: str) -> Document:
         if "\x00" in document_id:  # never in an id; PostgreSQL would refuse the query (500)
