@@ -18,8 +18,10 @@ def nested_divs_html(depth: int = 100_000) -> bytes:
     return b"<html><body>" + b"<div>x" * depth + b"</div>" * depth + b"</body></html>"
 
 
-def pdf_bytes(objects: list[bytes], *, root: int = 1, xref_count: int | None = None) -> bytes:
-    """A PDF of numbered objects (1..n) with a correct xref table (or a lying count)."""
+def pdf_bytes(objects: list[bytes], *, root: int = 1, xref_count: int | None = None,
+              info: int | None = None) -> bytes:
+    """A PDF of numbered objects (1..n) with a correct xref table (or a lying count);
+    `info` names the object holding the document information (/Title)."""
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")
     offsets = []
@@ -31,7 +33,9 @@ def pdf_bytes(objects: list[bytes], *, root: int = 1, xref_count: int | None = N
     out.write(b"xref\n0 %d\n0000000000 65535 f \n" % count)
     for offset in offsets:
         out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, root, xref))
+    info_entry = b" /Info %d 0 R" % info if info is not None else b""
+    out.write(b"trailer\n<< /Size %d /Root %d 0 R%s >>\nstartxref\n%d\n%%%%EOF\n"
+              % (len(objects) + 1, root, info_entry, xref))
     return out.getvalue()
 
 

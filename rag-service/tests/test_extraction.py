@@ -9,6 +9,7 @@ import docx
 import pytest
 from pypdf import PdfReader, PdfWriter
 
+from hostile_files import pdf_bytes
 from rag_service.documents.extraction import (
     DOCX,
     HTML,
@@ -41,19 +42,7 @@ def make_pdf(lines: list[str], title: str | None = None) -> bytes:
     ]
     if title:
         objects.append(b"<< /Title (" + title.encode("latin-1") + b") >>")
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    info = b" /Info %d 0 R" % len(objects) if title else b""
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, info, xref))
-    return out.getvalue()
+    return pdf_bytes(objects, info=len(objects) if title else None)
 
 
 def make_docx(title: str | None = "Quarterly report") -> bytes:
