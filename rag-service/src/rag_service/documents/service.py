@@ -33,6 +33,7 @@ is "not found", never "forbidden".
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -135,6 +136,10 @@ class DocumentService:
             raise Unprocessable("content must not be empty or only whitespace")
         return normalized
 
+    def _normalized_with_hash(self, content: str) -> tuple[str, str]:
+        normalized = self.prepare_content(content)
+        return normalized, content_hash(normalized)
+
     async def embed_query(self, text: str) -> list[float]:
         """The query embedding of `text` (1..max_embed_chars characters)."""
         if not text or not text.strip():
@@ -158,9 +163,10 @@ class DocumentService:
         """Store and index a document. Returns (document, created); created is False when
         the user already has this content (the existing document is returned)."""
         title = validate_title(title, self._settings)
-        content = self.prepare_content(content)
+        # Normalizing and hashing are linear in a text of up to MAX_DOCUMENT_CHARS (tens of ms
+        # for a few MB): off the event loop, for /save-document and uploads alike.
+        content, digest = await asyncio.to_thread(self._normalized_with_hash, content)
         metadata = validate_metadata(metadata, self._settings)
-        digest = content_hash(content)
 
         for _ in range(SAVE_ATTEMPTS):
             existing = await self._find_by_hash(user_id, digest)
