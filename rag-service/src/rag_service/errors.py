@@ -90,6 +90,23 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
 
 
+MAX_ERROR_MESSAGE_CHARS = 300
+
+
+def describe_validation_errors(errors: Any) -> tuple[str, list[dict[str, str]]]:
+    """Pydantic's errors as (summary, [{field, message, type}]): names the fields and
+    limits, never echoes the (possibly huge) input back."""
+    details = []
+    for error in errors:
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        message = str(error.get("msg", "invalid value"))[:MAX_ERROR_MESSAGE_CHARS]
+        details.append({"field": location, "message": message, "type": str(error.get("type", ""))})
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    if len(details) > 5:
+        summary += f"; and {len(details) - 5} more"
+    return summary or "invalid request", details
+
+
 # --- wire shape (documented in the OpenAPI schema) ---------------------------------------
 
 from pydantic import BaseModel  # noqa: E402  (kept next to the shape it documents)

@@ -147,17 +147,22 @@ class _BodyTooLarge(HTTPException):
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    """Bodies over `max_body_bytes` (or over the limit of their path in `path_limits`) are
+    a 413 before they are read, or as soon as the count passes the limit."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, path_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope.get("path", ""), self.max_body_bytes)
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await self._reject(scope, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._reject(scope, send, limit)
             return
         received = 0
 
@@ -166,18 +171,18 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     # FastAPI re-raises HTTPExceptions from body reading, so this becomes
                     # the same JSON 413 as below via the app's exception handlers.
-                    raise _BodyTooLarge(self.max_body_bytes)
+                    raise _BodyTooLarge(limit)
             return message
 
         await self.app(scope, counting_receive, send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
         body = json.dumps({"error": {
             "code": "payload_too_large",
-            "message": f"request body larger than {self.max_body_bytes} bytes",
+            "message": f"request body larger than {limit} bytes",
             "request_id": request_id_from(scope),
         }}).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [
