@@ -182,6 +182,7 @@ def settings_for(issuer: JwksIssuer, data_dir: Any, **overrides: Any) -> Setting
         "rate_limit_enabled": True,
         "rate_limit_cheap": "100000/minute",
         "rate_limit_costly": "100000/minute",
+        "rate_limit_ingest_bytes": "100000000000/minute",
         "jwks_refetch_min_interval": 10.0,
         "log_level": "WARNING",
     }

@@ -13,6 +13,7 @@ TEXT = "Kingfishers dive from a perch into clear water and swallow the fish head
 WRITE_ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/save-document", {"json": {"title": "Kingfisher", "content": TEXT}}),
     ("POST", "/documents/upload", {"files": {"files": ("kingfisher.txt", TEXT.encode(), "text/plain")}}),
+    ("POST", "/documents/batch", {"json": {"items": [{"title": "Kingfisher", "content": TEXT}]}}),
     ("DELETE", "/documents/{document_id}", {}),
     ("DELETE", "/history/{conversation_id}", {}),
     ("POST", "/embed", {"json": {"text": "kingfisher"}}),
@@ -64,12 +65,15 @@ async def test_write_and_session_tokens_may_use_every_write_route(
 ) -> None:
     ids = await seed(client, auth_headers, user_id)
     headers = auth_headers(user_id, scope=scope) if scope else auth_headers(user_id)
-    if path == "/save-document" or path == "/documents/upload":
-        # New content, so the write really creates a document.
-        kwargs = ({"json": {"title": "Other", "content": TEXT + " " + scope_tag(scope)}} if path == "/save-document"
-                  else {"files": {"files": ("other.txt", (TEXT + " upload " + scope_tag(scope)).encode(), "text/plain")}})
-    response = await call(client, method, path.format(**ids), headers, **kwargs)
+    # New content, so the write really creates a document.
+    fresh = {"/save-document": {"json": {"title": "Other", "content": TEXT + " " + scope_tag(scope)}},
+             "/documents/upload": {"files": {"files": ("other.txt", (TEXT + " upload " + scope_tag(scope)).encode(),
+                                                       "text/plain")}},
+             "/documents/batch": {"json": {"items": [{"title": "Other", "content": TEXT + " batch " + scope_tag(scope)}]}}}
+    response = await call(client, method, path.format(**ids), headers, **fresh.get(path, kwargs))
     assert response.status_code in (200, 201), response.text
+    if path == "/documents/batch":
+        assert response.json()["created"] == 1, response.text
 
 
 def scope_tag(scope: str | None) -> str:

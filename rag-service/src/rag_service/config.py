@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     max_document_chars: int = 2_000_000
     max_upload_bytes: int = 20 * 1024 * 1024
     max_files_per_upload: int = 20
+    # POST /documents/batch: items per request, and the documents' bytes in one request
+    # (text items' UTF-8 content plus files as sent); over either the request is a 413.
+    max_batch_items: int = Field(default=100, ge=1)
+    max_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_query_chars: int = 2_000
     max_embed_chars: int = 20_000
     max_title_chars: int = 500
@@ -140,6 +144,11 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     rate_limit_cheap: str = "300/minute"
     rate_limit_costly: str = "60/minute"
+    # Ingestion (save, upload, batch) is budgeted in bytes, not requests: each request spends
+    # the bytes of its documents (ratelimit.py). 100 MB a minute is far above what one
+    # encoder indexes (~1.5 MB of text a minute on 2 cores), so a client loading thousands
+    # of documents never waits on it; a flood of large files does.
+    rate_limit_ingest_bytes: str = "100000000/minute"
 
     @field_validator("api_docs_enabled", mode="before")
     @classmethod

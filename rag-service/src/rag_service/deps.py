@@ -105,9 +105,11 @@ def get_rate_limiter(runtime: RuntimeDep) -> RateLimiter:
     return runtime.rate_limiter
 
 
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+
+
 def _rate_limit(budget: Budget) -> Any:
-    async def enforce_rate_limit(user: UserDep,
-                                 limiter: Annotated[RateLimiter, Depends(get_rate_limiter)]) -> None:
+    async def enforce_rate_limit(user: UserDep, limiter: RateLimiterDep) -> None:
         await limiter.hit(budget, user.id)
 
     enforce_rate_limit.__name__ = f"enforce_{budget}_rate_limit"
@@ -120,7 +122,7 @@ CostlyRateLimit = Depends(_rate_limit("costly"))
 
 
 def require_write_scope(user: UserDep) -> None:
-    """Write routes (save, upload, delete, embed): refused to a token whose scope is `read`
+    """Write routes (save, upload, batch, delete, embed): refused to a token whose scope is `read`
     (an API key made read-only). A token without `scope` (a session's) has full scope."""
     if user.scope == "read":
         raise Forbidden(

@@ -25,8 +25,9 @@ from rag_service.auth import api as auth_api
 from rag_service.chat import api as chat_api
 from rag_service.config import Settings, get_settings
 from rag_service.documents import api as documents_api
+from rag_service.documents.batch_request import batch_body_bytes
 from rag_service.documents.maintenance import repair_interrupted_ingestions, repair_periodically
-from rag_service.errors import AppError, error_responses
+from rag_service.errors import AppError, describe_validation_errors, error_responses
 from rag_service import health
 from rag_service.history import api as history_api
 from rag_service.http_hardening import SECURITY_HEADERS, SecurityHeadersMiddleware, uvicorn_options
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 
 # Multipart framing and form fields on top of the largest allowed upload.
 BODY_LIMIT_MARGIN_BYTES = 64 * 1024
-MAX_ERROR_MESSAGE_CHARS = 300
 
 _HTTP_ERROR_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -68,19 +68,6 @@ def error_response(request: Request, status: int, code: str, message: str, *,
     return JSONResponse({"error": error}, status_code=status, headers=response_headers)
 
 
-def _describe_validation_errors(exc: RequestValidationError) -> tuple[str, list[dict[str, str]]]:
-    """Name the fields and limits; never echo the (possibly huge) input back."""
-    details = []
-    for error in exc.errors():
-        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
-        message = str(error.get("msg", "invalid value"))[:MAX_ERROR_MESSAGE_CHARS]
-        details.append({"field": location, "message": message, "type": str(error.get("type", ""))})
-    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-    if len(details) > 5:
-        summary += f"; and {len(details) - 5} more"
-    return summary or "invalid request", details
-
-
 def install_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -91,7 +78,7 @@ def install_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, details = _describe_validation_errors(exc)
+        message, details = describe_validation_errors(exc.errors())
         return error_response(request, 422, "validation_error", message, details=details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -198,7 +185,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.include_router(router, responses=error_responses(400, 401, 403, 413, 422, 429, 503))
 
     # add_middleware wraps: the last added runs first (outermost).
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_upload_bytes + BODY_LIMIT_MARGIN_BYTES)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_upload_bytes + BODY_LIMIT_MARGIN_BYTES,
+                       path_limits={"/documents/batch": batch_body_bytes(settings)})
     setup_metrics(app, token=settings.metrics_token)
     app.add_middleware(RequestContextMiddleware)
     if settings.cors_origin_list:

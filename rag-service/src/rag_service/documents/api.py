@@ -1,10 +1,11 @@
-"""HTTP routes for documents: thin wrappers over `DocumentService`."""
+"""HTTP routes for documents: thin wrappers over `DocumentService` and `DocumentIntake`."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile, status
 
 from rag_service.deps import (
     CheapRateLimit,
@@ -12,6 +13,7 @@ from rag_service.deps import (
     EmbedderDep,
     ExtractionPoolDep,
     IngestionGateDep,
+    RateLimiterDep,
     SessionDep,
     SettingsDep,
     SparseEncoderDep,
@@ -19,7 +21,16 @@ from rag_service.deps import (
     VectorStoreDep,
     WriteScope,
 )
+from rag_service.config import Settings
+from rag_service.documents.batch_request import (
+    OPENAPI_REQUEST_BODY,
+    batch_body_bytes,
+    parse_json_batch,
+    parse_multipart_batch,
+)
+from rag_service.documents.intake import BatchItem, DocumentIntake, UploadedFile, check_upload_count
 from rag_service.documents.schemas import (
+    BatchResponse,
     DeleteResponse,
     DocumentDetail,
     DocumentList,
@@ -34,14 +45,16 @@ from rag_service.documents.schemas import (
     save_message,
 )
 from rag_service.documents.service import DocumentService
-from rag_service.documents.upload import UploadedFile, check_upload_count, store_uploads
 from rag_service.documents.validation import parse_metadata_json
-from rag_service.errors import error_responses
+from rag_service.errors import Unprocessable, UnsupportedMediaType, error_responses
 
 router = APIRouter(tags=["documents"])
 
 # Pages beyond this are refused (422) rather than turned into absurd SQL offsets.
 MAX_PAGE = 1_000_000
+# Ingestion routes spend bytes of the ingestion budget (in DocumentIntake) and one request
+# of the cheap budget; a refused scope spends neither.
+INGESTION = [WriteScope, CheapRateLimit]
 
 
 def get_document_service(
@@ -59,6 +72,14 @@ def get_document_service(
 DocumentServiceDep = Annotated[DocumentService, Depends(get_document_service)]
 
 
+def get_intake(service: DocumentServiceDep, pool: ExtractionPoolDep, limiter: RateLimiterDep,
+               settings: SettingsDep) -> DocumentIntake:
+    return DocumentIntake(service, pool, limiter, settings)
+
+
+IntakeDep = Annotated[DocumentIntake, Depends(get_intake)]
+
+
 @router.post("/embed", response_model=EmbedResponse, dependencies=[WriteScope, CostlyRateLimit])
 async def embed(body: EmbedRequest, user: UserDep, service: DocumentServiceDep) -> EmbedResponse:
     return EmbedResponse(embedding=await service.embed_query(body.text))
@@ -68,53 +89,95 @@ async def embed(body: EmbedRequest, user: UserDep, service: DocumentServiceDep) 
     "/save-document",
     response_model=SaveDocumentResponse,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[WriteScope, CostlyRateLimit],
+    dependencies=INGESTION,
     responses={200: {"model": SaveDocumentResponse, "description": "The same content already exists"},
                **error_responses(409)},
 )
 async def save_document(
-    body: SaveDocumentRequest, user: UserDep, service: DocumentServiceDep, response: Response
+    body: SaveDocumentRequest, user: UserDep, intake: IntakeDep, response: Response
 ) -> SaveDocumentResponse:
-    document, created = await service.save(user.id, body.title, body.content, body.metadata)
-    if not created:
+    stored = await intake.save(user.id, body.title, body.content, body.metadata)
+    if not stored.created:
         response.status_code = status.HTTP_200_OK
-    return SaveDocumentResponse(document_id=document.id, message=save_message(document, created))
+    return SaveDocumentResponse(document_id=stored.document.id, message=save_message(stored.document, stored.created))
 
 
 @router.post(
     "/documents/upload",
     response_model=UploadResponse,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[WriteScope, CostlyRateLimit],
+    dependencies=INGESTION,
     responses={200: {"model": UploadResponse, "description": "Every file already existed"},
                **error_responses(409, 413, 415, 422)},
 )
 async def upload_documents(
     files: Annotated[list[UploadFile], File(description="One or more .txt, .md, .html, .pdf or .docx files")],
     user: UserDep,
-    service: DocumentServiceDep,
-    pool: ExtractionPoolDep,
+    intake: IntakeDep,
     settings: SettingsDep,
     response: Response,
     title: Annotated[str | None, Form(description="Title (only with a single file)")] = None,
     metadata: Annotated[str | None, Form(description="JSON object applied to every file")] = None,
 ) -> UploadResponse:
-    check_upload_count(len(files), title, settings.max_files_per_upload)
-    parsed_metadata = parse_metadata_json(metadata, settings)
-    received = []
-    for upload in files:
-        # One byte over the limit is enough to refuse the file without reading all of it.
-        received.append(UploadedFile(upload.filename, await upload.read(settings.max_upload_bytes + 1)))
-    stored = await store_uploads(service, pool, user.id, received, settings, title=title, metadata=parsed_metadata)
-    results = []
-    for item in stored:
-        results.append(UploadedDocument(
-            document_id=item.document.id, title=item.document.title, created=item.created,
-            message=save_message(item.document, item.created),
-        ))
-    if not any(result.created for result in results):
+    """All or nothing: every file is read and checked before any is stored."""
+    check_upload_count(len(files), title, settings.max_files_per_upload)  # before reading any file
+    stored = await intake.upload(user.id, await _received(files, settings), title=title,
+                                 metadata=parse_metadata_json(metadata, settings))
+    if not any(item.created for item in stored):
         response.status_code = status.HTTP_200_OK
-    return UploadResponse(documents=results)
+    return UploadResponse(documents=[
+        UploadedDocument(document_id=item.document.id, title=item.document.title, created=item.created,
+                         message=save_message(item.document, item.created))
+        for item in stored
+    ])
+
+
+@router.post(
+    "/documents/batch",
+    response_model=BatchResponse,
+    dependencies=INGESTION,
+    openapi_extra=OPENAPI_REQUEST_BODY,
+    responses=error_responses(413, 415, 422),
+)
+async def batch_documents(request: Request, user: UserDep, intake: IntakeDep, settings: SettingsDep) -> BatchResponse:
+    """Up to MAX_BATCH_ITEMS documents (MAX_BATCH_BYTES in all) in one request: text items as
+    JSON, or files as multipart `files` parts with an optional JSON `manifest` part. Answers
+    per item, in order: `created`, `duplicate` (the existing document) or `error` (its code,
+    message and status); a bad item never fails the others. Request-level problems (not
+    JSON, too many items or bytes, file parts that do not match the manifest) are a 413/422
+    and change nothing; a request over what is left of the ingestion budget is a 429."""
+    return BatchResponse.of(await intake.batch(user.id, await _batch_items(request, settings)))
+
+
+async def _received(files: list[UploadFile], settings: Settings) -> list[UploadedFile]:
+    # One byte over the limit is enough to refuse the file without reading all of it.
+    return [UploadedFile(upload.filename, await upload.read(settings.max_upload_bytes + 1)) for upload in files]
+
+
+async def _batch_items(request: Request, settings: Settings) -> list[BatchItem]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        return await asyncio.to_thread(parse_json_batch, await request.body(), settings)
+    if content_type != "multipart/form-data":
+        raise UnsupportedMediaType("send the batch as application/json (text items) or multipart/form-data "
+                                   "(`files` parts and an optional JSON `manifest` part)")
+    # Beyond MAX_BATCH_ITEMS files the intake answers 413; the parser's own cap is far above.
+    async with request.form(max_files=settings.max_batch_items + 1000, max_fields=16,
+                            max_part_size=batch_body_bytes(settings)) as form:
+        unexpected = sorted(set(form.keys()) - {"files", "manifest"})
+        if unexpected:
+            raise Unprocessable(f"unexpected parts {unexpected[:5]}: send `files` parts and an optional `manifest`")
+        files = form.getlist("files")
+        if any(isinstance(file, str) for file in files):
+            raise Unprocessable("every `files` part must be a file (with a file name)")
+        manifests = form.getlist("manifest")
+        if len(manifests) > 1:
+            raise Unprocessable("send at most one `manifest` part")
+        manifest = manifests[0] if manifests else None
+        if manifest is not None and not isinstance(manifest, str):
+            manifest = await manifest.read()
+        received = await _received(files, settings)  # type: ignore[arg-type]
+    return await asyncio.to_thread(parse_multipart_batch, manifest, received, settings)
 
 
 @router.get("/documents", response_model=DocumentList, dependencies=[CheapRateLimit])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
@@ -49,6 +49,68 @@ class UploadedDocument(BaseModel):
 class UploadResponse(BaseModel):
     documents: list[UploadedDocument]
     success: bool = True
+
+
+class BatchTextItem(BaseModel):
+    """A text document in a batch (the title, content and metadata rules of /save-document)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(description="Shown in listings and search results")
+    content: str = Field(description="Plain text or Markdown")
+    metadata: dict[str, Any] | None = Field(default=None, description="As in /save-document")
+
+
+class BatchFileItem(BaseModel):
+    """A file in a multipart batch: which `files` part, and optionally its title and metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: int = Field(ge=0, description="Index of the file among the request's `files` parts, from 0")
+    title: str | None = Field(default=None, description="Default: the file's own title, else its name")
+    metadata: dict[str, Any] | None = Field(default=None, description="As in /save-document")
+
+
+class BatchItemError(BaseModel):
+    code: str = Field(description="The service's error code, e.g. unsupported_media_type, payload_too_large")
+    message: str
+    status: int = Field(description="The HTTP status a single-document request would have had")
+
+
+class BatchItemResult(BaseModel):
+    index: int = Field(description="Position of the item in the request, from 0")
+    result: Literal["created", "duplicate", "error"]
+    document_id: str | None = Field(default=None, description="The new document, or the existing one of a duplicate")
+    title: str | None = None
+    status: str | None = Field(default=None, description="The document's status: indexing, ready or failed")
+    chunk_count: int | None = None
+    message: str
+    error: BatchItemError | None = Field(default=None, description="Only when result is error")
+
+
+class BatchResponse(BaseModel):
+    items: list[BatchItemResult] = Field(description="One per item, in the order of the request")
+    created: int
+    duplicates: int
+    errors: int
+
+    @classmethod
+    def of(cls, outcomes: list[Any]) -> BatchResponse:
+        """From the intake's `ItemOutcome`s."""
+        items = [_item_result(outcome) for outcome in outcomes]
+        count = {kind: sum(item.result == kind for item in items) for kind in ("created", "duplicate", "error")}
+        return cls(items=items, created=count["created"], duplicates=count["duplicate"], errors=count["error"])
+
+
+def _item_result(outcome: Any) -> BatchItemResult:
+    if outcome.error is not None:
+        error = outcome.error
+        return BatchItemResult(index=outcome.index, result="error", message=error.message,
+                               error=BatchItemError(code=error.code, message=error.message, status=error.status_code))
+    document, created = outcome.stored.document, outcome.stored.created
+    return BatchItemResult(index=outcome.index, result="created" if created else "duplicate", document_id=document.id,
+                           title=document.title, status=document.status, chunk_count=document.chunk_count,
+                           message=save_message(document, created))
 
 
 class DocumentSummary(BaseModel):
