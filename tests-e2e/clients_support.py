@@ -27,14 +27,24 @@ def account(auth_url: str, rag_url: str) -> RagClient:
     return RagClient(rag_url, auth_url, email=email, password=PASSWORD)
 
 
+def cli_env(*, rag_url: str, auth_url: str, api_key: str | None = None, email: str | None = None) -> dict[str, str]:
+    """The environment of a `rag-client` process: the API key, or `email` with PASSWORD."""
+    credentials = {"RAG_API_KEY": api_key} if api_key else {"RAG_EMAIL": email or "", "RAG_PASSWORD": PASSWORD}
+    return {**{k: v for k, v in os.environ.items() if k not in ("RAG_API_KEY", "RAG_EMAIL", "RAG_PASSWORD")},
+            "RAG_URL": rag_url, "AUTH_URL": auth_url, **credentials,
+            "PYTHONPATH": os.pathsep.join([str(CLIENT_SRC), os.environ.get("PYTHONPATH", "")]),
+            "COLUMNS": "200"}
+
+
 def run_cli(args: list[str], *, rag_url: str, auth_url: str, api_key: str | None = None,
             email: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`rag-client ARGS` as a real process (python -m rag_client), credentials in the environment:
-    the API key, or `email` with PASSWORD."""
-    credentials = {"RAG_API_KEY": api_key} if api_key else {"RAG_EMAIL": email or "", "RAG_PASSWORD": PASSWORD}
-    env = {**{k: v for k, v in os.environ.items() if k not in ("RAG_API_KEY", "RAG_EMAIL", "RAG_PASSWORD")},
-           "RAG_URL": rag_url, "AUTH_URL": auth_url, **credentials,
-           "PYTHONPATH": os.pathsep.join([str(CLIENT_SRC), os.environ.get("PYTHONPATH", "")]),
-           "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "rag_client", *args], env=env, capture_output=True, text=True,
+    """`rag-client ARGS` as a real process (python -m rag_client), run to its end."""
+    return subprocess.run([sys.executable, "-m", "rag_client", *args], capture_output=True, text=True,
+                          env=cli_env(rag_url=rag_url, auth_url=auth_url, api_key=api_key, email=email),
                           timeout=timeout)
+
+
+def start_cli(args: list[str], *, rag_url: str, auth_url: str, api_key: str) -> subprocess.Popen:
+    """`rag-client ARGS` started in the background (its output is discarded)."""
+    return subprocess.Popen([sys.executable, "-m", "rag_client", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=cli_env(rag_url=rag_url, auth_url=auth_url, api_key=api_key))

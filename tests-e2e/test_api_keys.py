@@ -8,7 +8,16 @@ import jwt
 import pytest
 
 from clients_support import account
-from rag_client import AuthenticationError, DeltaEvent, DoneEvent, NotFound, PermissionDenied, RagClient, SourcesEvent
+from rag_client import (
+    AuthenticationError,
+    BatchText,
+    DeltaEvent,
+    DoneEvent,
+    NotFound,
+    PermissionDenied,
+    RagClient,
+    SourcesEvent,
+)
 
 TEXT = "Lighthouse keepers trimmed the lamp wicks every evening so the beam stayed bright all night."
 
@@ -56,6 +65,7 @@ def test_a_read_key_can_read_but_every_write_route_is_403(auth_url: str, rag_url
 
             writes = [lambda: reader.save("New", TEXT + " again"),
                       lambda: reader.upload([("new.txt", b"Fresh text about tides and harbours.")]),
+                      lambda: reader.batch([BatchText("Batched", "Batched text about tides and harbours.")]),
                       lambda: reader.delete_document(document.document_id),
                       lambda: reader.delete_conversation(conversation)]
             for write in writes:

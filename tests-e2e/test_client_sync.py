@@ -1,16 +1,20 @@
 """`rag-client sync DIR` and `rag-client ask` against the real services: a folder synced
-twice (the second run uploads nothing), changed and removed files, an interrupted sync resumed."""
+twice (the second run uploads nothing), changed and removed files, a sync killed mid-way
+(SIGKILL) and run again."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from clients_support import account, run_cli
+from clients_support import account, run_cli, start_cli
 from rag_client import RagClient
-from rag_client.folder_sync import STATE_FILE, FolderSync
+from rag_client.folder_sync import STATE_FILE
 
 FILES = {
     "notes/tides.txt": "Spring tides happen near new and full moon, when the sun and moon pull in line.",
@@ -75,28 +79,49 @@ def test_sync_twice_then_change_and_delete(tmp_path: Path, write_key, auth_url: 
     assert sorted(titles_by_source(owner)) == ["notes/harbour.md", "notes/tides.txt"]
 
 
-def test_an_interrupted_sync_resumes_without_duplicates(tmp_path: Path, write_key, auth_url: str, rag_url: str) -> None:
+def recorded(folder: Path) -> dict[str, dict]:
+    try:
+        return json.loads((folder / STATE_FILE).read_text())["files"]
+    except FileNotFoundError:
+        return {}
+
+
+def wait_until_indexed(owner: RagClient, timeout: float = 300) -> dict[str, int]:
+    """The summary once nothing is being indexed (a killed client's last batch may still be)."""
+    deadline = time.monotonic() + timeout
+    while (summary := owner.summary()).by_status["indexing"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return summary.by_status
+
+
+def test_a_sync_killed_mid_way_finishes_on_the_next_run_without_duplicates(tmp_path: Path, write_key,
+                                                                         auth_url: str, rag_url: str) -> None:
     owner, key = write_key
-    files = {f"part-{i:02d}.txt": f"Chapter {i}: the ferry crossed the strait at dawn carrying {i} passengers."
-             for i in range(8)}
+    files = {f"part-{i:02d}.txt": f"Chapter {i}: the ferry crossed the strait at dawn carrying {i} passengers "
+             f"and {i * 3} bicycles while the tide turned." for i in range(40)}
     folder = make_folder(tmp_path / "book", files)
-    with RagClient(rag_url, auth_url, api_key=key) as client:
-        uploads = []
+    sync = start_cli(["sync", str(folder), "--batch-size", "4"], rag_url=rag_url, auth_url=auth_url, api_key=key)
+    try:
+        deadline = time.monotonic() + 300
+        while len(recorded(folder)) < 8:  # two batches answered, the third one on its way
+            assert sync.poll() is None, "the sync ended before it could be killed"
+            assert time.monotonic() < deadline, "the sync made no progress"
+            time.sleep(0.01)
+    finally:
+        os.kill(sync.pid, signal.SIGKILL)
+        sync.wait()
+    done = recorded(folder)
+    assert 8 <= len(done) < len(files), len(done)
 
-        def interrupt_after_three(path: str, outcome: str) -> None:
-            uploads.append(path)
-            if len(uploads) == 3:
-                raise KeyboardInterrupt  # Ctrl-C between two files
-
-        with pytest.raises(KeyboardInterrupt):
-            FolderSync(client, folder).run(interrupt_after_three)
-        recorded = json.loads((folder / STATE_FILE).read_text())["files"]
-        assert sorted(recorded) == sorted(files)[:3]
-
-        resumed = FolderSync(client, folder).run()
-        assert sorted(resumed.unchanged) == sorted(files)[:3]
-        assert sorted(resumed.uploaded) == sorted(files)[3:]
-    assert owner.summary().documents == len(files)
+    resumed = sync_cli(folder, rag_url, auth_url, key)
+    assert sorted(resumed["unchanged"]) == sorted(done)
+    assert sorted(resumed["uploaded"]) == sorted(set(files) - set(done)) and not resumed["failed"]
+    assert wait_until_indexed(owner) == {"indexing": 0, "ready": len(files), "failed": 0, "deleting": 0}
+    state = recorded(folder)
+    assert sorted(state) == sorted(files)
+    stored = titles_by_source(owner)
+    assert stored == {path: entry["document_id"] for path, entry in state.items()}, "one document per file"
+    assert sync_cli(folder, rag_url, auth_url, key)["uploaded"] == []
 
 
 def test_a_file_the_service_refuses_is_reported_and_the_rest_sync(tmp_path: Path, write_key, auth_url: str,

@@ -14,6 +14,10 @@ from rag_client.errors import (
 )
 from rag_client.models import (
     ApiKey,
+    BatchFile,
+    BatchItemResult,
+    BatchResult,
+    BatchText,
     ChatAnswer,
     ChatEvent,
     DeltaEvent,
@@ -29,7 +33,7 @@ from rag_client.models import (
 )
 
 __all__ = [
-    "ApiKey", "AsyncRagClient", "AuthenticationError", "ChatAnswer", "ChatEvent", "DeltaEvent", "Document",
+    "ApiKey", "AsyncRagClient", "BatchFile", "BatchItemResult", "BatchResult", "BatchText", "AuthenticationError", "ChatAnswer", "ChatEvent", "DeltaEvent", "Document",
     "DocumentPage", "DoneEvent", "IngestionSummary", "InvalidRequest", "NotFound", "PermissionDenied",
     "RagClient", "RagError", "RateLimited", "SavedDocument", "SearchHit", "ServiceUnavailable", "Source",
     "SourcesEvent", "UploadedDocument",

@@ -1,5 +1,5 @@
 """The asynchronous client: the same routes (`calls.Call`) and token rules as `RagClient`,
-on httpx.AsyncClient. API-key management is on the sync client only."""
+on httpx.AsyncClient, API-key management included."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from rag_client.client import DEFAULT_TIMEOUT, MAX_RATE_LIMIT_RETRIES, _wait
 from rag_client.errors import ServiceUnavailable, error_from_response
 from rag_client.events import parse_event
 from rag_client.models import (
+    ApiKey,
+    BatchFile,
+    BatchResult,
+    BatchText,
     ChatAnswer,
     ChatEvent,
     Document,
@@ -64,8 +68,21 @@ class AsyncRagClient:
             return self.tokens.access_token
 
     async def _run(self, call: calls.Call) -> Any:
-        response = await self._send(call)
+        response = await (self._send_auth(call) if call.service == "auth" else self._send(call))
         return call.parse(response.json() if response.content else None, response.status_code)
+
+    async def _send_auth(self, call: calls.Call) -> httpx.Response:
+        if self.tokens.needs_session:
+            await self.access_token(force=True)  # signs in
+        try:
+            response = await self._http.request(call.method, self.tokens.auth_url + call.path,
+                                                headers={**call.headers, **self.tokens.session_headers()},
+                                                **call.request_options())
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(0, "connection_error", f"cannot reach the auth service: {exc}") from exc
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
 
     async def _send(self, call: calls.Call) -> httpx.Response:
         refreshed = False
@@ -75,7 +92,7 @@ class AsyncRagClient:
             try:
                 response = await self._http.request(
                     call.method, self.rag_url + call.path, headers={**call.headers, "authorization": f"Bearer {token}"},
-                    json=call.json, params=call.params, files=call.files, data=call.data)
+                    **call.request_options())
             except httpx.TransportError as exc:
                 raise ServiceUnavailable(0, "connection_error", f"cannot reach the rag service: {exc}") from exc
             if response.status_code == 401 and not refreshed and self.tokens.can_refresh:
@@ -98,6 +115,9 @@ class AsyncRagClient:
     async def upload(self, files: Sequence[calls.FileInput], *, title: str | None = None,
                      metadata: dict[str, Any] | None = None) -> list[UploadedDocument]:
         return await self._run(calls.upload(files, title=title, metadata=metadata))
+
+    async def batch(self, items: Sequence[BatchText | BatchFile]) -> BatchResult:
+        return await self._run(calls.batch(items))
 
     async def list_documents(self, page: int = 1, limit: int = 20) -> DocumentPage:
         return await self._run(calls.list_documents(page, limit))
@@ -146,3 +166,12 @@ class AsyncRagClient:
 
     async def delete_conversation(self, conversation_id: str) -> None:
         await self._run(calls.delete_conversation(conversation_id))
+
+    async def create_api_key(self, name: str, scope: str = "read", expires_in_days: int | None = None) -> ApiKey:
+        return await self._run(calls.create_api_key(name, scope, expires_in_days))
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return await self._run(calls.list_api_keys())
+
+    async def revoke_api_key(self, key_id: str) -> None:
+        await self._run(calls.revoke_api_key(key_id))

@@ -1,5 +1,6 @@
-"""Every rag-service route as data: method, path, body, and how to read the answer. The sync
-and async clients run the same `Call`s, so they cannot drift apart."""
+"""Every rag-service route (and the auth-service's API-key routes) as data: method, path,
+body, and how to read the answer. The sync and async clients run the same `Call`s, so they
+cannot drift apart."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ import mimetypes
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import httpx
 
 from rag_client.models import (
+    ApiKey,
+    BatchFile,
+    BatchResult,
+    BatchText,
     ChatAnswer,
     Document,
     DocumentPage,
@@ -23,6 +30,8 @@ from rag_client.models import (
 
 # (file name, content, MIME type), or a path to read.
 FileInput = tuple[str, bytes, str] | tuple[str, bytes] | str | Path
+# A batch indexes its documents before answering: far longer than one small request.
+BATCH_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,17 @@ class Call:
     files: list[tuple[str, tuple[str, bytes, str]]] | None = None
     data: dict[str, str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # None: the client's own timeout.
+    timeout: httpx.Timeout | None = None
+    # "auth": an auth-service route called with the sign-in's session token (API keys).
+    service: Literal["rag", "auth"] = "rag"
+
+    def request_options(self) -> dict[str, Any]:
+        """Keyword arguments for httpx's `request` besides method, URL and headers."""
+        options: dict[str, Any] = {"json": self.json, "params": self.params, "files": self.files, "data": self.data}
+        if self.timeout is not None:
+            options["timeout"] = self.timeout
+        return options
 
 
 def _none(body: Any, status: int) -> None:
@@ -70,6 +90,39 @@ def upload(files: Sequence[FileInput], *, title: str | None = None,
     return Call("POST", "/documents/upload",
                 lambda b, s: [UploadedDocument(**d) for d in b["documents"]],
                 files=[_file(f) for f in files], data=data or None)
+
+
+def batch(items: Sequence[BatchText | BatchFile]) -> Call:
+    """JSON when every item is text; otherwise multipart: the files as `files` parts and a
+    `manifest` listing every item in order (file items point at their part by index)."""
+    if all(isinstance(item, BatchText) for item in items):
+        return Call("POST", "/documents/batch", _batch_result, json={"items": [_text_item(i) for i in items]},
+                    timeout=BATCH_TIMEOUT)
+    manifest, files = [], []
+    for item in items:
+        if isinstance(item, BatchText):
+            manifest.append(_text_item(item))
+            continue
+        entry: dict[str, Any] = {"file": len(files)}
+        if item.title is not None:
+            entry["title"] = item.title
+        if item.metadata is not None:
+            entry["metadata"] = item.metadata
+        manifest.append(entry)
+        files.append(_file(item.file))
+    return Call("POST", "/documents/batch", _batch_result, files=files, data={"manifest": json.dumps({"items": manifest})},
+                timeout=BATCH_TIMEOUT)
+
+
+def _batch_result(body: Any, status: int) -> BatchResult:
+    return BatchResult.from_json(body)
+
+
+def _text_item(item: BatchText) -> dict[str, Any]:
+    body: dict[str, Any] = {"title": item.title, "content": item.content}
+    if item.metadata is not None:
+        body["metadata"] = item.metadata
+    return body
 
 
 def list_documents(page: int = 1, limit: int = 20) -> Call:
@@ -129,6 +182,19 @@ def conversation(conversation_id: str) -> Call:
 
 def delete_conversation(conversation_id: str) -> Call:
     return Call("DELETE", f"/history/{_segment(conversation_id)}", _none)
+
+
+def create_api_key(name: str, scope: str = "read", expires_in_days: int | None = None) -> Call:
+    return Call("POST", "/auth/api-keys", lambda b, s: ApiKey.from_json(b), service="auth",
+                json={"name": name, "scope": scope, "expires_in_days": expires_in_days})
+
+
+def list_api_keys() -> Call:
+    return Call("GET", "/auth/api-keys", lambda b, s: [ApiKey.from_json(k) for k in b["keys"]], service="auth")
+
+
+def revoke_api_key(key_id: str) -> Call:
+    return Call("DELETE", f"/auth/api-keys/{_segment(key_id)}", _none, service="auth")
 
 
 def _segment(value: str) -> str:

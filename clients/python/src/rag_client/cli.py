@@ -16,7 +16,7 @@ from rich.table import Table
 
 from rag_client.client import RagClient
 from rag_client.errors import RagError
-from rag_client.folder_sync import FolderSync, supported_files
+from rag_client.folder_sync import BATCH_FILES, FolderSync, supported_files
 from rag_client.models import DeltaEvent, DoneEvent, SourcesEvent
 
 app = typer.Typer(help="Client for the rag-service: folder sync, questions, API keys.", no_args_is_help=True)
@@ -63,10 +63,12 @@ def sync(
     folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Folder to upload")],
     delete: Annotated[bool, typer.Option("--delete", help="Delete documents whose files are gone")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=100, help="Files per request (POST /documents/batch)")
+                          ] = BATCH_FILES,
 ) -> None:
-    """Upload the folder's .txt/.md/.html/.pdf/.docx files; skip unchanged ones; resume after interruption."""
+    """Upload the folder's .txt/.md/.html/.pdf/.docx files in batches; skip unchanged ones; resume after interruption."""
     with ctx.obj.client() as client:
-        syncer = FolderSync(client, folder, delete=delete)
+        syncer = FolderSync(client, folder, delete=delete, batch_files=batch_size)
         total = len(supported_files(folder))
         try:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -74,7 +76,7 @@ def sync(
                 task = progress.add_task("syncing", total=total)
 
                 def advance(path: str, outcome: str) -> None:
-                    if outcome != "deleted":
+                    if outcome not in ("deleted", "sending"):
                         progress.advance(task)
                     progress.update(task, description=f"{outcome}: {path[-40:]}")
 

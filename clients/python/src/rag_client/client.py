@@ -13,10 +13,13 @@ import httpx
 from httpx_sse import connect_sse
 
 from rag_client import calls
-from rag_client.errors import RagError, ServiceUnavailable, error_from_response
+from rag_client.errors import ServiceUnavailable, error_from_response
 from rag_client.events import parse_event
 from rag_client.models import (
     ApiKey,
+    BatchFile,
+    BatchResult,
+    BatchText,
     ChatAnswer,
     ChatEvent,
     Document,
@@ -89,9 +92,22 @@ class RagClient:
     # --- plumbing ------------------------------------------------------------------------
 
     def _run(self, call: calls.Call) -> Any:
-        response = self._send(call)
+        response = self._send_auth(call) if call.service == "auth" else self._send(call)
         body = response.json() if response.content else None
         return call.parse(body, response.status_code)
+
+    def _send_auth(self, call: calls.Call) -> httpx.Response:
+        if self.tokens.needs_session:
+            self.access_token(force=True)  # signs in
+        try:
+            response = self._http.request(call.method, self.tokens.auth_url + call.path,
+                                          headers={**call.headers, **self.tokens.session_headers()},
+                                          **call.request_options())
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(0, "connection_error", f"cannot reach the auth service: {exc}") from exc
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
 
     def _send(self, call: calls.Call) -> httpx.Response:
         refreshed = False
@@ -100,8 +116,7 @@ class RagClient:
             headers = {**call.headers, "authorization": f"Bearer {self.access_token()}"}
             try:
                 response = self._http.request(call.method, self.rag_url + call.path, headers=headers,
-                                              json=call.json, params=call.params, files=call.files,
-                                              data=call.data)
+                                              **call.request_options())
             except httpx.TransportError as exc:
                 raise ServiceUnavailable(0, "connection_error", f"cannot reach the rag service: {exc}") from exc
             if response.status_code == 401 and not refreshed and self.tokens.can_refresh:
@@ -124,6 +139,11 @@ class RagClient:
     def upload(self, files: Sequence[calls.FileInput], *, title: str | None = None,
                metadata: dict[str, Any] | None = None) -> list[UploadedDocument]:
         return self._run(calls.upload(files, title=title, metadata=metadata))
+
+    def batch(self, items: Sequence[BatchText | BatchFile]) -> BatchResult:
+        """Many documents in one request (at most the service's MAX_BATCH_ITEMS, 100 by
+        default); one result per item, in order. A bad item is its own `error` result."""
+        return self._run(calls.batch(items))
 
     def list_documents(self, page: int = 1, limit: int = 20) -> DocumentPage:
         return self._run(calls.list_documents(page, limit))
@@ -187,28 +207,14 @@ class RagClient:
 
     # --- API keys (need an email/password sign-in: a key cannot manage keys) -------------
 
-    def _session_headers(self) -> dict[str, str]:
-        if self.tokens.email is None:
-            raise RagError(401, "session_required", "managing API keys needs an email/password sign-in")
-        if self.tokens.session_token is None:
-            self.access_token(force=True)
-        return {"authorization": f"Bearer {self.tokens.session_token}"}
-
-    def _auth_call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, self.tokens.auth_url + path, headers=self._session_headers(), **kwargs)
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        return response.json()
-
     def create_api_key(self, name: str, scope: str = "read", expires_in_days: int | None = None) -> ApiKey:
-        body = {"name": name, "scope": scope, "expires_in_days": expires_in_days}
-        return ApiKey.from_json(self._auth_call("POST", "/auth/api-keys", json=body))
+        return self._run(calls.create_api_key(name, scope, expires_in_days))
 
     def list_api_keys(self) -> list[ApiKey]:
-        return [ApiKey.from_json(k) for k in self._auth_call("GET", "/auth/api-keys")["keys"]]
+        return self._run(calls.list_api_keys())
 
     def revoke_api_key(self, key_id: str) -> None:
-        self._auth_call("DELETE", f"/auth/api-keys/{calls._segment(key_id)}")
+        self._run(calls.revoke_api_key(key_id))
 
 
 def _wait(response: httpx.Response, attempt: int) -> float:

@@ -1,13 +1,19 @@
 """`rag-client sync DIR`: make the caller's documents match a folder's supported files.
 
 State lives in DIR/.rag-sync.json: for each relative path, the sha256 of its bytes, its size
-and mtime (to skip re-hashing unchanged files) and the document id the service gave it. It is
-rewritten atomically after every file, so an interrupted sync resumes where it stopped (a file
-uploaded just before the interruption is uploaded again and deduplicated by the service).
+and mtime (to skip re-hashing unchanged files) and the document id the service gave it.
 - unchanged file (same sha256 as recorded) -> nothing sent
-- new or changed file -> uploaded; a changed file's old document is deleted afterwards
+- new or changed files -> sent in batches (POST /documents/batch: at most `batch_files` files
+  and about `batch_bytes` bytes per request); a changed file's old document is deleted afterwards
 - with `delete`: files gone from the folder -> their documents are deleted
-A document shared by several files (same content) is only deleted when no file uses it."""
+A document shared by several files (same content) is only deleted when no file uses it.
+
+The state is rewritten atomically after every batch, so a sync interrupted at any point (even
+killed) resumes where it stopped: files of a batch whose answer never arrived are sent again
+and the service answers `duplicate` with the documents it already has. A file the service
+refuses is reported and the rest go on; files refused for a passing reason (a 5xx such as
+`busy`) are sent again a few times first. A batch refused whole as too large (the service
+takes fewer items or bytes) is split in two until it fits."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import base64
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +29,17 @@ from typing import Any
 
 from rag_client.client import RagClient
 from rag_client.errors import InvalidRequest, NotFound
+from rag_client.models import BatchFile, BatchItemResult
 
 SUPPORTED_SUFFIXES = frozenset({".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"})
 STATE_FILE = ".rag-sync.json"
 STATE_VERSION = 1
+# Files per batch request, and bytes after which a batch is sent (a bigger file goes alone).
+BATCH_FILES = 32
+BATCH_BYTES = 1 << 20
+# Sending again the files a batch refused with a 5xx (e.g. `busy`): attempts, first pause (s).
+ITEM_RETRIES = 3
+RETRY_PAUSE = 2.0
 
 
 @dataclass
@@ -45,8 +59,23 @@ class SyncReport:
                 f"unchanged {len(self.unchanged)}, deleted {len(self.deleted)}, failed {len(self.failed)}")
 
 
-# Called after each file: (relative path, what happened: "uploaded" | "unchanged" | "failed" | ...).
+# Called for each file: (relative path, what happened): "sending" when its batch is sent, then
+# "uploaded" | "failed"; or "unchanged"; or "deleted".
 Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    """A new or changed file, read and hashed, waiting for its batch."""
+
+    relative: str
+    data: bytes
+    sha256: str
+    mtime_ns: int
+    recorded: dict[str, Any] | None
+
+    def entry(self, document_id: str) -> dict[str, Any]:
+        return {"sha256": self.sha256, "size": len(self.data), "mtime_ns": self.mtime_ns, "document_id": document_id}
 
 
 def supported_files(folder: Path) -> list[str]:
@@ -70,10 +99,13 @@ def token_subject(token: str) -> str | None:
 
 
 class FolderSync:
-    def __init__(self, client: RagClient, folder: str | Path, *, delete: bool = False) -> None:
+    def __init__(self, client: RagClient, folder: str | Path, *, delete: bool = False,
+                 batch_files: int = BATCH_FILES, batch_bytes: int = BATCH_BYTES) -> None:
         self.client = client
         self.folder = Path(folder)
         self.delete = delete
+        self.batch_files = max(1, batch_files)
+        self.batch_bytes = batch_bytes
         self.state_path = self.folder / STATE_FILE
         if not self.folder.is_dir():
             raise NotADirectoryError(f"{self.folder} is not a folder")
@@ -107,9 +139,20 @@ class FolderSync:
         report = SyncReport()
         files = self.load_state()
         present = supported_files(self.folder)
+        batch: list[ChangedFile] = []
         for relative in present:
-            outcome = self._sync_file(relative, files, report)
-            notify(relative, outcome)
+            changed = self._check(relative, files)
+            if changed is None:
+                report.unchanged.append(relative)
+                notify(relative, "unchanged")
+                continue
+            if batch and (len(batch) >= self.batch_files
+                          or sum(len(f.data) for f in batch) + len(changed.data) > self.batch_bytes):
+                self._send(batch, files, report, notify)
+                batch = []
+            batch.append(changed)
+        if batch:
+            self._send(batch, files, report, notify)
         if self.delete:
             for relative in sorted(set(files) - set(present)):
                 gone = files.pop(relative)
@@ -119,37 +162,64 @@ class FolderSync:
                 notify(relative, "deleted")
         return report
 
-    def _sync_file(self, relative: str, files: dict[str, dict[str, Any]], report: SyncReport) -> str:
+    def _check(self, relative: str, files: dict[str, dict[str, Any]]) -> ChangedFile | None:
+        """None when the file is as recorded (re-hashed only if its size or mtime moved)."""
         path = self.folder / relative
         stat = path.stat()
         recorded = files.get(relative)
-        if recorded and recorded.get("size") == stat.st_size and recorded.get("mtime_ns") == stat.st_mtime_ns:
-            digest = recorded["sha256"]
-            data = None
-        else:
-            data = path.read_bytes()
-            digest = hashlib.sha256(data).hexdigest()
-        if recorded and recorded.get("sha256") == digest:
-            if (recorded.get("size"), recorded.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
-                files[relative] = {**recorded, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-                self.save_state(files)
-            report.unchanged.append(relative)
-            return "unchanged"
-        if data is None:
-            data = path.read_bytes()
+        if recorded and (recorded.get("size"), recorded.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns):
+            return None
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if recorded and recorded.get("sha256") == digest:  # touched, not changed
+            files[relative] = {**recorded, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            self.save_state(files)
+            return None
+        return ChangedFile(relative, data, digest, stat.st_mtime_ns, recorded)
+
+    def _send(self, batch: list[ChangedFile], files: dict[str, dict[str, Any]], report: SyncReport,
+              notify: Progress, attempt: int = 0) -> None:
+        for changed in batch:
+            notify(changed.relative, "sending")
+        items = [BatchFile((Path(c.relative).name, c.data), metadata={"source_path": c.relative}) for c in batch]
         try:
-            [uploaded] = self.client.upload([(path.name, data)], metadata={"source_path": relative})
-        except InvalidRequest as exc:  # unreadable, too large, unsupported: report, keep going
-            report.failed[relative] = f"{exc.code}: {exc.message}"
-            return "failed"
-        files[relative] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                           "document_id": uploaded.document_id}
-        if recorded and recorded["document_id"] != uploaded.document_id:
-            self._forget_document(recorded["document_id"], files)
-            report.replaced.append(relative)
+            result = self.client.batch(items)
+        except InvalidRequest as exc:
+            if exc.status == 413 and len(batch) > 1:  # the service takes smaller batches
+                half = len(batch) // 2
+                self._send(batch[:half], files, report, notify, attempt)
+                self._send(batch[half:], files, report, notify, attempt)
+                return
+            for changed in batch:
+                self._fail(changed, f"{exc.code}: {exc.message}", report, notify)
+            return
+        retry = []
+        for changed, item in zip(batch, result.items, strict=True):
+            if item.ok:
+                self._record(changed, item, files, report)
+                notify(changed.relative, "uploaded")
+            elif (item.error_status or 0) >= 500 and attempt < ITEM_RETRIES:
+                retry.append(changed)
+            else:
+                self._fail(changed, f"{item.error_code}: {item.error_message}", report, notify)
         self.save_state(files)
-        report.uploaded.append(relative)
-        return "uploaded"
+        if retry:
+            time.sleep(RETRY_PAUSE * 2 ** attempt)
+            self._send(retry, files, report, notify, attempt + 1)
+
+    def _record(self, changed: ChangedFile, item: BatchItemResult, files: dict[str, dict[str, Any]],
+                report: SyncReport) -> None:
+        assert item.document_id is not None
+        files[changed.relative] = changed.entry(item.document_id)
+        report.uploaded.append(changed.relative)
+        if changed.recorded and changed.recorded["document_id"] != item.document_id:
+            self._forget_document(changed.recorded["document_id"], files)
+            report.replaced.append(changed.relative)
+
+    @staticmethod
+    def _fail(changed: ChangedFile, reason: str, report: SyncReport, notify: Progress) -> None:
+        report.failed[changed.relative] = reason
+        notify(changed.relative, "failed")
 
     def _forget_document(self, document_id: str, files: dict[str, dict[str, Any]]) -> None:
         """Delete the document unless another recorded file still uses it."""

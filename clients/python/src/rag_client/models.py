@@ -22,6 +22,67 @@ class UploadedDocument:
 
 
 @dataclass(frozen=True)
+class BatchText:
+    """A text document for `batch()`."""
+
+    title: str
+    content: str
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BatchFile:
+    """A file for `batch()`: a path, or (name, bytes) / (name, bytes, MIME type); the title
+    defaults to the file's own title or name."""
+
+    file: Any
+    title: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BatchItemResult:
+    """One item of a batch answer: `result` is created, duplicate (`document_id` is the
+    existing document) or error (`error_code`, `error_message`, `error_status`)."""
+
+    index: int
+    result: str
+    message: str
+    document_id: str | None = None
+    title: str | None = None
+    status: str | None = None
+    chunk_count: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_status: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchItemResult:
+        error = data.get("error") or {}
+        return cls(index=data["index"], result=data["result"], message=data["message"],
+                   document_id=data.get("document_id"), title=data.get("title"), status=data.get("status"),
+                   chunk_count=data.get("chunk_count"), error_code=error.get("code"),
+                   error_message=error.get("message"), error_status=error.get("status"))
+
+    @property
+    def ok(self) -> bool:
+        return self.result != "error"
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    items: list[BatchItemResult]
+    created: int
+    duplicates: int
+    errors: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchResult:
+        return cls([BatchItemResult.from_json(item) for item in data["items"]], data["created"],
+                   data["duplicates"], data["errors"])
+
+
+@dataclass(frozen=True)
 class Document:
     id: str
     title: str

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from rag_client.errors import AuthenticationError, error_from_response
+from rag_client.errors import AuthenticationError, RagError, error_from_response
 
 # Refresh when less than this share of the token's lifetime is left (at most 60 s early).
 REFRESH_FRACTION = 0.2
@@ -65,6 +65,19 @@ class TokenState:
     def invalidate(self) -> None:
         if self.can_refresh:
             self.access_token = None
+
+    @property
+    def needs_session(self) -> bool:
+        """An email/password client that has not signed in yet (API-key routes need the session)."""
+        return self.email is not None and self.session_token is None
+
+    def session_headers(self) -> dict[str, str]:
+        """Headers for the auth-service's API-key routes: the session, never an access JWT."""
+        if self.email is None:
+            raise RagError(401, "session_required", "managing API keys needs an email/password sign-in")
+        if self.session_token is None:
+            raise RagError(401, "session_required", "not signed in yet")
+        return {"authorization": f"Bearer {self.session_token}"}
 
     def next_request(self, *, relogin: bool = False) -> TokenRequest:
         if self.api_key is not None:
