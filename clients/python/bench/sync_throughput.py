@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -31,7 +31,8 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path[:0] = [str(ROOT / "tests-e2e"), str(ROOT / "clients" / "python" / "src"), str(ROOT / "rag-service" / "src")]
+sys.path[:0] = [str(ROOT / "tests-e2e"), str(ROOT / "clients" / "python" / "src"), str(ROOT / "rag-service" / "src"),
+                str(ROOT / "scripts")]
 
 import httpx  # noqa: E402
 
@@ -40,6 +41,7 @@ from rag_client.folder_sync import BATCH_FILES, FolderSync  # noqa: E402
 from rag_service.config import Settings  # noqa: E402
 from rag_service.documents.service import DocumentService  # noqa: E402
 from rag_service.providers.local_embedder import LocalEmbedder  # noqa: E402
+from bench_report import Report  # noqa: E402
 from stack import start_auth, start_rag  # noqa: E402
 
 CORPUS = Path("/work/shared/datasets/manpages-dev/corpus.jsonl")
@@ -82,14 +84,19 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=0, help="pages of the corpus to sync (0: all)")
     parser.add_argument("--slice", type=int, default=100, help="pages added to the folder per round")
     parser.add_argument("--batch-size", type=int, default=BATCH_FILES, help="files per batch request")
+    parser.add_argument("--report", type=Path, help="also write the section for docs/benchmarks.md here")
     args = parser.parse_args()
+    report = Report("`rag-client sync` throughput (issue 15)", baseline=(
+        "this process's own MiniLM encoder (`LocalEmbedder`) embedding the same chunk texts in the same "
+        "per-document calls, interleaved with the sync slice by slice in the same run"))
 
+    # A plain `kill` must still stop the two services (the `finally` below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="sync-bench-"))
     folder = work / "man"
     folder.mkdir()
     auth = start_auth(work / "auth", work / "logs")
     rag = start_rag(work / "rag", work / "logs", auth.url, QUOTA_MAX_DOCUMENTS="0")
-    began_load = os.getloadavg()[0]
     try:
         email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
         httpx.post(f"{auth.url}/auth/signup", json={"email": email, "password": PASSWORD, "full_name": "Bench"},
@@ -131,17 +138,21 @@ def main() -> None:
             noop_seconds = time.perf_counter() - began
         http.close()
         expected = sum(map(len, texts))
-        print(f"{len(documents)} man pages, {summary.chunks} chunks stored (raw side chunked {expected}); "
-              f"{summary.by_status}; load average {began_load:.1f} -> {os.getloadavg()[0]:.1f}")
-        for name in ("sync", "raw"):
-            chunks = summary.chunks if name == "sync" else expected
-            print(f"  {name:5s} {totals[name]:7.1f} s  {len(documents) / totals[name]:6.2f} documents/s  "
-                  f"{chunks / totals[name]:6.1f} chunks/s")
-        print(f"  sync / raw (chunks/s): {(summary.chunks / totals['sync']) / (expected / totals['raw']):.0%}")
-        print(f"  sync HTTP requests: {batches} batches of up to {args.batch_size} files "
-              f"({len(requests)} requests in all, token exchanges and listing included)")
-        print(f"  no-op sync: {len(noop.unchanged)} files unchanged, {len(noop.uploaded)} uploaded, "
-              f"{noop_seconds:.2f} s ({len(noop.unchanged) / noop_seconds:,.0f} files/s)")
+        report.text(f"{len(documents)} man pages synced as files in {-(-len(documents) // args.slice)} slices of "
+                    f"{args.slice}; the service stored {summary.chunks:,} chunks (the raw side chunked {expected:,}), "
+                    f"statuses {summary.by_status}.")
+        rows = []
+        for name, chunks in (("`rag-client sync` (batches)", summary.chunks), ("raw encoder", expected)):
+            seconds = totals["sync" if name.startswith("`") else "raw"]
+            rows.append([name, round(seconds, 1), round(len(documents) / seconds, 2), round(chunks / seconds, 1)])
+        report.table(["run", "seconds", "documents/s", "chunks/s"], rows)
+        report.text(
+            f"- sync / raw (chunks/s): {(summary.chunks / totals['sync']) / (expected / totals['raw']):.0%}\n"
+            f"- the sync's HTTP requests: {batches} batches of up to {args.batch_size} files "
+            f"({len(requests)} requests in all, token exchanges and the summary included)\n"
+            f"- a second sync of the whole folder: {len(noop.unchanged)} files unchanged, {len(noop.uploaded)} "
+            f"sent, {noop_seconds:.2f} s ({len(noop.unchanged) / noop_seconds:,.0f} files/s)")
+        report.write(args.report)
     finally:
         rag.stop()
         auth.stop()
