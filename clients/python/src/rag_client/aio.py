@@ -68,37 +68,32 @@ class AsyncRagClient:
             return self.tokens.access_token
 
     async def _run(self, call: calls.Call) -> Any:
-        response = await (self._send_auth(call) if call.service == "auth" else self._send(call))
+        response = await self._send(call)
         return call.parse(response.json() if response.content else None, response.status_code)
 
-    async def _send_auth(self, call: calls.Call) -> httpx.Response:
+    async def _credentials(self, call: calls.Call) -> dict[str, str]:
+        if call.service == "rag":
+            return {"authorization": f"Bearer {await self.access_token()}"}
         if self.tokens.needs_session:
-            await self.access_token(force=True)  # signs in
-        try:
-            response = await self._http.request(call.method, self.tokens.auth_url + call.path,
-                                                headers={**call.headers, **self.tokens.session_headers()},
-                                                **call.request_options())
-        except httpx.TransportError as exc:
-            raise ServiceUnavailable(0, "connection_error", f"cannot reach the auth service: {exc}") from exc
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        return response
+            await self.access_token(force=True)  # signing in opens the session
+        return self.tokens.session_headers()
 
     async def _send(self, call: calls.Call) -> httpx.Response:
         refreshed = False
         retries = 0
         while True:
-            token = await self.access_token()
+            credentials = await self._credentials(call)
             try:
-                response = await self._http.request(
-                    call.method, self.rag_url + call.path, headers={**call.headers, "authorization": f"Bearer {token}"},
-                    **call.request_options())
+                response = await self._http.request(call.method, call.url(self.rag_url, self.tokens.auth_url),
+                                                    headers={**call.headers, **credentials}, **call.request_options())
             except httpx.TransportError as exc:
-                raise ServiceUnavailable(0, "connection_error", f"cannot reach the rag service: {exc}") from exc
+                raise ServiceUnavailable(0, "connection_error", f"cannot reach the {call.service} service: {exc}") from exc
             if response.status_code == 401 and not refreshed and self.tokens.can_refresh:
                 refreshed = True
                 async with self._refresh_lock:
-                    if self.tokens.access_token == token:  # nobody refreshed it meanwhile
+                    if call.service == "auth":
+                        self.tokens.invalidate(session=True)
+                    elif credentials["authorization"] == f"Bearer {self.tokens.access_token}":  # not refreshed meanwhile
                         self.tokens.invalidate()
                 continue
             if response.status_code == 429 and retries < self._max_retries:

@@ -49,6 +49,9 @@ class Call:
     # "auth": an auth-service route called with the sign-in's session token (API keys).
     service: Literal["rag", "auth"] = "rag"
 
+    def url(self, rag_url: str, auth_url: str) -> str:
+        return (auth_url if self.service == "auth" else rag_url) + self.path
+
     def request_options(self) -> dict[str, Any]:
         """Keyword arguments for httpx's `request` besides method, URL and headers."""
         options: dict[str, Any] = {"json": self.json, "params": self.params, "files": self.files, "data": self.data}

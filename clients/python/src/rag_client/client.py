@@ -92,36 +92,30 @@ class RagClient:
     # --- plumbing ------------------------------------------------------------------------
 
     def _run(self, call: calls.Call) -> Any:
-        response = self._send_auth(call) if call.service == "auth" else self._send(call)
+        response = self._send(call)
         body = response.json() if response.content else None
         return call.parse(body, response.status_code)
 
-    def _send_auth(self, call: calls.Call) -> httpx.Response:
+    def _credentials(self, call: calls.Call) -> dict[str, str]:
+        if call.service == "rag":
+            return {"authorization": f"Bearer {self.access_token()}"}
         if self.tokens.needs_session:
-            self.access_token(force=True)  # signs in
-        try:
-            response = self._http.request(call.method, self.tokens.auth_url + call.path,
-                                          headers={**call.headers, **self.tokens.session_headers()},
-                                          **call.request_options())
-        except httpx.TransportError as exc:
-            raise ServiceUnavailable(0, "connection_error", f"cannot reach the auth service: {exc}") from exc
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        return response
+            self.access_token(force=True)  # signing in opens the session
+        return self.tokens.session_headers()
 
     def _send(self, call: calls.Call) -> httpx.Response:
         refreshed = False
         retries = 0
         while True:
-            headers = {**call.headers, "authorization": f"Bearer {self.access_token()}"}
+            headers = {**call.headers, **self._credentials(call)}
             try:
-                response = self._http.request(call.method, self.rag_url + call.path, headers=headers,
-                                              **call.request_options())
+                response = self._http.request(call.method, call.url(self.rag_url, self.tokens.auth_url),
+                                              headers=headers, **call.request_options())
             except httpx.TransportError as exc:
-                raise ServiceUnavailable(0, "connection_error", f"cannot reach the rag service: {exc}") from exc
+                raise ServiceUnavailable(0, "connection_error", f"cannot reach the {call.service} service: {exc}") from exc
             if response.status_code == 401 and not refreshed and self.tokens.can_refresh:
                 refreshed = True
-                self.tokens.invalidate()
+                self.tokens.invalidate(session=call.service == "auth")
                 continue
             if response.status_code == 429 and retries < self._max_retries:
                 retries += 1

@@ -62,8 +62,12 @@ class TokenState:
             return True
         return self._refresh_at is not None and self._clock() >= self._refresh_at
 
-    def invalidate(self) -> None:
-        if self.can_refresh:
+    def invalidate(self, *, session: bool = False) -> None:
+        """Forget the access token (the next call fetches another), or with `session` the
+        sign-in's session (the next API-key call signs in again)."""
+        if session:
+            self.session_token = None
+        elif self.can_refresh:
             self.access_token = None
 
     @property
