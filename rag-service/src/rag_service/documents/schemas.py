@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from rag_service.storage.models import Document
+
+if TYPE_CHECKING:
+    from rag_service.documents.intake import ItemOutcome
 
 
 class EmbedRequest(BaseModel):
@@ -95,18 +98,18 @@ class BatchResponse(BaseModel):
     errors: int
 
     @classmethod
-    def of(cls, outcomes: list[Any]) -> BatchResponse:
-        """From the intake's `ItemOutcome`s."""
+    def of(cls, outcomes: list[ItemOutcome]) -> BatchResponse:
         items = [_item_result(outcome) for outcome in outcomes]
         count = {kind: sum(item.result == kind for item in items) for kind in ("created", "duplicate", "error")}
         return cls(items=items, created=count["created"], duplicates=count["duplicate"], errors=count["error"])
 
 
-def _item_result(outcome: Any) -> BatchItemResult:
+def _item_result(outcome: ItemOutcome) -> BatchItemResult:
     if outcome.error is not None:
         error = outcome.error
         return BatchItemResult(index=outcome.index, result="error", message=error.message,
                                error=BatchItemError(code=error.code, message=error.message, status=error.status_code))
+    assert outcome.stored is not None
     document, created = outcome.stored.document, outcome.stored.created
     return BatchItemResult(index=outcome.index, result="created" if created else "duplicate", document_id=document.id,
                            title=document.title, status=document.status, chunk_count=document.chunk_count,
