@@ -19,7 +19,8 @@ from rag_service.storage.factory import build_vector_store, collection_name
 from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.qdrant_edge import EdgeVectorStore, edge_filter
 from rag_service.storage.qdrant_server import ServerVectorStore, server_filter
-from rag_service.storage.vectors import ChunkFilter, sql_filter, tenant_filter
+from rag_service.storage.filters import sql_filter
+from rag_service.storage.vectors import ChunkFilter, tenant_filter
 from vector_store_support import A1_KERNEL, ALICE, ALL_POINTS, BOB, DIM, chunk, query, unit
 
 # A client pointed at a closed port cannot check the server version.

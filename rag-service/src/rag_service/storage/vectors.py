@@ -7,7 +7,6 @@ a request can narrow a search (document ids, metadata values) but never widen it
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
@@ -103,6 +102,10 @@ class ChunkFilter:
     generation: int | None = None
     generation_below: int | None = None
 
+    def access_only(self) -> ChunkFilter:
+        """The same access without the narrowing: what a keyword search computes IDF over."""
+        return ChunkFilter(user_id=self.user_id)
+
 
 def tenant_filter(
     user_id: str,
@@ -191,38 +194,3 @@ def metadata_field(key: str) -> str:
     if not _METADATA_KEY_PATTERN.fullmatch(key):
         raise BadRequest(f"invalid metadata filter key {key[:80]!r}: use letters, digits, '_', '-' and '.'")
     return f"{METADATA_KEY}.{key}"
-
-
-def sql_filter(where: ChunkFilter) -> tuple[str, dict[str, Any]]:
-    """`ChunkFilter` -> a SQL condition and its psycopg parameters (pgvector adapter).
-
-    The condition reads the columns `user_id`, `document_id`, `generation` and `metadata` (jsonb) and
-    always starts with the user id. Parameter names start with `f_`. Metadata values match
-    like Qdrant's: a field equal to any accepted value, or an array holding one (jsonpath's
-    lax mode looks inside arrays), strings never equal numbers, booleans never equal 0/1.
-    """
-    if not where.user_id:
-        raise ValueError("a vector filter must be scoped to a user")
-    clauses = ["user_id = %(f_user)s"]
-    params: dict[str, Any] = {"f_user": where.user_id}
-    if where.document_ids:
-        clauses.append("document_id = ANY(%(f_documents)s)")
-        params["f_documents"] = list(where.document_ids)
-    # Ingestion bookkeeping (`generation_filter`); rows written before generations are 0.
-    if where.generation is not None:
-        clauses.append("generation = %(f_generation)s")
-        params["f_generation"] = where.generation
-    if where.generation_below is not None:
-        clauses.append("generation < %(f_generation_below)s")
-        params["f_generation_below"] = where.generation_below
-    for number, (key, values) in enumerate(where.metadata):
-        metadata_field(key)  # only plain names reach the jsonpath below (quoted per part)
-        if not values:
-            clauses.append("FALSE")  # no accepted values: matches nothing (a filter only narrows)
-            continue
-        path = "$" + "".join(f'."{part}"' for part in key.split("."))
-        accepted = " || ".join(f"@ == $v{i}" for i in range(len(values)))
-        params[f"f_path{number}"] = f"{path} ? ({accepted})"
-        params[f"f_values{number}"] = json.dumps({f"v{i}": value for i, value in enumerate(values)})
-        clauses.append(f"jsonb_path_exists(metadata, %(f_path{number})s::jsonpath, %(f_values{number})s::jsonb)")
-    return " AND ".join(clauses), params
