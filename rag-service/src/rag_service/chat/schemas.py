@@ -1,12 +1,17 @@
-"""Wire shapes of `POST /chat` (seed contract `{response, sources, context_used}` plus ids)."""
+"""Wire shapes of `POST /chat` (seed contract `{response, sources, context_used}` plus ids),
+built from the chat service's results."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from rag_service.search.schemas import SearchFilters
+
+if TYPE_CHECKING:  # the chat service takes ChatRequest from here
+    from rag_service.chat.service import ChatAnswer, CitedSource, DoneEvent
 
 MIN_CHAT_TOP_K = 1
 MAX_CHAT_TOP_K = 20
@@ -61,6 +66,10 @@ class ChatSource(BaseModel):
     score: float
     snippet: str
 
+    @classmethod
+    def of(cls, source: CitedSource) -> ChatSource:
+        return cls(**asdict(source))
+
 
 class ChatResponse(BaseModel):
     response: str
@@ -69,6 +78,12 @@ class ChatResponse(BaseModel):
     context_used: list[str]
     conversation_id: str
     message_id: str
+
+    @classmethod
+    def of(cls, answer: ChatAnswer) -> ChatResponse:
+        return cls(response=answer.text, sources=[ChatSource.of(s) for s in answer.sources],
+                   context_used=answer.context_used, conversation_id=answer.conversation_id,
+                   message_id=answer.message_id)
 
 
 class ChatTiming(BaseModel):
@@ -87,6 +102,11 @@ class ChatDone(BaseModel):
     message_id: str
     status: Literal["complete"] = "complete"
     timing: ChatTiming
+
+    @classmethod
+    def of(cls, done: DoneEvent) -> ChatDone:
+        return cls(conversation_id=done.conversation_id, message_id=done.message_id,
+                   timing=ChatTiming(**asdict(done.timing)))
 
 
 class ChatError(BaseModel):

@@ -18,8 +18,8 @@ from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from rag_service.errors import ServiceUnavailable
-from rag_service.storage.qdrant_edge import DENSE, RRF_K, SPARSE, prefetch_limit
 from rag_service.storage.filters import AnyOf, Between, Condition, OneOf, filter_spec
+from rag_service.storage.qdrant_edge import DENSE, RRF_K, SPARSE, prefetch_limit
 from rag_service.storage.vectors import (
     DOCUMENT_ID_KEY,
     USER_ID_KEY,

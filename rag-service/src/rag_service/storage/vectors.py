@@ -1,14 +1,15 @@
 """The vector store interface shared by the Qdrant Edge, Qdrant server and pgvector adapters.
 
-Business code only sees these types. Every read and delete takes a `ChunkFilter`, and
-the only way to build one is `tenant_filter`, which always pins the owner's user id:
-a request can narrow a search (document ids, metadata values) but never widen it.
+Business code only sees these types. Every read and delete takes a `ChunkFilter`, built by
+`storage.access.access_filter` from the caller's `Access` (it always pins the caller's user
+id): a request can narrow a search (document ids, metadata values) but never widen it.
+`storage.filters` turns a `ChunkFilter` into each store's filter.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from rag_service.errors import BadRequest
@@ -92,48 +93,19 @@ class ChunkHit:
 
 @dataclass(frozen=True)
 class ChunkFilter:
-    """Conditions every matching point must meet. Build it with `tenant_filter` only."""
+    """Conditions every matching point must meet. Build it with `access.access_filter` only."""
 
     user_id: str
     document_ids: tuple[str, ...] = ()
     # metadata field -> accepted values (any of them)
     metadata: tuple[tuple[str, tuple[str | int | float | bool, ...]], ...] = ()
-    # Ingestion bookkeeping, never set from a request (see `generation_filter`).
+    # Ingestion bookkeeping, never set from a request (see `access.generation_filter`).
     generation: int | None = None
     generation_below: int | None = None
 
     def access_only(self) -> ChunkFilter:
         """The same access without the narrowing: what a keyword search computes IDF over."""
         return ChunkFilter(user_id=self.user_id)
-
-
-def tenant_filter(
-    user_id: str,
-    document_ids: list[str] | None = None,
-    metadata: dict[str, list[str | int | float | bool]] | None = None,
-) -> ChunkFilter:
-    """The one place a vector filter is built: always scoped to `user_id`.
-
-    Caller-supplied conditions are ANDed with the tenant condition; they can only
-    narrow the result set.
-    """
-    if not user_id:
-        raise ValueError("a tenant filter needs a user id")
-    for key in metadata or {}:
-        metadata_field(key)  # rejects keys that are not plain field names (BadRequest)
-    return ChunkFilter(
-        user_id=user_id,
-        document_ids=tuple(document_ids or ()),
-        metadata=tuple((key, tuple(values)) for key, values in sorted((metadata or {}).items())),
-    )
-
-
-def generation_filter(
-    user_id: str, document_id: str, *, generation: int | None = None, below: int | None = None
-) -> ChunkFilter:
-    """One document's points written by exactly `generation`, or by any generation
-    `below` the given one (points without a generation count as 0)."""
-    return replace(tenant_filter(user_id, document_ids=[document_id]), generation=generation, generation_below=below)
 
 
 @dataclass(frozen=True)
