@@ -12,6 +12,9 @@ import pytest
 
 from stack import ROOT, Service, start_auth, start_rag
 
+# Helpers split out of test files keep pytest's assertion messages.
+pytest.register_assert_rewrite("browser_support")
+
 # Everything a run writes (logs, screenshots) goes here, never into tracked files.
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 

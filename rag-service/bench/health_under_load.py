@@ -1,7 +1,7 @@
 """`/health` latency while hostile files upload and a bulk ingestion runs (issue 11).
 
 Starts the rag-service as a real process (`python -m rag_service`, embedded defaults, a
-temporary data dir, tokens from a local JWKS issuer as in tests/conftest.py), then probes
+temporary data dir, tokens from a local JWKS issuer as in tests/fixtures_issuer.py), then probes
 `/health` one request at a time, every 20 ms:
   1. idle: nothing else running (the baseline, same run, same machine);
   2. under load: hostile uploads (10,000 <p>, 100,000 nested <div>, a docx zip bomb, a PDF
@@ -33,9 +33,9 @@ import httpx
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "tests-e2e"))
-sys.path.insert(0, str(HERE.parent / "tests"))  # first: its conftest has the JWKS issuer
+sys.path.insert(0, str(HERE.parent / "tests"))  # first: its fixtures_issuer has the JWKS issuer
 import hostile_files  # noqa: E402
-from conftest import JwksIssuer  # noqa: E402
+from fixtures_issuer import JwksIssuer  # noqa: E402
 from stack import free_port, start  # noqa: E402
 
 GOAL_P99_MS = 50.0

@@ -8,15 +8,12 @@ rows; an `Access` cannot be built without a user. The HTTP side (another user's 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import delete, exists, func, literal, select, update
 
 from rag_service.storage.access import (
@@ -28,7 +25,6 @@ from rag_service.storage.access import (
     scoped,
     unscoped,
 )
-from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.models import Conversation, Document, Message
 from rag_service.storage.vectors import ChunkFilter
 
@@ -37,15 +33,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rag_service"
 
 def new_access() -> Access:
     return Access(f"user-{uuid.uuid4().hex[:12]}")
-
-
-@pytest_asyncio.fixture(scope="session")
-async def sessionmaker(db_settings: Any) -> AsyncIterator[Any]:
-    """The service's own sessionmaker on the migrated database (once per database kind)."""
-    await asyncio.to_thread(run_migrations, db_settings)
-    engine, made = create_engine_and_sessionmaker(db_settings)
-    yield made
-    await engine.dispose()
 
 
 async def seed(sessionmaker: Any, owner: Access) -> tuple[str, str]:
@@ -84,31 +71,31 @@ def unscoped_statements(document_id: str, conversation_id: str) -> dict[str, Any
     }
 
 
-async def test_a_statement_without_a_scope_is_refused_before_it_runs(sessionmaker: Any) -> None:
+async def test_a_statement_without_a_scope_is_refused_before_it_runs(db_sessionmaker: Any) -> None:
     victim = new_access()
-    document_id, conversation_id = await seed(sessionmaker, victim)
-    before = await table_sizes(sessionmaker)
+    document_id, conversation_id = await seed(db_sessionmaker, victim)
+    before = await table_sizes(db_sessionmaker)
 
     for name, statement in unscoped_statements(document_id, conversation_id).items():
-        async with sessionmaker() as session:
+        async with db_sessionmaker() as session:
             with pytest.raises(UnscopedQuery):
                 await session.execute(statement)
             await session.commit()
-        assert await table_sizes(sessionmaker) == before, name
-    async with sessionmaker() as session:
+        assert await table_sizes(db_sessionmaker) == before, name
+    async with db_sessionmaker() as session:
         with pytest.raises(UnscopedQuery):  # the identity lookup is a SELECT too
             await session.get(Document, document_id)
-    async with sessionmaker() as session:
+    async with db_sessionmaker() as session:
         document = (await session.scalars(scoped(select(Document), victim, Document))).one()
     assert document.title == "t"  # the update above never ran
 
 
-async def test_a_scoped_statement_sees_only_the_callers_rows(sessionmaker: Any) -> None:
+async def test_a_scoped_statement_sees_only_the_callers_rows(db_sessionmaker: Any) -> None:
     alice, bob = new_access(), new_access()
-    alices_document, alices_conversation = await seed(sessionmaker, alice)
-    bobs_document, bobs_conversation = await seed(sessionmaker, bob)
+    alices_document, alices_conversation = await seed(db_sessionmaker, alice)
+    bobs_document, bobs_conversation = await seed(db_sessionmaker, bob)
 
-    async with sessionmaker() as session:
+    async with db_sessionmaker() as session:
         documents = (await session.scalars(scoped(select(Document.id), bob, Document))).all()
         conversations = (await session.scalars(scoped(select(Conversation.id), bob, Conversation))).all()
         messages = (await session.scalars(scoped(select(Message.conversation_id), bob, Message))).all()
@@ -126,18 +113,18 @@ async def test_a_scoped_statement_sees_only_the_callers_rows(sessionmaker: Any) 
     assert messages == [bobs_conversation]
     assert by_alices_id == []
     assert changed.rowcount == 0 and removed.rowcount == 0
-    async with sessionmaker() as session:
+    async with db_sessionmaker() as session:
         title = await session.scalar(scoped(select(Conversation.title), alice, Conversation))
         count = await session.scalar(scoped(select(func.count(Message.id)), alice, Message))
     assert (title, count) == ("c", 1)
 
 
-async def test_a_message_is_visible_through_its_conversation_not_its_own_user_column(sessionmaker: Any) -> None:
+async def test_a_message_is_visible_through_its_conversation_not_its_own_user_column(db_sessionmaker: Any) -> None:
     # A message row claiming Bob in Alice's conversation (no code path writes one) is
     # still Alice's: a message is seen through its conversation's owner.
     alice, bob = new_access(), new_access()
-    _, alices_conversation = await seed(sessionmaker, alice)
-    async with sessionmaker() as session:
+    _, alices_conversation = await seed(db_sessionmaker, alice)
+    async with db_sessionmaker() as session:
         session.add(Message(conversation_id=alices_conversation, user_id=bob.user_id, position=1, role="assistant",
                             content="planted"))
         await session.commit()
@@ -147,10 +134,10 @@ async def test_a_message_is_visible_through_its_conversation_not_its_own_user_co
     assert sorted(alices) == ["planted", "secret question"]
 
 
-async def test_relationship_and_attribute_loads_of_a_scoped_object_are_allowed(sessionmaker: Any) -> None:
+async def test_relationship_and_attribute_loads_of_a_scoped_object_are_allowed(db_sessionmaker: Any) -> None:
     owner = new_access()
-    _, conversation_id = await seed(sessionmaker, owner)
-    async with sessionmaker() as session:
+    _, conversation_id = await seed(db_sessionmaker, owner)
+    async with db_sessionmaker() as session:
         conversation = (await session.scalars(
             scoped(select(Conversation).where(Conversation.id == conversation_id), owner, Conversation))).one()
         messages = await session.run_sync(lambda _: [m.content for m in conversation.messages])

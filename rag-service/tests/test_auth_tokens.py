@@ -19,7 +19,8 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from conftest import JwksIssuer, SigningKey, settings_for
+from fixtures_apps import settings_for
+from fixtures_issuer import JwksIssuer, SigningKey
 from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.errors import ServiceUnavailable, Unauthorized
 

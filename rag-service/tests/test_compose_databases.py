@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import settings_for
+from fixtures_apps import settings_for
 from rag_service.storage.db import run_migrations
 
 pytestmark = pytest.mark.postgres

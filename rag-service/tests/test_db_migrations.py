@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from conftest import settings_for
+from fixtures_apps import settings_for
 from rag_service.storage.access import unscoped
 from rag_service.storage.db import (
     check_database,

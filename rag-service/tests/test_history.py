@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import func, select
 
 from rag_service.errors import NotFound, Unprocessable
@@ -27,7 +25,6 @@ from rag_service.history.turns import (
 )
 from rag_service.providers.base import Turn
 from rag_service.storage.access import Access, unscoped
-from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.models import Conversation, Message
 
 # Reading the tables directly, past every scope, to check what was (not) written.
@@ -38,23 +35,14 @@ def new_user() -> Access:
     return Access(f"user-{uuid.uuid4().hex[:12]}")
 
 
-@pytest_asyncio.fixture(scope="session")
-async def history_db(db_settings: Any) -> AsyncIterator[Any]:
-    """A sessionmaker on the migrated database (once per database kind)."""
-    await asyncio.to_thread(run_migrations, db_settings)
-    engine, sessionmaker = create_engine_and_sessionmaker(db_settings)
-    yield sessionmaker
-    await engine.dispose()
+@pytest.fixture
+def history(db_sessionmaker: Any) -> HistoryService:
+    return HistoryService(db_sessionmaker)
 
 
 @pytest.fixture
-def history(history_db: Any) -> HistoryService:
-    return HistoryService(history_db)
-
-
-@pytest.fixture
-def turns(history_db: Any) -> ChatTurns:
-    return ChatTurns(history_db, max_history_turns=4, max_messages_per_conversation=6)
+def turns(db_sessionmaker: Any) -> ChatTurns:
+    return ChatTurns(db_sessionmaker, max_history_turns=4, max_messages_per_conversation=6)
 
 
 async def add_turn(turns: ChatTurns, user: Access, question: str, answer: str,
@@ -120,7 +108,7 @@ async def test_detail_lists_messages_in_order_with_sources_and_status(turns: Cha
 
 
 async def test_other_users_conversations_do_not_exist_for_them(turns: ChatTurns, history: HistoryService,
-                                                               history_db: Any) -> None:
+                                                               db_sessionmaker: Any) -> None:
     alice, bob = new_user(), new_user()
     alices = await add_turn(turns, alice, "alice's secret question", "alice's answer")
 
@@ -134,14 +122,14 @@ async def test_other_users_conversations_do_not_exist_for_them(turns: ChatTurns,
 
     detail = await history.get_conversation(alice, alices)
     assert len(detail.messages) == 2
-    async with history_db() as session:
+    async with db_sessionmaker() as session:
         bobs_rows = await session.scalar(
             unscoped(select(func.count(Message.id)).where(Message.user_id == bob.user_id), INSPECTION))
     assert bobs_rows == 0
 
 
 async def test_delete_removes_the_conversation_and_its_messages(turns: ChatTurns, history: HistoryService,
-                                                                history_db: Any) -> None:
+                                                                db_sessionmaker: Any) -> None:
     user = new_user()
     kept = await add_turn(turns, user, "keep me", "kept")
     gone = await add_turn(turns, user, "delete me", "deleted")
@@ -152,7 +140,7 @@ async def test_delete_removes_the_conversation_and_its_messages(turns: ChatTurns
         await history.get_conversation(user, gone)
     with pytest.raises(NotFound):
         await history.delete_conversation(user, gone)
-    async with history_db() as session:
+    async with db_sessionmaker() as session:
         leftover = await session.scalar(
             unscoped(select(func.count(Message.id)).where(Message.conversation_id == gone), INSPECTION))
         conversations = (await session.scalars(
@@ -195,9 +183,9 @@ async def test_a_full_conversation_refuses_more_turns_and_stays_unchanged(turns:
     assert len((await history.get_conversation(user, conversation_id)).messages) == 6
 
 
-async def test_concurrent_turns_in_one_conversation_get_distinct_positions(history_db: Any,
+async def test_concurrent_turns_in_one_conversation_get_distinct_positions(db_sessionmaker: Any,
                                                                          history: HistoryService) -> None:
-    turns = ChatTurns(history_db, max_history_turns=4, max_messages_per_conversation=100)
+    turns = ChatTurns(db_sessionmaker, max_history_turns=4, max_messages_per_conversation=100)
     user = new_user()
     conversation_id = await add_turn(turns, user, "q0", "a0")
 

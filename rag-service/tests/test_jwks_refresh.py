@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest_asyncio
 
-from conftest import JwksIssuer, settings_for
+from fixtures_apps import settings_for
+from fixtures_issuer import JwksIssuer
 from rag_service.auth.tokens import AccessTokenVerifier
 
 GUARD_S = 30  # only bounds a hang; never reached when the code is right

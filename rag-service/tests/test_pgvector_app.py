@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import running_app, settings_for
+from fixtures_apps import running_app, settings_for
 from rag_service.storage.access import Access, access_filter
 from rag_service.storage.pgvector import PgVectorStore
 from test_search_api import save, search, unique_word

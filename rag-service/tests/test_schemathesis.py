@@ -36,7 +36,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import settings_for
+from fixtures_apps import settings_for
 from rag_service.config import Settings
 from rag_service.main import create_app
 

@@ -1,125 +1,27 @@
-"""SearchService against real parts: documents saved by DocumentService (SQLite, the real
-chunker with small chunks so one document spans several, MiniLM, BM25) into Qdrant Edge
-in a tmp dir.
+"""SearchService against real parts (search_support.py): retrieval modes, bounds, and
+collapsing chunks of one passage. Filters and tenant isolation are in test_search_filters.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import pytest
-import pytest_asyncio
 
 from rag_service.config import Settings
-from rag_service.documents.service import DocumentService
 from rag_service.errors import Unprocessable
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.search.service import SearchService, collapse_hits
 from rag_service.storage.access import Access
-from rag_service.storage.qdrant_edge import EdgeVectorStore
-from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.vectors import ChunkHit
-
-ALICE, BOB = "user-alice", "user-bob"
-
-VOLCANO = (
-    "Volcanoes form where magma from the mantle reaches the surface. "
-    "Stratovolcanoes are steep cones built from layers of lava and ash.\n\n"
-    "When gas pressure in the magma chamber rises, an eruption blasts ash and pumice high into "
-    "the atmosphere. Pyroclastic flows race down the slopes at hundreds of kilometres per hour.\n\n"
-    "Shield volcanoes, like those of Hawaii, erupt runny basaltic lava that spreads into broad, "
-    "gentle slopes. Lava tubes carry molten rock for kilometres under a cooled crust.\n\n"
-    "Volcanologists watch for earthquakes, ground swelling and sulfur dioxide to forecast eruptions "
-    "and warn the people living near an active volcano.\n\n"
-    "Volcanic ash makes soils fertile, which is why farms crowd the flanks of many volcanoes "
-    "despite the danger of another eruption."
+from search_support import (  # noqa: F401 - embedder, library, search_settings, service are fixtures
+    ALICE,
+    FLANGEWORT,
+    Library,
+    documents,
+    embedder,
+    library,
+    search_settings,
+    service,
 )
-PHOTOSYNTHESIS = (
-    "Chloroplasts capture sunlight and use its energy to turn water and carbon dioxide into "
-    "glucose, releasing oxygen as a by-product."
-)
-FLANGEWORT = (
-    "Maintenance log: the XQ-7731 flangewort valve was replaced during the spring inspection; "
-    "the crew noted nothing else of interest."
-)
-BAKING = (
-    "Bread rises because yeast ferments sugars in the dough and releases carbon dioxide gas, "
-    "which the gluten network traps in small bubbles."
-)
-
-
-@pytest.fixture(scope="module")
-def search_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        _env_file=None,
-        data_dir=tmp_path_factory.mktemp("search-data"),
-        embedding_provider="local",
-        chunk_size_tokens=48,
-        chunk_overlap_tokens=12,
-    )
-
-
-@pytest.fixture(scope="module")
-def embedder(search_settings: Settings) -> LocalEmbedder:
-    return LocalEmbedder(search_settings)
-
-
-class Library:
-    """Alice's and Bob's documents, saved through the real ingestion pipeline
-    (DocumentService: SQLite row, chunking, MiniLM + BM25, Qdrant Edge upsert)."""
-
-    def __init__(self, store: EdgeVectorStore, embedder: LocalEmbedder, settings: Settings,
-                 sessionmaker: Any) -> None:
-        self.store = store
-        self.embedder = embedder
-        self.settings = settings
-        self.sparse = SparseEncoder()
-        self.sessionmaker = sessionmaker
-        self.ids: dict[tuple[str, str], str] = {}
-        self.chunk_counts: dict[str, int] = {}
-
-    async def add(self, user: str, title: str, content: str, **metadata: Any) -> str:
-        async with self.sessionmaker() as session:
-            documents = DocumentService(session, self.store, self.sparse, self.embedder, self.settings)
-            document, created = await documents.save(user, title, content, metadata)
-        assert created and document.status == "ready"
-        self.ids[(user, title)] = document.id
-        self.chunk_counts[document.id] = document.chunk_count
-        return document.id
-
-    def id(self, user: str, title: str) -> str:
-        return self.ids[(user, title)]
-
-
-@pytest_asyncio.fixture(scope="module")
-async def library(search_settings: Settings, embedder: LocalEmbedder) -> Any:
-    await asyncio.to_thread(run_migrations, search_settings)
-    engine, sessionmaker = create_engine_and_sessionmaker(search_settings)
-    store = EdgeVectorStore(search_settings.data_dir / "qdrant", collection="chunks", dimension=embedder.dimension)
-    await store.ensure_collection()
-    lib = Library(store, embedder, search_settings, sessionmaker)
-    await lib.add(ALICE, "Volcanoes", VOLCANO, topic="geology", year=2021, lang="en")
-    await lib.add(ALICE, "Photosynthesis", PHOTOSYNTHESIS, topic="biology", year=2022, lang="en")
-    # A `user_id` metadata field is just data: filtering on it must not reach across tenants.
-    await lib.add(ALICE, "Valve log", FLANGEWORT, topic="maintenance", year=2023, lang="en", reviewed=True,
-                  user_id=ALICE)
-    # Bob shares Alice's vocabulary and metadata values on purpose: only the tenant separates them.
-    await lib.add(BOB, "Baking", BAKING, topic="geology", year=2021, lang="en", user_id=ALICE)
-    await lib.add(BOB, "Bob's valve log", FLANGEWORT.replace("spring", "autumn"), topic="maintenance")
-    yield lib
-    await store.close()
-    await engine.dispose()
-
-
-@pytest.fixture
-def service(library: Library, embedder: LocalEmbedder, search_settings: Settings) -> SearchService:
-    return SearchService(library.store, library.sparse, embedder, search_settings)
-
-
-def documents(result: Any) -> list[str]:
-    return [hit.document_id for hit in result.hits]
 
 
 # --- modes ------------------------------------------------------------------------------
@@ -196,82 +98,6 @@ async def test_retrieval_text_replaces_the_query_for_retrieval(service: SearchSe
     result = await service.search(Access(ALICE), "and what about that one?", mode="keyword",
                                   retrieval_text="the flangewort valve... and what about that one?")
     assert documents(result)[0] == library.id(ALICE, "Valve log")
-
-
-# --- filters and isolation --------------------------------------------------------------
-
-
-async def test_document_id_filter_narrows(service: SearchService, library: Library) -> None:
-    photosynthesis = library.id(ALICE, "Photosynthesis")
-    result = await service.search(Access(ALICE), "flangewort", filters={"document_ids": [photosynthesis]}, top_k=10)
-    assert set(documents(result)) == {photosynthesis}
-
-
-@pytest.mark.parametrize(("metadata", "expected"), [
-    ({"topic": "biology"}, {"Photosynthesis"}),
-    ({"topic": ["biology", "geology"]}, {"Photosynthesis", "Volcanoes"}),
-    ({"year": 2023}, {"Valve log"}),
-    ({"reviewed": True}, {"Valve log"}),
-    ({"topic": "geology", "year": 2022}, set()),
-    ({"missing_field": "x"}, set()),
-])
-async def test_metadata_filter_narrows(service: SearchService, library: Library, metadata: dict,
-                                       expected: set[str]) -> None:
-    for mode in ("hybrid", "dense", "keyword"):
-        result = await service.search(Access(ALICE), "volcano eruption leaves valve", mode=mode, top_k=20,
-                                      filters={"metadata": metadata})
-        assert set(documents(result)) <= {library.id(ALICE, name) for name in expected}
-    hybrid = await service.search(Access(ALICE), "volcano eruption leaves valve", top_k=20, filters={"metadata": metadata})
-    assert set(documents(hybrid)) == {library.id(ALICE, name) for name in expected}
-
-
-async def test_search_never_returns_another_users_documents(service: SearchService, library: Library) -> None:
-    bob_ids = {library.id(BOB, "Baking"), library.id(BOB, "Bob's valve log")}
-    for mode in ("hybrid", "dense", "keyword"):
-        result = await service.search(Access(ALICE), "flangewort valve bread yeast", mode=mode, top_k=50)
-        assert result.hits and not set(documents(result)) & bob_ids
-
-
-@pytest.mark.parametrize("filters", [
-    {"document_ids": ["ALICE:Volcanoes", "ALICE:Valve log"]},
-    {"metadata": {"topic": ["geology", "maintenance", "biology"]}},
-    {"metadata": {"user_id": ALICE}},
-    {"metadata": {"user_id": [ALICE, BOB]}},
-    {"document_ids": ["ALICE:Valve log"], "metadata": {"user_id": ALICE}},
-])
-async def test_filters_cannot_reach_another_users_documents(service: SearchService, library: Library,
-                                                            filters: dict) -> None:
-    alice_ids = {library.id(ALICE, name) for name in ("Volcanoes", "Photosynthesis", "Valve log")}
-    if "document_ids" in filters:  # Bob names Alice's real document ids
-        filters = {**filters, "document_ids": [library.id(ALICE, ref.split(":")[1]) for ref in filters["document_ids"]]}
-    for mode in ("hybrid", "dense", "keyword"):
-        result = await service.search(Access(BOB), "flangewort valve volcano eruption", mode=mode, top_k=50, filters=filters)
-        assert not set(documents(result)) & alice_ids
-
-
-async def test_a_user_id_filter_key_is_rejected(service: SearchService) -> None:
-    with pytest.raises(Unprocessable, match="user_id"):
-        await service.search(Access(BOB), "flangewort", filters={"user_id": ALICE})
-
-
-@pytest.mark.parametrize("filters", [
-    {"tenant": "x"},
-    {"metadata": {"topic": {"$ne": "x"}}},
-    {"metadata": {"topic": [["nested"]]}},
-    {"metadata": {"topic": []}},
-    {"metadata": {"topic": ["v"] * 51}},
-    {"metadata": {f"field{i}": "v" for i in range(17)}},
-    {"metadata": {"bad key!": "v"}},
-    {"metadata": {"topic": None}},
-    {"document_ids": []},
-    {"document_ids": "not-a-list"},
-    {"document_ids": [f"d{i}" for i in range(101)]},
-    ["not", "an", "object"],
-])
-async def test_bad_filters_are_rejected(service: SearchService, filters: Any) -> None:
-    with pytest.raises(Unprocessable):
-        await service.search(Access(ALICE), "flangewort", filters=filters)
-
 
 # --- bounds -----------------------------------------------------------------------------
 

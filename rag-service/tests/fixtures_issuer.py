@@ -1,0 +1,139 @@
+"""The stand-in for the auth-service: Ed25519 keys, a JWKS served over real HTTP on
+127.0.0.1:<free port>, and token minting (a pytest plugin, registered in conftest.py).
+
+Fixtures:
+- `issuer` (session) -> JwksIssuer; `mint(sub, **claims)`. Shared: don't stop or rotate it.
+- `isolated_issuer` (function) -> a private JwksIssuer a test may rotate or take down.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
+
+ISSUER = "http://auth.test"
+AUDIENCE = "rag-service"
+JWKS_PATH = "/api/auth/jwks"
+
+
+class SigningKey:
+    def __init__(self, kid: str | None = None) -> None:
+        self.kid = kid or uuid.uuid4().hex
+        self.private_key = Ed25519PrivateKey.generate()
+
+    @property
+    def public_jwk(self) -> dict[str, Any]:
+        jwk = OKPAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        return {**jwk, "kid": self.kid, "alg": "EdDSA"}
+
+
+class JwksIssuer:
+    """Stands in for the auth-service: Ed25519 keys, JWKS over real HTTP, token minting."""
+
+    def __init__(self, issuer: str = ISSUER, audience: str = AUDIENCE) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.keys: list[SigningKey] = [SigningKey()]
+        self.jwks_requests = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self.port: int = 0
+
+    # keys
+    @property
+    def current_key(self) -> SigningKey:
+        return self.keys[-1]
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [key.public_jwk for key in self.keys]}
+
+    def rotate(self, keep_old: bool = True) -> SigningKey:
+        """Add a new signing key (new kid); by default the old ones stay published."""
+        key = SigningKey()
+        self.keys = [*self.keys, key] if keep_old else [key]
+        return key
+
+    def claims(self, sub: str, /, **overrides: Any) -> dict[str, Any]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            # What the real auth-service mints (shared-schemas/jwt-claims.schema.json; the e2e
+            # suite validates real tokens against it): no email, name or other user data.
+            "sub": sub, "sid": f"session-{sub}", "iss": self.issuer, "aud": self.audience,
+            "iat": now, "exp": now + 900,
+        }
+        claims.update(overrides)
+        return {k: v for k, v in claims.items() if v is not None}  # None removes a claim
+
+    def mint(self, sub: str = "user-1", /, *, key: SigningKey | None = None, kid: str | None = "",
+             headers: dict[str, Any] | None = None, **claims: Any) -> str:
+        """A signed EdDSA token. `kid=None` omits the kid; `kid="x"` overrides it;
+        a claim override of None removes that claim (`sub=None` too: sub is positional)."""
+        key = key or self.current_key
+        header: dict[str, Any] = {"kid": key.kid if kid == "" else kid}
+        if header["kid"] is None:
+            del header["kid"]
+        header.update(headers or {})
+        return jwt.encode(self.claims(sub, **claims), key.private_key, algorithm="EdDSA", headers=header)
+
+    # HTTP server
+    @property
+    def jwks_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{JWKS_PATH}"
+
+    def start(self) -> None:
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                if self.path != JWKS_PATH:
+                    self.send_error(404)
+                    return
+                with issuer._lock:
+                    issuer.jwks_requests += 1
+                body = json.dumps(issuer.jwks()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Take the JWKS endpoint down (connections are refused until `start()`)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Any:
+    server = JwksIssuer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def isolated_issuer() -> Any:
+    """A private issuer a test may rotate or take down."""
+    server = JwksIssuer()
+    server.start()
+    yield server
+    server.stop()
