@@ -31,21 +31,28 @@ class SparseVector:
     values: list[float]
 
 
-@dataclass(frozen=True)
-class ChunkPoint:
-    """One chunk to store: its id (a UUID string), vectors and payload."""
+@dataclass(frozen=True, kw_only=True)
+class StoredChunk:
+    """What every stored point and every search hit carries: the chunk's id (a UUID string),
+    its text and where it sits in its document, the document's title and metadata."""
 
     id: str
-    user_id: str
     document_id: str
     chunk_index: int
     text: str
     title: str
     start: int
     end: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkPoint(StoredChunk):
+    """One chunk to store: its owner, vectors and ingestion run besides the chunk itself."""
+
+    user_id: str
     dense: list[float]
     sparse: SparseVector
-    metadata: dict[str, Any] = field(default_factory=dict)
     generation: int = 0
 
     def payload(self) -> dict[str, Any]:
@@ -62,19 +69,11 @@ class ChunkPoint:
         }
 
 
-@dataclass(frozen=True)
-class ChunkHit:
+@dataclass(frozen=True, kw_only=True)
+class ChunkHit(StoredChunk):
     """A search result: the stored chunk and its score for the query."""
 
-    id: str
     score: float
-    document_id: str
-    chunk_index: int
-    text: str
-    title: str
-    start: int
-    end: int
-    metadata: dict[str, Any]
 
     @classmethod
     def from_payload(cls, point_id: Any, score: float, payload: dict[str, Any]) -> ChunkHit:
