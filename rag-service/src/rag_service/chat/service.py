@@ -170,7 +170,7 @@ class ChatService:
             raise
         sources = [
             CitedSource(number=n, document_id=hit.document_id, title=hit.title, chunk_index=hit.chunk_index,
-                       score=hit.score, snippet=snippet(hit.text))
+                        score=hit.score, snippet=snippet(hit.text))
             for n, hit in enumerate(result.hits, start=1)
         ]
         generator_sources = [Source(number=n, title=hit.title, text=hit.text)

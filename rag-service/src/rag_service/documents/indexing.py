@@ -101,13 +101,14 @@ class Indexer:
         await refetch(self.session, document)
 
     async def _after_lost_claim(self, document: Document, generation: int) -> None:
+        owner = Access(document.user_id)
         state = await claims.current_state(self.session, document.id)
         if state is None or state[1] == DocumentStatus.DELETING:
             # Deleted (or being deleted): nothing may keep vectors of it, whoever wrote them.
-            await self.vector_store.delete(access_filter(Access(document.user_id), document_ids=[document.id]))
+            await self.vector_store.delete(access_filter(owner, document_ids=[document.id]))
             raise NotFound("the document was deleted while it was being indexed")
         # Only points at or below our generation: the claim holder's (newer) points stay.
-        await self.vector_store.delete(generation_filter(Access(document.user_id), document.id, below=generation + 1))
+        await self.vector_store.delete(generation_filter(owner, document.id, below=generation + 1))
         log.info("document %s: claim %d superseded by %d", document.id, generation, state[0])
         await refetch(self.session, document)
 
