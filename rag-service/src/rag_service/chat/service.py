@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import anyio
 
+from rag_service.chat.records import CitedSource, Timing
 from rag_service.chat.schemas import ChatRequest
 from rag_service.errors import Unprocessable
 from rag_service.history.turns import STATUS_COMPLETE, STATUS_FAILED, STATUS_INCOMPLETE, ChatTurns, StartedTurn
@@ -64,29 +65,6 @@ def retrieval_text(question: str, history: list[Turn]) -> str:
 def snippet(text: str) -> str:
     flat = re.sub(r"\s+", " ", text).strip()
     return flat if len(flat) <= SNIPPET_MAX_CHARS else flat[: SNIPPET_MAX_CHARS - 1].rstrip() + "…"
-
-
-@dataclass(frozen=True)
-class CitedSource:
-    """A retrieved chunk as the answer cites it: `[number]`, numbered from 1 in rank order."""
-
-    number: int
-    document_id: str
-    title: str
-    chunk_index: int
-    score: float
-    snippet: str
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Milliseconds from the request reaching the chat service."""
-
-    # Question saved and sources retrieved (query embedding + hybrid search).
-    retrieval_ms: float
-    # None when no text was produced.
-    first_delta_ms: float | None
-    total_ms: float
 
 
 @dataclass(frozen=True)
