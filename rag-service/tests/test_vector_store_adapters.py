@@ -17,10 +17,10 @@ from rag_service.config import Settings
 from rag_service.errors import ServiceUnavailable
 from rag_service.storage.access import Access, access_filter
 from rag_service.storage.factory import build_vector_store, collection_name
+from rag_service.storage.filters import sql_filter
 from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.qdrant_edge import EdgeVectorStore, edge_filter
 from rag_service.storage.qdrant_server import ServerVectorStore, server_filter
-from rag_service.storage.filters import sql_filter
 from rag_service.storage.vectors import ChunkFilter
 from vector_store_support import A1_KERNEL, ALICE, ALL_POINTS, BOB, DIM, chunk, query, unit
 

@@ -1,10 +1,11 @@
 """Who may read what: the one access filter behind every SQL statement and vector query.
 
 An `Access` is built from the verified caller (`deps.current_access`): today the user id in
-the token's `sub`. Organization memberships join it next (issue 17); the two functions
-below are then the only places that learn what they mean:
+the token's `sub`. Organization memberships join it next (issue 17); what an `Access` may
+see is decided in two functions, one per kind of store:
 - `access_filter(access, ...)` -> the `ChunkFilter` every vector search, count and delete
-  takes (storage/filters.py turns it into each store's filter);
+  takes (`storage/filters.py::filter_spec` turns its access fields into the first condition
+  of every store's filter);
 - `access_condition(access, Model)` -> the SQL condition on documents, conversations and
   messages (a message is visible when its conversation is). `scoped(statement, access,
   Model)` adds it to a statement and marks the statement as scoped.
