@@ -6,6 +6,7 @@ import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import { loadConfig } from "../src/config.js";
+import type { InvitationSender } from "../src/organizations.js";
 import { startServer, type RunningService } from "../src/service.js";
 
 export const DB_KIND = (process.env.TEST_DATABASE ?? "pglite") as "pglite" | "postgres";
@@ -95,12 +96,14 @@ export interface TestService extends RunningService {
 /**
  * Starts the service. `env` overrides the defaults below. Pass `reuse` (a previous service's
  * dataDir and DATABASE_URL) to restart on the same storage, or `share` (a running service) to
- * run a second instance, with its own configuration, on the same open database.
+ * run a second instance, with its own configuration, on the same open database; `sendInvitation`
+ * replaces the default invitation sender (a log line).
  */
 export async function startTestService(
   env: Record<string, string | undefined> = {},
   reuse?: { dataDir: string; databaseUrl?: string },
   share?: RunningService,
+  sendInvitation?: InvitationSender,
 ): Promise<TestService> {
   if (share) reuse = { dataDir: (share.config.dataDir), databaseUrl: share.config.databaseUrl };
   const dataDir = reuse?.dataDir ?? tempDir();
@@ -118,7 +121,7 @@ export async function startTestService(
     AUTH_RATE_LIMIT_SIGNIN_MAX: "10000",
     ...env,
   });
-  const service = await startServer(config, { database: share?.database });
+  const service = await startServer(config, { database: share?.database, sendInvitation });
   return {
     ...service,
     dataDir,
