@@ -74,7 +74,7 @@ async def current_user(
     if credentials is None or not credentials.credentials.strip():
         raise Unauthorized("missing bearer access token")
     claims = await runtime.token_verifier.verify(credentials.credentials.strip())
-    user = CurrentUser(id=claims["sub"], claims=claims, scope=claims.get("scope"))
+    user = CurrentUser.from_claims(claims)
     # Read by the access log (observability.py).
     request.state.user_id = user.id
     return user
