@@ -8,7 +8,7 @@ import { sql } from "kysely";
 import { loadConfig } from "../src/config.js";
 import { createDatabase } from "../src/db.js";
 import { migrate } from "../src/migrate.js";
-import { MAX_ORGS_PER_USER } from "../src/organizations.js";
+import { defaultInvitationSender, MAX_ORGS_PER_USER } from "../src/organizations.js";
 import { dropPostgresDatabase, prepareStorage, startTestService, TEST_SECRET, type TestService } from "./helpers.js";
 import { orgApi, orgsOf, validateClaims, type Account } from "./org-support.js";
 
@@ -129,7 +129,7 @@ describe("tokens exchanged for an API key", () => {
 });
 
 describe("the default invitation sender", () => {
-  test("logs the invitation and organization ids, never the address or a name", async () => {
+  test("in development, logs the invitation and organization ids, never the address or a name", async () => {
     const owner = await api.signUp("logger");
     const org = await api.createOrg(owner, "Secret Team Name");
     const invitee = await api.signUp("logged");
@@ -146,6 +146,20 @@ describe("the default invitation sender", () => {
     const logged = lines.join("\n");
     assert.ok(logged.includes(invitation.body.id) && logged.includes(org), logged);
     for (const secret of [invitee.email, owner.email, "Secret Team Name", "logger"]) assert.ok(!logged.includes(secret), logged);
+  });
+
+  test("in production, logs neither the invitation id nor the address", async () => {
+    const lines: string[] = [];
+    const original = console.log;
+    console.log = (...args: unknown[]) => void lines.push(args.map(String).join(" "));
+    try {
+      const message = { invitationId: "inv-capability", organizationId: "org-1", email: "who@example.com", role: "member", expiresAt: new Date() };
+      await defaultInvitationSender({ devMode: false })(message);
+    } finally {
+      console.log = original;
+    }
+    assert.match(lines.join("\n"), /organization org-1/);
+    assert.ok(!/inv-capability|who@example\.com/.test(lines.join("\n")), lines.join("\n"));
   });
 });
 
