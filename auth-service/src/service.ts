@@ -7,7 +7,7 @@ import { createAuth, type Auth, type LimitStores } from "./auth.js";
 import type { Config } from "./config.js";
 import { createDatabase, type Database } from "./db.js";
 import { migrate } from "./migrate.js";
-import { createRedisClient, createRedisRateLimitStorage, REDIS_PREFIX } from "./rate-limit-redis.js";
+import { createRedisClient, createRedisRateLimitStorage } from "./rate-limit-redis.js";
 
 export interface RunningService {
   url: string;
@@ -29,7 +29,10 @@ export async function startServer(config: Config, shared: { database?: Database 
   // Failed sign-ins per account live in the same store as the per-IP limiter.
   const redis = config.redisUrl ? createRedisClient(config.redisUrl) : undefined;
   const stores: LimitStores = redis
-    ? { rateLimit: createRedisRateLimitStorage(redis), accountThrottle: redisThrottleStore(redis, REDIS_PREFIX) }
+    ? {
+        rateLimit: createRedisRateLimitStorage(redis, config.redisKeyPrefix),
+        accountThrottle: redisThrottleStore(redis, config.redisKeyPrefix),
+      }
     : { accountThrottle: config.rateLimit.storage === "database" ? databaseThrottleStore(database.db) : memoryThrottleStore() };
   const auth = createAuth(config, database, stores);
   const app = createApp({ config, auth, database });
