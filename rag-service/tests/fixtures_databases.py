@@ -15,10 +15,13 @@ Fixtures (session):
 - `own_database_url` (function): like `database_url`, but on PostgreSQL a new database of the
   test's own, for tests whose rows another party must not touch (`db_app`'s periodic ingestion
   repair claims any stale row in `postgres_url`).
+- `db_sessionmaker`: the service's own sessionmaker on the migrated `database_url`
+  database, for tests of the SQL layer without an app.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -29,6 +32,7 @@ import pytest_asyncio
 from fixtures_apps import running_app, settings_for
 from fixtures_issuer import JwksIssuer
 from rag_service.config import Settings
+from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from services import Databases, Servers
 
 
@@ -114,3 +118,11 @@ def db_app(_db_app_and_client: tuple[Any, httpx.AsyncClient]) -> Any:
 @pytest.fixture(scope="session")
 def db_client(_db_app_and_client: tuple[Any, httpx.AsyncClient]) -> httpx.AsyncClient:
     return _db_app_and_client[1]
+
+
+@pytest_asyncio.fixture(scope="session")
+async def db_sessionmaker(db_settings: Settings) -> AsyncIterator[Any]:
+    await asyncio.to_thread(run_migrations, db_settings)
+    engine, sessionmaker = create_engine_and_sessionmaker(db_settings)
+    yield sessionmaker
+    await engine.dispose()
