@@ -8,7 +8,7 @@ import type { Config } from "./config.js";
 import { createDatabase, type Database } from "./db.js";
 import { migrate } from "./migrate.js";
 import type { InvitationSender } from "./organizations.js";
-import { createRedisClient, createRedisRateLimitStorage, REDIS_PREFIX } from "./rate-limit-redis.js";
+import { createRedisClient, createRedisRateLimitStorage } from "./rate-limit-redis.js";
 
 export interface RunningService {
   url: string;
@@ -34,7 +34,10 @@ export async function startServer(
   // Failed sign-ins per account live in the same store as the per-IP limiter.
   const redis = config.redisUrl ? createRedisClient(config.redisUrl) : undefined;
   const stores: AuthStores = redis
-    ? { rateLimit: createRedisRateLimitStorage(redis), accountThrottle: redisThrottleStore(redis, REDIS_PREFIX) }
+    ? {
+        rateLimit: createRedisRateLimitStorage(redis, config.redisKeyPrefix),
+        accountThrottle: redisThrottleStore(redis, config.redisKeyPrefix),
+      }
     : { accountThrottle: config.rateLimit.storage === "database" ? databaseThrottleStore(database.db) : memoryThrottleStore() };
   const auth = createAuth(config, database, { ...stores, sendInvitation: shared.sendInvitation });
   const app = createApp({ config, auth, database });

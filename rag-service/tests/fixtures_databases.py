@@ -12,6 +12,9 @@ Fixtures (session):
   A missing PostgreSQL skips with the reason locally and fails under CI=true.
 - `db_settings` / `db_app` / `db_client`: like settings/app/client, on `database_url`
   (tests using them run once per database).
+- `own_database_url` (function): like `database_url`, but on PostgreSQL a new database of the
+  test's own, for tests whose rows another party must not touch (`db_app`'s periodic ingestion
+  repair claims any stale row in `postgres_url`).
 - `db_sessionmaker`: the service's own sessionmaker on the migrated `database_url`
   database, for tests of the SQL layer without an app.
 """
@@ -86,6 +89,13 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
     if request.param == "sqlite":
         return None
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def own_database_url(database_url: str | None, request: pytest.FixtureRequest) -> str | None:
+    if database_url is None:
+        return None  # SQLite: make_settings gives every test its own data dir, so its own file
+    return request.getfixturevalue("make_postgres_database")()
 
 
 @pytest.fixture(scope="session")

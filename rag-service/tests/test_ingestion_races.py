@@ -46,8 +46,9 @@ def embedder(settings) -> LocalEmbedder:
 
 
 @pytest_asyncio.fixture
-async def parts(database_url, make_settings, embedder, tmp_path) -> AsyncIterator[Parts]:
-    settings = make_settings(database_url=database_url, **SMALL_CHUNKS)
+async def parts(own_database_url, make_settings, embedder, tmp_path) -> AsyncIterator[Parts]:
+    # A database of its own: the repairs here must be the only ones that see its stale rows.
+    settings = make_settings(database_url=own_database_url, **SMALL_CHUNKS)
     await asyncio.to_thread(run_migrations, settings)
     engine, sessionmaker = create_engine_and_sessionmaker(settings)
     store = EdgeVectorStore(tmp_path / "qdrant", collection="races", dimension=embedder.dimension)
