@@ -15,8 +15,8 @@ Usage (run with the rag-service venv's Python, which has the wheel):
     python scripts/test_postgres.py stop                 # stops $TEST_POSTGRES_DIR's server
 
 `run` passes straight through when both URLs are already set (nested `make` targets share one
-server). rag-service/tests/conftest.py imports `EmbeddedPostgres` to start its own server
-when pytest runs without these variables.
+server). rag-service/tests/services.py and tests-e2e/conftest.py use `EmbeddedPostgres` to
+start their own server when pytest runs without these variables.
 """
 
 from __future__ import annotations

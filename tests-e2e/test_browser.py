@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import threading
 import time
@@ -56,6 +57,10 @@ JWT_LIFETIME_S = 75
 SIGNIN_LIMIT = 5
 # Uploads above this many bytes are refused with 413.
 MAX_UPLOAD_BYTES = 100_000
+
+# The auth-service's minimum length of a new password (the web form's minlength must match).
+PASSWORD_MIN = int(re.search(r"PASSWORD_MIN = (\d+);",
+                             (ROOT / "auth-service" / "src" / "input-policy.ts").read_text()).group(1))
 
 DOCUMENT_TITLE = "zephyria-notes"
 DOCUMENT_TEXT = (
@@ -158,8 +163,15 @@ def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -
     email1 = f"alice-{uuid.uuid4().hex[:8]}@example.com"
     email2 = f"bob-{uuid.uuid4().hex[:8]}@example.com"
     try:
-        # --- user 1 signs up: session cookie + access JWT minted from it ---------------------
+        # --- a password shorter than the auth-service's minimum is refused, said in words ---
         page = open_page("user1")
+        page.fill("#email", email1)
+        page.fill("#password", "x" * (PASSWORD_MIN - 1))
+        page.click("#sign-up")
+        assert f"at least {PASSWORD_MIN} characters" in error_text(page, "at least")
+        assert page.is_hidden("#app-view")
+
+        # --- user 1 signs up: session cookie + access JWT minted from it ---------------------
         sign_up(page, email1, "Alice")
         first_exp = app_state(page, "tokenExp")
         assert 0 < first_exp - time.time() <= JWT_LIFETIME_S + 5

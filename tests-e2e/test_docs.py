@@ -5,9 +5,14 @@ Checked in every tracked Markdown file (README.md, docs/*.md, auth-service/READM
   an anchor into a Markdown file at one of its headings (GitHub's slugs);
 - a file named in inline code (`docs/x.md`, `src/config.ts`, `test_faults.py::test_y`) is a
   tracked file: its path, relative to the doc or to any folder, ends a tracked path;
+- a test named as `test_x.py::test_y` (or `::test_z` after it) is defined in that file, and a
+  test quoted after `x.test.ts` ("title", with "..." for an elided part) is one of its titles;
 - `make X` names a Makefile target, `npm run X` a script of auth-service/package.json,
   `rag X` a command of the rag-service CLI;
-- every ```sh / ```bash block still parses (`bash -n`).
+- every ```sh / ```bash block still parses (`bash -n`);
+- .env.example lists every rag-service setting, each default it shows is the default, and the
+  README's configuration table names only variables it lists (the auth-service's half of
+  .env.example is checked by auth-service/test/config.test.ts).
 No service is started: these tests only read files.
 """
 
@@ -32,6 +37,12 @@ INLINE_CODE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 # Named in docs/security.md as attack input, not as files of this repository.
 NOT_FILES = frozenset({"../../etc/passwd.txt"})
 FILE_NAME = re.compile(r"^[\w./-]+\.(?:md|py|ts|js|json|sh|ya?ml|toml|txt|png|html|ini|cfg)$")
+# `test_x.py::name` or, continuing the last file named, `::name`.
+PY_TEST_REF = re.compile(r"^([\w./-]+\.py)?::(\w+)")
+# `x.test.ts` "title", "title" ... (the titles of node:test tests in that file).
+TS_TEST_REF = re.compile(r'`([\w-]+\.test\.ts)`((?:[\s,(]*(?:and\s*|\([^)"]*\)\s*)?"[^"]+")+)')
+TS_TITLE = re.compile(r"""\b(?:test|describe|it)\(\s*(["'`])(.*?)\1""")
+ENV_SETTING = re.compile(r"^# ([A-Z][A-Z0-9_]*)=(\S*)", re.MULTILINE)
 
 
 def markdown_files() -> list[Path]:
@@ -53,6 +64,16 @@ def names_a_tracked_file(path: Path, reference: str, tracked: list[str]) -> bool
     while tail.startswith("../"):
         tail = tail[3:]
     return any(name == tail or name.endswith("/" + tail) for name in tracked)
+
+
+def tracked_sources(name: str, tracked: list[str]) -> str:
+    return "".join((ROOT / path).read_text() for path in tracked if path == name or path.endswith("/" + name))
+
+
+def env_example() -> dict[str, dict[str, str]]:
+    """.env.example by section ("auth-service", "rag-service", ...): `# NAME=value` lines."""
+    parts = re.split(r"^# -+ (.+)$", (ROOT / ".env.example").read_text(), flags=re.MULTILINE)
+    return {title.strip(): dict(ENV_SETTING.findall(body)) for title, body in zip(parts[1::2], parts[2::2])}
 
 
 def heading_slugs(markdown: Path) -> set[str]:
@@ -112,6 +133,31 @@ def test_files_named_in_code_exist(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_tests_named_in_the_docs_exist(path: Path) -> None:
+    tracked, text, missing = tracked_files(), prose(path.read_text()), []
+    last_file = None
+    for code in INLINE_CODE.findall(text):
+        reference = PY_TEST_REF.match(code)
+        if not reference:
+            continue
+        last_file = reference.group(1) or last_file
+        source = tracked_sources(last_file, tracked) if last_file else ""
+        if not re.search(rf"^\s*(?:async\s+)?(?:def|class)\s+{reference.group(2)}\b|^{reference.group(2)}\s*=",
+                         source, re.MULTILINE):
+            missing.append(f"{last_file}::{reference.group(2)}")
+    for test_file, quoted in TS_TEST_REF.findall(text):
+        titles = [title for _, title in TS_TITLE.findall(tracked_sources(test_file, tracked))]
+        # A template literal's `${...}` matches anything.
+        patterns = [".*".join(map(re.escape, re.split(r"\$\{[^}]*\}", title))) for title in titles]
+        for title in re.findall(r'"([^"]+)"', quoted):
+            parts = [part.strip() for part in title.split("...") if part.strip()]
+            if not (any(all(part in candidate for part in parts) for candidate in titles)
+                    or any(re.fullmatch(pattern, title) for pattern in patterns)):
+                missing.append(f'{test_file} "{title}"')
+    assert not missing, f"{path.relative_to(ROOT)} names tests that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_named_commands_exist(path: Path) -> None:
     text = code_spans(path.read_text())
     missing = [f"make {t}" for t in MAKE.findall(text) if t not in makefile_targets()]
@@ -126,6 +172,36 @@ def test_shell_blocks_parse(path: Path) -> None:
         if language in {"sh", "bash", "shell", "console"}:
             checked = subprocess.run(["bash", "-n"], input=code, capture_output=True, text=True)
             assert checked.returncode == 0, f"{path.relative_to(ROOT)}: {checked.stderr}\n{code}"
+
+
+def test_env_example_lists_every_rag_setting_with_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag_service.config import Settings
+
+    documented = env_example()["rag-service"]
+    settings = {name.upper(): name for name in Settings.model_fields}
+    assert sorted(set(settings) - set(documented)) == [], "rag-service settings missing from .env.example"
+    assert sorted(set(documented) - set(settings)) == [], ".env.example names settings that do not exist"
+    for variable, value in documented.items():
+        field = settings[variable]
+        default = Settings.model_fields[field].get_default(call_default_factory=True)
+        if value == "":
+            assert default in (None, ""), f".env.example leaves {variable} empty; its default is {default!r}"
+            continue
+        with monkeypatch.context() as env:
+            env.setenv(variable, value)  # parsed as the service parses its environment
+            shown = getattr(Settings(_env_file=None), field)
+        assert shown == default, f".env.example shows {variable}={value}, the default is {default!r}"
+
+
+def test_readme_configuration_table_names_listed_variables() -> None:
+    listed = {name for section in env_example().values() for name in section}
+    table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    named = [name for row in re.findall(r"^\| (`[^|]+)\|", table, re.MULTILINE)
+             for name in re.findall(r"`([A-Z][A-Z0-9_]*\*?)`", row)]
+    assert len(named) > 40
+    unknown = [name for name in named
+               if not (any(v.startswith(name[:-1]) for v in listed) if name.endswith("*") else name in listed)]
+    assert not unknown, f"README's configuration table names variables .env.example does not list: {unknown}"
 
 
 def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
@@ -144,3 +220,8 @@ def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
     assert {"dev", "test", "bench", "migrate"} <= makefile_targets()
     assert "migrate" in npm_scripts() and {"ingest", "reindex", "migrate"} <= rag_commands()
     assert subprocess.run(["bash", "-n"], input="if then fi (", capture_output=True, text=True).returncode != 0
+    assert [m.groups() for m in map(PY_TEST_REF.match, ["test_faults.py::test_y", "::test_z", "x::"]) if m] == [
+        ("test_faults.py", "test_y"), (None, "test_z")]
+    sample = '`jwt.test.ts` "a", "b ... c" and "d"; `keys.test.ts`'
+    assert TS_TEST_REF.findall(sample) == [("jwt.test.ts", ' "a", "b ... c" and "d"')]
+    assert "NOT_A_SETTING" not in env_example()["rag-service"] and "PORT" in env_example()["auth-service"]

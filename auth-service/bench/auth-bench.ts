@@ -1,4 +1,4 @@
-// npm run bench [-- --write ../docs/benchmarks-auth.md]
+// npm run bench [-- --write FILE]   (the figures are kept in docs/benchmarks.md)
 // Starts the service in-process (PGlite in a temp dir, or BENCH_DATABASE_URL) on a free loopback
 // port with rate limits raised, then measures sign-up / login latency (sequential requests) and
 // JWKS / token throughput (concurrent clients, bounded by count and time).

@@ -10,6 +10,7 @@ import { signJWT } from "better-auth/plugins";
 import { Hono, type Context } from "hono";
 import type { Auth } from "./auth.js";
 import type { Config } from "./config.js";
+import { orgsPayload, type MemberStore } from "./organizations.js";
 
 export const SCOPES = ["read", "write"] as const;
 export type Scope = (typeof SCOPES)[number];
@@ -101,8 +102,8 @@ interface VerifyResult {
  * endpoint so POST /auth/token reaches it through the handler (per-IP limiter, hooks) like every
  * contract route. Verification is the plugin's own (`verifyApiKey`: hash lookup, `enabled`,
  * `expiresAt`, the key's rate limit, usage counted); `auth()` is the instance, bound late because
- * this plugin is part of it. The JWT is `{sub, scope, iat, exp, iss, aud}`: no `sid`, since the
- * key, not a session, is what gets revoked.
+ * this plugin is part of it. The JWT is `{sub, scope, iat, exp, iss, aud}` plus the owner's `orgs`:
+ * no `sid`, since the key, not a session, is what gets revoked.
  */
 export function apiKeyExchange(auth: () => Auth, jwtOptions: JwtOptions): BetterAuthPlugin {
   return {
@@ -119,7 +120,10 @@ export function apiKeyExchange(auth: () => Auth, jwtOptions: JwtOptions): Better
           }
           throw invalidKey();
         }
-        const payload = { sub: result.key.referenceId, scope: scopeOf(result.key.permissions), iat: Math.floor(Date.now() / 1000) };
+        const userId = result.key.referenceId;
+        // The owner's memberships now, as in a session's token; `scope` still caps what they allow.
+        const orgs = await orgsPayload(ctx.context.adapter as MemberStore, userId);
+        const payload = { sub: userId, scope: scopeOf(result.key.permissions), iat: Math.floor(Date.now() / 1000), ...orgs };
         return ctx.json({ token: await signJWT(ctx, { options: jwtOptions, payload }) });
       }),
     },

@@ -1,5 +1,6 @@
 // The Better Auth instance: email + password, EdDSA JWTs (jwt plugin), signed bearer sessions,
-// rate limits per IP and per account, input bounds and the password policy (hooks).
+// organizations (teams), rate limits per IP and per account, input bounds and the password
+// policy (hooks).
 import { betterAuth } from "better-auth";
 import { APIError, createAuthMiddleware, isAPIError } from "better-auth/api";
 import { bearer, jwt } from "better-auth/plugins";
@@ -8,6 +9,7 @@ import { apiKeyExchange, apiKeyPlugin } from "./api-keys.js";
 import { accountThrottle, memoryThrottleStore, type AccountThrottleStore } from "./account-throttle.js";
 import type { Config } from "./config.js";
 import type { Database } from "./db.js";
+import { defaultInvitationSender, organizationPlugin, orgsPayload, type InvitationSender, type MemberStore } from "./organizations.js";
 import { inputPolicyHook, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-policy.js";
 import { hashPassword, needsRehash, verifyPassword } from "./password-hashing.js";
 import type { RateLimitStore } from "./rate-limit-redis.js";
@@ -23,10 +25,13 @@ function checkName(name: unknown): void {
   if (problem) throw new APIError("BAD_REQUEST", { code: "INVALID_NAME", message: problem });
 }
 
-export interface LimitStores {
+/** Where the instance keeps its counters, and how it delivers invitations. */
+export interface AuthStores {
   /** Better Auth `rateLimit.customStorage` (Redis); unset -> Better Auth's memory/database storage. */
   rateLimit?: RateLimitStore;
   accountThrottle: AccountThrottleStore;
+  /** Delivers organization invitations; unset -> defaultInvitationSender (a log line in development). */
+  sendInvitation?: InvitationSender;
 }
 
 type AfterHookContext = Parameters<Parameters<typeof createAuthMiddleware>[0]>[0];
@@ -66,24 +71,30 @@ const afterHooks = createAuthMiddleware(async (ctx) => {
 
 /**
  * `self` returns the Better Auth instance built from these options (the key exchange calls the
- * API-key plugin through it); migrations never call it.
+ * API-key plugin through it, token payloads and organization hooks read memberships through its
+ * adapter); migrations never call it.
  */
 export function authOptions(
   config: Config,
   database: Database,
-  stores: LimitStores = { accountThrottle: memoryThrottleStore() },
+  stores: AuthStores = { accountThrottle: memoryThrottleStore() },
   self: () => Auth = () => {
     throw new Error("this Better Auth configuration has no instance (migrations only)");
   },
 ) {
   const credentialsRule = { window: config.rateLimit.credentialsWindow, max: config.rateLimit.credentialsMax };
+  const memberStore = async (): Promise<MemberStore> => (await self().$context).adapter;
   const jwtOptions = {
     jwt: {
       issuer: config.jwt.issuer,
       audience: config.jwt.audience,
       expirationTime: config.jwt.expiresIn,
-      // Only what the rag-service needs: `sub` (added by the plugin) and the session id.
-      definePayload: ({ session }: { session: { id: string } }) => ({ sid: session.id }),
+      // Only what the rag-service needs: `sub` (added by the plugin), the session id and the
+      // organization memberships, read now (src/organizations.ts).
+      definePayload: async ({ session }: { session: { id: string; userId: string; activeOrganizationId?: string | null } }) => ({
+        sid: session.id,
+        ...(await orgsPayload(await memberStore(), session.userId, session.activeOrganizationId)),
+      }),
     },
     jwks: {
       keyPairConfig: { alg: "EdDSA" as const, crv: "Ed25519" as const },
@@ -150,11 +161,12 @@ export function authOptions(
       accessTokenUser(jwtOptions),
       apiKeyPlugin(config),
       apiKeyExchange(self, jwtOptions),
+      organizationPlugin(memberStore, stores.sendInvitation ?? defaultInvitationSender(config)),
     ],
   };
 }
 
-export function createAuth(config: Config, database: Database, stores?: LimitStores) {
+export function createAuth(config: Config, database: Database, stores?: AuthStores) {
   // Bound after creation: the key-exchange endpoint calls the API-key plugin through it.
   let auth: ReturnType<typeof betterAuth<ReturnType<typeof authOptions>>>;
   auth = betterAuth(authOptions(config, database, stores, () => auth as unknown as Auth));

@@ -25,6 +25,8 @@ export interface Config {
   /** Reverse proxies whose X-Forwarded-For entries are trusted for the client IP. */
   trustedProxies: string[];
   redisUrl?: string;
+  /** Prefix of every key this service writes in Redis (one Redis may serve several deployments). */
+  redisKeyPrefix: string;
   rateLimit: {
     enabled: boolean;
     /**
@@ -135,6 +137,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustedOrigins: list(env.TRUSTED_ORIGINS),
     trustedProxies: list(env.TRUSTED_PROXIES),
     redisUrl: env.REDIS_URL || undefined,
+    redisKeyPrefix: env.REDIS_KEY_PREFIX || "auth-service:rl:",
     rateLimit: {
       enabled: !["0", "false", "off"].includes((env.AUTH_RATE_LIMIT_ENABLED ?? "true").toLowerCase()),
       storage: rateLimitStorage(env.AUTH_RATE_LIMIT_STORAGE, env.DATABASE_URL),

@@ -2,6 +2,7 @@
 // Auth's own routes (/api/auth/*) and the seed-contract routes (which forward into them) agree.
 import { dictionary } from "@zxcvbn-ts/language-common";
 import { APIError, createAuthMiddleware } from "better-auth/api";
+import { ORG_ROLES, type OrgRole } from "./organizations.js";
 
 /** RFC 5321 path limit; a longer address also makes every JWT/API call carry it. */
 export const EMAIL_MAX = 254;
@@ -10,6 +11,8 @@ export const NAME_MAX = 200;
 export const IMAGE_MAX = 2048;
 export const PASSWORD_MIN = 12;
 export const PASSWORD_MAX = 128;
+/** Organization slugs appear in URLs. */
+export const SLUG_MAX = 100;
 
 // C0 controls (NUL included: PostgreSQL text cannot hold it) and DEL.
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
@@ -27,6 +30,12 @@ const NEW_PASSWORD_FIELD: Record<string, string> = {
   "/reset-password": "newPassword",
   "/set-password": "newPassword",
 };
+
+/**
+ * Routes that give a member a role: exactly one of ORG_ROLES (Better Auth would also take a list,
+ * stored as "admin,member"; one role per member keeps the token's `orgs` claim unambiguous).
+ */
+const ROLE_ROUTES = new Set(["/organization/invite-member", "/organization/update-member-role"]);
 
 /** Why `password` may not be used as a new password, or null when it is acceptable. */
 export function passwordProblem(password: unknown): string | null {
@@ -55,7 +64,8 @@ function invalid(message: string, status: "BAD_REQUEST" | "UNPROCESSABLE_ENTITY"
 }
 
 /**
- * Throws for the first problem in a request body (top-level fields only: all routes are flat):
+ * Throws for the first problem in a request body (top-level fields; /organization/update's
+ * changes are nested under `data`):
  * 422 for control characters, 400 (as Better Auth's own validation) for lengths and the policy.
  */
 export function checkBody(path: string, body: unknown): void {
@@ -72,12 +82,22 @@ export function checkBody(path: string, body: unknown): void {
     const problem = nameProblem(fields.name);
     if (problem) throw invalid(problem, "BAD_REQUEST");
   }
-  if (typeof fields.image === "string" && fields.image.length > IMAGE_MAX) throw invalid(`image must be at most ${IMAGE_MAX} characters`, "BAD_REQUEST");
+  for (const key of ["image", "logo"]) {
+    const value = fields[key];
+    if (typeof value === "string" && value.length > IMAGE_MAX) throw invalid(`${key} must be at most ${IMAGE_MAX} characters`, "BAD_REQUEST");
+  }
+  if (typeof fields.slug === "string" && (fields.slug.trim().length < 1 || fields.slug.length > SLUG_MAX)) {
+    throw invalid(`slug must be 1 to ${SLUG_MAX} characters`, "BAD_REQUEST");
+  }
+  if (ROLE_ROUTES.has(path) && !ORG_ROLES.includes(fields.role as OrgRole)) {
+    throw invalid(`role must be one of: ${ORG_ROLES.join(", ")}`, "BAD_REQUEST");
+  }
   const passwordField = NEW_PASSWORD_FIELD[path];
   if (passwordField && fields[passwordField] !== undefined) {
     const problem = passwordProblem(fields[passwordField]);
     if (problem) throw invalid(problem, "BAD_REQUEST");
   }
+  if (path === "/organization/update") checkBody("", fields.data);
 }
 
 export const inputPolicyHook = createAuthMiddleware(async (ctx) => {

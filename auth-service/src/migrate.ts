@@ -1,7 +1,8 @@
 // Schema migrations through Better Auth's own migrator (user, session, account, verification,
-// jwks, rateLimit, apikey) plus the per-account throttle table. `npm run migrate` runs them without
-// starting the server. On Postgres they run under an advisory lock, so replicas that start
-// together migrate one after the other (the later ones find the schema up to date).
+// jwks, rateLimit, apikey, organization, member, invitation, session.activeOrganizationId) plus
+// the per-account throttle table. `npm run migrate` runs them without starting the server. On
+// Postgres they run under an advisory lock, so replicas that start together migrate one after
+// the other (the later ones find the schema up to date).
 import { getMigrations } from "better-auth/db/migration";
 import { sql } from "kysely";
 import { THROTTLE_TABLE } from "./account-throttle.js";

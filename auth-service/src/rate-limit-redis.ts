@@ -15,8 +15,6 @@ local ttl = redis.call('TTL', KEYS[1])
 if ttl < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
 return {count, ttl}`;
 
-export const REDIS_PREFIX = "auth-service:rl:";
-
 export function createRedisClient(url: string): Redis {
   // No offline queue and a short command timeout: while Redis is down a command fails at once
   // (and the limiter fails open) instead of holding the request.
@@ -30,7 +28,7 @@ export function createRedisClient(url: string): Redis {
   return redis;
 }
 
-export function createRedisRateLimitStorage(redis: Redis, prefix = REDIS_PREFIX): RateLimitStore {
+export function createRedisRateLimitStorage(redis: Redis, prefix: string): RateLimitStore {
   return {
     async consume(key, rule) {
       return failOpen(

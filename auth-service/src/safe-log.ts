@@ -1,5 +1,7 @@
 // Log lines without user data: database errors (PGlite attaches the query and its parameters,
 // pg the row's values in `detail`) are reduced to their class, SQLSTATE and first message line.
+import { isAPIError } from "better-auth/api";
+
 const MESSAGE_MAX = 200;
 
 export function describeError(err: unknown): string {
@@ -18,8 +20,23 @@ function describeArg(arg: unknown): string {
   return `[${arg === null ? "null" : typeof arg}]`;
 }
 
+/**
+ * Messages a Better Auth plugin logs at "error" for a refused client request, not a fault of this
+ * service: @better-auth/api-key logs every unknown, revoked, disabled, expired or rate-limited key
+ * as `error("Failed to validate API key:", <APIError>)`. Those become one warning naming the
+ * refusal's code (never the key); anything else under that message (a database error) stays an error.
+ */
+const REFUSAL_MESSAGES: Record<string, string> = { "Failed to validate API key:": "API key refused:" };
+
 /** Better Auth `logger.log`. */
 export function safeLog(level: "info" | "warn" | "error" | "debug", message: string, ...args: unknown[]): void {
+  const refusal = REFUSAL_MESSAGES[message];
+  if (level === "error" && refusal !== undefined && args.length === 1 && isAPIError(args[0])) {
+    const code = (args[0] as { body?: { code?: unknown } }).body?.code;
+    level = "warn";
+    message = refusal;
+    args = [typeof code === "string" ? code : String(args[0].status)];
+  }
   const line = [`[auth-service] ${level}: ${message}`, ...args.map(describeArg)].join(" ");
   if (level === "error") console.error(line);
   else if (level === "warn") console.warn(line);

@@ -3,11 +3,12 @@ import { serve, type ServerType } from "@hono/node-server";
 import type { AddressInfo } from "node:net";
 import { createApp } from "./app.js";
 import { databaseThrottleStore, memoryThrottleStore, redisThrottleStore } from "./account-throttle.js";
-import { createAuth, type Auth, type LimitStores } from "./auth.js";
+import { createAuth, type Auth, type AuthStores } from "./auth.js";
 import type { Config } from "./config.js";
 import { createDatabase, type Database } from "./db.js";
 import { migrate } from "./migrate.js";
-import { createRedisClient, createRedisRateLimitStorage, REDIS_PREFIX } from "./rate-limit-redis.js";
+import type { InvitationSender } from "./organizations.js";
+import { createRedisClient, createRedisRateLimitStorage } from "./rate-limit-redis.js";
 
 export interface RunningService {
   url: string;
@@ -21,17 +22,24 @@ export interface RunningService {
 
 /**
  * Starts the service. `shared.database` lets several instances (tests) use one open database;
- * it is then left open by close().
+ * it is then left open by close(). `shared.sendInvitation` delivers organization invitations
+ * (default: src/organizations.ts defaultInvitationSender).
  */
-export async function startServer(config: Config, shared: { database?: Database } = {}): Promise<RunningService> {
+export async function startServer(
+  config: Config,
+  shared: { database?: Database; sendInvitation?: InvitationSender } = {},
+): Promise<RunningService> {
   const database = shared.database ?? createDatabase(config);
   await migrate(config, database);
   // Failed sign-ins per account live in the same store as the per-IP limiter.
   const redis = config.redisUrl ? createRedisClient(config.redisUrl) : undefined;
-  const stores: LimitStores = redis
-    ? { rateLimit: createRedisRateLimitStorage(redis), accountThrottle: redisThrottleStore(redis, REDIS_PREFIX) }
+  const stores: AuthStores = redis
+    ? {
+        rateLimit: createRedisRateLimitStorage(redis, config.redisKeyPrefix),
+        accountThrottle: redisThrottleStore(redis, config.redisKeyPrefix),
+      }
     : { accountThrottle: config.rateLimit.storage === "database" ? databaseThrottleStore(database.db) : memoryThrottleStore() };
-  const auth = createAuth(config, database, stores);
+  const auth = createAuth(config, database, { ...stores, sendInvitation: shared.sendInvitation });
   const app = createApp({ config, auth, database });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));

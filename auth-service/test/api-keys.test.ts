@@ -161,6 +161,28 @@ describe("POST /auth/token with x-api-key", () => {
     assertError(await exchange(key), 401, "invalid_api_key");
   });
 
+  test("a refused key is logged as a warning naming the refusal, never the key; no error", async () => {
+    const { session } = await signUp("logged");
+    const { id, key } = (await createKey(session, { name: "old", scope: "read", expires_in_days: 1 })).body;
+    await sql`update apikey set "expiresAt" = now() - interval '1 minute' where id = ${id}`.execute(svc.database.db);
+    const unknown = "rag_" + "b".repeat(64);
+    const lines: { level: string; text: string }[] = [];
+    const { error, warn } = console;
+    console.error = (...args: unknown[]) => void lines.push({ level: "error", text: args.map(String).join(" ") });
+    console.warn = (...args: unknown[]) => void lines.push({ level: "warn", text: args.map(String).join(" ") });
+    try {
+      assertError(await exchange(key), 401, "invalid_api_key");
+      assertError(await exchange(unknown), 401, "invalid_api_key");
+    } finally {
+      Object.assign(console, { error, warn });
+    }
+    const text = JSON.stringify(lines);
+    assert.deepEqual(lines.filter((l) => l.level === "error"), [], text);
+    assert.ok(lines.some((l) => /warn: API key refused: KEY_EXPIRED/.test(l.text)), text);
+    assert.ok(lines.some((l) => /warn: API key refused: INVALID_API_KEY/.test(l.text)), text);
+    for (const secret of [key, unknown]) assert.ok(!text.includes(secret.slice(4, 20)), "no key material in the log");
+  });
+
   test("unknown, empty and oversized keys are a 401", async () => {
     for (const key of ["rag_" + "a".repeat(64), "", "x".repeat(5000)]) {
       assertError(await exchange(key), 401, "invalid_api_key");

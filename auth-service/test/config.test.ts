@@ -142,3 +142,23 @@ test("dev mode generates a secret (0600), reuses it, and sessions and keys survi
     if (first.config.databaseUrl) await dropPostgresDatabase(first.config.databaseUrl);
   }
 });
+
+test(".env.example lists every variable the configuration reads, and the defaults it shows are the defaults", () => {
+  const example = readFileSync(path.join(SERVICE_DIR, "..", ".env.example"), "utf8");
+  // Its auth-service section: "# NAME=value" lines, up to the next "# ---- name" header.
+  const section = example.split(/^# -+ /m).find((part) => part.startsWith("auth-service")) ?? "";
+  const documented = new Map([...section.matchAll(/^# ([A-Z][A-Z0-9_]*)=(\S*)/gm)].map((m) => [m[1], m[2]]));
+  const source = readFileSync(path.join(SERVICE_DIR, "src", "config.ts"), "utf8");
+  const read = new Set([...source.matchAll(/env\.([A-Z][A-Z0-9_]*)|int\(env, "([A-Z][A-Z0-9_]*)"/g)].map((m) => m[1] ?? m[2]));
+  const composeOnly = new Set(["AUTH_PUBLIC_URL"]);
+  assert.deepEqual([...read].filter((name) => !documented.has(name)), [], "read by src/config.ts, missing from .env.example");
+  assert.deepEqual([...documented.keys()].filter((name) => !read.has(name) && !composeOnly.has(name)), [], "in .env.example, never read");
+
+  // A given secret: loadConfig then writes nothing (the data dir is only resolved).
+  const base = { BETTER_AUTH_SECRET: "s".repeat(32) };
+  const defaults = loadConfig(base);
+  for (const [name, value] of documented) {
+    if (composeOnly.has(name) || value === "") continue;
+    assert.deepEqual(loadConfig({ ...base, [name]: value }), defaults, `.env.example shows ${name}=${value}, not the default`);
+  }
+});

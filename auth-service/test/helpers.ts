@@ -1,33 +1,36 @@
 // Test harness: a real service (real Better Auth, real database) on a free loopback port.
 // TEST_DATABASE=pglite (temp dir) | postgres (fresh database on the local server).
+import assert from "node:assert/strict";
 import { cpSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import type { TestContext } from "node:test";
 import { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import { loadConfig } from "../src/config.js";
+import type { InvitationSender } from "../src/organizations.js";
 import { startServer, type RunningService } from "../src/service.js";
 
 export const DB_KIND = (process.env.TEST_DATABASE ?? "pglite") as "pglite" | "postgres";
 // TEST_POSTGRES_URL is set by `make test` (scripts/test_postgres.py: the system server, or an
 // embedded one when none answers on 5432); run directly, the local server on 5432.
-const PG_ADMIN_URL =
-  process.env.TEST_POSTGRES_URL ?? process.env.TEST_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const PG_ADMIN_URL = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 // One database per test file, so files can run in parallel.
 const FILE_TAG = path.basename(process.argv[1] ?? "main").replace(/\.test\.ts$/, "").replace(/[^a-z0-9]/gi, "_").toLowerCase();
 // Unique per run (other checkouts may run the suite on the same server at the same time).
-const PG_TEST_DB = process.env.TEST_PG_DATABASE ?? `auth_service_test_${FILE_TAG}_${process.pid}_${Date.now().toString(36)}`;
+const PG_TEST_DB = `auth_service_test_${FILE_TAG}_${process.pid}_${Date.now().toString(36)}`;
 export const TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
 export const BASE_URL = "http://localhost:3001";
 
 let databases = 0;
+let services = 0;
 
 /** Creates a fresh, uniquely named test database; returns its URL. */
 export async function freshPostgresDatabase(name = `${PG_TEST_DB}_${databases++}`): Promise<string> {
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
   await admin.connect();
   try {
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
     await admin.query(`CREATE DATABASE ${name}`);
   } finally {
     await admin.end();
@@ -43,6 +46,7 @@ export async function dropPostgresDatabase(url: string): Promise<void> {
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
   await admin.connect();
   try {
+    // FORCE: the name is this run's own, so only its own leftover connections go.
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   } finally {
     await admin.end();
@@ -95,12 +99,14 @@ export interface TestService extends RunningService {
 /**
  * Starts the service. `env` overrides the defaults below. Pass `reuse` (a previous service's
  * dataDir and DATABASE_URL) to restart on the same storage, or `share` (a running service) to
- * run a second instance, with its own configuration, on the same open database.
+ * run a second instance, with its own configuration, on the same open database; `sendInvitation`
+ * replaces the default invitation sender (a log line).
  */
 export async function startTestService(
   env: Record<string, string | undefined> = {},
   reuse?: { dataDir: string; databaseUrl?: string },
   share?: RunningService,
+  sendInvitation?: InvitationSender,
 ): Promise<TestService> {
   if (share) reuse = { dataDir: (share.config.dataDir), databaseUrl: share.config.databaseUrl };
   const dataDir = reuse?.dataDir ?? tempDir();
@@ -116,9 +122,11 @@ export async function startTestService(
     DATABASE_URL: databaseUrl,
     AUTH_RATE_LIMIT_MAX: "10000",
     AUTH_RATE_LIMIT_SIGNIN_MAX: "10000",
+    // Counters of this service only: runs sharing a Redis never see each other's.
+    REDIS_KEY_PREFIX: `auth-service-test:${PG_TEST_DB}_${services++}:rl:`,
     ...env,
   });
-  const service = await startServer(config, { database: share?.database });
+  const service = await startServer(config, { database: share?.database, sendInvitation });
   return {
     ...service,
     dataDir,
@@ -166,3 +174,21 @@ export function uniqueEmail(tag = "user"): string {
 }
 
 export const PASSWORD = "correct horse battery";
+
+const IN_CI = ["1", "true", "yes"].includes((process.env.CI ?? "").toLowerCase());
+
+/**
+ * True when Redis answers at `url`. When it does not, the test is skipped with the reason
+ * locally and fails under CI=true, so a CI run can never pass by skipping.
+ */
+export async function redisAnswers(t: TestContext, url: string): Promise<boolean> {
+  const reachable = await new Promise<boolean>((resolve) => {
+    const u = new URL(url);
+    const sock = net.connect(Number(u.port || 6379), u.hostname, () => (sock.destroy(), resolve(true)));
+    sock.on("error", () => resolve(false));
+  });
+  if (reachable) return true;
+  assert.ok(!IN_CI, `no Redis at ${url} (CI=true: a missing service fails the run)`);
+  t.skip(`no Redis at ${url}`);
+  return false;
+}

@@ -1,8 +1,7 @@
 // Rate limiting (both route families, Retry-After, no X-Forwarded-For bypass), CORS, /health.
 import assert from "node:assert/strict";
-import net from "node:net";
 import { after, before, describe, test } from "node:test";
-import { BASE_URL, PASSWORD, request, startTestService, uniqueEmail, type TestService } from "./helpers.js";
+import { BASE_URL, PASSWORD, redisAnswers, request, startTestService, uniqueEmail, type TestService } from "./helpers.js";
 
 const LIMIT = 3;
 const TRUSTED = "http://app.example:5173";
@@ -90,22 +89,17 @@ describe("rate limiting", () => {
 describe("rate limiting in Redis (REDIS_URL)", () => {
   test("limits are kept in Redis and shared by instances", async (t) => {
     const redisUrl = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379/15";
-    const reachable = await new Promise<boolean>((resolve) => {
-      const u = new URL(redisUrl);
-      const sock = net.connect(Number(u.port || 6379), u.hostname, () => (sock.destroy(), resolve(true)));
-      sock.on("error", () => resolve(false));
-    });
-    if (!reachable) return t.skip(`no Redis at ${redisUrl}`);
+    if (!(await redisAnswers(t, redisUrl))) return;
     const redisSvc = await startTestService({ REDIS_URL: redisUrl, AUTH_RATE_LIMIT_SIGNIN_MAX: String(LIMIT), AUTH_RATE_LIMIT_SIGNIN_WINDOW: "30" }, undefined, svc);
     try {
       const email = uniqueEmail("redis");
       const { Redis } = await import("ioredis");
       const redis = new Redis(redisUrl);
-      const keys = await redis.keys("auth-service:rl:*sign-in*");
-      if (keys.length) await redis.del(...keys);
+      const signIn = `${redisSvc.config.redisKeyPrefix}*sign-in*`;
+      assert.deepEqual(await redis.keys(signIn), [], "a prefix of its own");
       for (let i = 0; i < LIMIT; i++) assert.equal((await request(redisSvc.url, "POST", "/auth/login", { json: { email, password: PASSWORD } })).status, 401);
       assert429(await request(redisSvc.url, "POST", "/auth/login", { json: { email, password: PASSWORD } }));
-      const stored = await redis.keys("auth-service:rl:*sign-in*");
+      const stored = await redis.keys(signIn);
       assert.ok(stored.length >= 1, "the counter lives in Redis");
       await redis.del(...stored);
       redis.disconnect();

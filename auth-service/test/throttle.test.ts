@@ -2,11 +2,10 @@
 // contract routes under the per-IP limiter, /api/auth/jwks never limited, and the Redis store
 // failing open when Redis is down.
 import assert from "node:assert/strict";
-import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import { lockSeconds } from "../src/account-throttle.js";
-import { PASSWORD, request, startTestService, uniqueEmail, type TestService } from "./helpers.js";
+import { PASSWORD, redisAnswers, request, startTestService, uniqueEmail, type TestService } from "./helpers.js";
 
 const THRESHOLD = 3;
 const THROTTLE_ENV = {
@@ -101,7 +100,7 @@ describe("per-account throttling", () => {
   });
 
   test("Redis store: the same, counted in Redis", async (t) => {
-    if (!(await reachable(REDIS_URL))) return t.skip(`no Redis at ${REDIS_URL}`);
+    if (!(await redisAnswers(t, REDIS_URL))) return;
     const redisSvc = await startTestService({ ...THROTTLE_ENV, REDIS_URL }, undefined, svc);
     try {
       await accountScenario(redisSvc);
@@ -167,11 +166,3 @@ describe("Redis down", () => {
     assert.ok(warnings.some((w) => /store unavailable, allowing the request/.test(w)), warnings.join("\n"));
   });
 });
-
-function reachable(url: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const u = new URL(url);
-    const sock = net.connect(Number(u.port || 6379), u.hostname, () => (sock.destroy(), resolve(true)));
-    sock.on("error", () => resolve(false));
-  });
-}

@@ -247,6 +247,10 @@
 
   const signUp = guarded(async () => {
     const { email, password } = credentials();
+    // The auth-service's minimum for new passwords (PASSWORD_MIN), kept in the input's minlength.
+    // Only sign-up checks it: an older account may still sign in with a shorter password.
+    const minimum = $("password").minLength;
+    if (password.length < minimum) throw new ApiError(`Choose a password of at least ${minimum} characters.`);
     const name = $("name").value.trim() || email.split("@")[0];
     const data = await authCall("/api/auth/sign-up/email", { method: "POST", body: { email, password, name } });
     $("password").value = "";

@@ -24,9 +24,10 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 import qdrant_edge as qe
 
+from rag_service.storage.access import Access, access_filter
 from rag_service.storage.qdrant_edge import DELETE_BATCH, UPSERT_BATCH, EdgeVectorStore, edge_filter
 from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.vectors import ChunkPoint, QueryVectors, tenant_filter
+from rag_service.storage.vectors import ChunkPoint, QueryVectors
 
 DIM = 384
 WORDS = "river delta mountain forest ocean valley desert glacier canyon island lake plain".split()
@@ -83,8 +84,8 @@ async def main() -> None:
         shard = store._open()
         query = QueryVectors(dense=make_points(1, "q", rng, encoder)[0].dense,
                              sparse=encoder.encode_query("river forest canyon"))
-        request = store.build_query(query, tenant_filter("user-a"), 10, "hybrid", None)
-        where = edge_filter(tenant_filter("user-a"))
+        request = store.build_query(query, access_filter(Access("user-a")), 10, "hybrid", None)
+        where = edge_filter(access_filter(Access("user-a")))
         points = make_points(args.points, "user-a", rng, encoder)
 
         async def searches_inline() -> None:
@@ -103,7 +104,7 @@ async def main() -> None:
             await asyncio.to_thread(shard.update, qe.UpdateOperation.delete_points_by_filter(where))
 
         async def delete_store() -> None:
-            await store.delete(tenant_filter("user-a"))
+            await store.delete(access_filter(Access("user-a")))
 
         async def upsert_thread() -> None:
             await asyncio.to_thread(lambda: [shard.update(qe.UpdateOperation.upsert_points(

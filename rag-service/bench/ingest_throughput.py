@@ -27,12 +27,13 @@ import uuid
 from pathlib import Path
 
 from rag_service.config import Settings
-from rag_service.documents.service import INGEST_BATCH, DocumentService
+from rag_service.documents.indexing import INGEST_BATCH
+from rag_service.documents.service import DocumentService
 from rag_service.providers.local_embedder import LocalEmbedder
+from rag_service.storage.access import Access, access_filter
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.qdrant_edge import EdgeVectorStore
 from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.vectors import tenant_filter
 
 CORPUS = Path("/work/shared/datasets/manpages-dev/corpus.jsonl")
 
@@ -87,7 +88,7 @@ class Pipeline:
         return time.perf_counter() - started
 
     async def stored(self) -> int:
-        return await self.store.count(tenant_filter(self.user))
+        return await self.store.count(access_filter(Access(self.user)))
 
     async def close(self) -> None:
         await self.store.close()

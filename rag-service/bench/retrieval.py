@@ -41,11 +41,12 @@ from rag_service.documents.service import DocumentService
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.search.service import DEFAULT_MAX_CHUNKS_PER_DOCUMENT, DEFAULT_OVERFETCH, SearchService
 from rag_service.storage import qdrant_edge as edge
+from rag_service.storage.access import Access, access_filter
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.factory import collection_name
 from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.vectors import ChunkFilter, tenant_filter
+from rag_service.storage.vectors import ChunkFilter
 
 from pgvector_database import pgvector_database
 
@@ -219,7 +220,7 @@ async def evaluate(service: SearchService, queries: dict[str, str], qrels: dict[
     latencies = []
     for query_id, text in queries.items():
         started = time.perf_counter()
-        result = await service.search(USER, text, top_k=K, mode=mode, include_embedding=False)
+        result = await service.search(Access(USER), text, top_k=K, mode=mode, include_embedding=False)
         latencies.append((time.perf_counter() - started) * 1000)
         ranked: list[str] = []
         for hit in result.hits:  # one entry per corpus document, at its best rank
@@ -340,7 +341,7 @@ async def run(args: argparse.Namespace, pgvector_url: str | None) -> None:
           f"{', pgvector ' + pgvector_url if pgvector_url else ''}")
     try:
         to_corpus = await ingest(corpus, settings, writer, embedder, sparse, args.title)
-        counts = {label: await each.count(tenant_filter(USER)) for label, each in stores.items()}
+        counts = {label: await each.count(access_filter(Access(USER))) for label, each in stores.items()}
         if len(set(counts.values())) != 1:
             raise SystemExit(f"the stores hold different chunk counts: {counts}")
         chunks = next(iter(counts.values()))
@@ -361,7 +362,7 @@ async def run(args: argparse.Namespace, pgvector_url: str | None) -> None:
                                     max_chunks_per_document=args.per_doc)
             plain = SearchService(each, sparse, embedder, settings, overfetch=args.overfetch,
                                   max_chunks_per_document=args.per_doc)
-            await plain.search(USER, "warm up", mode="hybrid")
+            await plain.search(Access(USER), "warm up", mode="hybrid")
             per_store[label] = {}
             for mode in args.modes:
                 s = await evaluate(quality, queries, qrels, to_corpus, mode)

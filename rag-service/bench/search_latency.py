@@ -45,11 +45,12 @@ from qdrant_client import AsyncQdrantClient
 
 import rag_service.storage.qdrant_edge as edge_module
 from pgvector_database import pgvector_database
+from rag_service.storage.access import Access, access_filter
 from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.qdrant_edge import EdgeVectorStore, edge_filter
 from rag_service.storage.qdrant_server import ServerVectorStore
 from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.vectors import ChunkFilter, ChunkPoint, QueryVectors, tenant_filter
+from rag_service.storage.vectors import ChunkFilter, ChunkPoint, QueryVectors
 
 DATASET = Path("/work/shared/datasets/manpages-dev")
 DIM = 384
@@ -100,7 +101,7 @@ def make_queries(points: list[ChunkPoint], texts: list[str], count: int, rng: ra
         noisy = np.asarray(target.dense) + np.random.default_rng(rng.getrandbits(32)).normal(0, 0.05, DIM)
         noisy /= np.linalg.norm(noisy)
         vectors = QueryVectors(dense=noisy.tolist(), sparse=encoder.encode_query(rng.choice(texts)))
-        queries.append((vectors, tenant_filter(target.user_id)))
+        queries.append((vectors, access_filter(Access(target.user_id))))
     return queries
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from rag_service.chat.service import ChatService
 from rag_service.documents.service import DocumentService
-from rag_service.history.service import HistoryService
+from rag_service.history.turns import ChatTurns
 from rag_service.providers.base import Embedder, Generator, Source, Turn
 from rag_service.search.service import SearchService
 
@@ -61,13 +61,13 @@ async def ingest(runtime: Any, user_id: str, title: str, content: str) -> str:
 def chat_service(runtime: Any, *, generator: Generator | None = None, embedder: Embedder | None = None,
                  max_messages: int | None = None) -> ChatService:
     settings = runtime.settings
-    history_kwargs = {} if max_messages is None else {"max_messages_per_conversation": max_messages}
+    turn_kwargs = {} if max_messages is None else {"max_messages_per_conversation": max_messages}
     return ChatService(
         search=SearchService(runtime.vector_store, runtime.sparse_encoder, embedder or runtime.embedder, settings),
         generator=generator or runtime.generator,
-        history=HistoryService(runtime.sessionmaker, max_history_turns=settings.max_history_turns,
-                               **history_kwargs),
-        settings=settings,
+        turns=ChatTurns(runtime.sessionmaker, max_history_turns=settings.max_history_turns, **turn_kwargs),
+        max_query_chars=settings.max_query_chars,
+        max_history_turns=settings.max_history_turns,
     )
 
 

@@ -12,10 +12,16 @@ Fixtures (session):
   A missing PostgreSQL skips with the reason locally and fails under CI=true.
 - `db_settings` / `db_app` / `db_client`: like settings/app/client, on `database_url`
   (tests using them run once per database).
+- `own_database_url` (function): like `database_url`, but on PostgreSQL a new database of the
+  test's own, for tests whose rows another party must not touch (`db_app`'s periodic ingestion
+  repair claims any stale row in `postgres_url`).
+- `db_sessionmaker`: the service's own sessionmaker on the migrated `database_url`
+  database, for tests of the SQL layer without an app.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -26,6 +32,7 @@ import pytest_asyncio
 from fixtures_apps import running_app, settings_for
 from fixtures_issuer import JwksIssuer
 from rag_service.config import Settings
+from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from services import Databases, Servers
 
 
@@ -84,6 +91,13 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture
+def own_database_url(database_url: str | None, request: pytest.FixtureRequest) -> str | None:
+    if database_url is None:
+        return None  # SQLite: make_settings gives every test its own data dir, so its own file
+    return request.getfixturevalue("make_postgres_database")()
+
+
 @pytest.fixture(scope="session")
 def db_settings(database_url: str | None, issuer: JwksIssuer,
                 tmp_path_factory: pytest.TempPathFactory) -> Settings:
@@ -104,3 +118,11 @@ def db_app(_db_app_and_client: tuple[Any, httpx.AsyncClient]) -> Any:
 @pytest.fixture(scope="session")
 def db_client(_db_app_and_client: tuple[Any, httpx.AsyncClient]) -> httpx.AsyncClient:
     return _db_app_and_client[1]
+
+
+@pytest_asyncio.fixture(scope="session")
+async def db_sessionmaker(db_settings: Settings) -> AsyncIterator[Any]:
+    await asyncio.to_thread(run_migrations, db_settings)
+    engine, sessionmaker = create_engine_and_sessionmaker(db_settings)
+    yield sessionmaker
+    await engine.dispose()

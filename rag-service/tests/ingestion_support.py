@@ -16,13 +16,10 @@ from typing import Any
 from sqlalchemy import select
 
 from rag_service.documents.service import DocumentService
+from rag_service.storage.access import Access, access_filter, scoped, unscoped
 from rag_service.storage.models import Document, DocumentStatus
-from rag_service.storage.vectors import tenant_filter
 
-try:
-    from rag_service.documents.maintenance import repair_interrupted_ingestions
-except ImportError:  # before ingestion claims
-    from rag_service.documents.service import repair_interrupted_ingestions  # type: ignore[no-redef]
+from rag_service.documents.maintenance import repair_interrupted_ingestions
 
 
 @dataclass
@@ -74,8 +71,8 @@ async def wait_for_row(parts: Parts, user_id: str, title: str, settled: Callable
     while True:
         settled_before = settled()
         async with parts.sessionmaker() as session:
-            found = await session.scalar(select(Document.id).where(Document.user_id == user_id,
-                                                                   Document.title == title))
+            found = await session.scalar(
+                scoped(select(Document.id).where(Document.title == title), Access(user_id), Document))
         if found is not None:
             return found
         if settled_before:
@@ -91,25 +88,26 @@ async def check_invariant(parts: Parts, users: list[str], deleted_ids: set[str] 
     belong to rows (their total is the sum of the rows' counts).
     """
     async with parts.sessionmaker() as session:
-        rows = (await session.execute(
+        rows = (await session.execute(unscoped(
             select(Document.id, Document.user_id, Document.status, Document.chunk_count)
-            .where(Document.user_id.in_(users))
-        )).all()
+            .where(Document.user_id.in_(users)),
+            "test: the invariant is checked over every listed user's rows",
+        ))).all()
     problems = []
     statuses = {}
     for document_id, user_id, status, chunk_count in rows:
         statuses[document_id] = status
-        stored = await parts.vector_store.count(tenant_filter(user_id, document_ids=[document_id]))
+        stored = await parts.vector_store.count(access_filter(Access(user_id), document_ids=[document_id]))
         expected = chunk_count if status == DocumentStatus.READY else 0
         if status not in (DocumentStatus.READY, DocumentStatus.FAILED) or stored != expected:
             problems.append(f"{document_id}: {status}, {chunk_count} chunks, {stored} vectors")
     for document_id in deleted_ids - statuses.keys():
         for user_id in users:
-            stored = await parts.vector_store.count(tenant_filter(user_id, document_ids=[document_id]))
+            stored = await parts.vector_store.count(access_filter(Access(user_id), document_ids=[document_id]))
             if stored:
                 problems.append(f"deleted {document_id}: {stored} vectors without a row")
     for user_id in users:
-        total = await parts.vector_store.count(tenant_filter(user_id))
+        total = await parts.vector_store.count(access_filter(Access(user_id)))
         in_rows = sum(c for _, u, s, c in rows if u == user_id and s == DocumentStatus.READY)
         if total != in_rows:
             problems.append(f"{user_id}: {total} vectors stored, {in_rows} in ready rows")

@@ -10,8 +10,9 @@ import pytest
 import respx
 
 from chat_support import BOB_BREAD, BREAD, VOLCANO, cited
-from rag_service.history.service import HistoryService
+from rag_service.history.turns import ChatTurns
 from rag_service.providers.retry import RetryPolicy
+from rag_service.storage.access import Access
 
 GEMINI_URL = r"^https://generativelanguage\.googleapis\.com/.*"
 NO_RETRY = RetryPolicy(max_retries=0)
@@ -145,11 +146,11 @@ async def test_provider_failure_is_a_503_with_the_question_saved(
 
 
 async def _conversations(runtime: Any, user: str, count: int) -> list[str]:
-    history = HistoryService(runtime.sessionmaker, max_history_turns=4)
+    turns = ChatTurns(runtime.sessionmaker, max_history_turns=4)
     ids = []
     for i in range(count):
-        turn = await history.start_turn(user, f"question {i}")
-        await history.finish_turn(user, turn, content=f"answer {i}", sources=[], status="complete")
+        turn = await turns.start_turn(Access(user), f"question {i}")
+        await turns.finish_turn(Access(user), turn, content=f"answer {i}", sources=[], status="complete")
         ids.append(turn.conversation_id)
     return ids
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from rag_service.history.service import HistoryService
+from rag_service.history.turns import ChatTurns
+from rag_service.storage.access import Access, unscoped
 from rag_service.storage.models import Message
 
 PARALLEL_TURNS = 16
@@ -22,9 +23,10 @@ PARALLEL_TURNS = 16
 
 async def _messages(sessionmaker: Any, conversation_id: str) -> list[Message]:
     async with sessionmaker() as session:
-        return list((await session.execute(
-            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.position)
-        )).scalars())
+        return list((await session.execute(unscoped(
+            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.position),
+            "test: every row of the conversation, as stored",
+        ))).scalars())
 
 
 async def test_parallel_turns_in_one_conversation_each_get_one_message_pair(
@@ -66,8 +68,8 @@ async def test_turn_waiting_too_long_for_the_conversation_is_409_and_writes_noth
     db_client: Any, db_app: Any, auth_headers: Any, user_id: str
 ) -> None:
     runtime = db_app.state.runtime
-    history = HistoryService(runtime.sessionmaker, max_history_turns=2, turn_lock_timeout_s=0.2)
-    turn = await history.start_turn(user_id, "hello")
+    turns = ChatTurns(runtime.sessionmaker, max_history_turns=2, turn_lock_timeout_s=0.2)
+    turn = await turns.start_turn(Access(user_id), "hello")
     is_sqlite = runtime.engine.dialect.name == "sqlite"
 
     # Another writer holds the conversation (Postgres: its row lock; SQLite: the write lock).
@@ -79,7 +81,7 @@ async def test_turn_waiting_too_long_for_the_conversation_is_409_and_writes_noth
             await holder.execute(text("SELECT id FROM conversations WHERE id = :id FOR UPDATE"),
                                  {"id": turn.conversation_id})
         with pytest.raises(Exception) as refused:
-            await history.start_turn(user_id, "second", turn.conversation_id)
+            await turns.start_turn(Access(user_id), "second", turn.conversation_id)
         await holder.rollback()
 
     assert getattr(refused.value, "status_code", None) == 409

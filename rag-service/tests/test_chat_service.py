@@ -17,6 +17,7 @@ from rag_service.errors import NotFound, Unprocessable
 from rag_service.history.service import HistoryService
 from rag_service.providers.retry import RetryPolicy
 from rag_service.providers.base import ProviderUnavailable, Turn
+from rag_service.storage.access import Access, unscoped
 from rag_service.storage.models import Conversation, Message
 
 GEMINI_URL = r"^https://generativelanguage\.googleapis\.com/.*"
@@ -33,13 +34,16 @@ def rt(db_app: Any) -> Any:
 
 
 def history_of(rt: Any) -> HistoryService:
-    return HistoryService(rt.sessionmaker, max_history_turns=rt.settings.max_history_turns)
+    return HistoryService(rt.sessionmaker)
 
 
 async def row_counts(rt: Any, user: str) -> tuple[int, int]:
     async with rt.sessionmaker() as session:
-        conversations = await session.scalar(select(func.count(Conversation.id)).where(Conversation.user_id == user))
-        messages = await session.scalar(select(func.count(Message.id)).where(Message.user_id == user))
+        # The tables themselves, past every scope: what was (not) written for `user`.
+        conversations = await session.scalar(unscoped(
+            select(func.count(Conversation.id)).where(Conversation.user_id == user), "test inspection"))
+        messages = await session.scalar(unscoped(
+            select(func.count(Message.id)).where(Message.user_id == user), "test inspection"))
     return conversations, messages
 
 
@@ -49,36 +53,36 @@ async def test_answer_cites_only_the_callers_own_chunks(rt: Any) -> None:
     volcano_id = await ingest(rt, alice, "Volcanoes", VOLCANO)
     await ingest(rt, bob, "Bob's bread", BOB_BREAD)
 
-    answer = await chat_service(rt).answer(alice, ChatRequest(query="Why does bread rise?"))
+    answer = await chat_service(rt).answer(Access(alice), ChatRequest(query="Why does bread rise?"))
 
     assert answer.sources, "the bread document should be retrieved"
     assert [s.number for s in answer.sources] == list(range(1, len(answer.sources) + 1))
     assert answer.sources[0].document_id == bread_id
     assert {s.document_id for s in answer.sources} <= {bread_id, volcano_id}
-    numbers = cited(answer.response)
-    assert numbers, answer.response
+    numbers = cited(answer.text)
+    assert numbers, answer.text
     assert numbers <= set(range(1, len(answer.sources) + 1))
     assert all(answer.sources[n - 1].document_id == bread_id for n in numbers)
     assert answer.context_used[0] in BREAD or BREAD.startswith(answer.context_used[0][:40])
-    assert "Bob" not in answer.response and all("Bob" not in text for text in answer.context_used)
+    assert "Bob" not in answer.text and all("Bob" not in text for text in answer.context_used)
 
-    stored = await history_of(rt).get_conversation(alice, answer.conversation_id)
+    stored = await history_of(rt).get_conversation(Access(alice), answer.conversation_id)
     assert [(m.role, m.status) for m in stored.messages] == [("user", "complete"), ("assistant", "complete")]
     assert stored.messages[0].content == "Why does bread rise?"
     assert stored.messages[1].id == answer.message_id
-    assert stored.messages[1].content == answer.response
+    assert stored.messages[1].content == answer.text
     assert [s["document_id"] for s in stored.messages[1].sources] == [s.document_id for s in answer.sources]
 
 
 async def test_without_relevant_documents_it_says_so_and_cites_nothing(rt: Any) -> None:
     user = new_user()  # owns no documents at all
 
-    answer = await chat_service(rt).answer(user, ChatRequest(query="What is the boiling point of mercury?"))
+    answer = await chat_service(rt).answer(Access(user), ChatRequest(query="What is the boiling point of mercury?"))
 
     assert answer.sources == [] and answer.context_used == []
-    assert answer.response.strip()
-    assert cited(answer.response) == set()
-    stored = await history_of(rt).get_conversation(user, answer.conversation_id)
+    assert answer.text.strip()
+    assert cited(answer.text) == set()
+    stored = await history_of(rt).get_conversation(Access(user), answer.conversation_id)
     assert stored.messages[1].status == "complete"
 
 
@@ -89,17 +93,17 @@ async def test_follow_up_retrieves_the_document_the_conversation_is_about(rt: An
     await ingest(rt, user, "Volcanoes", VOLCANO)
     service = chat_service(rt)
 
-    first = await service.answer(user, ChatRequest(query="What does the zfrob utility do?", top_k=1))
+    first = await service.answer(Access(user), ChatRequest(query="What does the zfrob utility do?", top_k=1))
     follow_up = await service.answer(
-        user, ChatRequest(query="what about its flags?", conversation_id=first.conversation_id, top_k=1))
+        Access(user), ChatRequest(query="what about its flags?", conversation_id=first.conversation_id, top_k=1))
     # Control: the same words with no conversation find the other tool's flags.
-    alone = await service.answer(user, ChatRequest(query="what about its flags?", top_k=1))
+    alone = await service.answer(Access(user), ChatRequest(query="what about its flags?", top_k=1))
 
     assert first.sources[0].document_id == zfrob_id
     assert follow_up.sources[0].document_id == zfrob_id
     assert follow_up.conversation_id == first.conversation_id
     assert alone.sources[0].document_id == quaxle_id
-    stored = await history_of(rt).get_conversation(user, first.conversation_id)
+    stored = await history_of(rt).get_conversation(Access(user), first.conversation_id)
     assert [m.content for m in stored.messages if m.role == "user"] == [
         "What does the zfrob utility do?", "what about its flags?"]
 
@@ -109,7 +113,7 @@ async def test_client_history_context_informs_retrieval_without_a_conversation(r
     zfrob_id = await ingest(rt, user, "zfrob(1)", ZFROB)
     await ingest(rt, user, "quaxle(8)", QUAXLE)
 
-    answer = await chat_service(rt).answer(user, ChatRequest(
+    answer = await chat_service(rt).answer(Access(user), ChatRequest(
         query="what about its flags?", top_k=1,
         history_context=[{"role": "user", "content": "What does the zfrob utility do?"},
                          {"role": "assistant", "content": "It compresses archives."}]))
@@ -132,17 +136,17 @@ async def test_events_come_in_order_and_the_answer_is_saved_before_done(rt: Any)
     user = new_user()
     await ingest(rt, user, "Baking notes", BREAD)
     service = chat_service(rt)
-    prepared = await service.prepare(user, ChatRequest(query="Why does bread rise?"))
+    prepared = await service.prepare(Access(user), ChatRequest(query="Why does bread rise?"))
 
     events = [event async for event in service.events(prepared)]
 
     assert isinstance(events[0], SourcesEvent) and isinstance(events[-1], DoneEvent)
     deltas = [e.text for e in events[1:-1]]
     assert deltas and all(isinstance(e, DeltaEvent) for e in events[1:-1])
-    done = events[-1].done
+    done = events[-1]
     assert done.message_id == prepared.turn.assistant_message_id
     assert done.timing.first_delta_ms is not None and done.timing.total_ms >= done.timing.first_delta_ms
-    stored = await history_of(rt).get_conversation(user, done.conversation_id)
+    stored = await history_of(rt).get_conversation(Access(user), done.conversation_id)
     assert stored.messages[1].content == "".join(deltas)
     assert stored.messages[1].status == "complete"
 
@@ -151,7 +155,7 @@ async def test_closing_the_stream_after_the_first_delta_keeps_a_consistent_conve
     user = new_user()
     await ingest(rt, user, "Baking notes", BREAD)
     service = chat_service(rt)
-    prepared = await service.prepare(user, ChatRequest(query="Why does bread rise? How long should it proof?"))
+    prepared = await service.prepare(Access(user), ChatRequest(query="Why does bread rise? How long should it proof?"))
 
     events = service.events(prepared)
     assert isinstance(await anext(events), SourcesEvent)
@@ -159,17 +163,17 @@ async def test_closing_the_stream_after_the_first_delta_keeps_a_consistent_conve
     assert isinstance(first, DeltaEvent)
     await events.aclose()  # what sse-starlette does when the client goes away
 
-    stored = await history_of(rt).get_conversation(user, prepared.turn.conversation_id)
+    stored = await history_of(rt).get_conversation(Access(user), prepared.turn.conversation_id)
     question, answer = stored.messages
     assert (question.role, question.status) == ("user", "complete")
     assert (answer.role, answer.status) == ("assistant", "incomplete")
     assert answer.content == first.text
     assert answer.sources and answer.sources[0]["number"] == 1
     # The conversation goes on normally after an interrupted turn.
-    again = await service.answer(user, ChatRequest(query="Why does bread rise?",
+    again = await service.answer(Access(user), ChatRequest(query="Why does bread rise?",
                                                    conversation_id=prepared.turn.conversation_id))
-    assert again.response
-    assert len((await history_of(rt).get_conversation(user, again.conversation_id)).messages) == 4
+    assert again.text
+    assert len((await history_of(rt).get_conversation(Access(user), again.conversation_id)).messages) == 4
 
 
 async def test_generator_failure_keeps_the_question_and_marks_the_answer_failed(rt: Any, tmp_path: Any) -> None:
@@ -186,11 +190,11 @@ async def test_generator_failure_keeps_the_question_and_marks_the_answer_failed(
         gemini.route(url__regex=GEMINI_URL).respond(
             503, json={"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}})
         with pytest.raises(ProviderUnavailable):
-            await service.answer(user, ChatRequest(query="Why does bread rise?"))
+            await service.answer(Access(user), ChatRequest(query="Why does bread rise?"))
 
-    page = await history_of(rt).list_conversations(user, page=1, limit=10)
+    page = await history_of(rt).list_conversations(Access(user), page=1, limit=10)
     assert page.total == 1
-    stored = await history_of(rt).get_conversation(user, page.history[0].conversation_id)
+    stored = await history_of(rt).get_conversation(Access(user), page.conversations[0].id)
     assert [(m.role, m.content, m.status) for m in stored.messages] == [
         ("user", "Why does bread rise?", "complete"), ("assistant", "", "failed")]
 
@@ -208,26 +212,26 @@ async def test_embedder_failure_during_retrieval_keeps_the_question(rt: Any, tmp
         gemini.route(url__regex=GEMINI_URL).respond(
             503, json={"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}})
         with pytest.raises(ProviderUnavailable):
-            await service.answer(user, ChatRequest(query="Why does bread rise?"))
+            await service.answer(Access(user), ChatRequest(query="Why does bread rise?"))
 
-    page = await history_of(rt).list_conversations(user, page=1, limit=10)
-    stored = await history_of(rt).get_conversation(user, page.history[0].conversation_id)
+    page = await history_of(rt).list_conversations(Access(user), page=1, limit=10)
+    stored = await history_of(rt).get_conversation(Access(user), page.conversations[0].id)
     assert [(m.role, m.status) for m in stored.messages] == [("user", "complete"), ("assistant", "failed")]
 
 
 async def test_bad_input_is_refused_before_anything_is_written(rt: Any) -> None:
     alice, bob = new_user(), new_user()
     service = chat_service(rt)
-    alices = (await service.answer(alice, ChatRequest(query="hello there"))).conversation_id
+    alices = (await service.answer(Access(alice), ChatRequest(query="hello there"))).conversation_id
     limit = rt.settings.max_query_chars
 
     with pytest.raises(Unprocessable, match="max_query_chars"):
-        await service.answer(bob, ChatRequest(query="x" * (limit + 1)))
+        await service.answer(Access(bob), ChatRequest(query="x" * (limit + 1)))
     with pytest.raises(Unprocessable, match="max_history_turns"):
-        await service.answer(bob, ChatRequest(
+        await service.answer(Access(bob), ChatRequest(
             query="hi", history_context=[{"role": "user", "content": "q"}] * (rt.settings.max_history_turns + 1)))
     with pytest.raises(NotFound):
-        await service.answer(bob, ChatRequest(query="hi", conversation_id=alices))
+        await service.answer(Access(bob), ChatRequest(query="hi", conversation_id=alices))
 
     assert await row_counts(rt, bob) == (0, 0)
     assert await row_counts(rt, alice) == (1, 2)
@@ -236,9 +240,9 @@ async def test_bad_input_is_refused_before_anything_is_written(rt: Any) -> None:
 async def test_a_full_conversation_is_refused_with_the_limit_named(rt: Any) -> None:
     user = new_user()
     service = chat_service(rt, max_messages=4)
-    conversation_id = (await service.answer(user, ChatRequest(query="first question"))).conversation_id
-    await service.answer(user, ChatRequest(query="second question", conversation_id=conversation_id))
+    conversation_id = (await service.answer(Access(user), ChatRequest(query="first question"))).conversation_id
+    await service.answer(Access(user), ChatRequest(query="second question", conversation_id=conversation_id))
 
     with pytest.raises(Unprocessable, match="max_messages_per_conversation"):
-        await service.answer(user, ChatRequest(query="third question", conversation_id=conversation_id))
+        await service.answer(Access(user), ChatRequest(query="third question", conversation_id=conversation_id))
     assert await row_counts(rt, user) == (1, 4)

@@ -17,6 +17,7 @@ import uvicorn
 from chat_support import BREAD, VOLCANO, PacedGenerator, cited, parse_sse
 from rag_service.history.service import HistoryService
 from rag_service.providers.retry import RetryPolicy
+from rag_service.storage.access import Access
 
 GEMINI_URL = r"^https://generativelanguage\.googleapis\.com/.*"
 NO_RETRY = RetryPolicy(max_retries=0)
@@ -156,14 +157,14 @@ async def test_client_disconnect_mid_stream_leaves_an_incomplete_answer(
                         conversation_id = events[0][1]["conversation_id"]
                         break  # leaving the block closes the connection mid-stream
 
-            history = HistoryService(runtime.sessionmaker, max_history_turns=4)
+            history = HistoryService(runtime.sessionmaker)
             for _ in range(100):  # the server notices the disconnect asynchronously
-                messages = (await history.get_conversation(user, conversation_id)).messages
+                messages = (await history.get_conversation(Access(user), conversation_id)).messages
                 if messages[1].content:
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(2.0)  # longer than the rest of the answer (<= 3 pieces) would take
-            messages = (await history.get_conversation(user, conversation_id)).messages
+            messages = (await history.get_conversation(Access(user), conversation_id)).messages
 
     assert "done" not in seen
     question, answer = messages

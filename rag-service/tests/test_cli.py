@@ -10,10 +10,10 @@ from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from rag_service.cli import app, collect_files
+from rag_service.storage.access import Access, access_filter, scoped
 from rag_service.storage.db import create_engine_and_sessionmaker
 from rag_service.storage.factory import build_vector_store
 from rag_service.storage.models import Document
-from rag_service.storage.vectors import tenant_filter
 
 runner = CliRunner()
 
@@ -41,11 +41,11 @@ async def counts(settings, user_id):
     store = build_vector_store(settings, "all-MiniLM-L6-v2", 384)
     engine, sessionmaker = create_engine_and_sessionmaker(settings)
     try:
-        vectors = await store.count(tenant_filter(user_id))
+        vectors = await store.count(access_filter(Access(user_id)))
         async with sessionmaker() as session:
             from sqlalchemy import func, select
 
-            rows = await session.scalar(select(func.count()).select_from(Document).where(Document.user_id == user_id))
+            rows = await session.scalar(scoped(select(func.count()).select_from(Document), Access(user_id), Document))
         return rows, vectors
     finally:
         await store.close()

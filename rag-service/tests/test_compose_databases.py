@@ -12,23 +12,29 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
 from fixtures_apps import settings_for
 from rag_service.storage.db import run_migrations
+from services import missing
 
 pytestmark = pytest.mark.postgres
 
 INIT_SCRIPT = Path(__file__).resolve().parents[2] / "docker" / "postgres-init" / "10-service-databases.sql"
 
 
-@pytest.fixture
-def service_databases(postgres_url: str):
-    psycopg = pytest.importorskip("psycopg")
+def psql_or_missing() -> str:
     psql = shutil.which("psql")
     if psql is None:
-        pytest.skip("psql is not installed")
+        missing("psql is not installed (apt-get install postgresql-client)")
+    return psql
+
+
+@pytest.fixture
+def service_databases(postgres_url: str):
+    psql = psql_or_missing()
     server = make_url(postgres_url).set(query={})
     admin_url = server.render_as_string(hide_password=False)
     suffix = uuid.uuid4().hex[:10]
@@ -55,9 +61,7 @@ def service_databases(postgres_url: str):
 
 
 def test_script_refuses_to_run_without_passwords(postgres_url):
-    psql = shutil.which("psql")
-    if psql is None:
-        pytest.skip("psql is not installed")
+    psql = psql_or_missing()
     admin_url = make_url(postgres_url).set(query={}).render_as_string(hide_password=False)
     env = {k: v for k, v in os.environ.items() if k not in ("AUTH_DB_PASSWORD", "RAG_DB_PASSWORD")}
     suffix = uuid.uuid4().hex[:10]
@@ -68,7 +72,6 @@ def test_script_refuses_to_run_without_passwords(postgres_url):
 
 
 def test_rag_role_migrates_its_database_and_cannot_reach_the_auth_tables(service_databases, issuer, tmp_path):
-    psycopg = pytest.importorskip("psycopg")
     # The auth-service's role creates its tables, as its migrations would.
     with psycopg.connect(service_databases("auth_role", "auth_db"), autocommit=True) as auth:
         auth.execute('CREATE TABLE "account" (id text PRIMARY KEY, password text)')

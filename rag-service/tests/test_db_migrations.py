@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from fixtures_apps import settings_for
+from rag_service.storage.access import unscoped
 from rag_service.storage.db import (
     check_database,
     create_engine,
@@ -100,9 +101,11 @@ async def test_engine_enforces_constraints_and_cascades(fresh_settings):
             session.add(Message(conversation_id=conversation.id, user_id="u1", position=0, role="user", content="hi"))
             await session.commit()
             # Deleting the parent row in SQL (not via the ORM) must cascade in the database.
-            await session.execute(sa.delete(Conversation).where(Conversation.id == conversation.id))
+            await session.execute(unscoped(sa.delete(Conversation).where(Conversation.id == conversation.id),
+                                           "test: the schema's cascade, below any service"))
             await session.commit()
-            remaining = await session.scalar(sa.select(sa.func.count()).select_from(Message))
+            remaining = await session.scalar(unscoped(sa.select(sa.func.count()).select_from(Message),
+                                                      "test: every message row"))
             assert remaining == 0
             # A message pointing at no conversation violates the foreign key.
             session.add(Message(conversation_id=str(uuid.uuid4()), user_id="u1", position=0, role="user", content="x"))

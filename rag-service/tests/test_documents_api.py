@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from test_extraction import make_docx, make_pdf
 
-from rag_service.storage.vectors import tenant_filter
+from rag_service.storage.access import Access, access_filter
 
 TEXT = "The heron waits in the shallows at dawn, still as a reed, for the silver fish."
 
@@ -63,7 +63,7 @@ async def test_save_then_duplicate_then_other_user(client, auth_headers, runtime
     document = (await client.get(f"/documents/{first['document_id']}", headers=headers)).json()
     assert document["content"] == TEXT and document["status"] == "ready"
     assert document["metadata"] == {"kind": "poem", "year": 2024} and document["mime_type"] == "text/plain"
-    count = await runtime.vector_store.count(tenant_filter(user_id, document_ids=[first["document_id"]]))
+    count = await runtime.vector_store.count(access_filter(Access(user_id), document_ids=[first["document_id"]]))
     assert count == document["chunk_count"] == 1
 
 
@@ -88,7 +88,7 @@ async def test_delete_removes_document_and_vectors(client, auth_headers, runtime
     response = await client.delete(f"/documents/{doc_id}", headers=headers)
     assert response.status_code == 200 and response.json() == {"success": True, "document_id": doc_id}
     assert_error(await client.get(f"/documents/{doc_id}", headers=headers), 404)
-    assert await runtime.vector_store.count(tenant_filter(user_id)) == 0
+    assert await runtime.vector_store.count(access_filter(Access(user_id))) == 0
     assert_error(await client.delete(f"/documents/{doc_id}", headers=headers), 404)
 
 

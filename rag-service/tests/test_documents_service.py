@@ -17,15 +17,17 @@ import pytest_asyncio
 from sqlalchemy import select
 
 from rag_service.documents.maintenance import reindex_all, repair_interrupted_ingestions
-from rag_service.documents.service import DocumentService, point_id
+from rag_service.documents.indexing import point_id
+from rag_service.documents.service import DocumentService
 from rag_service.errors import NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
 from rag_service.providers.base import ProviderUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
+from rag_service.storage.access import Access, access_filter, scoped
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.models import Document, DocumentStatus
 from rag_service.storage.qdrant_edge import EdgeVectorStore
 from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.vectors import ChunkPoint, QueryVectors, tenant_filter
+from rag_service.storage.vectors import ChunkPoint, QueryVectors
 
 @dataclass
 class Runtime:
@@ -79,7 +81,7 @@ def new_user() -> str:
 
 
 async def vectors_of(runtime: Runtime, user_id: str, document_id: str | None = None) -> int:
-    where = tenant_filter(user_id, document_ids=[document_id] if document_id else None)
+    where = access_filter(Access(user_id), document_ids=[document_id] if document_id else None)
     return await runtime.vector_store.count(where)
 
 
@@ -96,7 +98,7 @@ async def test_save_indexes_and_is_searchable(runtime_parts: Runtime) -> None:
     [dense] = await runtime_parts.embedder.embed([query], task="query")
     hits = await runtime_parts.vector_store.search(
         QueryVectors(dense=dense, sparse=runtime_parts.sparse_encoder.encode_query(query)),
-        tenant_filter(user), limit=3,
+        access_filter(Access(user)), limit=3,
     )
     assert hits and hits[0].document_id == document.id
     hit = hits[0]
@@ -233,7 +235,7 @@ async def test_reindex_all_rebuilds_a_wiped_store(runtime_parts: Runtime) -> Non
     async with runtime_parts.sessionmaker() as session:
         a, _ = await service(runtime_parts, session).save(user, "A", LONG_TEXT)
         b, _ = await service(runtime_parts, session).save(user, "B", "A short one.")
-    await runtime_parts.vector_store.delete(tenant_filter(user))
+    await runtime_parts.vector_store.delete(access_filter(Access(user)))
     assert await vectors_of(runtime_parts, user) == 0
     seen: list[tuple[int, int]] = []
     report = await reindex_all(runtime_parts, on_progress=lambda done, total: seen.append((done, total)))
@@ -282,7 +284,7 @@ async def test_list_pages_newest_first_and_only_own(runtime_parts: Runtime) -> N
         assert (await docs.list(user, page=4, limit=2)).documents == []
         with pytest.raises(Unprocessable):
             await docs.list(user, page=1, limit=runtime_parts.settings.max_page_size + 1)
-        rows = (await session.scalars(select(Document).where(Document.user_id == user))).all()
+        rows = (await session.scalars(scoped(select(Document), Access(user), Document))).all()
         assert len(rows) == 5
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import update
 
+from rag_service.storage.access import unscoped
 from rag_service.storage.models import Document, DocumentStatus
 
 ASCII = "Otters hold hands while they sleep so that they do not drift apart on the current."
@@ -39,8 +40,9 @@ async def test_summary_counts_statuses_chunks_and_bytes_of_the_caller_only(
 
     # A failed document counts in its status and its bytes, but has no chunks in the store.
     async with db_app.state.runtime.sessionmaker() as session:
-        await session.execute(update(Document).where(Document.id == ids[1])
-                              .values(status=DocumentStatus.FAILED, error="extraction failed"))
+        await session.execute(unscoped(update(Document).where(Document.id == ids[1])
+                                       .values(status=DocumentStatus.FAILED, error="extraction failed"),
+                                       "test: a failure no route can cause on demand"))
         await session.commit()
     after = (await db_client.get("/documents/summary", headers=headers)).json()
     assert after["by_status"] == {"indexing": 0, "ready": 1, "failed": 1, "deleting": 0}

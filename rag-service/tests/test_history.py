@@ -1,56 +1,54 @@
 """History store (SQLite and Postgres) and the /history routes.
 
 The store is exercised directly on both databases (real migrations, real SQL); the routes
-on the shared app. Conversations are written through `start_turn`/`finish_turn`, the same
-calls the chat flow makes.
+on the shared app. Conversations are written through `ChatTurns.start_turn`/`finish_turn`,
+the same calls the chat flow makes, and read through `HistoryService`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import func, select
 
 from rag_service.errors import NotFound, Unprocessable
-from rag_service.history.service import (
+from rag_service.history.service import HistoryService
+from rag_service.history.turns import (
     STATUS_COMPLETE,
     STATUS_FAILED,
     STATUS_INCOMPLETE,
-    HistoryService,
+    ChatTurns,
     conversation_title,
 )
 from rag_service.providers.base import Turn
-from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
+from rag_service.storage.access import Access, unscoped
 from rag_service.storage.models import Conversation, Message
 
+# Reading the tables directly, past every scope, to check what was (not) written.
+INSPECTION = "test: checks the rows themselves"
 
-def new_user() -> str:
-    return f"user-{uuid.uuid4().hex[:12]}"
 
-
-@pytest_asyncio.fixture(scope="session")
-async def history_db(db_settings: Any) -> AsyncIterator[Any]:
-    """A sessionmaker on the migrated database (once per database kind)."""
-    await asyncio.to_thread(run_migrations, db_settings)
-    engine, sessionmaker = create_engine_and_sessionmaker(db_settings)
-    yield sessionmaker
-    await engine.dispose()
+def new_user() -> Access:
+    return Access(f"user-{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture
-def history(history_db: Any) -> HistoryService:
-    return HistoryService(history_db, max_history_turns=4, max_messages_per_conversation=6)
+def history(db_sessionmaker: Any) -> HistoryService:
+    return HistoryService(db_sessionmaker)
 
 
-async def add_turn(history: HistoryService, user: str, question: str, answer: str,
+@pytest.fixture
+def turns(db_sessionmaker: Any) -> ChatTurns:
+    return ChatTurns(db_sessionmaker, max_history_turns=4, max_messages_per_conversation=6)
+
+
+async def add_turn(turns: ChatTurns, user: Access, question: str, answer: str,
                    conversation_id: str | None = None, status: str = STATUS_COMPLETE) -> str:
-    turn = await history.start_turn(user, question, conversation_id)
-    await history.finish_turn(user, turn, content=answer, status=status,
+    turn = await turns.start_turn(user, question, conversation_id)
+    await turns.finish_turn(user, turn, content=answer, status=status,
                               sources=[{"number": 1, "document_id": "d1", "title": "t", "chunk_index": 0,
                                         "score": 0.5, "snippet": "s"}] if answer else [])
     return turn.conversation_id
@@ -59,41 +57,42 @@ async def add_turn(history: HistoryService, user: str, question: str, answer: st
 # --- the store, on SQLite and Postgres ---------------------------------------------------
 
 
-async def test_pagination_newest_first(history: HistoryService) -> None:
+async def test_pagination_newest_first(turns: ChatTurns, history: HistoryService) -> None:
     user = new_user()
-    created = [await add_turn(history, user, f"question number {i}", f"answer {i}") for i in range(25)]
+    created = [await add_turn(turns, user, f"question number {i}", f"answer {i}") for i in range(25)]
     newest_first = list(reversed(created))
 
     pages = [await history.list_conversations(user, page=p, limit=10) for p in (1, 2, 3, 4)]
 
-    assert [len(p.history) for p in pages] == [10, 10, 5, 0]
+    assert [len(p.conversations) for p in pages] == [10, 10, 5, 0]
     assert all(p.total == 25 and p.pages == 3 for p in pages)
-    assert [c.conversation_id for p in pages for c in p.history] == newest_first
-    first = pages[0].history[0]
+    assert [c.id for p in pages for c in p.conversations] == newest_first
+    first = pages[0].conversations[0]
     assert first.title == "question number 24"
     assert first.message_count == 2
     assert first.last_message_preview == "answer 24"
     assert first.updated_at >= first.created_at
 
 
-async def test_a_new_turn_moves_a_conversation_to_the_top(history: HistoryService) -> None:
+async def test_a_new_turn_moves_a_conversation_to_the_top(turns: ChatTurns, history: HistoryService) -> None:
     user = new_user()
-    older = await add_turn(history, user, "older question", "older answer")
-    await add_turn(history, user, "newer question", "newer answer")
-    await add_turn(history, user, "follow-up", "follow-up answer", conversation_id=older)
+    older = await add_turn(turns, user, "older question", "older answer")
+    await add_turn(turns, user, "newer question", "newer answer")
+    await add_turn(turns, user, "follow-up", "follow-up answer", conversation_id=older)
 
     page = await history.list_conversations(user, page=1, limit=10)
 
-    assert page.history[0].conversation_id == older
-    assert page.history[0].message_count == 4
-    assert page.history[0].last_message_preview == "follow-up answer"
-    assert page.history[0].title == "older question"  # the title stays the first question
+    assert page.conversations[0].id == older
+    assert page.conversations[0].message_count == 4
+    assert page.conversations[0].last_message_preview == "follow-up answer"
+    assert page.conversations[0].title == "older question"  # the title stays the first question
 
 
-async def test_detail_lists_messages_in_order_with_sources_and_status(history: HistoryService) -> None:
+async def test_detail_lists_messages_in_order_with_sources_and_status(turns: ChatTurns,
+                                                                      history: HistoryService) -> None:
     user = new_user()
-    conversation_id = await add_turn(history, user, "first", "first answer [1]")
-    await add_turn(history, user, "second", "", conversation_id=conversation_id, status=STATUS_FAILED)
+    conversation_id = await add_turn(turns, user, "first", "first answer [1]")
+    await add_turn(turns, user, "second", "", conversation_id=conversation_id, status=STATUS_FAILED)
 
     detail = await history.get_conversation(user, conversation_id)
 
@@ -108,83 +107,89 @@ async def test_detail_lists_messages_in_order_with_sources_and_status(history: H
     assert detail.title == "first"
 
 
-async def test_other_users_conversations_do_not_exist_for_them(history: HistoryService, history_db: Any) -> None:
+async def test_other_users_conversations_do_not_exist_for_them(turns: ChatTurns, history: HistoryService,
+                                                               db_sessionmaker: Any) -> None:
     alice, bob = new_user(), new_user()
-    alices = await add_turn(history, alice, "alice's secret question", "alice's answer")
+    alices = await add_turn(turns, alice, "alice's secret question", "alice's answer")
 
     with pytest.raises(NotFound):
         await history.get_conversation(bob, alices)
     with pytest.raises(NotFound):
         await history.delete_conversation(bob, alices)
     with pytest.raises(NotFound):  # nor can Bob append a turn to it
-        await history.start_turn(bob, "sneaky", alices)
+        await turns.start_turn(bob, "sneaky", alices)
     assert (await history.list_conversations(bob, page=1, limit=10)).total == 0
 
     detail = await history.get_conversation(alice, alices)
     assert len(detail.messages) == 2
-    async with history_db() as session:
-        bobs_rows = await session.scalar(select(func.count(Message.id)).where(Message.user_id == bob))
+    async with db_sessionmaker() as session:
+        bobs_rows = await session.scalar(
+            unscoped(select(func.count(Message.id)).where(Message.user_id == bob.user_id), INSPECTION))
     assert bobs_rows == 0
 
 
-async def test_delete_removes_the_conversation_and_its_messages(history: HistoryService, history_db: Any) -> None:
+async def test_delete_removes_the_conversation_and_its_messages(turns: ChatTurns, history: HistoryService,
+                                                                db_sessionmaker: Any) -> None:
     user = new_user()
-    kept = await add_turn(history, user, "keep me", "kept")
-    gone = await add_turn(history, user, "delete me", "deleted")
+    kept = await add_turn(turns, user, "keep me", "kept")
+    gone = await add_turn(turns, user, "delete me", "deleted")
 
-    result = await history.delete_conversation(user, gone)
+    await history.delete_conversation(user, gone)
 
-    assert result.success is True and result.conversation_id == gone
     with pytest.raises(NotFound):
         await history.get_conversation(user, gone)
     with pytest.raises(NotFound):
         await history.delete_conversation(user, gone)
-    async with history_db() as session:
-        leftover = await session.scalar(select(func.count(Message.id)).where(Message.conversation_id == gone))
-        conversations = (await session.scalars(select(Conversation.id).where(Conversation.user_id == user))).all()
+    async with db_sessionmaker() as session:
+        leftover = await session.scalar(
+            unscoped(select(func.count(Message.id)).where(Message.conversation_id == gone), INSPECTION))
+        conversations = (await session.scalars(
+            unscoped(select(Conversation.id).where(Conversation.user_id == user.user_id), INSPECTION))).all()
     assert leftover == 0
     assert conversations == [kept]
 
 
-async def test_unknown_conversation_id_is_not_found(history: HistoryService) -> None:
+async def test_unknown_conversation_id_is_not_found(turns: ChatTurns, history: HistoryService) -> None:
     with pytest.raises(NotFound):
-        await history.start_turn(new_user(), "hello", str(uuid.uuid4()))
+        await turns.start_turn(new_user(), "hello", str(uuid.uuid4()))
     with pytest.raises(NotFound):
         await history.get_conversation(new_user(), "x" * 64)
 
 
-async def test_recent_turns_are_bounded_and_skip_unfinished_answers(history: HistoryService) -> None:
+async def test_recent_turns_are_bounded_and_skip_unfinished_answers(turns: ChatTurns) -> None:
     user = new_user()
-    conversation_id = await add_turn(history, user, "q1", "a1")
-    await add_turn(history, user, "q2", "partial", conversation_id=conversation_id, status=STATUS_INCOMPLETE)
+    conversation_id = await add_turn(turns, user, "q1", "a1")
+    await add_turn(turns, user, "q2", "partial", conversation_id=conversation_id, status=STATUS_INCOMPLETE)
 
-    turn = await history.start_turn(user, "q3", conversation_id)
+    turn = await turns.start_turn(user, "q3", conversation_id)
 
     # max_history_turns=4: q1, a1, q2 (the incomplete answer is not context), nothing newer.
     assert turn.history == [Turn("user", "q1"), Turn("assistant", "a1"), Turn("user", "q2")]
     assert turn.created_conversation is False
 
 
-async def test_a_full_conversation_refuses_more_turns_and_stays_unchanged(history: HistoryService) -> None:
+async def test_a_full_conversation_refuses_more_turns_and_stays_unchanged(turns: ChatTurns,
+                                                                          history: HistoryService) -> None:
     user = new_user()
-    conversation_id = await add_turn(history, user, "q1", "a1")
-    await add_turn(history, user, "q2", "a2", conversation_id=conversation_id)
-    await add_turn(history, user, "q3", "a3", conversation_id=conversation_id)  # 6 = the limit
+    conversation_id = await add_turn(turns, user, "q1", "a1")
+    await add_turn(turns, user, "q2", "a2", conversation_id=conversation_id)
+    await add_turn(turns, user, "q3", "a3", conversation_id=conversation_id)  # 6 = the limit
 
     with pytest.raises(Unprocessable) as refused:
-        await history.start_turn(user, "q4", conversation_id)
+        await turns.start_turn(user, "q4", conversation_id)
 
     assert refused.value.code == "conversation_too_long"
     assert "max_messages_per_conversation" in refused.value.message
     assert len((await history.get_conversation(user, conversation_id)).messages) == 6
 
 
-async def test_concurrent_turns_in_one_conversation_get_distinct_positions(history_db: Any) -> None:
-    history = HistoryService(history_db, max_history_turns=4, max_messages_per_conversation=100)
+async def test_concurrent_turns_in_one_conversation_get_distinct_positions(db_sessionmaker: Any,
+                                                                         history: HistoryService) -> None:
+    turns = ChatTurns(db_sessionmaker, max_history_turns=4, max_messages_per_conversation=100)
     user = new_user()
-    conversation_id = await add_turn(history, user, "q0", "a0")
+    conversation_id = await add_turn(turns, user, "q0", "a0")
 
-    await asyncio.gather(*(add_turn(history, user, f"q{i}", f"a{i}", conversation_id) for i in range(1, 4)))
+    await asyncio.gather(*(add_turn(turns, user, f"q{i}", f"a{i}", conversation_id) for i in range(1, 4)))
 
     messages = (await history.get_conversation(user, conversation_id)).messages
     assert len(messages) == 8

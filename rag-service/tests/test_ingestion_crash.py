@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ingestion_support import SMALL_CHUNKS, check_invariant, new_user, paragraphs
+from rag_service.storage.access import Access, scoped
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.models import Document, DocumentStatus
 
@@ -47,7 +48,7 @@ async def wait_until_mid_ingestion(sessionmaker, user: str, process: subprocess.
         assert process.poll() is None, "ingest ended before it was killed:\n" + log.read_text()[-2000:]
         async with sessionmaker() as session:
             row = (await session.execute(
-                select(Document.status, Document.claimed_at, Document.created_at).where(Document.user_id == user)
+                scoped(select(Document.status, Document.claimed_at, Document.created_at), Access(user), Document)
             )).first()
         if row is not None and row.status == DocumentStatus.INDEXING and row.claimed_at > row.created_at:
             return
@@ -72,7 +73,7 @@ async def test_sigkill_mid_ingestion_then_restart_repairs(database_url, make_set
             await asyncio.to_thread(process.wait)
         async with sessionmaker() as session:
             [(status, chunk_count)] = (await session.execute(
-                select(Document.status, Document.chunk_count).where(Document.user_id == user)
+                scoped(select(Document.status, Document.chunk_count), Access(user), Document)
             )).all()
         assert (status, chunk_count) == (DocumentStatus.INDEXING, 0)
     finally:
@@ -84,6 +85,6 @@ async def test_sigkill_mid_ingestion_then_restart_repairs(database_url, make_set
         statuses = await check_invariant(runtime, [user])
         assert list(statuses.values()) == [DocumentStatus.READY]
         async with runtime.sessionmaker() as session:
-            [document] = (await session.scalars(select(Document).where(Document.user_id == user))).all()
+            [document] = (await session.scalars(scoped(select(Document), Access(user), Document))).all()
         assert document.chunk_count >= CHUNKS // 2
         assert document.generation == 2  # the dead run's claim (1) was taken over once

@@ -31,6 +31,7 @@ from ingestion_support import (
 from race_rounds import Round, with_lease
 from rag_service.errors import Conflict, NotFound, ServiceUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
+from rag_service.storage.access import Access, scoped
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.models import Document, DocumentStatus
 from rag_service.storage.qdrant_edge import EdgeVectorStore
@@ -45,8 +46,9 @@ def embedder(settings) -> LocalEmbedder:
 
 
 @pytest_asyncio.fixture
-async def parts(database_url, make_settings, embedder, tmp_path) -> AsyncIterator[Parts]:
-    settings = make_settings(database_url=database_url, **SMALL_CHUNKS)
+async def parts(own_database_url, make_settings, embedder, tmp_path) -> AsyncIterator[Parts]:
+    # A database of its own: the repairs here must be the only ones that see its stale rows.
+    settings = make_settings(database_url=own_database_url, **SMALL_CHUNKS)
     await asyncio.to_thread(run_migrations, settings)
     engine, sessionmaker = create_engine_and_sessionmaker(settings)
     store = EdgeVectorStore(tmp_path / "qdrant", collection="races", dimension=embedder.dimension)
@@ -212,7 +214,7 @@ async def test_concurrent_repairs_claim_each_stale_row_once(parts: Parts) -> Non
     claimed = await asyncio.gather(*(repair_interrupted_ingestions(parts) for _ in range(3)))
     assert sum(claimed) == len(crashed)
     async with parts.sessionmaker() as session:
-        rows = (await session.execute(select(Document.status, Document.generation)
-                                      .where(Document.user_id == user))).all()
+        rows = (await session.execute(scoped(select(Document.status, Document.generation),
+                                             Access(user), Document))).all()
     assert sorted(rows) == [(DocumentStatus.READY, 2)] * len(crashed)
     await check_invariant(parts, [user])

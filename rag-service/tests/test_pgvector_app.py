@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from fixtures_apps import running_app, settings_for
+from rag_service.storage.access import Access, access_filter
 from rag_service.storage.pgvector import PgVectorStore
-from rag_service.storage.vectors import tenant_filter
 from test_search_api import save, search, unique_word
 
 pytestmark = pytest.mark.postgres
@@ -37,8 +37,8 @@ async def test_upload_search_delete_and_isolation_on_pgvector(
             assert response.status_code == 200 and response.json()["results"] == []
 
         assert (await client.get("/health")).status_code == 200
-        assert await store.count(tenant_filter("pg-owner")) == 1
+        assert await store.count(access_filter(Access("pg-owner"))) == 1
         assert (await client.delete(f"/documents/{document_id}", headers=owner)).status_code in (200, 204)
-        assert await store.count(tenant_filter("pg-owner")) == 0
+        assert await store.count(access_filter(Access("pg-owner"))) == 0
         response = await search(client, owner, query=f"{word} pressure")
         assert response.json()["results"] == []

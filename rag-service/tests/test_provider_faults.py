@@ -23,8 +23,8 @@ from rag_service.config import Settings
 from rag_service.providers.gemini_embedder import GeminiEmbedder
 from rag_service.providers.openai_generator import OpenAIGenerator
 from rag_service.providers.retry import RetryPolicy
+from rag_service.storage.access import Access, access_filter
 from rag_service.storage.factory import build_vector_store
-from rag_service.storage.vectors import tenant_filter
 
 GEMINI_EMBED_URL = r"^https://generativelanguage\.googleapis\.com/v1\w*/models/gemini-embedding-001:batchEmbedContents$"
 LLM_BASE_URL = "http://llm.test/v1"
@@ -101,7 +101,7 @@ async def test_embedder_failure_is_503_after_bounded_retries_and_writes_nothing(
     listing = (await client.get("/documents", headers=headers)).json()
     assert [(d["status"], d["chunk_count"]) for d in listing["documents"]] == [("failed", 0)]
     assert listing["documents"][0]["error"]
-    assert await store.count(tenant_filter(user)) == 0
+    assert await store.count(access_filter(Access(user))) == 0
 
     # The provider recovers: saving the same content again is the retry, and it completes.
     async with jwks_passthrough() as mocked:
@@ -112,7 +112,7 @@ async def test_embedder_failure_is_503_after_bounded_retries_and_writes_nothing(
     assert retry.json()["document_id"] == listing["documents"][0]["id"]
     document = (await client.get(f"/documents/{retry.json()['document_id']}", headers=headers)).json()
     assert document["status"] == "ready" and document["chunk_count"] > 0
-    assert await store.count(tenant_filter(user)) == document["chunk_count"]
+    assert await store.count(access_filter(Access(user))) == document["chunk_count"]
     assert found.status_code == 200 and found.json()["results"]
 
 
@@ -153,7 +153,7 @@ async def test_embedder_failing_mid_document_removes_the_vectors_already_written
     listing = (await client.get("/documents", headers=headers)).json()
     assert [(d["status"], d["chunk_count"]) for d in listing["documents"]] == [("failed", 0)]
     assert upserted == [256], "the first batch was written before the failure"
-    assert await store.count(tenant_filter(user)) == 0
+    assert await store.count(access_filter(Access(user))) == 0
 
 
 # --- OpenAI-compatible answer server failing -------------------------------------------------

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import uuid
 
+from rag_service.storage.access import Access, access_filter
 from rag_service.storage.qdrant_edge import DELETE_BATCH, UPSERT_BATCH, EdgeVectorStore
 from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.vectors import ChunkPoint, tenant_filter
+from rag_service.storage.vectors import ChunkPoint
 
 DIM = 4
 ENCODER = SparseEncoder()
@@ -32,17 +33,17 @@ async def test_deletes_and_upserts_spanning_many_operations(tmp_path):
         # Interleave the documents so every scroll page mixes points to delete and to keep.
         mixed = [p for pair in zip(points("alice", "big", big), points("alice", "keep", big)) for p in pair]
         await store.upsert(mixed + points("bob", "big", 50))
-        assert await store.count(tenant_filter("alice", document_ids=["big"])) == big
-        assert await store.count(tenant_filter("alice", document_ids=["keep"])) == big
+        assert await store.count(access_filter(Access("alice"), document_ids=["big"])) == big
+        assert await store.count(access_filter(Access("alice"), document_ids=["keep"])) == big
 
-        await store.delete(tenant_filter("alice", document_ids=["big"]))
-        assert await store.count(tenant_filter("alice", document_ids=["big"])) == 0
-        assert await store.count(tenant_filter("alice", document_ids=["keep"])) == big
-        assert await store.count(tenant_filter("bob")) == 50
+        await store.delete(access_filter(Access("alice"), document_ids=["big"]))
+        assert await store.count(access_filter(Access("alice"), document_ids=["big"])) == 0
+        assert await store.count(access_filter(Access("alice"), document_ids=["keep"])) == big
+        assert await store.count(access_filter(Access("bob"))) == 50
 
-        await store.delete(tenant_filter("alice"))
-        assert await store.count(tenant_filter("alice")) == 0
-        assert await store.count(tenant_filter("bob")) == 50
-        await store.delete(tenant_filter("nobody"))  # nothing to delete: returns
+        await store.delete(access_filter(Access("alice")))
+        assert await store.count(access_filter(Access("alice"))) == 0
+        assert await store.count(access_filter(Access("bob"))) == 50
+        await store.delete(access_filter(Access("nobody")))  # nothing to delete: returns
     finally:
         await store.close()

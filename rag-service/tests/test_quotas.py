@@ -14,6 +14,7 @@ from ingestion_support import SMALL_CHUNKS, Parts, check_invariant, new_user, pa
 from rag_service.documents.quotas import IngestionGate, QuotaExceeded
 from rag_service.errors import ServiceUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
+from rag_service.storage.access import Access, scoped
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.models import Document
 from rag_service.storage.qdrant_edge import EdgeVectorStore
@@ -40,7 +41,7 @@ async def parts(database_url, make_settings, embedder, tmp_path) -> AsyncIterato
 
 async def rows_of(parts: Parts, user: str) -> int:
     async with parts.sessionmaker() as session:
-        return await session.scalar(select(func.count()).select_from(Document).where(Document.user_id == user))
+        return await session.scalar(scoped(select(func.count()).select_from(Document), Access(user), Document))
 
 
 async def test_concurrent_uploads_cannot_overshoot_the_document_quota(parts: Parts, database_url) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from rag_service.errors import Unprocessable
 from rag_service.search.service import SearchService
+from rag_service.storage.access import Access
 from search_support import (  # noqa: F401 - embedder, library, search_settings, service are fixtures
     ALICE,
     BOB,
@@ -27,7 +28,7 @@ from search_support import (  # noqa: F401 - embedder, library, search_settings,
 
 async def test_document_id_filter_narrows(service: SearchService, library: Library) -> None:
     photosynthesis = library.id(ALICE, "Photosynthesis")
-    result = await service.search(ALICE, "flangewort", filters={"document_ids": [photosynthesis]}, top_k=10)
+    result = await service.search(Access(ALICE), "flangewort", filters={"document_ids": [photosynthesis]}, top_k=10)
     assert set(documents(result)) == {photosynthesis}
 
 
@@ -42,17 +43,17 @@ async def test_document_id_filter_narrows(service: SearchService, library: Libra
 async def test_metadata_filter_narrows(service: SearchService, library: Library, metadata: dict,
                                        expected: set[str]) -> None:
     for mode in ("hybrid", "dense", "keyword"):
-        result = await service.search(ALICE, "volcano eruption leaves valve", mode=mode, top_k=20,
+        result = await service.search(Access(ALICE), "volcano eruption leaves valve", mode=mode, top_k=20,
                                       filters={"metadata": metadata})
         assert set(documents(result)) <= {library.id(ALICE, name) for name in expected}
-    hybrid = await service.search(ALICE, "volcano eruption leaves valve", top_k=20, filters={"metadata": metadata})
+    hybrid = await service.search(Access(ALICE), "volcano eruption leaves valve", top_k=20, filters={"metadata": metadata})
     assert set(documents(hybrid)) == {library.id(ALICE, name) for name in expected}
 
 
 async def test_search_never_returns_another_users_documents(service: SearchService, library: Library) -> None:
     bob_ids = {library.id(BOB, "Baking"), library.id(BOB, "Bob's valve log")}
     for mode in ("hybrid", "dense", "keyword"):
-        result = await service.search(ALICE, "flangewort valve bread yeast", mode=mode, top_k=50)
+        result = await service.search(Access(ALICE), "flangewort valve bread yeast", mode=mode, top_k=50)
         assert result.hits and not set(documents(result)) & bob_ids
 
 
@@ -69,13 +70,13 @@ async def test_filters_cannot_reach_another_users_documents(service: SearchServi
     if "document_ids" in filters:  # Bob names Alice's real document ids
         filters = {**filters, "document_ids": [library.id(ALICE, ref.split(":")[1]) for ref in filters["document_ids"]]}
     for mode in ("hybrid", "dense", "keyword"):
-        result = await service.search(BOB, "flangewort valve volcano eruption", mode=mode, top_k=50, filters=filters)
+        result = await service.search(Access(BOB), "flangewort valve volcano eruption", mode=mode, top_k=50, filters=filters)
         assert not set(documents(result)) & alice_ids
 
 
 async def test_a_user_id_filter_key_is_rejected(service: SearchService) -> None:
     with pytest.raises(Unprocessable, match="user_id"):
-        await service.search(BOB, "flangewort", filters={"user_id": ALICE})
+        await service.search(Access(BOB), "flangewort", filters={"user_id": ALICE})
 
 
 @pytest.mark.parametrize("filters", [
@@ -94,4 +95,4 @@ async def test_a_user_id_filter_key_is_rejected(service: SearchService) -> None:
 ])
 async def test_bad_filters_are_rejected(service: SearchService, filters: Any) -> None:
     with pytest.raises(Unprocessable):
-        await service.search(ALICE, "flangewort", filters=filters)
+        await service.search(Access(ALICE), "flangewort", filters=filters)

@@ -10,6 +10,7 @@ from rag_service.config import Settings
 from rag_service.errors import Unprocessable
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.search.service import SearchService, collapse_hits
+from rag_service.storage.access import Access
 from rag_service.storage.vectors import ChunkHit
 from search_support import (  # noqa: F401 - embedder, library, search_settings, service are fixtures
     ALICE,
@@ -33,24 +34,24 @@ async def test_volcano_document_spans_several_chunks(library: Library) -> None:
 @pytest.mark.parametrize("mode", ["keyword", "hybrid"])
 async def test_rare_exact_term_is_found_by_keyword_and_hybrid(service: SearchService, library: Library,
                                                              mode: str) -> None:
-    result = await service.search(ALICE, "flangewort", mode=mode)
+    result = await service.search(Access(ALICE), "flangewort", mode=mode)
     assert documents(result)[0] == library.id(ALICE, "Valve log")
 
 
 async def test_keyword_mode_finds_nothing_without_shared_terms(service: SearchService, library: Library) -> None:
-    result = await service.search(ALICE, "how do leaves produce sugar with the sun", mode="keyword")
+    result = await service.search(Access(ALICE), "how do leaves produce sugar with the sun", mode="keyword")
     assert library.id(ALICE, "Photosynthesis") not in documents(result)
 
 
 @pytest.mark.parametrize("mode", ["dense", "hybrid"])
 async def test_paraphrase_is_found_by_dense_and_hybrid(service: SearchService, library: Library, mode: str) -> None:
-    result = await service.search(ALICE, "how do leaves produce sugar with the sun", mode=mode)
+    result = await service.search(Access(ALICE), "how do leaves produce sugar with the sun", mode=mode)
     assert documents(result)[0] == library.id(ALICE, "Photosynthesis")
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
 async def test_hits_carry_the_stored_chunk(service: SearchService, library: Library, mode: str) -> None:
-    result = await service.search(ALICE, "flangewort valve", mode=mode, top_k=1)
+    result = await service.search(Access(ALICE), "flangewort valve", mode=mode, top_k=1)
     (hit,) = result.hits
     assert hit.title == "Valve log"
     assert hit.chunk_index == 0
@@ -59,7 +60,7 @@ async def test_hits_carry_the_stored_chunk(service: SearchService, library: Libr
 
 
 async def test_query_embedding_is_the_dense_query_vector(service: SearchService, embedder: LocalEmbedder) -> None:
-    result = await service.search(ALICE, "volcanic ash", mode="hybrid")
+    result = await service.search(Access(ALICE), "volcanic ash", mode="hybrid")
     (expected,) = await embedder.embed(["volcanic ash"], task="query")
     assert result.query_embedding == pytest.approx(expected)
     assert len(result.query_embedding) == embedder.dimension
@@ -86,15 +87,15 @@ async def test_keyword_mode_embeds_only_when_the_vector_is_requested(
 ) -> None:
     counting = CountingEmbedder(embedder)
     service = SearchService(library.store, library.sparse, counting, search_settings)
-    without = await service.search(ALICE, "flangewort", mode="keyword", include_embedding=False)
+    without = await service.search(Access(ALICE), "flangewort", mode="keyword", include_embedding=False)
     assert counting.calls == 0 and without.query_embedding == []
     assert documents(without) == [library.id(ALICE, "Valve log")]
-    with_vector = await service.search(ALICE, "flangewort", mode="keyword")
+    with_vector = await service.search(Access(ALICE), "flangewort", mode="keyword")
     assert counting.calls == 1 and len(with_vector.query_embedding) == embedder.dimension
 
 
 async def test_retrieval_text_replaces_the_query_for_retrieval(service: SearchService, library: Library) -> None:
-    result = await service.search(ALICE, "and what about that one?", mode="keyword",
+    result = await service.search(Access(ALICE), "and what about that one?", mode="keyword",
                                   retrieval_text="the flangewort valve... and what about that one?")
     assert documents(result)[0] == library.id(ALICE, "Valve log")
 
@@ -103,7 +104,7 @@ async def test_retrieval_text_replaces_the_query_for_retrieval(service: SearchSe
 
 @pytest.mark.parametrize("top_k", [1, 2, 4])
 async def test_top_k_is_respected(service: SearchService, top_k: int) -> None:
-    result = await service.search(ALICE, "volcano eruption lava ash", top_k=top_k)
+    result = await service.search(Access(ALICE), "volcano eruption lava ash", top_k=top_k)
     assert len(result.hits) == top_k
 
 
@@ -119,20 +120,20 @@ async def test_top_k_is_respected(service: SearchService, top_k: int) -> None:
 ])
 async def test_bad_arguments_are_rejected(service: SearchService, kwargs: dict, message: str) -> None:
     with pytest.raises(Unprocessable, match=message):
-        await service.search(ALICE, **kwargs)
+        await service.search(Access(ALICE), **kwargs)
 
 
 async def test_min_score_drops_weak_dense_matches(service: SearchService, library: Library) -> None:
     query = "how do leaves produce sugar with the sun"
-    unfiltered = await service.search(ALICE, query, mode="dense", top_k=10)
+    unfiltered = await service.search(Access(ALICE), query, mode="dense", top_k=10)
     assert len(unfiltered.hits) >= 3 and unfiltered.hits[-1].score < 0.3
-    filtered = await service.search(ALICE, query, mode="dense", top_k=10, min_score=0.3)
+    filtered = await service.search(Access(ALICE), query, mode="dense", top_k=10, min_score=0.3)
     assert filtered.hits and all(hit.score >= 0.3 for hit in filtered.hits)
     assert documents(filtered)[0] == library.id(ALICE, "Photosynthesis")
     assert len(filtered.hits) < len(unfiltered.hits)
-    assert (await service.search(ALICE, query, mode="dense", min_score=0.99)).hits == []
+    assert (await service.search(Access(ALICE), query, mode="dense", min_score=0.99)).hits == []
     # In hybrid mode the threshold removes the dense candidates; nothing shares a keyword.
-    assert (await service.search(ALICE, "zebras galloping", mode="hybrid", min_score=0.99)).hits == []
+    assert (await service.search(Access(ALICE), "zebras galloping", mode="hybrid", min_score=0.99)).hits == []
 
 
 # --- collapsing chunks of one passage ---------------------------------------------------
@@ -140,7 +141,7 @@ async def test_min_score_drops_weak_dense_matches(service: SearchService, librar
 
 async def test_one_document_cannot_crowd_out_the_others(service: SearchService, library: Library) -> None:
     volcano = library.id(ALICE, "Volcanoes")
-    result = await service.search(ALICE, "volcano eruption lava ash magma", top_k=3, mode="dense")
+    result = await service.search(Access(ALICE), "volcano eruption lava ash magma", top_k=3, mode="dense")
     volcano_hits = [hit for hit in result.hits if hit.document_id == volcano]
     assert result.hits[0].document_id == volcano
     assert len(volcano_hits) == 2  # the per-document cap, then other documents
@@ -150,7 +151,7 @@ async def test_one_document_cannot_crowd_out_the_others(service: SearchService, 
 
 async def test_a_single_document_fills_top_k_with_distinct_text(service: SearchService, library: Library) -> None:
     volcano = library.id(ALICE, "Volcanoes")
-    result = await service.search(ALICE, "volcano eruption lava ash magma", top_k=5,
+    result = await service.search(Access(ALICE), "volcano eruption lava ash magma", top_k=5,
                                   filters={"document_ids": [volcano]})
     assert len(result.hits) == min(5, library.chunk_counts[volcano])
     spans = sorted((hit.start, hit.end) for hit in result.hits)

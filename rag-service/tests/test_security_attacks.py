@@ -9,12 +9,13 @@ Tests marked with `db_client` run on both SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import pytest
 
-from rag_service.storage.vectors import tenant_filter
+from rag_service.storage.access import Access, access_filter
 from security_support import assert_json_error, new_user
 
 SECRET = "The vault combination is 7319 and the launch code is ZEBRA-CAPRICORN."
@@ -33,7 +34,7 @@ async def snapshot(client: Any, runtime: Any, owner: str, headers: dict, doc_id:
     """Everything the owner can see about one document and one conversation."""
     document = (await client.get(f"/documents/{doc_id}", headers=headers)).json()
     conversation = (await client.get(f"/history/{conv_id}", headers=headers)).json()
-    vectors = await runtime.vector_store.count(tenant_filter(owner, document_ids=[doc_id]))
+    vectors = await runtime.vector_store.count(access_filter(Access(owner), document_ids=[doc_id]))
     listing = (await client.get("/documents", headers=headers)).json()["total"]
     history = (await client.get("/history", headers=headers)).json()["total"]
     return document, conversation, vectors, listing, history
@@ -55,7 +56,13 @@ async def victim(db_client: Any, db_app: Any, auth_headers: Any) -> dict[str, An
 # --- cross-tenant reads and writes by id ----------------------------------------------------
 
 
-async def test_other_users_ids_are_404_on_every_route_and_change_nothing(db_client, victim, auth_headers):
+def id_routes(app: Any) -> list[tuple[str, str]]:
+    """(method, path template) of every operation that takes an id in its path."""
+    return sorted((method.upper(), path) for path, operations in app.openapi()["paths"].items()
+                  if "{" in path for method in operations)
+
+
+async def test_other_users_ids_are_404_on_every_route_and_change_nothing(db_client, db_app, victim, auth_headers):
     client, runtime = db_client, victim["runtime"]
     before = await snapshot(client, runtime, victim["id"], victim["headers"], victim["doc_id"], victim["conv_id"])
     assert before[2] > 0 and before[3] == 1 and before[4] == 1
@@ -63,11 +70,17 @@ async def test_other_users_ids_are_404_on_every_route_and_change_nothing(db_clie
     attacker = new_user()
     headers = auth_headers(attacker)
     doc, conv = victim["doc_id"], victim["conv_id"]
-    attempts = [
-        await client.get(f"/documents/{doc}", headers=headers),
-        await client.delete(f"/documents/{doc}", headers=headers),
-        await client.get(f"/history/{conv}", headers=headers),
-        await client.delete(f"/history/{conv}", headers=headers),
+    # Every route with an id in its path, found in the app (a new one is attacked too): the
+    # victim's id of the kind the path parameter names.
+    victims_ids = {"document_id": doc, "conversation_id": conv}
+    attempts = []
+    for method, template in id_routes(db_app):
+        names = re.findall(r"{(\w+)}", template)
+        assert set(names) <= set(victims_ids), f"{method} {template}: add the victim's id for {names} here"
+        attempts.append(await client.request(method, template.format(**victims_ids), headers=headers))
+    assert len(attempts) >= 4  # GET and DELETE of /documents/{id} and /history/{id} at least
+    attempts += [
+        # Ids in a body.
         await client.post("/chat", json={"query": "What is the vault combination?", "conversation_id": conv},
                           headers=headers),
         await client.post("/chat", json={"query": "combination?", "conversation_id": conv, "stream": True},

@@ -15,11 +15,13 @@ from qdrant_client import AsyncQdrantClient
 
 from rag_service.config import Settings
 from rag_service.errors import ServiceUnavailable
+from rag_service.storage.access import Access, access_filter
 from rag_service.storage.factory import build_vector_store, collection_name
+from rag_service.storage.filters import sql_filter
 from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.qdrant_edge import EdgeVectorStore, edge_filter
 from rag_service.storage.qdrant_server import ServerVectorStore, server_filter
-from rag_service.storage.vectors import ChunkFilter, sql_filter, tenant_filter
+from rag_service.storage.vectors import ChunkFilter
 from vector_store_support import A1_KERNEL, ALICE, ALL_POINTS, BOB, DIM, chunk, query, unit
 
 # A client pointed at a closed port cannot check the server version.
@@ -34,18 +36,18 @@ async def test_edge_data_survives_close_and_reopen(tmp_path: Path):
     first = EdgeVectorStore(path, collection="c", dimension=DIM)
     await first.ensure_collection()
     await first.upsert(ALL_POINTS)
-    await first.delete(tenant_filter(ALICE, document_ids=["doc-a2"]))
+    await first.delete(access_filter(Access(ALICE), document_ids=["doc-a2"]))
     await first.close()
 
     reopened = EdgeVectorStore(path, collection="c", dimension=DIM)
     await reopened.ensure_collection()
     try:
-        assert await reopened.count(tenant_filter(ALICE)) == 2
-        assert await reopened.count(tenant_filter(BOB)) == 1
-        hits = await reopened.search(query("kernel scheduler", unit(1)), tenant_filter(ALICE), 5, "hybrid")
+        assert await reopened.count(access_filter(Access(ALICE))) == 2
+        assert await reopened.count(access_filter(Access(BOB))) == 1
+        hits = await reopened.search(query("kernel scheduler", unit(1)), access_filter(Access(ALICE)), 5, "hybrid")
         assert hits[0].id == A1_KERNEL.id
         assert await reopened.optimize() in (True, False)
-        assert (await reopened.search(query("", unit(1)), tenant_filter(ALICE), 1, "dense"))[0].id == A1_KERNEL.id
+        assert (await reopened.search(query("", unit(1)), access_filter(Access(ALICE)), 1, "dense"))[0].id == A1_KERNEL.id
     finally:
         await reopened.close()
 
@@ -57,10 +59,10 @@ async def test_edge_concurrent_writes_and_reads(tmp_path: Path):
     batches = [[chunk(f"user-{b}", f"doc-{b}", i, f"note {i} about kernels", unit(1, b, i)) for i in range(200)]
                for b in range(5)]
     try:
-        searches = [store.search(query("kernel", unit(1)), tenant_filter("user-0"), 5, "hybrid") for _ in range(20)]
+        searches = [store.search(query("kernel", unit(1)), access_filter(Access("user-0")), 5, "hybrid") for _ in range(20)]
         await asyncio.gather(*(store.upsert(batch) for batch in batches), *searches,
-                             store.delete(tenant_filter("user-4", document_ids=["doc-4"])))
-        counts = [await store.count(tenant_filter(f"user-{b}")) for b in range(5)]
+                             store.delete(access_filter(Access("user-4"), document_ids=["doc-4"])))
+        counts = [await store.count(access_filter(Access(f"user-{b}"))) for b in range(5)]
         assert counts[:4] == [200] * 4
         assert counts[4] in (0, 200)  # the delete ran before or after that upsert, never halfway
     finally:
@@ -93,15 +95,15 @@ async def test_server_unreachable_is_unhealthy_and_503():
     try:
         assert await store.healthy() is False
         with pytest.raises(ServiceUnavailable):
-            await store.search(query("kernel", unit(1)), tenant_filter(ALICE), limit=3)
+            await store.search(query("kernel", unit(1)), access_filter(Access(ALICE)), limit=3)
         with pytest.raises(ServiceUnavailable):
             await store.upsert([A1_KERNEL])
         with pytest.raises(ServiceUnavailable):
             await store.ensure_collection()
         with pytest.raises(ServiceUnavailable):
-            await store.count(tenant_filter(ALICE))
+            await store.count(access_filter(Access(ALICE)))
         with pytest.raises(ServiceUnavailable):
-            await store.delete(tenant_filter(ALICE))
+            await store.delete(access_filter(Access(ALICE)))
     finally:
         await store.close()
 
@@ -155,13 +157,13 @@ async def test_pgvector_unreachable_is_unhealthy_and_503():
         with pytest.raises(ServiceUnavailable):
             await store.ensure_collection()
         with pytest.raises(ServiceUnavailable):
-            await store.search(query("kernel", unit(1)), tenant_filter(ALICE), limit=3)
+            await store.search(query("kernel", unit(1)), access_filter(Access(ALICE)), limit=3)
         with pytest.raises(ServiceUnavailable):
             await store.upsert([A1_KERNEL])
         with pytest.raises(ServiceUnavailable):
-            await store.count(tenant_filter(ALICE))
+            await store.count(access_filter(Access(ALICE)))
         with pytest.raises(ServiceUnavailable):
-            await store.delete(tenant_filter(ALICE))
+            await store.delete(access_filter(Access(ALICE)))
     finally:
         await store.close()
 
@@ -174,10 +176,10 @@ async def test_pgvector_replicas_create_one_table_together_and_share_it(pgvector
     try:
         await asyncio.gather(*(replica.ensure_collection() for replica in replicas))
         await replicas[0].upsert(ALL_POINTS)
-        counts = [await replica.count(tenant_filter(ALICE)) for replica in replicas]
+        counts = [await replica.count(access_filter(Access(ALICE))) for replica in replicas]
         assert counts == [3, 3, 3, 3]
-        await replicas[1].delete(tenant_filter(BOB))
-        assert await replicas[2].count(tenant_filter(BOB)) == 0
+        await replicas[1].delete(access_filter(Access(BOB)))
+        assert await replicas[2].count(access_filter(Access(BOB))) == 0
     finally:
         for replica in replicas:
             await replica.close()
@@ -191,7 +193,7 @@ async def test_pgvector_dense_search_finds_a_small_tenant_among_a_crowd(pg_store
     mine = [chunk(ALICE, "doc-mine", i, f"my note {i}", unit(0, 1, i)) for i in range(5)]
     await pg_store.upsert(crowd + mine)
     for mode in ("dense", "hybrid"):
-        hits = await pg_store.search(query("note", unit(1)), tenant_filter(ALICE), limit=5, mode=mode)
+        hits = await pg_store.search(query("note", unit(1)), access_filter(Access(ALICE)), limit=5, mode=mode)
         assert {hit.id for hit in hits} == {point.id for point in mine}, mode
 
 
@@ -203,7 +205,7 @@ async def test_pgvector_upsert_is_all_or_nothing(pg_store):
     bad = chunk(ALICE, "doc-big", 300, "broken", [1.0] * (DIM + 1))
     with pytest.raises(psycopg.errors.DataException):
         await pg_store.upsert([*good, bad])
-    assert await pg_store.count(tenant_filter(ALICE)) == 0
+    assert await pg_store.count(access_filter(Access(ALICE))) == 0
 
 
 def test_settings_need_the_chosen_stores_server(tmp_path: Path):

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from rag_service.storage.vectors import GENERATION_KEY, ChunkPoint, generation_filter, tenant_filter
+from rag_service.storage.access import Access, access_filter, generation_filter
+from rag_service.storage.vectors import GENERATION_KEY, ChunkPoint
 from test_vector_store_contract import ALICE, BOB, chunk, store, unit  # noqa: F401 (store: fixture)
 
 pytestmark = [
@@ -39,12 +40,12 @@ async def test_generation_filters_select_exactly_and_below(store) -> None:
         point(ALICE, "other", 0, 1),
         point(BOB, "doc", 0, 1),  # same document id, another tenant: never touched
     ])
-    assert await store.count(generation_filter(ALICE, "doc", generation=2)) == 2
-    assert await store.count(generation_filter(ALICE, "doc", below=2)) == 2  # generation 1 and the legacy point
-    await store.delete(generation_filter(ALICE, "doc", below=3))
-    assert await store.count(tenant_filter(ALICE, document_ids=["doc"])) == 1
-    assert await store.count(generation_filter(ALICE, "doc", generation=3)) == 1
-    await store.delete(generation_filter(ALICE, "doc", generation=3))
-    assert await store.count(tenant_filter(ALICE, document_ids=["doc"])) == 0
-    assert await store.count(tenant_filter(ALICE, document_ids=["other"])) == 1
-    assert await store.count(tenant_filter(BOB)) == 1
+    assert await store.count(generation_filter(Access(ALICE), "doc", generation=2)) == 2
+    assert await store.count(generation_filter(Access(ALICE), "doc", below=2)) == 2  # generation 1 and the legacy point
+    await store.delete(generation_filter(Access(ALICE), "doc", below=3))
+    assert await store.count(access_filter(Access(ALICE), document_ids=["doc"])) == 1
+    assert await store.count(generation_filter(Access(ALICE), "doc", generation=3)) == 1
+    await store.delete(generation_filter(Access(ALICE), "doc", generation=3))
+    assert await store.count(access_filter(Access(ALICE), document_ids=["doc"])) == 0
+    assert await store.count(access_filter(Access(ALICE), document_ids=["other"])) == 1
+    assert await store.count(access_filter(Access(BOB))) == 1

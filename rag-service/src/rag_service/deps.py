@@ -20,6 +20,7 @@ from rag_service.errors import Forbidden, Unauthorized
 from rag_service.providers.base import Embedder, Generator
 from rag_service.ratelimit import Budget, RateLimiter
 from rag_service.runtime import Runtime
+from rag_service.storage.access import Access
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import VectorStore
 
@@ -73,10 +74,15 @@ async def current_user(
     if credentials is None or not credentials.credentials.strip():
         raise Unauthorized("missing bearer access token")
     claims = await runtime.token_verifier.verify(credentials.credentials.strip())
-    user = CurrentUser(id=claims["sub"], claims=claims, scope=claims.get("scope"))
+    user = CurrentUser.from_claims(claims)
     # Read by the access log (observability.py).
     request.state.user_id = user.id
     return user
+
+
+def current_access(user: Annotated[CurrentUser, Depends(current_user)]) -> Access:
+    """What the verified caller may see (storage/access.py): every read and write is scoped by it."""
+    return Access(user.id)
 
 
 def get_extraction_pool(runtime: RuntimeDep) -> ExtractionPool:
@@ -99,6 +105,8 @@ ExtractionPoolDep = Annotated[ExtractionPool, Depends(get_extraction_pool)]
 IngestionGateDep = Annotated[IngestionGate | None, Depends(get_ingestion_gate)]
 # The verified caller; every protected route depends on it (401/503 otherwise).
 UserDep = Annotated[CurrentUser, Depends(current_user)]
+# The verified caller's access scope, for the services (built once per request).
+AccessDep = Annotated[Access, Depends(current_access)]
 
 
 def get_rate_limiter(runtime: RuntimeDep) -> RateLimiter:

@@ -40,7 +40,7 @@ class RateLimited(RagError):
 
 
 class InvalidRequest(RagError):
-    """400, 413, 415, 422: the request was refused as it stands; retrying will not help."""
+    """400, 409, 413, 415, 422: the request was refused as it stands; retrying will not help."""
 
 
 class ServiceUnavailable(RagError):

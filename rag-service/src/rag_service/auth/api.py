@@ -7,9 +7,15 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from rag_service.auth.orgs import OrgRole
 from rag_service.deps import UserDep
 
 router = APIRouter(tags=["auth"])
+
+
+class OrgMembership(BaseModel):
+    id: str
+    role: OrgRole
 
 
 class MeResponse(BaseModel):
@@ -18,6 +24,8 @@ class MeResponse(BaseModel):
     # GET /auth/me has the profile), so this is null unless a foreign issuer adds one.
     email: str | None = None
     expires_at: int
+    # The organizations in the token (its `orgs` claim), as this service read them.
+    orgs: list[OrgMembership] = []
 
 
 @router.get("/me", response_model=MeResponse)
@@ -27,4 +35,5 @@ async def me(user: UserDep) -> dict[str, Any]:
         "user_id": user.id,
         "email": email if isinstance(email, str) else None,
         "expires_at": int(user.claims["exp"]),
+        "orgs": [{"id": org_id, "role": role} for org_id, role in user.orgs.items()],
     }

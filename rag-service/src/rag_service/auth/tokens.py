@@ -12,6 +12,8 @@ Rules (all fail closed):
 - Each key is bound to one algorithm (PyJWK); a token whose `alg` differs from its key's is
   rejected, so an RSA/EC/OKP key can never be used as an HMAC secret.
 - `exp`, `iat`, `iss`, `aud`, `sub` are required; `nbf` is honoured; leeway is small.
+- `scope` and `orgs` (auth/orgs.py), when present, must have exactly the shared schema's
+  shape, or the token is refused.
 - JWKS unreachable and no key cached -> 503 (never 500, never an accepted token).
   JWKS unreachable but keys cached (even past the cache lifetime) -> the known kids keep
   working, because an auth-service restart must not log every user out; unknown kids are
@@ -28,6 +30,7 @@ from typing import Any
 
 import httpx
 import jwt
+from rag_service.auth.orgs import NO_MEMBERSHIPS, Memberships, parse_orgs
 from rag_service.config import Settings
 from rag_service.errors import ServiceUnavailable, Unauthorized
 
@@ -46,11 +49,19 @@ MAX_SUBJECT_CHARS = 255
 @dataclass(frozen=True)
 class CurrentUser:
     """The verified caller. `id` is the JWT `sub` (the auth-service user id); `scope` is the
-    token's verified `scope` claim ("read" | "write"), None for a session token (full scope)."""
+    token's verified `scope` claim ("read" | "write"), None for a session token (full scope);
+    `orgs` maps each organization in the token's `orgs` claim to the caller's role there
+    (read-only; `scope` still caps what a role allows)."""
 
     id: str
     claims: dict[str, Any] = field(default_factory=dict)
     scope: str | None = None
+    orgs: Memberships = field(default_factory=lambda: NO_MEMBERSHIPS)
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> CurrentUser:
+        """The principal of claims returned by `AccessTokenVerifier.verify`."""
+        return cls(id=claims["sub"], claims=claims, scope=claims.get("scope"), orgs=parse_orgs(claims))
 
 
 class JwksUnavailable(ServiceUnavailable):
@@ -121,6 +132,7 @@ class AccessTokenVerifier:
             raise Unauthorized(f"invalid access token: subject longer than {MAX_SUBJECT_CHARS} characters")
         if "scope" in claims and claims["scope"] not in SCOPES:
             raise Unauthorized("invalid access token: unknown scope")
+        parse_orgs(claims)  # a malformed `orgs` claim refuses the whole token
         return claims
 
     # --- keys ---------------------------------------------------------------------------

@@ -12,17 +12,17 @@ from rag_service.chat.schemas import ChatRequest, ChatResponse
 from rag_service.chat.service import ChatService
 from rag_service.chat.sse import chat_sse
 from rag_service.deps import (
+    AccessDep,
     CostlyRateLimit,
     EmbedderDep,
     GeneratorDep,
     SessionmakerDep,
     SettingsDep,
     SparseEncoderDep,
-    UserDep,
     VectorStoreDep,
 )
 from rag_service.errors import error_responses
-from rag_service.history.service import HistoryService
+from rag_service.history.turns import ChatTurns
 from rag_service.search.service import SearchService
 
 router = APIRouter(tags=["chat"])
@@ -33,8 +33,9 @@ def get_chat_service(vector_store: VectorStoreDep, sparse_encoder: SparseEncoder
     return ChatService(
         search=SearchService(vector_store, sparse_encoder, embedder, settings),
         generator=generator,
-        history=HistoryService(sessionmaker, max_history_turns=settings.max_history_turns),
-        settings=settings,
+        turns=ChatTurns(sessionmaker, max_history_turns=settings.max_history_turns),
+        max_query_chars=settings.max_query_chars,
+        max_history_turns=settings.max_history_turns,
     )
 
 
@@ -59,10 +60,11 @@ def wants_event_stream(body: ChatRequest, request: Request) -> bool:
     responses={200: {"description": _SSE_DESCRIPTION, "content": {"text/event-stream": {}}},
                **error_responses(404, 409)},
 )
-async def chat(body: ChatRequest, request: Request, user: UserDep, service: ChatServiceDep) -> ChatResponse | Response:
+async def chat(body: ChatRequest, request: Request, access: AccessDep,
+               service: ChatServiceDep) -> ChatResponse | Response:
     # Validation, the conversation check (404) and retrieval happen before any byte is
     # sent, so those failures are ordinary JSON errors even when streaming was asked for.
-    prepared = await service.prepare(user.id, body)
+    prepared = await service.prepare(access, body)
     if wants_event_stream(body, request):
         return EventSourceResponse(chat_sse(prepared, service.events(prepared)))
-    return await service.collect(prepared)
+    return ChatResponse.of(await service.collect(prepared))

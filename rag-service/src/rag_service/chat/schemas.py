@@ -1,12 +1,17 @@
-"""Wire shapes of `POST /chat` (seed contract `{response, sources, context_used}` plus ids)."""
+"""Wire shapes of `POST /chat` (seed contract `{response, sources, context_used}` plus ids),
+built from the chat service's results."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
+from rag_service.chat.records import CitedSource, Timing
 from rag_service.search.schemas import SearchFilters
+
+if TYPE_CHECKING:  # the chat service takes ChatRequest from here
+    from rag_service.chat.service import ChatAnswer, DoneEvent
 
 MIN_CHAT_TOP_K = 1
 MAX_CHAT_TOP_K = 20
@@ -51,33 +56,20 @@ class ChatRequest(BaseModel):
         return query
 
 
-class ChatSource(BaseModel):
-    """Source `number` is cited as `[number]` in the answer; `sources[i].number == i + 1`."""
-
-    number: int
-    document_id: str
-    title: str
-    chunk_index: int
-    score: float
-    snippet: str
-
-
 class ChatResponse(BaseModel):
     response: str
-    sources: list[ChatSource]
+    # Source `number` is cited as `[number]` in the answer; `sources[i].number == i + 1`.
+    sources: list[CitedSource]
     # The chunk texts given to the generator, in source order (seed contract: List[str]).
     context_used: list[str]
     conversation_id: str
     message_id: str
 
-
-class ChatTiming(BaseModel):
-    # All from the request reaching the chat service.
-    # Question saved and sources retrieved (query embedding + hybrid search).
-    retrieval_ms: float
-    # None when no text was produced.
-    first_delta_ms: float | None
-    total_ms: float
+    @classmethod
+    def of(cls, answer: ChatAnswer) -> ChatResponse:
+        return cls(response=answer.text, sources=answer.sources,
+                   context_used=answer.context_used, conversation_id=answer.conversation_id,
+                   message_id=answer.message_id)
 
 
 class ChatDone(BaseModel):
@@ -86,7 +78,11 @@ class ChatDone(BaseModel):
     conversation_id: str
     message_id: str
     status: Literal["complete"] = "complete"
-    timing: ChatTiming
+    timing: Timing
+
+    @classmethod
+    def of(cls, done: DoneEvent) -> ChatDone:
+        return cls(conversation_id=done.conversation_id, message_id=done.message_id, timing=done.timing)
 
 
 class ChatError(BaseModel):

@@ -1,10 +1,10 @@
 """The chat flow: save the question, retrieve the caller's chunks, stream a cited answer, save it.
 
-    prepare(user_id, request)          validate -> HistoryService.start_turn (question + an
+    prepare(access, request)           validate -> ChatTurns.start_turn (question + an
                                        "incomplete" assistant placeholder committed) ->
-                                       SearchService.search (tenant-scoped) -> numbered sources
+                                       SearchService.search (scoped to `access`) -> numbered sources
     events(prepared)                   SourcesEvent, DeltaEvent..., then finish_turn, DoneEvent
-    answer(user_id, request)           the same, collected into one ChatResponse (JSON route)
+    answer(access, request)            the same, collected into one ChatAnswer (the JSON route)
 
 Failure and disconnect rules (the conversation is always consistent):
 - bad input (422/404) is refused before anything is written;
@@ -22,22 +22,17 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import anyio
 
-from rag_service.chat.schemas import ChatDone, ChatRequest, ChatResponse, ChatSource, ChatTiming
-from rag_service.config import Settings
+from rag_service.chat.records import CitedSource, Timing
+from rag_service.chat.schemas import ChatRequest
 from rag_service.errors import Unprocessable
-from rag_service.history.service import (
-    STATUS_COMPLETE,
-    STATUS_FAILED,
-    STATUS_INCOMPLETE,
-    HistoryService,
-    StartedTurn,
-)
+from rag_service.history.turns import STATUS_COMPLETE, STATUS_FAILED, STATUS_INCOMPLETE, ChatTurns, StartedTurn
 from rag_service.providers.base import Generator, Source, Turn
 from rag_service.search.service import SearchService, parse_filters
+from rag_service.storage.access import Access
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +69,7 @@ def snippet(text: str) -> str:
 
 @dataclass(frozen=True)
 class SourcesEvent:
-    sources: list[ChatSource]
+    sources: list[CitedSource]
 
 
 @dataclass(frozen=True)
@@ -84,7 +79,11 @@ class DeltaEvent:
 
 @dataclass(frozen=True)
 class DoneEvent:
-    done: ChatDone
+    """The answer is complete and saved."""
+
+    conversation_id: str
+    message_id: str
+    timing: Timing
 
 
 ChatEvent = SourcesEvent | DeltaEvent | DoneEvent
@@ -94,11 +93,11 @@ ChatEvent = SourcesEvent | DeltaEvent | DoneEvent
 class PreparedChat:
     """A turn whose question is saved and whose sources are retrieved, ready to generate."""
 
-    user_id: str
+    access: Access
     query: str
     turn: StartedTurn
     history: list[Turn]
-    sources: list[ChatSource]
+    sources: list[CitedSource]
     generator_sources: list[Source]
     started: float = field(default_factory=time.perf_counter)
     retrieved: float = field(default_factory=time.perf_counter)
@@ -108,49 +107,62 @@ class PreparedChat:
         return [source.text for source in self.generator_sources]
 
 
+@dataclass(frozen=True)
+class ChatAnswer:
+    """A whole answer (the JSON route), saved as the conversation's latest turn."""
+
+    text: str
+    sources: list[CitedSource]
+    # The chunk texts given to the generator, in source order.
+    context_used: list[str]
+    conversation_id: str
+    message_id: str
+
+
 class ChatService:
-    def __init__(self, search: SearchService, generator: Generator, history: HistoryService,
-                 settings: Settings) -> None:
+    def __init__(self, search: SearchService, generator: Generator, turns: ChatTurns, *,
+                 max_query_chars: int, max_history_turns: int) -> None:
         self._search = search
         self._generator = generator
-        self._history = history
-        self._settings = settings
+        self._turns = turns
+        self._max_query_chars = max_query_chars
+        self._max_history_turns = max_history_turns
 
-    async def prepare(self, user_id: str, request: ChatRequest) -> PreparedChat:
+    async def prepare(self, access: Access, request: ChatRequest) -> PreparedChat:
         started = time.perf_counter()
         self._validate(request)
         filters = parse_filters(request.filters)
-        turn = await self._history.start_turn(user_id, request.query, request.conversation_id)
+        turn = await self._turns.start_turn(access, request.query, request.conversation_id)
         if request.conversation_id is not None:
             history = turn.history
         else:
             history = [Turn(role=m.role, content=m.content) for m in request.history_context or []]
         try:
             result = await self._search.search(
-                user_id, request.query, top_k=request.top_k, filters=filters, mode="hybrid",
+                access, request.query, top_k=request.top_k, filters=filters, mode="hybrid",
                 include_embedding=False, retrieval_text=retrieval_text(request.query, history),
             )
         except BaseException as exc:
             status = STATUS_FAILED if isinstance(exc, Exception) else STATUS_INCOMPLETE
-            await self._finish_quietly(user_id, turn, "", [], status)
+            await self._finish_quietly(access, turn, "", [], status)
             raise
         sources = [
-            ChatSource(number=n, document_id=hit.document_id, title=hit.title, chunk_index=hit.chunk_index,
-                       score=hit.score, snippet=snippet(hit.text))
+            CitedSource(number=n, document_id=hit.document_id, title=hit.title, chunk_index=hit.chunk_index,
+                        score=hit.score, snippet=snippet(hit.text))
             for n, hit in enumerate(result.hits, start=1)
         ]
         generator_sources = [Source(number=n, title=hit.title, text=hit.text)
                              for n, hit in enumerate(result.hits, start=1)]
-        return PreparedChat(user_id=user_id, query=request.query, turn=turn, history=history,
+        return PreparedChat(access=access, query=request.query, turn=turn, history=history,
                             sources=sources, generator_sources=generator_sources, started=started,
                             retrieved=time.perf_counter())
 
     def _validate(self, request: ChatRequest) -> None:
-        limit = self._settings.max_query_chars
+        limit = self._max_query_chars
         if len(request.query) > limit:
             raise Unprocessable(f"query is {len(request.query)} characters long; the limit is {limit} "
                                 "(max_query_chars)", code="query_too_long")
-        max_turns = self._settings.max_history_turns
+        max_turns = self._max_history_turns
         if request.history_context and len(request.history_context) > max_turns:
             raise Unprocessable(f"history_context has {len(request.history_context)} messages; the limit is "
                                 f"{max_turns} (max_history_turns)", code="history_too_long")
@@ -179,53 +191,53 @@ class ChatService:
             # the client went away; what it was shown so far is kept, marked incomplete.
             status = STATUS_FAILED if isinstance(exc, Exception) else STATUS_INCOMPLETE
             # What the client was shown.
-            await self._finish_quietly(prepared.user_id, prepared.turn, "".join(pieces), prepared.sources, status)
+            await self._finish_quietly(prepared.access, prepared.turn, "".join(pieces), prepared.sources, status)
             raise
         # Shielded: a client leaving right after the last delta still gets a complete answer
         # saved (a failure to save propagates: no `done` without a saved answer).
         with anyio.CancelScope(shield=True):
-            await self._history.finish_turn(
-                prepared.user_id, prepared.turn, content="".join(pieces),
-                sources=[source.model_dump() for source in prepared.sources], status=STATUS_COMPLETE,
+            await self._turns.finish_turn(
+                prepared.access, prepared.turn, content="".join(pieces),
+                sources=[asdict(source) for source in prepared.sources], status=STATUS_COMPLETE,
             )
 
         def since_start(moment: float | None) -> float | None:
             return None if moment is None else round((moment - prepared.started) * 1000, 2)
 
-        yield DoneEvent(ChatDone(
+        yield DoneEvent(
             conversation_id=prepared.turn.conversation_id,
             message_id=prepared.turn.assistant_message_id,
-            timing=ChatTiming(retrieval_ms=since_start(prepared.retrieved), first_delta_ms=since_start(first_delta_at),
-                              total_ms=since_start(time.perf_counter())),
-        ))
+            timing=Timing(retrieval_ms=since_start(prepared.retrieved), first_delta_ms=since_start(first_delta_at),
+                          total_ms=since_start(time.perf_counter())),
+        )
 
-    async def answer(self, user_id: str, request: ChatRequest) -> ChatResponse:
-        prepared = await self.prepare(user_id, request)
+    async def answer(self, access: Access, request: ChatRequest) -> ChatAnswer:
+        prepared = await self.prepare(access, request)
         return await self.collect(prepared)
 
-    async def collect(self, prepared: PreparedChat) -> ChatResponse:
+    async def collect(self, prepared: PreparedChat) -> ChatAnswer:
         """Run `events` to the end and return the whole answer (the JSON route)."""
         pieces: list[str] = []
         async with aclosing(self.events(prepared)) as events:
             async for event in events:
                 if isinstance(event, DeltaEvent):
                     pieces.append(event.text)
-        return ChatResponse(
-            response="".join(pieces),
+        return ChatAnswer(
+            text="".join(pieces),
             sources=prepared.sources,
             context_used=prepared.context_used,
             conversation_id=prepared.turn.conversation_id,
             message_id=prepared.turn.assistant_message_id,
         )
 
-    async def _finish_quietly(self, user_id: str, turn: StartedTurn, content: str,
-                              sources: list[ChatSource], status: str) -> None:
+    async def _finish_quietly(self, access: Access, turn: StartedTurn, content: str,
+                              sources: list[CitedSource], status: str) -> None:
         """Record how a turn ended without masking the error that ended it. Shielded: a
         cancelled request (client gone) must still get its row updated."""
-        payload = [source.model_dump() for source in sources]
+        payload = [asdict(source) for source in sources]
         with anyio.CancelScope(shield=True):
             try:
-                await self._history.finish_turn(user_id, turn, content=content, sources=payload, status=status)
+                await self._turns.finish_turn(access, turn, content=content, sources=payload, status=status)
             except Exception:
                 # The placeholder stays "incomplete": still a consistent conversation.
                 log.exception("could not record the end of chat turn %s", turn.assistant_message_id)

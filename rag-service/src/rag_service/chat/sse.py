@@ -16,10 +16,11 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import asdict
 
 from sse_starlette import ServerSentEvent
 
-from rag_service.chat.schemas import ChatError
+from rag_service.chat.schemas import ChatDone, ChatError
 from rag_service.chat.service import ChatEvent, DeltaEvent, DoneEvent, PreparedChat, SourcesEvent
 from rag_service.errors import AppError
 
@@ -37,7 +38,7 @@ async def chat_sse(prepared: PreparedChat, events: AsyncIterator[ChatEvent]) -> 
             async for event in events:
                 if isinstance(event, SourcesEvent):
                     yield _event("sources", {
-                        "sources": [source.model_dump() for source in event.sources],
+                        "sources": [asdict(source) for source in event.sources],
                         "context_used": prepared.context_used,
                         "conversation_id": turn.conversation_id,
                         "message_id": turn.assistant_message_id,
@@ -45,7 +46,7 @@ async def chat_sse(prepared: PreparedChat, events: AsyncIterator[ChatEvent]) -> 
                 elif isinstance(event, DeltaEvent):
                     yield _event("delta", {"text": event.text})
                 elif isinstance(event, DoneEvent):
-                    yield _event("done", event.done.model_dump())
+                    yield _event("done", ChatDone.of(event).model_dump())
         except AppError as exc:
             # The response has started (status 200): the failure travels as the last event.
             yield _event("error", ChatError(code=exc.code, message=exc.message,

@@ -1,20 +1,38 @@
-"""The ingestion claim protocol: the SQL side of "a run that lost its claim changes nothing".
+"""The ingestion claim protocol: a run that lost its claim changes nothing.
 
-A document row carries `generation` and `claimed_at`. Every party that is about to write
-a document's vectors or remove it first *claims* the row: one UPDATE that increments
+A document row carries `generation` and `claimed_at`. Every party that is about to write a
+document's vectors or remove it first *claims* the row: one UPDATE that increments
 `generation`, sets the status (`indexing` or `deleting`) and stamps `claimed_at`, and
-commits. The new generation is the run's claim; it is also written into every vector
-point the run stores (payload `generation`, and part of the point id).
+commits (a new upload inserts generation 1). The new generation is the run's claim.
 
-- A claim revokes every older one: the run holding generation g-1 keeps computing, but
-  its heartbeats (`heartbeat`) and its final change (`finish_ready` / `finish_failed`,
-  conditional UPDATEs `WHERE id = .. AND generation = g-1`) match no row any more.
-- `claimed_at` is refreshed after every batch of vectors; a claim whose heartbeat is older
-  than the lease is stale and may be taken by start-up/periodic repair (`claim_stale`,
-  `FOR UPDATE SKIP LOCKED` on Postgres, a compare-and-set on SQLite).
+- A claim revokes every older one (reindex, repair of a stale row, delete): the run holding
+  generation g-1 keeps computing, but its heartbeats (`heartbeat`) and its final change
+  (`finish_ready` / `finish_failed`, conditional UPDATEs `WHERE id = .. AND generation =
+  g-1 AND status = 'indexing'`) match no row any more.
+- The run writes its points with ids uuid5(document, generation, chunk) and the generation
+  in the payload, so two runs never write the same point. Before its final change it
+  deletes points of older generations (and points without one).
+- `claimed_at` is refreshed after every batch of vectors; no row matched -> the claim is
+  lost and the run stops. A run that lost its claim changes nothing in SQL and removes only
+  points of its own (or older) generation; the holder's points are newer and stay. If the
+  row is gone it removes every point of the document.
+- Delete marks the row `deleting` (claiming it), removes every vector of the document, then
+  the row; a failure in between leaves it `deleting` until deleting again or repair
+  finishes the job.
+- A claim whose heartbeat is older than INGEST_CLAIM_LEASE_SECONDS (or, with the
+  single-process Qdrant Edge store, older than this process) is stale: repair
+  (maintenance.py, at start-up and periodically) takes it with `claim_stale`, `FOR UPDATE
+  SKIP LOCKED` on Postgres, a compare-and-set on SQLite.
+
+The vector side: one run is `indexing.Indexer`, delete is `DocumentService.delete`.
 
 Each function commits (or rolls back) before returning: no transaction stays open while
 the caller embeds or talks to the vector store.
+
+Access: taking a claim for a caller (reindex, delete, the retry of a failed save) is scoped
+to the caller's `Access`; the run then holds the claim, and the statements keyed by it
+(heartbeat, finish, the deleting row's removal) need no other scope. `claim_stale` is
+system work: repair takes stale claims of every owner.
 """
 
 from __future__ import annotations
@@ -23,10 +41,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Update, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rag_service.storage.access import Access, scoped, unscoped
 from rag_service.storage.models import Document, DocumentStatus, utcnow
+
+# Why the statements keyed by a claim are not scoped to a caller (see the module docstring).
+BY_CLAIM = "keyed by the document id and the generation of a claim this run holds"
 
 
 @dataclass(frozen=True)
@@ -37,13 +59,11 @@ class Claim:
     status: str
 
 
-async def _bump(session: AsyncSession, conditions: list[Any], values: dict[str, Any]) -> int | None:
-    """Claim the row matching `conditions` (generation + 1); its new generation, or None."""
+async def _bump(session: AsyncSession, rows: Update, values: dict[str, Any]) -> int | None:
+    """Claim the row `rows` selects (generation + 1); its new generation, or None."""
     now = utcnow()
     statement = (
-        update(Document)
-        .where(*conditions)
-        .values(generation=Document.generation + 1, claimed_at=now, updated_at=now, **values)
+        rows.values(generation=Document.generation + 1, claimed_at=now, updated_at=now, **values)
         .returning(Document.generation)
         .execution_options(synchronize_session=False)
     )
@@ -52,31 +72,32 @@ async def _bump(session: AsyncSession, conditions: list[Any], values: dict[str, 
     return generation
 
 
-async def claim_for_reindex(session: AsyncSession, user_id: str, document_id: str) -> int | None:
+def _caller_row(access: Access, document_id: str, *conditions: Any) -> Update:
+    return scoped(update(Document).where(Document.id == document_id, *conditions), access, Document)
+
+
+async def claim_for_reindex(session: AsyncSession, access: Access, document_id: str) -> int | None:
     """Take the row over for a new ingestion run (revoking any running one)."""
     return await _bump(
         session,
-        [Document.id == document_id, Document.user_id == user_id, Document.status != DocumentStatus.DELETING],
+        _caller_row(access, document_id, Document.status != DocumentStatus.DELETING),
         {"status": DocumentStatus.INDEXING, "error": None},
     )
 
 
-async def claim_failed_for_retry(session: AsyncSession, document_id: str, **fields: Any) -> int | None:
+async def claim_failed_for_retry(session: AsyncSession, access: Access, document_id: str,
+                                 **fields: Any) -> int | None:
     """Claim a `failed` row for a new save of the same content (None: someone else did)."""
     return await _bump(
         session,
-        [Document.id == document_id, Document.status == DocumentStatus.FAILED],
+        _caller_row(access, document_id, Document.status == DocumentStatus.FAILED),
         {"status": DocumentStatus.INDEXING, "error": None, "chunk_count": 0, **fields},
     )
 
 
-async def claim_for_delete(session: AsyncSession, user_id: str, document_id: str) -> int | None:
+async def claim_for_delete(session: AsyncSession, access: Access, document_id: str) -> int | None:
     """Mark the row `deleting`, revoking any ingestion claim."""
-    return await _bump(
-        session,
-        [Document.id == document_id, Document.user_id == user_id],
-        {"status": DocumentStatus.DELETING},
-    )
+    return await _bump(session, _caller_row(access, document_id), {"status": DocumentStatus.DELETING})
 
 
 async def heartbeat(session: AsyncSession, document_id: str, generation: int) -> bool:
@@ -100,30 +121,33 @@ async def finish_failed(session: AsyncSession, document_id: str, generation: int
 
 async def _conditional(session: AsyncSession, document_id: str, generation: int, values: dict[str, Any]) -> bool:
     """Apply `values` only while `generation` still holds an `indexing` claim on the row."""
-    result = await session.execute(
+    result = await session.execute(unscoped(
         update(Document)
         .where(Document.id == document_id, Document.generation == generation,
                Document.status == DocumentStatus.INDEXING)
         .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+        .execution_options(synchronize_session=False),
+        BY_CLAIM,
+    ))
     await session.commit()
     return result.rowcount == 1
 
 
 async def remove_deleted_row(session: AsyncSession, document_id: str) -> None:
-    await session.execute(
+    await session.execute(unscoped(
         delete(Document).where(Document.id == document_id, Document.status == DocumentStatus.DELETING)
-        .execution_options(synchronize_session=False)
-    )
+        .execution_options(synchronize_session=False),
+        "the row its deleter claimed (status `deleting`), after its vectors are gone",
+    ))
     await session.commit()
 
 
 async def current_state(session: AsyncSession, document_id: str) -> tuple[int, str] | None:
     """The row's (generation, status), or None when the row is gone."""
-    row = (await session.execute(
-        select(Document.generation, Document.status).where(Document.id == document_id)
-    )).first()
+    row = (await session.execute(unscoped(
+        select(Document.generation, Document.status).where(Document.id == document_id),
+        "a run reads the state of the row it claimed, after losing the claim",
+    ))).first()
     await session.commit()
     return None if row is None else (row.generation, row.status)
 
@@ -137,11 +161,12 @@ async def claim_stale(session: AsyncSession, stale_before: datetime) -> Claim | 
     still be current), so a row claimed in between is skipped, never double-claimed.
     """
     stale = or_(Document.claimed_at.is_(None), Document.claimed_at < stale_before)
-    query = (
+    query = unscoped(
         select(Document.id, Document.user_id, Document.generation, Document.status)
         .where(Document.status.in_([DocumentStatus.INDEXING, DocumentStatus.DELETING]), stale)
         .order_by(Document.claimed_at.asc().nulls_first(), Document.id)
-        .limit(1)
+        .limit(1),
+        "system: repair finishes interrupted work of every owner",
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
@@ -151,9 +176,11 @@ async def claim_stale(session: AsyncSession, stale_before: datetime) -> Claim | 
             await session.commit()
             return None
         document_id, user_id, seen, status = row
-        generation = await _bump(
-            session, [Document.id == document_id, Document.generation == seen, Document.status == status, stale], {}
-        )
+        generation = await _bump(session, unscoped(
+            update(Document).where(Document.id == document_id, Document.generation == seen,
+                                   Document.status == status, stale),
+            "system: repair claims the stale row it just found",
+        ), {})
         if generation is not None:
             return Claim(document_id, user_id, generation, status)
         # Claimed by someone else between the read and the update (SQLite): look again.

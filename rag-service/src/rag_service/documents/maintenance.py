@@ -1,7 +1,8 @@
 """System-wide document maintenance: repair of interrupted ingestions and deletions
 (start-up and periodic), and rebuilding every document's vectors (`rag reindex`).
 
-These run for all users by design; each document is then handled with its owner's id.
+These run for all users by design (`storage.access.unscoped`, with the reason); each
+document is then handled with its owner's `Access`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from rag_service.documents import claims
 from rag_service.documents.service import service_for
 from rag_service.errors import AppError
+from rag_service.storage.access import unscoped
 from rag_service.storage.models import Document, DocumentStatus, utcnow
 
 if TYPE_CHECKING:
@@ -93,11 +95,12 @@ async def reindex_all(runtime: Runtime, on_progress: Callable[[int, int], None] 
     report = ReindexReport()
     await runtime.vector_store.ensure_collection()
     async with runtime.sessionmaker() as session:
-        rows = (await session.execute(
+        rows = (await session.execute(unscoped(
             select(Document.id, Document.user_id)
             .where(Document.status != DocumentStatus.DELETING)
-            .order_by(Document.created_at, Document.id)
-        )).all()
+            .order_by(Document.created_at, Document.id),
+            "system: `rag reindex` rebuilds the vectors of every owner's documents",
+        ))).all()
         await session.commit()
     for done, (document_id, user_id) in enumerate(rows, start=1):
         async with runtime.sessionmaker() as session:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rag_service.config import Settings
 from rag_service.errors import PayloadTooLarge, ServiceUnavailable
+from rag_service.storage.access import Access, scoped
 from rag_service.storage.models import Document
 
 # First key of the two-key advisory lock (its own key space; "RAGQ").
@@ -88,9 +89,11 @@ class IngestionGate:
                 self._user_locks[user_id] = (lock, holders - 1)
 
 
-async def usage_of(session: AsyncSession, user_id: str, settings: Settings) -> Usage:
+async def usage_of(session: AsyncSession, owner: Access, settings: Settings) -> Usage:
+    """What `owner` stores. `Access(user_id)` alone sees exactly the user's own documents,
+    which is what quotas count."""
     documents, characters = (await session.execute(
-        select(func.count(), func.coalesce(func.sum(Document.content_chars), 0)).where(Document.user_id == user_id)
+        scoped(select(func.count(), func.coalesce(func.sum(Document.content_chars), 0)), owner, Document)
     )).one()
     return Usage(int(documents), int(characters), settings.quota_max_documents, settings.quota_max_characters)
 
@@ -107,7 +110,7 @@ async def insert_within_quota(session: AsyncSession, document: Document, setting
                 text("SELECT pg_advisory_xact_lock(CAST(:namespace AS integer), hashtext(:user_id))"),
                 {"namespace": QUOTA_LOCK_NAMESPACE, "user_id": document.user_id},
             )
-        usage = await usage_of(session, document.user_id, settings)
+        usage = await usage_of(session, Access(document.user_id), settings)
         problem = _over_quota(usage, document.content_chars)
         if problem is not None:
             # Commit, not rollback: it only ends the read (and the lock) and, unlike a

@@ -1,94 +1,47 @@
-"""Documents: save (validate, deduplicate, check quotas, ingest), list, get, delete, reindex.
+"""Documents: save (validate, deduplicate, check quotas, ingest), reindex, delete; the reads
+(list, get, summary) are `DocumentReads` (reads.py).
 
 Invariant (checked by tests/test_ingestion_races.py after concurrent upload / reindex /
 delete / repair rounds and after a process killed mid-ingestion): every `ready` document
 has exactly `chunk_count` vectors, no vector exists without its row, and a delete removes
-both.
+both. Ingestion runs and deletes keep it through the claim protocol (claims.py); one run
+is `indexing.Indexer`, repair is `maintenance.py`.
 
-Claim protocol (SQL side in `claims.py`):
-  - Every ingestion run holds a claim on its row: the row's `generation`, incremented by
-    the UPDATE that starts the run (a new upload inserts generation 1). A newer claim
-    (reindex, repair of a stale row, delete) revokes the older one.
-  - The run writes its points with ids uuid5(document, generation, chunk) and the
-    generation in the payload, so two runs never write the same point.
-  - After each batch the run refreshes its heartbeat (`claimed_at`) with a conditional
-    UPDATE; no row matched -> the claim is lost and the run stops.
-  - The final change is conditional: `ready` (with the chunk count) or `failed` only
-    `WHERE id = .. AND generation = <ours> AND status = 'indexing'`. Before it, the run
-    deletes points of older generations (and points without one).
-  - A run that lost its claim changes nothing in SQL and removes only points of its own
-    (or older) generation; the holder's points are newer and stay. If the row is gone it
-    removes every point of the document.
-  - Delete marks the row `deleting` (claiming it), removes every vector of the document,
-    then the row; a failure in between leaves it `deleting` until deleting again or repair
-    finishes the job.
-  - Repair (`maintenance.py`, at start-up and periodically) claims only stale rows: an
-    `indexing`/`deleting` row whose heartbeat is older than INGEST_CLAIM_LEASE_SECONDS
-    (or, with the single-process Qdrant Edge store, older than this process), with
-    `FOR UPDATE SKIP LOCKED` on Postgres.
-
-Every query made for a caller filters on the caller's user id; another user's document
-is "not found", never "forbidden".
+Every statement made for a caller is scoped to the caller's `Access` (storage/access.py);
+another user's document is "not found", never "forbidden". The methods take the caller's
+user id, as the routes pass the token's verified `sub`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import LargeBinary, cast, func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import defer
 
 from rag_service.config import Settings
 from rag_service.documents import claims
 from rag_service.documents.chunking import Chunker, chunker_for
 from rag_service.documents.extraction import content_hash, normalize_content
-from rag_service.documents.indexing import INGEST_BATCH, Indexer, point_id, refetch  # noqa: F401 (point_id)
-from rag_service.documents.quotas import IngestionGate, Usage, insert_within_quota, usage_of
+from rag_service.documents.indexing import INGEST_BATCH, Indexer, refetch
+from rag_service.documents.quotas import IngestionGate, insert_within_quota
+from rag_service.documents.reads import DocumentReads
 from rag_service.documents.validation import validate_metadata, validate_title
 from rag_service.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from rag_service.providers.base import Embedder
+from rag_service.storage.access import Access, access_filter, scoped
 from rag_service.storage.models import Document, DocumentStatus, utcnow
 from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.vectors import VectorStore, tenant_filter
+from rag_service.storage.vectors import VectorStore
 
 if TYPE_CHECKING:
     from rag_service.runtime import Runtime
 
 # Lookups of a concurrently saved/deleted duplicate before giving up with 409.
 SAVE_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class IngestionTotals:
-    """One user's documents at a glance: how many in each status, chunks indexed, bytes and
-    characters stored, and the quotas those count against."""
-
-    by_status: dict[str, int]
-    chunks: int
-    bytes: int
-    usage: Usage
-
-    @property
-    def documents(self) -> int:
-        return sum(self.by_status.values())
-
-
-@dataclass(frozen=True)
-class DocumentPage:
-    documents: list[Document]
-    total: int
-    page: int
-    limit: int
-
-    @property
-    def pages(self) -> int:
-        return math.ceil(self.total / self.limit) if self.total else 0
 
 
 @lru_cache(maxsize=8)
@@ -98,7 +51,9 @@ def _shared_chunker(embedder: Embedder, size: int, overlap: int) -> Chunker:
     return chunker_for(embedder, chunk_size_tokens=size, chunk_overlap_tokens=overlap)
 
 
-class DocumentService:
+class DocumentService(DocumentReads):
+    """The reads (`DocumentReads`), and saving, re-indexing and deleting under the claim protocol."""
+
     def __init__(
         self,
         session: AsyncSession,
@@ -114,11 +69,10 @@ class DocumentService:
         # Without a shared gate (tests, one-off tools): no concurrency cap, and quota
         # checks rely on the database lock alone.
         self._gate = gate or IngestionGate(0, 0)
-        self._session = session
+        super().__init__(session, settings)
         self._vector_store = vector_store
         self._sparse_encoder = sparse_encoder
         self._embedder = embedder
-        self._settings = settings
 
     @property
     def chunker(self) -> Chunker:
@@ -168,8 +122,9 @@ class DocumentService:
         content, digest = await asyncio.to_thread(self._normalized_with_hash, content)
         metadata = validate_metadata(metadata, self._settings)
 
+        access = Access(user_id)
         for _ in range(SAVE_ATTEMPTS):
-            existing = await self._find_by_hash(user_id, digest)
+            existing = await self._find_by_hash(access, digest)
             if existing is not None and existing.status == DocumentStatus.DELETING:
                 raise Conflict("a document with the same content is being deleted; try again in a moment")
             if existing is not None and existing.status != DocumentStatus.FAILED:
@@ -178,7 +133,7 @@ class DocumentService:
                 if existing is not None:
                     # An earlier attempt failed: this save is the retry, with the new fields.
                     generation = await claims.claim_failed_for_retry(
-                        self._session, existing.id, title=title, metadata_=metadata,
+                        self._session, access, existing.id, title=title, metadata_=metadata,
                         source_name=source_name, mime_type=mime_type,
                     )
                     if generation is None:  # another save, a reindex or a delete came first
@@ -202,8 +157,8 @@ class DocumentService:
             return document, True
         raise Conflict("the same content is being saved and deleted concurrently; try again")
 
-    async def _find_by_hash(self, user_id: str, digest: str) -> Document | None:
-        query = (select(Document).where(Document.user_id == user_id, Document.content_hash == digest)
+    async def _find_by_hash(self, access: Access, digest: str) -> Document | None:
+        query = (scoped(select(Document).where(Document.content_hash == digest), access, Document)
                  .execution_options(populate_existing=True))  # the loop in `save` must see claims
         return (await self._session.scalars(query)).first()
 
@@ -221,7 +176,7 @@ class DocumentService:
         Takes the claim over from any run in progress (that run then changes nothing).
         """
         async with self._gate.slot(bounded=bounded_wait):
-            generation = await claims.claim_for_reindex(self._session, user_id, document_id)
+            generation = await claims.claim_for_reindex(self._session, Access(user_id), document_id)
             if generation is None:
                 raise NotFound("document not found")
             return await self.resume(user_id, document_id, generation)
@@ -229,7 +184,7 @@ class DocumentService:
     async def resume(self, user_id: str, document_id: str, generation: int) -> Document:
         """Index a row already claimed with `generation` (by `reindex` or repair)."""
         document = (await self._session.scalars(
-            select(Document).where(Document.id == document_id, Document.user_id == user_id)
+            scoped(select(Document).where(Document.id == document_id), Access(user_id), Document)
         )).first()
         if document is None:
             raise NotFound("document not found")
@@ -237,55 +192,7 @@ class DocumentService:
         await self._ingest(document, generation)
         return document
 
-    # --- read / delete ------------------------------------------------------------------
-
-    async def list(self, user_id: str, page: int = 1, limit: int = 20) -> DocumentPage:
-        if page < 1 or not 1 <= limit <= self._settings.max_page_size:
-            raise Unprocessable(f"page must be >= 1 and limit between 1 and {self._settings.max_page_size}")
-        total = await self._session.scalar(select(func.count()).select_from(Document).where(Document.user_id == user_id))
-        query = (
-            select(Document)
-            .options(defer(Document.content))  # listing never needs the (large) content
-            .where(Document.user_id == user_id)
-            .order_by(Document.created_at.desc(), Document.id.desc())
-            .offset((page - 1) * limit)
-            .limit(limit)
-        )
-        documents = list((await self._session.scalars(query)).all())
-        return DocumentPage(documents=documents, total=total or 0, page=page, limit=limit)
-
-    async def summary(self, user_id: str) -> IngestionTotals:
-        """Counts by status, chunks of ready documents, and UTF-8 bytes of stored content (read only)."""
-        # SQLite has no octet_length(); the length of a text cast to a blob is its byte count.
-        is_sqlite = self._session.get_bind().dialect.name == "sqlite"
-        size = func.length(cast(Document.content, LargeBinary)) if is_sqlite else func.octet_length(Document.content)
-        query = (
-            select(Document.status, func.count(), func.coalesce(func.sum(Document.chunk_count), 0),
-                   func.coalesce(func.sum(size), 0))
-            .where(Document.user_id == user_id)
-            .group_by(Document.status)
-        )
-        by_status = {status: 0 for status in (DocumentStatus.INDEXING, DocumentStatus.READY,
-                                                  DocumentStatus.FAILED, DocumentStatus.DELETING)}
-        chunks = total_bytes = 0
-        for status, count, status_chunks, status_bytes in (await self._session.execute(query)).all():
-            by_status[status] = int(count)
-            if status == DocumentStatus.READY:
-                chunks += int(status_chunks)
-            total_bytes += int(status_bytes)
-        usage = await usage_of(self._session, user_id, self._settings)
-        await self._session.commit()
-        return IngestionTotals(by_status=by_status, chunks=chunks, bytes=total_bytes, usage=usage)
-
-    async def get(self, user_id: str, document_id: str) -> Document:
-        if "\x00" in document_id:  # never in an id; PostgreSQL would refuse the query (500)
-            raise NotFound("document not found")
-        query = (select(Document).where(Document.id == document_id, Document.user_id == user_id)
-                 .execution_options(populate_existing=True))  # claims are UPDATEs the session does not see
-        document = (await self._session.scalars(query)).first()
-        if document is None:
-            raise NotFound("document not found")
-        return document
+    # --- delete -----------------------------------------------------------------------
 
     async def delete(self, user_id: str, document_id: str) -> None:
         """Mark the row `deleting` (revoking any ingestion claim), remove every vector of the
@@ -294,12 +201,12 @@ class DocumentService:
         claim gone and cleans up after itself."""
         if "\x00" in document_id:
             raise NotFound("document not found")
-        if await claims.claim_for_delete(self._session, user_id, document_id) is None:
+        if await claims.claim_for_delete(self._session, Access(user_id), document_id) is None:
             raise NotFound("document not found")
         await self.finish_delete(user_id, document_id)
 
     async def finish_delete(self, user_id: str, document_id: str) -> None:
-        await self._vector_store.delete(tenant_filter(user_id, document_ids=[document_id]))
+        await self._vector_store.delete(access_filter(Access(user_id), document_ids=[document_id]))
         await claims.remove_deleted_row(self._session, document_id)
 
 
@@ -310,13 +217,3 @@ def service_for(runtime: Runtime, session: AsyncSession) -> DocumentService:
     return DocumentService(session, runtime.vector_store, runtime.sparse_encoder, runtime.embedder, runtime.settings,
                            gate=getattr(runtime, "ingestion_gate", None),
                            ingest_batch=runtime.settings.ingest_batch_size)
-
-
-def __getattr__(name: str) -> Any:
-    # Maintenance moved to documents/maintenance.py (which imports this module); older
-    # imports of it from here keep working.
-    if name in {"repair_interrupted_ingestions", "reindex_all", "ReindexReport"}:
-        from rag_service.documents import maintenance
-
-        return getattr(maintenance, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

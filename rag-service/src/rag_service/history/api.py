@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from rag_service.deps import CheapRateLimit, SessionmakerDep, SettingsDep, UserDep, WriteScope
+from rag_service.deps import AccessDep, CheapRateLimit, SessionmakerDep, SettingsDep, WriteScope
 from rag_service.errors import Unprocessable, error_responses
 from rag_service.history.schemas import ConversationDetail, DeletedConversation, HistoryPage
 from rag_service.history.service import HistoryService
@@ -18,8 +18,8 @@ MAX_PAGE = 1_000_000
 ConversationId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-def get_history_service(sessionmaker: SessionmakerDep, settings: SettingsDep) -> HistoryService:
-    return HistoryService(sessionmaker, max_history_turns=settings.max_history_turns)
+def get_history_service(sessionmaker: SessionmakerDep) -> HistoryService:
+    return HistoryService(sessionmaker)
 
 
 HistoryServiceDep = Annotated[HistoryService, Depends(get_history_service)]
@@ -27,7 +27,7 @@ HistoryServiceDep = Annotated[HistoryService, Depends(get_history_service)]
 
 @router.get("/history", response_model=HistoryPage, dependencies=[CheapRateLimit])
 async def list_history(
-    user: UserDep,
+    access: AccessDep,
     history: HistoryServiceDep,
     settings: SettingsDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
@@ -37,18 +37,20 @@ async def list_history(
     if limit > max_page_size:
         raise Unprocessable(f"limit must be between 1 and {max_page_size} (max_page_size)",
                             code="validation_error")
-    return await history.list_conversations(user.id, page=page, limit=limit)
+    return HistoryPage.of(await history.list_conversations(access, page=page, limit=limit))
 
 
 @router.get("/history/{conversation_id}", response_model=ConversationDetail, dependencies=[CheapRateLimit],
             responses=error_responses(404))
-async def get_conversation(user: UserDep, history: HistoryServiceDep, conversation_id: ConversationId) -> ConversationDetail:
-    return await history.get_conversation(user.id, conversation_id)
+async def get_conversation(access: AccessDep, history: HistoryServiceDep,
+                           conversation_id: ConversationId) -> ConversationDetail:
+    return ConversationDetail.of(await history.get_conversation(access, conversation_id))
 
 
 @router.delete("/history/{conversation_id}", response_model=DeletedConversation, dependencies=[WriteScope, CheapRateLimit],
                responses=error_responses(404))
 async def delete_conversation(
-    user: UserDep, history: HistoryServiceDep, conversation_id: ConversationId
+    access: AccessDep, history: HistoryServiceDep, conversation_id: ConversationId
 ) -> DeletedConversation:
-    return await history.delete_conversation(user.id, conversation_id)
+    await history.delete_conversation(access, conversation_id)
+    return DeletedConversation(conversation_id=conversation_id)

@@ -1,4 +1,5 @@
-"""Wire shapes of the history routes (seed contract: `history`, `total`, `page`, `pages`)."""
+"""Wire shapes of the history routes (seed contract: `history`, `total`, `page`, `pages`),
+built from the history service's results."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_serializer
+
+from rag_service.history.service import ConversationOverview, ConversationPage, Transcript, TranscriptMessage
 
 # An assistant message's lifecycle:
 # - "incomplete": saved before generation starts; stays so if the client went away mid-stream
@@ -35,12 +38,23 @@ class ConversationSummary(_Timestamped):
     message_count: int
     last_message_preview: str
 
+    @classmethod
+    def of(cls, overview: ConversationOverview) -> ConversationSummary:
+        return cls(conversation_id=overview.id, title=overview.title, created_at=overview.created_at,
+                   updated_at=overview.updated_at, message_count=overview.message_count,
+                   last_message_preview=overview.last_message_preview)
+
 
 class HistoryPage(BaseModel):
     history: list[ConversationSummary]
     total: int
     page: int
     pages: int
+
+    @classmethod
+    def of(cls, page: ConversationPage) -> HistoryPage:
+        return cls(history=[ConversationSummary.of(c) for c in page.conversations], total=page.total,
+                   page=page.page, pages=page.pages)
 
 
 class StoredMessage(_Timestamped):
@@ -52,6 +66,11 @@ class StoredMessage(_Timestamped):
     status: MessageStatus
     created_at: datetime
 
+    @classmethod
+    def of(cls, message: TranscriptMessage) -> StoredMessage:
+        return cls(id=message.id, role=message.role, content=message.content, sources=message.sources,
+                   status=message.status, created_at=message.created_at)
+
 
 class ConversationDetail(_Timestamped):
     conversation_id: str
@@ -59,6 +78,11 @@ class ConversationDetail(_Timestamped):
     created_at: datetime
     updated_at: datetime
     messages: list[StoredMessage]
+
+    @classmethod
+    def of(cls, transcript: Transcript) -> ConversationDetail:
+        return cls(conversation_id=transcript.id, title=transcript.title, created_at=transcript.created_at,
+                   updated_at=transcript.updated_at, messages=[StoredMessage.of(m) for m in transcript.messages])
 
 
 class DeletedConversation(BaseModel):

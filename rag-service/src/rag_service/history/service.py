@@ -1,206 +1,100 @@
-"""Conversations and their messages in SQL: the chat flow's writes and the history reads.
+"""The history reads: a caller's conversations, one conversation's messages, deleting one.
 
-Every statement is filtered by the caller's user id; another user's conversation id behaves
-exactly like one that does not exist (404).
-
-A chat turn is written in two short transactions, never one held open while the answer is
-generated (SQLite has a single writer, and a model can take seconds):
-1. `start_turn`: the user's question and an empty assistant message with status
-   "incomplete" are committed before retrieval and generation start;
-2. `finish_turn`: the assistant message gets its text, sources and final status
-   ("complete", "failed", or stays "incomplete" with the partial text when the client left).
-So a crash or disconnect at any point leaves a readable conversation, never a half row.
-
-Turns in one conversation are serialized: `start_turn` first updates the conversation row,
-which takes its row lock on PostgreSQL and the database's write lock on SQLite, and only
-then reads the last position and the history. A parallel turn waits for that short
-transaction (milliseconds) instead of colliding on `messages(conversation_id, position)`;
-one that cannot get the lock within `turn_lock_timeout_s` is a 409 `conversation_busy`.
-No counter column is needed: the lock makes `max(position) + 1` safe.
+Every statement is scoped to the caller's `Access` (storage/access.py); another user's
+conversation id behaves exactly like one that does not exist (404). The chat flow's writes
+(one turn at a time) are in `turns.py`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rag_service.errors import Conflict, NotFound, Unprocessable
-from rag_service.history.schemas import (
-    ConversationDetail,
-    ConversationSummary,
-    DeletedConversation,
-    HistoryPage,
-    StoredMessage,
-)
-from rag_service.providers.base import Turn
-from rag_service.storage.models import Conversation, Message, MessageRole, utcnow
+from rag_service.errors import NotFound
+from rag_service.paging import Page
+from rag_service.storage.access import Access, scoped
+from rag_service.storage.models import Conversation, Message
 
-TITLE_MAX_CHARS = 80
 PREVIEW_MAX_CHARS = 160
-# A conversation holds at most this many messages (two per turn); beyond it the client
-# starts a new conversation. Keeps history reads and LLM context bounded.
-DEFAULT_MAX_MESSAGES_PER_CONVERSATION = 1000
-# How long a turn waits for another turn of the same conversation to save its question.
-DEFAULT_TURN_LOCK_TIMEOUT_S = 5.0
-POSTGRES_LOCK_NOT_AVAILABLE = "55P03"
-
-STATUS_COMPLETE = "complete"
-STATUS_INCOMPLETE = "incomplete"
-STATUS_FAILED = "failed"
-
-
-def conversation_title(question: str) -> str:
-    """The first question, whitespace collapsed, cut at a word boundary when long."""
-    text = re.sub(r"\s+", " ", question).strip()
-    if len(text) <= TITLE_MAX_CHARS:
-        return text or "New conversation"
-    cut = text[: TITLE_MAX_CHARS - 1]
-    if " " in cut[TITLE_MAX_CHARS // 2 :]:
-        cut = cut[: cut.rfind(" ")]
-    return cut.rstrip(" ,.;:") + "…"
 
 
 @dataclass(frozen=True)
-class StartedTurn:
-    """What `start_turn` saved, plus the earlier turns the answer may use."""
+class ConversationOverview:
+    """One conversation in a listing."""
 
-    conversation_id: str
-    user_message_id: str
-    assistant_message_id: str
-    # Earlier messages, oldest first, at most `max_history_turns` of them; assistant
-    # messages only when complete (a failed or cut-off answer is not context).
-    history: list[Turn]
-    created_conversation: bool
+    id: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+    last_message_preview: str
+
+
+@dataclass(frozen=True)
+class ConversationPage(Page):
+    conversations: list[ConversationOverview]
+
+
+@dataclass(frozen=True)
+class TranscriptMessage:
+    id: str
+    role: str
+    content: str
+    # Assistant messages: [{number, document_id, title, chunk_index, score, snippet}]
+    sources: list[dict[str, Any]]
+    # "complete" | "incomplete" | "failed" (see turns.py)
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A conversation and all its messages, oldest first."""
+
+    id: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    messages: list[TranscriptMessage]
+
+
+def conversation_not_found(conversation_id: str) -> NotFound:
+    return NotFound(f"conversation {conversation_id[:64]!r} not found")
+
+
+async def find_conversation(session: AsyncSession, access: Access, conversation_id: str) -> Conversation:
+    """The conversation, if `access` may see it; 404 otherwise."""
+    if "\x00" in conversation_id:  # never in an id; PostgreSQL would refuse the query (500)
+        raise conversation_not_found(conversation_id)
+    conversation = (await session.execute(
+        scoped(select(Conversation).where(Conversation.id == conversation_id), access, Conversation)
+    )).scalar_one_or_none()
+    if conversation is None:
+        raise conversation_not_found(conversation_id)
+    return conversation
 
 
 class HistoryService:
-    def __init__(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        *,
-        max_history_turns: int,
-        max_messages_per_conversation: int = DEFAULT_MAX_MESSAGES_PER_CONVERSATION,
-        turn_lock_timeout_s: float = DEFAULT_TURN_LOCK_TIMEOUT_S,
-    ) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
-        self._max_history_turns = max_history_turns
-        self._max_messages = max_messages_per_conversation
-        self._turn_lock_timeout_ms = max(1, int(turn_lock_timeout_s * 1000))
 
-    # --- the chat flow's writes ---------------------------------------------------------
-
-    async def start_turn(self, user_id: str, question: str, conversation_id: str | None = None) -> StartedTurn:
-        """Save the question and an "incomplete" assistant placeholder; 404 for a
-        conversation the caller does not own; 422 when the conversation is full; 409
-        `conversation_busy` when another turn of it holds the lock too long."""
-        try:
-            return await self._start_turn(user_id, question, conversation_id)
-        except IntegrityError as exc:
-            # Only reachable if a writer skipped the lock (e.g. an older replica mid-deploy).
-            raise _busy() from exc
-
-    async def _start_turn(self, user_id: str, question: str, conversation_id: str | None) -> StartedTurn:
-        async with self._sessionmaker() as session, session.begin():
-            now = utcnow()
-            history: list[Turn] = []
-            if conversation_id is None:
-                conversation = Conversation(user_id=user_id, title=conversation_title(question),
-                                            created_at=now, updated_at=now)
-                session.add(conversation)
-                await session.flush()
-                next_position = 0
-            else:
-                conversation = await self._lock_conversation(session, user_id, conversation_id, now)
-                count, last_position = (await session.execute(
-                    select(func.count(Message.id), func.max(Message.position))
-                    .where(Message.conversation_id == conversation.id, Message.user_id == user_id)
-                )).one()
-                if count + 2 > self._max_messages:
-                    raise Unprocessable(
-                        f"conversation is full ({self._max_messages} messages, "
-                        "max_messages_per_conversation): start a new conversation",
-                        code="conversation_too_long",
-                    )
-                next_position = 0 if last_position is None else last_position + 1
-                history = await self._recent_turns(session, user_id, conversation.id)
-            user_message = Message(
-                conversation_id=conversation.id, user_id=user_id, position=next_position,
-                role=MessageRole.USER, content=question, sources=[], status=STATUS_COMPLETE, created_at=now,
-            )
-            assistant_message = Message(
-                conversation_id=conversation.id, user_id=user_id, position=next_position + 1,
-                role=MessageRole.ASSISTANT, content="", sources=[], status=STATUS_INCOMPLETE, created_at=now,
-            )
-            session.add_all([user_message, assistant_message])
-            await session.flush()
-            return StartedTurn(
-                conversation_id=conversation.id,
-                user_message_id=user_message.id,
-                assistant_message_id=assistant_message.id,
-                history=history,
-                created_conversation=conversation_id is None,
-            )
-
-    async def finish_turn(
-        self,
-        user_id: str,
-        turn: StartedTurn,
-        *,
-        content: str,
-        sources: list[dict[str, Any]],
-        status: str,
-    ) -> None:
-        """Give the assistant placeholder its final text, sources and status."""
-        async with self._sessionmaker() as session, session.begin():
-            await session.execute(
-                update(Message)
-                .where(Message.id == turn.assistant_message_id, Message.user_id == user_id,
-                       Message.conversation_id == turn.conversation_id)
-                .values(content=content, sources=sources, status=status)
-            )
-            await session.execute(
-                update(Conversation)
-                .where(Conversation.id == turn.conversation_id, Conversation.user_id == user_id)
-                .values(updated_at=utcnow())
-            )
-
-    async def _recent_turns(self, session: AsyncSession, user_id: str, conversation_id: str) -> list[Turn]:
-        if self._max_history_turns <= 0:
-            return []
-        rows = (await session.execute(
-            select(Message.role, Message.content, Message.status)
-            .where(Message.conversation_id == conversation_id, Message.user_id == user_id)
-            .order_by(Message.position.desc())
-            .limit(self._max_history_turns * 2)
-        )).all()
-        turns = [
-            Turn(role=role, content=content)
-            for role, content, status in reversed(rows)
-            if content and (role == MessageRole.USER or status == STATUS_COMPLETE)
-        ]
-        return turns[-self._max_history_turns :]
-
-    # --- history reads ------------------------------------------------------------------
-
-    async def list_conversations(self, user_id: str, page: int, limit: int) -> HistoryPage:
+    async def list_conversations(self, access: Access, page: int, limit: int) -> ConversationPage:
         """The caller's conversations, most recently active first."""
+        # Both subqueries are correlated to the (scoped) conversation row of the outer query.
         message_count = (
             select(func.count(Message.id))
-            .where(Message.conversation_id == Conversation.id, Message.user_id == user_id)
+            .where(Message.conversation_id == Conversation.id)
             .correlate(Conversation)
             .scalar_subquery()
         )
         last_preview = (
             select(func.substr(Message.content, 1, PREVIEW_MAX_CHARS + 1))
-            .where(Message.conversation_id == Conversation.id, Message.user_id == user_id,
-                   Message.content != "")
+            .where(Message.conversation_id == Conversation.id, Message.content != "")
             .order_by(Message.position.desc())
             .limit(1)
             .correlate(Conversation)
@@ -208,114 +102,51 @@ class HistoryService:
         )
         async with self._sessionmaker() as session:
             total = (await session.execute(
-                select(func.count(Conversation.id)).where(Conversation.user_id == user_id)
+                scoped(select(func.count(Conversation.id)), access, Conversation)
             )).scalar_one()
             rows = (await session.execute(
-                select(Conversation, message_count, last_preview)
-                .where(Conversation.user_id == user_id)
+                scoped(select(Conversation, message_count, last_preview), access, Conversation)
                 .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
                 .offset((page - 1) * limit)
                 .limit(limit)
             )).all()
-        items = [
-            ConversationSummary(
-                conversation_id=conversation.id,
-                title=conversation.title,
-                created_at=conversation.created_at,
-                updated_at=conversation.updated_at,
-                message_count=count,
-                last_message_preview=_preview(preview or ""),
+        overviews = [
+            ConversationOverview(
+                id=conversation.id, title=conversation.title, created_at=conversation.created_at,
+                updated_at=conversation.updated_at, message_count=count, last_message_preview=_preview(preview or ""),
             )
             for conversation, count, preview in rows
         ]
-        return HistoryPage(history=items, total=total, page=page, pages=math.ceil(total / limit))
+        return ConversationPage(conversations=overviews, total=total, page=page, limit=limit)
 
-    async def get_conversation(self, user_id: str, conversation_id: str) -> ConversationDetail:
+    async def get_conversation(self, access: Access, conversation_id: str) -> Transcript:
         async with self._sessionmaker() as session:
-            conversation = await self._owned_conversation(session, user_id, conversation_id)
+            conversation = await find_conversation(session, access, conversation_id)
             messages = (await session.execute(
-                select(Message)
-                .where(Message.conversation_id == conversation.id, Message.user_id == user_id)
+                scoped(select(Message).where(Message.conversation_id == conversation.id), access, Message)
                 .order_by(Message.position)
             )).scalars().all()
-        return ConversationDetail(
-            conversation_id=conversation.id,
-            title=conversation.title,
-            created_at=conversation.created_at,
+        return Transcript(
+            id=conversation.id, title=conversation.title, created_at=conversation.created_at,
             updated_at=conversation.updated_at,
             messages=[
-                StoredMessage(id=m.id, role=m.role, content=m.content, sources=m.sources or [],
-                              status=m.status, created_at=m.created_at)
+                TranscriptMessage(id=m.id, role=m.role, content=m.content, sources=m.sources or [],
+                                  status=m.status, created_at=m.created_at)
                 for m in messages
             ],
         )
 
-    async def delete_conversation(self, user_id: str, conversation_id: str) -> DeletedConversation:
+    async def delete_conversation(self, access: Access, conversation_id: str) -> None:
         async with self._sessionmaker() as session, session.begin():
-            conversation = await self._owned_conversation(session, user_id, conversation_id)
+            conversation = await find_conversation(session, access, conversation_id)
             # Messages first and explicitly: the FK cascade is not relied upon (SQLite
             # only enforces it with PRAGMA foreign_keys=ON).
             await session.execute(
-                delete(Message).where(Message.conversation_id == conversation.id, Message.user_id == user_id)
+                scoped(delete(Message).where(Message.conversation_id == conversation.id), access, Message)
             )
             await session.execute(
-                delete(Conversation).where(Conversation.id == conversation.id, Conversation.user_id == user_id)
+                scoped(delete(Conversation).where(Conversation.id == conversation.id), access, Conversation)
             )
-        return DeletedConversation(conversation_id=conversation_id)
-
-    async def _lock_conversation(self, session: AsyncSession, user_id: str, conversation_id: str,
-                                 now: datetime) -> Conversation:
-        """Take the conversation for this transaction (see the module docstring); 404 when
-        the caller does not own it, 409 when the lock is not free in time."""
-        if "\x00" in conversation_id:  # never in an id; PostgreSQL would refuse the query (500)
-            raise NotFound("conversation not found")
-        # The wait is bounded per statement: SET LOCAL on PostgreSQL (ends with the
-        # transaction); on SQLite the connection's busy timeout, put back afterwards (the
-        # connection returns to the pool). Neither takes bind parameters: the value is an int.
-        sqlite = session.get_bind().dialect.name == "sqlite"
-        if sqlite:
-            usual_wait_ms = (await session.execute(text("PRAGMA busy_timeout"))).scalar_one()
-            await session.execute(text(f"PRAGMA busy_timeout = {self._turn_lock_timeout_ms}"))
-        else:
-            await session.execute(text(f"SET LOCAL lock_timeout = {self._turn_lock_timeout_ms}"))
-        try:
-            locked = await session.execute(
-                update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.user_id == user_id)
-                .values(updated_at=now)
-            )
-        except OperationalError as exc:
-            if _is_lock_timeout(exc):
-                raise _busy() from exc
-            raise
-        finally:
-            if sqlite:
-                await session.execute(text(f"PRAGMA busy_timeout = {int(usual_wait_ms)}"))
-        if locked.rowcount == 0:
-            raise NotFound(f"conversation {conversation_id[:64]!r} not found")
-        return await self._owned_conversation(session, user_id, conversation_id)
-
-    @staticmethod
-    async def _owned_conversation(session: AsyncSession, user_id: str, conversation_id: str) -> Conversation:
-        if "\x00" in conversation_id:  # never in an id; PostgreSQL would refuse the query (500)
-            raise NotFound("conversation not found")
-        conversation = (await session.execute(
-            select(Conversation).where(Conversation.id == conversation_id, Conversation.user_id == user_id)
-        )).scalar_one_or_none()
-        if conversation is None:
-            raise NotFound(f"conversation {conversation_id[:64]!r} not found")
-        return conversation
-
-
-def _busy() -> Conflict:
-    return Conflict("another turn of this conversation is being saved; retry shortly",
-                    code="conversation_busy", headers={"Retry-After": "1"})
-
-
-def _is_lock_timeout(exc: OperationalError) -> bool:
-    if getattr(exc.orig, "sqlstate", None) == POSTGRES_LOCK_NOT_AVAILABLE:
-        return True
-    return "database is locked" in str(exc.orig)  # SQLite's busy timeout ran out
 
 
 def _preview(content: str) -> str:

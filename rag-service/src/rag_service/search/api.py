@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from rag_service.deps import (
+    AccessDep,
     CostlyRateLimit,
     EmbedderDep,
     SettingsDep,
     SparseEncoderDep,
-    UserDep,
     VectorStoreDep,
 )
 from rag_service.search.schemas import SearchRequest, SearchResponse, SearchResultItem
@@ -33,9 +33,9 @@ SearchServiceDep = Annotated[SearchService, Depends(get_search_service)]
 
 
 @router.post("/search", response_model=SearchResponse, dependencies=[CostlyRateLimit])
-async def search(request: SearchRequest, user: UserDep, service: SearchServiceDep) -> SearchResponse:
+async def search(request: SearchRequest, access: AccessDep, service: SearchServiceDep) -> SearchResponse:
     result = await service.search(
-        user.id,
+        access,
         request.query,
         top_k=request.top_k,
         filters=request.filters,

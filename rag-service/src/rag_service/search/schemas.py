@@ -6,7 +6,7 @@ Filters (every key optional, unknown keys rejected):
      "metadata": {"lang": "en",                      # field equals the value
                   "year": [2023, 2024]}}             # field equals any of the values
 
-Conditions are ANDed together and with the caller's tenant condition, so a filter can only
+Conditions are ANDed together and with the caller's access scope, so a filter can only
 narrow a search. Metadata values are scalars (string, integer, float, boolean) or flat lists
 of scalars; nested objects, empty lists and oversized filters are rejected (422).
 """
@@ -59,7 +59,7 @@ class SearchFilters(BaseModel):
         return metadata
 
     def metadata_values(self) -> dict[str, list[str | int | float | bool]]:
-        """Metadata conditions in `tenant_filter`'s form: field -> accepted values."""
+        """Metadata conditions in `access_filter`'s form: field -> accepted values."""
         return {
             key: list(value) if isinstance(value, list) else [value]
             for key, value in (self.metadata or {}).items()

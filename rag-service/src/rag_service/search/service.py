@@ -1,7 +1,7 @@
 """Search over the caller's own chunks: hybrid (dense + BM25 fused by RRF), dense or keyword.
 
 The vector store does the retrieval and the fusion in one query; this service embeds the
-query, scopes it to the tenant, over-fetches and then collapses the candidates so that
+query, scopes it to the caller's `Access`, over-fetches and then collapses the candidates so that
 several chunks of one passage do not crowd other documents out of the top k.
 """
 
@@ -18,7 +18,8 @@ from rag_service.errors import Unprocessable
 from rag_service.providers.base import Embedder
 from rag_service.search.schemas import MAX_TOP_K, MIN_TOP_K, SearchFilters
 from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.vectors import ChunkHit, QueryVectors, SearchMode, VectorStore, tenant_filter
+from rag_service.storage.access import Access, access_filter
+from rag_service.storage.vectors import ChunkHit, QueryVectors, SearchMode, VectorStore
 
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "dense", "keyword")
 # Candidates fetched per requested result, so the collapse still has top_k to return.
@@ -103,7 +104,7 @@ def parse_filters(filters: SearchFilters | Mapping[str, Any] | None) -> SearchFi
 
 
 class SearchService:
-    """Searches one user's chunks. Stateless apart from its collaborators: build one per request."""
+    """Searches the chunks a caller may see. Stateless apart from its collaborators: build one per request."""
 
     def __init__(
         self,
@@ -124,7 +125,7 @@ class SearchService:
 
     async def search(
         self,
-        user_id: str,
+        access: Access,
         query: str,
         top_k: int = 5,
         filters: SearchFilters | Mapping[str, Any] | None = None,
@@ -134,7 +135,7 @@ class SearchService:
         include_embedding: bool = True,
         retrieval_text: str | None = None,
     ) -> SearchResult:
-        """The best `top_k` distinct chunks of `user_id`'s documents for `query`.
+        """The best `top_k` distinct chunks for `query` among those `access` may see.
 
         `retrieval_text`, when given, is what gets embedded and BM25-encoded instead of
         `query` (e.g. a multi-turn question condensed with earlier turns by the chat);
@@ -154,8 +155,8 @@ class SearchService:
             if not -1.0 <= min_score <= 1.0:
                 raise Unprocessable("min_score is a cosine similarity, from -1 to 1")
         parsed = parse_filters(filters)
-        where = tenant_filter(
-            user_id,
+        where = access_filter(
+            access,
             document_ids=list(parsed.document_ids or ()) if parsed else None,
             metadata=parsed.metadata_values() if parsed else None,
         )

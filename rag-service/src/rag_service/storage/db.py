@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from rag_service.config import Settings
+from rag_service.storage.access import ScopedSession
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,9 @@ def create_engine_and_sessionmaker(
     settings: Settings,
 ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
     engine = create_engine(settings.sqlalchemy_url)
-    # expire_on_commit=False: services return ORM objects after committing.
-    return engine, async_sessionmaker(engine, expire_on_commit=False)
+    # expire_on_commit=False: services return ORM objects after committing. ScopedSession
+    # refuses statements on owned tables built without an access scope (storage/access.py).
+    return engine, async_sessionmaker(engine, expire_on_commit=False, sync_session_class=ScopedSession)
 
 
 def alembic_config(url: str) -> Config:

@@ -1,5 +1,6 @@
 """SQL tables owned by the rag-service. Users live in the auth-service; `user_id` is the
-JWT `sub` (a string) and every query filters on it.
+JWT `sub` (a string), and every statement on these tables is scoped to the caller's
+`Access` (storage/access.py).
 
 Schema changes go through Alembic (`storage/migrations`); keep these models and the
 migrations in step (a test compares them).

@@ -14,7 +14,7 @@ searching user's own chunks only (Qdrant's formula, `ln((N - n + 0.5) / (n + 0.5
 hybrid fuses the dense and keyword candidate lists (same depth) with reciprocal rank fusion,
 same k, ranks counted from 0 as Qdrant does. Every search is one SQL statement.
 
-The filter comes from `sql_filter` (storage/vectors.py), the SQL form of the one tenant filter.
+The filter comes from `sql_filter` (storage/filters.py), the SQL form of the one access filter.
 Driver or server failures become `ServiceUnavailable` (HTTP 503); `healthy()` never raises.
 """
 
@@ -32,6 +32,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from rag_service.errors import ServiceUnavailable
+from rag_service.storage.filters import sql_filter
 from rag_service.storage.qdrant_edge import RRF_K, prefetch_limit
 from rag_service.storage.vectors import (
     ChunkFilter,
@@ -40,7 +41,6 @@ from rag_service.storage.vectors import (
     QueryVectors,
     SearchMode,
     SparseVector,
-    sql_filter,
 )
 
 # sparsevec's largest dimension. BM25 token ids are 31-bit hashes, so they are folded into

@@ -24,9 +24,9 @@ import numpy
 import qdrant_edge as qe
 
 from rag_service.errors import ServiceUnavailable
+from rag_service.storage.filters import AnyOf, Between, Condition, OneOf, filter_spec
 from rag_service.storage.vectors import (
     DOCUMENT_ID_KEY,
-    GENERATION_KEY,
     USER_ID_KEY,
     ChunkFilter,
     ChunkHit,
@@ -34,7 +34,6 @@ from rag_service.storage.vectors import (
     QueryVectors,
     SearchMode,
     SparseVector,
-    metadata_field,
 )
 
 DENSE = "dense"
@@ -59,40 +58,23 @@ def prefetch_limit(limit: int) -> int:
 
 
 def edge_filter(where: ChunkFilter) -> qe.Filter:
-    """`ChunkFilter` -> Edge filter. The user id condition is always the first `must`."""
-    if not where.user_id:  # a real check: asserts vanish under `python -O`
-        raise ValueError("a vector filter must be scoped to a user")
-    must: list = [qe.FieldCondition(key=USER_ID_KEY, match=qe.MatchValue(where.user_id))]
-    if where.document_ids:
-        must.append(qe.FieldCondition(key=DOCUMENT_ID_KEY, match=qe.MatchAny(list(where.document_ids))))
-    for key, values in where.metadata:
-        must.append(_metadata_condition(metadata_field(key), values))
-    if where.generation is not None:
-        must.append(qe.FieldCondition(key=GENERATION_KEY, match=qe.MatchValue(where.generation)))
-    if where.generation_below is not None:
-        # must_not(>= n) also matches points that have no generation (written before it existed).
-        must_not = [qe.FieldCondition(key=GENERATION_KEY, range=qe.RangeFloat(gte=where.generation_below))]
-        return qe.Filter(must=must, must_not=must_not)
-    return qe.Filter(must=must)
+    """`ChunkFilter` -> Edge filter (conditions from `filters.filter_spec`)."""
+    spec = filter_spec(where)
+    return qe.Filter(must=[_edge_condition(c) for c in spec.must],
+                     must_not=[_edge_condition(c) for c in spec.must_not] or None)
 
 
-def _metadata_condition(path: str, values: tuple) -> qe.Filter | qe.FieldCondition:
-    """Match any of `values` at `path`. No values -> matches nothing (a filter only narrows)."""
-    strings = [v for v in values if isinstance(v, str)]
-    integers = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
-    conditions: list = []
-    if strings or not values:
-        conditions.append(qe.FieldCondition(key=path, match=qe.MatchAny(strings)))
-    if integers:
-        conditions.append(qe.FieldCondition(key=path, match=qe.MatchAny(integers)))
-    for value in values:
-        if isinstance(value, bool):
-            # qdrant-edge-py 0.9 reads a Python bool as the integer 1/0 here; numpy's bool
-            # is extracted as a real boolean.
-            conditions.append(qe.FieldCondition(key=path, match=qe.MatchValue(numpy.bool_(value))))
-        elif isinstance(value, float):
-            conditions.append(qe.FieldCondition(key=path, range=qe.RangeFloat(gte=value, lte=value)))
-    return conditions[0] if len(conditions) == 1 else qe.Filter(should=conditions)
+def _edge_condition(condition: Condition) -> qe.Filter | qe.FieldCondition:
+    if isinstance(condition, AnyOf):
+        return qe.Filter(should=[_edge_condition(c) for c in condition.conditions])
+    if isinstance(condition, OneOf):
+        return qe.FieldCondition(key=condition.key, match=qe.MatchAny(list(condition.values)))
+    if isinstance(condition, Between):
+        return qe.FieldCondition(key=condition.key, range=qe.RangeFloat(gte=condition.gte, lte=condition.lte))
+    # qdrant-edge-py 0.9 reads a Python bool as the integer 1/0 here; numpy's bool is
+    # extracted as a real boolean.
+    value = numpy.bool_(condition.value) if isinstance(condition.value, bool) else condition.value
+    return qe.FieldCondition(key=condition.key, match=qe.MatchValue(value))
 
 
 def _sparse(vector: SparseVector) -> qe.SparseVector:
@@ -196,7 +178,7 @@ class EdgeVectorStore:
         keyword = qe.Query.Nearest(_sparse(query.sparse), using=SPARSE)
         # IDF from this user's chunks only: other tenants' documents never shape a
         # user's keyword scores (no cross-tenant statistics leak through rankings).
-        keyword_params = qe.SearchParams(idf=qe.IdfParams(corpus=edge_filter(ChunkFilter(user_id=where.user_id))))
+        keyword_params = qe.SearchParams(idf=qe.IdfParams(corpus=edge_filter(where.access_only())))
         if mode == "dense":
             return qe.QueryRequest(
                 limit=limit, query=dense, filter=scope, score_threshold=dense_score_threshold, with_payload=True

@@ -18,10 +18,10 @@ from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from rag_service.errors import ServiceUnavailable
+from rag_service.storage.filters import AnyOf, Between, Condition, OneOf, filter_spec
 from rag_service.storage.qdrant_edge import DENSE, RRF_K, SPARSE, prefetch_limit
 from rag_service.storage.vectors import (
     DOCUMENT_ID_KEY,
-    GENERATION_KEY,
     USER_ID_KEY,
     ChunkFilter,
     ChunkHit,
@@ -29,7 +29,6 @@ from rag_service.storage.vectors import (
     QueryVectors,
     SearchMode,
     SparseVector,
-    metadata_field,
 )
 
 UPSERT_BATCH = 256
@@ -59,42 +58,20 @@ def _unavailable_on_failure(method: Callable[P, Awaitable[T]]) -> Callable[P, Aw
 
 
 def server_filter(where: ChunkFilter) -> models.Filter:
-    """`ChunkFilter` -> Qdrant filter. The user id condition is always the first `must`."""
-    if not where.user_id:  # a real check: asserts vanish under `python -O`
-        raise ValueError("a vector filter must be scoped to a user")
-    must: list[models.Condition] = [
-        models.FieldCondition(key=USER_ID_KEY, match=models.MatchValue(value=where.user_id))
-    ]
-    if where.document_ids:
-        must.append(models.FieldCondition(key=DOCUMENT_ID_KEY, match=models.MatchAny(any=list(where.document_ids))))
-    for key, values in where.metadata:
-        must.append(_metadata_condition(metadata_field(key), values))
-    if where.generation is not None:
-        must.append(models.FieldCondition(key=GENERATION_KEY, match=models.MatchValue(value=where.generation)))
-    if where.generation_below is not None:
-        # must_not(>= n) also matches points that have no generation (written before it existed).
-        must_not: list[models.Condition] = [
-            models.FieldCondition(key=GENERATION_KEY, range=models.Range(gte=where.generation_below))
-        ]
-        return models.Filter(must=must, must_not=must_not)
-    return models.Filter(must=must)
+    """`ChunkFilter` -> Qdrant filter (conditions from `filters.filter_spec`)."""
+    spec = filter_spec(where)
+    return models.Filter(must=[_server_condition(c) for c in spec.must],
+                         must_not=[_server_condition(c) for c in spec.must_not] or None)
 
 
-def _metadata_condition(path: str, values: tuple) -> models.Condition:
-    """Match any of `values` at `path`. No values -> matches nothing (a filter only narrows)."""
-    strings = [v for v in values if isinstance(v, str)]
-    integers = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
-    conditions: list[models.Condition] = []
-    if strings or not values:
-        conditions.append(models.FieldCondition(key=path, match=models.MatchAny(any=strings)))
-    if integers:
-        conditions.append(models.FieldCondition(key=path, match=models.MatchAny(any=integers)))
-    for value in values:
-        if isinstance(value, bool):
-            conditions.append(models.FieldCondition(key=path, match=models.MatchValue(value=value)))
-        elif isinstance(value, float):
-            conditions.append(models.FieldCondition(key=path, range=models.Range(gte=value, lte=value)))
-    return conditions[0] if len(conditions) == 1 else models.Filter(should=conditions)
+def _server_condition(condition: Condition) -> models.Condition:
+    if isinstance(condition, AnyOf):
+        return models.Filter(should=[_server_condition(c) for c in condition.conditions])
+    if isinstance(condition, OneOf):
+        return models.FieldCondition(key=condition.key, match=models.MatchAny(any=list(condition.values)))
+    if isinstance(condition, Between):
+        return models.FieldCondition(key=condition.key, range=models.Range(gte=condition.gte, lte=condition.lte))
+    return models.FieldCondition(key=condition.key, match=models.MatchValue(value=condition.value))
 
 
 def _sparse(vector: SparseVector) -> models.SparseVector:
@@ -162,9 +139,7 @@ class ServerVectorStore:
         scope = server_filter(where)
         has_terms = bool(query.sparse.indices)
         # IDF from this user's chunks only, as in the Edge adapter.
-        keyword_params = models.SearchParams(
-            idf=models.IdfCorpusParams(corpus=server_filter(ChunkFilter(user_id=where.user_id)))
-        )
+        keyword_params = models.SearchParams(idf=models.IdfCorpusParams(corpus=server_filter(where.access_only())))
         common = {"collection_name": self.collection, "limit": limit, "query_filter": scope, "with_payload": True}
         if mode == "dense":
             response = await self.client.query_points(

@@ -1,15 +1,15 @@
 """The vector store interface shared by the Qdrant Edge, Qdrant server and pgvector adapters.
 
-Business code only sees these types. Every read and delete takes a `ChunkFilter`, and
-the only way to build one is `tenant_filter`, which always pins the owner's user id:
-a request can narrow a search (document ids, metadata values) but never widen it.
+Business code only sees these types. Every read and delete takes a `ChunkFilter`, built by
+`storage.access.access_filter` from the caller's `Access` (it always pins the caller's user
+id): a request can narrow a search (document ids, metadata values) but never widen it.
+`storage.filters` turns a `ChunkFilter` into each store's filter.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from rag_service.errors import BadRequest
@@ -31,21 +31,28 @@ class SparseVector:
     values: list[float]
 
 
-@dataclass(frozen=True)
-class ChunkPoint:
-    """One chunk to store: its id (a UUID string), vectors and payload."""
+@dataclass(frozen=True, kw_only=True)
+class StoredChunk:
+    """What every stored point and every search hit carries: the chunk's id (a UUID string),
+    its text and where it sits in its document, the document's title and metadata."""
 
     id: str
-    user_id: str
     document_id: str
     chunk_index: int
     text: str
     title: str
     start: int
     end: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkPoint(StoredChunk):
+    """One chunk to store: its owner, vectors and ingestion run besides the chunk itself."""
+
+    user_id: str
     dense: list[float]
     sparse: SparseVector
-    metadata: dict[str, Any] = field(default_factory=dict)
     generation: int = 0
 
     def payload(self) -> dict[str, Any]:
@@ -62,19 +69,11 @@ class ChunkPoint:
         }
 
 
-@dataclass(frozen=True)
-class ChunkHit:
+@dataclass(frozen=True, kw_only=True)
+class ChunkHit(StoredChunk):
     """A search result: the stored chunk and its score for the query."""
 
-    id: str
     score: float
-    document_id: str
-    chunk_index: int
-    text: str
-    title: str
-    start: int
-    end: int
-    metadata: dict[str, Any]
 
     @classmethod
     def from_payload(cls, point_id: Any, score: float, payload: dict[str, Any]) -> ChunkHit:
@@ -93,44 +92,19 @@ class ChunkHit:
 
 @dataclass(frozen=True)
 class ChunkFilter:
-    """Conditions every matching point must meet. Build it with `tenant_filter` only."""
+    """Conditions every matching point must meet. Build it with `access.access_filter` only."""
 
     user_id: str
     document_ids: tuple[str, ...] = ()
     # metadata field -> accepted values (any of them)
     metadata: tuple[tuple[str, tuple[str | int | float | bool, ...]], ...] = ()
-    # Ingestion bookkeeping, never set from a request (see `generation_filter`).
+    # Ingestion bookkeeping, never set from a request (see `access.generation_filter`).
     generation: int | None = None
     generation_below: int | None = None
 
-
-def tenant_filter(
-    user_id: str,
-    document_ids: list[str] | None = None,
-    metadata: dict[str, list[str | int | float | bool]] | None = None,
-) -> ChunkFilter:
-    """The one place a vector filter is built: always scoped to `user_id`.
-
-    Caller-supplied conditions are ANDed with the tenant condition; they can only
-    narrow the result set.
-    """
-    if not user_id:
-        raise ValueError("a tenant filter needs a user id")
-    for key in metadata or {}:
-        metadata_field(key)  # rejects keys that are not plain field names (BadRequest)
-    return ChunkFilter(
-        user_id=user_id,
-        document_ids=tuple(document_ids or ()),
-        metadata=tuple((key, tuple(values)) for key, values in sorted((metadata or {}).items())),
-    )
-
-
-def generation_filter(
-    user_id: str, document_id: str, *, generation: int | None = None, below: int | None = None
-) -> ChunkFilter:
-    """One document's points written by exactly `generation`, or by any generation
-    `below` the given one (points without a generation count as 0)."""
-    return replace(tenant_filter(user_id, document_ids=[document_id]), generation=generation, generation_below=below)
+    def access_only(self) -> ChunkFilter:
+        """The same access without the narrowing: what a keyword search computes IDF over."""
+        return ChunkFilter(user_id=self.user_id)
 
 
 @dataclass(frozen=True)
@@ -191,38 +165,3 @@ def metadata_field(key: str) -> str:
     if not _METADATA_KEY_PATTERN.fullmatch(key):
         raise BadRequest(f"invalid metadata filter key {key[:80]!r}: use letters, digits, '_', '-' and '.'")
     return f"{METADATA_KEY}.{key}"
-
-
-def sql_filter(where: ChunkFilter) -> tuple[str, dict[str, Any]]:
-    """`ChunkFilter` -> a SQL condition and its psycopg parameters (pgvector adapter).
-
-    The condition reads the columns `user_id`, `document_id`, `generation` and `metadata` (jsonb) and
-    always starts with the user id. Parameter names start with `f_`. Metadata values match
-    like Qdrant's: a field equal to any accepted value, or an array holding one (jsonpath's
-    lax mode looks inside arrays), strings never equal numbers, booleans never equal 0/1.
-    """
-    if not where.user_id:
-        raise ValueError("a vector filter must be scoped to a user")
-    clauses = ["user_id = %(f_user)s"]
-    params: dict[str, Any] = {"f_user": where.user_id}
-    if where.document_ids:
-        clauses.append("document_id = ANY(%(f_documents)s)")
-        params["f_documents"] = list(where.document_ids)
-    # Ingestion bookkeeping (`generation_filter`); rows written before generations are 0.
-    if where.generation is not None:
-        clauses.append("generation = %(f_generation)s")
-        params["f_generation"] = where.generation
-    if where.generation_below is not None:
-        clauses.append("generation < %(f_generation_below)s")
-        params["f_generation_below"] = where.generation_below
-    for number, (key, values) in enumerate(where.metadata):
-        metadata_field(key)  # only plain names reach the jsonpath below (quoted per part)
-        if not values:
-            clauses.append("FALSE")  # no accepted values: matches nothing (a filter only narrows)
-            continue
-        path = "$" + "".join(f'."{part}"' for part in key.split("."))
-        accepted = " || ".join(f"@ == $v{i}" for i in range(len(values)))
-        params[f"f_path{number}"] = f"{path} ? ({accepted})"
-        params[f"f_values{number}"] = json.dumps({f"v{i}": value for i, value in enumerate(values)})
-        clauses.append(f"jsonb_path_exists(metadata, %(f_path{number})s::jsonpath, %(f_values{number})s::jsonb)")
-    return " AND ".join(clauses), params

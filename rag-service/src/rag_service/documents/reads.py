@@ -1,0 +1,94 @@
+"""Reading a caller's documents: one page of the listing, one document, the summary.
+
+Read only, and scoped to the caller's `Access` like every statement (storage/access.py):
+another user's document is "not found". `DocumentService` (service.py) adds the writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import LargeBinary, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
+
+from rag_service.config import Settings
+from rag_service.documents.quotas import Usage, usage_of
+from rag_service.errors import NotFound, Unprocessable
+from rag_service.paging import Page
+from rag_service.storage.access import Access, scoped
+from rag_service.storage.models import Document, DocumentStatus
+
+
+@dataclass(frozen=True)
+class IngestionTotals:
+    """One user's documents at a glance: how many in each status, chunks indexed, bytes and
+    characters stored, and the quotas those count against."""
+
+    by_status: dict[str, int]
+    chunks: int
+    bytes: int
+    usage: Usage
+
+    @property
+    def documents(self) -> int:
+        return sum(self.by_status.values())
+
+
+@dataclass(frozen=True)
+class DocumentPage(Page):
+    documents: list[Document]
+
+
+class DocumentReads:
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self._session = session
+        self._settings = settings
+
+    async def list(self, user_id: str, page: int = 1, limit: int = 20) -> DocumentPage:
+        if page < 1 or not 1 <= limit <= self._settings.max_page_size:
+            raise Unprocessable(f"page must be >= 1 and limit between 1 and {self._settings.max_page_size}")
+        access = Access(user_id)
+        total = await self._session.scalar(scoped(select(func.count()).select_from(Document), access, Document))
+        query = (
+            scoped(select(Document), access, Document)
+            .options(defer(Document.content))  # listing never needs the (large) content
+            .order_by(Document.created_at.desc(), Document.id.desc())
+            .offset((page - 1) * limit)
+            .limit(limit)
+        )
+        documents = list((await self._session.scalars(query)).all())
+        return DocumentPage(documents=documents, total=total or 0, page=page, limit=limit)
+
+    async def summary(self, user_id: str) -> IngestionTotals:
+        """Counts by status, chunks of ready documents, and UTF-8 bytes of stored content (read only)."""
+        # SQLite has no octet_length(); the length of a text cast to a blob is its byte count.
+        is_sqlite = self._session.get_bind().dialect.name == "sqlite"
+        size = func.length(cast(Document.content, LargeBinary)) if is_sqlite else func.octet_length(Document.content)
+        access = Access(user_id)
+        query = scoped(
+            select(Document.status, func.count(), func.coalesce(func.sum(Document.chunk_count), 0),
+                   func.coalesce(func.sum(size), 0)).group_by(Document.status),
+            access, Document,
+        )
+        by_status = {status: 0 for status in (DocumentStatus.INDEXING, DocumentStatus.READY,
+                                                  DocumentStatus.FAILED, DocumentStatus.DELETING)}
+        chunks = total_bytes = 0
+        for status, count, status_chunks, status_bytes in (await self._session.execute(query)).all():
+            by_status[status] = int(count)
+            if status == DocumentStatus.READY:
+                chunks += int(status_chunks)
+            total_bytes += int(status_bytes)
+        usage = await usage_of(self._session, access, self._settings)
+        await self._session.commit()
+        return IngestionTotals(by_status=by_status, chunks=chunks, bytes=total_bytes, usage=usage)
+
+    async def get(self, user_id: str, document_id: str) -> Document:
+        if "\x00" in document_id:  # never in an id; PostgreSQL would refuse the query (500)
+            raise NotFound("document not found")
+        query = (scoped(select(Document).where(Document.id == document_id), Access(user_id), Document)
+                 .execution_options(populate_existing=True))  # claims are UPDATEs the session does not see
+        document = (await self._session.scalars(query)).first()
+        if document is None:
+            raise NotFound("document not found")
+        return document

@@ -1,0 +1,219 @@
+"""The chat flow's writes: one turn (a question and its answer) added to a conversation.
+
+Every statement is scoped to the caller's `Access` (storage/access.py): a turn can only be
+added to a conversation the caller may see, anything else is 404.
+
+A chat turn is written in two short transactions, never one held open while the answer is
+generated (SQLite has a single writer, and a model can take seconds):
+1. `start_turn`: the user's question and an empty assistant message with status
+   "incomplete" are committed before retrieval and generation start;
+2. `finish_turn`: the assistant message gets its text, sources and final status
+   ("complete", "failed", or stays "incomplete" with the partial text when the client left).
+So a crash or disconnect at any point leaves a readable conversation, never a half row.
+
+Turns in one conversation are serialized: `start_turn` first updates the conversation row,
+which takes its row lock on PostgreSQL and the database's write lock on SQLite, and only
+then reads the last position and the history. A parallel turn waits for that short
+transaction (milliseconds) instead of colliding on `messages(conversation_id, position)`;
+one that cannot get the lock within `turn_lock_timeout_s` is a 409 `conversation_busy`.
+No counter column is needed: the lock makes `max(position) + 1` safe.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from rag_service.errors import Conflict, Unprocessable
+from rag_service.history.service import conversation_not_found, find_conversation
+from rag_service.providers.base import Turn
+from rag_service.storage.access import Access, scoped
+from rag_service.storage.models import Conversation, Message, MessageRole, utcnow
+
+TITLE_MAX_CHARS = 80
+# A conversation holds at most this many messages (two per turn); beyond it the client
+# starts a new conversation. Keeps history reads and LLM context bounded.
+DEFAULT_MAX_MESSAGES_PER_CONVERSATION = 1000
+# How long a turn waits for another turn of the same conversation to save its question.
+DEFAULT_TURN_LOCK_TIMEOUT_S = 5.0
+POSTGRES_LOCK_NOT_AVAILABLE = "55P03"
+
+STATUS_COMPLETE = "complete"
+STATUS_INCOMPLETE = "incomplete"
+STATUS_FAILED = "failed"
+
+
+def conversation_title(question: str) -> str:
+    """The first question, whitespace collapsed, cut at a word boundary when long."""
+    text = re.sub(r"\s+", " ", question).strip()
+    if len(text) <= TITLE_MAX_CHARS:
+        return text or "New conversation"
+    cut = text[: TITLE_MAX_CHARS - 1]
+    if " " in cut[TITLE_MAX_CHARS // 2 :]:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+@dataclass(frozen=True)
+class StartedTurn:
+    """What `start_turn` saved, plus the earlier turns the answer may use."""
+
+    conversation_id: str
+    user_message_id: str
+    assistant_message_id: str
+    # Earlier messages, oldest first, at most `max_history_turns` of them; assistant
+    # messages only when complete (a failed or cut-off answer is not context).
+    history: list[Turn]
+    created_conversation: bool
+
+
+class ChatTurns:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        max_history_turns: int,
+        max_messages_per_conversation: int = DEFAULT_MAX_MESSAGES_PER_CONVERSATION,
+        turn_lock_timeout_s: float = DEFAULT_TURN_LOCK_TIMEOUT_S,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._max_history_turns = max_history_turns
+        self._max_messages = max_messages_per_conversation
+        self._turn_lock_timeout_ms = max(1, int(turn_lock_timeout_s * 1000))
+
+    async def start_turn(self, access: Access, question: str, conversation_id: str | None = None) -> StartedTurn:
+        """Save the question and an "incomplete" assistant placeholder; 404 for a
+        conversation the caller may not see; 422 when the conversation is full; 409
+        `conversation_busy` when another turn of it holds the lock too long."""
+        try:
+            return await self._start_turn(access, question, conversation_id)
+        except IntegrityError as exc:
+            # Only reachable if a writer skipped the lock (e.g. an older replica mid-deploy).
+            raise _busy() from exc
+
+    async def _start_turn(self, access: Access, question: str, conversation_id: str | None) -> StartedTurn:
+        async with self._sessionmaker() as session, session.begin():
+            now = utcnow()
+            history: list[Turn] = []
+            if conversation_id is None:
+                conversation = Conversation(user_id=access.user_id, title=conversation_title(question),
+                                            created_at=now, updated_at=now)
+                session.add(conversation)
+                await session.flush()
+                next_position = 0
+            else:
+                conversation = await self._lock_conversation(session, access, conversation_id, now)
+                count, last_position = (await session.execute(scoped(
+                    select(func.count(Message.id), func.max(Message.position))
+                    .where(Message.conversation_id == conversation.id),
+                    access, Message,
+                ))).one()
+                if count + 2 > self._max_messages:
+                    raise Unprocessable(
+                        f"conversation is full ({self._max_messages} messages, "
+                        "max_messages_per_conversation): start a new conversation",
+                        code="conversation_too_long",
+                    )
+                next_position = 0 if last_position is None else last_position + 1
+                history = await self._recent_turns(session, access, conversation.id)
+            user_message = Message(
+                conversation_id=conversation.id, user_id=access.user_id, position=next_position,
+                role=MessageRole.USER, content=question, sources=[], status=STATUS_COMPLETE, created_at=now,
+            )
+            assistant_message = Message(
+                conversation_id=conversation.id, user_id=access.user_id, position=next_position + 1,
+                role=MessageRole.ASSISTANT, content="", sources=[], status=STATUS_INCOMPLETE, created_at=now,
+            )
+            session.add_all([user_message, assistant_message])
+            await session.flush()
+            return StartedTurn(
+                conversation_id=conversation.id,
+                user_message_id=user_message.id,
+                assistant_message_id=assistant_message.id,
+                history=history,
+                created_conversation=conversation_id is None,
+            )
+
+    async def finish_turn(
+        self,
+        access: Access,
+        turn: StartedTurn,
+        *,
+        content: str,
+        sources: list[dict[str, Any]],
+        status: str,
+    ) -> None:
+        """Give the assistant placeholder its final text, sources and status."""
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(scoped(
+                update(Message)
+                .where(Message.id == turn.assistant_message_id, Message.conversation_id == turn.conversation_id)
+                .values(content=content, sources=sources, status=status),
+                access, Message,
+            ))
+            await session.execute(scoped(
+                update(Conversation).where(Conversation.id == turn.conversation_id).values(updated_at=utcnow()),
+                access, Conversation,
+            ))
+
+    async def _recent_turns(self, session: AsyncSession, access: Access, conversation_id: str) -> list[Turn]:
+        if self._max_history_turns <= 0:
+            return []
+        rows = (await session.execute(scoped(
+            select(Message.role, Message.content, Message.status).where(Message.conversation_id == conversation_id),
+            access, Message,
+        ).order_by(Message.position.desc()).limit(self._max_history_turns * 2))).all()
+        turns = [
+            Turn(role=role, content=content)
+            for role, content, status in reversed(rows)
+            if content and (role == MessageRole.USER or status == STATUS_COMPLETE)
+        ]
+        return turns[-self._max_history_turns :]
+
+    async def _lock_conversation(self, session: AsyncSession, access: Access, conversation_id: str,
+                                 now: datetime) -> Conversation:
+        """Take the conversation for this transaction (see the module docstring); 404 when
+        the caller may not see it, 409 when the lock is not free in time."""
+        if "\x00" in conversation_id:  # never in an id; PostgreSQL would refuse the query (500)
+            raise conversation_not_found(conversation_id)
+        # The wait is bounded per statement: SET LOCAL on PostgreSQL (ends with the
+        # transaction); on SQLite the connection's busy timeout, put back afterwards (the
+        # connection returns to the pool). Neither takes bind parameters: the value is an int.
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        if sqlite:
+            usual_wait_ms = (await session.execute(text("PRAGMA busy_timeout"))).scalar_one()
+            await session.execute(text(f"PRAGMA busy_timeout = {self._turn_lock_timeout_ms}"))
+        else:
+            await session.execute(text(f"SET LOCAL lock_timeout = {self._turn_lock_timeout_ms}"))
+        try:
+            locked = await session.execute(scoped(
+                update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now),
+                access, Conversation,
+            ))
+        except OperationalError as exc:
+            if _is_lock_timeout(exc):
+                raise _busy() from exc
+            raise
+        finally:
+            if sqlite:
+                await session.execute(text(f"PRAGMA busy_timeout = {int(usual_wait_ms)}"))
+        if locked.rowcount == 0:
+            raise conversation_not_found(conversation_id)
+        return await find_conversation(session, access, conversation_id)
+
+
+def _busy() -> Conflict:
+    return Conflict("another turn of this conversation is being saved; retry shortly",
+                    code="conversation_busy", headers={"Retry-After": "1"})
+
+
+def _is_lock_timeout(exc: OperationalError) -> bool:
+    if getattr(exc.orig, "sqlstate", None) == POSTGRES_LOCK_NOT_AVAILABLE:
+        return True
+    return "database is locked" in str(exc.orig)  # SQLite's busy timeout ran out
