@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -156,6 +157,7 @@ def main() -> None:
     finally:
         rag.stop()
         auth.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
