@@ -44,7 +44,7 @@ router = APIRouter(tags=["documents"])
 MAX_PAGE = 1_000_000
 
 
-def get_document_service(
+async def get_document_service(
     session: SessionDep,
     vector_store: VectorStoreDep,
     sparse_encoder: SparseEncoderDep,
