@@ -215,36 +215,41 @@ async def measure(variant: str, env: dict[str, str], args: argparse.Namespace, d
 
     try:
         await closed_loop(port, request_for, clients=4, requests=100)  # warm-up
-        await phase("quiet", "1 client, quiet", clients=1, requests=args.sequential)
-        competitor = multiprocessing.Process(target=busy_loop, args=(600.0,))
-        competitor.start()
-        try:
-            await asyncio.sleep(0.5)
-            await phase("busy", "1 client, 1 busy-loop process beside", clients=1, requests=args.sequential)
-        finally:
-            competitor.terminate()
-            competitor.join()
-        before = await encoder_batches(port, metrics_token)
-        profiler = start_profiler(pid, args.seconds, args.profile) if args.profile else None
-        threads_before = thread_cpu_seconds(pid)
-        concurrent = await phase("concurrent", f"{args.clients} clients", clients=args.clients, seconds=args.seconds)
-        threads_after = thread_cpu_seconds(pid)
-        if profiler is not None:
-            profiler.wait()
-        measured.by_thread = cpu_by_thread_group(threads_before, threads_after, thread_names(pid))
-        measured.by_thread = {k: v / max(1, concurrent.requests) * 1000 for k, v in measured.by_thread.items()}
-        after = await encoder_batches(port, metrics_token)
-        calls, texts = after[0] - before[0], after[1] - before[1]
-        measured.mean_batch = texts / calls if calls else 1.0
-        await phase("quiet_2", "1 client, quiet (before ingestion)", clients=1, seconds=args.ingest_quiet_seconds)
-        cpu = process_cpu_seconds(pid)
-        during, took, statuses = await search_during_ingestion(
-            port, request_for, issuer, ingest_documents(args.ingest_docs, seed=f"{os.getpid()}-{variant}"), args.uploaders)
-        measured.results["during"] = during
-        measured.rows.append(row(f"1 client, while {args.ingest_docs} documents are saved ({args.uploaders} uploaders)",
-                                 during, process_cpu_seconds(pid) - cpu))
-        saved = sum(1 for s in statuses if s in (200, 201))
-        measured.ingestion = f"{saved}/{len(statuses)} documents saved in {took:.0f} s"
+        if "quiet" in args.phases:
+            await phase("quiet", "1 client, quiet", clients=1, requests=args.sequential)
+        if "busy" in args.phases:
+            competitor = multiprocessing.Process(target=busy_loop, args=(600.0,))
+            competitor.start()
+            try:
+                await asyncio.sleep(0.5)
+                await phase("busy", "1 client, 1 busy-loop process beside", clients=1, requests=args.sequential)
+            finally:
+                competitor.terminate()
+                competitor.join()
+        if "concurrent" in args.phases:
+            before = await encoder_batches(port, metrics_token)
+            profiler = start_profiler(pid, args.seconds, args.profile) if args.profile else None
+            threads_before = thread_cpu_seconds(pid)
+            concurrent = await phase("concurrent", f"{args.clients} clients", clients=args.clients, seconds=args.seconds)
+            threads_after = thread_cpu_seconds(pid)
+            if profiler is not None:
+                profiler.wait()
+            by_thread = cpu_by_thread_group(threads_before, threads_after, thread_names(pid))
+            measured.by_thread = {k: v / max(1, concurrent.requests) * 1000 for k, v in by_thread.items()}
+            after = await encoder_batches(port, metrics_token)
+            calls, texts = after[0] - before[0], after[1] - before[1]
+            measured.mean_batch = texts / calls if calls else 1.0
+        if "ingestion" in args.phases:
+            await phase("quiet_2", "1 client, quiet (before ingestion)", clients=1, seconds=args.ingest_quiet_seconds)
+            cpu = process_cpu_seconds(pid)
+            during, took, statuses = await search_during_ingestion(
+                port, request_for, issuer, ingest_documents(args.ingest_docs, seed=f"{os.getpid()}-{variant}"),
+                args.uploaders)
+            measured.results["during"] = during
+            measured.rows.append(row(f"1 client, while {args.ingest_docs} documents are saved ({args.uploaders} "
+                                     "uploaders)", during, process_cpu_seconds(pid) - cpu))
+            saved = sum(1 for s in statuses if s in (200, 201))
+            measured.ingestion = f"ingestion: {saved}/{len(statuses)} documents saved in {took:.0f} s"
     finally:
         service.stop()
     return measured
@@ -290,42 +295,60 @@ async def run(args: argparse.Namespace, report: Report) -> None:
                         for label, env in variants]
     finally:
         issuer.stop()
-    batches = sorted({1, *(max(1, round(m.mean_batch)) for m in measured)})
+    concurrent = "concurrent" in args.phases
+    batches = sorted({1, *(max(1, round(m.mean_batch)) for m in measured)}) if concurrent else []
     ceiling = {(b, lanes): encoder_ceiling(queries, b, args.ceiling_seconds, lanes) for b in batches for lanes in (1, 2)}
 
     for m in measured:
+        notes = [m.ingestion] if m.ingestion else []
+        if concurrent:
+            notes.append(f"query batches at {args.clients} clients held {m.mean_batch:.1f} texts on average")
+        env = "".join(f" {k}={v}" for k, v in dict(variants)[m.label].items())
         report.table(["phase", "clients", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms",
                       "server CPU ms/req", "client CPU ms/req"], m.rows,
-                     caption=f"{m.label}{''.join(f' {k}={v}' for k, v in dict(variants)[m.label].items())}"
-                             f" (ingestion: {m.ingestion}; query batches at {args.clients} clients held "
-                             f"{m.mean_batch:.1f} texts on average)")
-        report.table(["thread", "CPU ms per request", "req/s if it had a core to itself"],
-                     [[group, ms, 1000 / ms] for group, ms in sorted(m.by_thread.items(), key=lambda i: -i[1]) if ms > 0],
-                     caption=f"{m.label}: where the server's CPU went at {args.clients} clients "
-                             "(per-thread CPU time from /proc, names from py-spy dump)")
-    report.table(["texts per call", "1 thread: queries/s", "2 threads side by side: queries/s"],
-                 [[b, ceiling[(b, 1)], ceiling[(b, 2)]] for b in batches],
-                 caption="Encoder ceiling: raw MiniLM (torch, 1 intra-op thread per call) in this process, "
-                         "server stopped, at the batch sizes the services' micro-batchers produced")
+                     caption=f"{m.label}{env}" + (f" ({'; '.join(notes)})" if notes else ""))
+        if m.by_thread:
+            report.table(["thread", "CPU ms per request", "req/s if it had a core to itself"],
+                         [[group, ms, 1000 / ms] for group, ms in sorted(m.by_thread.items(), key=lambda i: -i[1])
+                          if ms > 0],
+                         caption=f"{m.label}: where the server's CPU went at {args.clients} clients "
+                                 "(per-thread CPU time from /proc, names from py-spy dump)")
+    if ceiling:
+        report.table(["texts per call", "1 thread: queries/s", "2 threads side by side: queries/s"],
+                     [[b, ceiling[(b, 1)], ceiling[(b, 2)]] for b in batches],
+                     caption="Encoder ceiling: raw MiniLM (torch, 1 intra-op thread per call) in this process, "
+                             "server stopped, at the batch sizes the services' micro-batchers produced")
+    if len(measured) > 1 and {"quiet", "busy"} <= set(args.phases):
+        report.table(["settings", "p95 ms quiet", "p95 ms beside a busy-loop process", "ratio"],
+                     [[m.label, m.results["quiet"].percentile(0.95), m.results["busy"].percentile(0.95),
+                       f"{m.results['busy'].percentile(0.95) / m.results['quiet'].percentile(0.95):.1f}x"]
+                      for m in measured],
+                     caption="One client's search p95 with and without a competing CPU-bound process, per setting")
 
     first = measured[0]
     r = first.results
-    batch = max(1, round(first.mean_batch))
-    loop_ms = first.by_thread.get("event loop (MainThread)", 0.0)
-    encoder_limit = ceiling[(batch, 2)]
-    goals = [
-        [f"req/s at {args.clients} clients, 0 errors", f">= {GOAL_RATE:.0f}",
-         f"{r['concurrent'].rate:.1f} ({r['concurrent'].failures} errors)",
-         f"{r['concurrent'].rate / encoder_limit * 100:.0f}% of the raw encoder's {encoder_limit:.0f} queries/s "
-         f"(both cores, {batch} per call)" + (f"; the event loop's CPU alone allows {1000 / loop_ms:.0f} req/s" if loop_ms else "")],
-        ["p95 ms, 1 client", f"< {GOAL_P95_MS:.0f}", f"{r['quiet'].percentile(0.95):.1f}", ""],
-        ["p95 ms, 1 client beside a busy-loop process", f"<= {CONTENTION_FACTOR:.0f}x quiet",
-         f"{r['busy'].percentile(0.95):.1f} ({r['busy'].percentile(0.95) / r['quiet'].percentile(0.95):.1f}x)",
-         f"quiet {r['quiet'].percentile(0.95):.1f}"],
-        ["p95 ms, 1 client during bulk ingestion", "queries never wait behind ingestion",
-         f"{r['during'].percentile(0.95):.1f} ({r['during'].percentile(0.95) / r['quiet_2'].percentile(0.95):.1f}x)",
-         f"quiet {r['quiet_2'].percentile(0.95):.1f}; {first.ingestion}"],
-    ]
+    goals = []
+    if concurrent:
+        batch = max(1, round(first.mean_batch))
+        loop_ms = first.by_thread.get("event loop (MainThread)", 0.0)
+        encoder_limit = ceiling[(batch, 2)]
+        goals.append(
+            [f"req/s at {args.clients} clients, 0 errors", f">= {GOAL_RATE:.0f}",
+             f"{r['concurrent'].rate:.1f} ({r['concurrent'].failures} errors)",
+             f"{r['concurrent'].rate / encoder_limit * 100:.0f}% of the raw encoder's {encoder_limit:.0f} queries/s "
+             f"(both cores, {batch} per call)"
+             + (f"; the event loop's CPU alone allows {1000 / loop_ms:.0f} req/s" if loop_ms else "")])
+    if "quiet" in r:
+        goals.append(["p95 ms, 1 client", f"< {GOAL_P95_MS:.0f}", f"{r['quiet'].percentile(0.95):.1f}", ""])
+    if "quiet" in r and "busy" in r:
+        goals.append(["p95 ms, 1 client beside a busy-loop process", f"<= {CONTENTION_FACTOR:.0f}x quiet",
+                      f"{r['busy'].percentile(0.95):.1f} ({r['busy'].percentile(0.95) / r['quiet'].percentile(0.95):.1f}x)",
+                      f"quiet {r['quiet'].percentile(0.95):.1f}"])
+    if "during" in r:
+        goals.append(["p95 ms, 1 client during bulk ingestion", "queries never wait behind ingestion",
+                      f"{r['during'].percentile(0.95):.1f} "
+                      f"({r['during'].percentile(0.95) / r['quiet_2'].percentile(0.95):.1f}x)",
+                      f"quiet {r['quiet_2'].percentile(0.95):.1f}; {first.ingestion}"])
     report.table(["goal (issue 14)", "target", f"measured ({first.label})", "compared with (same run)"], goals)
     report.text(
         "Server CPU ms/req: the rag-service process's CPU time (all threads: event loop, encoder, "
@@ -350,12 +373,15 @@ def main() -> None:
     parser.add_argument("--ingest-docs", type=int)
     parser.add_argument("--ingest-quiet-seconds", type=float)
     parser.add_argument("--uploaders", type=int, default=2)
+    parser.add_argument("--phases", default="quiet,busy,concurrent,ingestion",
+                        help="which of quiet,busy,concurrent,ingestion to run (in that order)")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
                         help="also measure a server started with these environment variables (e.g. "
                              "'onnx:EMBEDDING_BACKEND=onnx', 'before:PYTHONPATH=<another checkout>/rag-service/src')")
     parser.add_argument("--profile", type=Path, help="py-spy the server during the concurrent phase into PATH")
     parser.add_argument("--report", type=Path, help="write this section to PATH (scripts/bench_render.py joins them)")
     args = parser.parse_args()
+    args.phases = set(args.phases.split(","))
     quick = args.quick
     args.chunks = args.chunks or (10_000 if quick else 100_000)
     args.seconds = args.seconds or (5.0 if quick else 20.0)
