@@ -5,7 +5,7 @@
 
 The rag-service runs as a real process (`python -m rag_service`: uvicorn, the embedded
 defaults: SQLite, Qdrant Edge, local MiniLM on torch, extractive answers) on loopback with
-tokens from a local JWKS issuer (tests/conftest.py). Before it starts, the chunks are
+tokens from a local JWKS issuer (tests/fixtures_issuer.py). Before it starts, the chunks are
 written at store level (bench/store_fill.py: real repository texts and BM25 vectors, real
 MiniLM vectors for the repository's own chunks and random unit vectors for the rest) with
 matching `ready` rows in the SQL documents table. Requests are what rag-client sends:
@@ -45,7 +45,7 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(HERE.parent / "tests"), str(ROOT / "tests-e2e"), str(ROOT / "scripts")]
 from bench_report import Report  # noqa: E402
 from bench_texts import repo_queries, repo_words  # noqa: E402
-from conftest import JwksIssuer  # noqa: E402
+from fixtures_issuer import JwksIssuer  # noqa: E402
 from http_load import (  # noqa: E402
     LoadResult, closed_loop, post_json, process_cpu_seconds, thread_cpu_seconds, thread_names)
 from stack import free_port, start  # noqa: E402
