@@ -373,6 +373,7 @@ def main() -> None:
     parser.add_argument("--ingest-docs", type=int)
     parser.add_argument("--ingest-quiet-seconds", type=float)
     parser.add_argument("--uploaders", type=int, default=2)
+    parser.add_argument("--title", help="the section's title (default: what is measured, at how many chunks)")
     parser.add_argument("--phases", default="quiet,busy,concurrent,ingestion",
                         help="which of quiet,busy,concurrent,ingestion to run (in that order)")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
@@ -393,7 +394,7 @@ def main() -> None:
         args.ceiling_seconds = min(args.ceiling_seconds, 2.0)
     for inherited in ("DATABASE_URL", "QDRANT_URL", "QDRANT_API_KEY", "GEMINI_API_KEY", "REDIS_URL", "VECTOR_STORE"):
         os.environ.pop(inherited, None)  # the embedded defaults, whatever the shell has
-    report = Report(f"Search over HTTP at {args.chunks:,} chunks / {args.users} users (issue 14)",
+    report = Report(args.title or f"Search over HTTP at {args.chunks:,} chunks / {args.users} users (issue 14)",
                     baseline="the goals beside the raw encoder's queries/s and quiet one-client latency, same run")
     asyncio.run(run(args, report))
     report.write(args.report)
