@@ -29,7 +29,7 @@ router = APIRouter(tags=["chat"])
 
 
 async def get_chat_service(vector_store: VectorStoreDep, sparse_encoder: SparseEncoderDep, embedder: EmbedderDep,
-                     generator: GeneratorDep, sessionmaker: SessionmakerDep, settings: SettingsDep) -> ChatService:
+                           generator: GeneratorDep, sessionmaker: SessionmakerDep, settings: SettingsDep) -> ChatService:
     return ChatService(
         search=SearchService(vector_store, sparse_encoder, embedder, settings),
         generator=generator,
