@@ -150,6 +150,13 @@ async def search_during_ingestion(port: int, request_for, issuer: JwksIssuer, do
     return searching, took, statuses
 
 
+def os_thread_name(pid: int, tid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
 def thread_group(name: str) -> str:
     if name == "MainThread":
         return "event loop (MainThread)"
@@ -159,13 +166,15 @@ def thread_group(name: str) -> str:
         return "encoder: queries only (minilm-query-N)"
     if name.startswith(("AnyIO worker", "asyncio_", "ThreadPoolExecutor")):
         return "thread pools (to_thread, sync dependencies)"
-    return "other threads (aiosqlite, ...)"
+    return f"other Python threads ({re.sub(r'[0-9]+', 'N', name)})"
 
 
-def cpu_by_thread_group(before: dict[int, float], after: dict[int, float], names: dict[int, str]) -> dict[str, float]:
+def cpu_by_thread_group(pid: int, before: dict[int, float], after: dict[int, float],
+                        names: dict[int, str]) -> dict[str, float]:
     groups: dict[str, float] = {}
     for tid, seconds in after.items():
-        group = thread_group(names.get(tid, "?"))
+        # Threads without a Python name are native (torch, ONNX Runtime, tokenizers): the OS name.
+        group = thread_group(names[tid]) if tid in names else f"native threads ({os_thread_name(pid, tid)})"
         groups[group] = groups.get(group, 0.0) + seconds - before.get(tid, 0.0)
     return groups
 
@@ -234,7 +243,7 @@ async def measure(variant: str, env: dict[str, str], args: argparse.Namespace, d
             threads_after = thread_cpu_seconds(pid)
             if profiler is not None:
                 profiler.wait()
-            by_thread = cpu_by_thread_group(threads_before, threads_after, thread_names(pid))
+            by_thread = cpu_by_thread_group(pid, threads_before, threads_after, thread_names(pid))
             measured.by_thread = {k: v / max(1, concurrent.requests) * 1000 for k, v in by_thread.items()}
             after = await encoder_batches(port, metrics_token)
             calls, texts = after[0] - before[0], after[1] - before[1]
