@@ -366,8 +366,8 @@ async def run(args: argparse.Namespace, report: Report) -> None:
     report.text(
         "Server CPU ms/req: the rag-service process's CPU time (all threads: event loop, encoder, "
         "thread pools) over the phase, divided by its requests; client CPU: this benchmark's own process "
-        "(the load generator, bench/http_load.py) on the same two cores. The ingestion phase's server CPU "
-        "includes the ingestion."
+        "(the load generator, bench/http_load.py) on the same two cores."
+        + (" The ingestion phase's server CPU includes the ingestion." if "ingestion" in args.phases else "")
     )
 
 
@@ -408,7 +408,9 @@ def main() -> None:
     for inherited in ("DATABASE_URL", "QDRANT_URL", "QDRANT_API_KEY", "GEMINI_API_KEY", "REDIS_URL", "VECTOR_STORE"):
         os.environ.pop(inherited, None)  # the embedded defaults, whatever the shell has
     report = Report(args.title or f"Search over HTTP at {args.chunks:,} chunks / {args.users} users (issue 14)",
-                    baseline="the goals beside the raw encoder's queries/s and quiet one-client latency, same run")
+                    baseline="the goals beside the raw encoder's queries/s and quiet one-client latency, same run"
+                    + ("; each --variant is a server started with those settings on the same data, after the default"
+                       if args.variant else ""))
     asyncio.run(run(args, report))
     report.write(args.report)
 
