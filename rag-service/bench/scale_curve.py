@@ -100,8 +100,8 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         f"Data: {len(corpus.texts):,} distinct real chunk texts with BM25 vectors, {corpus.real} of them with "
         f"MiniLM vectors (the repository's own chunks), the rest random unit vectors, {args.users} users, "
         f"prepared in {time.perf_counter() - began:.0f} s; {len(texts)} queries (Markdown headings, real MiniLM "
-        f"and BM25 query vectors), hybrid, limit {LIMIT}, one user's filter; {args.queries} queries per row, "
-        f"then the same queries from {args.concurrency} concurrent callers."
+        f"and BM25 query vectors), hybrid, limit {LIMIT}, one user's filter; {args.queries} queries per row "
+        f"({args.local_queries} for the local mode), then the same queries from {args.concurrency} concurrent callers."
     )
     rows: list[list] = []
     skipped: list[str] = []
