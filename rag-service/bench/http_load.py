@@ -1,4 +1,5 @@
-"""A lean closed-loop HTTP/1.1 load generator for the HTTP benchmarks.
+"""A lean closed-loop HTTP/1.1 load generator for the HTTP benchmarks, and where the server's
+CPU goes (per thread, from /proc; thread names and profiles from py-spy).
 
 The machine has two cores and the load generator shares them with the server, so each
 request costs the client as little as possible: requests are pre-encoded bytes written on
@@ -165,3 +166,41 @@ def thread_names(pid: int) -> dict[int, str]:
         return {}
     dump = subprocess.run([str(py_spy), "dump", "--pid", str(pid)], capture_output=True, text=True).stdout
     return {int(tid): name for tid, name in re.findall(r'^Thread (\d+) \(\w+\): "(.*)"$', dump, re.M)}
+
+
+def start_profiler(pid: int, seconds: float, output: Path) -> subprocess.Popen:
+    """py-spy (requirements-dev.txt) samples the server during the concurrent phase: collapsed
+    stacks per thread, busy samples only (summarize with bench/profile_summary.py)."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                             "--rate", "200", "--threads", "--format", "raw", "--output", str(output)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def os_thread_name(pid: int, tid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def thread_group(name: str) -> str:
+    if name == "MainThread":
+        return "event loop (MainThread)"
+    if name == "minilm":
+        return "encoder: ingestion + queries (minilm)"
+    if name.startswith("minilm-query"):
+        return "encoder: queries only (minilm-query-N)"
+    if name.startswith(("AnyIO worker", "asyncio_", "ThreadPoolExecutor")):
+        return "thread pools (to_thread, sync dependencies)"
+    return f"other Python threads ({re.sub(r'[0-9]+', 'N', name)})"
+
+
+def cpu_by_thread_group(pid: int, before: dict[int, float], after: dict[int, float],
+                        names: dict[int, str]) -> dict[str, float]:
+    groups: dict[str, float] = {}
+    for tid, seconds in after.items():
+        # Threads without a Python name are native (torch, ONNX Runtime, tokenizers): the OS name.
+        group = thread_group(names[tid]) if tid in names else f"native threads ({re.sub(r'[0-9]+', 'N', os_thread_name(pid, tid))})"
+        groups[group] = groups.get(group, 0.0) + seconds - before.get(tid, 0.0)
+    return groups

@@ -30,10 +30,9 @@ import os
 import random
 import re
 import secrets
-import subprocess
-import threading
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,8 @@ from bench_report import Report  # noqa: E402
 from bench_texts import repo_queries, repo_words  # noqa: E402
 from fixtures_issuer import JwksIssuer  # noqa: E402
 from http_load import (  # noqa: E402
-    LoadResult, closed_loop, post_json, process_cpu_seconds, thread_cpu_seconds, thread_names)
+    LoadResult, closed_loop, cpu_by_thread_group, post_json, process_cpu_seconds, start_profiler, thread_cpu_seconds,
+    thread_names)
 from stack import free_port, start  # noqa: E402
 from store_fill import build_corpus, fill_documents_table, fill_vector_store, shard_size_mb, user_of  # noqa: E402
 
@@ -110,15 +110,6 @@ def encoder_ceiling(queries: list[str], batch: int, seconds: float, threads: int
     return sum(done) / (time.perf_counter() - began)
 
 
-def start_profiler(pid: int, seconds: float, output: Path) -> subprocess.Popen:
-    """py-spy (requirements-dev.txt) samples the server during the concurrent phase: collapsed
-    stacks per thread, busy samples only (summarize with bench/profile_summary.py)."""
-    py_spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--rate", "200", "--threads", "--format", "raw", "--output", str(output)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def ingest_documents(count: int, seed: str) -> list[dict[str, str]]:
     words, rng = repo_words(), random.Random(seed)
     docs = []
@@ -148,35 +139,6 @@ async def search_during_ingestion(port: int, request_for, issuer: JwksIssuer, do
 
     searching, took = await asyncio.gather(closed_loop(port, request_for, clients=1, stop=stop), ingest())
     return searching, took, statuses
-
-
-def os_thread_name(pid: int, tid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-    except OSError:
-        return "?"
-
-
-def thread_group(name: str) -> str:
-    if name == "MainThread":
-        return "event loop (MainThread)"
-    if name == "minilm":
-        return "encoder: ingestion + queries (minilm)"
-    if name.startswith("minilm-query"):
-        return "encoder: queries only (minilm-query-N)"
-    if name.startswith(("AnyIO worker", "asyncio_", "ThreadPoolExecutor")):
-        return "thread pools (to_thread, sync dependencies)"
-    return f"other Python threads ({re.sub(r'[0-9]+', 'N', name)})"
-
-
-def cpu_by_thread_group(pid: int, before: dict[int, float], after: dict[int, float],
-                        names: dict[int, str]) -> dict[str, float]:
-    groups: dict[str, float] = {}
-    for tid, seconds in after.items():
-        # Threads without a Python name are native (torch, ONNX Runtime, tokenizers): the OS name.
-        group = thread_group(names[tid]) if tid in names else f"native threads ({os_thread_name(pid, tid)})"
-        groups[group] = groups.get(group, 0.0) + seconds - before.get(tid, 0.0)
-    return groups
 
 
 def row(label: str, result: LoadResult, server_cpu_s: float) -> list:
