@@ -92,6 +92,17 @@ bench: install services
 	cd $(RAG) && .venv/bin/python bench/load_test.py --users 20 --duration 60
 	cd $(RAG) && .venv/bin/python bench/health_under_load.py
 	$(PY) clients/python/bench/sync_throughput.py --docs 300
+# Issue 14: search over HTTP at 100k chunks, threads under contention, the stores' scale curve (BENCH_QUICK=1: smaller)
+	cd $(RAG) && .venv/bin/python bench/search_throughput.py --report $(CURDIR)/data/bench/60-search-throughput.md
+	cd $(RAG) && .venv/bin/python bench/search_throughput.py --chunks 10000 --phases quiet,busy --sequential 200 \
+		--title 'Search p95 beside a competing CPU-bound process: encoder threads and backends (issue 14)' \
+		--variant 'torch, 2 threads per query, one encoder thread:EMBEDDING_QUERY_THREADS=2,EMBEDDING_QUERY_WORKERS=0' \
+		--variant 'torch, one thread per core, one encoder thread:EMBEDDING_QUERY_THREADS=0,EMBEDDING_QUERY_WORKERS=0' \
+		--variant 'onnx fp32, 1 thread per call, query thread:EMBEDDING_BACKEND=onnx' \
+		--variant 'onnx fp32, one thread per core, one encoder thread:EMBEDDING_BACKEND=onnx,EMBEDDING_QUERY_THREADS=0,EMBEDDING_QUERY_WORKERS=0' \
+		--report $(CURDIR)/data/bench/61-search-threads.md
+	cd $(RAG) && .venv/bin/python ../scripts/test_postgres.py run -- .venv/bin/python bench/scale_curve.py \
+		--report $(CURDIR)/data/bench/62-scale-curve.md
 
 clean:
 	rm -rf data $(AUTH)/data $(RAG)/data

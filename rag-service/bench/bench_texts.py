@@ -56,3 +56,9 @@ def repo_queries(limit: int) -> list[str]:
                 if len(queries) == limit:
                     return queries
     return queries
+
+
+def repo_words() -> list[str]:
+    """Every whitespace-separated word of the repository's documentation and source files,
+    in file order (to cut chunk-like windows of any length from)."""
+    return [word for path in _source_files() for word in path.read_text(encoding="utf-8").split()]

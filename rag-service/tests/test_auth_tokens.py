@@ -278,3 +278,22 @@ async def test_subject_longer_than_the_owner_columns_is_401(make_verifier, isola
     assert (await verifier.verify(isolated_issuer.mint("u" * 255)))["sub"] == "u" * 255
     error = await expect_401(verifier, isolated_issuer.mint("u" * 256))
     assert "255" in error.message
+
+
+async def test_a_remembered_token_still_expires(make_verifier, isolated_issuer):
+    verifier = make_verifier(isolated_issuer, jwt_leeway_seconds=0)
+    token = isolated_issuer.mint("u1", exp=int(time.time()) + 1)
+    assert (await verifier.verify(token))["sub"] == "u1"  # verified, and remembered
+    await asyncio.sleep(2.1)  # past its `exp` (whole seconds), whatever the load
+    assert (await expect_401(verifier, token)).code == "token_expired"
+
+
+async def test_remembered_claims_cannot_be_changed_by_a_caller(make_verifier, isolated_issuer):
+    verifier = make_verifier(isolated_issuer)
+    token = isolated_issuer.mint("u1", scope="read")
+    first = await verifier.verify(token)
+    first["scope"] = "write"
+    first["sub"] = "someone-else"
+    again = await verifier.verify(token)
+    assert (again["sub"], again["scope"]) == ("u1", "read")
+    assert isolated_issuer.jwks_requests == 1

@@ -110,6 +110,32 @@ async def test_a_query_overtakes_the_rest_of_an_ingestion(torch_minilm):
     assert encoder.calls == [[chunks[0]], ["where is the storage engine configured?"], *([c] for c in chunks[1:])]
 
 
+async def test_with_a_query_lane_a_query_does_not_wait_for_the_ingestion_batch_in_progress(torch_minilm):
+    encoder = GatedEncoder(torch_minilm.encode)
+    threads: list[tuple[str, str]] = []
+
+    def recording(texts: list[str], priority: str) -> list[list[float]]:
+        threads.append((priority, threading.current_thread().name))
+        return encoder(texts, priority)
+
+    worker = EncoderWorker(recording, query_wait_seconds=0, query_lanes=1, name="enc")
+    chunks = [f"chunk {i} of a long document about storage engines" for i in range(3)]
+    try:
+        ingestion = [asyncio.create_task(worker.encode([c], "document")) for c in chunks]
+        await asyncio.to_thread(encoder.started.wait, 60)
+        # The first lane is held inside the first sub-batch; the query lane answers anyway.
+        [vector] = await worker.encode(["where is the storage engine configured?"], "query")
+        assert not any(task.done() for task in ingestion)
+        assert worker.queued("document") == 2  # the query lane never takes ingestion work
+        encoder.release()
+        await asyncio.gather(*ingestion)
+    finally:
+        worker.close()
+    np.testing.assert_allclose(vector, torch_minilm.encode(["where is the storage engine configured?"])[0], atol=1e-5)
+    assert ("query", "enc-query-1") in threads
+    assert {name for priority, name in threads if priority == "document"} == {"enc"}
+
+
 async def test_encoder_errors_reach_every_caller_of_the_batch():
     def broken(texts: list[str], priority: str) -> list[list[float]]:
         raise RuntimeError("weights unreadable")

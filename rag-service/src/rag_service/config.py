@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # of its own, EMBEDDING_THREADS=0 speeds up ingestion.
     embedding_threads: int = Field(default=1, ge=0)
     embedding_query_threads: int = Field(default=1, ge=0)
+    # Encoder threads that embed search queries only, beside the one that embeds ingestion
+    # sub-batches (and queries): a search never waits behind ingestion, and concurrent
+    # searches use another core. 0 = one thread for everything (queries still go first).
+    embedding_query_workers: int = Field(default=1, ge=0, le=16)
     # Concurrent search queries arriving within this window share one encoder call.
     embedding_query_batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
     embedding_query_batch_size: int = Field(default=32, ge=1)

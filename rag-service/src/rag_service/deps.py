@@ -1,6 +1,9 @@
 """FastAPI dependencies: the only way routes reach the runtime's parts.
 
 Tests override these with `app.dependency_overrides` instead of patching modules.
+Dependencies are `async def` even when they only return an attribute: FastAPI runs a plain
+`def` dependency in its thread pool, a thread hop per dependency per request (a search
+had seven). Nothing here blocks or computes, so it runs on the event loop.
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import VectorStore
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
@@ -41,24 +44,24 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_sessionmaker(runtime: RuntimeDep) -> async_sessionmaker[AsyncSession]:
+async def get_sessionmaker(runtime: RuntimeDep) -> async_sessionmaker[AsyncSession]:
     """For services that open their own short transactions (chat turns, history)."""
     return runtime.sessionmaker
 
 
-def get_vector_store(runtime: RuntimeDep) -> VectorStore:
+async def get_vector_store(runtime: RuntimeDep) -> VectorStore:
     return runtime.vector_store
 
 
-def get_sparse_encoder(runtime: RuntimeDep) -> SparseEncoder:
+async def get_sparse_encoder(runtime: RuntimeDep) -> SparseEncoder:
     return runtime.sparse_encoder
 
 
-def get_embedder(runtime: RuntimeDep) -> Embedder:
+async def get_embedder(runtime: RuntimeDep) -> Embedder:
     return runtime.embedder
 
 
-def get_generator(runtime: RuntimeDep) -> Generator:
+async def get_generator(runtime: RuntimeDep) -> Generator:
     return runtime.generator
 
 
@@ -80,17 +83,17 @@ async def current_user(
     return user
 
 
-def current_access(user: Annotated[CurrentUser, Depends(current_user)]) -> Access:
+async def current_access(user: Annotated[CurrentUser, Depends(current_user)]) -> Access:
     """What the verified caller may see (storage/access.py): every read and write is scoped by it."""
     return Access(user.id)
 
 
-def get_extraction_pool(runtime: RuntimeDep) -> ExtractionPool:
+async def get_extraction_pool(runtime: RuntimeDep) -> ExtractionPool:
     assert runtime.extraction_pool is not None  # built in Runtime.__post_init__
     return runtime.extraction_pool
 
 
-def get_ingestion_gate(runtime: RuntimeDep) -> IngestionGate | None:
+async def get_ingestion_gate(runtime: RuntimeDep) -> IngestionGate | None:
     return runtime.ingestion_gate
 
 
@@ -109,7 +112,7 @@ UserDep = Annotated[CurrentUser, Depends(current_user)]
 AccessDep = Annotated[Access, Depends(current_access)]
 
 
-def get_rate_limiter(runtime: RuntimeDep) -> RateLimiter:
+async def get_rate_limiter(runtime: RuntimeDep) -> RateLimiter:
     return runtime.rate_limiter
 
 
@@ -129,7 +132,7 @@ CheapRateLimit = Depends(_rate_limit("cheap"))
 CostlyRateLimit = Depends(_rate_limit("costly"))
 
 
-def require_write_scope(user: UserDep) -> None:
+async def require_write_scope(user: UserDep) -> None:
     """Write routes (save, upload, batch, delete, embed): refused to a token whose scope is `read`
     (an API key made read-only). A token without `scope` (a session's) has full scope."""
     if user.scope == "read":

@@ -28,8 +28,8 @@ from rag_service.search.service import SearchService
 router = APIRouter(tags=["chat"])
 
 
-def get_chat_service(vector_store: VectorStoreDep, sparse_encoder: SparseEncoderDep, embedder: EmbedderDep,
-                     generator: GeneratorDep, sessionmaker: SessionmakerDep, settings: SettingsDep) -> ChatService:
+async def get_chat_service(vector_store: VectorStoreDep, sparse_encoder: SparseEncoderDep, embedder: EmbedderDep,
+                           generator: GeneratorDep, sessionmaker: SessionmakerDep, settings: SettingsDep) -> ChatService:
     return ChatService(
         search=SearchService(vector_store, sparse_encoder, embedder, settings),
         generator=generator,

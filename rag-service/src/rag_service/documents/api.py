@@ -57,7 +57,7 @@ MAX_PAGE = 1_000_000
 INGESTION = [WriteScope, CheapRateLimit]
 
 
-def get_document_service(
+async def get_document_service(
     session: SessionDep,
     vector_store: VectorStoreDep,
     sparse_encoder: SparseEncoderDep,

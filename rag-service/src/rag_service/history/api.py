@@ -18,7 +18,7 @@ MAX_PAGE = 1_000_000
 ConversationId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-def get_history_service(sessionmaker: SessionmakerDep) -> HistoryService:
+async def get_history_service(sessionmaker: SessionmakerDep) -> HistoryService:
     return HistoryService(sessionmaker)
 
 

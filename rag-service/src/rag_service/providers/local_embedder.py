@@ -43,8 +43,9 @@ def build_backend(settings: Settings, model_dir: Path) -> TorchMiniLM | OnnxMini
 class LocalEmbedder:
     """Unit-length 384-d MiniLM vectors, computed off the event loop.
 
-    One worker thread runs the encoder (see `EncoderWorker`): concurrent search queries are
-    micro-batched into one call, and served before ingestion sub-batches.
+    Worker threads run the encoder (see `EncoderWorker`): concurrent search queries are
+    micro-batched into one call, served before ingestion sub-batches, and by default also
+    by a thread of their own that never encodes ingestion sub-batches.
     """
 
     model_name = MODEL_NAME
@@ -64,6 +65,7 @@ class LocalEmbedder:
             self.backend.encode,
             max_query_batch=settings.embedding_query_batch_size,
             query_wait_seconds=settings.embedding_query_batch_wait_ms / 1000,
+            query_lanes=settings.embedding_query_workers,
             on_batch=lambda priority, size: LOCAL_ENCODER_BATCH_TEXTS.labels(priority=priority).observe(size),
             name="minilm",
         )

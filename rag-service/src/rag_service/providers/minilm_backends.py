@@ -58,6 +58,10 @@ class TorchMiniLM:
         self.query_threads = threads if query_threads is None else query_threads
         self._model = load_sentence_transformer(str(model_dir))
         self._default_threads = _torch_default_threads()
+        # The first call sets the shared tokenizer's truncation and padding; transformers
+        # changes them only when they differ, and a change while another thread encodes
+        # fails ("Already borrowed"). Make it here, before encoder threads share the model.
+        self.encode(["warm-up"])
 
     def encode(self, texts: list[str], priority: str = "document") -> list[list[float]]:
         threads = self.query_threads if priority == "query" else self.threads

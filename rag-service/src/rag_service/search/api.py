@@ -20,7 +20,7 @@ from rag_service.search.service import SearchService
 router = APIRouter(tags=["search"])
 
 
-def get_search_service(
+async def get_search_service(
     vector_store: VectorStoreDep,
     sparse_encoder: SparseEncoderDep,
     embedder: EmbedderDep,
