@@ -7,7 +7,9 @@ prefetch depth), so both rank alike.
 Failures become the API's 503s, after retries where they are safe (storage/qdrant_failures.py).
 Every request the adapter sends is harmless to repeat, except creating the collection (a
 repeat answers 409): reads, upserts of fixed point ids, deletes by filter, payload index
-creation. `healthy()` never raises.
+creation. (A repeated upsert landing after a concurrent delete of its document is what a
+slow one does too: the claim protocol, documents/service.py, removes such points.)
+`healthy()` never raises.
 """
 
 from __future__ import annotations
