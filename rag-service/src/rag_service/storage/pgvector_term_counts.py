@@ -66,7 +66,7 @@ BEGIN
     IF TG_OP = 'INSERT' THEN{insert}
     ELSIF TG_OP = 'UPDATE' THEN{update}
     ELSIF TG_OP = 'DELETE' THEN{delete}
-    ELSE
+    ELSE  -- TRUNCATE
         DELETE FROM {counts};
     END IF;
     RETURN NULL;
