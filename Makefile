@@ -63,7 +63,7 @@ test-auth: $(NODE_STAMP) $(VENV_STAMP) services
 	cd $(AUTH) && $(WITH_TEST_PG) npm test
 
 test-rag: $(VENV_STAMP) services
-	@echo ">> rag-service tests (SQLite and PostgreSQL; Qdrant Edge, pgvector, Qdrant server adapter on local mode)"
+	@echo ">> rag-service tests (SQLite and PostgreSQL; Qdrant Edge, pgvector, Qdrant server adapter on qdrant-client's local mode and on respx-answered HTTP)"
 	cd $(RAG) && $(WITH_TEST_PG) .venv/bin/pytest -q --cov=rag_service --cov-report=term
 
 test-e2e: install services

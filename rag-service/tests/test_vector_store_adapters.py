@@ -200,7 +200,7 @@ async def test_pgvector_dense_search_finds_a_small_tenant_among_a_crowd(pg_store
 @pytest.mark.postgres
 async def test_pgvector_upsert_is_all_or_nothing(pg_store):
     """A batch that fails part-way (here a vector of the wrong dimension, past the first
-    executemany batch) leaves none of its chunks behind."""
+    batch statement) leaves none of its chunks behind."""
     good = [chunk(ALICE, "doc-big", i, f"note {i}", unit(1, i)) for i in range(300)]
     bad = chunk(ALICE, "doc-big", 300, "broken", [1.0] * (DIM + 1))
     with pytest.raises(psycopg.errors.DataException):

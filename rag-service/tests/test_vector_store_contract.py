@@ -1,8 +1,9 @@
 """One behaviour contract for every vector store: Qdrant Edge (in a tmp dir), pgvector (a
 table on the embedded PostgreSQL 18 + pgvector server, TEST_PGVECTOR_URL) and the Qdrant
-server adapter over qdrant-client's in-memory local mode (which speaks the server API but
-ignores payload indexes: it is not a real Qdrant server). Dense vectors are small and
-hand-made; sparse vectors are real BM25.
+server adapter over qdrant-client's in-process local mode (`:memory:`, the params id
+`qdrant-local-mode`: the client's own Python implementation, no server and no HTTP; it
+ignores payload indexes). The adapter's HTTP behaviour is tested in test_qdrant_server_http.py.
+Dense vectors are small and hand-made; sparse vectors are real BM25.
 """
 
 from __future__ import annotations

@@ -4,13 +4,15 @@ One table per embedding space (named like the Qdrant collection: model and dimen
 by `ensure_collection` rather than a migration, like a Qdrant collection. Per chunk:
 - `dense vector(d)` in an HNSW index (cosine);
 - `sparse sparsevec`: the same BM25 document weights the Qdrant adapters store
-  (storage/sparse.py), and `terms int[]` (its indices, GIN-indexed) to find candidates and
-  count document frequencies;
+  (storage/sparse.py), and `terms int[]` (its indices, GIN-indexed) to find candidates;
 - the payload as columns, metadata as jsonb.
+Beside it, a table of per-user document frequencies kept exact by triggers
+(storage/pgvector_term_counts.py).
 
 Scoring matches the Edge adapter: keyword scores are the dot product of the chunk's BM25
-weights with the query terms weighted by IDF, the IDF computed at query time over the
-searching user's own chunks only (Qdrant's formula, `ln((N - n + 0.5) / (n + 0.5) + 1)`);
+weights with the query terms weighted by IDF, the IDF taken over the searching user's own
+chunks only (Qdrant's formula, `ln((N - n + 0.5) / (n + 0.5) + 1)`, N and n read from the
+document frequency table);
 hybrid fuses the dense and keyword candidate lists (same depth) with reciprocal rank fusion,
 same k, ranks counted from 0 as Qdrant does. Every search is one SQL statement.
 
@@ -24,6 +26,7 @@ import asyncio
 import functools
 import hashlib
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -33,6 +36,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from rag_service.errors import ServiceUnavailable
 from rag_service.storage.filters import sql_filter
+from rag_service.storage.pgvector_term_counts import CHUNK_COUNT_TERM, ensure_term_counts
 from rag_service.storage.qdrant_edge import RRF_K, prefetch_limit
 from rag_service.storage.vectors import (
     ChunkFilter,
@@ -119,6 +123,8 @@ class PgVectorStore:
         # Index names stay under Postgres' 63-byte identifier limit whatever the table name.
         self._index = {part: sql.Identifier(f"ix_{digest}_{part}") for part in ("dense", "terms", "user")}
         self._lock_key = int(digest[:15], 16)
+        self._term_counts = sql.Identifier(f"bm25_counts_{digest}")
+        self._term_counts_function = sql.Identifier(f"bm25_counts_{digest}_apply")
 
     @staticmethod
     async def _configure(connection: psycopg.AsyncConnection) -> None:
@@ -174,15 +180,23 @@ class PgVectorStore:
                 await conn.execute(sql.SQL(
                     "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw (dense vector_cosine_ops)"
                 ).format(name=self._index["dense"], table=self._table))
+                await ensure_term_counts(conn, self._table, self._term_counts, self._term_counts_function)
 
     @_unavailable_on_failure
     async def upsert(self, points: list[ChunkPoint]) -> None:
         if not points:
             return
+        # One statement per batch (not one per row): the term-count triggers run once per
+        # statement. A statement may not update one row twice, so the last point of an id wins.
         statement = sql.SQL(
             "INSERT INTO {table} (id, user_id, document_id, chunk_index, text, title, start_offset, end_offset,"
             " metadata, generation, dense, sparse, terms)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s::vector, %s::sparsevec, %s)"
+            " SELECT id, user_id, document_id, chunk_index, text, title, start_offset, end_offset,"
+            " metadata::jsonb, generation, dense::vector, sparse::sparsevec, terms::integer[]"
+            " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::text[],"
+            " %s::integer[], %s::integer[], %s::text[], %s::integer[], %s::text[], %s::text[], %s::text[])"
+            " AS batch(id, user_id, document_id, chunk_index, text, title, start_offset, end_offset,"
+            " metadata, generation, dense, sparse, terms)"
             " ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, document_id = excluded.document_id,"
             " chunk_index = excluded.chunk_index, text = excluded.text, title = excluded.title,"
             " start_offset = excluded.start_offset, end_offset = excluded.end_offset,"
@@ -190,19 +204,27 @@ class PgVectorStore:
             " sparse = excluded.sparse, terms = excluded.terms"
         ).format(table=self._table)
         # Formatting thousands of floats is CPU work: off the event loop.
-        rows = await asyncio.to_thread(lambda: [self._row(point) for point in points])
+        batches = await asyncio.to_thread(self._batches, points)
         pool = await self._connections()
         # One transaction: a document's chunks are stored all together or not at all.
-        async with pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            for start in range(0, len(rows), UPSERT_BATCH):
-                await cursor.executemany(statement, rows[start : start + UPSERT_BATCH])
+        async with pool.connection() as conn, conn.transaction():
+            for columns in batches:
+                await conn.execute(statement, columns)
+
+    @classmethod
+    def _batches(cls, points: list[ChunkPoint]) -> list[list[list[Any]]]:
+        """Column lists of at most UPSERT_BATCH rows each, one row per point id."""
+        latest = list({uuid.UUID(point.id): point for point in points}.values())
+        rows = [cls._row(point) for point in latest]
+        return [[list(column) for column in zip(*rows[start : start + UPSERT_BATCH])]
+                for start in range(0, len(rows), UPSERT_BATCH)]
 
     @staticmethod
     def _row(point: ChunkPoint) -> tuple[Any, ...]:
         terms = sparse_terms(point.sparse)
         return (point.id, point.user_id, point.document_id, point.chunk_index, point.text, point.title,
                 point.start, point.end, json.dumps(point.metadata), point.generation, vector_literal(point.dense),
-                sparsevec_literal(terms), sorted(terms))
+                sparsevec_literal(terms), "{" + ",".join(map(str, sorted(terms))) + "}")
 
     @_unavailable_on_failure
     async def search(
@@ -249,14 +271,7 @@ class PgVectorStore:
         )
         # IDF over the searching user's chunks only, as the Edge adapter does: other
         # tenants' documents never shape a user's keyword scores.
-        keyword = compose(
-            "corpus AS (SELECT count(*)::float8 AS size FROM {table} WHERE user_id = %(f_user)s),"
-            # Per query term, through the GIN index on terms: cheaper than unnesting the
-            # arrays of every matching chunk.
-            " frequencies AS MATERIALIZED ("
-            "  SELECT term, (SELECT count(*) FROM {table}"
-            "   WHERE user_id = %(f_user)s AND terms @> ARRAY[term])::float8 AS chunks"
-            "  FROM unnest(%(query_terms)s::integer[]) AS term),"
+        keyword = self._frequencies_sql() + compose(
             " weighted_query AS ("
             "  SELECT format('{{%%s}}/{dimension}', string_agg(format('%%s:%%s', term,"
             "   ln((corpus.size - chunks + 0.5) / (chunks + 0.5) + 1)), ',' ORDER BY term))::sparsevec AS vector"
@@ -282,6 +297,18 @@ class PgVectorStore:
             " ORDER BY ranked.score DESC, c.id"
         )
         return sql.SQL("WITH ") + sql.SQL(", ").join([*ctes, final])
+
+    def _frequencies_sql(self) -> sql.Composed:
+        """CTEs `corpus` (size: the user's chunk count N) and `frequencies` (term, chunks:
+        how many of the user's chunks hold each query term), from the term-count table."""
+        return sql.SQL(
+            "corpus AS (SELECT coalesce((SELECT chunks FROM {counts}"
+            "  WHERE user_id = %(f_user)s AND term = {chunk_count_term}), 0)::float8 AS size),"
+            " frequencies AS ("
+            "  SELECT query.term, coalesce(counted.chunks, 0)::float8 AS chunks"
+            "  FROM unnest(%(query_terms)s::integer[]) AS query(term)"
+            "  LEFT JOIN {counts} counted ON counted.user_id = %(f_user)s AND counted.term = query.term),"
+        ).format(counts=self._term_counts, chunk_count_term=sql.Literal(CHUNK_COUNT_TERM))
 
     @_unavailable_on_failure
     async def delete(self, where: ChunkFilter) -> None:

@@ -2,24 +2,35 @@
 
 Same collection layout and queries as the Edge adapter (named vectors "dense" and
 "bm25" with the IDF modifier, tenant index on `user_id`, RRF with the same k and
-prefetch depth), so both rank alike. Connection failures and timeouts become
-`ServiceUnavailable` (HTTP 503); `healthy()` never raises.
+prefetch depth), so both rank alike.
+
+Failures become the API's 503s, after retries where they are safe (storage/qdrant_failures.py).
+Every request the adapter sends is harmless to repeat, except creating the collection (a
+repeat answers 409): reads, upserts of fixed point ids, deletes by filter, payload index
+creation. (A repeated upsert landing after a concurrent delete of its document is what a
+slow one does too: the claim protocol, documents/service.py, removes such points.)
+`healthy()` never raises.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import TypeVar
 
-import httpx
 from qdrant_client import AsyncQdrantClient, models
-from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from qdrant_client.http.exceptions import UnexpectedResponse
 
-from rag_service.errors import ServiceUnavailable
+from rag_service.providers.retry import RetryPolicy
 from rag_service.storage.filters import AnyOf, Between, Condition, OneOf, filter_spec
 from rag_service.storage.qdrant_edge import DENSE, RRF_K, SPARSE, prefetch_limit
+from rag_service.storage.qdrant_failures import (
+    QDRANT_RETRIES,
+    REPEATABLE,
+    SENT_ONCE,
+    VectorStoreUnreadable,
+    unavailable_on_failure,
+)
 from rag_service.storage.vectors import (
     DOCUMENT_ID_KEY,
     USER_ID_KEY,
@@ -33,28 +44,7 @@ from rag_service.storage.vectors import (
 
 UPSERT_BATCH = 256
 
-P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def _unavailable_on_failure(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Map "Qdrant is unreachable / overloaded / failing" to ServiceUnavailable.
-
-    Other 4xx responses are bugs in our requests and propagate unchanged.
-    """
-
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(*args, **kwargs)
-        except (ResponseHandlingException, ResourceExhaustedResponse, httpx.TransportError, TimeoutError) as exc:
-            raise ServiceUnavailable("the vector database is unreachable") from exc
-        except UnexpectedResponse as exc:
-            if exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429:
-                raise ServiceUnavailable(f"the vector database failed ({exc.status_code})") from exc
-            raise
-
-    return wrapper
 
 
 def server_filter(where: ChunkFilter) -> models.Filter:
@@ -84,35 +74,58 @@ class ServerVectorStore:
     # Many replicas share the server: ingestion claims are stale only after their lease.
     single_process = False
 
-    def __init__(self, client: AsyncQdrantClient, collection: str, dimension: int) -> None:
+    def __init__(self, client: AsyncQdrantClient, collection: str, dimension: int, *,
+                 retry_policy: RetryPolicy = QDRANT_RETRIES) -> None:
         self.client = client
         self.collection = collection
         self.dimension = dimension
+        self.retry_policy = retry_policy
 
-    @_unavailable_on_failure
-    async def ensure_collection(self) -> None:
-        if not await self.client.collection_exists(self.collection):
+    async def _send(self, request: Callable[[], Awaitable[T]], *, repeatable: bool = True) -> T:
+        """Await `request()` with retries (see the module docstring for which)."""
+
+        async def attempt() -> T:
             try:
-                await self.client.create_collection(
+                return await request()
+            except (json.JSONDecodeError, AssertionError) as exc:
+                # qdrant-client parses 2xx bodies itself and asserts they hold a `result`.
+                raise VectorStoreUnreadable(type(exc).__name__) from exc
+
+        return await self.retry_policy.retrying(REPEATABLE if repeatable else SENT_ONCE)(attempt)
+
+    @unavailable_on_failure
+    async def ensure_collection(self) -> None:
+        try:
+            await self._create_collection_and_indexes()
+        except UnexpectedResponse as exc:
+            if exc.status_code != 404:
+                raise
+            # The collection was deleted between the existence check and its indexes: once more.
+            await self._create_collection_and_indexes()
+
+    async def _create_collection_and_indexes(self) -> None:
+        if not await self._send(lambda: self.client.collection_exists(self.collection)):
+            try:
+                await self._send(lambda: self.client.create_collection(
                     self.collection,
                     vectors_config={DENSE: models.VectorParams(size=self.dimension, distance=models.Distance.COSINE)},
                     sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-                )
+                ), repeatable=False)
             except UnexpectedResponse as exc:
                 if exc.status_code != 409:  # another replica created it first
                     raise
         # Creating an existing index is a no-op, so every replica can run this at start-up.
-        await self.client.create_payload_index(
+        await self._send(lambda: self.client.create_payload_index(
             self.collection,
             USER_ID_KEY,
             field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
             wait=True,
-        )
-        await self.client.create_payload_index(
+        ))
+        await self._send(lambda: self.client.create_payload_index(
             self.collection, DOCUMENT_ID_KEY, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
-        )
+        ))
 
-    @_unavailable_on_failure
+    @unavailable_on_failure
     async def upsert(self, points: list[ChunkPoint]) -> None:
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
@@ -123,9 +136,9 @@ class ServerVectorStore:
                 )
                 for p in points[start : start + UPSERT_BATCH]
             ]
-            await self.client.upsert(self.collection, points=batch, wait=True)
+            await self._send(lambda batch=batch: self.client.upsert(self.collection, points=batch, wait=True))
 
-    @_unavailable_on_failure
+    @unavailable_on_failure
     async def search(
         self,
         query: QueryVectors,
@@ -142,15 +155,15 @@ class ServerVectorStore:
         keyword_params = models.SearchParams(idf=models.IdfCorpusParams(corpus=server_filter(where.access_only())))
         common = {"collection_name": self.collection, "limit": limit, "query_filter": scope, "with_payload": True}
         if mode == "dense":
-            response = await self.client.query_points(
+            response = await self._send(lambda: self.client.query_points(
                 query=list(query.dense), using=DENSE, score_threshold=dense_score_threshold, **common
-            )
+            ))
         elif mode == "keyword":
             if not has_terms:
                 return []
-            response = await self.client.query_points(
+            response = await self._send(lambda: self.client.query_points(
                 query=_sparse(query.sparse), using=SPARSE, search_params=keyword_params, **common
-            )
+            ))
         elif mode == "hybrid":
             depth = prefetch_limit(limit)
             prefetch = [
@@ -164,22 +177,25 @@ class ServerVectorStore:
                         query=_sparse(query.sparse), using=SPARSE, filter=scope, limit=depth, params=keyword_params
                     )
                 )
-            response = await self.client.query_points(
+            response = await self._send(lambda: self.client.query_points(
                 prefetch=prefetch, query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)), **common
-            )
+            ))
         else:
             raise ValueError(f"unknown search mode {mode!r}")
-        return [ChunkHit.from_payload(p.id, p.score, p.payload or {}) for p in response.points]
+        try:
+            return [ChunkHit.from_payload(p.id, p.score, p.payload or {}) for p in response.points]
+        except (KeyError, TypeError, ValueError) as exc:  # a point without our payload
+            raise VectorStoreUnreadable(type(exc).__name__) from exc
 
-    @_unavailable_on_failure
+    @unavailable_on_failure
     async def delete(self, where: ChunkFilter) -> None:
-        await self.client.delete(
-            self.collection, points_selector=models.FilterSelector(filter=server_filter(where)), wait=True
-        )
+        selector = models.FilterSelector(filter=server_filter(where))
+        await self._send(lambda: self.client.delete(self.collection, points_selector=selector, wait=True))
 
-    @_unavailable_on_failure
+    @unavailable_on_failure
     async def count(self, where: ChunkFilter) -> int:
-        result = await self.client.count(self.collection, count_filter=server_filter(where), exact=True)
+        scope = server_filter(where)
+        result = await self._send(lambda: self.client.count(self.collection, count_filter=scope, exact=True))
         return result.count
 
     async def healthy(self) -> bool:
