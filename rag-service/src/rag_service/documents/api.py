@@ -72,7 +72,7 @@ async def get_document_service(
 DocumentServiceDep = Annotated[DocumentService, Depends(get_document_service)]
 
 
-def get_intake(service: DocumentServiceDep, pool: ExtractionPoolDep, limiter: RateLimiterDep,
+async def get_intake(service: DocumentServiceDep, pool: ExtractionPoolDep, limiter: RateLimiterDep,
                settings: SettingsDep) -> DocumentIntake:
     return DocumentIntake(service, pool, limiter, settings)
 
