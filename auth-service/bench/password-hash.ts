@@ -63,7 +63,7 @@ const [scryptRow, argonRow] = rows;
 report.text(
   `How to read it: one verification is what a sign-in costs in password work, so verifications/s bounds the sign-ins ` +
     `per second of one process on this machine. argon2id / scrypt in this run: ${(argonRow!.rate / scryptRow!.rate).toFixed(2)}x ` +
-    `the verifications per second. Both libraries hash on libuv's thread pool; the event-loop delay shows that the ` +
-    `loop stays free meanwhile.`,
+    `the verifications per second. Both libraries hash on libuv's thread pool; the event-loop max delay shows whether the ` +
+    `loop stays free meanwhile (compare it with the other hash in the same run).`,
 );
 report.write(reportPath());
