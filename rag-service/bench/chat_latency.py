@@ -2,9 +2,8 @@
 local MiniLM).
 
 Ingests the first --docs pages of the manpages-dev corpus (scripts/build_manpages_dataset.py)
-through DocumentService, serves the
-app with uvicorn on loopback and, for --queries queries (the NAME lines of the ingested pages,
-from queries.jsonl), streams `POST /chat` and measures on the client:
+through DocumentService, serves the app with uvicorn on loopback and, for --queries queries
+(the NAME lines of the ingested pages, from queries.jsonl), streams `POST /chat` and measures on the client:
   - time to the first SSE event (`sources`: retrieval done),
   - time to the first `delta`,
   - time to the `done` event (answer generated and saved),

@@ -202,7 +202,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize(stats: Stats, elapsed: float, args: argparse.Namespace, checked: int, lost: int,
-           start_times: dict[str, float]) -> dict[str, Any]:
+              start_times: dict[str, float]) -> dict[str, Any]:
     operations = {}
     for operation in sorted(stats.latencies):
         values = stats.latencies[operation]
@@ -238,8 +238,9 @@ def print_report(result: dict[str, Any]) -> None:
           f"documents acknowledged: {result['documents_acknowledged']}, lost: {result['documents_lost']}")
 
 
-async def load(args: argparse.Namespace, auth: Service, rag: Service) -> tuple[Stats, Stats, float, int, int, list[str]]:
-    """(baseline stats of one user alone, stats under load, elapsed s of the load, checked, lost, problems)"""
+async def load(args: argparse.Namespace, auth: Service,
+               rag: Service) -> tuple[Stats, Stats, float, int, int, list[str]]:
+    """(stats of one user alone, stats under load, elapsed s of the load, checked, lost, problems)"""
     stats, alone = Stats(), Stats()
     users = [User(email=f"load-{uuid.uuid4().hex[:10]}@example.com") for _ in range(args.users + 1)]
     limits = httpx.Limits(max_connections=args.users * 2, max_keepalive_connections=args.users * 2)
