@@ -112,8 +112,8 @@ def main() -> None:
     report.table(["condition", "torch threads", "query p50 ms", "query p95 ms", "p95 vs quiet",
                   f"{args.batch}-chunk batch s (median)", "chunks/s"], rows)
     report.text("How to read it: compare each thread count with itself without a busy process (\"p95 vs "
-                "quiet\") and with the others in the same condition. More threads speed up a large batch on "
-                "an idle machine; beside a busy process the threads of one matrix product wait for each other, which shows first in the "
+                "quiet\") and with the others in the same condition. More threads can only speed up a large "
+                "batch when cores are free; beside a busy process the threads of one matrix product wait for each other, which shows first in the "
                 "query p95. The service runs its encoder with EMBEDDING_THREADS and EMBEDDING_QUERY_THREADS "
                 "(see docs/performance.md).")
     report.write(args.report)
