@@ -21,7 +21,7 @@ NODE_STAMP := $(AUTH)/node_modules/.installed
 help:
 	@echo "make dev      run auth-service (:3001) and rag-service (:8000) on embedded defaults"
 	@echo "make test     run every test suite (installs what is missing)"
-	@echo "make bench    run the benchmarks (figures go to docs/benchmarks.md by hand)"
+	@echo "make bench    run the benchmarks and write docs/benchmarks.md (BENCH_QUICK=1: smoke-test sizes)"
 	@echo "make migrate  apply database migrations of both services"
 	@echo "make screenshot  refresh docs/screenshot.png from the browser test"
 
@@ -77,32 +77,44 @@ screenshot: install services
 	@bash scripts/install-chromium.sh
 	REFRESH_SCREENSHOT=1 $(WITH_TEST_PG) $(PY) -m pytest -q tests-e2e/test_browser.py
 
+# --- benchmarks -----------------------------------------------------------------------
+# Every line runs one benchmark, which writes its section of docs/benchmarks.md to
+# $(BENCH)/NN-name.md (name order is page order); scripts/bench_render.py then joins them.
+# $(call SIZE,full,quick): the published sizes, or with BENCH_QUICK=1 a smoke test of every
+# line in a few minutes (its figures are not meant to be kept). Data sets are built in data/
+# from this machine's man pages (scripts/build_manpages_dataset.py) the first time.
+BENCH := $(CURDIR)/data/bench
+SIZE = $(if $(BENCH_QUICK),$(2),$(1))
+
 bench: install services
-	cd $(AUTH) && npm run --silent bench
-	cd $(AUTH) && npm run --silent bench:password
-	cd $(RAG) && .venv/bin/python bench/embedder_throughput.py
-	cd $(RAG) && .venv/bin/python bench/encoder_threads.py
-	cd $(RAG) && .venv/bin/python bench/encoder_backends.py
-	cd $(RAG) && .venv/bin/python bench/query_batching.py
-	cd $(RAG) && .venv/bin/python bench/ingest_throughput.py --docs 300
-	cd $(RAG) && .venv/bin/python bench/search_latency.py
-	cd $(RAG) && .venv/bin/python bench/edge_gil.py
-	cd $(RAG) && .venv/bin/python bench/retrieval.py
-	cd $(RAG) && .venv/bin/python bench/chat_latency.py --docs 200 --queries 100
-	cd $(RAG) && .venv/bin/python bench/load_test.py --users 20 --duration 60
-	cd $(RAG) && .venv/bin/python bench/health_under_load.py
-	$(PY) clients/python/bench/sync_throughput.py --docs 300
-# Issue 14: search over HTTP at 100k chunks, threads under contention, the stores' scale curve (BENCH_QUICK=1: smaller)
-	cd $(RAG) && .venv/bin/python bench/search_throughput.py --report $(CURDIR)/data/bench/60-search-throughput.md
-	cd $(RAG) && .venv/bin/python bench/search_throughput.py --chunks 10000 --phases quiet,busy --sequential 200 \
+	rm -f $(BENCH)/*.md
+	cd $(AUTH) && npm run --silent bench -- $(call SIZE,,--n 5 --seconds 1) --report $(BENCH)/10-auth-service.md
+	cd $(AUTH) && npm run --silent bench:password -- $(call SIZE,,--verifies 8 --rounds 1) --report $(BENCH)/12-password-hashing.md
+	cd $(AUTH) && npm run --silent bench:signup -- $(call SIZE,,--n 3) --report $(BENCH)/14-signup-timing.md
+	cd $(RAG) && .venv/bin/python bench/embedder_throughput.py $(call SIZE,,--chunks 40 --queries 5) --report $(BENCH)/20-embedder-throughput.md
+	cd $(RAG) && .venv/bin/python bench/encoder_threads.py $(call SIZE,,--queries 4 --rounds 1 --batch 4) --report $(BENCH)/22-encoder-threads.md
+	cd $(RAG) && .venv/bin/python bench/encoder_backends.py $(call SIZE,,--chunks 8 --batch 4 --rounds 1 --queries 5) --report $(BENCH)/24-encoder-backends.md
+	cd $(RAG) && .venv/bin/python bench/query_batching.py $(call SIZE,,--clients 4 --queries 8 --chunks 16 --rounds 1) --report $(BENCH)/26-query-batching.md
+	cd $(RAG) && .venv/bin/python bench/ingest_throughput.py --docs $(call SIZE,150,4) --slice $(call SIZE,15,2) --report $(BENCH)/30-ingest-throughput.md
+	cd $(RAG) && .venv/bin/python bench/search_latency.py $(call SIZE,,--points 2000 --queries 20 --baseline-points 200 --baseline-queries 5) --report $(BENCH)/40-search-latency.md
+	cd $(RAG) && .venv/bin/python bench/search_latency.py $(call SIZE,--points 20000,--points 1000 --queries 20) --pgvector --only-compare --report $(BENCH)/42-pgvector-vs-edge.md
+	cd $(RAG) && .venv/bin/python bench/edge_gil.py $(call SIZE,,--points 500 --searches 20) --report $(BENCH)/44-edge-gil.md
+	cd $(RAG) && .venv/bin/python bench/retrieval.py --store both --sweep $(call SIZE,--latency-sample 200 --http-sample 100,--limit-docs 12 --latency-sample 5 --http-sample 5) --report $(BENCH)/50-retrieval.md
+	cd $(RAG) && .venv/bin/python bench/chat_latency.py $(call SIZE,--docs 200 --queries 100,--docs 6 --queries 5 --warmup 1) --report $(BENCH)/60-chat-latency.md
+	cd $(RAG) && .venv/bin/python bench/load_test.py $(call SIZE,--users 20 --duration 60,--users 3 --duration 10 --baseline-seconds 5) --report $(BENCH)/70-load-test.md
+	cd $(RAG) && .venv/bin/python bench/health_under_load.py $(call SIZE,,--quick --docs 3) --report $(BENCH)/72-health-under-load.md
+	cd $(RAG) && .venv/bin/python bench/search_throughput.py $(call SIZE,,--chunks 10000 --sequential 50) --report $(BENCH)/62-search-throughput.md
+	cd $(RAG) && .venv/bin/python bench/search_throughput.py --chunks $(call SIZE,10000,2000) --phases quiet,busy --sequential $(call SIZE,200,50) \
 		--title 'Search p95 beside a competing CPU-bound process: encoder threads and backends (issue 14)' \
 		--variant 'torch, 2 threads per query, one encoder thread:EMBEDDING_QUERY_THREADS=2,EMBEDDING_QUERY_WORKERS=0' \
 		--variant 'torch, one thread per core, one encoder thread:EMBEDDING_QUERY_THREADS=0,EMBEDDING_QUERY_WORKERS=0' \
 		--variant 'onnx fp32, 1 thread per call, query thread:EMBEDDING_BACKEND=onnx' \
 		--variant 'onnx fp32, one thread per core, one encoder thread:EMBEDDING_BACKEND=onnx,EMBEDDING_QUERY_THREADS=0,EMBEDDING_QUERY_WORKERS=0' \
-		--report $(CURDIR)/data/bench/61-search-threads.md
+		--report $(BENCH)/64-search-threads.md
 	cd $(RAG) && .venv/bin/python ../scripts/test_postgres.py run -- .venv/bin/python bench/scale_curve.py \
-		--report $(CURDIR)/data/bench/62-scale-curve.md
+		--report $(BENCH)/66-scale-curve.md
+	$(PY) clients/python/bench/sync_throughput.py $(call SIZE,,--docs 4) --report $(BENCH)/80-sync-throughput.md
+	$(PY) scripts/bench_render.py $(BENCH) docs/benchmarks.md
 
 clean:
 	rm -rf data $(AUTH)/data $(RAG)/data

@@ -10,10 +10,19 @@ the exact command, and the baseline its figures are compared with.
     report.table(["store", "p50 ms", "p95 ms"], rows)
     report.text("What the numbers mean ...")
     report.write(args.report)   # None: print only
+
+Benchmarks in other languages (auth-service's TypeScript ones) hand the same content to this
+module as JSON, so that there is one format:
+
+    python3 scripts/bench_report.py --out data/bench/10-auth.md < section.json
+    # {"title", "baseline", "command", "runtime", "started" (ISO 8601), "load_before",
+    #  "parts": [{"text": "..."} | {"headers": [...], "rows": [[...]], "caption": "..."}]}
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import shlex
@@ -32,8 +41,8 @@ def load_average() -> str:
         return "n/a"
 
 
-def machine() -> str:
-    """CPU model, cores, memory and OS, as one line."""
+def machine(runtime: str | None = None) -> str:
+    """CPU model, cores, memory, OS and the language runtime, as one line."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -48,23 +57,38 @@ def machine() -> str:
         memory = f", {pages / 2**30:.0f} GiB"
     except (ValueError, OSError):
         pass
-    return f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    runtime = runtime or f"Python {platform.python_version()}"
+    return f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}, {runtime}"
 
 
-def invoked_command() -> str:
-    """The command that is running, from the repository root (what a reader types to rerun it)."""
-    script = Path(sys.argv[0]).resolve()
-    try:
-        where = script.parent.relative_to(REPO)
-    except ValueError:
-        where = script.parent
-    args = list(sys.argv[1:])
+def _inside_repo(path: str) -> str | None:
+    """`path` relative to the repository when it lies inside it (symlinks not followed)."""
+    absolute = os.path.normpath(os.path.abspath(path))
+    relative = os.path.relpath(absolute, REPO)
+    return None if relative == ".." or relative.startswith(".." + os.sep) else relative
+
+
+def invoked_command(argv: Sequence[str] | None = None) -> str:
+    """The running command as a reader retypes it from the repository root, e.g.
+    `cd rag-service && .venv/bin/python bench/ingest_throughput.py --docs 150`."""
+    argv = list(sys.argv if argv is None else argv)
     # `--report PATH` only says where this section goes, not how it was measured.
-    if "--report" in args:
-        at = args.index("--report")
-        del args[at : at + 2]
-    prefix = f"cd {where} && " if str(where) not in ("", ".") else ""
-    return prefix + shlex.join(["python", script.name, *args])
+    if "--report" in argv:
+        at = argv.index("--report")
+        del argv[at : at + 2]
+    argv = [arg for arg in argv if not arg.startswith("--report=")]
+    cwd = _inside_repo(os.getcwd())
+    if cwd is None:  # started from outside the repository: show the script's folder
+        cwd = _inside_repo(os.path.dirname(os.path.abspath(argv[0]))) or "."
+    here = REPO / cwd
+
+    def shown(path: str) -> str:
+        inside = _inside_repo(path)
+        return os.path.relpath(REPO / inside, here) if inside is not None else os.path.basename(path)
+
+    interpreter = shown(sys.executable) if sys.executable else "python3"
+    prefix = f"cd {cwd} && " if cwd != "." else ""
+    return prefix + shlex.join([interpreter, shown(argv[0]), *argv[1:]])
 
 
 def format_cell(value: Any) -> str:
@@ -75,13 +99,20 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
+def add_report_argument(parser: argparse.ArgumentParser) -> None:
+    """`--report PATH`, the same in every benchmark."""
+    parser.add_argument("--report", type=Path, metavar="PATH",
+                        help="also write this run's section of docs/benchmarks.md here (make bench does)")
+
+
 class Report:
     """A section: title, the run's context, then tables and text in the order added."""
 
-    def __init__(self, title: str, *, baseline: str, command: str | None = None) -> None:
+    def __init__(self, title: str, *, baseline: str, command: str | None = None, runtime: str | None = None) -> None:
         self.title = title
         self.baseline = baseline
         self.command = command or invoked_command()
+        self.runtime = runtime
         self.started = datetime.now(timezone.utc)
         self.load_before = load_average()
         self._parts: list[str] = []
@@ -100,7 +131,7 @@ class Report:
         context = [
             f"- Command: `{self.command}`",
             f"- Baseline: {self.baseline}",
-            f"- Machine: {machine()}",
+            f"- Machine: {machine(self.runtime)}",
             f"- Run: {self.started:%Y-%m-%d %H:%M} UTC, load average (1/5/15 min) {self.load_before} before,"
             f" {load_average()} after",
         ]
@@ -115,3 +146,28 @@ class Report:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(section, encoding="utf-8")
         return section
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Report:
+        """A section measured elsewhere (another language), described as JSON (see the top)."""
+        report = cls(spec["title"], baseline=spec["baseline"], command=spec["command"], runtime=spec.get("runtime"))
+        if spec.get("started"):
+            report.started = datetime.fromisoformat(spec["started"].replace("Z", "+00:00"))
+        report.load_before = spec.get("load_before") or report.load_before
+        for part in spec.get("parts", []):
+            if "headers" in part:
+                report.table(part["headers"], part["rows"], part.get("caption"))
+            else:
+                report.text(part["text"])
+        return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write a section described as JSON on stdin (see the module doc).")
+    parser.add_argument("--out", type=Path, help="the section file (default: print only)")
+    args = parser.parse_args()
+    Report.from_spec(json.load(sys.stdin)).write(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
 """Raw MiniLM throughput per backend: torch fp32 vs ONNX Runtime fp32 vs ONNX int8.
 
     .venv/bin/python bench/encoder_backends.py [--chunks 96] [--tokens 200] [--batch 16]
-        [--threads 0] [--rounds 3] [--queries 200] [--data-dir DIR]
+        [--threads 0] [--rounds 3] [--queries 200] [--data-dir DIR] [--report PATH]
 
 Every backend encodes the same ~200-token chunks (cut from this repository's own files by
 the product's chunker) in batches of --batch, round after round, interleaved, so that a
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,9 +30,12 @@ from rag_service.providers.minilm_backends import OnnxMiniLM, TorchMiniLM
 from rag_service.providers.onnx_export import ensure_onnx_model, onnx_path, quantize_int8
 from rag_service.providers.tokenizer import count_tokens_with, minilm_tokenizer, minilm_model_dir
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from bench_report import Report, add_report_argument  # noqa: E402
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=96)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--batch", type=int, default=16)
@@ -39,7 +43,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--data-dir", type=Path, default=None)
+    add_report_argument(parser)
     args = parser.parse_args()
+    report = Report("Encoder backends: torch vs ONNX Runtime", baseline="torch fp32 (sentence-transformers), the "
+                    "same chunks in the same batches, backends interleaved round by round in the same run")
 
     model_dir = minilm_model_dir()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="encoder-bench-"))
@@ -53,14 +60,16 @@ def main() -> None:
     if not every_matmul.exists():
         quantize_int8(onnx_path(data_dir, "all-MiniLM-L6-v2", "fp32"), every_matmul, feed_forward=True)
     backends["onnx int8, every MatMul"] = OnnxMiniLM(every_matmul, model_dir, threads=args.threads)
-    print(f"load + export: {time.perf_counter() - started:.1f} s (graphs in {data_dir})")
+    load_seconds = time.perf_counter() - started
 
     chunks = repo_chunks(args.chunks, args.tokens)
     tokenizer = minilm_tokenizer()
     mean_tokens = statistics.mean(count_tokens_with(tokenizer, c) for c in chunks)
     queries = repo_queries(args.queries)
-    print(f"cpus: {os.cpu_count()}; threads: {args.threads or 'default'}; load average: {os.getloadavg()}")
-    print(f"{len(chunks)} chunks x {mean_tokens:.0f} tokens, batch {args.batch}; {len(queries)} short texts")
+    report.text(f"{len(chunks)} chunks of {mean_tokens:.0f} tokens on average (cut from this repository's files), "
+                f"batches of {args.batch}, {args.rounds} rounds; {len(queries)} short query-like texts for the vector "
+                f"comparison; intra-op threads: {args.threads or 'library default'} on {os.cpu_count()} cores. "
+                f"Loading the backends and exporting the ONNX graphs took {load_seconds:.1f} s.")
 
     for backend in backends.values():
         backend.encode(chunks[: args.batch])  # warm-up
@@ -76,21 +85,25 @@ def main() -> None:
                 started = time.perf_counter()
                 backend.encode([query])
                 query_ms[name].append((time.perf_counter() - started) * 1000)
-    print(f"load average after: {os.getloadavg()}")
-
     reference = np.asarray(backends["torch fp32"].encode(chunks + queries))
     baseline = statistics.median(rates["torch fp32"])
-    print("\n| backend | chunks/s (median of rounds) | vs torch fp32 | one query p50 ms | cosine to torch min / mean | usable (min >= 0.99) |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for name, backend in backends.items():
         rate = statistics.median(rates[name])
         query = statistics.median(query_ms[name])
         if name == "torch fp32":
-            print(f"| {name} | {rate:.1f} | 1.00x (baseline) | {query:.1f} | - | - |")
+            rows.append([name + " (baseline)", rate, "1.00x", query, "-", "-"])
             continue
         cosines = np.sum(np.asarray(backend.encode(chunks + queries)) * reference, axis=1)
         usable = "yes" if cosines.min() >= 0.99 else "no"
-        print(f"| {name} | {rate:.1f} | {rate / baseline:.2f}x | {query:.1f} | {cosines.min():.4f} / {cosines.mean():.4f} | {usable} |")
+        rows.append([name, rate, f"{rate / baseline:.2f}x", query,
+                     f"{cosines.min():.4f} / {cosines.mean():.4f}", usable])
+    report.table(["backend", "chunks/s (median of rounds)", "vs torch fp32", "one query p50 ms",
+                  "cosine to torch min / mean", "usable (min >= 0.99)"], rows)
+    report.text("How to read it: every backend encodes the same texts, so chunks/s compare directly; a variant "
+                "counts only if each of its vectors stays within cosine 0.99 of torch's. \"int8, every MatMul\" "
+                "also quantizes the feed-forward layers; the service refuses it and it is shown for the record.")
+    report.write(args.report)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,15 @@ its request budget runs out, uploads documents (multipart and /save-document), s
 chats and lists, with the JWT the auth-service issued. Afterwards every acknowledged
 document is checked: listed `ready` and found by a keyword search for its unique marker.
 
-Reports per-operation p50/p95/p99 latencies, requests/s, status counts, 5xx, shed load and
-lost documents; exits 1 when any request got a 5xx (or failed at the transport level) or any
+Baseline, same run, same services: one user alone doing the same mix for --baseline-seconds
+before the N users start, so each operation's latency under load sits beside its latency
+unloaded. Reports per-operation p50/p95/p99 latencies, requests/s, status counts, 5xx, shed load
+and lost documents; exits 1 when any request got a 5xx (or failed at the transport level) or any
 acknowledged document is lost. A 503 `busy` (the ingestion cap's answer, with Retry-After) is
 the service shedding load as designed: it is counted and reported apart, not as a failure.
 Traffic goes only to 127.0.0.1. Not part of `make test`.
 
-    .venv/bin/python bench/load_test.py --users 20 --duration 60
+    .venv/bin/python bench/load_test.py --users 20 --duration 60 [--baseline-seconds 15] [--report PATH]
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests-e2e"))
 from stack import Service, start_auth, start_rag  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_report import Report, add_report_argument  # noqa: E402
 
 PASSWORD = "correct horse battery staple"
 TOPICS = {
@@ -212,8 +217,8 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def report(stats: Stats, elapsed: float, args: argparse.Namespace, checked: int, lost: int,
-           start_times: dict[str, float]) -> dict[str, Any]:
+def summarize(stats: Stats, elapsed: float, args: argparse.Namespace, checked: int, lost: int,
+              start_times: dict[str, float]) -> dict[str, Any]:
     operations = {}
     for operation in sorted(stats.latencies):
         values = stats.latencies[operation]
@@ -251,39 +256,74 @@ def print_report(result: dict[str, Any]) -> None:
           f"documents acknowledged: {result['documents_acknowledged']}, lost: {result['documents_lost']}")
 
 
-async def load(args: argparse.Namespace, auth: Service, rag: Service) -> tuple[Stats, float, int, int, list[str]]:
-    stats = Stats()
-    users = [User(email=f"load-{uuid.uuid4().hex[:10]}@example.com") for _ in range(args.users)]
+async def load(args: argparse.Namespace, auth: Service,
+               rag: Service) -> tuple[Stats, Stats, float, int, int, list[str]]:
+    """(stats of one user alone, stats under load, elapsed s of the load, checked, lost, problems)"""
+    stats, alone = Stats(), Stats()
+    users = [User(email=f"load-{uuid.uuid4().hex[:10]}@example.com") for _ in range(args.users + 1)]
     limits = httpx.Limits(max_connections=args.users * 2, max_keepalive_connections=args.users * 2)
     async with httpx.AsyncClient(timeout=args.timeout, limits=limits) as client:
+        if args.baseline_seconds > 0:
+            await run_user(client, auth.url, rag.url, users[0], alone, time.monotonic() + args.baseline_seconds,
+                           args.max_requests, args.docs_per_user, seed=args.seed - 1)
         started = time.perf_counter()
         deadline = time.monotonic() + args.duration
         await asyncio.gather(*(
             run_user(client, auth.url, rag.url, user, stats, deadline, args.max_requests, args.docs_per_user,
                      seed=args.seed + index)
-            for index, user in enumerate(users)))
+            for index, user in enumerate(users[1:])))
         elapsed = time.perf_counter() - started
+        if args.baseline_seconds <= 0:
+            users = users[1:]
         signed_in = [user for user in users if user.token]
         checked, lost, problems = await verify(client, rag.url, signed_in)
         if len(signed_in) < len(users):
             problems.append(f"{len(users) - len(signed_in)} users could not sign up / sign in")
-    return stats, elapsed, checked, lost, problems
+    return alone, stats, elapsed, checked, lost, problems
+
+
+def write_report(report: Report, result: dict[str, Any], alone: Stats, failed: bool) -> None:
+    threads = "the service's default" if result["torch_threads"] == "default" else result["torch_threads"]
+    report.text(f"{result['users']} users for {result['duration_s']:g} s ({result['elapsed_s']} s with the requests in "
+                f"flight at the deadline): {result['requests']:,} requests, **{result['requests_per_s']} req/s** "
+                f"({result['rag_requests_per_s']} req/s on the rag-service); encoder threads: "
+                f"{threads}; services started in {result['service_start_s']['auth']} s (auth) and "
+                f"{result['service_start_s']['rag']} s (rag). 5xx: {result['server_errors_5xx']}, transport errors: "
+                f"{result['transport_errors']}; documents acknowledged {result['documents_acknowledged']}, lost "
+                f"{result['documents_lost']}{' - FAILED' if failed else ''}.")
+    rows = []
+    for name, op in result["operations"].items():
+        unloaded = alone.latencies.get(name)
+        rows.append([name, op["count"], op["p50_ms"], op["p95_ms"], op["p99_ms"], op["max_ms"],
+                     f"{percentile(unloaded, 50):.1f} ({len(unloaded)})" if unloaded else "-"])
+    report.table(["operation", "count", "p50 ms", "p95 ms", "p99 ms", "max ms", "one user alone: p50 ms (count)"],
+                 rows)
+    report.text("How to read it: every acknowledged document must be listed `ready` and be found by a keyword "
+                "search for its marker afterwards, and no request may fail: that is the correctness half. For "
+                "latency, compare each operation under load with the same operation for one user alone: the "
+                "difference is queueing. Operations that embed (upload, save, search, chat) share the one encoder "
+                "worker, listing is SQL only, and sign-up/sign-in hash a password on the auth-service.")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
     parser.add_argument("--max-requests", type=int, default=300, help="per user (default 300)")
     parser.add_argument("--docs-per-user", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--baseline-seconds", type=float, default=15.0,
+                        help="one user alone first, for the unloaded latencies (0: no baseline)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the data and logs directory")
     parser.add_argument("--torch-threads", type=int,
                         help="EMBEDDING_QUERY_THREADS and EMBEDDING_THREADS for the rag-service "
                              "(default: the service's own, 1; 0 = one per core)")
+    add_report_argument(parser)
     args = parser.parse_args()
+    report = Report("Load test: both services, concurrent users", baseline="one user alone doing the same "
+                    "operation mix on the same services for the first seconds of the same run")
 
     work = Path(tempfile.mkdtemp(prefix="rag-load-"))
     logs = work / "logs"
@@ -295,14 +335,17 @@ def main() -> int:
         rag = start_rag(work / "rag", logs, auth.url, RATE_LIMIT_CHEAP="1000000/minute",
                         RATE_LIMIT_COSTLY="1000000/minute", LOG_LEVEL="WARNING", **extra_env)
         start_times = {"auth": round(auth.started_in, 1), "rag": round(rag.started_in, 1)}
-        stats, elapsed, checked, lost, problems = asyncio.run(load(args, auth, rag))
-        result = report(stats, elapsed, args, checked, lost, start_times)
+        alone, stats, elapsed, checked, lost, problems = asyncio.run(load(args, auth, rag))
+        result = summarize(stats, elapsed, args, checked, lost, start_times)
         print_report(result)
         for line in (stats.server_errors + stats.transport_errors + problems)[:20]:
             print("  !", line)
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
-        failed = bool(stats.server_errors or stats.transport_errors or lost or problems)
+        failed = bool(stats.server_errors or stats.transport_errors or alone.server_errors
+                      or alone.transport_errors or lost or problems)
+        write_report(report, result, alone, failed)
+        report.write(args.report)
         if failed:
             print(f"FAILED (logs in {logs})")
             args.keep = True

@@ -1,14 +1,15 @@
 """Retrieval quality and latency of keyword, dense and hybrid search on a BEIR-layout dataset.
 
-    .venv/bin/python bench/retrieval.py [--dataset /work/shared/datasets/manpages-dev]
-        [--work-dir DIR] [--limit-docs N] [--chunk-size 200] [--overlap 30] [--no-title]
+    .venv/bin/python bench/retrieval.py [--dataset DIR] [--work-dir DIR] [--limit-docs N]
+        [--chunk-size 200] [--overlap 30] [--no-title]
         [--prefetch N] [--rrf-k 60] [--weights DENSE,KEYWORD] [--overfetch 3] [--per-doc 2]
         [--latency-sample 200] [--http-sample 100] [--sweep] [--store edge|pgvector|both]
-        [--pgvector-url URL]
+        [--pgvector-url URL] [--report PATH]
 
-The corpus is ingested as one user through the real pipeline (DocumentService.save: SQLite
-row, chunking, MiniLM + BM25, Qdrant Edge), each document carrying its corpus `_id` in its
-metadata; every query then goes through SearchService.search (top 10). With --work-dir the
+The dataset defaults to manpages-dev, built from this machine's man pages by
+scripts/build_manpages_dataset.py (any BEIR-layout folder works). The corpus is ingested
+as one user through the real pipeline (DocumentService.save: SQLite row, chunking, MiniLM
++ BM25, Qdrant Edge), each document carrying its corpus `_id` in its metadata; every query then goes through SearchService.search (top 10). With --work-dir the
 ingested store is reused by later runs with the same dataset and chunking. Prints nDCG@10,
 Recall@10, MRR@10 and latency p50/p95 per mode (and over HTTP for a sample).
 
@@ -49,6 +50,10 @@ from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import ChunkFilter
 
 from pgvector_database import pgvector_database
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from bench_report import Report, add_report_argument  # noqa: E402
+from build_manpages_dataset import manpages_dataset  # noqa: E402
 
 USER = "bench-user"
 K = 10
@@ -100,8 +105,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
-def paired_delta(new: list[float], base: list[float], rounds: int = 2000) -> str:
-    """Mean nDCG difference with a paired bootstrap 95% interval, and queries won/lost."""
+def paired_delta(new: list[float], base: list[float], rounds: int = 2000) -> tuple[str, int, int]:
+    """Mean nDCG difference with a paired bootstrap 95% interval, and queries won / lost."""
     import random
 
     diffs = [a - b for a, b in zip(new, base)]
@@ -109,7 +114,7 @@ def paired_delta(new: list[float], base: list[float], rounds: int = 2000) -> str
     means = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(rounds))
     low, high = means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
     won, lost = sum(d > 1e-9 for d in diffs), sum(d < -1e-9 for d in diffs)
-    return f"{statistics.fmean(diffs):+.4f} [{low:+.4f}, {high:+.4f}] won {won} lost {lost}"
+    return f"{statistics.fmean(diffs):+.4f} [{low:+.4f}, {high:+.4f}]", won, lost
 
 
 # --- tunable parts (bench only: production keeps the adapters' defaults) ----------------
@@ -185,8 +190,10 @@ class MirroredStore:
 
 
 async def ingest(corpus: list[dict], settings: Settings, store: Any, embedder: LocalEmbedder,
-                 sparse: SparseEncoder, titled: bool) -> dict[str, list[str]]:
-    """Save every corpus document (skipping ones already ingested); document id -> corpus ids."""
+                 sparse: SparseEncoder, titled: bool) -> tuple[dict[str, list[str]], int, float]:
+    """Save every corpus document (skipping ones already ingested).
+
+    -> (document id -> corpus ids, chunks created, seconds)."""
     await asyncio.to_thread(run_migrations, settings)
     engine, sessionmaker = create_engine_and_sessionmaker(settings)
     service_class = DocumentService if titled else UntitledDocumentService
@@ -208,7 +215,7 @@ async def ingest(corpus: list[dict], settings: Settings, store: Any, embedder: L
         print(file=sys.stderr)
     finally:
         await engine.dispose()
-    return by_document
+    return by_document, chunks, time.perf_counter() - started
 
 
 # --- evaluation -----------------------------------------------------------------------
@@ -292,11 +299,12 @@ class PrecomputedQueryEmbedder:
 
 
 def sweep_grid() -> list[dict[str, Any]]:
-    grid: list[dict[str, Any]] = [{"mode": m, "per_doc": n} for m in ("keyword", "dense") for n in (1, 2, 3)]
-    for prefetch in (None, 20, 50, 100):
-        for rrf_k in (60, 20, 5):
-            for weights in (None, [2.0, 1.0], [1.0, 2.0]):
-                grid.append({"mode": "hybrid", "per_doc": 2, "prefetch": prefetch, "rrf_k": rrf_k, "weights": weights})
+    """One setting changed at a time from the service's defaults (plus one pair that looked promising)."""
+    grid: list[dict[str, Any]] = [{"mode": m, "per_doc": 1} for m in ("keyword", "dense")]
+    grid += [{"mode": "hybrid", "per_doc": 2, "rrf_k": k} for k in (20, 5)]
+    grid += [{"mode": "hybrid", "per_doc": 2, "prefetch": p} for p in (20, 50, 100)]
+    grid += [{"mode": "hybrid", "per_doc": 2, "prefetch": 50, "rrf_k": 5}]
+    grid += [{"mode": "hybrid", "per_doc": 2, "weights": w} for w in ([2.0, 1.0], [1.0, 2.0])]
     grid += [{"mode": "hybrid", "per_doc": n} for n in (1, 3)]
     grid += [{"mode": "hybrid", "per_doc": 2, "overfetch": n} for n in (2, 5)]
     grid += [{"mode": "hybrid", "per_doc": 2, "prefetch": p, "fusion": "dbsf"} for p in (None, 50)]
@@ -304,14 +312,31 @@ def sweep_grid() -> list[dict[str, Any]]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    args.dataset = args.dataset or manpages_dataset()
+    baseline = "keyword (BM25) and dense (MiniLM) search alone, on the same store and queries in the same run"
+    if args.store == "both":
+        baseline += "; Qdrant Edge against pgvector on the same chunks and vectors"
+    report = Report(f"Retrieval quality on {args.dataset.name}", baseline=baseline)
     if args.store == "edge":
-        await run(args, None)
-        return
-    async with pgvector_database(args.pgvector_url) as url:
-        await run(args, url)
+        await run(args, None, report)
+    else:
+        async with pgvector_database(args.pgvector_url) as url:
+            await run(args, url, report)
+    report.text("How to read it: every judged query runs through `SearchService.search` (top 10) as the service "
+                "runs it; nDCG@10 rewards finding the one relevant page high in the list. A delta is the mean "
+                "per-query nDCG@10 difference with a paired-bootstrap 95% interval: an interval that excludes zero "
+                "is a real difference on this dataset, one that spans zero is noise. Query vectors for the quality "
+                "figures are computed once up front in batches (identical vectors); latency is measured on a sample "
+                "with the plain embedder, query embedding included.")
+    report.write(args.report)
 
 
-async def run(args: argparse.Namespace, pgvector_url: str | None) -> None:
+def quality_rows(label: str, mode: str, s: dict[str, Any], t: dict[str, Any] | None) -> list:
+    timing = [t["p50_ms"], t["p95_ms"]] if t else ["-", "-"]
+    return [label, mode, f"{s['ndcg@10']:.4f}", f"{s['recall@10']:.3f}", f"{s['mrr@10']:.4f}", *timing]
+
+
+async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report) -> None:
     corpus, queries, qrels = load_dataset(args.dataset, args.limit_docs)
     if pgvector_url and args.work_dir:
         # The pgvector database is new each run: an Edge store reused from --work-dir would
@@ -340,23 +365,28 @@ async def run(args: argparse.Namespace, pgvector_url: str | None) -> None:
     print(f"dataset {args.dataset} ({len(corpus)} documents, {len(queries)} judged queries), store {settings.data_dir}"
           f"{', pgvector ' + pgvector_url if pgvector_url else ''}")
     try:
-        to_corpus = await ingest(corpus, settings, writer, embedder, sparse, args.title)
+        to_corpus, new_chunks, ingest_seconds = await ingest(corpus, settings, writer, embedder, sparse, args.title)
         counts = {label: await each.count(access_filter(Access(USER))) for label, each in stores.items()}
         if len(set(counts.values())) != 1:
             raise SystemExit(f"the stores hold different chunk counts: {counts}")
         chunks = next(iter(counts.values()))
         if args.optimize:
             await store.optimize()
-        print(f"chunks: {chunks} (chunk {args.chunk_size} tokens, overlap {args.overlap}, "
-              f"title {'prepended' if args.title else 'not prepended'}); hybrid: prefetch "
-              f"{args.prefetch or 'adapter default'}, rrf k {args.rrf_k}, weights {args.weights or 'equal'}; "
-              f"collapse: overfetch {args.overfetch}, {args.per_doc} per document")
+        ingested = (f"ingested in {ingest_seconds:.0f} s ({new_chunks / ingest_seconds:.1f} chunks/s through "
+                    f"`DocumentService.save` into {' and '.join(stores)})" if new_chunks else
+                    f"reused from {args.work_dir}")
+        report.text(
+            f"Dataset: {args.dataset.name}, {len(corpus):,} documents, {len(queries):,} judged queries. "
+            f"{chunks:,} chunks of {args.chunk_size} tokens with {args.overlap} overlap, title "
+            f"{'prepended' if args.title else 'not prepended'}, {ingested}. Hybrid: prefetch "
+            f"{args.prefetch or 'adapter default'}, RRF k {args.rrf_k}, weights {args.weights or 'equal'}; collapse: "
+            f"over-fetch {args.overfetch} x top_k, at most {args.per_doc} chunks per document"
+            f"{'; Edge with an HNSW index (optimize)' if args.optimize else ''}.")
         cached = PrecomputedQueryEmbedder(embedder)
         await cached.prefill(list(queries.values()))
         sample = dict(list(queries.items())[: args.latency_sample])
-        print(f"{'store':8} {'mode':8} {'nDCG@10':>8} {'R@10':>6} {'MRR@10':>7}   latency over {len(sample)} "
-              f"queries (query embedding included): {'p50 ms':>7} {'p95 ms':>7}")
         per_store: dict[str, dict[str, list[float]]] = {}
+        rows = []
         for label, each in stores.items():
             quality = SearchService(each, sparse, cached, settings, overfetch=args.overfetch,
                                     max_chunks_per_document=args.per_doc)
@@ -367,29 +397,38 @@ async def run(args: argparse.Namespace, pgvector_url: str | None) -> None:
             for mode in args.modes:
                 s = await evaluate(quality, queries, qrels, to_corpus, mode)
                 per_store[label][mode] = s["per_query_ndcg"]
-                timing = ""
-                if sample:
-                    t = await evaluate(plain, sample, qrels, to_corpus, mode)
-                    timing = f"{'':50}{t['p50_ms']:7.1f} {t['p95_ms']:7.1f}"
-                print(f"{label:8} {mode:8} {s['ndcg@10']:8.4f} {s['recall@10']:6.3f} {s['mrr@10']:7.4f} {timing}",
-                      flush=True)
-        if len(per_store) == 2:
-            for mode in args.modes:
-                edge_scores, pg_scores = per_store["edge"][mode], per_store["pgvector"][mode]
-                print(f"{mode} nDCG@10: edge {statistics.fmean(edge_scores):.4f}, pgvector "
-                      f"{statistics.fmean(pg_scores):.4f}; pgvector vs edge {paired_delta(pg_scores, edge_scores)}")
+                t = await evaluate(plain, sample, qrels, to_corpus, mode) if sample else None
+                rows.append(quality_rows(label, mode, s, t))
+                print(" | ".join(map(str, rows[-1])), flush=True)
+        report.table(["store", "mode", "nDCG@10", "Recall@10", "MRR@10",
+                      f"p50 ms ({len(sample)} queries)", f"p95 ms ({len(sample)} queries)"], rows,
+                     "Quality and latency per mode (`SearchService.search`, top 10)")
         per_query = per_store.get("edge") or per_store["pgvector"]
         store = stores.get("edge") or stores["pgvector"]
         if "hybrid" in per_query:
-            for mode in set(per_query) - {"hybrid"}:
-                print(f"hybrid vs {mode} nDCG@10: {paired_delta(per_query['hybrid'], per_query[mode])}")
+            deltas = [[f"hybrid vs {mode}", *paired_delta(per_query["hybrid"], per_query[mode])]
+                      for mode in args.modes if mode != "hybrid"]
+            if deltas:
+                report.table(["comparison", "nDCG@10 delta [95% CI]", "queries better", "queries worse"], deltas,
+                             "Hybrid against each mode alone (paired, same queries)")
+        if len(per_store) == 2:
+            report.table(
+                ["mode", "Edge nDCG@10", "pgvector nDCG@10", "pgvector - Edge [95% CI]", "queries better", "worse"],
+                [[mode, f"{statistics.fmean(per_store['edge'][mode]):.4f}",
+                  f"{statistics.fmean(per_store['pgvector'][mode]):.4f}",
+                  *paired_delta(per_store["pgvector"][mode], per_store["edge"][mode])] for mode in args.modes],
+                "Qdrant Edge vs pgvector on the same chunks (pgvector's dense side goes through its HNSW index)")
         if args.http_sample:
             http_queries = list(queries.values())[: args.http_sample]
+            http_rows = []
             for mode in args.modes:
                 p50, p95 = await http_latency(settings, store, embedder, sparse, http_queries, mode)
-                print(f"HTTP POST /search {mode:8} ({len(http_queries)} queries): p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+                http_rows.append([mode, p50, p95])
+            report.table(["mode", "p50 ms", "p95 ms"], http_rows,
+                         f"`POST /search` through the whole app (in-process ASGI, {len(http_queries)} queries, "
+                         "default `include_embedding`)")
         if args.sweep and isinstance(store, TunedEdgeStore):
-            print("sweep (nDCG@10 / R@10 / MRR@10 / nDCG@10 vs this run's hybrid, 95% CI):")
+            sweep_rows = []
             for config in sweep_grid():
                 store.prefetch, store.rrf_k = config.get("prefetch"), config.get("rrf_k", edge.RRF_K)
                 store.weights, store.fusion = config.get("weights"), config.get("fusion", "rrf")
@@ -397,17 +436,36 @@ async def run(args: argparse.Namespace, pgvector_url: str | None) -> None:
                                         overfetch=config.get("overfetch", args.overfetch),
                                         max_chunks_per_document=config["per_doc"])
                 s = await evaluate(service, queries, qrels, to_corpus, config["mode"])
-                delta = paired_delta(s["per_query_ndcg"], per_query["hybrid"]) if "hybrid" in per_query else ""
-                print(f"  {s['ndcg@10']:.4f} {s['recall@10']:.3f} {s['mrr@10']:.4f}  {delta}  {config}", flush=True)
+                delta = paired_delta(s["per_query_ndcg"], per_query["hybrid"]) if "hybrid" in per_query else ("-",)
+                sweep_rows.append([sweep_label(config), f"{s['ndcg@10']:.4f}", delta[0]])
+                print(" | ".join(sweep_rows[-1]), flush=True)
+            report.table(["variant", "nDCG@10", "vs the hybrid above [95% CI]"], sweep_rows,
+                         "Tuning sweep (Edge, full query set, paired against this run's hybrid)")
     finally:
         for each in stores.values():
             await each.close()
         await embedder.aclose()
 
 
+def sweep_label(config: dict[str, Any]) -> str:
+    parts = [config["mode"]]
+    if config.get("fusion") == "dbsf":
+        parts.append("DBSF fusion")
+    elif config["mode"] == "hybrid":
+        parts.append(f"RRF k={config.get('rrf_k', edge.RRF_K)}")
+    if config["mode"] == "hybrid":
+        parts.append(f"prefetch {config.get('prefetch') or 'default'}")
+    if config.get("weights"):
+        parts.append("weights dense {:g} : keyword {:g}".format(*config["weights"]))
+    if "overfetch" in config:
+        parts.append(f"over-fetch {config['overfetch']}")
+    parts.append(f"{config['per_doc']} per document")
+    return ", ".join(parts)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, default=Path("/work/shared/datasets/manpages-dev"))
+    parser.add_argument("--dataset", type=Path, help="a BEIR-layout folder (default: manpages-dev, built if missing)")
     parser.add_argument("--work-dir", type=Path, help="keep the ingested store here and reuse it")
     parser.add_argument("--limit-docs", type=int, help="only the first N corpus documents")
     parser.add_argument("--chunk-size", type=int, default=Settings().chunk_size_tokens)
@@ -427,6 +485,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="vector store(s) to evaluate; both: one ingestion, results side by side")
     parser.add_argument("--pgvector-url", help="admin URL of a Postgres with pgvector (default TEST_PGVECTOR_URL, "
                         "else an embedded server)")
+    add_report_argument(parser)
     return parser.parse_args(argv)
 
 

@@ -45,7 +45,8 @@ from store_fill import build_corpus, fill_vector_store, shard_size_mb, user_of  
 
 from rag_service.storage.qdrant_edge import EdgeVectorStore  # noqa: E402
 from rag_service.storage.sparse import SparseEncoder  # noqa: E402
-from rag_service.storage.vectors import QueryVectors, tenant_filter  # noqa: E402
+from rag_service.storage.access import Access, access_filter  # noqa: E402
+from rag_service.storage.vectors import QueryVectors  # noqa: E402
 
 DIM = 384
 LIMIT = 15  # top_k 5 x the search service's over-fetch of 3
@@ -69,7 +70,7 @@ def percentile(values: list[float], q: float) -> float:
 async def measure(store, queries: list[QueryVectors], users: int, count: int, concurrency: int) -> dict[str, float]:  # noqa: ANN001
     rng = random.Random(3)
     calls: list[Callable[[], Awaitable]] = [
-        (lambda q=rng.choice(queries), u=rng.randrange(users): store.search(q, tenant_filter(user_of(u, users)), LIMIT, "hybrid"))
+        (lambda q=rng.choice(queries), u=rng.randrange(users): store.search(q, access_filter(Access(user_of(u, users))), LIMIT, "hybrid"))
         for _ in range(count)
     ]
     for call in calls[:5]:  # warm-up

@@ -18,8 +18,7 @@ pgvector started for the run): upsert rate and search p50/p95 of Edge and pgvect
 side, queries interleaved between the two stores.
 
 Run: .venv/bin/python bench/search_latency.py [--points 100000] [--queries 300] [--optimize]
-         [--baseline-points 2000] [--pgvector [--pgvector-url URL] [--only-compare]]
-         [--write ../docs/benchmarks-search.md]
+         [--baseline-points 2000] [--pgvector [--pgvector-url URL] [--only-compare]] [--report PATH]
 Figures depend on the machine (2 shared cores here); nothing asserts a timing.
 """
 
@@ -28,8 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
-import shlex
 import statistics
 import sys
 import tempfile
@@ -52,15 +51,19 @@ from rag_service.storage.qdrant_server import ServerVectorStore
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import ChunkFilter, ChunkPoint, QueryVectors
 
-DATASET = Path("/work/shared/datasets/manpages-dev")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from bench_report import Report, add_report_argument  # noqa: E402
+from build_manpages_dataset import manpages_dataset  # noqa: E402
+
 DIM = 384
 LIMIT = 10
 MODES = ("hybrid", "dense", "keyword")
 
 
 def load_texts() -> tuple[list[list[str]], list[str]]:
-    pages = [json.loads(line)["text"].split() for line in (DATASET / "corpus.jsonl").open()]
-    queries = [json.loads(line)["text"] for line in (DATASET / "queries.jsonl").open()]
+    dataset = manpages_dataset()
+    pages = [json.loads(line)["text"].split() for line in (dataset / "corpus.jsonl").open(encoding="utf-8")]
+    queries = [json.loads(line)["text"] for line in (dataset / "queries.jsonl").open(encoding="utf-8")]
     return [p for p in pages if len(p) >= 20], queries
 
 
@@ -133,16 +136,16 @@ async def measure_modes(store, queries) -> dict[str, dict[str, float]]:
     })
 
 
-def row(label: str, stats: dict[str, float]) -> str:
-    return (f"| {label} | {stats['p50']:.2f} | {stats['p95']:.2f} | {stats['p99']:.2f} "
-            f"| {stats['mean']:.2f} | {stats['qps']:,.0f} |")
+def row(label: str, stats: dict[str, float]) -> list:
+    return [label, f"{stats['p50']:.2f}", f"{stats['p95']:.2f}", f"{stats['p99']:.2f}", f"{stats['mean']:.2f}",
+            round(stats["qps"])]
 
 
-HEADER = "| query | p50 ms | p95 ms | p99 ms | mean ms | queries/s (1 client) |\n|---|---:|---:|---:|---:|---:|"
+HEADERS = ["query", "p50 ms", "p95 ms", "p99 ms", "mean ms", "queries/s (1 client)"]
 
 
 async def compare_with_pgvector(args: argparse.Namespace, edge_store: EdgeVectorStore, edge_upsert_s: float,
-                                points: list[ChunkPoint], queries, say: Callable[..., None]) -> None:
+                                points: list[ChunkPoint], queries, report: Report) -> None:
     """Edge and pgvector on the same chunks: upsert rate and per-mode latency side by side."""
     async with pgvector_database(args.pgvector_url) as url:
         store = PgVectorStore(url, collection="bench", dimension=DIM)
@@ -157,41 +160,40 @@ async def compare_with_pgvector(args: argparse.Namespace, edge_store: EdgeVector
 
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                 await conn.execute('ANALYZE "bench"')
-            say()
-            say(f"### Qdrant Edge vs pgvector ({len(points):,} chunks, {args.users} users, top {LIMIT}, "
-                f"one user's filter; queries interleaved between the stores)")
-            say("Upsert through the adapters (HNSW kept up to date on each insert for pgvector; "
-                "ANALYZE after the load): "
-                f"Edge {len(points) / edge_upsert_s:,.0f} chunks/s ({edge_upsert_s:.1f} s), "
-                f"pgvector {len(points) / pg_upsert_s:,.0f} chunks/s ({pg_upsert_s:.1f} s)")
-            say()
-            say("| query | Edge p50 ms | Edge p95 ms | pgvector p50 ms | pgvector p95 ms |")
-            say("|---|---:|---:|---:|---:|")
+            server = "given by --pgvector-url or TEST_PGVECTOR_URL" if (args.pgvector_url or os.environ.get(
+                "TEST_PGVECTOR_URL")) else "an embedded PostgreSQL with pgvector started for the run"
+            report.text(f"pgvector: {server}, a new database dropped at the end. Upsert through the adapters "
+                        "(pgvector keeps its HNSW index up to date on each insert; ANALYZE after the load): "
+                        f"Edge {len(points) / edge_upsert_s:,.0f} chunks/s ({edge_upsert_s:.1f} s), "
+                        f"pgvector {len(points) / pg_upsert_s:,.0f} chunks/s ({pg_upsert_s:.1f} s).")
             stats = await timed({
                 f"{label} {mode}": [lambda q=q, w=w, m=mode, s=each: s.search(q, w, LIMIT, m) for q, w in queries]
                 for mode in MODES for label, each in (("edge", edge_store), ("pgvector", store))
             })
+            rows = []
             for mode in MODES:
                 e, p = stats[f"edge {mode}"], stats[f"pgvector {mode}"]
-                say(f"| {mode} | {e['p50']:.2f} | {e['p95']:.2f} | {p['p50']:.2f} | {p['p95']:.2f} |")
+                rows.append([mode, f"{e['p50']:.2f}", f"{e['p95']:.2f}", f"{p['p50']:.2f}", f"{p['p95']:.2f}",
+                             f"{p['p50'] / e['p50']:.1f}x"])
+            report.table(["query", "Edge p50 ms", "Edge p95 ms", "pgvector p50 ms", "pgvector p95 ms",
+                          "pgvector / Edge p50"], rows,
+                         f"Qdrant Edge vs pgvector, {len(points):,} chunks, {args.users} users, top {LIMIT}, "
+                         "one user's filter; queries interleaved between the stores")
         finally:
             await store.close()
 
 
-async def run(args: argparse.Namespace) -> list[str]:
+async def run(args: argparse.Namespace, report: Report) -> None:
     rng = random.Random(42)
     pages, query_texts = load_texts()
-    out: list[str] = []
-
-    def say(line: str = "") -> None:
-        print(line, flush=True)
-        out.append(line)
 
     start = time.perf_counter()
     points = make_points(args.points, args.users, pages, rng)
-    say(f"Data: {args.points:,} chunks x {DIM}-d over {args.users} users; texts + BM25 encoding took "
-        f"{time.perf_counter() - start:.1f} s. Each query: top {LIMIT}, filter on one user "
-        f"(~{args.points // args.users:,} chunks), {args.queries} queries per row.")
+    report.text(f"Data: {args.points:,} chunks x {DIM}-d over {args.users} users (random unit vectors; texts are "
+                f"80-200 word windows of manpages-dev, BM25-encoded by the service's encoder in "
+                f"{time.perf_counter() - start:.1f} s). Each query: top {LIMIT}, filtered on one user "
+                f"(~{args.points // args.users:,} chunks), {args.queries} queries per row, the rows of a table "
+                "interleaved query by query.")
     queries = make_queries(points, query_texts, args.queries, rng)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,30 +203,22 @@ async def run(args: argparse.Namespace) -> list[str]:
         for i in range(0, len(points), 5000):
             await store.upsert(points[i : i + 5000])
         edge_upsert_s = time.perf_counter() - start
-        say(f"Qdrant Edge upsert: {edge_upsert_s:.1f} s")
         if args.pgvector:
-            await compare_with_pgvector(args, store, edge_upsert_s, points, queries, say)
+            await compare_with_pgvector(args, store, edge_upsert_s, points, queries, report)
         if args.only_compare:
             await store.close()
-            return out
-        say()
-        say("### Qdrant Edge as the service runs it (plain segments, exact search within the tenant)")
-        say(HEADER)
-        for mode, stats in (await measure_modes(store, queries)).items():
-            say(row(mode, stats))
+            return
+        report.text(f"Qdrant Edge upsert: {edge_upsert_s:.1f} s ({len(points) / edge_upsert_s:,.0f} chunks/s).")
+        report.table(HEADERS, [row(mode, stats) for mode, stats in (await measure_modes(store, queries)).items()],
+                     "Qdrant Edge as the service runs it (plain segments, exact search within the tenant)")
 
         if args.optimize:
             start = time.perf_counter()
             await store.optimize()
-            say()
-            say(f"### Qdrant Edge after optimize() ({time.perf_counter() - start:.1f} s: HNSW + segment merge)")
-            say(HEADER)
-            for mode, stats in (await measure_modes(store, queries)).items():
-                say(row(mode, stats))
+            took = time.perf_counter() - start
+            report.table(HEADERS, [row(mode, stats) for mode, stats in (await measure_modes(store, queries)).items()],
+                         f"Qdrant Edge after optimize() ({took:.1f} s: HNSW + segment merge)")
 
-        say()
-        say("### Hybrid prefetch depth (candidates per side; the store uses max(limit*4, 40))")
-        say(HEADER)
         original = edge_module.prefetch_limit
 
         def search_with_depth(q: QueryVectors, w: ChunkFilter, depth: int) -> Callable[[], Awaitable]:
@@ -240,12 +234,9 @@ async def run(args: argparse.Namespace) -> list[str]:
             })
         finally:
             edge_module.prefetch_limit = original
-        for label, stats in sweep.items():
-            say(row(label, stats))
+        report.table(HEADERS, [row(label, stats) for label, stats in sweep.items()],
+                     "Hybrid prefetch depth (candidates per side; the store uses max(limit*4, 40))")
 
-        say()
-        say("### Keyword IDF scope (the store uses the tenant's own chunks)")
-        say(HEADER)
         shard = store._open()
 
         def keyword_request(q: QueryVectors, w: ChunkFilter, scoped: bool) -> qe.QueryRequest:
@@ -262,8 +253,8 @@ async def run(args: argparse.Namespace) -> list[str]:
             label: [lambda r=keyword_request(q, w, scoped): raw(r) for q, w in with_terms]
             for label, scoped in (("keyword, tenant IDF", True), ("keyword, global IDF", False))
         })
-        for label, stats in idf.items():
-            say(row(label, stats))
+        report.table(HEADERS, [row(label, stats) for label, stats in idf.items()],
+                     "Keyword IDF scope (the store uses the tenant's own chunks)")
         await store.close()
 
     if args.baseline_points:
@@ -273,15 +264,12 @@ async def run(args: argparse.Namespace) -> list[str]:
         await baseline.ensure_collection()
         start = time.perf_counter()
         await baseline.upsert(subset)
-        say()
-        say(f"### Baseline: qdrant-client local mode (`:memory:`), {len(subset):,} chunks "
-            f"(upsert {time.perf_counter() - start:.1f} s), same adapter code as a Qdrant server")
-        say(HEADER)
+        took = time.perf_counter() - start
         few = make_queries(subset, query_texts, args.baseline_queries, rng)
-        for mode, stats in (await measure_modes(baseline, few)).items():
-            say(row(mode, stats))
+        report.table(HEADERS, [row(mode, stats) for mode, stats in (await measure_modes(baseline, few)).items()],
+                     f"Baseline: qdrant-client local mode (`:memory:`), {len(subset):,} chunks (upsert {took:.1f} s), "
+                     f"{len(few)} queries, same adapter code as a Qdrant server")
         await baseline.close()
-    return out
 
 
 def main() -> None:
@@ -298,19 +286,28 @@ def main() -> None:
                         "else an embedded server)")
     parser.add_argument("--only-compare", action="store_true",
                         help="stop after the Edge vs pgvector table (skip the Edge sweeps and the baseline)")
-    parser.add_argument("--write", type=Path, help="also write the figures to this Markdown file")
+    add_report_argument(parser)
     args = parser.parse_args()
+    if args.only_compare:
+        report = Report("Vector stores: Qdrant Edge vs pgvector (store level)",
+                        baseline="Qdrant Edge (the embedded default) on the same chunks and queries, queries "
+                        "interleaved between the stores in the same run")
+    else:
+        report = Report("Vector store search latency (Qdrant Edge, store level)",
+                        baseline="qdrant-client's local mode on a subset of the same chunks (the same adapter code "
+                        "as a Qdrant server), and within each table its rows against each other, interleaved "
+                        "query by query in the same run")
     started = time.perf_counter()
-    lines = asyncio.run(run(args))
-    took = f"Total run time: {time.perf_counter() - started:.0f} s."
-    print(took)
-    if args.write:
-        # Several runs (e.g. the default and an `--optimize` one) append to one page.
-        command = "cd rag-service && .venv/bin/python bench/search_latency.py " + shlex.join(sys.argv[1:])
-        existing = args.write.read_text() if args.write.exists() else "# Search latency (vector store level)\n"
-        section = "\n".join(["", f"## `{command.strip()}`", "", *lines, "", took, ""])
-        args.write.write_text(existing + section)
-        print(f"wrote {args.write}")
+    asyncio.run(run(args, report))
+    report.text(f"Total run time: {time.perf_counter() - started:.0f} s. How to read it: these are "
+                "`await store.search(...)` calls in one process with one client, without the query embedding "
+                "(the retrieval, chat and load-test sections measure end to end). Dense vectors are random: latency "
+                "does not depend on what they mean. Compare rows within a table" + (
+                    "; Edge searches in-process, each pgvector search is a round trip to a server process and "
+                    "SQL planning." if args.only_compare else "; the prefetch-depth and IDF tables show what the "
+                    "store's settings cost against their alternatives."))
+    report.write(args.report)
+
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,8 @@ from psycopg import sql
 from pgvector_reference import QueryTimeIdfStore, stored_and_recounted
 from rag_service.storage.pgvector import PgVectorStore, postgres_conninfo
 from rag_service.storage.pgvector_term_counts import TRIGGERS
-from rag_service.storage.vectors import ChunkPoint, generation_filter, tenant_filter
+from rag_service.storage.access import Access, access_filter, generation_filter
+from rag_service.storage.vectors import ChunkPoint
 from vector_store_support import DIM, MODES, chunk, query, unit
 
 pytestmark = pytest.mark.postgres
@@ -81,15 +82,15 @@ async def test_counts_stay_exact_under_concurrent_writes_of_one_user(replicas, p
                 # uuid4 ids per call, so reuse this document's stored ids explicitly
                 operations.append(rewrite_in_place(store, rng, name, generation[name]))
             elif kind == "cleanup":
-                operations.append(store.delete(generation_filter(USERS[0], name, below=generation[name])))
+                operations.append(store.delete(generation_filter(Access(USERS[0]), name, below=generation[name])))
             elif kind == "delete":
-                operations.append(store.delete(tenant_filter(USERS[0], document_ids=[name])))
+                operations.append(store.delete(access_filter(Access(USERS[0]), document_ids=[name])))
             else:
                 operations.append(store.upsert(document(rng, USERS[0], name, 5, generation[name])
                                                + document(rng, USERS[1], f"{name}-n", 5)))
         await asyncio.gather(*operations)
         stored = await assert_counts_exact(replicas[0], pgvector_url)
-        chunk_total = sum([await replicas[0].count(tenant_filter(user)) for user in USERS])
+        chunk_total = sum([await replicas[0].count(access_filter(Access(user))) for user in USERS])
         assert sum(stored.get((user, 0), 0) for user in USERS) == chunk_total
 
 
@@ -109,10 +110,10 @@ async def test_repeated_ids_in_one_upsert_keep_the_last_point(replicas, pgvector
     first = chunk(USERS[0], "doc", 0, "kernel scheduler", unit(1))
     last = replace(first, text="zebra crossing", sparse=query("zebra crossing", unit(1)).sparse)
     await store.upsert([first, replace(first, id=first.id.upper()), last])
-    assert await store.count(tenant_filter(USERS[0])) == 1
-    [hit] = await store.search(query("zebra", unit(1)), tenant_filter(USERS[0]), limit=5, mode="keyword")
+    assert await store.count(access_filter(Access(USERS[0]))) == 1
+    [hit] = await store.search(query("zebra", unit(1)), access_filter(Access(USERS[0])), limit=5, mode="keyword")
     assert hit.text == "zebra crossing"
-    assert await store.search(query("kernel", unit(1)), tenant_filter(USERS[0]), limit=5, mode="keyword") == []
+    assert await store.search(query("kernel", unit(1)), access_filter(Access(USERS[0])), limit=5, mode="keyword") == []
     await assert_counts_exact(store, pgvector_url)
 
 
@@ -142,7 +143,7 @@ async def test_a_table_made_before_the_counts_gets_them_at_start_up(pgvector_url
                                for _ in range(3)))
         stored = await assert_counts_exact(store, pgvector_url)
         assert (stored[(USERS[0], 0)], stored[(USERS[1], 0)]) == (30, 7)
-        await store.delete(tenant_filter(USERS[0], document_ids=["old"]))
+        await store.delete(access_filter(Access(USERS[0]), document_ids=["old"]))
         await store.upsert(document(rng, USERS[0], "new", 4))
         stored = await assert_counts_exact(store, pgvector_url)
         assert (stored[(USERS[0], 0)], stored[(USERS[1], 0)]) == (4, 7)
@@ -167,13 +168,13 @@ async def test_searches_score_exactly_as_counting_at_query_time(pgvector_url):
             for d in range(6):
                 await store.upsert([chunk(user, f"doc-{d}", i, text(rng, words), unit(rng.random(), rng.random(), 1))
                                     for i in range(rng.randint(10, 40))])
-        await store.delete(tenant_filter("user-a", document_ids=["doc-0", "doc-3"]))
+        await store.delete(access_filter(Access("user-a"), document_ids=["doc-0", "doc-3"]))
         await store.upsert(document(rng, "user-b", "doc-1", 15))  # same document name, new points
         queries = [query(" ".join(rng.sample(vocabulary, rng.randint(1, 4))), unit(rng.random(), 1, rng.random()))
                    for _ in range(40)]
         queries.append(query("kernel unheardofword", unit(1)))
-        filters = [tenant_filter(user) for user in ("user-a", "user-b", "user-c")]
-        filters.append(tenant_filter("user-b", document_ids=["doc-1", "doc-2"]))
+        filters = [access_filter(Access(user)) for user in ("user-a", "user-b", "user-c")]
+        filters.append(access_filter(Access("user-b"), document_ids=["doc-1", "doc-2"]))
         compared = 0
         for q in queries:
             for where in filters:

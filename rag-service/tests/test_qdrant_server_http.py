@@ -21,7 +21,7 @@ from rag_service.storage.factory import build_vector_store
 from rag_service.config import Settings
 from rag_service.storage.qdrant_server import ServerVectorStore
 from vector_store_support import A1_KERNEL, ALICE, DIM, query, unit
-from rag_service.storage.vectors import tenant_filter
+from rag_service.storage.access import Access, access_filter
 
 URL = "https://qdrant.invalid:6333"
 API_KEY = "qdrant-key-0123456789-not-for-logs"
@@ -70,11 +70,11 @@ async def vectors():
 
 # What each adapter operation sends, and the route that answers it.
 OPERATIONS = {
-    "search": (lambda s: s.search(query("kernel", unit(1)), tenant_filter(ALICE), limit=3),
+    "search": (lambda s: s.search(query("kernel", unit(1)), access_filter(Access(ALICE)), limit=3),
                "POST", f"{BASE}/points/query", ok({"points": [HIT]})),
-    "count": (lambda s: s.count(tenant_filter(ALICE)), "POST", f"{BASE}/points/count", ok({"count": 1})),
+    "count": (lambda s: s.count(access_filter(Access(ALICE))), "POST", f"{BASE}/points/count", ok({"count": 1})),
     "upsert": (lambda s: s.upsert([A1_KERNEL]), "PUT", f"{BASE}/points", ok(DONE)),
-    "delete": (lambda s: s.delete(tenant_filter(ALICE)), "POST", f"{BASE}/points/delete", ok(DONE)),
+    "delete": (lambda s: s.delete(access_filter(Access(ALICE))), "POST", f"{BASE}/points/delete", ok(DONE)),
 }
 
 
@@ -93,7 +93,7 @@ async def test_every_request_carries_the_api_key(qdrant, vectors):
     await vectors.ensure_collection()
     for name, (operation, *_) in OPERATIONS.items():
         await operation(vectors)
-    [hit] = await vectors.search(query("kernel", unit(1)), tenant_filter(ALICE), limit=3)
+    [hit] = await vectors.search(query("kernel", unit(1)), access_filter(Access(ALICE)), limit=3)
     assert (hit.id, hit.document_id, hit.text) == (A1_KERNEL.id, "doc-a1", A1_KERNEL.text)
     assert {name: route.call_count for name, route in routes.items()} == {
         "exists": 1, "create": 1, "index": 2, "search": 2, "count": 1, "upsert": 1, "delete": 1}
@@ -108,7 +108,7 @@ async def test_the_factory_passes_the_configured_key(qdrant, tmp_path):
     settings = Settings(_env_file=None, data_dir=tmp_path, qdrant_url=URL, qdrant_api_key=API_KEY)
     server = build_vector_store(settings, "all-MiniLM-L6-v2", DIM)
     try:
-        assert await server.count(tenant_filter(ALICE)) == 0
+        assert await server.count(access_filter(Access(ALICE))) == 0
     finally:
         await server.close()
     assert route.calls.last.request.headers["api-key"] == API_KEY
@@ -164,7 +164,7 @@ async def test_creating_the_collection_is_retried_only_when_it_was_never_sent(qd
 async def test_rate_limited_to_the_end_is_503_with_retry_after(qdrant, vectors):
     route = qdrant.post(f"{BASE}/points/count").mock(return_value=qdrant_error(429, "slow down", **{"Retry-After": "7"}))
     with pytest.raises(ServiceUnavailable) as raised:
-        await vectors.count(tenant_filter(ALICE))
+        await vectors.count(access_filter(Access(ALICE)))
     assert route.call_count == ATTEMPTS
     assert raised.value.headers == {"Retry-After": "7"}
 
@@ -197,13 +197,13 @@ async def test_a_missing_collection_is_a_clear_503(qdrant, vectors):
     assert raised.value.code == "vector_collection_missing" and routes["index"].call_count == 2
     qdrant.post(f"{BASE}/points/query").mock(return_value=NO_COLLECTION)
     with pytest.raises(ServiceUnavailable) as raised:
-        await vectors.search(query("kernel", unit(1)), tenant_filter(ALICE), limit=3)
+        await vectors.search(query("kernel", unit(1)), access_filter(Access(ALICE)), limit=3)
     assert raised.value.code == "vector_collection_missing"
     assert COLLECTION in raised.value.message
     # A 404 that is not about the collection: QDRANT_URL points somewhere else.
     qdrant.post(f"{BASE}/points/count").mock(return_value=httpx.Response(404, text="no route"))
     with pytest.raises(ServiceUnavailable) as raised:
-        await vectors.count(tenant_filter(ALICE))
+        await vectors.count(access_filter(Access(ALICE)))
     assert raised.value.code == "vector_store_misconfigured" and "QDRANT_URL" in raised.value.message
 
 
@@ -216,7 +216,7 @@ async def test_a_missing_collection_is_a_clear_503(qdrant, vectors):
 async def test_an_unreadable_body_is_503_and_not_retried(qdrant, vectors, body):
     route = qdrant.post(f"{BASE}/points/query").mock(return_value=body)
     with pytest.raises(ServiceUnavailable) as raised:
-        await vectors.search(query("kernel", unit(1)), tenant_filter(ALICE), limit=3, mode="dense")
+        await vectors.search(query("kernel", unit(1)), access_filter(Access(ALICE)), limit=3, mode="dense")
     assert raised.value.code == "vector_store_bad_response"
     assert route.call_count == 1
 
@@ -224,7 +224,7 @@ async def test_an_unreadable_body_is_503_and_not_retried(qdrant, vectors, body):
 async def test_other_client_errors_are_bugs_not_outages(qdrant, vectors):
     qdrant.post(f"{BASE}/points/count").mock(return_value=qdrant_error(400, "Bad request: wrong filter"))
     with pytest.raises(Exception) as raised:
-        await vectors.count(tenant_filter(ALICE))
+        await vectors.count(access_filter(Access(ALICE)))
     assert not isinstance(raised.value, ServiceUnavailable)
 
 

@@ -45,7 +45,10 @@ from rag_service.providers.local_embedder import LocalEmbedder  # noqa: E402
 from bench_report import Report  # noqa: E402
 from stack import start_auth, start_rag  # noqa: E402
 
-CORPUS = Path("/work/shared/datasets/manpages-dev/corpus.jsonl")
+sys.path.insert(0, str(ROOT / "scripts"))
+from build_manpages_dataset import manpages_dataset  # noqa: E402
+
+CORPUS = manpages_dataset() / "corpus.jsonl"
 PASSWORD = "correct horse battery"
 
 
