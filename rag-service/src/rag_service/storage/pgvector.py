@@ -122,7 +122,8 @@ class PgVectorStore:
         digest = hashlib.sha1(collection.encode()).hexdigest()[:12]
         self._table = sql.Identifier(collection)
         # Index names stay under Postgres' 63-byte identifier limit whatever the table name.
-        self._index = {part: sql.Identifier(f"ix_{digest}_{part}") for part in ("dense", "terms", "user")}
+        self._index = {part: sql.Identifier(f"ix_{digest}_{part}")
+                       for part in ("dense", "terms", "user", "collection")}
         self._lock_key = int(digest[:15], 16)
         self._term_counts = sql.Identifier(f"bm25_counts_{digest}")
         self._term_counts_function = sql.Identifier(f"bm25_counts_{digest}_apply")
@@ -180,6 +181,8 @@ class PgVectorStore:
                                    .format(table=self._table))
                 await conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} (user_id, document_id)")
                                    .format(name=self._index["user"], table=self._table))
+                await conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} (user_id, collection_id)")
+                                   .format(name=self._index["collection"], table=self._table))
                 await conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (terms)")
                                    .format(name=self._index["terms"], table=self._table))
                 await conn.execute(sql.SQL(
