@@ -173,8 +173,8 @@ def test_the_vector_filter_always_pins_the_owners_the_caller_may_read() -> None:
     member = Access("bob", {"o2": OrgRole.MEMBER, "o1": OrgRole.ADMIN})
     assert access_filter(member).owners == ("bob", "org:o1", "org:o2")
     assert member.writable_owners == ("bob", "org:o1")
-    # Narrowing to the default collection reads the caller's own points only.
-    assert access_filter(member, collection_id="personal").owners == ("bob",)
+    # Narrowing never changes the owners (they are the keyword statistics' corpus too).
+    assert access_filter(member, collection_id="personal").owners == ("bob", "org:o1", "org:o2")
     assert access_filter(member, collection_id="c1").owners == ("bob", "org:o1", "org:o2")
     bookkeeping = document_points("d1", below=3)
     assert (bookkeeping.owners, bookkeeping.document_ids, bookkeeping.generation_below) == ((), ("d1",), 3)

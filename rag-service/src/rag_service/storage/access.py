@@ -44,7 +44,7 @@ from sqlalchemy.sql.util import find_tables
 
 from rag_service.auth.orgs import OrgRole
 from rag_service.storage.models import Collection, Conversation, Document, Message
-from rag_service.storage.vectors import DEFAULT_COLLECTION, ChunkFilter, metadata_field
+from rag_service.storage.vectors import ChunkFilter, metadata_field
 
 OwnedModel = type[Document] | type[Collection] | type[Conversation] | type[Message]
 Statement = TypeVar("Statement", Select[Any], Update, Delete)
@@ -141,14 +141,14 @@ def access_filter(
     """The filter of every vector read: the chunks of every owner the caller may read,
     optionally narrowed to one collection, some documents and metadata values (conditions
     only ever narrow it: a collection of an owner the caller cannot read matches nothing).
-    The default personal collection is the caller's own: narrowing to it reads only the
-    caller's points."""
+    The default collection is the points without a collection id: only users' default
+    collections have none, and the only user among the owners is the caller. The owners
+    stay the same whatever the narrowing: they are also what keyword IDF is computed over."""
     access = _checked(access)
     for key in metadata or {}:
         metadata_field(key)  # rejects keys that are not plain field names (BadRequest)
-    owners = (access.user_id,) if collection_id == DEFAULT_COLLECTION else access.readable_owners
     return ChunkFilter(
-        owners=owners,
+        owners=access.readable_owners,
         collection_id=collection_id,
         document_ids=tuple(document_ids or ()),
         metadata=tuple((key, tuple(values)) for key, values in sorted((metadata or {}).items())),
