@@ -1,0 +1,258 @@
+"""Collections under concurrency, on real SQLite and PostgreSQL, each race followed by its
+invariant:
+
+- deleting a collection while documents are saved into it: afterwards the collection
+  exists and holds every document that was created, or it is gone and no document row
+  names it (collections/locks.py). On PostgreSQL half the saves go through a second app
+  on the same database (a replica: only the advisory lock is shared);
+- creating one name many times at once: exactly one 201, the rest 409 `collection_exists`;
+- moves between a personal and an organization's collection racing deletes, reindexes and
+  a repairer that steals claims (race_rounds.py's harshest form): every ready document has
+  exactly `chunk_count` points, all under the row's owner key and collection, none under
+  the other owner, and no point outlives its row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import select
+
+from collections_support import caller, create_collection, new_org, owner_access, points_of
+from fixtures_apps import running_app, settings_for
+from ingestion_support import SMALL_CHUNKS, Parts, paragraphs, repair_interrupted_ingestions, service
+from race_rounds import with_lease
+from rag_service.collections.service import CollectionService
+from rag_service.errors import Conflict, NotFound
+from rag_service.providers.local_embedder import LocalEmbedder
+from rag_service.storage.access import Access, access_filter, org_owner, unscoped
+from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
+from rag_service.storage.models import Document, DocumentStatus
+from rag_service.storage.qdrant_edge import EdgeVectorStore
+from rag_service.storage.sparse import SparseEncoder
+from security_support import assert_json_error, new_user
+
+DELETE_ROUNDS = 12
+SAVES_PER_ROUND = 4
+CREATE_ROUNDS = 5
+CREATES_PER_ROUND = 6
+MOVE_ROUNDS = 3
+DOCUMENTS_PER_MOVE_ROUND = 4
+
+
+@pytest_asyncio.fixture
+async def replicas(db_client: Any, db_settings: Any, issuer: Any, tmp_path: Any) -> AsyncIterator[list[Any]]:
+    """Clients of the apps sharing the test database: one on SQLite (a single process by
+    design), two on PostgreSQL (the second with its own runtime, locks and vector store)."""
+    if db_settings.database_url is None:
+        yield [db_client]
+        return
+    async with running_app(settings_for(issuer, tmp_path, database_url=db_settings.database_url,
+                                        ingest_repair_interval_seconds=0)) as (_, second):
+        yield [db_client, second]
+
+
+async def rows_in_collection(db_app: Any, collection_id: str) -> set[str]:
+    async with db_app.state.runtime.sessionmaker() as session:
+        return set((await session.scalars(unscoped(
+            select(Document.id).where(Document.collection_id == collection_id),
+            "test: a collection's rows, whatever their owner"))).all())
+
+
+async def timed_save(client: Any, who: Any) -> float:
+    """The slowest of three saves into `who`'s default collection, in seconds."""
+    durations = []
+    for i in range(3):
+        started = time.perf_counter()
+        response = await client.post("/save-document", json={"title": "t", "content": f"Timing {i} {new_user()}."},
+                                     headers=who.headers)
+        assert response.status_code == 201, response.text
+        durations.append(time.perf_counter() - started)
+    return max(durations)
+
+
+@pytest.mark.parametrize("organization", [False, True], ids=["personal", "organization"])
+async def test_deleting_a_collection_while_saving_into_it(db_app, replicas, auth_headers, organization):
+    org = new_org()
+    admin = caller(auth_headers, {org: "admin"})
+    rng = random.Random(17)
+    outcomes = {"kept": 0, "deleted": 0}
+    # The delete's start relative to the saves' sweeps from well before to well after them
+    # (a save's duration on this machine, not a guess), so rounds race it against every step.
+    save_seconds = await timed_save(replicas[0], admin)
+    for round_ in range(DELETE_ROUNDS):
+        collection = (await create_collection(replicas[0], admin, f"Round {round_}",
+                                              org if organization else None))["id"]
+        offset = (2 * round_ / (DELETE_ROUNDS - 1) - 1) * 1.5 * save_seconds
+
+        async def save(i: int) -> Any:
+            await asyncio.sleep(max(0.0, -offset) + rng.random() * 0.02)
+            body = {"title": f"r{round_}-{i}", "content": f"Round {round_} item {i}: lemurs {i * 3} sunbathing.",
+                    "collection_id": collection}
+            return await replicas[i % len(replicas)].post("/save-document", json=body, headers=admin.headers)
+
+        async def delete() -> Any:
+            await asyncio.sleep(max(0.0, offset) + rng.random() * 0.02)
+            return await replicas[round_ % len(replicas)].delete(f"/collections/{collection}", headers=admin.headers)
+
+        deleted, *saves = await asyncio.gather(delete(), *(save(i) for i in range(SAVES_PER_ROUND)))
+        created = set()
+        for response in saves:
+            if response.status_code == 201:
+                created.add(response.json()["document_id"])
+            else:
+                assert_json_error(response, 404)  # the collection was gone by then
+        exists = (await replicas[0].get(f"/collections/{collection}", headers=admin.headers)).status_code
+        rows = await rows_in_collection(db_app, collection)
+        if deleted.status_code == 204:
+            assert exists == 404 and rows == set() and created == set(), (round_, rows, created)
+            outcomes["deleted"] += 1
+        else:
+            assert assert_json_error(deleted, 409)["code"] == "collection_not_empty"
+            assert exists == 200 and rows == created and created, (round_, rows, created)
+            outcomes["kept"] += 1
+    # Both outcomes happened (the sweep starts with the delete first and ends with it last).
+    assert outcomes["kept"] and outcomes["deleted"], outcomes
+
+
+async def test_creating_one_name_concurrently_makes_one_collection(replicas, auth_headers):
+    org = new_org()
+    admins = [caller(auth_headers, {org: "admin"}), caller(auth_headers, {org: "owner"})]
+    for round_ in range(CREATE_ROUNDS):
+        for org_id, who in ((None, [caller(auth_headers)]), (org, admins)):
+            body = {"name": f"Shared {round_}", **({"organization_id": org_id} if org_id else {})}
+            responses = await asyncio.gather(*(
+                replicas[i % len(replicas)].post("/collections", json=body, headers=who[i % len(who)].headers)
+                for i in range(CREATES_PER_ROUND)))
+            statuses = sorted(response.status_code for response in responses)
+            assert statuses == [201] + [409] * (CREATES_PER_ROUND - 1), [r.text for r in responses]
+            for response in responses:
+                if response.status_code == 409:
+                    assert response.json()["error"]["code"] == "collection_exists"
+            named = [c for c in (await replicas[0].get("/collections", headers=who[0].headers)).json()["collections"]
+                     if c["name"] == body["name"]]
+            assert len(named) == 1
+
+
+# --- moves racing deletes, reindexes and repair ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def embedder(settings) -> LocalEmbedder:
+    return LocalEmbedder(settings)
+
+
+@pytest_asyncio.fixture
+async def parts(own_database_url, make_settings, embedder, tmp_path) -> AsyncIterator[Parts]:
+    settings = make_settings(database_url=own_database_url, **SMALL_CHUNKS)
+    await asyncio.to_thread(run_migrations, settings)
+    engine, sessionmaker = create_engine_and_sessionmaker(settings)
+    store = EdgeVectorStore(tmp_path / "qdrant", collection="moves", dimension=embedder.dimension)
+    await store.ensure_collection()
+    yield Parts(settings, engine, sessionmaker, store, SparseEncoder(), embedder)
+    await store.close()
+    await engine.dispose()
+
+
+class MoveRound:
+    """Documents saved in the admin's default collection, then moved to the organization's
+    collection and back, re-indexed, some deleted, all at once, with a claim thief."""
+
+    def __init__(self, parts: Parts, seed: int) -> None:
+        self.parts, self.thief = parts, with_lease(parts, 0.001)
+        self.random = random.Random(seed)
+        self.org = new_org()
+        self.access = Access(new_user(), {self.org: "admin"})
+        self.seed = seed
+        self.ids: list[str] = []
+        self.deleted: set[str] = set()
+        self.outcomes: list[tuple[str, str, BaseException | None]] = []
+
+    async def prepare(self) -> None:
+        async with self.parts.sessionmaker() as session:
+            self.collection = (await CollectionService(session).create(self.access, "Shared", self.org)).id
+            docs = service(self.parts, session)
+            for i in range(DOCUMENTS_PER_MOVE_ROUND):
+                document, _ = await docs.save(self.access, f"m{self.seed}-{i}", paragraphs(f"m{self.seed}x{i}", 2 + i % 3))
+                self.ids.append(document.id)
+        self.deleted = set(self.ids[:1])
+
+    async def _step(self, kind: str, document_id: str) -> None:
+        await asyncio.sleep(self.random.random() * 0.05)
+        async with self.parts.sessionmaker() as session:
+            docs = service(self.parts, session)
+            if kind == "to-org":
+                await docs.move(self.access, document_id, self.collection)
+            elif kind == "to-personal":
+                await docs.move(self.access, document_id, "personal")
+            elif kind == "reindex":
+                await docs.reindex(self.access, document_id)
+            else:
+                await docs.delete(self.access, document_id)
+
+    async def steal(self) -> None:
+        for _ in range(3):
+            await asyncio.sleep(self.random.random() * 0.05)
+            await repair_interrupted_ingestions(self.thief)
+
+    async def run(self) -> None:
+        tasks: list[tuple[str, str, Any]] = []
+        for document_id in self.ids:
+            kinds = ["to-org", "to-personal", "to-org", "reindex", "reindex"]
+            kinds += ["delete"] if document_id in self.deleted else []
+            tasks += [(kind, document_id, self._step(kind, document_id)) for kind in kinds]
+        tasks.append(("repair", "", self.steal()))
+        self.random.shuffle(tasks)
+        results = await asyncio.gather(*(coroutine for _, _, coroutine in tasks), return_exceptions=True)
+        self.outcomes = [(kind, doc, r if isinstance(r, BaseException) else None)
+                         for (kind, doc, _), r in zip(tasks, results, strict=True)]
+
+    def unexpected_errors(self) -> list[str]:
+        """Only a document that was deleted may answer 404 / 409."""
+        return [f"{kind} {doc}: {type(error).__name__}: {error}" for kind, doc, error in self.outcomes
+                if error is not None and not (isinstance(error, (NotFound, Conflict)) and doc in self.deleted)]
+
+    async def check_invariant(self) -> None:
+        store, user_key, org_key = self.parts.vector_store, self.access.user_id, org_owner(self.org)
+        async with self.parts.sessionmaker() as session:
+            rows = (await session.execute(unscoped(
+                select(Document.id, Document.owner, Document.collection_id, Document.status, Document.chunk_count)
+                .where(Document.user_id == self.access.user_id),
+                "test: the invariant is checked over every row this round's admin saved"))).all()
+        problems = []
+        for document_id, owner, collection_id, status, chunk_count in rows:
+            expected = chunk_count if status == DocumentStatus.READY else 0
+            other = org_key if owner == user_key else user_key
+            placed = await store.count(access_filter(owner_access(owner), collection_id=collection_id,
+                                                     document_ids=[document_id]))
+            stored = await points_of(store, owner, document_id)
+            stray = await points_of(store, other, document_id)
+            if status not in (DocumentStatus.READY, DocumentStatus.FAILED) or (stored, placed, stray) != (
+                    expected, expected, 0):
+                problems.append(f"{document_id} {owner}/{collection_id}: {status}, {chunk_count} chunks, "
+                                f"{stored} points ({placed} in its collection), {stray} under {other}")
+        for document_id in self.deleted - {row.id for row in rows}:
+            for key in (user_key, org_key):
+                if left := await points_of(store, key, document_id):
+                    problems.append(f"deleted {document_id}: {left} points under {key}")
+        for key in (user_key, org_key):
+            ready = sum(row.chunk_count for row in rows if row.owner == key and row.status == DocumentStatus.READY)
+            if (total := await points_of(store, key)) != ready:
+                problems.append(f"{key}: {total} points, {ready} in ready rows")
+        assert not problems, "invariant broken:\n" + "\n".join(problems)
+
+
+async def test_moves_racing_deletes_reindexes_and_repair_keep_points_with_their_owner(parts):
+    for seed in range(MOVE_ROUNDS):
+        race = MoveRound(parts, seed)
+        await race.prepare()
+        await race.run()
+        assert race.unexpected_errors() == [], f"round {seed}"
+        await race.check_invariant()
+    assert await repair_interrupted_ingestions(parts) == 0
