@@ -29,6 +29,7 @@ from fixtures_apps import running_app, settings_for
 from ingestion_support import SMALL_CHUNKS, Parts, paragraphs, repair_interrupted_ingestions, service
 from race_rounds import with_lease
 from rag_service.collections.service import CollectionService
+from rag_service.documents import claims
 from rag_service.errors import Conflict, NotFound
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.storage.access import Access, access_filter, org_owner, unscoped
@@ -256,3 +257,24 @@ async def test_moves_racing_deletes_reindexes_and_repair_keep_points_with_their_
         assert race.unexpected_errors() == [], f"round {seed}"
         await race.check_invariant()
     assert await repair_interrupted_ingestions(parts) == 0
+
+
+async def test_a_claim_taken_over_before_its_run_starts_is_not_a_404(parts):
+    """The interleaving the round above hit now and then: a move (or reindex) claims the row,
+    another claim takes it over before the first run reads it; the first caller answered
+    404 "document not found" for a live document. Now it gets the row as it stands."""
+    access = Access(new_user(), {new_org(): "admin"})
+    async with parts.sessionmaker() as session:
+        docs = service(parts, session)
+        document, _ = await docs.save(access, "Taken over", paragraphs("takenover", 3))
+        first = await claims.claim_for_reindex(session, access, document.id)
+        second = await claims.claim_for_reindex(session, access, document.id)
+        assert first is not None and second == first + 1
+        superseded = await docs.resume(document.id, first)  # the first run, after the takeover
+        assert superseded.id == document.id and superseded.generation == second
+        finished = await docs.resume(document.id, second)
+        assert finished.status == DocumentStatus.READY and finished.generation == second
+        await docs.delete(access, document.id)
+        with pytest.raises(NotFound):
+            await docs.resume(document.id, second)
+    assert await points_of(parts.vector_store, access.user_id, document.id) == 0
