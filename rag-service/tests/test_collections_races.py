@@ -261,8 +261,9 @@ async def test_moves_racing_deletes_reindexes_and_repair_keep_points_with_their_
 
 async def test_a_claim_taken_over_before_its_run_starts_is_not_a_404(parts):
     """The interleaving the round above hit now and then: a move (or reindex) claims the row,
-    another claim takes it over before the first run reads it; the first caller answered
-    404 "document not found" for a live document. Now it gets the row as it stands."""
+    another claim takes it over before the first run reads it. While resume looked the row
+    up by the claim's generation, the first caller got 404 "document not found" for a live
+    document; it gets the row as it stands (its run finds out from its generation)."""
     access = Access(new_user(), {new_org(): "admin"})
     async with parts.sessionmaker() as session:
         docs = service(parts, session)
