@@ -1,8 +1,8 @@
 """Collections under concurrency, on real SQLite and PostgreSQL, each race followed by its
 invariant:
 
-- deleting a collection while documents are saved into it: afterwards the collection
-  exists and holds every document that was created, or it is gone and no document row
+- deleting a collection while documents are saved and moved into it: afterwards the collection
+  exists and holds every document that was created or moved in, or it is gone and no document row
   names it (collections/locks.py). On PostgreSQL half the saves go through a second app
   on the same database (a replica: only the advisory lock is shared);
 - creating one name many times at once: exactly one 201, the rest 409 `collection_exists`;
@@ -91,6 +91,15 @@ async def test_deleting_a_collection_while_saving_into_it(db_app, replicas, auth
         collection = (await create_collection(replicas[0], admin, f"Round {round_}",
                                               org if organization else None))["id"]
         offset = (2 * round_ / (DELETE_ROUNDS - 1) - 1) * 1.5 * save_seconds
+        # A document moved in races the delete too (one more way to add to a collection).
+        mover = await replicas[0].post("/save-document", headers=admin.headers, json={
+            "title": f"mover {round_}", "content": f"Round {round_}: the wombat moves house."})
+        moving = mover.json()["document_id"]
+
+        async def move_in() -> Any:
+            await asyncio.sleep(max(0.0, -offset) + rng.random() * 0.02)
+            return await replicas[0].post(f"/documents/{moving}/move", json={"collection_id": collection},
+                                           headers=admin.headers)
 
         async def save(i: int) -> Any:
             await asyncio.sleep(max(0.0, -offset) + rng.random() * 0.02)
@@ -102,8 +111,15 @@ async def test_deleting_a_collection_while_saving_into_it(db_app, replicas, auth
             await asyncio.sleep(max(0.0, offset) + rng.random() * 0.02)
             return await replicas[round_ % len(replicas)].delete(f"/collections/{collection}", headers=admin.headers)
 
-        deleted, *saves = await asyncio.gather(delete(), *(save(i) for i in range(SAVES_PER_ROUND)))
+        deleted, moved, *saves = await asyncio.gather(delete(), move_in(),
+                                                      *(save(i) for i in range(SAVES_PER_ROUND)))
         created = set()
+        if moved.status_code == 200:
+            created.add(moving)
+        else:
+            assert_json_error(moved, 404)
+            home = await replicas[0].get(f"/documents/{moving}", headers=admin.headers)
+            assert home.json()["collection_id"] == "personal", home.text
         for response in saves:
             if response.status_code == 201:
                 created.add(response.json()["document_id"])
@@ -180,7 +196,8 @@ class MoveRound:
             self.collection = (await CollectionService(session).create(self.access, "Shared", self.org)).id
             docs = service(self.parts, session)
             for i in range(DOCUMENTS_PER_MOVE_ROUND):
-                document, _ = await docs.save(self.access, f"m{self.seed}-{i}", paragraphs(f"m{self.seed}x{i}", 2 + i % 3))
+                text = paragraphs(f"m{self.seed}x{i}", 2 + i % 3)
+                document, _ = await docs.save(self.access, f"m{self.seed}-{i}", text)
                 self.ids.append(document.id)
         self.deleted = set(self.ids[:1])
 
