@@ -15,6 +15,7 @@ invariant:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator
@@ -22,19 +23,20 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from collections_support import caller, create_collection, new_org, owner_access, points_of
-from fixtures_apps import running_app, settings_for
+from collection_moves_support import MoveRound
+from collections_support import caller, create_collection, new_org, points_of
+from fixtures_apps import running_app
 from ingestion_support import SMALL_CHUNKS, Parts, paragraphs, repair_interrupted_ingestions, service
-from race_rounds import with_lease
-from rag_service.collections.service import CollectionService
+from rag_service.collections.locks import collection_lock
 from rag_service.documents import claims
-from rag_service.errors import Conflict, NotFound
+from rag_service.documents.quotas import IngestionGate
+from rag_service.errors import NotFound
 from rag_service.providers.local_embedder import LocalEmbedder
-from rag_service.storage.access import Access, access_filter, org_owner, unscoped
+from rag_service.storage.access import Access, scoped, unscoped
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
-from rag_service.storage.models import Document, DocumentStatus
+from rag_service.storage.models import Collection, Document, DocumentStatus
 from rag_service.storage.qdrant_edge import EdgeVectorStore
 from rag_service.storage.sparse import SparseEncoder
 from security_support import assert_json_error, new_user
@@ -44,19 +46,24 @@ SAVES_PER_ROUND = 4
 CREATE_ROUNDS = 5
 CREATES_PER_ROUND = 6
 MOVE_ROUNDS = 3
-DOCUMENTS_PER_MOVE_ROUND = 4
 
 
 @pytest_asyncio.fixture
-async def replicas(db_client: Any, db_settings: Any, issuer: Any, tmp_path: Any) -> AsyncIterator[list[Any]]:
+async def replicas(db_client: Any, db_app: Any, db_settings: Any) -> AsyncIterator[list[Any]]:
     """Clients of the apps sharing the test database: one on SQLite (a single process by
-    design), two on PostgreSQL (the second with its own runtime, locks and vector store)."""
+    design), two on PostgreSQL. The second is a replica: its own connection pool and
+    in-process locks (ingestion gate), the same database and vector store."""
     if db_settings.database_url is None:
         yield [db_client]
         return
-    async with running_app(settings_for(issuer, tmp_path, database_url=db_settings.database_url,
-                                        ingest_repair_interval_seconds=0)) as (_, second):
-        yield [db_client, second]
+    engine, sessionmaker = create_engine_and_sessionmaker(db_settings)
+    replica = dataclasses.replace(db_app.state.runtime, engine=engine, sessionmaker=sessionmaker,
+                                  ingestion_gate=IngestionGate.from_settings(db_settings))
+    try:
+        async with running_app(db_settings, runtime=replica) as (_, second):
+            yield [db_client, second]
+    finally:
+        await engine.dispose()
 
 
 async def rows_in_collection(db_app: Any, collection_id: str) -> set[str]:
@@ -138,6 +145,27 @@ async def test_deleting_a_collection_while_saving_into_it(db_app, replicas, auth
     assert outcomes["kept"] and outcomes["deleted"], outcomes
 
 
+async def test_a_save_waits_for_a_replica_deleting_its_collection(db_app, replicas, auth_headers):
+    """Deterministic form of the race above: while one process holds a collection's lock
+    (mid-delete), a save into it through another replica (PostgreSQL: another connection
+    pool and gate, so only the advisory lock can hold it off) waits, then finds it gone."""
+    admin = caller(auth_headers)
+    collection = (await create_collection(replicas[-1], admin, "Held"))["id"]
+    runtime = db_app.state.runtime
+    async with runtime.sessionmaker() as session:
+        async with collection_lock(session, runtime.ingestion_gate, collection):
+            saving = asyncio.ensure_future(replicas[-1].post("/save-document", headers=admin.headers, json={
+                "title": "Late", "content": "Saved while its collection was being deleted.",
+                "collection_id": collection}))
+            await asyncio.sleep(0.5)  # ample for the save to reach its insert, were it not held off
+            assert not saving.done()
+            await session.execute(scoped(delete(Collection).where(Collection.id == collection),
+                                         Access(admin.id), Collection, write=True))
+            await session.commit()
+    assert_json_error(await saving, 404)
+    assert await rows_in_collection(db_app, collection) == set()
+
+
 async def test_creating_one_name_concurrently_makes_one_collection(replicas, auth_headers):
     org = new_org()
     admins = [caller(auth_headers, {org: "admin"}), caller(auth_headers, {org: "owner"})]
@@ -175,95 +203,6 @@ async def parts(own_database_url, make_settings, embedder, tmp_path) -> AsyncIte
     yield Parts(settings, engine, sessionmaker, store, SparseEncoder(), embedder)
     await store.close()
     await engine.dispose()
-
-
-class MoveRound:
-    """Documents saved in the admin's default collection, then moved to the organization's
-    collection and back, re-indexed, some deleted, all at once, with a claim thief."""
-
-    def __init__(self, parts: Parts, seed: int) -> None:
-        self.parts, self.thief = parts, with_lease(parts, 0.001)
-        self.random = random.Random(seed)
-        self.org = new_org()
-        self.access = Access(new_user(), {self.org: "admin"})
-        self.seed = seed
-        self.ids: list[str] = []
-        self.deleted: set[str] = set()
-        self.outcomes: list[tuple[str, str, BaseException | None]] = []
-
-    async def prepare(self) -> None:
-        async with self.parts.sessionmaker() as session:
-            self.collection = (await CollectionService(session).create(self.access, "Shared", self.org)).id
-            docs = service(self.parts, session)
-            for i in range(DOCUMENTS_PER_MOVE_ROUND):
-                text = paragraphs(f"m{self.seed}x{i}", 2 + i % 3)
-                document, _ = await docs.save(self.access, f"m{self.seed}-{i}", text)
-                self.ids.append(document.id)
-        self.deleted = set(self.ids[:1])
-
-    async def _step(self, kind: str, document_id: str) -> None:
-        await asyncio.sleep(self.random.random() * 0.05)
-        async with self.parts.sessionmaker() as session:
-            docs = service(self.parts, session)
-            if kind == "to-org":
-                await docs.move(self.access, document_id, self.collection)
-            elif kind == "to-personal":
-                await docs.move(self.access, document_id, "personal")
-            elif kind == "reindex":
-                await docs.reindex(self.access, document_id)
-            else:
-                await docs.delete(self.access, document_id)
-
-    async def steal(self) -> None:
-        for _ in range(3):
-            await asyncio.sleep(self.random.random() * 0.05)
-            await repair_interrupted_ingestions(self.thief)
-
-    async def run(self) -> None:
-        tasks: list[tuple[str, str, Any]] = []
-        for document_id in self.ids:
-            kinds = ["to-org", "to-personal", "to-org", "reindex", "reindex"]
-            kinds += ["delete"] if document_id in self.deleted else []
-            tasks += [(kind, document_id, self._step(kind, document_id)) for kind in kinds]
-        tasks.append(("repair", "", self.steal()))
-        self.random.shuffle(tasks)
-        results = await asyncio.gather(*(coroutine for _, _, coroutine in tasks), return_exceptions=True)
-        self.outcomes = [(kind, doc, r if isinstance(r, BaseException) else None)
-                         for (kind, doc, _), r in zip(tasks, results, strict=True)]
-
-    def unexpected_errors(self) -> list[str]:
-        """Only a document that was deleted may answer 404 / 409."""
-        return [f"{kind} {doc}: {type(error).__name__}: {error}" for kind, doc, error in self.outcomes
-                if error is not None and not (isinstance(error, (NotFound, Conflict)) and doc in self.deleted)]
-
-    async def check_invariant(self) -> None:
-        store, user_key, org_key = self.parts.vector_store, self.access.user_id, org_owner(self.org)
-        async with self.parts.sessionmaker() as session:
-            rows = (await session.execute(unscoped(
-                select(Document.id, Document.owner, Document.collection_id, Document.status, Document.chunk_count)
-                .where(Document.user_id == self.access.user_id),
-                "test: the invariant is checked over every row this round's admin saved"))).all()
-        problems = []
-        for document_id, owner, collection_id, status, chunk_count in rows:
-            expected = chunk_count if status == DocumentStatus.READY else 0
-            other = org_key if owner == user_key else user_key
-            placed = await store.count(access_filter(owner_access(owner), collection_id=collection_id,
-                                                     document_ids=[document_id]))
-            stored = await points_of(store, owner, document_id)
-            stray = await points_of(store, other, document_id)
-            if status not in (DocumentStatus.READY, DocumentStatus.FAILED) or (stored, placed, stray) != (
-                    expected, expected, 0):
-                problems.append(f"{document_id} {owner}/{collection_id}: {status}, {chunk_count} chunks, "
-                                f"{stored} points ({placed} in its collection), {stray} under {other}")
-        for document_id in self.deleted - {row.id for row in rows}:
-            for key in (user_key, org_key):
-                if left := await points_of(store, key, document_id):
-                    problems.append(f"deleted {document_id}: {left} points under {key}")
-        for key in (user_key, org_key):
-            ready = sum(row.chunk_count for row in rows if row.owner == key and row.status == DocumentStatus.READY)
-            if (total := await points_of(store, key)) != ready:
-                problems.append(f"{key}: {total} points, {ready} in ready rows")
-        assert not problems, "invariant broken:\n" + "\n".join(problems)
 
 
 async def test_moves_racing_deletes_reindexes_and_repair_keep_points_with_their_owner(parts):
