@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -197,19 +198,24 @@ def test_sync_into_a_collection_keeps_its_own_state(tmp_path: Path, write_key, a
     assert sorted(titles_by_source(owner, other)) == ["notes/harbour.md", "notes/tides.txt"]
 
 
+def cited_titles(output: str) -> list[str]:
+    """The titles of the source lines `ask` prints after the answer: `[n] title (chunk i)`."""
+    return re.findall(r"^\[\d+\] (.+) \(chunk \d+\)$", output, flags=re.MULTILINE)
+
+
 def test_ask_within_one_collection(write_key, auth_url: str, rag_url: str) -> None:
     owner, key = write_key
     knots = owner.create_collection("Knots").id
     owner.save("Knot guide", FILES["guide.html"].replace("<p>", "").replace("</p>", ""), collection_id=knots)
     owner.save("Tides", FILES["notes/tides.txt"])
-    asked = run_cli(["ask", "Which knot makes a fixed loop?", "--collection", "personal"],
-                    rag_url=rag_url, auth_url=auth_url, api_key=key)
-    assert asked.returncode == 0, asked.stderr
-    assert "[1] Tides" in asked.stdout and "Knot guide" not in asked.stdout
-    asked = run_cli(["ask", "When do spring tides happen?", "--collection", knots],
-                    rag_url=rag_url, auth_url=auth_url, api_key=key)
-    assert asked.returncode == 0, asked.stderr
-    assert "[1] Knot guide" in asked.stdout and "Tides" not in asked.stdout
+    everywhere = run_cli(["ask", "Which knot makes a fixed loop?"], rag_url=rag_url, auth_url=auth_url, api_key=key)
+    assert everywhere.returncode == 0, everywhere.stderr
+    assert sorted(cited_titles(everywhere.stdout)) == ["Knot guide", "Tides"]
+    for question, collection, title in [("Which knot makes a fixed loop?", "personal", "Tides"),
+                                        ("When do spring tides happen?", knots, "Knot guide")]:
+        asked = run_cli(["ask", question, "--collection", collection], rag_url=rag_url, auth_url=auth_url, api_key=key)
+        assert asked.returncode == 0, asked.stderr
+        assert cited_titles(asked.stdout) == [title], asked.stdout
 
 
 def test_keys_commands_create_list_and_revoke(write_key, auth_url: str, rag_url: str) -> None:
