@@ -1,11 +1,13 @@
 """`rag-client sync DIR` and `rag-client ask` against the real services: a folder synced
 twice (the second run uploads nothing), changed and removed files, a sync killed mid-way
-(SIGKILL) and run again."""
+(SIGKILL) and run again; a folder synced into a collection and into the default one (two
+independent syncs), and a question asked of one collection."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 
 from clients_support import account, run_cli, start_cli
 from rag_client import RagClient
-from rag_client.folder_sync import STATE_FILE
+from rag_client.folder_sync import STATE_FILE, state_file_name
 
 FILES = {
     "notes/tides.txt": "Spring tides happen near new and full moon, when the sun and moon pull in line.",
@@ -48,8 +50,8 @@ def sync_cli(folder: Path, rag_url: str, auth_url: str, key: str, *extra: str) -
     return json.loads(done.stdout)
 
 
-def titles_by_source(owner: RagClient) -> dict[str, str]:
-    return {d.metadata["source_path"]: d.id for d in owner.iter_documents()}
+def titles_by_source(owner: RagClient, collection_id: str | None = None) -> dict[str, str]:
+    return {d.metadata["source_path"]: d.id for d in owner.iter_documents(collection_id=collection_id)}
 
 
 def test_sync_twice_then_change_and_delete(tmp_path: Path, write_key, auth_url: str, rag_url: str) -> None:
@@ -153,6 +155,67 @@ def test_a_read_key_cannot_sync(tmp_path: Path, write_key, auth_url: str, rag_ur
     done = run_cli(["sync", str(folder)], rag_url=rag_url, auth_url=auth_url, api_key=read_key)
     assert done.returncode == 1 and "insufficient_scope" in done.stderr
     assert owner.summary().documents == 0
+
+
+def test_sync_into_a_collection_keeps_its_own_state(tmp_path: Path, write_key, auth_url: str,
+                                                     rag_url: str) -> None:
+    owner, key = write_key
+    folder = make_folder(tmp_path / "docs", FILES)
+    created = run_cli(["collections", "create", "Harbour"], rag_url=rag_url, auth_url=auth_url, api_key=key)
+    assert created.returncode == 0, created.stderr
+    harbour = created.stdout.strip()
+    listed = run_cli(["collections", "list", "--json"], rag_url=rag_url, auth_url=auth_url, api_key=key)
+    assert listed.returncode == 0, listed.stderr
+    assert [(c["id"], c["name"], c["can_write"]) for c in json.loads(listed.stdout)] == [
+        ("personal", "Personal", True), (harbour, "Harbour", True)]
+
+    first = sync_cli(folder, rag_url, auth_url, key, "--collection", harbour)
+    assert sorted(first["uploaded"]) == sorted(FILES) and not first["failed"]
+    in_harbour = titles_by_source(owner, harbour)
+    assert sorted(in_harbour) == sorted(FILES) and titles_by_source(owner, "personal") == {}
+    assert (folder / state_file_name(harbour)).exists() and not (folder / STATE_FILE).exists()
+
+    # The default collection has its own state: nothing there yet, so every file goes.
+    default = sync_cli(folder, rag_url, auth_url, key)
+    assert sorted(default["uploaded"]) == sorted(FILES) and default["unchanged"] == []
+    in_personal = titles_by_source(owner, "personal")
+    assert sorted(in_personal) == sorted(FILES) and set(in_personal.values()).isdisjoint(in_harbour.values())
+
+    again = sync_cli(folder, rag_url, auth_url, key, "--collection", harbour)
+    assert again["uploaded"] == [] and sorted(again["unchanged"]) == sorted(FILES)
+
+    (folder / "guide.html").unlink()
+    pruned = sync_cli(folder, rag_url, auth_url, key, "--collection", harbour, "--delete")
+    assert pruned["deleted"] == ["guide.html"]
+    assert sorted(titles_by_source(owner, harbour)) == ["notes/harbour.md", "notes/tides.txt"]
+    assert titles_by_source(owner, "personal") == in_personal, "the other collection's documents stay"
+
+    # A state file copied under another collection's name is not trusted.
+    other = owner.create_collection("Copy").id
+    (folder / state_file_name(other)).write_text((folder / state_file_name(harbour)).read_text())
+    copied = sync_cli(folder, rag_url, auth_url, key, "--collection", other)
+    assert sorted(copied["uploaded"]) == ["notes/harbour.md", "notes/tides.txt"]
+    assert sorted(titles_by_source(owner, other)) == ["notes/harbour.md", "notes/tides.txt"]
+
+
+def cited_titles(output: str) -> list[str]:
+    """The titles of the source lines `ask` prints after the answer: `[n] title (chunk i)`."""
+    return re.findall(r"^\[\d+\] (.+) \(chunk \d+\)$", output, flags=re.MULTILINE)
+
+
+def test_ask_within_one_collection(write_key, auth_url: str, rag_url: str) -> None:
+    owner, key = write_key
+    knots = owner.create_collection("Knots").id
+    owner.save("Knot guide", FILES["guide.html"].replace("<p>", "").replace("</p>", ""), collection_id=knots)
+    owner.save("Tides", FILES["notes/tides.txt"])
+    everywhere = run_cli(["ask", "Which knot makes a fixed loop?"], rag_url=rag_url, auth_url=auth_url, api_key=key)
+    assert everywhere.returncode == 0, everywhere.stderr
+    assert sorted(cited_titles(everywhere.stdout)) == ["Knot guide", "Tides"]
+    for question, collection, title in [("Which knot makes a fixed loop?", "personal", "Tides"),
+                                        ("When do spring tides happen?", knots, "Knot guide")]:
+        asked = run_cli(["ask", question, "--collection", collection], rag_url=rag_url, auth_url=auth_url, api_key=key)
+        assert asked.returncode == 0, asked.stderr
+        assert cited_titles(asked.stdout) == [title], asked.stdout
 
 
 def test_keys_commands_create_list_and_revoke(write_key, auth_url: str, rag_url: str) -> None:

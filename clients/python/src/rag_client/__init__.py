@@ -20,6 +20,7 @@ from rag_client.models import (
     BatchText,
     ChatAnswer,
     ChatEvent,
+    Collection,
     DeltaEvent,
     Document,
     DocumentPage,
@@ -33,7 +34,7 @@ from rag_client.models import (
 )
 
 __all__ = [
-    "ApiKey", "AsyncRagClient", "BatchFile", "BatchItemResult", "BatchResult", "BatchText", "AuthenticationError", "ChatAnswer", "ChatEvent", "DeltaEvent", "Document",
+    "ApiKey", "AsyncRagClient", "BatchFile", "BatchItemResult", "BatchResult", "BatchText", "AuthenticationError", "ChatAnswer", "ChatEvent", "Collection", "DeltaEvent", "Document",
     "DocumentPage", "DoneEvent", "IngestionSummary", "InvalidRequest", "NotFound", "PermissionDenied",
     "RagClient", "RagError", "RateLimited", "SavedDocument", "SearchHit", "ServiceUnavailable", "Source",
     "SourcesEvent", "UploadedDocument",

@@ -21,6 +21,7 @@ from rag_client.models import (
     BatchText,
     ChatAnswer,
     ChatEvent,
+    Collection,
     Document,
     DocumentPage,
     IngestionSummary,
@@ -104,18 +105,21 @@ class AsyncRagClient:
                 raise error_from_response(response)
             return response
 
-    async def save(self, title: str, content: str, metadata: dict[str, Any] | None = None) -> SavedDocument:
-        return await self._run(calls.save(title, content, metadata))
+    async def save(self, title: str, content: str, metadata: dict[str, Any] | None = None, *,
+                   collection_id: str | None = None) -> SavedDocument:
+        return await self._run(calls.save(title, content, metadata, collection_id=collection_id))
 
     async def upload(self, files: Sequence[calls.FileInput], *, title: str | None = None,
-                     metadata: dict[str, Any] | None = None) -> list[UploadedDocument]:
-        return await self._run(calls.upload(files, title=title, metadata=metadata))
+                     metadata: dict[str, Any] | None = None,
+                     collection_id: str | None = None) -> list[UploadedDocument]:
+        return await self._run(calls.upload(files, title=title, metadata=metadata, collection_id=collection_id))
 
-    async def batch(self, items: Sequence[BatchText | BatchFile]) -> BatchResult:
-        return await self._run(calls.batch(items))
+    async def batch(self, items: Sequence[BatchText | BatchFile], *, collection_id: str | None = None) -> BatchResult:
+        return await self._run(calls.batch(items, collection_id=collection_id))
 
-    async def list_documents(self, page: int = 1, limit: int = 20) -> DocumentPage:
-        return await self._run(calls.list_documents(page, limit))
+    async def list_documents(self, page: int = 1, limit: int = 20, *,
+                             collection_id: str | None = None) -> DocumentPage:
+        return await self._run(calls.list_documents(page, limit, collection_id=collection_id))
 
     async def get_document(self, document_id: str) -> Document:
         return await self._run(calls.get_document(document_id))
@@ -123,20 +127,43 @@ class AsyncRagClient:
     async def delete_document(self, document_id: str) -> None:
         await self._run(calls.delete_document(document_id))
 
+    async def move_document(self, document_id: str, collection_id: str) -> Document:
+        return await self._run(calls.move_document(document_id, collection_id))
+
     async def summary(self) -> IngestionSummary:
         return await self._run(calls.summary())
 
+    async def list_collections(self) -> list[Collection]:
+        return await self._run(calls.list_collections())
+
+    async def create_collection(self, name: str, organization_id: str | None = None) -> Collection:
+        return await self._run(calls.create_collection(name, organization_id))
+
+    async def get_collection(self, collection_id: str) -> Collection:
+        return await self._run(calls.get_collection(collection_id))
+
+    async def rename_collection(self, collection_id: str, name: str) -> Collection:
+        return await self._run(calls.rename_collection(collection_id, name))
+
+    async def delete_collection(self, collection_id: str) -> None:
+        await self._run(calls.delete_collection(collection_id))
+
     async def search(self, query: str, *, top_k: int = 5, mode: str = "hybrid",
-                     filters: dict[str, Any] | None = None, min_score: float | None = None) -> list[SearchHit]:
-        return await self._run(calls.search(query, top_k=top_k, mode=mode, filters=filters, min_score=min_score))
+                     filters: dict[str, Any] | None = None, min_score: float | None = None,
+                     collection_id: str | None = None) -> list[SearchHit]:
+        return await self._run(calls.search(query, top_k=top_k, mode=mode, filters=filters, min_score=min_score,
+                                            collection_id=collection_id))
 
     async def chat(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
-                   filters: dict[str, Any] | None = None) -> ChatAnswer:
-        return await self._run(calls.chat(query, conversation_id=conversation_id, top_k=top_k, filters=filters))
+                   filters: dict[str, Any] | None = None, collection_id: str | None = None) -> ChatAnswer:
+        return await self._run(calls.chat(query, conversation_id=conversation_id, top_k=top_k, filters=filters,
+                                          collection_id=collection_id))
 
     async def chat_stream(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
-                          filters: dict[str, Any] | None = None) -> AsyncIterator[ChatEvent]:
-        body = calls.chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=True)
+                          filters: dict[str, Any] | None = None,
+                          collection_id: str | None = None) -> AsyncIterator[ChatEvent]:
+        body = calls.chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=True,
+                               collection_id=collection_id)
         for attempt in range(2):
             headers = {"authorization": f"Bearer {await self.access_token(force=attempt > 0)}",
                        "accept": "text/event-stream"}

@@ -19,6 +19,7 @@ from rag_client.models import (
     BatchResult,
     BatchText,
     ChatAnswer,
+    Collection,
     Document,
     DocumentPage,
     IngestionSummary,
@@ -64,8 +65,11 @@ def _none(body: Any, status: int) -> None:
     return None
 
 
-def save(title: str, content: str, metadata: dict[str, Any] | None = None) -> Call:
+def save(title: str, content: str, metadata: dict[str, Any] | None = None, *,
+         collection_id: str | None = None) -> Call:
     body = {"title": title, "content": content, **({"metadata": metadata} if metadata is not None else {})}
+    if collection_id is not None:
+        body["collection_id"] = collection_id
     return Call("POST", "/save-document", lambda b, s: SavedDocument(b["document_id"], s == 201, b["message"]),
                 json=body)
 
@@ -84,23 +88,27 @@ def _file(item: FileInput) -> tuple[str, tuple[str, bytes, str]]:
 
 
 def upload(files: Sequence[FileInput], *, title: str | None = None,
-           metadata: dict[str, Any] | None = None) -> Call:
+           metadata: dict[str, Any] | None = None, collection_id: str | None = None) -> Call:
     data: dict[str, str] = {}
     if title is not None:
         data["title"] = title
     if metadata is not None:
         data["metadata"] = json.dumps(metadata)
+    if collection_id is not None:
+        data["collection_id"] = collection_id
     return Call("POST", "/documents/upload",
                 lambda b, s: [UploadedDocument(**d) for d in b["documents"]],
                 files=[_file(f) for f in files], data=data or None)
 
 
-def batch(items: Sequence[BatchText | BatchFile]) -> Call:
+def batch(items: Sequence[BatchText | BatchFile], *, collection_id: str | None = None) -> Call:
     """JSON when every item is text; otherwise multipart: the files as `files` parts and a
-    `manifest` listing every item in order (file items point at their part by index)."""
+    `manifest` listing every item in order (file items point at their part by index). The
+    collection is a query parameter: it applies to every item."""
+    params = {"collection_id": collection_id} if collection_id is not None else None
     if all(isinstance(item, BatchText) for item in items):
         return Call("POST", "/documents/batch", _batch_result, json={"items": [_text_item(i) for i in items]},
-                    timeout=BATCH_TIMEOUT)
+                    params=params, timeout=BATCH_TIMEOUT)
     manifest, files = [], []
     for item in items:
         if isinstance(item, BatchText):
@@ -114,7 +122,7 @@ def batch(items: Sequence[BatchText | BatchFile]) -> Call:
         manifest.append(entry)
         files.append(_file(item.file))
     return Call("POST", "/documents/batch", _batch_result, files=files, data={"manifest": json.dumps({"items": manifest})},
-                timeout=BATCH_TIMEOUT)
+                params=params, timeout=BATCH_TIMEOUT)
 
 
 def _batch_result(body: Any, status: int) -> BatchResult:
@@ -128,10 +136,13 @@ def _text_item(item: BatchText) -> dict[str, Any]:
     return body
 
 
-def list_documents(page: int = 1, limit: int = 20) -> Call:
+def list_documents(page: int = 1, limit: int = 20, *, collection_id: str | None = None) -> Call:
+    params: dict[str, Any] = {"page": page, "limit": limit}
+    if collection_id is not None:
+        params["collection_id"] = collection_id
     return Call("GET", "/documents", lambda b, s: DocumentPage(
         [Document.from_json(d) for d in b["documents"]], b["total"], b["page"], b["pages"]),
-        params={"page": page, "limit": limit})
+        params=params)
 
 
 def get_document(document_id: str) -> Call:
@@ -142,13 +153,56 @@ def delete_document(document_id: str) -> Call:
     return Call("DELETE", f"/documents/{_segment(document_id)}", _none)
 
 
+def move_document(document_id: str, collection_id: str) -> Call:
+    return Call("POST", f"/documents/{_segment(document_id)}/move", lambda b, s: Document.from_json(b),
+                json={"collection_id": collection_id})
+
+
 def summary() -> Call:
     return Call("GET", "/documents/summary", lambda b, s: IngestionSummary(**b))
 
 
+# --- collections ---------------------------------------------------------------------------
+
+def list_collections() -> Call:
+    return Call("GET", "/collections", lambda b, s: [Collection.from_json(c) for c in b["collections"]])
+
+
+def create_collection(name: str, organization_id: str | None = None) -> Call:
+    body: dict[str, Any] = {"name": name}
+    if organization_id is not None:
+        body["organization_id"] = organization_id
+    return Call("POST", "/collections", lambda b, s: Collection.from_json(b), json=body)
+
+
+def get_collection(collection_id: str) -> Call:
+    return Call("GET", f"/collections/{_segment(collection_id)}", lambda b, s: Collection.from_json(b))
+
+
+def rename_collection(collection_id: str, name: str) -> Call:
+    return Call("PATCH", f"/collections/{_segment(collection_id)}", lambda b, s: Collection.from_json(b),
+                json={"name": name})
+
+
+def delete_collection(collection_id: str) -> Call:
+    return Call("DELETE", f"/collections/{_segment(collection_id)}", _none)
+
+
+def with_collection(filters: dict[str, Any] | None, collection_id: str | None) -> dict[str, Any] | None:
+    """`filters` narrowed to one collection (`filters.collection_id`); the caller's filters are
+    kept. Naming two different collections is a mistake, not a choice to make silently."""
+    if collection_id is None:
+        return filters
+    given = (filters or {}).get("collection_id")
+    if given is not None and given != collection_id:
+        raise ValueError(f"filters name collection {given!r} and collection_id is {collection_id!r}")
+    return {**(filters or {}), "collection_id": collection_id}
+
+
 def search(query: str, *, top_k: int = 5, mode: str = "hybrid", filters: dict[str, Any] | None = None,
-           min_score: float | None = None) -> Call:
+           min_score: float | None = None, collection_id: str | None = None) -> Call:
     body: dict[str, Any] = {"query": query, "top_k": top_k, "mode": mode, "include_embedding": False}
+    filters = with_collection(filters, collection_id)
     if filters is not None:
         body["filters"] = filters
     if min_score is not None:
@@ -158,8 +212,9 @@ def search(query: str, *, top_k: int = 5, mode: str = "hybrid", filters: dict[st
 
 
 def chat_body(query: str, *, conversation_id: str | None, top_k: int, filters: dict[str, Any] | None,
-              stream: bool) -> dict[str, Any]:
+              stream: bool, collection_id: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"query": query, "top_k": top_k, "stream": stream}
+    filters = with_collection(filters, collection_id)
     if conversation_id is not None:
         body["conversation_id"] = conversation_id
     if filters is not None:
@@ -168,11 +223,12 @@ def chat_body(query: str, *, conversation_id: str | None, top_k: int, filters: d
 
 
 def chat(query: str, *, conversation_id: str | None = None, top_k: int = 5,
-         filters: dict[str, Any] | None = None) -> Call:
+         filters: dict[str, Any] | None = None, collection_id: str | None = None) -> Call:
     return Call("POST", "/chat", lambda b, s: ChatAnswer(
         response=b["response"], sources=sources_from(b["sources"]), context_used=b["context_used"],
         conversation_id=b["conversation_id"], message_id=b["message_id"]),
-        json=chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=False))
+        json=chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=False,
+                       collection_id=collection_id))
 
 
 def history(page: int = 1, limit: int = 20) -> Call:

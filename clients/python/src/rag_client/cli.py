@@ -1,10 +1,12 @@
-"""`rag-client`: sync a folder, ask a question (streamed, with sources), manage API keys.
+"""`rag-client`: sync a folder, ask a question (streamed, with sources), list and create
+collections, manage API keys.
 
 Credentials come from options or the environment: RAG_URL, AUTH_URL, and RAG_API_KEY (or
 RAG_EMAIL + RAG_PASSWORD; API-key management needs the email/password sign-in)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,9 +21,11 @@ from rag_client.errors import RagError
 from rag_client.folder_sync import BATCH_FILES, FolderSync, supported_files
 from rag_client.models import DeltaEvent, DoneEvent, SourcesEvent
 
-app = typer.Typer(help="Client for the rag-service: folder sync, questions, API keys.", no_args_is_help=True)
+app = typer.Typer(help="Client for the rag-service: folder sync, questions, collections, API keys.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys (needs --email/--password).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+collections_app = typer.Typer(help="List and create collections (ids for --collection).", no_args_is_help=True)
+app.add_typer(collections_app, name="collections")
 console = Console()
 errors = Console(stderr=True)
 
@@ -65,10 +69,12 @@ def sync(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=100, help="Files per request (POST /documents/batch)")
                           ] = BATCH_FILES,
+    collection: Annotated[Optional[str], typer.Option(
+        "--collection", help="Collection id to sync into (default: your personal one); its own state file")] = None,
 ) -> None:
     """Upload the folder's .txt/.md/.html/.pdf/.docx files in batches; skip unchanged ones; resume after interruption."""
     with ctx.obj.client() as client:
-        syncer = FolderSync(client, folder, delete=delete, batch_files=batch_size)
+        syncer = FolderSync(client, folder, delete=delete, batch_files=batch_size, collection_id=collection)
         total = len(supported_files(folder))
         try:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -98,12 +104,14 @@ def ask(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="The question")],
     top_k: Annotated[int, typer.Option(help="Sources to retrieve")] = 5,
+    collection: Annotated[Optional[str], typer.Option(
+        "--collection", help="Only this collection's documents (default: every collection you can read)")] = None,
 ) -> None:
     """Stream a cited answer from your documents."""
     sources = []
     with ctx.obj.client() as client:
         try:
-            for event in client.chat_stream(question, top_k=top_k):
+            for event in client.chat_stream(question, top_k=top_k, collection_id=collection):
                 if isinstance(event, SourcesEvent):
                     sources = event.sources
                 elif isinstance(event, DeltaEvent):
@@ -114,6 +122,43 @@ def ask(
             raise fail(exc) from None
     for source in sources:
         console.print(f"[{source.number}] {source.title} (chunk {source.chunk_index})", markup=False, highlight=False)
+
+
+@collections_app.command("list")
+def collections_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON")] = False,
+) -> None:
+    """The collections you can read: yours, then your organizations'."""
+    with ctx.obj.client() as client:
+        try:
+            found = client.list_collections()
+        except RagError as exc:
+            raise fail(exc) from None
+    if as_json:
+        console.print_json(json.dumps([dataclasses.asdict(c) for c in found]))
+        return
+    table = Table("id", "name", "organization", "role", "documents")
+    for c in found:
+        table.add_row(c.id, c.name, c.organization_id or "", c.role + ("" if c.can_write else " (read)"),
+                      str(c.document_count))
+    console.print(table)
+
+
+@collections_app.command("create")
+def collections_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument()],
+    organization: Annotated[Optional[str], typer.Option(help="Organization id (you must be its admin or owner)")
+                            ] = None,
+) -> None:
+    """Create a collection; its id is printed."""
+    with ctx.obj.client() as client:
+        try:
+            created = client.create_collection(name, organization)
+        except RagError as exc:
+            raise fail(exc) from None
+    console.print(created.id, markup=False, highlight=False)
 
 
 @keys_app.command("create")

@@ -22,6 +22,7 @@ from rag_client.models import (
     BatchText,
     ChatAnswer,
     ChatEvent,
+    Collection,
     Document,
     DocumentPage,
     IngestionSummary,
@@ -127,25 +128,30 @@ class RagClient:
 
     # --- documents -----------------------------------------------------------------------
 
-    def save(self, title: str, content: str, metadata: dict[str, Any] | None = None) -> SavedDocument:
-        return self._run(calls.save(title, content, metadata))
+    # `collection_id`: "personal" (the default when None) or a collection's id (list_collections).
+
+    def save(self, title: str, content: str, metadata: dict[str, Any] | None = None, *,
+             collection_id: str | None = None) -> SavedDocument:
+        return self._run(calls.save(title, content, metadata, collection_id=collection_id))
 
     def upload(self, files: Sequence[calls.FileInput], *, title: str | None = None,
-               metadata: dict[str, Any] | None = None) -> list[UploadedDocument]:
-        return self._run(calls.upload(files, title=title, metadata=metadata))
+               metadata: dict[str, Any] | None = None, collection_id: str | None = None) -> list[UploadedDocument]:
+        return self._run(calls.upload(files, title=title, metadata=metadata, collection_id=collection_id))
 
-    def batch(self, items: Sequence[BatchText | BatchFile]) -> BatchResult:
+    def batch(self, items: Sequence[BatchText | BatchFile], *, collection_id: str | None = None) -> BatchResult:
         """Many documents in one request (at most the service's MAX_BATCH_ITEMS, 100 by
-        default); one result per item, in order. A bad item is its own `error` result."""
-        return self._run(calls.batch(items))
+        default), all into one collection; one result per item, in order. A bad item is its
+        own `error` result."""
+        return self._run(calls.batch(items, collection_id=collection_id))
 
-    def list_documents(self, page: int = 1, limit: int = 20) -> DocumentPage:
-        return self._run(calls.list_documents(page, limit))
+    def list_documents(self, page: int = 1, limit: int = 20, *, collection_id: str | None = None) -> DocumentPage:
+        """Every document the caller can read (its own and its organizations'), or one collection's."""
+        return self._run(calls.list_documents(page, limit, collection_id=collection_id))
 
-    def iter_documents(self, limit: int = 100) -> Iterator[Document]:
+    def iter_documents(self, limit: int = 100, *, collection_id: str | None = None) -> Iterator[Document]:
         page = 1
         while True:
-            result = self.list_documents(page, limit)
+            result = self.list_documents(page, limit, collection_id=collection_id)
             yield from result.documents
             if page >= result.pages:
                 return
@@ -157,23 +163,52 @@ class RagClient:
     def delete_document(self, document_id: str) -> None:
         self._run(calls.delete_document(document_id))
 
+    def move_document(self, document_id: str, collection_id: str) -> Document:
+        """Into another collection (write access to both); re-indexed there."""
+        return self._run(calls.move_document(document_id, collection_id))
+
     def summary(self) -> IngestionSummary:
         return self._run(calls.summary())
 
+    # --- collections ---------------------------------------------------------------------
+
+    def list_collections(self) -> list[Collection]:
+        """Personal ones first (the default, id "personal", first), then the organizations'."""
+        return self._run(calls.list_collections())
+
+    def create_collection(self, name: str, organization_id: str | None = None) -> Collection:
+        """Personal, or in an organization of the caller's token where it is admin or owner."""
+        return self._run(calls.create_collection(name, organization_id))
+
+    def get_collection(self, collection_id: str) -> Collection:
+        return self._run(calls.get_collection(collection_id))
+
+    def rename_collection(self, collection_id: str, name: str) -> Collection:
+        return self._run(calls.rename_collection(collection_id, name))
+
+    def delete_collection(self, collection_id: str) -> None:
+        """Only an empty one (InvalidRequest `collection_not_empty` otherwise)."""
+        self._run(calls.delete_collection(collection_id))
+
     # --- search, chat, history -----------------------------------------------------------
 
+    # Without `collection_id`, search and chat read every collection the caller can read.
+
     def search(self, query: str, *, top_k: int = 5, mode: str = "hybrid", filters: dict[str, Any] | None = None,
-               min_score: float | None = None) -> list[SearchHit]:
-        return self._run(calls.search(query, top_k=top_k, mode=mode, filters=filters, min_score=min_score))
+               min_score: float | None = None, collection_id: str | None = None) -> list[SearchHit]:
+        return self._run(calls.search(query, top_k=top_k, mode=mode, filters=filters, min_score=min_score,
+                                      collection_id=collection_id))
 
     def chat(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
-             filters: dict[str, Any] | None = None) -> ChatAnswer:
-        return self._run(calls.chat(query, conversation_id=conversation_id, top_k=top_k, filters=filters))
+             filters: dict[str, Any] | None = None, collection_id: str | None = None) -> ChatAnswer:
+        return self._run(calls.chat(query, conversation_id=conversation_id, top_k=top_k, filters=filters,
+                                    collection_id=collection_id))
 
     def chat_stream(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
-                    filters: dict[str, Any] | None = None) -> Iterator[ChatEvent]:
+                    filters: dict[str, Any] | None = None, collection_id: str | None = None) -> Iterator[ChatEvent]:
         """SourcesEvent, then DeltaEvent..., then DoneEvent; an `error` event raises RagError."""
-        body = calls.chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=True)
+        body = calls.chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=True,
+                               collection_id=collection_id)
         for attempt in range(2):
             headers = {"authorization": f"Bearer {self.access_token(force=attempt > 0)}",
                        "accept": "text/event-stream"}

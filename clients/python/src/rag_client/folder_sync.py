@@ -2,6 +2,11 @@
 
 State lives in DIR/.rag-sync.json: for each relative path, the sha256 of its bytes, its size
 and mtime (to skip re-hashing unchanged files) and the document id the service gave it.
+Synced into a collection other than the default ("personal"), the state is a file of its own,
+DIR/.rag-sync.<collection id>.json, recording that collection: the same folder synced into two
+collections is two independent syncs (a file sent to one is new to the other, and `delete`
+in one never touches the other's documents), and a state file copied or renamed to another
+collection's name is ignored, not trusted.
 - unchanged file (same sha256 as recorded) -> nothing sent
 - new or changed files -> sent in batches (POST /documents/batch: at most `batch_files` files
   and about `batch_bytes` bytes per request); a changed file's old document is deleted afterwards
@@ -21,6 +26,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +40,8 @@ from rag_client.models import BatchFile, BatchItemResult
 SUPPORTED_SUFFIXES = frozenset({".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"})
 STATE_FILE = ".rag-sync.json"
 STATE_VERSION = 1
+# The caller's default collection (the service's id for it); its state is STATE_FILE.
+DEFAULT_COLLECTION = "personal"
 # Files per batch request, and bytes after which a batch is sent (a bigger file goes alone).
 BATCH_FILES = 32
 BATCH_BYTES = 1 << 20
@@ -89,6 +97,16 @@ def supported_files(folder: Path) -> list[str]:
     return found
 
 
+def state_file_name(collection_id: str | None) -> str:
+    """The state file of a sync into `collection_id` (None: the default collection)."""
+    if collection_id is None or collection_id == DEFAULT_COLLECTION:
+        return STATE_FILE
+    # Collection ids are UUIDs; anything else is hashed rather than trusted as a file name.
+    safe = collection_id if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", collection_id) else \
+        "h" + hashlib.sha256(collection_id.encode()).hexdigest()[:32]
+    return f".rag-sync.{safe}.json"
+
+
 def token_subject(token: str) -> str | None:
     """The `sub` of a JWT, read without verifying (only to tell whose state file this is)."""
     try:
@@ -100,13 +118,16 @@ def token_subject(token: str) -> str | None:
 
 class FolderSync:
     def __init__(self, client: RagClient, folder: str | Path, *, delete: bool = False,
-                 batch_files: int = BATCH_FILES, batch_bytes: int = BATCH_BYTES) -> None:
+                 batch_files: int = BATCH_FILES, batch_bytes: int = BATCH_BYTES,
+                 collection_id: str | None = None) -> None:
         self.client = client
         self.folder = Path(folder)
         self.delete = delete
         self.batch_files = max(1, batch_files)
         self.batch_bytes = batch_bytes
-        self.state_path = self.folder / STATE_FILE
+        # None: the default collection, and requests that do not name one (as before collections).
+        self.collection_id = None if collection_id == DEFAULT_COLLECTION else collection_id
+        self.state_path = self.folder / state_file_name(self.collection_id)
         if not self.folder.is_dir():
             raise NotADirectoryError(f"{self.folder} is not a folder")
 
@@ -123,12 +144,16 @@ class FolderSync:
             return {}
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION or state.get("owner") != self._owner():
             return {}
+        # State files written before collections name none: they are the default collection's.
+        if state.get("collection_id", DEFAULT_COLLECTION) != (self.collection_id or DEFAULT_COLLECTION):
+            return {}
         files = state.get("files")
         return files if isinstance(files, dict) else {}
 
     def save_state(self, files: dict[str, dict[str, Any]]) -> None:
         temporary = self.state_path.with_name(self.state_path.name + ".tmp")
-        temporary.write_text(json.dumps({"version": STATE_VERSION, "owner": self._owner(), "files": files},
+        temporary.write_text(json.dumps({"version": STATE_VERSION, "owner": self._owner(),
+                                         "collection_id": self.collection_id or DEFAULT_COLLECTION, "files": files},
                                         indent=1, sort_keys=True))
         os.replace(temporary, self.state_path)
 
@@ -183,7 +208,7 @@ class FolderSync:
             notify(changed.relative, "sending")
         items = [BatchFile((Path(c.relative).name, c.data), metadata={"source_path": c.relative}) for c in batch]
         try:
-            result = self.client.batch(items)
+            result = self.client.batch(items, collection_id=self.collection_id)
         except InvalidRequest as exc:
             if exc.status == 413 and len(batch) > 1:  # the service takes smaller batches
                 half = len(batch) // 2

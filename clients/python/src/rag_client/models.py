@@ -95,9 +95,33 @@ class Document:
     created_at: str
     updated_at: str
     content: str | None = None
+    # "personal" (the caller's default collection) or a collection's id; the owning
+    # organization, None when personal. None from a service without collections.
+    collection_id: str | None = None
+    organization_id: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Document:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A collection the caller can read: `id` is "personal" for its default one, else a UUID;
+    `organization_id` None for a personal one; `role` the caller's (owner for its own)."""
+
+    id: str
+    name: str
+    organization_id: str | None
+    role: str
+    can_write: bool
+    is_default: bool
+    document_count: int
+    created_at: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Collection:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
 
