@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -99,31 +99,41 @@ def chromium() -> Iterator[object]:
             instance.close()
 
 
-@contextmanager
-def browser_pages(browser, app_url: str, artifacts_prefix: str = "browser") -> Iterator[Callable[[str], object]]:
-    """Yields `open_page(name)`: a page of the app in its own browser context (its own cookies),
-    signed out. On failure every page's screenshot and the console output are kept."""
-    console: list[str] = []
-    pages: dict[str, object] = {}
+class BrowserPages:
+    """The pages a test opened, each in its own browser context (its own cookies), and what
+    their consoles printed."""
 
-    def open_page(name: str):
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
+    def __init__(self, browser, app_url: str) -> None:
+        self.browser = browser
+        self.app_url = app_url
+        self.console: list[str] = []
+        self.pages: dict[str, object] = {}
+
+    def open(self, name: str):
+        """A signed-out page of the app."""
+        context = self.browser.new_context(viewport={"width": 1400, "height": 900})
         page = context.new_page()
         page.set_default_timeout(20_000)
-        page.on("console", lambda m: console.append(f"[{name}] {m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"[{name}] pageerror: {e}"))
-        pages[name] = page
-        page.goto(app_url)
+        page.on("console", lambda m: self.console.append(f"[{name}] {m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.console.append(f"[{name}] pageerror: {e}"))
+        self.pages[name] = page
+        page.goto(self.app_url)
         page.wait_for_selector("#auth-view:not([hidden])")
         return page
 
+
+@contextmanager
+def browser_pages(browser, app_url: str, artifacts_prefix: str = "browser") -> Iterator[BrowserPages]:
+    """Pages of the app; on failure every page's screenshot and the console output are kept
+    (tests-e2e/artifacts/<prefix>-failure-<page>.png, <prefix>-console.log)."""
+    pages = BrowserPages(browser, app_url)
     try:
-        yield open_page
+        yield pages
     except BaseException:
-        save_failure_artifacts(pages, console, artifacts_prefix)
+        save_failure_artifacts(pages.pages, pages.console, artifacts_prefix)
         raise
     finally:
-        for page in pages.values():
+        for page in pages.pages.values():
             page.context.close()
 
 

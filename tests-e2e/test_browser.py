@@ -101,9 +101,9 @@ def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -
     stack = browser_stack
     email1 = f"alice-{uuid.uuid4().hex[:8]}@example.com"
     email2 = f"bob-{uuid.uuid4().hex[:8]}@example.com"
-    with browser_pages(browser, stack.app_url) as open_page:
+    with browser_pages(browser, stack.app_url) as pages:
         # --- a password shorter than the auth-service's minimum is refused, said in words ---
-        page = open_page("user1")
+        page = pages.open("user1")
         page.fill("#email", email1)
         page.fill("#password", "x" * (PASSWORD_MIN - 1))
         page.click("#sign-up")
@@ -188,7 +188,7 @@ def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -
             shutil.copyfile(SCREENSHOT, README_SCREENSHOT)
 
         # --- user 2 in another browser context sees nothing of user 1 -----------------------
-        page2 = open_page("user2")
+        page2 = pages.open("user2")
         sign_up(page2, email2, "Bob")
         page2.wait_for_selector("#documents-empty:not([hidden])")
         page2.wait_for_selector("#history-empty:not([hidden])")

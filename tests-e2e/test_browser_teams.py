@@ -137,6 +137,13 @@ def search(page, query: str, collection_id: str = "") -> list[str]:
     return page.locator("#search-results li.hit strong").all_inner_texts()
 
 
+def assert_console_names_nobody(pages, *emails: str) -> None:
+    """The app logs no e-mail address or name to the console (its failures are sentences)."""
+    printed = "\n".join(pages.console)
+    for secret in (*emails, "@example.com", "Owner", "Member", "Stranger"):
+        assert secret not in printed, printed
+
+
 def collection_row(page, collection_id: str):
     row = page.locator(f"#collections li[data-id='{collection_id}']")
     row.wait_for()
@@ -148,8 +155,8 @@ def collection_row(page, collection_id: str):
 
 def test_organization_switcher_invitations_and_the_token_claim(browser, browser_stack: BrowserStack) -> None:
     stack = browser_stack
-    with browser_pages(browser, stack.app_url, "teams-switcher") as open_page:
-        owner, member, stranger = open_page("owner"), open_page("member"), open_page("stranger")
+    with browser_pages(browser, stack.app_url, "teams-switcher") as pages:
+        owner, member, stranger = pages.open("owner"), pages.open("member"), pages.open("stranger")
         member_email = unique_email("member")
         sign_up(owner, unique_email("owner"), "Owner")
         sign_up(member, member_email, "Member")
@@ -195,6 +202,7 @@ def test_organization_switcher_invitations_and_the_token_claim(browser, browser_
         switch_organization(member, None)
         assert token_orgs(member) == [{"id": research, "role": "member"}], "switching away keeps the membership"
         assert member.is_hidden("#invite-form")
+        assert_console_names_nobody(pages, member_email)
 
         # --- the rag-service reads the same claim; a reload keeps the choice -------------------
         with httpx.Client(base_url=stack.rag, timeout=30) as api:
@@ -211,8 +219,8 @@ def test_organization_switcher_invitations_and_the_token_claim(browser, browser_
 def test_two_users_share_an_organization_collection_and_a_third_sees_none_of_it(
         browser, browser_stack: BrowserStack, tmp_path: Path) -> None:
     stack = browser_stack
-    with browser_pages(browser, stack.app_url, "teams-collection") as open_page:
-        owner, member = open_page("owner"), open_page("member")
+    with browser_pages(browser, stack.app_url, "teams-collection") as pages:
+        owner, member = pages.open("owner"), pages.open("member")
         member_email = unique_email("member")
         sign_up(owner, unique_email("owner"), "Owner")
         sign_up(member, member_email, "Member")
@@ -262,6 +270,7 @@ def test_two_users_share_an_organization_collection_and_a_third_sees_none_of_it(
         assert '"Lab notes" (Tidewater Lab)' in message and "member" in message, message
         assert member.locator("#documents li.doc").count() == 1
 
+        assert_console_names_nobody(pages, member_email)
         owner_token = access_token_from_page(owner, stack.auth)
         member_token = access_token_from_page(member, stack.auth)
 
