@@ -26,6 +26,7 @@ from browser_support import (
     BrowserStack,
     access_token_from_page,
     app_state,
+    ask,
     browser_pages,
     chromium,
     error_text,
@@ -144,6 +145,10 @@ def assert_console_names_nobody(pages, *emails: str) -> None:
         assert secret not in printed, printed
 
 
+def names_the_document(titles: list[str]) -> bool:
+    return any(DOCUMENT_TITLE in title for title in titles)
+
+
 def collection_row(page, collection_id: str):
     row = page.locator(f"#collections li[data-id='{collection_id}']")
     row.wait_for()
@@ -253,11 +258,20 @@ def test_two_users_share_an_organization_collection_and_a_third_sees_none_of_it(
         doc_id = owner.locator("#documents li.doc", has_text=DOCUMENT_TITLE).get_attribute("data-id")
 
         # --- B finds it by searching everything, and by searching that collection -------------
-        assert DOCUMENT_TITLE in search(member, QUERY)
-        assert DOCUMENT_TITLE in search(member, QUERY, shared)
-        assert DOCUMENT_TITLE not in search(member, QUERY, "personal")
+        assert names_the_document(search(member, QUERY))
+        assert not names_the_document(search(member, QUERY, "personal"))
+        assert names_the_document(search(member, QUERY, shared))
+        ask(member, QUERY)  # chat reads the collection picked for search: the shared one
+        assert member.get_attribute("#answer", "data-state") == "done", member.inner_text("#message")
+        assert DOCUMENT_TITLE in member.inner_text("#sources")
 
-        # --- B lists it but cannot upload there: the app says why ------------------------------
+        # --- as a member B can neither add a collection to the organization nor upload into one ---
+        member.fill("#collection-name", "Member's own")
+        member.select_option("#collection-owner", lab)
+        member.click("#collection-create")
+        assert "Only owners and admins of Tidewater Lab can create collections" in error_text(member, "Only owners and admins")
+
+        # B lists the shared document but cannot upload there: the app says why.
         member.select_option("#upload-collection", shared)
         member.wait_for_selector(f"#documents li.doc[data-id='{doc_id}']")
         mine = tmp_path / "member-draft.txt"

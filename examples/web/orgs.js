@@ -171,6 +171,7 @@
     $("org-select").replaceChildren();
     $("my-invitations").replaceChildren();
     $("invitation-created").hidden = true;
+    $("invitations-hint").hidden = true;
     $("org-role").textContent = "";
   }
 
