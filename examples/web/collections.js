@@ -15,7 +15,11 @@
 
   const byId = (id) => (state.collections || []).find((c) => c.id === id);
   const ownerName = (c) => (c.organization_id ? app.orgs.orgName(c.organization_id) : "personal");
-  const label = (c) => `${c.name} (${ownerName(c)}${c.can_write ? "" : ", read only"})`;
+  /** "Lab notes (Tidewater Lab, read only)"; a personal one is just its name. */
+  function label(c) {
+    const notes = [c.organization_id ? ownerName(c) : null, c.can_write ? null : "read only"].filter(Boolean);
+    return notes.length ? `${c.name} (${notes.join(", ")})` : c.name;
+  }
 
   async function load() {
     let data;
