@@ -46,7 +46,7 @@ def make_points(n: int, user_id: str, rng: random.Random, encoder: SparseEncoder
     points = []
     for i, text in enumerate(texts):
         points.append(ChunkPoint(
-            id=str(uuid.uuid4()), user_id=user_id, document_id=f"doc-{i // 20}", chunk_index=i % 20,
+            id=str(uuid.uuid4()), owner=user_id, document_id=f"doc-{i // 20}", chunk_index=i % 20,
             text=text, title="t", start=0, end=len(text), dense=vectors[i].tolist(),
             sparse=sparse[i],
         ))

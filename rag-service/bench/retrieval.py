@@ -132,7 +132,7 @@ class TunedEdgeStore(edge.EdgeVectorStore):
         if mode != "hybrid" or not tuned:
             return super().build_query(query, where, limit, mode, dense_score_threshold)
         scope = edge.edge_filter(where)
-        idf = qe.SearchParams(idf=qe.IdfParams(corpus=edge.edge_filter(ChunkFilter(user_id=where.user_id))))
+        idf = qe.SearchParams(idf=qe.IdfParams(corpus=edge.edge_filter(ChunkFilter(owners=where.owners))))
         depth = self.prefetch or edge.prefetch_limit(limit)
         prefetches = [qe.Prefetch(limit=depth, query=qe.Query.Nearest(list(query.dense), using=edge.DENSE),
                                   filter=scope, score_threshold=dense_score_threshold)]

@@ -81,7 +81,7 @@ def make_points(n: int, users: int, pages: list[list[str]], rng: random.Random) 
     return [
         ChunkPoint(
             id=str(uuid.UUID(int=rng.getrandbits(128))),
-            user_id=f"user-{i % users}",
+            owner=f"user-{i % users}",
             document_id=f"doc-{i % users}-{i // 50}",
             chunk_index=i % 50,
             text=texts[i],
@@ -240,7 +240,7 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         shard = store._open()
 
         def keyword_request(q: QueryVectors, w: ChunkFilter, scoped: bool) -> qe.QueryRequest:
-            corpus = qe.SearchParams(idf=qe.IdfParams(corpus=edge_filter(ChunkFilter(user_id=w.user_id))))
+            corpus = qe.SearchParams(idf=qe.IdfParams(corpus=edge_filter(ChunkFilter(owners=w.owners))))
             return qe.QueryRequest(limit=LIMIT, query=qe.Query.Nearest(qe.SparseVector(q.sparse.indices, q.sparse.values),
                                    using="bm25"), filter=edge_filter(w), params=corpus if scoped else None,
                                    with_payload=True)

@@ -114,7 +114,7 @@ def document_points(corpus: Corpus, document: int, users: int, generation: int =
         pool_index = (first + k) % len(corpus.texts)
         dense = corpus.real_vectors[pool_index] if pool_index < corpus.real else noise[k]
         points.append(ChunkPoint(
-            id=point_id(doc_id, k, generation), user_id=user_of(document, users), document_id=doc_id,
+            id=point_id(doc_id, k, generation), owner=user_of(document, users), document_id=doc_id,
             chunk_index=k, text=text, title=document_title(document), start=offset, end=offset + len(text),
             dense=dense.tolist(), sparse=corpus.sparse[pool_index], metadata={}, generation=generation,
         ))

@@ -14,4 +14,4 @@ import pytest
 pytest_plugins = ["fixtures_issuer", "fixtures_apps", "fixtures_databases"]
 
 # Helpers split out of test files keep pytest's assertion messages.
-pytest.register_assert_rewrite("faults_support", "search_support", "security_support")
+pytest.register_assert_rewrite("collection_moves_support", "collections_support", "faults_support", "search_support", "security_support")

@@ -18,12 +18,12 @@ class QueryTimeIdfStore(PgVectorStore):
 
     def _frequencies_sql(self) -> sql.Composed:
         return sql.SQL(
-            "corpus AS (SELECT count(*)::float8 AS size FROM {table} WHERE user_id = %(f_user)s),"
+            "corpus AS (SELECT count(*)::float8 AS size FROM {table} WHERE user_id = ANY(%(f_owners)s::text[])),"
             # Per query term, through the GIN index on terms: cheaper than unnesting the
             # arrays of every matching chunk.
             " frequencies AS MATERIALIZED ("
             "  SELECT term, (SELECT count(*) FROM {table}"
-            "   WHERE user_id = %(f_user)s AND terms @> ARRAY[term])::float8 AS chunks"
+            "   WHERE user_id = ANY(%(f_owners)s::text[]) AND terms @> ARRAY[term])::float8 AS chunks"
             "  FROM unnest(%(query_terms)s::integer[]) AS term),"
         ).format(table=self._table)
 

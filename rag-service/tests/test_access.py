@@ -21,12 +21,14 @@ from rag_service.storage.access import (
     UnscopedQuery,
     access_condition,
     access_filter,
-    generation_filter,
+    document_points,
     scoped,
     unscoped,
 )
 from rag_service.storage.models import Conversation, Document, Message
+from rag_service.storage.filters import filter_spec
 from rag_service.storage.vectors import ChunkFilter
+from rag_service.auth.orgs import OrgRole
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rag_service"
 
@@ -163,13 +165,33 @@ def test_an_access_scope_needs_a_user_and_only_an_access_scopes() -> None:
         unscoped(select(Document), " ")
 
 
-def test_the_vector_filter_always_pins_the_callers_user() -> None:
+def test_the_vector_filter_always_pins_the_owners_the_caller_may_read() -> None:
     alice = Access("alice")
-    assert access_filter(alice) == ChunkFilter(user_id="alice")
+    assert access_filter(alice) == ChunkFilter(owners=("alice",))
     narrowed = access_filter(alice, document_ids=["d1"], metadata={"lang": ["en"]})
-    assert narrowed.user_id == "alice" and narrowed.access_only() == ChunkFilter(user_id="alice")
-    bookkeeping = generation_filter(alice, "d1", below=3)
-    assert (bookkeeping.user_id, bookkeeping.document_ids, bookkeeping.generation_below) == ("alice", ("d1",), 3)
+    assert narrowed.owners == ("alice",) and narrowed.access_only() == ChunkFilter(owners=("alice",))
+    member = Access("bob", {"o2": OrgRole.MEMBER, "o1": OrgRole.ADMIN})
+    assert access_filter(member).owners == ("bob", "org:o1", "org:o2")
+    assert member.writable_owners == ("bob", "org:o1")
+    # Narrowing never changes the owners (they are the keyword statistics' corpus too).
+    assert access_filter(member, collection_id="personal").owners == ("bob", "org:o1", "org:o2")
+    assert access_filter(member, collection_id="c1").owners == ("bob", "org:o1", "org:o2")
+    bookkeeping = document_points("d1", below=3)
+    assert (bookkeeping.owners, bookkeeping.document_ids, bookkeeping.generation_below) == ((), ("d1",), 3)
+
+
+def test_an_ownerless_vector_filter_selects_one_document_or_is_refused() -> None:
+    for unscoped_filter in (ChunkFilter(owners=()), ChunkFilter(owners=(), document_ids=("d1", "d2")),
+                            ChunkFilter(owners=("",)), ChunkFilter(owners=("alice", ""))):
+        with pytest.raises(ValueError):
+            filter_spec(unscoped_filter)
+    with pytest.raises(ValueError):
+        document_points("")
+
+
+def test_a_user_id_in_the_organizations_key_space_is_refused() -> None:
+    with pytest.raises(ValueError, match="organization"):
+        Access("org:o1")
 
 
 def test_no_raw_sql_text_touches_the_owned_tables() -> None:

@@ -138,3 +138,38 @@ async def test_check_database_is_false_when_unreachable(url):
         assert await check_database(engine) is False
     finally:
         await engine.dispose()
+
+
+def test_documents_saved_before_collections_stay_their_uploaders(fresh_settings):
+    """0003 on a database with documents: each is its uploader's, in the default collection,
+    and deduplication is per collection from then on."""
+    run_migrations(fresh_settings, "0002_ingestion_claims")
+    engine = sa.create_engine(sync_url(fresh_settings))
+    row = {"user_id": "alice", "title": "t", "content": "c", "content_hash": "h" * 64, "mime_type": "text/plain",
+           "metadata": "{}", "status": "ready", "chunk_count": 1, "created_at": "2026-01-01T00:00:00+00:00",
+           "updated_at": "2026-01-01T00:00:00+00:00"}
+    insert = sa.text("INSERT INTO documents (id, user_id, title, content, content_hash, mime_type, metadata, status,"
+                     " chunk_count, created_at, updated_at) VALUES (:id, :user_id, :title, :content, :content_hash,"
+                     " :mime_type, CAST(:metadata AS JSON), :status, :chunk_count, :created_at, :updated_at)")
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert, {**row, "id": "d1"})
+        run_migrations(fresh_settings)
+        with engine.begin() as connection:
+            stored = connection.execute(sa.text("SELECT owner, collection_id FROM documents WHERE id = 'd1'")).one()
+            assert tuple(stored) == ("alice", "personal")
+            # The same content in another collection is a new document; in the same one, refused.
+            connection.execute(sa.text("INSERT INTO documents (id, user_id, owner, collection_id, title, content,"
+                                       " content_hash, mime_type, metadata, status, chunk_count, created_at,"
+                                       " updated_at) SELECT 'd2', user_id, owner, 'c1', title, content, content_hash,"
+                                       " mime_type, metadata, status, chunk_count, created_at, updated_at"
+                                       " FROM documents WHERE id = 'd1'"))
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO documents (id, user_id, owner, collection_id, title, content,"
+                                       " content_hash, mime_type, metadata, status, chunk_count, created_at,"
+                                       " updated_at) SELECT 'd3', user_id, owner, collection_id, title, content,"
+                                       " content_hash, mime_type, metadata, status, chunk_count, created_at,"
+                                       " updated_at FROM documents WHERE id = 'd1'"))
+    finally:
+        engine.dispose()
+    assert schema_diff(fresh_settings) == []

@@ -218,7 +218,7 @@ async def test_interrupted_ingestion_is_repaired(runtime_parts: Runtime) -> None
         await session.commit()
         crashed_id = crashed.id
     [dense] = await runtime_parts.embedder.embed(["stray"])
-    stray = ChunkPoint(id=point_id(crashed_id, 999), user_id=user, document_id=crashed_id, chunk_index=999,
+    stray = ChunkPoint(id=point_id(crashed_id, 999), owner=user, document_id=crashed_id, chunk_index=999,
                        text="stray", title="Crashed", start=0, end=5, dense=dense,
                        sparse=runtime_parts.sparse_encoder.encode_documents(["stray"])[0])
     await runtime_parts.vector_store.upsert([stray])

@@ -25,7 +25,7 @@ from rag_service.history.turns import (
 )
 from rag_service.providers.base import Turn
 from rag_service.storage.access import Access, unscoped
-from rag_service.storage.models import Conversation, Message
+from rag_service.storage.models import Conversation, Document, Message
 
 # Reading the tables directly, past every scope, to check what was (not) written.
 INSPECTION = "test: checks the rows themselves"
@@ -49,7 +49,7 @@ async def add_turn(turns: ChatTurns, user: Access, question: str, answer: str,
                    conversation_id: str | None = None, status: str = STATUS_COMPLETE) -> str:
     turn = await turns.start_turn(user, question, conversation_id)
     await turns.finish_turn(user, turn, content=answer, status=status,
-                              sources=[{"number": 1, "document_id": "d1", "title": "t", "chunk_index": 0,
+                              sources=[{"number": 1, "document_id": f"d1-{user.user_id}", "title": "t", "chunk_index": 0,
                                         "score": 0.5, "snippet": "s"}] if answer else [])
     return turn.conversation_id
 
@@ -88,9 +88,18 @@ async def test_a_new_turn_moves_a_conversation_to_the_top(turns: ChatTurns, hist
     assert page.conversations[0].title == "older question"  # the title stays the first question
 
 
-async def test_detail_lists_messages_in_order_with_sources_and_status(turns: ChatTurns,
-                                                                      history: HistoryService) -> None:
+async def cited_document(sessionmaker: Any, owner: str, user: Access, document_id: str = "d1") -> None:
+    """The row of the document `add_turn`'s answers cite, saved by `user` for `owner`."""
+    async with sessionmaker() as session:
+        session.add(Document(id=f"{document_id}-{user.user_id}", user_id=user.user_id, owner=owner, title="t",
+                             content="c", content_hash=uuid.uuid4().hex, status="ready"))
+        await session.commit()
+
+
+async def test_detail_lists_messages_in_order_with_sources_and_status(turns: ChatTurns, history: HistoryService,
+                                                                      db_sessionmaker: Any) -> None:
     user = new_user()
+    await cited_document(db_sessionmaker, user.user_id, user)
     conversation_id = await add_turn(turns, user, "first", "first answer [1]")
     await add_turn(turns, user, "second", "", conversation_id=conversation_id, status=STATUS_FAILED)
 
@@ -102,9 +111,21 @@ async def test_detail_lists_messages_in_order_with_sources_and_status(turns: Cha
         ("user", "second", STATUS_COMPLETE),
         ("assistant", "", STATUS_FAILED),
     ]
-    assert detail.messages[1].sources[0]["document_id"] == "d1"
+    assert detail.messages[1].sources[0]["document_id"] == f"d1-{user.user_id}"
     assert detail.messages[3].sources == []
     assert detail.title == "first"
+
+
+async def test_sources_the_caller_can_no_longer_read_are_not_shown(turns: ChatTurns, history: HistoryService,
+                                                                   db_sessionmaker: Any) -> None:
+    # An answer cited an organization's document; its author then left the organization.
+    user, org = new_user(), "org:o-" + uuid.uuid4().hex[:8]
+    member = Access(user.user_id, {org.removeprefix("org:"): "member"})
+    await cited_document(db_sessionmaker, org, user)
+    conversation_id = await add_turn(turns, member, "first", "first answer [1]")
+    assert (await history.get_conversation(member, conversation_id)).messages[1].sources != []
+    detail = await history.get_conversation(user, conversation_id)
+    assert detail.messages[1].content == "first answer [1]" and detail.messages[1].sources == []
 
 
 async def test_other_users_conversations_do_not_exist_for_them(turns: ChatTurns, history: HistoryService,

@@ -18,7 +18,7 @@ from psycopg import sql
 from pgvector_reference import QueryTimeIdfStore, stored_and_recounted
 from rag_service.storage.pgvector import PgVectorStore, postgres_conninfo
 from rag_service.storage.pgvector_term_counts import TRIGGERS
-from rag_service.storage.access import Access, access_filter, generation_filter
+from rag_service.storage.access import Access, access_filter, document_points
 from rag_service.storage.vectors import ChunkPoint
 from vector_store_support import DIM, MODES, chunk, query, unit
 
@@ -82,7 +82,7 @@ async def test_counts_stay_exact_under_concurrent_writes_of_one_user(replicas, p
                 # uuid4 ids per call, so reuse this document's stored ids explicitly
                 operations.append(rewrite_in_place(store, rng, name, generation[name]))
             elif kind == "cleanup":
-                operations.append(store.delete(generation_filter(Access(USERS[0]), name, below=generation[name])))
+                operations.append(store.delete(document_points(name, below=generation[name])))
             elif kind == "delete":
                 operations.append(store.delete(access_filter(Access(USERS[0]), document_ids=[name])))
             else:

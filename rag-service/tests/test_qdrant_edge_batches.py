@@ -18,7 +18,7 @@ ENCODER = SparseEncoder()
 def points(user: str, document: str, n: int) -> list[ChunkPoint]:
     sparse = ENCODER.encode_documents(["paging test chunk"])[0]
     return [
-        ChunkPoint(id=str(uuid.uuid4()), user_id=user, document_id=document, chunk_index=i, text="paging test chunk",
+        ChunkPoint(id=str(uuid.uuid4()), owner=user, document_id=document, chunk_index=i, text="paging test chunk",
                    title="t", start=0, end=17, dense=[1.0, float(i % 7), 0.5, 0.25], sparse=sparse)
         for i in range(n)
     ]

@@ -96,7 +96,7 @@ async def test_every_request_carries_the_api_key(qdrant, vectors):
     [hit] = await vectors.search(query("kernel", unit(1)), access_filter(Access(ALICE)), limit=3)
     assert (hit.id, hit.document_id, hit.text) == (A1_KERNEL.id, "doc-a1", A1_KERNEL.text)
     assert {name: route.call_count for name, route in routes.items()} == {
-        "exists": 1, "create": 1, "index": 2, "search": 2, "count": 1, "upsert": 1, "delete": 1}
+        "exists": 1, "create": 1, "index": 3, "search": 2, "count": 1, "upsert": 1, "delete": 1}
     requests = [call.request for call in qdrant.calls]
     assert all(request.headers["api-key"] == API_KEY for request in requests)
     assert all(request.url.scheme == "https" for request in requests)
@@ -184,9 +184,9 @@ async def test_a_refused_api_key_is_a_configuration_error_without_the_key(qdrant
 async def test_a_collection_deleted_during_start_up_is_created_again(qdrant, vectors):
     routes = answer_collection_setup(qdrant)
     routes["exists"].mock(side_effect=[ok({"exists": True}), ok({"exists": False})])
-    routes["index"].mock(side_effect=[NO_COLLECTION, ok(DONE), ok(DONE)])
+    routes["index"].mock(side_effect=[NO_COLLECTION, ok(DONE), ok(DONE), ok(DONE)])
     await vectors.ensure_collection()
-    assert (routes["create"].call_count, routes["index"].call_count) == (1, 3)
+    assert (routes["create"].call_count, routes["index"].call_count) == (1, 4)
 
 
 async def test_a_missing_collection_is_a_clear_503(qdrant, vectors):

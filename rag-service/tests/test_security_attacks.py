@@ -21,8 +21,11 @@ from security_support import assert_json_error, new_user
 SECRET = "The vault combination is 7319 and the launch code is ZEBRA-CAPRICORN."
 
 
-async def save(client: Any, headers: dict, title: str, content: str, metadata: dict | None = None) -> str:
+async def save(client: Any, headers: dict, title: str, content: str, metadata: dict | None = None,
+               collection_id: str | None = None) -> str:
     body: dict[str, Any] = {"title": title, "content": content}
+    if collection_id is not None:
+        body["collection_id"] = collection_id
     if metadata is not None:
         body["metadata"] = metadata
     response = await client.post("/save-document", json=body, headers=headers)
@@ -37,20 +40,25 @@ async def snapshot(client: Any, runtime: Any, owner: str, headers: dict, doc_id:
     vectors = await runtime.vector_store.count(access_filter(Access(owner), document_ids=[doc_id]))
     listing = (await client.get("/documents", headers=headers)).json()["total"]
     history = (await client.get("/history", headers=headers)).json()["total"]
-    return document, conversation, vectors, listing, history
+    collections = (await client.get("/collections", headers=headers)).json()
+    return document, conversation, vectors, listing, history, collections
 
 
 @pytest.fixture
 async def victim(db_client: Any, db_app: Any, auth_headers: Any) -> dict[str, Any]:
-    """A user with one document (with metadata) and one conversation about it."""
+    """A user with one document (with metadata) in a collection of theirs, and one
+    conversation about it."""
     owner = new_user()
     headers = auth_headers(owner)
-    doc_id = await save(db_client, headers, "Vault notes", SECRET, {"team": "red", "year": 2024})
+    created = await db_client.post("/collections", json={"name": "Vault"}, headers=headers)
+    assert created.status_code == 201, created.text
+    collection_id = created.json()["id"]
+    doc_id = await save(db_client, headers, "Vault notes", SECRET, {"team": "red", "year": 2024}, collection_id)
     chat = await db_client.post("/chat", json={"query": "What is the vault combination?"}, headers=headers)
     assert chat.status_code == 200, chat.text
     assert chat.json()["sources"], "the owner must find their own document"
     return {"id": owner, "headers": headers, "doc_id": doc_id, "conv_id": chat.json()["conversation_id"],
-            "runtime": db_app.state.runtime}
+            "collection_id": collection_id, "runtime": db_app.state.runtime}
 
 
 # --- cross-tenant reads and writes by id ----------------------------------------------------
@@ -72,12 +80,16 @@ async def test_other_users_ids_are_404_on_every_route_and_change_nothing(db_clie
     doc, conv = victim["doc_id"], victim["conv_id"]
     # Every route with an id in its path, found in the app (a new one is attacked too): the
     # victim's id of the kind the path parameter names.
-    victims_ids = {"document_id": doc, "conversation_id": conv}
+    victims_ids = {"document_id": doc, "conversation_id": conv, "collection_id": victim["collection_id"]}
+    # Valid bodies for the routes that take one, so that only the id can be what is refused.
+    bodies = {("POST", "/documents/{document_id}/move"): {"collection_id": "personal"},
+              ("PATCH", "/collections/{collection_id}"): {"name": "Stolen"}}
     attempts = []
     for method, template in id_routes(db_app):
         names = re.findall(r"{(\w+)}", template)
         assert set(names) <= set(victims_ids), f"{method} {template}: add the victim's id for {names} here"
-        attempts.append(await client.request(method, template.format(**victims_ids), headers=headers))
+        attempts.append(await client.request(method, template.format(**victims_ids), headers=headers,
+                                             json=bodies.get((method, template))))
     assert len(attempts) >= 4  # GET and DELETE of /documents/{id} and /history/{id} at least
     attempts += [
         # Ids in a body.
@@ -104,6 +116,7 @@ async def test_filters_naming_another_users_data_find_nothing(db_client, victim,
     # The attacker has a document of their own, so an empty result is the filter at work.
     own = await save(client, headers, "Attacker notes", "My own notes about vaults and combinations.")
     narrowing = [
+        {"collection_id": victim["collection_id"]},
         {"document_ids": [victim["doc_id"]]},
         {"document_ids": [victim["doc_id"], own]},
         {"metadata": {"team": "red"}},

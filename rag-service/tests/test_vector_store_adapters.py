@@ -227,9 +227,12 @@ def test_factory_picks_pgvector_on_request(tmp_path: Path):
 
 
 @pytest.mark.parametrize("translate", [edge_filter, server_filter, sql_filter], ids=["edge", "qdrant", "pgvector"])
-def test_every_filter_translation_refuses_a_filter_without_a_user(translate) -> None:
+def test_every_filter_translation_refuses_a_filter_without_owners(translate) -> None:
     # A real check in each adapter (not an assert, which `python -O` strips): an unscoped
-    # filter would read every tenant's chunks.
-    for unscoped in (ChunkFilter(user_id=""), ChunkFilter(user_id="", document_ids=("doc",))):
-        with pytest.raises(ValueError, match="scoped to a user"):
+    # filter would read every tenant's chunks. Only one document's bookkeeping filter
+    # (`access.document_points`) has no owners.
+    for unscoped in (ChunkFilter(owners=()), ChunkFilter(owners=(), document_ids=("a", "b")),
+                     ChunkFilter(owners=("",)), ChunkFilter(owners=("alice", ""), document_ids=("doc",))):
+        with pytest.raises(ValueError, match="owners"):
             translate(unscoped)
+    translate(ChunkFilter(owners=(), document_ids=("doc",)))

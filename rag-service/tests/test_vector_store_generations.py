@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rag_service.storage.access import Access, access_filter, generation_filter
+from rag_service.storage.access import Access, access_filter, document_points
 from rag_service.storage.vectors import GENERATION_KEY, ChunkPoint
 from test_vector_store_contract import ALICE, BOB, chunk, store, unit  # noqa: F401 (store: fixture)
 
@@ -32,20 +32,24 @@ def point(user: str, document: str, index: int, generation: int) -> ChunkPoint:
     return replace(chunk(user, document, index, f"page {index} of {document}", unit(1, index)), generation=generation)
 
 
-async def test_generation_filters_select_exactly_and_below(store) -> None:
+async def test_document_points_select_exactly_and_below(store) -> None:
     legacy = chunk(ALICE, "doc", 9, "an old page", unit(0, 1))
     await store.upsert([
         LegacyPoint(**{f: getattr(legacy, f) for f in legacy.__dataclass_fields__}),
         *(point(ALICE, "doc", i, generation) for i, generation in enumerate([1, 2, 2, 3])),
         point(ALICE, "other", 0, 1),
-        point(BOB, "doc", 0, 1),  # same document id, another tenant: never touched
+        # The same document under its previous owner (before a move): document ids are
+        # unique across owners, so a document's bookkeeping removes these too.
+        point("org:o1", "doc", 7, 1),
+        point(BOB, "bobs-doc", 0, 1),  # another document: never touched
     ])
-    assert await store.count(generation_filter(Access(ALICE), "doc", generation=2)) == 2
-    assert await store.count(generation_filter(Access(ALICE), "doc", below=2)) == 2  # generation 1 and the legacy point
-    await store.delete(generation_filter(Access(ALICE), "doc", below=3))
+    assert await store.count(document_points("doc", generation=2)) == 2
+    assert await store.count(document_points("doc", below=2)) == 3  # generation 1 (both owners) and the legacy point
+    await store.delete(document_points("doc", below=3))
     assert await store.count(access_filter(Access(ALICE), document_ids=["doc"])) == 1
-    assert await store.count(generation_filter(Access(ALICE), "doc", generation=3)) == 1
-    await store.delete(generation_filter(Access(ALICE), "doc", generation=3))
+    assert await store.count(access_filter(Access(ALICE, {"o1": "member"}), document_ids=["doc"])) == 1
+    assert await store.count(document_points("doc", generation=3)) == 1
+    await store.delete(document_points("doc", generation=3))
     assert await store.count(access_filter(Access(ALICE), document_ids=["doc"])) == 0
     assert await store.count(access_filter(Access(ALICE), document_ids=["other"])) == 1
     assert await store.count(access_filter(Access(BOB))) == 1

@@ -24,7 +24,7 @@ def unit(*components: float) -> list[float]:
 def chunk(user: str, document: str, index: int, text: str, dense: list[float], **metadata) -> ChunkPoint:
     return ChunkPoint(
         id=str(uuid.uuid4()),
-        user_id=user,
+        owner=user,
         document_id=document,
         chunk_index=index,
         text=text,

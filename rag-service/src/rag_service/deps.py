@@ -84,8 +84,9 @@ async def current_user(
 
 
 async def current_access(user: Annotated[CurrentUser, Depends(current_user)]) -> Access:
-    """What the verified caller may see (storage/access.py): every read and write is scoped by it."""
-    return Access(user.id)
+    """What the verified caller may see and change (storage/access.py): every read and write
+    is scoped by it."""
+    return Access(user.id, user.orgs)
 
 
 async def get_extraction_pool(runtime: RuntimeDep) -> ExtractionPool:

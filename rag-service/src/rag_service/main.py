@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rag_service.auth import api as auth_api
 from rag_service.chat import api as chat_api
 from rag_service.config import Settings, get_settings
+from rag_service.collections import api as collections_api
 from rag_service.documents import api as documents_api
 from rag_service.documents.batch_request import batch_body_bytes
 from rag_service.documents.maintenance import repair_interrupted_ingestions, repair_periodically
@@ -181,7 +182,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(health.router)
     # Every other route needs a token, may be rate limited and reaches a dependency: the
     # error statuses they share are documented once here (route-specific ones in api.py).
-    for router in (auth_api.router, documents_api.router, search_api.router, chat_api.router, history_api.router):
+    for router in (auth_api.router, collections_api.router, documents_api.router, search_api.router,
+                   chat_api.router, history_api.router):
         app.include_router(router, responses=error_responses(400, 401, 403, 413, 422, 429, 503))
 
     # add_middleware wraps: the last added runs first (outermost).

@@ -45,6 +45,8 @@ from rag_service.errors import ServiceUnavailable, Unauthorized
 log = logging.getLogger(__name__)
 
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+# storage.access.ORG_OWNER_PREFIX (not imported: auth does not depend on storage).
+ORG_SUBJECT_PREFIX = "org:"
 # `scope` (shared-schemas/jwt-claims.schema.json): only on tokens exchanged for an API key;
 # absent = a browser/session token with full scope. Any other value is refused (fail closed).
 SCOPES = ("read", "write")
@@ -152,6 +154,9 @@ class AccessTokenVerifier:
             raise Unauthorized("invalid access token: empty subject")
         if len(sub) > MAX_SUBJECT_CHARS:
             raise Unauthorized(f"invalid access token: subject longer than {MAX_SUBJECT_CHARS} characters")
+        if sub.startswith(ORG_SUBJECT_PREFIX):
+            # An organization's owner key (storage/access.py): a user with this id would own its data.
+            raise Unauthorized("invalid access token: subject in the organizations' key space")
         if "scope" in claims and claims["scope"] not in SCOPES:
             raise Unauthorized("invalid access token: unknown scope")
         parse_orgs(claims)  # a malformed `orgs` claim refuses the whole token

@@ -15,6 +15,7 @@ from rag_service.deps import (
     IngestionGateDep,
     RateLimiterDep,
     SessionDep,
+    AccessDep,
     SettingsDep,
     SparseEncoderDep,
     UserDep,
@@ -37,7 +38,10 @@ from rag_service.documents.schemas import (
     DocumentSummary,
     EmbedRequest,
     EmbedResponse,
+    COLLECTION_FIELD,
+    MAX_COLLECTION_ID_CHARS,
     IngestionSummary,
+    MoveDocumentRequest,
     SaveDocumentRequest,
     SaveDocumentResponse,
     UploadedDocument,
@@ -47,6 +51,7 @@ from rag_service.documents.schemas import (
 from rag_service.documents.service import DocumentService
 from rag_service.documents.validation import parse_metadata_json
 from rag_service.errors import Unprocessable, UnsupportedMediaType, error_responses
+from rag_service.storage.models import DEFAULT_COLLECTION
 
 router = APIRouter(tags=["documents"])
 
@@ -91,12 +96,12 @@ async def embed(body: EmbedRequest, user: UserDep, service: DocumentServiceDep) 
     status_code=status.HTTP_201_CREATED,
     dependencies=INGESTION,
     responses={200: {"model": SaveDocumentResponse, "description": "The same content already exists"},
-               **error_responses(409)},
+               **error_responses(404, 409)},
 )
 async def save_document(
-    body: SaveDocumentRequest, user: UserDep, intake: IntakeDep, response: Response
+    body: SaveDocumentRequest, access: AccessDep, intake: IntakeDep, response: Response
 ) -> SaveDocumentResponse:
-    stored = await intake.save(user.id, body.title, body.content, body.metadata)
+    stored = await intake.save(access, body.title, body.content, body.metadata, collection_id=body.collection_id)
     if not stored.created:
         response.status_code = status.HTTP_200_OK
     return SaveDocumentResponse(document_id=stored.document.id, message=save_message(stored.document, stored.created))
@@ -108,21 +113,23 @@ async def save_document(
     status_code=status.HTTP_201_CREATED,
     dependencies=INGESTION,
     responses={200: {"model": UploadResponse, "description": "Every file already existed"},
-               **error_responses(409, 413, 415, 422)},
+               **error_responses(404, 409, 413, 415, 422)},
 )
 async def upload_documents(
     files: Annotated[list[UploadFile], File(description="One or more .txt, .md, .html, .pdf or .docx files")],
-    user: UserDep,
+    access: AccessDep,
     intake: IntakeDep,
     settings: SettingsDep,
     response: Response,
     title: Annotated[str | None, Form(description="Title (only with a single file)")] = None,
     metadata: Annotated[str | None, Form(description="JSON object applied to every file")] = None,
+    collection_id: Annotated[str, Form(description=COLLECTION_FIELD, max_length=MAX_COLLECTION_ID_CHARS)]
+        = DEFAULT_COLLECTION,
 ) -> UploadResponse:
     """All or nothing: every file is read and checked before any is stored."""
     check_upload_count(len(files), title, settings.max_files_per_upload)  # before reading any file
-    stored = await intake.upload(user.id, await _received(files, settings), title=title,
-                                 metadata=parse_metadata_json(metadata, settings))
+    stored = await intake.upload(access, await _received(files, settings), title=title,
+                                 metadata=parse_metadata_json(metadata, settings), collection_id=collection_id)
     if not any(item.created for item in stored):
         response.status_code = status.HTTP_200_OK
     return UploadResponse(documents=[
@@ -137,16 +144,21 @@ async def upload_documents(
     response_model=BatchResponse,
     dependencies=INGESTION,
     openapi_extra=OPENAPI_REQUEST_BODY,
-    responses=error_responses(413, 415, 422),
+    responses=error_responses(404, 413, 415, 422),
 )
-async def batch_documents(request: Request, user: UserDep, intake: IntakeDep, settings: SettingsDep) -> BatchResponse:
+async def batch_documents(
+    request: Request, access: AccessDep, intake: IntakeDep, settings: SettingsDep,
+    collection_id: Annotated[str, Query(description=COLLECTION_FIELD + " (every item)",
+                                        max_length=MAX_COLLECTION_ID_CHARS)] = DEFAULT_COLLECTION,
+) -> BatchResponse:
     """Up to MAX_BATCH_ITEMS documents (MAX_BATCH_BYTES in all) in one request: text items as
     JSON, or files as multipart `files` parts with an optional JSON `manifest` part. Answers
     per item, in order: `created`, `duplicate` (the existing document) or `error` (its code,
     message and status); a bad item never fails the others. Request-level problems (not
     JSON, too many items or bytes, file parts that do not match the manifest) are a 413/422
     and change nothing; a request over what is left of the ingestion budget is a 429."""
-    return BatchResponse.of(await intake.batch(user.id, await _batch_items(request, settings)))
+    return BatchResponse.of(await intake.batch(access, await _batch_items(request, settings),
+                                               collection_id=collection_id))
 
 
 async def _received(files: list[UploadFile], settings: Settings) -> list[UploadedFile]:
@@ -182,12 +194,15 @@ async def _batch_items(request: Request, settings: Settings) -> list[BatchItem]:
 
 @router.get("/documents", response_model=DocumentList, dependencies=[CheapRateLimit])
 async def list_documents(
-    user: UserDep,
+    access: AccessDep,
     service: DocumentServiceDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     limit: Annotated[int, Query(ge=1, description="At most Settings.max_page_size")] = 20,
+    collection_id: Annotated[str | None, Query(description="Only this collection's documents",
+                                               max_length=MAX_COLLECTION_ID_CHARS)] = None,
 ) -> DocumentList:
-    result = await service.list(user.id, page=page, limit=limit)
+    """The documents the caller may read (personal and its organizations'), newest first."""
+    result = await service.list(access, page=page, limit=limit, collection_id=collection_id)
     return DocumentList(
         documents=[DocumentSummary.of(d) for d in result.documents],
         total=result.total, page=result.page, pages=result.pages,
@@ -196,19 +211,29 @@ async def list_documents(
 
 # Declared before /documents/{document_id}, which would otherwise take "summary" for an id.
 @router.get("/documents/summary", response_model=IngestionSummary, dependencies=[CheapRateLimit])
-async def documents_summary(user: UserDep, service: DocumentServiceDep) -> IngestionSummary:
-    """The caller's documents by status, chunks and bytes stored, and usage against the quotas."""
-    return IngestionSummary.of(await service.summary(user.id))
+async def documents_summary(access: AccessDep, service: DocumentServiceDep) -> IngestionSummary:
+    """The documents the caller may read by status, chunks and bytes stored, and the
+    caller's usage (what it saved) against the quotas."""
+    return IngestionSummary.of(await service.summary(access))
 
 
 @router.get("/documents/{document_id}", response_model=DocumentDetail, dependencies=[CheapRateLimit],
             responses=error_responses(404))
-async def get_document(document_id: str, user: UserDep, service: DocumentServiceDep) -> DocumentDetail:
-    return DocumentDetail.of(await service.get(user.id, document_id))
+async def get_document(document_id: str, access: AccessDep, service: DocumentServiceDep) -> DocumentDetail:
+    return DocumentDetail.of(await service.get(access, document_id))
 
 
 @router.delete("/documents/{document_id}", response_model=DeleteResponse, dependencies=[WriteScope, CheapRateLimit],
-               responses=error_responses(404))
-async def delete_document(document_id: str, user: UserDep, service: DocumentServiceDep) -> DeleteResponse:
-    await service.delete(user.id, document_id)
+               responses=error_responses(403, 404))
+async def delete_document(document_id: str, access: AccessDep, service: DocumentServiceDep) -> DeleteResponse:
+    await service.delete(access, document_id)
     return DeleteResponse(document_id=document_id)
+
+
+@router.post("/documents/{document_id}/move", response_model=DocumentDetail,
+             dependencies=[WriteScope, CostlyRateLimit], responses=error_responses(403, 404, 409))
+async def move_document(document_id: str, body: MoveDocumentRequest, access: AccessDep,
+                        service: DocumentServiceDep) -> DocumentDetail:
+    """Put a document into another collection; it is re-indexed there (write access to
+    both collections needed). 409 `duplicate_in_collection` when the target holds the same content."""
+    return DocumentDetail.of(await service.move(access, document_id, body.collection_id))

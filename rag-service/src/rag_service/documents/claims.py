@@ -29,8 +29,8 @@ The vector side: one run is `indexing.Indexer`, delete is `DocumentService.delet
 Each function commits (or rolls back) before returning: no transaction stays open while
 the caller embeds or talks to the vector store.
 
-Access: taking a claim for a caller (reindex, delete, the retry of a failed save) is scoped
-to the caller's `Access`; the run then holds the claim, and the statements keyed by it
+Access: taking a claim for a caller (reindex, delete, move, the retry of a failed save) is
+scoped to the rows the caller's `Access` may change (`write=True`); the run then holds the claim, and the statements keyed by it
 (heartbeat, finish, the deleting row's removal) need no other scope. `claim_stale` is
 system work: repair takes stale claims of every owner.
 """
@@ -73,7 +73,7 @@ async def _bump(session: AsyncSession, rows: Update, values: dict[str, Any]) -> 
 
 
 def _caller_row(access: Access, document_id: str, *conditions: Any) -> Update:
-    return scoped(update(Document).where(Document.id == document_id, *conditions), access, Document)
+    return scoped(update(Document).where(Document.id == document_id, *conditions), access, Document, write=True)
 
 
 async def claim_for_reindex(session: AsyncSession, access: Access, document_id: str) -> int | None:
@@ -85,6 +85,16 @@ async def claim_for_reindex(session: AsyncSession, access: Access, document_id: 
     )
 
 
+async def claim_for_system_reindex(session: AsyncSession, document_id: str) -> int | None:
+    """`claim_for_reindex` for `rag reindex`, which rebuilds the documents of every owner."""
+    return await _bump(
+        session,
+        unscoped(update(Document).where(Document.id == document_id, Document.status != DocumentStatus.DELETING),
+                 "system: `rag reindex` rebuilds the vectors of every owner's documents"),
+        {"status": DocumentStatus.INDEXING, "error": None},
+    )
+
+
 async def claim_failed_for_retry(session: AsyncSession, access: Access, document_id: str,
                                  **fields: Any) -> int | None:
     """Claim a `failed` row for a new save of the same content (None: someone else did)."""
@@ -92,6 +102,18 @@ async def claim_failed_for_retry(session: AsyncSession, access: Access, document
         session,
         _caller_row(access, document_id, Document.status == DocumentStatus.FAILED),
         {"status": DocumentStatus.INDEXING, "error": None, "chunk_count": 0, **fields},
+    )
+
+
+async def claim_for_move(session: AsyncSession, access: Access, document_id: str, *, owner: str,
+                         collection_id: str) -> int | None:
+    """Put the row into another collection and take it over for a new ingestion run, which
+    rewrites its points with the new owner and collection (the old points are an older
+    generation: the run removes them). IntegrityError: the target holds the same content."""
+    return await _bump(
+        session,
+        _caller_row(access, document_id, Document.status != DocumentStatus.DELETING),
+        {"status": DocumentStatus.INDEXING, "error": None, "owner": owner, "collection_id": collection_id},
     )
 
 

@@ -24,7 +24,7 @@ from rag_service.metrics import INGESTED_CHUNKS
 from rag_service.providers.base import Embedder
 from rag_service.storage.models import Document, DocumentStatus
 from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.access import Access, access_filter, generation_filter, unscoped
+from rag_service.storage.access import document_points, unscoped
 from rag_service.storage.vectors import ChunkPoint, VectorStore
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ class Indexer:
         refreshed to the row as it stands. Row deleted meanwhile: NotFound. Failed while
         holding the claim: no vectors, row `failed`, the error is raised.
         """
-        doc_id, owner = document.id, Access(document.user_id)
-        older = generation_filter(owner, doc_id, below=generation)
+        doc_id = document.id
+        older = document_points(doc_id, below=generation)
         try:
             # Points of older generations (an interrupted run, the previous index) are garbage
             # now; removed again at the end for any run that lost its claim mid-write.
@@ -90,7 +90,7 @@ class Indexer:
             await asyncio.shield(self._after_lost_claim(document, generation))
             return
         except BaseException as exc:  # includes cancellation: the row must not stay `indexing`
-            await asyncio.shield(self._fail(doc_id, owner, generation, exc))
+            await asyncio.shield(self._fail(doc_id, generation, exc))
             if isinstance(exc, AppError) or not isinstance(exc, Exception):
                 raise
             raise ServiceUnavailable(INTERNAL_INDEXING_ERROR) from exc
@@ -101,18 +101,17 @@ class Indexer:
         await refetch(self.session, document)
 
     async def _after_lost_claim(self, document: Document, generation: int) -> None:
-        owner = Access(document.user_id)
         state = await claims.current_state(self.session, document.id)
         if state is None or state[1] == DocumentStatus.DELETING:
             # Deleted (or being deleted): nothing may keep vectors of it, whoever wrote them.
-            await self.vector_store.delete(access_filter(owner, document_ids=[document.id]))
+            await self.vector_store.delete(document_points(document.id))
             raise NotFound("the document was deleted while it was being indexed")
         # Only points at or below our generation: the claim holder's (newer) points stay.
-        await self.vector_store.delete(generation_filter(owner, document.id, below=generation + 1))
+        await self.vector_store.delete(document_points(document.id, below=generation + 1))
         log.info("document %s: claim %d superseded by %d", document.id, generation, state[0])
         await refetch(self.session, document)
 
-    async def _fail(self, doc_id: str, owner: Access, generation: int, exc: BaseException) -> None:
+    async def _fail(self, doc_id: str, generation: int, exc: BaseException) -> None:
         # Type and stack only: messages of driver and reader errors can quote document text.
         stack = "" if isinstance(exc, AppError) else "".join(traceback.format_tb(exc.__traceback__))
         log.warning("indexing document %s failed: %s\n%s", doc_id, type(exc).__name__, stack)
@@ -120,7 +119,7 @@ class Indexer:
         try:
             await self.session.rollback()
             # Safe whether or not we still hold the claim: a newer claim's points are above.
-            await self.vector_store.delete(generation_filter(owner, doc_id, below=generation + 1))
+            await self.vector_store.delete(document_points(doc_id, below=generation + 1))
         except Exception:  # the store is down too: the row is retried/re-indexed later
             log.exception("could not remove the partial vectors of document %s", doc_id)
         try:
@@ -166,8 +165,8 @@ class Indexer:
                 sparse: list) -> list[ChunkPoint]:
         return [
             ChunkPoint(
-                id=point_id(document.id, chunk.index, generation), user_id=document.user_id,
-                document_id=document.id, chunk_index=chunk.index, text=chunk.text, title=document.title,
+                id=point_id(document.id, chunk.index, generation), owner=document.owner,
+                collection_id=document.collection_id, document_id=document.id, chunk_index=chunk.index, text=chunk.text, title=document.title,
                 start=chunk.start, end=chunk.end, dense=vector, sparse=sparse_vector,
                 metadata=document.metadata_ or {}, generation=generation,
             )

@@ -30,7 +30,8 @@ from rag_service.documents.service import DocumentService
 from rag_service.documents.validation import validate_title
 from rag_service.errors import AppError, PayloadTooLarge, Unprocessable
 from rag_service.ratelimit import RateLimiter
-from rag_service.storage.models import Document
+from rag_service.storage.access import Access
+from rag_service.storage.models import DEFAULT_COLLECTION, Document
 
 # The ingestion gate's code for "too many documents being indexed": after one item waited
 # for a slot in vain, the rest of the batch is answered the same without waiting again.
@@ -125,29 +126,36 @@ class DocumentIntake:
         self._limiter = limiter
         self._settings = settings
 
-    async def save(self, user_id: str, title: str, content: str,
-                   metadata: dict[str, Any] | None = None) -> StoredDocument:
-        await self._limiter.spend_ingest_bytes(user_id, utf8_size(content))
-        document, created = await self._documents.save(user_id, title, content, metadata)
+    async def save(self, access: Access, title: str, content: str, metadata: dict[str, Any] | None = None,
+                   collection_id: str = DEFAULT_COLLECTION) -> StoredDocument:
+        await self._documents.collections.writable_owner(access, collection_id)  # 404/403 before spending
+        await self._limiter.spend_ingest_bytes(access.user_id, utf8_size(content))
+        document, created = await self._documents.save(access, title, content, metadata,
+                                                       collection_id=collection_id)
         return StoredDocument(document, created)
 
-    async def upload(self, user_id: str, files: Sequence[UploadedFile], *, title: str | None = None,
-                     metadata: dict[str, Any] | None = None) -> list[StoredDocument]:
+    async def upload(self, access: Access, files: Sequence[UploadedFile], *, title: str | None = None,
+                     metadata: dict[str, Any] | None = None,
+                     collection_id: str = DEFAULT_COLLECTION) -> list[StoredDocument]:
         """Read (sandboxed) and check every file, then store them all; any 4xx stores nothing."""
         check_upload_count(len(files), title, self._settings.max_files_per_upload)
-        await self._limiter.spend_ingest_bytes(user_id, sum(file.size for file in files))
+        await self._documents.collections.writable_owner(access, collection_id)
+        await self._limiter.spend_ingest_bytes(access.user_id, sum(file.size for file in files))
         extracted = [await self._read(file, title) for file in files]
-        return [await self._store_extracted(user_id, file, document_title, metadata)
+        return [await self._store_extracted(access, collection_id, file, document_title, metadata)
                 for file, document_title in extracted]
 
-    async def batch(self, user_id: str, items: Sequence[BatchItem]) -> list[ItemOutcome]:
-        """Store each item in turn; one item's 4xx/5xx is its own answer, not the request's."""
+    async def batch(self, access: Access, items: Sequence[BatchItem],
+                    collection_id: str = DEFAULT_COLLECTION) -> list[ItemOutcome]:
+        """Store each item in turn; one item's 4xx/5xx is its own answer, not the request's
+        (a collection the caller cannot add to refuses the whole request first)."""
         check_batch_count(len(items), self._settings)
         total = sum(item.size for item in items)
         if total > self._settings.max_batch_bytes:
             raise PayloadTooLarge(f"the batch carries {total} bytes of documents; the limit is "
                                   f"{self._settings.max_batch_bytes} per request (MAX_BATCH_BYTES)")
-        await self._limiter.spend_ingest_bytes(user_id, total)
+        await self._documents.collections.writable_owner(access, collection_id)
+        await self._limiter.spend_ingest_bytes(access.user_id, total)
         outcomes: list[ItemOutcome] = []
         busy: AppError | None = None
         for index, item in enumerate(items):
@@ -155,7 +163,7 @@ class DocumentIntake:
                 outcomes.append(ItemOutcome(index, error=busy))
                 continue
             try:
-                stored = await self._store_item(user_id, item)
+                stored = await self._store_item(access, collection_id, item)
             except AppError as error:
                 outcomes.append(ItemOutcome(index, error=error))
                 if error.code == BUSY:
@@ -164,14 +172,15 @@ class DocumentIntake:
                 outcomes.append(ItemOutcome(index, stored=stored))
         return outcomes
 
-    async def _store_item(self, user_id: str, item: BatchItem) -> StoredDocument:
+    async def _store_item(self, access: Access, collection_id: str, item: BatchItem) -> StoredDocument:
         if isinstance(item, InvalidItem):
             raise item.error
         if isinstance(item, TextItem):
-            document, created = await self._documents.save(user_id, item.title, item.content, item.metadata)
+            document, created = await self._documents.save(access, item.title, item.content, item.metadata,
+                                                           collection_id=collection_id)
             return StoredDocument(document, created)
         file, document_title = await self._read(item.file, item.title)
-        return await self._store_extracted(user_id, file, document_title, item.metadata)
+        return await self._store_extracted(access, collection_id, file, document_title, item.metadata)
 
     async def _read(self, upload: UploadedFile, title: str | None) -> tuple[ExtractedFile, str]:
         """The file's text (read in the sandbox) and its document title, or a 4xx."""
@@ -185,9 +194,10 @@ class DocumentIntake:
             raise PayloadTooLarge(f"content is longer than the limit of {settings.max_document_chars} characters")
         return file, validate_title(title or file.title or file.source_name, settings)
 
-    async def _store_extracted(self, user_id: str, file: ExtractedFile, title: str,
+    async def _store_extracted(self, access: Access, collection_id: str, file: ExtractedFile, title: str,
                                metadata: dict[str, Any] | None) -> StoredDocument:
         document, created = await self._documents.save(
-            user_id, title, file.content, metadata or {}, source_name=file.source_name, mime_type=file.mime_type,
+            access, title, file.content, metadata or {}, source_name=file.source_name, mime_type=file.mime_type,
+            collection_id=collection_id,
         )
         return StoredDocument(document, created)

@@ -56,10 +56,10 @@ async def repair_interrupted_ingestions(runtime: Runtime) -> int:
             service = service_for(runtime, session)
             try:
                 if claim.status == DocumentStatus.DELETING:
-                    await service.finish_delete(claim.user_id, claim.document_id)
+                    await service.finish_delete(claim.document_id)
                     log.info("finished deleting document %s", claim.document_id)
                 else:
-                    await service.resume(claim.user_id, claim.document_id, claim.generation)
+                    await service.resume(claim.document_id, claim.generation)
                     log.info("re-indexed interrupted document %s", claim.document_id)
             except AppError as exc:
                 log.warning("could not repair document %s: %s", claim.document_id, exc.message)
@@ -96,16 +96,16 @@ async def reindex_all(runtime: Runtime, on_progress: Callable[[int, int], None] 
     await runtime.vector_store.ensure_collection()
     async with runtime.sessionmaker() as session:
         rows = (await session.execute(unscoped(
-            select(Document.id, Document.user_id)
+            select(Document.id)
             .where(Document.status != DocumentStatus.DELETING)
             .order_by(Document.created_at, Document.id),
             "system: `rag reindex` rebuilds the vectors of every owner's documents",
         ))).all()
         await session.commit()
-    for done, (document_id, user_id) in enumerate(rows, start=1):
+    for done, (document_id,) in enumerate(rows, start=1):
         async with runtime.sessionmaker() as session:
             try:
-                document = await service_for(runtime, session).reindex(user_id, document_id, bounded_wait=False)
+                document = await service_for(runtime, session).reindex(None, document_id, bounded_wait=False)
                 report.documents += 1
                 report.chunks += document.chunk_count
             except AppError as exc:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rag_service.config import Settings
 from rag_service.errors import PayloadTooLarge, ServiceUnavailable
-from rag_service.storage.access import Access, scoped
+from rag_service.storage.access import unscoped
 from rag_service.storage.models import Document
 
 # First key of the two-key advisory lock (its own key space; "RAGQ").
@@ -89,12 +89,13 @@ class IngestionGate:
                 self._user_locks[user_id] = (lock, holders - 1)
 
 
-async def usage_of(session: AsyncSession, owner: Access, settings: Settings) -> Usage:
-    """What `owner` stores. `Access(user_id)` alone sees exactly the user's own documents,
-    which is what quotas count."""
-    documents, characters = (await session.execute(
-        scoped(select(func.count(), func.coalesce(func.sum(Document.content_chars), 0)), owner, Document)
-    )).one()
+async def usage_of(session: AsyncSession, user_id: str, settings: Settings) -> Usage:
+    """What `user_id` has saved, in every collection (an organization's included): quotas
+    count a user's uploads wherever they went."""
+    documents, characters = (await session.execute(unscoped(
+        select(func.count(), func.coalesce(func.sum(Document.content_chars), 0)).where(Document.user_id == user_id),
+        "quotas count one user's uploads, in collections of every owner",
+    ))).one()
     return Usage(int(documents), int(characters), settings.quota_max_documents, settings.quota_max_characters)
 
 
@@ -110,7 +111,7 @@ async def insert_within_quota(session: AsyncSession, document: Document, setting
                 text("SELECT pg_advisory_xact_lock(CAST(:namespace AS integer), hashtext(:user_id))"),
                 {"namespace": QUOTA_LOCK_NAMESPACE, "user_id": document.user_id},
             )
-        usage = await usage_of(session, Access(document.user_id), settings)
+        usage = await usage_of(session, document.user_id, settings)
         problem = _over_quota(usage, document.content_chars)
         if problem is not None:
             # Commit, not rollback: it only ends the read (and the lock) and, unlike a

@@ -16,8 +16,8 @@ from rag_service.config import Settings
 from rag_service.documents.quotas import Usage, usage_of
 from rag_service.errors import NotFound, Unprocessable
 from rag_service.paging import Page
-from rag_service.storage.access import Access, scoped
-from rag_service.storage.models import Document, DocumentStatus
+from rag_service.storage.access import Access, as_access, scoped
+from rag_service.storage.models import DEFAULT_COLLECTION, Document, DocumentStatus
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,22 @@ class DocumentReads:
         self._session = session
         self._settings = settings
 
-    async def list(self, user_id: str, page: int = 1, limit: int = 20) -> DocumentPage:
+    async def list(self, caller: Access | str, page: int = 1, limit: int = 20,
+                   collection_id: str | None = None) -> DocumentPage:
+        """One page of the documents the caller may read, newest first; `collection_id`
+        narrows it to one collection (one the caller cannot read lists nothing)."""
         if page < 1 or not 1 <= limit <= self._settings.max_page_size:
             raise Unprocessable(f"page must be >= 1 and limit between 1 and {self._settings.max_page_size}")
-        access = Access(user_id)
-        total = await self._session.scalar(scoped(select(func.count()).select_from(Document), access, Document))
+        access = as_access(caller)
+        conditions = []
+        if collection_id is not None:
+            conditions.append(Document.collection_id == collection_id)
+            if collection_id == DEFAULT_COLLECTION:  # the caller's own default collection
+                conditions.append(Document.owner == access.user_id)
+        total = await self._session.scalar(
+            scoped(select(func.count()).select_from(Document).where(*conditions), access, Document))
         query = (
-            scoped(select(Document), access, Document)
+            scoped(select(Document).where(*conditions), access, Document)
             .options(defer(Document.content))  # listing never needs the (large) content
             .order_by(Document.created_at.desc(), Document.id.desc())
             .offset((page - 1) * limit)
@@ -60,12 +69,13 @@ class DocumentReads:
         documents = list((await self._session.scalars(query)).all())
         return DocumentPage(documents=documents, total=total or 0, page=page, limit=limit)
 
-    async def summary(self, user_id: str) -> IngestionTotals:
-        """Counts by status, chunks of ready documents, and UTF-8 bytes of stored content (read only)."""
+    async def summary(self, caller: Access | str) -> IngestionTotals:
+        """Counts by status, chunks of ready documents, and UTF-8 bytes of stored content of
+        the documents the caller may read; the quota usage of what the caller saved."""
         # SQLite has no octet_length(); the length of a text cast to a blob is its byte count.
         is_sqlite = self._session.get_bind().dialect.name == "sqlite"
         size = func.length(cast(Document.content, LargeBinary)) if is_sqlite else func.octet_length(Document.content)
-        access = Access(user_id)
+        access = as_access(caller)
         query = scoped(
             select(Document.status, func.count(), func.coalesce(func.sum(Document.chunk_count), 0),
                    func.coalesce(func.sum(size), 0)).group_by(Document.status),
@@ -79,14 +89,14 @@ class DocumentReads:
             if status == DocumentStatus.READY:
                 chunks += int(status_chunks)
             total_bytes += int(status_bytes)
-        usage = await usage_of(self._session, access, self._settings)
+        usage = await usage_of(self._session, access.user_id, self._settings)
         await self._session.commit()
         return IngestionTotals(by_status=by_status, chunks=chunks, bytes=total_bytes, usage=usage)
 
-    async def get(self, user_id: str, document_id: str) -> Document:
+    async def get(self, caller: Access | str, document_id: str) -> Document:
         if "\x00" in document_id:  # never in an id; PostgreSQL would refuse the query (500)
             raise NotFound("document not found")
-        query = (scoped(select(Document).where(Document.id == document_id), Access(user_id), Document)
+        query = (scoped(select(Document).where(Document.id == document_id), as_access(caller), Document)
                  .execution_options(populate_existing=True))  # claims are UPDATEs the session does not see
         document = (await self._session.scalars(query)).first()
         if document is None:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from rag_service.storage.models import Document
+from rag_service.storage.access import org_of
+from rag_service.storage.models import DEFAULT_COLLECTION, Document
 
 if TYPE_CHECKING:
     from rag_service.documents.intake import ItemOutcome
@@ -25,6 +26,12 @@ class EmbedResponse(BaseModel):
     success: bool = True
 
 
+# "personal" or a collection's UUID.
+MAX_COLLECTION_ID_CHARS = 36
+COLLECTION_FIELD = (f"The collection to save into: `{DEFAULT_COLLECTION}` (the caller's default collection) or the "
+                    "id of a collection the caller may write (GET /collections)")
+
+
 class SaveDocumentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -34,6 +41,15 @@ class SaveDocumentRequest(BaseModel):
         default=None,
         description="JSON object; top-level scalars and lists of scalars can be used as search filters",
     )
+    collection_id: str = Field(default=DEFAULT_COLLECTION, min_length=1, max_length=MAX_COLLECTION_ID_CHARS,
+                               description=COLLECTION_FIELD)
+
+
+class MoveDocumentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection_id: str = Field(min_length=1, max_length=MAX_COLLECTION_ID_CHARS,
+                               description="The collection to move the document into")
 
 
 class SaveDocumentResponse(BaseModel):
@@ -126,6 +142,8 @@ class DocumentSummary(BaseModel):
     error: str | None = None
     chunk_count: int
     metadata: dict[str, Any]
+    collection_id: str = Field(description=f"`{DEFAULT_COLLECTION}` or a collection's id")
+    organization_id: str | None = Field(description="The organization owning the collection; null: personal")
     created_at: datetime
     updated_at: datetime
 
@@ -141,6 +159,7 @@ class DocumentSummary(BaseModel):
             id=document.id, title=document.title, source_name=document.source_name,
             mime_type=document.mime_type, status=document.status, error=document.error,
             chunk_count=document.chunk_count, metadata=document.metadata_ or {},
+            collection_id=document.collection_id, organization_id=org_of(document.owner),
             created_at=document.created_at, updated_at=document.updated_at,
         )
 

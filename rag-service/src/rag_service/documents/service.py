@@ -7,21 +7,28 @@ has exactly `chunk_count` vectors, no vector exists without its row, and a delet
 both. Ingestion runs and deletes keep it through the claim protocol (claims.py); one run
 is `indexing.Indexer`, repair is `maintenance.py`.
 
-Every statement made for a caller is scoped to the caller's `Access` (storage/access.py);
-another user's document is "not found", never "forbidden". The methods take the caller's
-user id, as the routes pass the token's verified `sub`.
+Every statement made for a caller is scoped to the caller's `Access` (storage/access.py):
+a document the caller cannot read is "not found"; one it can read but not change (an
+organization's, to a member) is 403 `insufficient_role`. The methods take the caller's
+`Access` (or a bare user id: a user in no organization, as the CLI and tests pass).
+Documents live in collections (collections/service.py); saving without one uses the
+caller's default personal collection.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rag_service.collections.locks import collection_lock
+from rag_service.collections.service import CollectionService, insufficient_role
 from rag_service.config import Settings
 from rag_service.documents import claims
 from rag_service.documents.chunking import Chunker, chunker_for
@@ -32,8 +39,8 @@ from rag_service.documents.reads import DocumentReads
 from rag_service.documents.validation import validate_metadata, validate_title
 from rag_service.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from rag_service.providers.base import Embedder
-from rag_service.storage.access import Access, access_filter, scoped
-from rag_service.storage.models import Document, DocumentStatus, utcnow
+from rag_service.storage.access import Access, as_access, document_points, scoped, unscoped
+from rag_service.storage.models import DEFAULT_COLLECTION, Document, DocumentStatus, utcnow
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import VectorStore
 
@@ -105,26 +112,33 @@ class DocumentService(DocumentReads):
 
     # --- save ---------------------------------------------------------------------------
 
+    @property
+    def collections(self) -> CollectionService:
+        return CollectionService(self._session, self._gate)
+
     async def save(
         self,
-        user_id: str,
+        caller: Access | str,
         title: str,
         content: str,
         metadata: dict[str, Any] | None = None,
         source_name: str | None = None,
         mime_type: str = "text/plain",
+        collection_id: str = DEFAULT_COLLECTION,
     ) -> tuple[Document, bool]:
-        """Store and index a document. Returns (document, created); created is False when
-        the user already has this content (the existing document is returned)."""
+        """Store and index a document in a collection the caller may write. Returns
+        (document, created); created is False when the collection already holds this
+        content (the existing document is returned)."""
+        access = as_access(caller)
+        owner = await self.collections.writable_owner(access, collection_id)
         title = validate_title(title, self._settings)
         # Normalizing and hashing are linear in a text of up to MAX_DOCUMENT_CHARS (tens of ms
         # for a few MB): off the event loop, for /save-document and uploads alike.
         content, digest = await asyncio.to_thread(self._normalized_with_hash, content)
         metadata = validate_metadata(metadata, self._settings)
 
-        access = Access(user_id)
         for _ in range(SAVE_ATTEMPTS):
-            existing = await self._find_by_hash(access, digest)
+            existing = await self._find_by_hash(access, owner, collection_id, digest)
             if existing is not None and existing.status == DocumentStatus.DELETING:
                 raise Conflict("a document with the same content is being deleted; try again in a moment")
             if existing is not None and existing.status != DocumentStatus.FAILED:
@@ -141,13 +155,14 @@ class DocumentService(DocumentReads):
                     document = await self._refetch(existing)
                 else:
                     document = Document(
-                        user_id=user_id, title=title, content=content, content_hash=digest,
-                        content_chars=len(content), source_name=source_name, mime_type=mime_type,
-                        metadata_=metadata, status=DocumentStatus.INDEXING, chunk_count=0,
-                        generation=1, claimed_at=utcnow(),
+                        user_id=access.user_id, owner=owner, collection_id=collection_id, title=title,
+                        content=content, content_hash=digest, content_chars=len(content),
+                        source_name=source_name, mime_type=mime_type, metadata_=metadata,
+                        status=DocumentStatus.INDEXING, chunk_count=0, generation=1, claimed_at=utcnow(),
                     )
                     try:
-                        await insert_within_quota(self._session, document, self._settings, self._gate)
+                        async with self._adding_to(access, collection_id, owner):
+                            await insert_within_quota(self._session, document, self._settings, self._gate)
                     except IntegrityError:
                         # The same content was saved concurrently by this user: look again.
                         await self._session.rollback()
@@ -157,10 +172,26 @@ class DocumentService(DocumentReads):
             return document, True
         raise Conflict("the same content is being saved and deleted concurrently; try again")
 
-    async def _find_by_hash(self, access: Access, digest: str) -> Document | None:
-        query = (scoped(select(Document).where(Document.content_hash == digest), access, Document)
+    async def _find_by_hash(self, access: Access, owner: str, collection_id: str, digest: str) -> Document | None:
+        query = (scoped(select(Document).where(Document.owner == owner, Document.collection_id == collection_id,
+                                               Document.content_hash == digest), access, Document)
                  .execution_options(populate_existing=True))  # the loop in `save` must see claims
         return (await self._session.scalars(query)).first()
+
+    @asynccontextmanager
+    async def _adding_to(self, access: Access, collection_id: str, owner: str) -> AsyncIterator[None]:
+        """A transaction that adds a document to a collection: holds the collection's lock
+        and checks it still exists (collections/locks.py). Commit inside the block."""
+        if collection_id == DEFAULT_COLLECTION:
+            yield
+            return
+        async with collection_lock(self._session, self._gate, collection_id):
+            try:
+                await self.collections.ensure_writable(access, collection_id, owner)
+            except BaseException:
+                await self._session.rollback()
+                raise
+            yield
 
     async def _refetch(self, document: Document) -> Document:
         return await refetch(self._session, document)
@@ -170,22 +201,55 @@ class DocumentService(DocumentReads):
                           self.chunker, batch=self._ingest_batch)
         await indexer.run(document, generation)
 
-    async def reindex(self, user_id: str, document_id: str, *, bounded_wait: bool = True) -> Document:
-        """Re-chunk and re-embed one document (e.g. after a crash or a model change).
+    async def reindex(self, caller: Access | str | None, document_id: str, *, bounded_wait: bool = True) -> Document:
+        """Re-chunk and re-embed one document (e.g. after a crash or a model change); the
+        caller None is the system (`rag reindex`), which may re-index any document.
 
         Takes the claim over from any run in progress (that run then changes nothing).
         """
         async with self._gate.slot(bounded=bounded_wait):
-            generation = await claims.claim_for_reindex(self._session, Access(user_id), document_id)
-            if generation is None:
-                raise NotFound("document not found")
-            return await self.resume(user_id, document_id, generation)
+            if caller is None:
+                generation = await claims.claim_for_system_reindex(self._session, document_id)
+                if generation is None:
+                    raise NotFound("document not found")
+            else:
+                access = as_access(caller)
+                generation = await claims.claim_for_reindex(self._session, access, document_id)
+                if generation is None:
+                    await self._refuse_write(access, document_id, "re-indexing this document")
+            return await self.resume(document_id, generation)
 
-    async def resume(self, user_id: str, document_id: str, generation: int) -> Document:
-        """Index a row already claimed with `generation` (by `reindex` or repair)."""
-        document = (await self._session.scalars(
-            scoped(select(Document).where(Document.id == document_id), Access(user_id), Document)
-        )).first()
+    async def move(self, caller: Access | str, document_id: str, collection_id: str) -> Document:
+        """Put a document into another collection (the caller must be able to change both)
+        and re-index it there: its points carry the new owner and collection. 409 when the
+        target already holds the same content."""
+        access = as_access(caller)
+        if "\x00" in document_id:
+            raise NotFound("document not found")
+        document = await self.get(access, document_id)
+        owner = await self.collections.writable_owner(access, collection_id)
+        if (document.owner, document.collection_id) == (owner, collection_id):
+            return document
+        async with self._gate.slot():
+            try:
+                async with self._adding_to(access, collection_id, owner):
+                    generation = await claims.claim_for_move(self._session, access, document_id, owner=owner,
+                                                             collection_id=collection_id)
+            except IntegrityError:
+                await self._session.rollback()
+                raise Conflict("the target collection already holds a document with the same content",
+                               code="duplicate_in_collection") from None
+            if generation is None:
+                await self._refuse_write(access, document_id, "moving this document")
+            return await self.resume(document_id, generation)
+
+    async def resume(self, document_id: str, generation: int) -> Document:
+        """Index a row already claimed with `generation` (by `reindex`, `move` or repair)."""
+        # By id alone: if a newer claim took the row over meanwhile, the run finds out from
+        # its generation and changes nothing (indexing.Indexer).
+        document = (await self._session.scalars(unscoped(
+            select(Document).where(Document.id == document_id), claims.BY_CLAIM,
+        ))).first()
         if document is None:
             raise NotFound("document not found")
         await self._refetch(document)
@@ -194,20 +258,31 @@ class DocumentService(DocumentReads):
 
     # --- delete -----------------------------------------------------------------------
 
-    async def delete(self, user_id: str, document_id: str) -> None:
+    async def delete(self, caller: Access | str, document_id: str) -> None:
         """Mark the row `deleting` (revoking any ingestion claim), remove every vector of the
         document, then the row. A failure leaves it `deleting` (listed with that status):
         deleting again, or repair, finishes the job; an ingestion still running finds its
         claim gone and cleans up after itself."""
         if "\x00" in document_id:
             raise NotFound("document not found")
-        if await claims.claim_for_delete(self._session, Access(user_id), document_id) is None:
-            raise NotFound("document not found")
-        await self.finish_delete(user_id, document_id)
+        access = as_access(caller)
+        if await claims.claim_for_delete(self._session, access, document_id) is None:
+            await self._refuse_write(access, document_id, "deleting this document")
+        await self.finish_delete(document_id)
 
-    async def finish_delete(self, user_id: str, document_id: str) -> None:
-        await self._vector_store.delete(access_filter(Access(user_id), document_ids=[document_id]))
+    async def finish_delete(self, document_id: str) -> None:
+        """Remove the vectors, then the row, of a document its caller marked `deleting`."""
+        await self._vector_store.delete(document_points(document_id))
         await claims.remove_deleted_row(self._session, document_id)
+
+    async def _refuse_write(self, access: Access, document_id: str, what: str) -> NoReturn:
+        """After a write scoped to what the caller may change matched nothing: 403 when the
+        caller can read the document but its role forbids the change, else 404 (gone, or
+        being deleted)."""
+        document = await self.get(access, document_id)
+        if access.can_write(document.owner):
+            raise NotFound("document not found")
+        raise insufficient_role(what)
 
 
 # --- wiring ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ conversation id behaves exactly like one that does not exist (404). The chat flo
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from rag_service.errors import NotFound
 from rag_service.paging import Page
 from rag_service.storage.access import Access, scoped
-from rag_service.storage.models import Conversation, Message
+from rag_service.storage.models import Conversation, Document, Message
 
 PREVIEW_MAX_CHARS = 160
 
@@ -126,11 +127,13 @@ class HistoryService:
                 scoped(select(Message).where(Message.conversation_id == conversation.id), access, Message)
                 .order_by(Message.position)
             )).scalars().all()
+            readable = await _readable_documents(session, access, messages)
         return Transcript(
             id=conversation.id, title=conversation.title, created_at=conversation.created_at,
             updated_at=conversation.updated_at,
             messages=[
-                TranscriptMessage(id=m.id, role=m.role, content=m.content, sources=m.sources or [],
+                TranscriptMessage(id=m.id, role=m.role, content=m.content,
+                                  sources=[source for source in m.sources or [] if source.get("document_id") in readable],
                                   status=m.status, created_at=m.created_at)
                 for m in messages
             ],
@@ -147,6 +150,19 @@ class HistoryService:
             await session.execute(
                 scoped(delete(Conversation).where(Conversation.id == conversation.id), access, Conversation)
             )
+
+
+async def _readable_documents(session: AsyncSession, access: Access, messages: Sequence[Message]) -> set[str]:
+    """The cited documents the caller may still read. A source of a document deleted since,
+    or of an organization the caller has left, is not shown again (its snippet is document
+    text); the answer's own text stays: it is the caller's conversation."""
+    cited = sorted({source.get("document_id") for m in messages for source in m.sources or []} - {None})
+    readable: set[str] = set()
+    for start in range(0, len(cited), 500):  # bounded IN lists
+        readable.update((await session.scalars(
+            scoped(select(Document.id).where(Document.id.in_(cited[start:start + 500])), access, Document)
+        )).all())
+    return readable
 
 
 def _preview(content: str) -> str:

@@ -35,9 +35,16 @@ MetadataValue = ScalarValue | Annotated[list[ScalarValue], Field(min_length=1, m
 
 
 class SearchFilters(BaseModel):
-    """What a caller may narrow a search by. There is no way to name another user."""
+    """What a caller may narrow a search by. There is no way to name another user, and a
+    collection the caller cannot read matches nothing."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    collection_id: StrictStr | None = Field(
+        default=None, min_length=1, max_length=36,
+        description='One collection: "personal" (the default one) or a collection id; default: every '
+                    "collection the caller can read (its own and its organizations')",
+    )
 
     document_ids: (
         Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=64)]],

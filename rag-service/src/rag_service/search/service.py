@@ -1,4 +1,4 @@
-"""Search over the caller's own chunks: hybrid (dense + BM25 fused by RRF), dense or keyword.
+"""Search over the chunks the caller may read (its own and its organizations'): hybrid (dense + BM25 fused by RRF), dense or keyword.
 
 The vector store does the retrieval and the fusion in one query; this service embeds the
 query, scopes it to the caller's `Access`, over-fetches and then collapses the candidates so that
@@ -157,6 +157,7 @@ class SearchService:
         parsed = parse_filters(filters)
         where = access_filter(
             access,
+            collection_id=parsed.collection_id if parsed else None,
             document_ids=list(parsed.document_ids or ()) if parsed else None,
             metadata=parsed.metadata_values() if parsed else None,
         )

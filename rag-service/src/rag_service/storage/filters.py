@@ -6,7 +6,10 @@ vector store then translates those few condition kinds to its own types, and not
 `models`) and `sql_filter` below (SQL over the pgvector table's columns and jsonb metadata).
 
 The behaviours every target keeps (tests/test_vector_store_contract.py checks them on all three):
-- the access condition (the caller's user id) is always the first condition and never optional;
+- the access condition (the owners the caller may read) is always the first condition; only
+  the bookkeeping filter of one document's points (`access.document_points`) has none, and
+  starts with that document's id instead;
+- `collection_id` DEFAULT_COLLECTION matches points without a collection (`Missing`);
 - metadata values match by JSON type: strings never equal numbers, booleans never equal 0/1,
   floats match numerically (a closed range on the value), an array field matches when it
   holds an accepted value; a field with no accepted values matches nothing (a filter only
@@ -22,10 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag_service.storage.vectors import (
+    COLLECTION_ID_KEY,
+    DEFAULT_COLLECTION,
     DOCUMENT_ID_KEY,
     GENERATION_KEY,
     METADATA_KEY,
-    USER_ID_KEY,
+    OWNER_KEY,
     ChunkFilter,
     metadata_field,
 )
@@ -57,13 +62,20 @@ class Between:
 
 
 @dataclass(frozen=True)
+class Missing:
+    """The field is absent (or null, or an empty list)."""
+
+    key: str
+
+
+@dataclass(frozen=True)
 class AnyOf:
     """At least one of `conditions` holds."""
 
     conditions: tuple[Condition, ...]
 
 
-Condition = Equals | OneOf | Between | AnyOf
+Condition = Equals | OneOf | Between | Missing | AnyOf
 
 
 @dataclass(frozen=True)
@@ -75,10 +87,21 @@ class FilterSpec:
 
 
 def filter_spec(where: ChunkFilter) -> FilterSpec:
-    """`where` as conditions; refuses (a real check, not an assert) a filter without a user."""
-    if not isinstance(where.user_id, str) or not where.user_id:
-        raise ValueError("a vector filter must be scoped to a user")
-    must: list[Condition] = [Equals(USER_ID_KEY, where.user_id)]
+    """`where` as conditions; refuses (a real check, not an assert) a filter without owners,
+    unless it selects exactly one document by id (`access.document_points`)."""
+    owners = where.owners
+    if not isinstance(owners, tuple) or any(not isinstance(o, str) or not o for o in owners):
+        raise ValueError("a vector filter's owners must be non-empty strings")
+    must: list[Condition] = []
+    if owners:
+        # One owner (a caller in no organization) as Equals: the tenant index's fast path.
+        must.append(Equals(OWNER_KEY, owners[0]) if len(owners) == 1 else OneOf(OWNER_KEY, owners))
+    elif len(where.document_ids) != 1:
+        raise ValueError("a vector filter must be scoped to owners (or to exactly one document)")
+    if where.collection_id == DEFAULT_COLLECTION:
+        must.append(Missing(COLLECTION_ID_KEY))
+    elif where.collection_id is not None:
+        must.append(Equals(COLLECTION_ID_KEY, where.collection_id))
     if where.document_ids:
         must.append(OneOf(DOCUMENT_ID_KEY, tuple(where.document_ids)))
     for key, values in where.metadata:
@@ -112,20 +135,22 @@ def _metadata_condition(path: str, values: tuple[str | int | float | bool, ...])
 # --- SQL (the pgvector adapter) -----------------------------------------------------------
 
 # Payload keys stored as columns of the pgvector table; metadata lives in a jsonb column.
-SQL_COLUMNS = {USER_ID_KEY: "user_id", DOCUMENT_ID_KEY: "document_id", GENERATION_KEY: "generation"}
+SQL_COLUMNS = {OWNER_KEY: "user_id", DOCUMENT_ID_KEY: "document_id", GENERATION_KEY: "generation",
+               COLLECTION_ID_KEY: "collection_id"}
 
 
 def sql_filter(where: ChunkFilter) -> tuple[str, dict[str, Any]]:
     """`ChunkFilter` -> a SQL condition and its psycopg parameters (pgvector adapter).
 
-    The condition reads the columns `user_id`, `document_id`, `generation` and `metadata`
-    (jsonb) and always starts with the user id. Parameter names start with `f_`. Metadata
+    The condition reads the columns `user_id` (the owner), `collection_id`, `document_id`,
+    `generation` and `metadata` (jsonb) and starts with the owners (`f_owners`, also what
+    the keyword query's IDF sums over). Parameter names start with `f_`. Metadata
     conditions are jsonpath predicates: lax mode looks inside arrays, and jsonpath compares
     only values of the same JSON type, as Qdrant does.
     """
     spec = filter_spec(where)
-    # pgvector's keyword query computes IDF over the caller's own chunks (its corpus CTE).
-    params: dict[str, Any] = {"f_user": where.user_id}
+    # pgvector's keyword query computes IDF over the chunks of these owners (its corpus CTE).
+    params: dict[str, Any] = {"f_owners": list(where.owners)}
     clauses = [_sql(condition, params) for condition in spec.must]
     clauses += [f"NOT ({_sql(condition, params)})" for condition in spec.must_not]
     return " AND ".join(clauses), params
@@ -136,6 +161,11 @@ def _sql(condition: Condition, params: dict[str, Any]) -> str:
         return "(" + " OR ".join(_sql(c, params) for c in condition.conditions) + ")"
     if isinstance(condition, OneOf) and not condition.values:
         return "FALSE"
+    if isinstance(condition, Missing):
+        column = SQL_COLUMNS.get(condition.key)
+        if column is None:
+            raise ValueError(f"no column for {condition.key[:80]!r}")
+        return f"{column} IS NULL"
 
     def bind(value: Any) -> str:
         name = f"f_{len(params)}"

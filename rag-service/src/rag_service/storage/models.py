@@ -1,6 +1,7 @@
-"""SQL tables owned by the rag-service. Users live in the auth-service; `user_id` is the
-JWT `sub` (a string), and every statement on these tables is scoped to the caller's
-`Access` (storage/access.py).
+"""SQL tables owned by the rag-service. Users and organizations live in the auth-service;
+`user_id` is the JWT `sub` (a string), `owner` an owner key (a user id, or `org:<id>` for an
+organization: storage/access.py), and every statement on these tables is scoped to the
+caller's `Access`.
 
 Schema changes go through Alembic (`storage/migrations`); keep these models and the
 migrations in step (a test compares them).
@@ -24,6 +25,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _uploader(context: Any) -> str:
+    """A document inserted without an owner is its uploader's (in its default collection)."""
+    return context.get_current_parameters()["user_id"]
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
 
@@ -36,16 +42,43 @@ class DocumentStatus:
     DELETING = "deleting"
 
 
+# Every user's default personal collection: not a row, the same id for everyone (it is
+# always read together with its owner). Documents saved without a collection go there.
+DEFAULT_COLLECTION = "personal"
+
+
+class Collection(Base):
+    """A named set of documents owned by a user or an organization (its `owner` key)."""
+
+    __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_collections_owner_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(255), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow, onupdate=utcnow)
+
+
 class Document(Base):
     __tablename__ = "documents"
     __table_args__ = (
-        UniqueConstraint("user_id", "content_hash", name="uq_documents_user_hash"),
+        # Saving the same content into the same collection again returns the first document.
+        UniqueConstraint("owner", "collection_id", "content_hash", name="uq_documents_collection_hash"),
+        Index("ix_documents_owner_created", "owner", "created_at"),
         Index("ix_documents_user_created", "user_id", "created_at"),
+        Index("ix_documents_collection", "collection_id"),
         Index("ix_documents_status", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # Who saved it: quotas count a user's uploads wherever they are.
     user_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    # Its collection's owner key: who may read and change it (storage/access.py).
+    owner: Mapped[str] = mapped_column(String(255), nullable=False, default=_uploader)
+    collection_id: Mapped[str] = mapped_column(String(36), nullable=False, default=DEFAULT_COLLECTION,
+                                               server_default=DEFAULT_COLLECTION)
     title: Mapped[str] = mapped_column(String(500), nullable=False)
     content: Mapped[str] = mapped_column(Text, nullable=False)
     content_hash: Mapped[str] = mapped_column(String(64), nullable=False)

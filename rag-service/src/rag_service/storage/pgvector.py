@@ -6,12 +6,12 @@ by `ensure_collection` rather than a migration, like a Qdrant collection. Per ch
 - `sparse sparsevec`: the same BM25 document weights the Qdrant adapters store
   (storage/sparse.py), and `terms int[]` (its indices, GIN-indexed) to find candidates;
 - the payload as columns, metadata as jsonb.
-Beside it, a table of per-user document frequencies kept exact by triggers
+Beside it, a table of per-owner document frequencies kept exact by triggers
 (storage/pgvector_term_counts.py).
 
 Scoring matches the Edge adapter: keyword scores are the dot product of the chunk's BM25
-weights with the query terms weighted by IDF, the IDF taken over the searching user's own
-chunks only (Qdrant's formula, `ln((N - n + 0.5) / (n + 0.5) + 1)`, N and n read from the
+weights with the query terms weighted by IDF, the IDF taken over the chunks of the owners
+the caller may read only (Qdrant's formula, `ln((N - n + 0.5) / (n + 0.5) + 1)`, N and n read from the
 document frequency table);
 hybrid fuses the dense and keyword candidate lists (same depth) with reciprocal rank fusion,
 same k, ranks counted from 0 as Qdrant does. Every search is one SQL statement.
@@ -39,6 +39,7 @@ from rag_service.storage.filters import sql_filter
 from rag_service.storage.pgvector_term_counts import CHUNK_COUNT_TERM, ensure_term_counts
 from rag_service.storage.qdrant_edge import RRF_K, prefetch_limit
 from rag_service.storage.vectors import (
+    COLLECTION_ID_KEY,
     ChunkFilter,
     ChunkHit,
     ChunkPoint,
@@ -108,7 +109,7 @@ def postgres_conninfo(url: str) -> str:
 
 
 class PgVectorStore:
-    """All users' chunks in one table, partitioned by `user_id`."""
+    """All users' chunks in one table, partitioned by the owner (column `user_id`)."""
 
     def __init__(self, url: str, collection: str, dimension: int, *, pool_max_size: int = POOL_MAX_SIZE,
                  timeout: float = POOL_TIMEOUT_SECONDS) -> None:
@@ -121,7 +122,8 @@ class PgVectorStore:
         digest = hashlib.sha1(collection.encode()).hexdigest()[:12]
         self._table = sql.Identifier(collection)
         # Index names stay under Postgres' 63-byte identifier limit whatever the table name.
-        self._index = {part: sql.Identifier(f"ix_{digest}_{part}") for part in ("dense", "terms", "user")}
+        self._index = {part: sql.Identifier(f"ix_{digest}_{part}")
+                       for part in ("dense", "terms", "user", "collection")}
         self._lock_key = int(digest[:15], 16)
         self._term_counts = sql.Identifier(f"bm25_counts_{digest}")
         self._term_counts_function = sql.Identifier(f"bm25_counts_{digest}_apply")
@@ -164,6 +166,7 @@ class PgVectorStore:
                     " end_offset integer NOT NULL,"
                     " metadata jsonb NOT NULL,"
                     " generation integer NOT NULL DEFAULT 0,"
+                    " collection_id text,"
                     " dense vector({dimension}) NOT NULL,"
                     " sparse sparsevec({sparse_dimension}) NOT NULL,"
                     " terms integer[] NOT NULL)"
@@ -173,8 +176,13 @@ class PgVectorStore:
                 await conn.execute(sql.SQL(
                     "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS generation integer NOT NULL DEFAULT 0"
                 ).format(table=self._table))
+                # Tables made before collections: their rows are in their owner's default collection.
+                await conn.execute(sql.SQL("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS collection_id text")
+                                   .format(table=self._table))
                 await conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} (user_id, document_id)")
                                    .format(name=self._index["user"], table=self._table))
+                await conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} (user_id, collection_id)")
+                                   .format(name=self._index["collection"], table=self._table))
                 await conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (terms)")
                                    .format(name=self._index["terms"], table=self._table))
                 await conn.execute(sql.SQL(
@@ -190,14 +198,15 @@ class PgVectorStore:
         # statement. A statement may not update one row twice, so the last point of an id wins.
         statement = sql.SQL(
             "INSERT INTO {table} (id, user_id, document_id, chunk_index, text, title, start_offset, end_offset,"
-            " metadata, generation, dense, sparse, terms)"
+            " metadata, generation, collection_id, dense, sparse, terms)"
             " SELECT id, user_id, document_id, chunk_index, text, title, start_offset, end_offset,"
-            " metadata::jsonb, generation, dense::vector, sparse::sparsevec, terms::integer[]"
+            " metadata::jsonb, generation, collection_id, dense::vector, sparse::sparsevec, terms::integer[]"
             " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::text[],"
-            " %s::integer[], %s::integer[], %s::text[], %s::integer[], %s::text[], %s::text[], %s::text[])"
+            " %s::integer[], %s::integer[], %s::text[], %s::integer[], %s::text[], %s::text[], %s::text[], %s::text[])"
             " AS batch(id, user_id, document_id, chunk_index, text, title, start_offset, end_offset,"
-            " metadata, generation, dense, sparse, terms)"
+            " metadata, generation, collection_id, dense, sparse, terms)"
             " ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, document_id = excluded.document_id,"
+            " collection_id = excluded.collection_id,"
             " chunk_index = excluded.chunk_index, text = excluded.text, title = excluded.title,"
             " start_offset = excluded.start_offset, end_offset = excluded.end_offset,"
             " metadata = excluded.metadata, generation = excluded.generation, dense = excluded.dense,"
@@ -222,8 +231,9 @@ class PgVectorStore:
     @staticmethod
     def _row(point: ChunkPoint) -> tuple[Any, ...]:
         terms = sparse_terms(point.sparse)
-        return (point.id, point.user_id, point.document_id, point.chunk_index, point.text, point.title,
-                point.start, point.end, json.dumps(point.metadata), point.generation, vector_literal(point.dense),
+        return (point.id, point.owner, point.document_id, point.chunk_index, point.text, point.title,
+                point.start, point.end, json.dumps(point.metadata), point.generation,
+                point.payload().get(COLLECTION_ID_KEY), vector_literal(point.dense),
                 sparsevec_literal(terms), "{" + ",".join(map(str, sorted(terms))) + "}")
 
     @_unavailable_on_failure
@@ -269,8 +279,8 @@ class PgVectorStore:
             "  ORDER BY dense <=> %(dense)s::vector LIMIT %(depth)s) nearest"
             " WHERE %(threshold)s::float8 IS NULL OR score >= %(threshold)s::float8)"
         )
-        # IDF over the searching user's chunks only, as the Edge adapter does: other
-        # tenants' documents never shape a user's keyword scores.
+        # IDF over the chunks of the owners the caller may read only, as the Edge adapter
+        # does: other tenants' documents never shape a caller's keyword scores.
         keyword = self._frequencies_sql() + compose(
             " weighted_query AS ("
             "  SELECT format('{{%%s}}/{dimension}', string_agg(format('%%s:%%s', term,"
@@ -299,15 +309,17 @@ class PgVectorStore:
         return sql.SQL("WITH ") + sql.SQL(", ").join([*ctes, final])
 
     def _frequencies_sql(self) -> sql.Composed:
-        """CTEs `corpus` (size: the user's chunk count N) and `frequencies` (term, chunks:
-        how many of the user's chunks hold each query term), from the term-count table."""
+        """CTEs `corpus` (size: the chunk count N of the owners the caller may read) and
+        `frequencies` (term, chunks: how many of those chunks hold each query term), summed
+        over those owners' rows of the term-count table."""
         return sql.SQL(
-            "corpus AS (SELECT coalesce((SELECT chunks FROM {counts}"
-            "  WHERE user_id = %(f_user)s AND term = {chunk_count_term}), 0)::float8 AS size),"
+            "corpus AS (SELECT coalesce((SELECT sum(chunks) FROM {counts}"
+            "  WHERE user_id = ANY(%(f_owners)s::text[]) AND term = {chunk_count_term}), 0)::float8 AS size),"
             " frequencies AS ("
-            "  SELECT query.term, coalesce(counted.chunks, 0)::float8 AS chunks"
+            "  SELECT query.term, coalesce(sum(counted.chunks), 0)::float8 AS chunks"
             "  FROM unnest(%(query_terms)s::integer[]) AS query(term)"
-            "  LEFT JOIN {counts} counted ON counted.user_id = %(f_user)s AND counted.term = query.term),"
+            "  LEFT JOIN {counts} counted ON counted.user_id = ANY(%(f_owners)s::text[]) AND counted.term = query.term"
+            "  GROUP BY query.term),"
         ).format(counts=self._term_counts, chunk_count_term=sql.Literal(CHUNK_COUNT_TERM))
 
     @_unavailable_on_failure

@@ -24,10 +24,11 @@ import numpy
 import qdrant_edge as qe
 
 from rag_service.errors import ServiceUnavailable
-from rag_service.storage.filters import AnyOf, Between, Condition, OneOf, filter_spec
+from rag_service.storage.filters import AnyOf, Between, Condition, Missing, OneOf, filter_spec
 from rag_service.storage.vectors import (
+    COLLECTION_ID_KEY,
     DOCUMENT_ID_KEY,
-    USER_ID_KEY,
+    OWNER_KEY,
     ChunkFilter,
     ChunkHit,
     ChunkPoint,
@@ -64,7 +65,9 @@ def edge_filter(where: ChunkFilter) -> qe.Filter:
                      must_not=[_edge_condition(c) for c in spec.must_not] or None)
 
 
-def _edge_condition(condition: Condition) -> qe.Filter | qe.FieldCondition:
+def _edge_condition(condition: Condition) -> qe.Filter | qe.FieldCondition | qe.IsEmptyCondition:
+    if isinstance(condition, Missing):
+        return qe.IsEmptyCondition(key=condition.key)
     if isinstance(condition, AnyOf):
         return qe.Filter(should=[_edge_condition(c) for c in condition.conditions])
     if isinstance(condition, OneOf):
@@ -82,7 +85,7 @@ def _sparse(vector: SparseVector) -> qe.SparseVector:
 
 
 class EdgeVectorStore:
-    """All users' chunks in one Edge shard at `path`, partitioned by the `user_id` payload."""
+    """All users' chunks in one Edge shard at `path`, partitioned by the owner (`user_id`) payload."""
 
     # Only one process can open a shard, so an ingestion claim taken before this process
     # started cannot belong to a live run (start-up repair relies on it).
@@ -115,12 +118,13 @@ class EdgeVectorStore:
             except Exception as exc:  # qdrant_edge raises plain Exception (locked, corrupt, mismatched)
                 raise ServiceUnavailable(f"cannot open the vector store at {self.path}: {exc}") from exc
             indexed = shard.info().payload_schema
-            if USER_ID_KEY not in indexed:
-                # is_tenant: the shard keeps each user's points together, so a filtered
-                # search only touches that user's data.
-                shard.update(qe.UpdateOperation.create_field_index(USER_ID_KEY, qe.KeywordIndexParams(is_tenant=True)))
-            if DOCUMENT_ID_KEY not in indexed:
-                shard.update(qe.UpdateOperation.create_field_index(DOCUMENT_ID_KEY, qe.PayloadSchemaType.Keyword))
+            if OWNER_KEY not in indexed:
+                # is_tenant: the shard keeps each owner's points together, so a filtered
+                # search only touches the data of the owners the caller may read.
+                shard.update(qe.UpdateOperation.create_field_index(OWNER_KEY, qe.KeywordIndexParams(is_tenant=True)))
+            for key in (DOCUMENT_ID_KEY, COLLECTION_ID_KEY):
+                if key not in indexed:
+                    shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
             self._shard = shard
         return self._shard
 
@@ -176,8 +180,8 @@ class EdgeVectorStore:
         has_terms = bool(query.sparse.indices)
         dense = qe.Query.Nearest(list(query.dense), using=DENSE)
         keyword = qe.Query.Nearest(_sparse(query.sparse), using=SPARSE)
-        # IDF from this user's chunks only: other tenants' documents never shape a
-        # user's keyword scores (no cross-tenant statistics leak through rankings).
+        # IDF from the chunks the caller may read only: other tenants' documents never
+        # shape a caller's keyword scores (no cross-tenant statistics leak through rankings).
         keyword_params = qe.SearchParams(idf=qe.IdfParams(corpus=edge_filter(where.access_only())))
         if mode == "dense":
             return qe.QueryRequest(

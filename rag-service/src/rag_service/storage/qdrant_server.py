@@ -22,7 +22,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from rag_service.providers.retry import RetryPolicy
-from rag_service.storage.filters import AnyOf, Between, Condition, OneOf, filter_spec
+from rag_service.storage.filters import AnyOf, Between, Condition, Missing, OneOf, filter_spec
 from rag_service.storage.qdrant_edge import DENSE, RRF_K, SPARSE, prefetch_limit
 from rag_service.storage.qdrant_failures import (
     QDRANT_RETRIES,
@@ -32,8 +32,9 @@ from rag_service.storage.qdrant_failures import (
     unavailable_on_failure,
 )
 from rag_service.storage.vectors import (
+    COLLECTION_ID_KEY,
     DOCUMENT_ID_KEY,
-    USER_ID_KEY,
+    OWNER_KEY,
     ChunkFilter,
     ChunkHit,
     ChunkPoint,
@@ -61,6 +62,8 @@ def _server_condition(condition: Condition) -> models.Condition:
         return models.FieldCondition(key=condition.key, match=models.MatchAny(any=list(condition.values)))
     if isinstance(condition, Between):
         return models.FieldCondition(key=condition.key, range=models.Range(gte=condition.gte, lte=condition.lte))
+    if isinstance(condition, Missing):
+        return models.IsEmptyCondition(is_empty=models.PayloadField(key=condition.key))
     return models.FieldCondition(key=condition.key, match=models.MatchValue(value=condition.value))
 
 
@@ -69,7 +72,7 @@ def _sparse(vector: SparseVector) -> models.SparseVector:
 
 
 class ServerVectorStore:
-    """All users' chunks in one server collection, partitioned by the `user_id` payload."""
+    """All users' chunks in one server collection, partitioned by the owner (`user_id`) payload."""
 
     # Many replicas share the server: ingestion claims are stale only after their lease.
     single_process = False
@@ -117,13 +120,14 @@ class ServerVectorStore:
         # Creating an existing index is a no-op, so every replica can run this at start-up.
         await self._send(lambda: self.client.create_payload_index(
             self.collection,
-            USER_ID_KEY,
+            OWNER_KEY,
             field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
             wait=True,
         ))
-        await self._send(lambda: self.client.create_payload_index(
-            self.collection, DOCUMENT_ID_KEY, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
-        ))
+        for key in (DOCUMENT_ID_KEY, COLLECTION_ID_KEY):
+            await self._send(lambda key=key: self.client.create_payload_index(
+                self.collection, key, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+            ))
 
     @unavailable_on_failure
     async def upsert(self, points: list[ChunkPoint]) -> None:

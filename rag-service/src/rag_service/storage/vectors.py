@@ -1,9 +1,15 @@
 """The vector store interface shared by the Qdrant Edge, Qdrant server and pgvector adapters.
 
 Business code only sees these types. Every read and delete takes a `ChunkFilter`, built by
-`storage.access.access_filter` from the caller's `Access` (it always pins the caller's user
-id): a request can narrow a search (document ids, metadata values) but never widen it.
-`storage.filters` turns a `ChunkFilter` into each store's filter.
+`storage.access` from the caller's `Access` (it always pins the owners the caller may read):
+a request can narrow a search (a collection, document ids, metadata values) but never widen
+it. `storage.filters` turns a `ChunkFilter` into each store's filter.
+
+Every point carries its *owner*: the owner of the document's collection, a user id for a
+personal collection or `org:<organization id>` for an organization's (storage/access.py).
+The payload key is `user_id` (and the pgvector column of that name) because points were
+partitioned by user before organizations existed; keeping the key means no stored point
+needs rewriting.
 """
 
 from __future__ import annotations
@@ -13,13 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from rag_service.errors import BadRequest
+from rag_service.storage.models import DEFAULT_COLLECTION
 
 SearchMode = Literal["hybrid", "dense", "keyword"]
 
 # Payload keys written with every point.
-USER_ID_KEY = "user_id"
+OWNER_KEY = "user_id"  # the owner (see the module docstring), a keyword tenant index
 DOCUMENT_ID_KEY = "document_id"
 METADATA_KEY = "metadata"
+# The document's collection, absent for the owner's default personal collection (so points
+# written before collections existed are in it).
+COLLECTION_ID_KEY = "collection_id"
+# The id of every user's default personal collection (storage/models.py); never stored in a point.
 # The ingestion run (claim generation) that wrote the point; points written before
 # generations existed have none and count as generation 0.
 GENERATION_KEY = "generation"
@@ -48,16 +59,19 @@ class StoredChunk:
 
 @dataclass(frozen=True, kw_only=True)
 class ChunkPoint(StoredChunk):
-    """One chunk to store: its owner, vectors and ingestion run besides the chunk itself."""
+    """One chunk to store: its owner and collection, vectors and ingestion run besides the chunk itself."""
 
-    user_id: str
+    owner: str
     dense: list[float]
     sparse: SparseVector
     generation: int = 0
+    collection_id: str = DEFAULT_COLLECTION
 
     def payload(self) -> dict[str, Any]:
+        collection = {} if self.collection_id == DEFAULT_COLLECTION else {COLLECTION_ID_KEY: self.collection_id}
         return {
-            USER_ID_KEY: self.user_id,
+            OWNER_KEY: self.owner,
+            **collection,
             DOCUMENT_ID_KEY: self.document_id,
             "chunk_index": self.chunk_index,
             "text": self.text,
@@ -92,9 +106,15 @@ class ChunkHit(StoredChunk):
 
 @dataclass(frozen=True)
 class ChunkFilter:
-    """Conditions every matching point must meet. Build it with `access.access_filter` only."""
+    """Conditions every matching point must meet. Build it with `storage.access` only.
 
-    user_id: str
+    `owners` are the owner keys a point may have; empty only in `access.document_points`,
+    the bookkeeping filter of one document's points keyed by its (globally unique) id.
+    `collection_id` narrows to one collection (DEFAULT_COLLECTION: points without one).
+    """
+
+    owners: tuple[str, ...]
+    collection_id: str | None = None
     document_ids: tuple[str, ...] = ()
     # metadata field -> accepted values (any of them)
     metadata: tuple[tuple[str, tuple[str | int | float | bool, ...]], ...] = ()
@@ -104,7 +124,7 @@ class ChunkFilter:
 
     def access_only(self) -> ChunkFilter:
         """The same access without the narrowing: what a keyword search computes IDF over."""
-        return ChunkFilter(user_id=self.user_id)
+        return ChunkFilter(owners=self.owners)
 
 
 @dataclass(frozen=True)
@@ -114,7 +134,7 @@ class QueryVectors:
 
 
 class VectorStore(Protocol):
-    """A single collection of chunks for all users, partitioned by the user id payload.
+    """A single collection of chunks for all users, partitioned by the owner payload.
 
     Async so the server adapter never blocks the event loop; the embedded adapter runs
     its (fast, in-process) calls inline and its bulk writes in a worker thread.
