@@ -142,8 +142,13 @@ def sign_up(page, email: str, name: str) -> None:
     page.fill("#password", PASSWORD)
     page.fill("#name", name)
     page.click("#sign-up")
-    page.wait_for_selector("#app-view:not([hidden])")
+    wait_until_loaded(page)
     assert email in page.inner_text("#user-email")
+
+
+def wait_until_loaded(page) -> None:
+    """Signed in, and the first load (organizations, collections, documents, history) is over."""
+    page.wait_for_selector("#app-view[data-loaded='true']:not([hidden])")
 
 
 def sign_in(page, email: str, password: str) -> None:

@@ -36,6 +36,7 @@ from browser_support import (
     running_browser_stack,
     serving_web_app,
     sign_up,
+    wait_until_loaded,
 )
 from conftest import sign_up as sign_up_by_api
 
@@ -215,8 +216,8 @@ def test_organization_switcher_invitations_and_the_token_claim(browser, browser_
             assert me.status_code == 200, me.text
             assert {o["id"]: o["role"] for o in me.json()["orgs"]} == {research: "member"}
         member.reload()
-        member.wait_for_selector("#app-view:not([hidden])")
-        member.wait_for_function("() => document.querySelectorAll('#org-select option').length === 2")
+        wait_until_loaded(member)
+        assert member.locator("#org-select option").count() == 2
         assert member.input_value("#org-select") == ""
         assert app_state(member, "activeOrganizationId") is None
 

@@ -21,6 +21,7 @@
     Object.assign(state, { user: null, token: null, tokenExp: 0, refreshTimer: null, conversationId: null, orgs: [] });
     $("auth-view").hidden = false;
     $("app-view").hidden = true;
+    delete $("app-view").dataset.loaded;
     $("sign-out").hidden = true;
     $("user-email").textContent = "";
     for (const id of ["documents", "sources", "history", "conversation", "answer", "search-results"]) $(id).replaceChildren();
@@ -39,7 +40,11 @@
       await app.collections.load();
       await loadDocuments();
     };
-    await Promise.all([workspace(), app.chat.loadHistory()]);
+    try {
+      await Promise.all([workspace(), app.chat.loadHistory()]);
+    } finally {
+      $("app-view").dataset.loaded = "true"; // for tests (and styles): the first load is over
+    }
   }
 
   // ---- sign up / sign in / sign out ------------------------------------------------------
