@@ -6,24 +6,18 @@ watch the streamed answer, click its citation, open the history, survive a rejec
 context sees nothing of the first user's data (and the API answers 404 for it), a wrong
 password and a rate-limited sign-in are shown in words, sign out ends the session.
 
-Chromium is Debian's /usr/bin/chromium (scripts/install-chromium.sh), driven by Playwright
-for Python from the rag-service venv; nothing is downloaded. The app is served from
-examples/web by a static server on a free port; the app, both services and the JWT issuer
-all use `localhost` so the auth-service's session cookie is same-site with the page.
+The stack, the static server and Chromium come from browser_support.py (shared with
+test_browser_teams.py); this module runs them with short-lived tokens and a low sign-in limit.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -31,25 +25,26 @@ import pytest
 
 from browser_support import (
     ARTIFACTS,
+    BrowserStack,
     access_token_from_page,
     app_state,
     ask,
+    browser_pages,
+    chromium,
     error_text,
-    save_failure_artifacts,
+    rag_documents,
+    require_chromium,
+    running_browser_stack,
+    serving_web_app,
     sign_in,
     sign_up,
 )
-from conftest import missing
-from stack import ROOT, free_port, start_auth, start_rag
+from stack import ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
-WEB_DIR = ROOT / "examples" / "web"
 # The README picture is taken on every run into the artifacts; REFRESH_SCREENSHOT=1
 # (`make screenshot`) also copies it over the tracked docs/screenshot.png.
 SCREENSHOT = ARTIFACTS / "screenshot.png"
 README_SCREENSHOT = ROOT / "docs" / "screenshot.png"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # Short-lived access tokens so the app's scheduled refresh (60 s before `exp`) is observable.
 JWT_LIFETIME_S = 75
@@ -72,73 +67,31 @@ DOCUMENT_TEXT = (
 )
 QUESTION = "What is the capital city of Zephyria?"
 
+
 @pytest.fixture(scope="module", autouse=True)
 def _chromium_installed() -> None:
-    if not CHROMIUM.exists():
-        missing("/usr/bin/chromium is missing: run scripts/install-chromium.sh (apt-get install chromium)")
-
-
-@dataclass
-class BrowserStack:
-    web: str  # origin of the static server, e.g. http://localhost:5173
-    auth: str  # auth-service as the browser sees it (localhost)
-    rag: str  # rag-service as the browser sees it (localhost)
-
-    @property
-    def app_url(self) -> str:
-        return f"{self.web}/?auth={self.auth}&rag={self.rag}"
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        pass
+    require_chromium()
 
 
 @pytest.fixture(scope="module")
 def web_origin() -> Iterator[str]:
-    """`python -m http.server` equivalent for examples/web, on a free port."""
-    handler = functools.partial(_QuietHandler, directory=str(WEB_DIR))
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://localhost:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_web_app() as origin:
+        yield origin
 
 
 @pytest.fixture(scope="module")
 def browser_stack(tmp_path_factory: pytest.TempPathFactory, web_origin: str) -> Iterator[BrowserStack]:
-    """Both services, trusting the app's origin, with the issuer and URLs on `localhost`."""
-    data = tmp_path_factory.mktemp("browser-stack")
-    auth_port = free_port()
-    auth_public = f"http://localhost:{auth_port}"
-    auth = start_auth(data / "auth", ARTIFACTS, name="auth-browser", port=auth_port,
-                      BETTER_AUTH_URL=auth_public, TRUSTED_ORIGINS=web_origin,
-                      JWT_EXPIRES_IN=f"{JWT_LIFETIME_S}s", AUTH_RATE_LIMIT_SIGNIN_MAX=str(SIGNIN_LIMIT))
-    rag = None
-    try:
-        rag = start_rag(data / "rag", ARTIFACTS, auth_public, name="rag-browser",
-                        CORS_ORIGINS=web_origin, MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES))
-        rag_public = rag.url.replace("127.0.0.1", "localhost")
-        yield BrowserStack(web=web_origin, auth=auth_public, rag=rag_public)
-    finally:
-        if rag:
-            rag.stop()
-        auth.stop()
+    with running_browser_stack(tmp_path_factory.mktemp("browser-stack"), web_origin, "browser",
+                               auth_env={"JWT_EXPIRES_IN": f"{JWT_LIFETIME_S}s",
+                                         "AUTH_RATE_LIMIT_SIGNIN_MAX": str(SIGNIN_LIMIT)},
+                               rag_env={"MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES)}) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+    with chromium() as instance:
+        yield instance
 
 
 # ---- the journey --------------------------------------------------------------------------
@@ -146,25 +99,11 @@ def browser() -> Iterator[object]:
 
 def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -> None:
     stack = browser_stack
-    console: list[str] = []
-    pages: dict[str, object] = {}
-
-    def open_page(name: str):
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        page.on("console", lambda m: console.append(f"[{name}] {m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"[{name}] pageerror: {e}"))
-        pages[name] = page
-        page.goto(stack.app_url)
-        page.wait_for_selector("#auth-view:not([hidden])")
-        return page
-
     email1 = f"alice-{uuid.uuid4().hex[:8]}@example.com"
     email2 = f"bob-{uuid.uuid4().hex[:8]}@example.com"
-    try:
+    with browser_pages(browser, stack.app_url) as pages:
         # --- a password shorter than the auth-service's minimum is refused, said in words ---
-        page = open_page("user1")
+        page = pages.open("user1")
         page.fill("#email", email1)
         page.fill("#password", "x" * (PASSWORD_MIN - 1))
         page.click("#sign-up")
@@ -249,7 +188,7 @@ def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -
             shutil.copyfile(SCREENSHOT, README_SCREENSHOT)
 
         # --- user 2 in another browser context sees nothing of user 1 -----------------------
-        page2 = open_page("user2")
+        page2 = pages.open("user2")
         sign_up(page2, email2, "Bob")
         page2.wait_for_selector("#documents-empty:not([hidden])")
         page2.wait_for_selector("#history-empty:not([hidden])")
@@ -268,7 +207,7 @@ def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -
                 other = api.get(path, headers={"Authorization": f"Bearer {token2}"})
                 assert other.status_code == 404, (path, other.text)
                 assert other.json()["error"]["code"] == "not_found"
-            assert all(doc.get("id", doc.get("document_id")) != doc_id for doc in _documents(api, token2))
+            assert all(doc.get("id", doc.get("document_id")) != doc_id for doc in rag_documents(api, token2))
 
         # --- sign out: the session cookie no longer works, a reload stays signed out --------
         page.click("#sign-out")
@@ -292,16 +231,4 @@ def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -
                 break
         message = error_text(page, "Too many requests")
         assert "wait" in message and "second" in message, message
-    except BaseException:
-        save_failure_artifacts(pages, console)
-        raise
-    finally:
-        for p in pages.values():
-            p.context.close()
 
-
-def _documents(api: httpx.Client, token: str) -> list[dict]:
-    response = api.get("/documents", headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 200, response.text
-    data = response.json()
-    return data if isinstance(data, list) else data.get("documents", data.get("items", []))
