@@ -64,8 +64,14 @@ describe("what is recorded", () => {
     assert.ok(!JSON.stringify(res.body).includes(member.userId), "the list names nobody");
     assert.equal(await changedAt(owner), undefined, "only the removed member");
     assert.ok(before < listed[0].changed_at, "a token minted before the removal is older than the change");
-    // The same session mints on: its next token is never older than the change.
+    // The same session mints on: its next token is never older than the change; nor is a token
+    // exchanged for an API key.
     assert.ok(decodeJwt(await accessToken(member)).iat! >= listed[0].changed_at);
+    const key = await api.call("POST", "/auth/api-keys", { token: member.session, json: { name: "k", scope: "read" } });
+    assert.equal(key.status, 201, JSON.stringify(key.body));
+    const exchanged = await api.call("POST", "/auth/token", { headers: { "x-api-key": key.body.key } });
+    assert.equal(exchanged.status, 200, JSON.stringify(exchanged.body));
+    assert.ok(decodeJwt(exchanged.body.access_token).iat! >= listed[0].changed_at);
   });
 
   test("leaving, a role change and a deleted organization (every member) are recorded", async () => {
