@@ -168,8 +168,9 @@ describe("size, pruning and the rate limit (a service of their own)", () => {
   });
 
   test("the route is rate limited per client like every route", async () => {
-    // Counted in the database: Better Auth's memory counters are shared by every instance in a process.
-    const limited = await startTestService({ AUTH_RATE_LIMIT_MAX: "3", AUTH_RATE_LIMIT_WINDOW: "60", AUTH_RATE_LIMIT_STORAGE: "database" }, undefined, own);
+    // Counted in a database of its own: Better Auth's memory counters are shared by every
+    // instance in a process, and the other tests' requests would count in a shared database.
+    const limited = await startTestService({ AUTH_RATE_LIMIT_MAX: "3", AUTH_RATE_LIMIT_WINDOW: "60", AUTH_RATE_LIMIT_STORAGE: "database" });
     try {
       const statuses = [];
       for (let i = 0; i < 5; i++) statuses.push((await request(limited.url, "GET", "/auth/membership-changes")).status);
