@@ -1,12 +1,14 @@
 """Organizations across the real services: a user in two organizations gets both, with their
 roles, in the access JWT (from a session and from an API key) and the rag-service reads them;
-once removed from one, the user's next token lacks it."""
+once removed from one, the user's next token lacks it, and within seconds the rag-service
+refuses the tokens minted before the removal (401 `token_stale`)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -92,9 +94,29 @@ def test_two_organizations_reach_the_rag_service_and_a_removal_shows_in_the_next
     assert orgs_seen_by_rag(rag_url, after) == {ops: "admin"}
     exchanged = httpx.post(f"{auth_url}/auth/token", headers={"x-api-key": key}, timeout=30).json()["access_token"]
     assert orgs_seen_by_rag(rag_url, exchanged) == {ops: "admin"}
-    # Documented window (docs/security.md): a token minted before the removal keeps the
-    # organization until it expires.
-    assert orgs_seen_by_rag(rag_url, before) == {research: "member", ops: "admin"}
+
+
+def test_a_removed_members_old_token_is_refused_within_seconds(
+        stack: dict[str, Service], auth_url: str, rag_url: str) -> None:
+    """The rag-service polls the auth-service's membership changes every 5 s (its default)."""
+    admin, member = Member(auth_url), Member(auth_url)
+    team, own = admin.create("Team"), member.create("Own")
+    member.org("POST", "accept-invitation", json={"invitationId": admin.invite(team, member.email, "member")})
+    old, admins_old = member.token(), admin.token()
+    assert orgs_seen_by_rag(rag_url, old) == {team: "member", own: "owner"}
+
+    admin.org("POST", "remove-member", json={"organizationId": team, "memberIdOrEmail": member.email})
+    removed = time.monotonic()
+    while (response := httpx.get(f"{rag_url}/me", headers={"Authorization": f"Bearer {old}"}, timeout=10)).status_code == 200:
+        assert time.monotonic() - removed < 5 + 3, "the old token still works past the poll interval"
+        time.sleep(0.25)
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "token_stale"
+
+    new = member.token()  # minted after the removal, maybe in the same second: never stale
+    assert orgs_in(new) == {own: "owner"}
+    assert orgs_seen_by_rag(rag_url, new) == {own: "owner"}
+    assert orgs_seen_by_rag(rag_url, admins_old) == {team: "owner"}, "other members are untouched"
 
 
 def test_a_forged_organization_claim_is_refused(auth_url: str, rag_url: str) -> None:

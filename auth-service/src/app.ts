@@ -14,10 +14,17 @@ import { describeError } from "./safe-log.js";
 /** Largest request body on any route: credentials and profile updates are a few hundred bytes. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
 
-/** Every response: never cached (tokens, profiles), no MIME sniffing, no Referer leaks. */
+/** Public answers a shared cache may keep, as their route says (src/membership-changes.ts). */
+export const CACHEABLE_PATHS = new Set(["/auth/membership-changes", "/api/auth/membership-changes"]);
+
+/**
+ * Every response: never cached (tokens, profiles) except a successful answer on CACHEABLE_PATHS,
+ * no MIME sniffing, no Referer leaks.
+ */
 const securityHeaders: MiddlewareHandler = async (c, next) => {
   await next();
-  c.res.headers.set("Cache-Control", "no-store");
+  const cacheable = CACHEABLE_PATHS.has(c.req.path) && c.res.status === 200 && c.res.headers.get("Cache-Control")?.startsWith("public");
+  if (!cacheable) c.res.headers.set("Cache-Control", "no-store");
   c.res.headers.set("X-Content-Type-Options", "nosniff");
   c.res.headers.set("Referrer-Policy", "no-referrer");
 };

@@ -9,6 +9,7 @@ import { apiKeyExchange, apiKeyPlugin } from "./api-keys.js";
 import { accountThrottle, memoryThrottleStore, type AccountThrottleStore } from "./account-throttle.js";
 import type { Config } from "./config.js";
 import type { Database } from "./db.js";
+import { issuedAt, membershipChangeLog, membershipChanges } from "./membership-changes.js";
 import { defaultInvitationSender, organizationPlugin, orgsPayload, type InvitationSender, type MemberStore } from "./organizations.js";
 import { inputPolicyHook, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-policy.js";
 import { hashPassword, needsRehash, verifyPassword } from "./password-hashing.js";
@@ -84,17 +85,20 @@ export function authOptions(
 ) {
   const credentialsRule = { window: config.rateLimit.credentialsWindow, max: config.rateLimit.credentialsMax };
   const memberStore = async (): Promise<MemberStore> => (await self().$context).adapter;
+  const changeLog = membershipChangeLog(database.db, config.jwt.lifetimeSeconds);
   const jwtOptions = {
     jwt: {
       issuer: config.jwt.issuer,
       audience: config.jwt.audience,
       expirationTime: config.jwt.expiresIn,
       // Only what the rag-service needs: `sub` (added by the plugin), the session id and the
-      // organization memberships, read now (src/organizations.ts).
-      definePayload: async ({ session }: { session: { id: string; userId: string; activeOrganizationId?: string | null } }) => ({
-        sid: session.id,
-        ...(await orgsPayload(await memberStore(), session.userId, session.activeOrganizationId)),
-      }),
+      // organization memberships, read now (src/organizations.ts); `iat` is taken before they
+      // are read and after the user's latest membership change (src/membership-changes.ts).
+      definePayload: async ({ session }: { session: { id: string; userId: string; activeOrganizationId?: string | null } }) => {
+        const startedAt = Date.now();
+        const iat = issuedAt(startedAt, await changeLog.latest(session.userId, startedAt));
+        return { sid: session.id, iat, ...(await orgsPayload(await memberStore(), session.userId, session.activeOrganizationId)) };
+      },
     },
     jwks: {
       keyPairConfig: { alg: "EdDSA" as const, crv: "Ed25519" as const },
@@ -160,8 +164,9 @@ export function authOptions(
       accountThrottle(stores.accountThrottle, config.accountThrottle),
       accessTokenUser(jwtOptions),
       apiKeyPlugin(config),
-      apiKeyExchange(self, jwtOptions),
-      organizationPlugin(memberStore, stores.sendInvitation ?? defaultInvitationSender(config)),
+      apiKeyExchange(self, jwtOptions, changeLog),
+      organizationPlugin(memberStore, stores.sendInvitation ?? defaultInvitationSender(config), changeLog),
+      membershipChanges(changeLog),
     ],
   };
 }

@@ -16,7 +16,8 @@ export interface Config {
   dataDir: string;
   secret: string;
   baseURL: string;
-  jwt: { issuer: string; audience: string; expiresIn: string };
+  /** `lifetimeSeconds`: `expiresIn` in seconds (how long membership changes are kept). */
+  jwt: { issuer: string; audience: string; expiresIn: string; lifetimeSeconds: number };
   /** Seconds after which Better Auth mints a new signing key (unset = manual rotation only). */
   keyRotationInterval?: number;
   /** Seconds a retired key stays in the JWKS (must exceed the JWT lifetime). */
@@ -104,6 +105,18 @@ function resolveSecret(env: NodeJS.ProcessEnv, devMode: boolean, dataDir: string
   return secret;
 }
 
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 };
+const DURATION = /^(\d+) ?(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?)$/i;
+
+/** JWT_EXPIRES_IN ("30s", "15m", "1h", "2 days": the forms jose accepts, whole numbers) in seconds. */
+export function durationSeconds(name: string, raw: string): number {
+  const match = DURATION.exec(raw.trim());
+  const unit = match?.[2]?.toLowerCase();
+  const seconds = match && unit ? Number(match[1]) * DURATION_UNITS[unit[0]!]! : 0;
+  if (!seconds) throw new ConfigError(`${name} must be a duration such as 30s, 15m or 1h, got "${raw}"`);
+  return seconds;
+}
+
 function rateLimitStorage(raw: string | undefined, databaseUrl: string | undefined): "database" | "memory" {
   const v = (raw || (databaseUrl ? "database" : "memory")).toLowerCase();
   if (v !== "database" && v !== "memory") throw new ConfigError(`AUTH_RATE_LIMIT_STORAGE must be database or memory, got "${raw}"`);
@@ -131,6 +144,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       issuer: env.JWT_ISSUER || baseURL,
       audience: env.JWT_AUDIENCE || "rag-service",
       expiresIn,
+      lifetimeSeconds: durationSeconds("JWT_EXPIRES_IN", expiresIn),
     },
     keyRotationInterval: rotation || undefined,
     keyGracePeriod: int(env, "JWT_KEY_GRACE_PERIOD", 86_400),

@@ -188,6 +188,18 @@ export function contractRoutes(auth: Auth, opts: { trustProxies: boolean }) {
     return c.json({ success: true });
   });
 
+  /**
+   * Public: recent membership changes as hashed user ids (src/membership-changes.ts), which the
+   * rag-service polls. Cacheable for a few seconds (app.ts keeps the answer's Cache-Control).
+   */
+  r.get("/membership-changes", async (c) => {
+    const since = c.req.query("since");
+    const query = since === undefined ? "" : `?since=${encodeURIComponent(since)}`;
+    const res = await forward(c, { method: "GET", path: `/membership-changes${query}` });
+    if (!res.ok) return mapAuthError(c, res, NO_SESSION);
+    return res;
+  });
+
   r.route("/api-keys", apiKeyRoutes(auth, { sessionCredential, forward, fail, mapAuthError, noSession: NO_SESSION }));
 
   return r;

@@ -33,7 +33,14 @@ test("configuration defaults and parsing", () => {
     assert.equal(c.port, 3001);
     assert.equal(c.host, "127.0.0.1");
     assert.equal(c.baseURL, "http://localhost:3001");
-    assert.deepEqual(c.jwt, { issuer: "http://localhost:3001", audience: "rag-service", expiresIn: "15m" });
+    assert.deepEqual(c.jwt, { issuer: "http://localhost:3001", audience: "rag-service", expiresIn: "15m", lifetimeSeconds: 900 });
+    // The token lifetime in seconds: how long membership changes are kept (src/membership-changes.ts).
+    for (const [raw, seconds] of [["30s", 30], ["1h", 3600], ["2 days", 172_800], ["10 mins", 600], ["1w", 604_800]] as const) {
+      assert.equal(loadConfig({ AUTH_DATA_DIR: dir, JWT_EXPIRES_IN: raw }).jwt.lifetimeSeconds, seconds, raw);
+    }
+    for (const raw of ["900", "15x", "0m", "-5m", "1.5h"]) {
+      assert.throws(() => loadConfig({ AUTH_DATA_DIR: dir, JWT_EXPIRES_IN: raw }), ConfigError, raw);
+    }
     assert.equal(c.databaseUrl, undefined);
     assert.equal(c.rateLimit.enabled, true);
     assert.equal(c.rateLimit.storage, "memory", "embedded PGlite: one process, counters in memory");

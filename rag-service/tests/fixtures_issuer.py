@@ -1,5 +1,7 @@
 """The stand-in for the auth-service: Ed25519 keys, a JWKS served over real HTTP on
-127.0.0.1:<free port>, and token minting (a pytest plugin, registered in conftest.py).
+127.0.0.1:<free port>, token minting, and the membership-change list (`record_change`) at
+/api/auth/membership-changes as the auth-service answers it (a pytest plugin, registered in
+conftest.py).
 
 Fixtures:
 - `issuer` (session) -> JwksIssuer; `mint(sub, **claims)`. Shared: don't stop or rotate it.
@@ -8,12 +10,14 @@ Fixtures:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
@@ -23,6 +27,8 @@ from jwt.algorithms import OKPAlgorithm
 ISSUER = "http://auth.test"
 AUDIENCE = "rag-service"
 JWKS_PATH = "/api/auth/jwks"
+MEMBERSHIP_CHANGES_PATH = "/api/auth/membership-changes"
+MEMBERSHIP_RETENTION_SECONDS = 960
 
 
 class SigningKey:
@@ -44,6 +50,12 @@ class JwksIssuer:
         self.audience = audience
         self.keys: list[SigningKey] = [SigningKey()]
         self.jwks_requests = 0
+        # subject hash -> latest change (epoch ms), as the auth-service keeps them.
+        self.membership_changes: dict[str, int] = {}
+        # The `since` of each membership-changes request (None when absent).
+        self.membership_requests: list[int | None] = []
+        # Set to answer the membership-changes route with this document (or status, if an int).
+        self.membership_answer: Any = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.port: int = 0
@@ -84,22 +96,61 @@ class JwksIssuer:
         header.update(headers or {})
         return jwt.encode(self.claims(sub, **claims), key.private_key, algorithm="EdDSA", headers=header)
 
+    # membership changes
+    def record_change(self, sub: str, at: float | None = None) -> int:
+        """Records a membership change of `sub` at `at` (epoch s, default now); returns its
+        `changed_at` as the auth-service publishes it (the first whole second at or after)."""
+        at_ms = int((time.time() if at is None else at) * 1000)
+        with self._lock:
+            key = hashlib.sha256(sub.encode()).hexdigest()
+            self.membership_changes[key] = max(at_ms, self.membership_changes.get(key, 0))
+        return -(-at_ms // 1000)
+
+    def membership_document(self, since: int | None) -> Any:
+        now = int(time.time() * 1000)
+        oldest = now - MEMBERSHIP_RETENTION_SECONDS * 1000
+        with self._lock:
+            rows = sorted(((s, at) for s, at in self.membership_changes.items() if at > max(since or 0, oldest - 1)),
+                          key=lambda row: row[1], reverse=True)
+        return {"changes": [{"subject": s, "changed_at": -(-at // 1000)} for s, at in rows], "now": now,
+                "retention_seconds": MEMBERSHIP_RETENTION_SECONDS, "truncated": False}
+
     # HTTP server
     @property
     def jwks_url(self) -> str:
         return f"http://127.0.0.1:{self.port}{JWKS_PATH}"
+
+    @property
+    def membership_changes_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{MEMBERSHIP_CHANGES_PATH}"
 
     def start(self) -> None:
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                url = urlsplit(self.path)
+                if url.path == MEMBERSHIP_CHANGES_PATH:
+                    self.membership_changes(parse_qs(url.query).get("since", [None])[0])
+                    return
                 if self.path != JWKS_PATH:
                     self.send_error(404)
                     return
                 with issuer._lock:
                     issuer.jwks_requests += 1
-                body = json.dumps(issuer.jwks()).encode()
+                self.send_json(issuer.jwks())
+
+            def membership_changes(self, since: str | None) -> None:
+                issuer.membership_requests.append(None if since is None else int(since))
+                answer = issuer.membership_answer
+                if isinstance(answer, int):
+                    self.send_error(answer)
+                    return
+                self.send_json(issuer.membership_document(None if since is None else int(since))
+                               if answer is None else answer)
+
+            def send_json(self, document: Any) -> None:
+                body = json.dumps(document).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

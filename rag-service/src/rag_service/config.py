@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     jwks_refetch_min_interval: float = 10.0
     jwks_timeout_seconds: float = 5.0
     jwt_leeway_seconds: int = 5
+    # Membership changes (auth/membership_changes.py): tokens with `orgs` minted before their
+    # user's latest removal / role change are refused (401 token_stale) once this service has
+    # fetched the auth-service's list, at most this many seconds after the change. 0 = never
+    # fetch: such tokens keep their organizations until they expire (JWT_EXPIRES_IN).
+    membership_changes_poll_seconds: float = Field(default=5.0, ge=0)
+    # Unset -> beside AUTH_JWKS_URL (…/api/auth/jwks -> …/api/auth/membership-changes).
+    auth_membership_changes_url: str | None = None
 
     # --- embeddings -------------------------------------------------------------------
     embedding_provider: Literal["auto", "local", "gemini"] = "auto"

@@ -73,11 +73,15 @@ async def current_user(
     runtime: RuntimeDep,
     credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
 ) -> CurrentUser:
-    """The verified caller, 401 for a missing/invalid token (503 if the JWKS is unreachable)."""
+    """The verified caller, 401 for a missing/invalid token (503 if the JWKS is unreachable), or
+    401 `token_stale` for a token with organizations minted before its user's latest membership
+    change (auth/membership_changes.py): the client mints a new one."""
     if credentials is None or not credentials.credentials.strip():
         raise Unauthorized("missing bearer access token")
     claims = await runtime.token_verifier.verify(credentials.credentials.strip())
     user = CurrentUser.from_claims(claims)
+    if user.orgs and runtime.membership_changes.minted_before_change(user.id, claims["iat"]):
+        raise Unauthorized("memberships changed: mint a new token", code="token_stale")
     # Read by the access log (observability.py).
     request.state.user_id = user.id
     return user

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from rag_service.auth.membership_changes import MembershipChanges
 from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.config import Settings
 from rag_service.documents.extraction import ExtractionLimits
@@ -41,6 +42,8 @@ class Runtime:
     # from the settings when not given; its workers start at the first upload.
     extraction_pool: ExtractionPool | None = None
     ingestion_gate: IngestionGate | None = None
+    # Recent membership changes, filled by the poller the app's lifespan runs (main.py).
+    membership_changes: MembershipChanges = field(default_factory=MembershipChanges)
     # Start-up repair on a single-process vector store treats older claims as stale.
     started_at: datetime = field(default_factory=utcnow)
     # Built from `settings` (also by dataclasses.replace with other settings).
