@@ -38,10 +38,8 @@ import asyncio
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -50,119 +48,15 @@ from bench_report import Report, add_report_argument  # noqa: E402
 from bench_texts import repo_queries  # noqa: E402
 from pgvector_database import pgvector_database  # noqa: E402
 from scale_curve import analyze, percentile, query_vectors  # noqa: E402
+from org_layout import CYCLE, PER_USER, Caller, Check, Layout, variants  # noqa: E402
 from store_fill import CHUNKS_PER_DOCUMENT, build_corpus, fill_vector_store  # noqa: E402
 
-from rag_service.auth.orgs import OrgRole  # noqa: E402
-from rag_service.storage.access import Access, access_filter, org_owner  # noqa: E402
 from rag_service.storage.qdrant_edge import EdgeVectorStore  # noqa: E402
-from rag_service.storage.vectors import DEFAULT_COLLECTION, ChunkFilter, ChunkHit, QueryVectors  # noqa: E402
+from rag_service.storage.vectors import ChunkFilter, ChunkHit, QueryVectors  # noqa: E402
 
 DIM = 384
 LIMIT = 15  # top_k 5 x the search service's over-fetch of 3
 MODES = ("hybrid", "dense", "keyword")
-CYCLE = 10  # of every ten documents, one per organization; the rest are users' own
-PER_USER = "per-user filter (no organization)"
-
-
-def collection_id(name: str) -> str:
-    """A collection id as the service makes them (a UUID), stable across runs."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"rag-bench/{name}"))
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Who owns each document, in which collection, and who belongs to which organization."""
-
-    users: int
-    orgs: int
-
-    def user(self, index: int) -> str:
-        return f"bench-user-{index}"
-
-    def org(self, index: int) -> str:
-        return f"bench-org-{index}"
-
-    def org_collection(self, org: int, half: int) -> str:
-        return collection_id(f"org-{org}-{'ab'[half]}")
-
-    def place(self, document: int) -> tuple[str, str]:
-        """(owner key, collection id) of a document's chunks."""
-        cycle, slot = divmod(document, CYCLE)
-        if slot < self.orgs:
-            return org_owner(self.org(slot)), self.org_collection(slot, cycle % 2)
-        personal = cycle * (CYCLE - self.orgs) + slot - self.orgs  # the n-th personal document
-        owner, turn = self.user(personal % self.users), personal // self.users
-        return owner, DEFAULT_COLLECTION if turn % 2 == 0 else collection_id(f"{owner}-notes")
-
-    def memberships(self, index: int) -> tuple[int, ...]:
-        """Five users in a row: none, one, two, one, two organizations (2/4/4 of ten)."""
-        kind = index % 5
-        count = 0 if kind == 0 else 1 if kind in (1, 3) else 2
-        return tuple(sorted({(index + k) % self.orgs for k in range(count)}))
-
-    def access(self, index: int) -> Access:
-        orgs = self.memberships(index)
-        # Roles do not change what a member reads; the first of each user's is admin for realism.
-        return Access(self.user(index), {self.org(o): OrgRole.ADMIN if k == 0 else OrgRole.MEMBER
-                                         for k, o in enumerate(orgs)})
-
-
-@dataclass(frozen=True)
-class Caller:
-    access: Access
-    where: ChunkFilter
-    readable: frozenset[tuple[str, str | None]]  # (owner, collection or None: any) it may get hits from
-
-
-def variants(layout: Layout) -> dict[str, list[Caller]]:
-    """Each filter variant, as the callers it rotates over."""
-    everyone = [layout.access(i) for i in range(layout.users)]
-    in_one = [a for a in everyone if len(a.orgs) == 1]
-    in_two = [a for a in everyone if len(a.orgs) == 2]
-    if not in_one or not in_two:
-        raise SystemExit("needs --users 5 and --orgs 2 or more: some users in one organization, some in two")
-
-    def any_collection(access: Access) -> frozenset[tuple[str, str | None]]:
-        return frozenset((owner, None) for owner in access.readable_owners)
-
-    def org_collection(access: Access, org: str, half: int) -> Caller:
-        chosen = layout.org_collection(int(org.rsplit("-", 1)[1]), half)
-        return Caller(access, access_filter(access, collection_id=chosen), frozenset({(org_owner(org), chosen)}))
-
-    return {
-        PER_USER: [Caller(Access(a.user_id), access_filter(Access(a.user_id)), frozenset({(a.user_id, None)}))
-                   for a in everyone],
-        "user in 1 organization": [Caller(a, access_filter(a), any_collection(a)) for a in in_one],
-        "user in 2 organizations": [Caller(a, access_filter(a), any_collection(a)) for a in in_two],
-        # Every collection of each of their organizations, users and organizations alternating.
-        "user in 2, one organization collection": [
-            org_collection(a, a.orgs[k][0], half) for half in (0, 1) for k in (0, 1) for a in in_two],
-        "user in 2, personal collection": [
-            Caller(a, access_filter(a, collection_id=DEFAULT_COLLECTION), frozenset({(a.user_id, DEFAULT_COLLECTION)}))
-            for a in in_two],
-    }
-
-
-class Check:
-    """The correctness invariants, counted over every search of the run."""
-
-    def __init__(self, layout: Layout, documents: int) -> None:
-        self.placed = {f"bench-doc-{d:07d}": layout.place(d) for d in range(documents)}
-        self.hits = self.org_hits = 0
-        self.violations: list[str] = []
-
-    def expected_count(self, caller: Caller) -> int:
-        return CHUNKS_PER_DOCUMENT * sum(
-            (owner, None) in caller.readable or (owner, collection) in caller.readable
-            for owner, collection in self.placed.values())
-
-    def hits_of(self, caller: Caller, hits: list[ChunkHit]) -> None:
-        for hit in hits:
-            owner, collection = self.placed[hit.document_id]
-            self.hits += 1
-            self.org_hits += owner.startswith("org:")
-            if (owner, None) not in caller.readable and (owner, collection) not in caller.readable:
-                self.violations.append(f"{caller.access.user_id} got a chunk of {owner} ({collection})")
 
 
 async def measure(store, queries: list[QueryVectors], callers: dict[str, list[Caller]], count: int,  # noqa: ANN001
@@ -188,6 +82,39 @@ async def measure(store, queries: list[QueryVectors], callers: dict[str, list[Ca
             check.hits_of(callers[variant][i % len(callers[variant])], hits)
     return {label: {"p50": percentile(ms, 0.5), "p95": percentile(ms, 0.95), "rate": len(ms) / (sum(ms) / 1000)}
             for label, ms in samples.items()}
+
+
+# pgvector's indexes by their name's last part (`ix_<digest>_<part>`); the primary key only joins.
+INDEX_NAMES = {"dense": "HNSW", "terms": "terms GIN", "user": "owner btree"}
+
+
+async def pgvector_plan(store, query: QueryVectors, where: ChunkFilter, mode: str) -> str:  # noqa: ANN001
+    """The indexes (or sequential scans) the planner picks for this search's statement."""
+    from psycopg import sql
+
+    from rag_service.storage.filters import sql_filter
+    from rag_service.storage.pgvector import RRF_K, prefetch_limit, sparse_terms, vector_literal
+
+    condition, params = sql_filter(where)  # the parameters PgVectorStore.search passes
+    terms = sorted(sparse_terms(query.sparse))
+    params.update(dense=vector_literal(query.dense), query_terms=terms, threshold=None, limit=LIMIT,
+                  depth=prefetch_limit(LIMIT) if mode == "hybrid" else LIMIT, rrf_k=RRF_K)
+    statement = sql.SQL("EXPLAIN (FORMAT JSON) ") + store._search_sql(mode, bool(terms), sql.SQL(condition))
+    async with (await store._connections()).connection() as connection:
+        [[plan]] = await (await connection.execute(statement, params)).fetchall()
+    used: list[str] = []
+
+    def walk(node: dict) -> None:
+        name = node.get("Index Name", "")
+        scans_chunks = node["Node Type"] == "Seq Scan" and node.get("Relation Name") == store.collection
+        found = INDEX_NAMES.get(name.rsplit("_", 1)[-1]) if name else "seq scan" if scans_chunks else None
+        if found and found not in used:
+            used.append(found)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return " + ".join(used) or "-"
 
 
 async def open_store(kind: str, tmp: Path, args: argparse.Namespace, stack: AsyncExitStack):  # noqa: ANN201
@@ -241,6 +168,7 @@ async def run(args: argparse.Namespace, report: Report) -> None:
                                                     f"expected {check.expected_count(caller)}")
                     searched[variant] = round(sum(counts) / len(counts))
                 stats = await measure(store, queries, callers, args.queries, check)
+                probe = next(q for q in queries if q.sparse.indices)
                 rows = []
                 for mode in MODES:
                     base = stats[(mode, PER_USER)]["p95"]
@@ -248,10 +176,12 @@ async def run(args: argparse.Namespace, report: Report) -> None:
                         s = stats[(mode, variant)]
                         rows.append([mode, variant, f"{searched[variant]:,}", s["p50"], s["p95"], s["rate"],
                                      f"{s['p95'] / base:.2f}x"])
+                        if url:
+                            rows[-1].append(await pgvector_plan(store, probe, callers[variant][0].where, mode))
                         print(f"{kind} {mode} {variant}: p50 {s['p50']:.2f} ms, p95 {s['p95']:.2f} ms, "
                               f"p95 {rows[-1][-1]} the per-user p95", flush=True)
                 report.table(["mode", "filter", "chunks it matches", "p50 ms", "p95 ms", "queries/s (1 client)",
-                              "p95 / per-user p95"], rows,
+                              "p95 / per-user p95", *(["plan (indexes)"] if url else [])], rows,
                              f"{kind}: {args.chunks:,} chunks, upserted in {fill_s:.0f} s "
                              f"({args.chunks / fill_s:,.0f} chunks/s)")
     if check.violations:
@@ -262,8 +192,9 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         "the caller may read. How to read it: compare rows within a store and mode; \"chunks it matches\" is how many "
         "chunks the filter lets the search reach (averaged over the callers), which is what a wider filter costs: "
         "Edge scans the matching points exactly (plain segments, the owner key a tenant index), pgvector walks its "
-        "HNSW index with the condition (iterative scan) and counts keyword IDF over the same owners. A user in no "
-        "organization gets the per-user filter itself.")
+        "HNSW index with the condition (iterative scan) or reads the owner index and sorts, as its planner picks for "
+        "each filter (the plan column: what EXPLAIN shows for the first caller), and counts keyword IDF over the same "
+        "owners. A user in no organization gets the per-user filter itself.")
 
 
 def main() -> None:
