@@ -28,7 +28,8 @@ owners hold in that collection, and every hit's document belongs to an owner the
 read (and to the collection asked for).
 With --pgvector the same chunks also go into pgvector (a new database on --pgvector-url,
 default TEST_PGVECTOR_URL, else an embedded PostgreSQL 18 + pgvector started for the run:
-`python ../scripts/test_postgres.py run -- ...`). Nothing here asserts a timing.
+`python ../scripts/test_postgres.py run -- ...`); its rows also name the indexes its planner
+picks for each filter (EXPLAIN of the first caller's search). Nothing here asserts a timing.
 """
 
 from __future__ import annotations
