@@ -86,7 +86,8 @@ async def measure(store, queries: list[QueryVectors], callers: dict[str, list[Ca
 
 
 # pgvector's indexes by their name's last part (`ix_<digest>_<part>`); the primary key only joins.
-INDEX_NAMES = {"dense": "HNSW", "terms": "terms GIN", "user": "owner btree"}
+INDEX_NAMES = {"dense": "HNSW", "terms": "terms GIN", "user": "owner btree",
+               "collection": "owner+collection btree"}
 
 
 async def pgvector_plan(store, query: QueryVectors, where: ChunkFilter, mode: str) -> str:  # noqa: ANN001
