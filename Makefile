@@ -113,6 +113,8 @@ bench: install services
 		--report $(BENCH)/64-search-threads.md
 	cd $(RAG) && .venv/bin/python ../scripts/test_postgres.py run -- .venv/bin/python bench/scale_curve.py \
 		--report $(BENCH)/66-scale-curve.md
+	cd $(RAG) && .venv/bin/python ../scripts/test_postgres.py run -- .venv/bin/python bench/access_filter.py --pgvector \
+		$(call SIZE,,--chunks 5000 --queries 20 --real 50) --report $(BENCH)/68-access-filter.md
 	$(PY) clients/python/bench/sync_throughput.py $(call SIZE,,--docs 4) --report $(BENCH)/80-sync-throughput.md
 	$(PY) scripts/bench_render.py $(BENCH) docs/benchmarks.md
 

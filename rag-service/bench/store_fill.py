@@ -14,7 +14,9 @@ ingestion would have left them:
   repository's Markdown headings) find real neighbours.
 - beyond the pool size chunks reuse pool texts (and their BM25 vectors) cyclically, so a
   million chunks need not be BM25-encoded one by one.
-Documents hold CHUNKS_PER_DOCUMENT consecutive chunks; document d belongs to user d % users.
+Documents hold CHUNKS_PER_DOCUMENT consecutive chunks; document d belongs to user d % users,
+in that user's default personal collection, unless a `Placement` says otherwise (the owner
+key and collection of each document: bench/access_filter.py spreads them over organizations).
 Nothing outside the repository is read.
 """
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -33,11 +35,14 @@ import numpy as np
 from bench_texts import repo_chunks, repo_words
 from rag_service.documents.indexing import point_id
 from rag_service.storage.sparse import SparseEncoder
-from rag_service.storage.vectors import ChunkPoint, SparseVector
+from rag_service.storage.vectors import DEFAULT_COLLECTION, ChunkPoint, SparseVector
 
 DIM = 384
 CHUNKS_PER_DOCUMENT = 50
 SEPARATOR = "\n\n"
+
+# Document number -> (owner key, collection id) of its chunks.
+Placement = Callable[[int], tuple[str, str]]
 
 
 @dataclass
@@ -103,8 +108,10 @@ def document_texts(corpus: Corpus, document: int) -> list[str]:
     return [corpus.texts[(first + k) % len(corpus.texts)] for k in range(CHUNKS_PER_DOCUMENT)]
 
 
-def document_points(corpus: Corpus, document: int, users: int, generation: int = 1) -> list[ChunkPoint]:
+def document_points(corpus: Corpus, document: int, users: int, generation: int = 1,
+                    place: Placement | None = None) -> list[ChunkPoint]:
     """The chunks of one document, with character offsets into `SEPARATOR.join(texts)`."""
+    owner, collection = place(document) if place else (user_of(document, users), DEFAULT_COLLECTION)
     first = document * CHUNKS_PER_DOCUMENT
     noise = random_unit_vectors(CHUNKS_PER_DOCUMENT, seed=document)
     points: list[ChunkPoint] = []
@@ -114,7 +121,7 @@ def document_points(corpus: Corpus, document: int, users: int, generation: int =
         pool_index = (first + k) % len(corpus.texts)
         dense = corpus.real_vectors[pool_index] if pool_index < corpus.real else noise[k]
         points.append(ChunkPoint(
-            id=point_id(doc_id, k, generation), owner=user_of(document, users), document_id=doc_id,
+            id=point_id(doc_id, k, generation), owner=owner, collection_id=collection, document_id=doc_id,
             chunk_index=k, text=text, title=document_title(document), start=offset, end=offset + len(text),
             dense=dense.tolist(), sparse=corpus.sparse[pool_index], metadata={}, generation=generation,
         ))
@@ -122,16 +129,19 @@ def document_points(corpus: Corpus, document: int, users: int, generation: int =
     return points
 
 
-def point_batches(corpus: Corpus, chunks: int, users: int, batch_documents: int = 100) -> Iterator[list[ChunkPoint]]:
+def point_batches(corpus: Corpus, chunks: int, users: int, batch_documents: int = 100,
+                  place: Placement | None = None) -> Iterator[list[ChunkPoint]]:
     documents = chunks // CHUNKS_PER_DOCUMENT
     for first in range(0, documents, batch_documents):
-        yield [p for d in range(first, min(documents, first + batch_documents)) for p in document_points(corpus, d, users)]
+        yield [p for d in range(first, min(documents, first + batch_documents))
+               for p in document_points(corpus, d, users, place=place)]
 
 
-async def fill_vector_store(store, corpus: Corpus, chunks: int, users: int) -> float:  # noqa: ANN001 - any VectorStore
+async def fill_vector_store(store, corpus: Corpus, chunks: int, users: int,  # noqa: ANN001 - any VectorStore
+                            place: Placement | None = None) -> float:
     """Upsert `chunks` chunks through the adapter; returns the seconds it took."""
     started = time.perf_counter()
-    for batch in point_batches(corpus, chunks, users):
+    for batch in point_batches(corpus, chunks, users, place=place):
         await store.upsert(batch)
     return time.perf_counter() - started
 
