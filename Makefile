@@ -85,6 +85,9 @@ screenshot: install services
 # from this machine's man pages (scripts/build_manpages_dataset.py) the first time.
 BENCH := $(CURDIR)/data/bench
 SIZE = $(if $(BENCH_QUICK),$(2),$(1))
+# The benchmarks' embedders and services share one model cache (the tests use it too): the
+# default encoder's ONNX graph is exported once, not into every benchmark's data dir.
+bench: export MODEL_CACHE_DIR ?= $(CURDIR)/data/model-cache
 
 bench: install services
 	rm -f $(BENCH)/*.md

@@ -53,12 +53,13 @@ def main() -> None:
     started = time.perf_counter()
     backends = {"torch fp32": TorchMiniLM(model_dir, threads=args.threads)}
     for variant in ("fp32", "int8"):
-        graph = ensure_onnx_model(data_dir, model_dir, "all-MiniLM-L6-v2", variant)  # type: ignore[arg-type]
+        graph = ensure_onnx_model(data_dir / "models", model_dir, "all-MiniLM-L6-v2", variant)  # type: ignore[arg-type]
         backends[f"onnx {variant}"] = OnnxMiniLM(graph, model_dir, threads=args.threads)
     # What the service refuses: every MatMul quantized, feed-forward ones included.
     every_matmul = data_dir / "model-int8-every-matmul.onnx"
     if not every_matmul.exists():
-        quantize_int8(onnx_path(data_dir, "all-MiniLM-L6-v2", "fp32"), every_matmul, feed_forward=True)
+        quantize_int8(onnx_path(data_dir / "models", "all-MiniLM-L6-v2", model_dir, "fp32"), every_matmul,
+                      feed_forward=True)
     backends["onnx int8, every MatMul"] = OnnxMiniLM(every_matmul, model_dir, threads=args.threads)
     load_seconds = time.perf_counter() - started
 
