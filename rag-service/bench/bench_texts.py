@@ -38,7 +38,7 @@ def repo_chunks(limit: int, tokens: int = 200) -> list[str]:
 
 
 def dataset_chunks(dataset: Path, limit: int, tokens: int = 200) -> list[str]:
-    """The same, cut from the documents of a BEIR-layout data set (e.g. manpages-dev)."""
+    """The same, cut from the documents of a BEIR-layout data set."""
     documents = ((json.loads(line)["text"], "text/plain")
                  for line in (dataset / "corpus.jsonl").open(encoding="utf-8") if line.strip())
     return _full_chunks(documents, limit, tokens)

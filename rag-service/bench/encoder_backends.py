@@ -5,7 +5,7 @@
 
 Every backend encodes the same ~200-token chunks (cut from this repository's own files by
 the product's chunker; from a BEIR-layout data set's documents and queries with --dataset,
-e.g. data/bench/datasets/manpages-dev) in batches of --batch, round after round, interleaved, so that a
+the retrieval benchmark's) in batches of --batch, round after round, interleaved, so that a
 busy neighbour slows every backend alike; chunks/s is the median round. "onnx int8" quantizes the attention
 MatMuls (what EMBEDDING_BACKEND=onnx-int8 uses), "every MatMul" the feed-forward ones too
 (refused by the service, shown for the record). Then each ONNX variant's vectors are compared with torch's, text by text, on the chunks plus short
