@@ -149,7 +149,8 @@ async def test_a_corrupt_graph_makes_the_embedder_unavailable(tmp_path):
         LocalEmbedder(cache_settings(tmp_path / "models"))
 
 
-def test_models_go_into_the_data_dir_unless_a_cache_is_set(tmp_path):
+def test_models_go_into_the_data_dir_unless_a_cache_is_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODEL_CACHE_DIR", "")  # e.g. a compose `${VAR:-}`: unset, not the working directory
     assert Settings(_env_file=None, data_dir=tmp_path).models_dir == tmp_path / "models"
     shared = tmp_path / "shared"
     assert Settings(_env_file=None, data_dir=tmp_path, model_cache_dir=shared).models_dir == shared

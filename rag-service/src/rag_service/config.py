@@ -159,10 +159,11 @@ class Settings(BaseSettings):
     # of documents never waits on it; a flood of large files does.
     rate_limit_ingest_bytes: str = "100000000/minute"
 
-    @field_validator("api_docs_enabled", mode="before")
+    @field_validator("api_docs_enabled", "model_cache_dir", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
-        # `API_DOCS_ENABLED=` (e.g. from a compose `${VAR:-}`) means "not set", not an error.
+        # `API_DOCS_ENABLED=` (e.g. from a compose `${VAR:-}`) means "not set", not an error
+        # (and `MODEL_CACHE_DIR=` not the working directory).
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("auth_algorithms")
