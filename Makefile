@@ -85,7 +85,6 @@ screenshot: install services
 # from this machine's man pages (scripts/build_manpages_dataset.py) the first time.
 BENCH := $(CURDIR)/data/bench
 SIZE = $(if $(BENCH_QUICK),$(2),$(1))
-
 bench: install services
 	rm -f $(BENCH)/*.md
 	cd $(AUTH) && npm run --silent bench -- $(call SIZE,,--n 5 --seconds 1) --report $(BENCH)/10-auth-service.md
@@ -106,9 +105,9 @@ bench: install services
 	cd $(RAG) && .venv/bin/python bench/search_throughput.py $(call SIZE,,--chunks 10000 --sequential 50) --report $(BENCH)/62-search-throughput.md
 	cd $(RAG) && .venv/bin/python bench/search_throughput.py --chunks $(call SIZE,10000,2000) --phases quiet,busy --sequential $(call SIZE,200,50) \
 		--title 'Search p95 beside a competing CPU-bound process: encoder threads and backends (issue 14)' \
-		--variant 'torch, 2 threads per query, one encoder thread:EMBEDDING_QUERY_THREADS=2,EMBEDDING_QUERY_WORKERS=0' \
-		--variant 'torch, one thread per core, one encoder thread:EMBEDDING_QUERY_THREADS=0,EMBEDDING_QUERY_WORKERS=0' \
-		--variant 'onnx fp32, 1 thread per call, query thread:EMBEDDING_BACKEND=onnx' \
+		--variant 'torch, 1 thread per call, query thread:EMBEDDING_BACKEND=torch' \
+		--variant 'torch, 2 threads per query, one encoder thread:EMBEDDING_BACKEND=torch,EMBEDDING_QUERY_THREADS=2,EMBEDDING_QUERY_WORKERS=0' \
+		--variant 'torch, one thread per core, one encoder thread:EMBEDDING_BACKEND=torch,EMBEDDING_QUERY_THREADS=0,EMBEDDING_QUERY_WORKERS=0' \
 		--variant 'onnx fp32, one thread per core, one encoder thread:EMBEDDING_BACKEND=onnx,EMBEDDING_QUERY_THREADS=0,EMBEDDING_QUERY_WORKERS=0' \
 		--report $(BENCH)/64-search-threads.md
 	cd $(RAG) && .venv/bin/python ../scripts/test_postgres.py run -- .venv/bin/python bench/scale_curve.py \
@@ -117,6 +116,10 @@ bench: install services
 		$(call SIZE,,--chunks 5000 --queries 20 --real 50) --report $(BENCH)/68-access-filter.md
 	$(PY) clients/python/bench/sync_throughput.py $(call SIZE,,--docs 4) --report $(BENCH)/80-sync-throughput.md
 	$(PY) scripts/bench_render.py $(BENCH) docs/benchmarks.md
+
+# The benchmarks' embedders and services share one model cache (the tests use it too): the
+# default encoder's ONNX graph is exported once, not into every benchmark's data dir.
+bench: export MODEL_CACHE_DIR ?= $(CURDIR)/data/model-cache
 
 clean:
 	rm -rf data $(AUTH)/data $(RAG)/data

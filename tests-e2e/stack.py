@@ -16,6 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 AUTH_DIR = ROOT / "auth-service"
 RAG_DIR = ROOT / "rag-service"
 RAG_PYTHON = RAG_DIR / ".venv" / "bin" / "python"
+# Every rag-service started here shares one model cache (git-ignored, emptied by `make
+# clean`; the rag-service tests use it too): the first start of a run exports the default
+# encoder's ONNX graph, later ones (and later runs) load it.
+MODEL_CACHE_DIR = os.environ.get("MODEL_CACHE_DIR") or str(ROOT / "data" / "model-cache")
 
 
 def free_port() -> int:
@@ -88,5 +92,6 @@ def start_rag(data_dir: Path, logs: Path, auth_url: str, name: str = "rag", **en
     url = f"http://127.0.0.1:{port}"
     base_env = {"PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(data_dir),
                 "AUTH_JWKS_URL": f"{auth_url}/api/auth/jwks", "AUTH_ISSUER": auth_url,
-                "HF_HUB_OFFLINE": "1"}
-    return start(name, [str(RAG_PYTHON), "-m", "rag_service"], RAG_DIR, {**base_env, **env}, url, logs)
+                "HF_HUB_OFFLINE": "1", "MODEL_CACHE_DIR": MODEL_CACHE_DIR}
+    # 180 s: a liveness bound (the first start of a fresh cache exports the graph on busy cores).
+    return start(name, [str(RAG_PYTHON), "-m", "rag_service"], RAG_DIR, {**base_env, **env}, url, logs, timeout=180.0)

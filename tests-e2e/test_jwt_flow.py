@@ -40,6 +40,12 @@ def test_both_services_are_healthy(auth_url: str, rag_url: str) -> None:
     assert rag_health["services"]["database"] is True and rag_health["services"]["qdrant"] is True
 
 
+def test_the_rag_service_embeds_with_the_default_onnx_encoder(stack: dict) -> None:
+    # Default settings: the log names the encoder that loaded (and on a fresh model cache,
+    # the ONNX export and how long it took, before it).
+    assert "local embedder all-MiniLM-L6-v2 on onnx ready in" in stack["rag"].log()
+
+
 def test_issued_token_is_accepted_and_matches_the_schema(auth_url: str, rag_url: str, user: dict) -> None:
     token = user["access_token"]
     claims = jwt.decode(token, options={"verify_signature": False})

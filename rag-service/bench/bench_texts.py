@@ -8,6 +8,7 @@ so anyone who clones the project gets the same texts.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -31,11 +32,29 @@ def _source_files() -> list[Path]:
 
 def repo_chunks(limit: int, tokens: int = 200) -> list[str]:
     """Up to `limit` chunks of about `tokens` tokens (only full-size chunks are kept)."""
+    documents = ((path.read_text(encoding="utf-8"), "text/markdown" if path.suffix == ".md" else "text/plain")
+                 for path in _source_files())
+    return _full_chunks(documents, limit, tokens)
+
+
+def dataset_chunks(dataset: Path, limit: int, tokens: int = 200) -> list[str]:
+    """The same, cut from the documents of a BEIR-layout data set."""
+    documents = ((json.loads(line)["text"], "text/plain")
+                 for line in (dataset / "corpus.jsonl").open(encoding="utf-8") if line.strip())
+    return _full_chunks(documents, limit, tokens)
+
+
+def dataset_queries(dataset: Path, limit: int) -> list[str]:
+    """The data set's own queries, in file order."""
+    lines = (dataset / "queries.jsonl").open(encoding="utf-8")
+    return [json.loads(line)["text"] for line in lines if line.strip()][:limit]
+
+
+def _full_chunks(documents, limit: int, tokens: int) -> list[str]:  # noqa: ANN001 - (text, mime) pairs
     chunker = Chunker(minilm_tokenizer(), capacity=tokens, overlap=0, max_tokens=256)
     chunks: list[str] = []
-    for path in _source_files():
-        mime = "text/markdown" if path.suffix == ".md" else "text/plain"
-        for chunk in chunker.split(path.read_text(encoding="utf-8"), mime):
+    for text, mime in documents:
+        for chunk in chunker.split(text, mime):
             if chunker.count_tokens(chunk.text) >= tokens * 0.8:
                 chunks.append(chunk.text)
                 if len(chunks) == limit:

@@ -4,7 +4,7 @@
         [--seconds 20] [--sequential 300] [--ingest-docs 60] [--quick] [--report PATH]
 
 The rag-service runs as a real process (`python -m rag_service`: uvicorn, the embedded
-defaults: SQLite, Qdrant Edge, local MiniLM on torch, extractive answers) on loopback with
+defaults: SQLite, Qdrant Edge, local MiniLM on ONNX Runtime, extractive answers) on loopback with
 tokens from a local JWKS issuer (tests/fixtures_issuer.py). Before it starts, the chunks are
 written at store level (bench/store_fill.py: real repository texts and BM25 vectors, real
 MiniLM vectors for the repository's own chunks and random unit vectors for the rest) with

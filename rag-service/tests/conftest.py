@@ -9,7 +9,16 @@
 Each module's docstring lists its fixtures.
 """
 
+import os
+from pathlib import Path
+
 import pytest
+
+# The ONNX graph of the default encoder is exported once (~15-60 s) into one cache that
+# every test, subprocess and test run shares (under the repository's git-ignored data/,
+# which `make clean` empties), not once per data dir. test_onnx_backend.py exports into
+# folders of its own to test the export itself.
+os.environ.setdefault("MODEL_CACHE_DIR", str(Path(__file__).resolve().parents[2] / "data" / "model-cache"))
 
 pytest_plugins = ["fixtures_issuer", "fixtures_apps", "fixtures_databases"]
 

@@ -1,4 +1,5 @@
-"""EncoderWorker + LocalEmbedder scheduling, on the real MiniLM (torch).
+"""EncoderWorker + LocalEmbedder scheduling, on the real MiniLM (torch for the gated worker,
+the default ONNX backend through LocalEmbedder).
 
 Ordering, never timing: a gate (a threading.Event the first encoder call waits on) keeps
 the worker busy while the test queues work behind it, so what shares a call and what runs

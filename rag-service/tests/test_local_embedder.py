@@ -1,8 +1,12 @@
-"""LocalEmbedder with the real all-MiniLM-L6-v2 weights (loaded once per session)."""
+"""LocalEmbedder on the default settings: ONNX Runtime on the real all-MiniLM-L6-v2 weights,
+loaded once per session."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -91,7 +95,22 @@ def test_exposes_the_tokenizer_for_the_chunker(local_embedder):
 
 def test_second_instance_reuses_the_loaded_model(local_embedder, tmp_path):
     other = LocalEmbedder(Settings(data_dir=tmp_path))
-    assert other.backend._model is local_embedder.backend._model
+    assert other.backend._session is local_embedder.backend._session
+
+
+def test_the_default_encoder_is_onnx_and_serves_without_torch(local_embedder, tmp_path):
+    """The default settings (the graph already in the session's model cache): a process
+    that builds the embedder and encodes never imports torch (~6 s and ~300 MB saved)."""
+    assert local_embedder.backend.backend == "onnx"
+    assert local_embedder.backend.onnx_path.name == "model-fp32.onnx"
+    script = ("import sys; from rag_service.config import Settings; "
+              "from rag_service.providers.local_embedder import LocalEmbedder; "
+              "e = LocalEmbedder(Settings(_env_file=None, data_dir=sys.argv[1])); e.backend.encode(['a query'], 'query'); "
+              "print(e.backend.backend, 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "EMBEDDING_BACKEND"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.stdout.split() == ["onnx", "False"], result.stderr[-3000:]
 
 
 def test_queries_and_ingestion_batches_get_their_own_thread_counts():

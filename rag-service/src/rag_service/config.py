@@ -73,9 +73,14 @@ class Settings(BaseSettings):
     # Texts per encoder call when ingesting: a search query waits behind at most one
     # such sub-batch (queries are served first), so keep it small.
     embedding_batch_size: int = 16
-    # Local encoder: `torch` (sentence-transformers), or ONNX Runtime on the same weights
-    # (`onnx` fp32, `onnx-int8` quantized), exported into DATA_DIR/models at first start.
-    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    # Local encoder: ONNX Runtime on the packaged weights (`onnx` fp32, `onnx-int8`
+    # quantized), exported into MODEL_CACHE_DIR at first start and checked against torch;
+    # or `torch` (sentence-transformers). onnx gives torch's vectors (cosine 1.0000) with a
+    # one-text query in ~15 ms instead of ~70 ms (bench/encoder_backends.py).
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = "onnx"
+    # Where exported graphs are kept. Unset -> DATA_DIR/models. Processes may share one
+    # (replicas, test runs): the first exports, the others wait for it and reuse it.
+    model_cache_dir: Path | None = None
     # Intra-op threads of the local encoder for ingestion batches and for search queries;
     # 0 = one per core (the library default). 1 holds up on a shared host, where a query
     # with one thread per core took 10-20x longer (bench/encoder_threads.py); on a machine
@@ -161,10 +166,11 @@ class Settings(BaseSettings):
     # of documents never waits on it; a flood of large files does.
     rate_limit_ingest_bytes: str = "100000000/minute"
 
-    @field_validator("api_docs_enabled", mode="before")
+    @field_validator("api_docs_enabled", "model_cache_dir", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
-        # `API_DOCS_ENABLED=` (e.g. from a compose `${VAR:-}`) means "not set", not an error.
+        # `API_DOCS_ENABLED=` (e.g. from a compose `${VAR:-}`) means "not set", not an error
+        # (and `MODEL_CACHE_DIR=` not the working directory).
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("auth_algorithms")
@@ -199,6 +205,10 @@ class Settings(BaseSettings):
                     return "postgresql+psycopg://" + url[len(prefix) :]
             return url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'rag.db').as_posix()}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"
 
     @property
     def resolved_embedding_provider(self) -> Literal["local", "gemini"]:

