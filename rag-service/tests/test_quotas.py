@@ -124,6 +124,42 @@ async def test_ingestion_cap_makes_excess_uploads_wait_then_busy(parts: Parts) -
     assert created and document.status == "ready"
 
 
+async def test_uploads_waiting_for_a_slot_hold_no_database_connection(parts: Parts) -> None:
+    """Waiting saves and moves (up to INGEST_QUEUE_TIMEOUT_SECONDS) hold no pooled connection:
+    20 waiting uploads once emptied the pool, and unrelated requests failed after the pool's
+    30 s timeout (bench/load_test.py, 20 users)."""
+    user = new_user()
+    gate = IngestionGate(1, wait_seconds=30)
+    async with parts.sessionmaker() as session:
+        document, _ = await service(parts, session, gate=gate).save(user, "Moved", "a document to move")
+        collection = await service(parts, session, gate=gate).collections.create(Access(user), "Target")
+    release = asyncio.Event()
+
+    async def occupy() -> None:
+        async with gate.slot():
+            await release.wait()
+
+    holder = asyncio.create_task(occupy())
+    await asyncio.sleep(0)
+    # Two saves (the quota is 3 documents) and a move, all waiting for the one slot.
+    sessions = [parts.sessionmaker() for _ in range(3)]
+    waiting = [asyncio.create_task(service(parts, session, gate=gate).save(user, f"Waits {i}", f"waiting text {i}"))
+               for i, session in enumerate(sessions[:2])]
+    waiting.append(asyncio.create_task(service(parts, sessions[2], gate=gate).move(user, document.id, collection.id)))
+    for _ in range(200):  # until every task waits on the slot (each has read the database first)
+        await asyncio.sleep(0.01)
+        if sum(len(task.get_stack()) > 0 for task in waiting) == len(waiting) and gate._slots.locked():
+            break
+    await asyncio.sleep(0.2)
+    assert not any(task.done() for task in waiting)
+    assert parts.engine.sync_engine.pool.checkedout() == 0
+    release.set()
+    await asyncio.gather(holder, *waiting)
+    for session in sessions:
+        await session.close()
+    assert await rows_of(parts, user) == 3
+
+
 def quota_view(summary: dict) -> dict:
     return {key: summary[key] for key in ("documents", "characters", "max_documents", "max_characters")}
 

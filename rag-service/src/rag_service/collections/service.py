@@ -106,6 +106,9 @@ class CollectionService:
         if collection_id == DEFAULT_COLLECTION:
             return access.user_id
         row = await self._readable(access, collection_id)
+        # Ends the read: callers go on to extract files or wait for an ingestion slot, and
+        # must not hold a pooled connection meanwhile.
+        await self._session.commit()
         if not access.can_write(row.owner):
             raise insufficient_role("adding documents to this collection")
         return row.owner

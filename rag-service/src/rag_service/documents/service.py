@@ -176,7 +176,12 @@ class DocumentService(DocumentReads):
         query = (scoped(select(Document).where(Document.owner == owner, Document.collection_id == collection_id,
                                                Document.content_hash == digest), access, Document)
                  .execution_options(populate_existing=True))  # the loop in `save` must see claims
-        return (await self._session.scalars(query)).first()
+        found = (await self._session.scalars(query)).first()
+        # Ends the read: the connection goes back to the pool before `save` waits for an
+        # ingestion slot (up to INGEST_QUEUE_TIMEOUT_SECONDS). Waiting saves holding
+        # connections emptied the pool and failed unrelated requests (load test, 20 users).
+        await self._session.commit()
+        return found
 
     @asynccontextmanager
     async def _adding_to(self, access: Access, collection_id: str, owner: str) -> AsyncIterator[None]:
@@ -228,6 +233,7 @@ class DocumentService(DocumentReads):
             raise NotFound("document not found")
         document = await self.get(access, document_id)
         owner = await self.collections.writable_owner(access, collection_id)
+        await self._session.commit()  # no connection held while waiting for a slot (see _find_by_hash)
         if (document.owner, document.collection_id) == (owner, collection_id):
             return document
         async with self._gate.slot():
