@@ -216,7 +216,7 @@ def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
     assert names_a_tracked_file(readme, "test_faults.py", tracked)
     assert not names_a_tracked_file(readme, "docs/benchmarks-gone.md", tracked)
     slugs = heading_slugs(ROOT / "docs" / "benchmarks.md")
-    assert "load-test-issue-7" in slugs and "load-test" not in slugs
+    assert "load-test-both-services-concurrent-users" in slugs and "load-test" not in slugs
     assert {"dev", "test", "bench", "migrate"} <= makefile_targets()
     assert "migrate" in npm_scripts() and {"ingest", "reindex", "migrate"} <= rag_commands()
     assert subprocess.run(["bash", "-n"], input="if then fi (", capture_output=True, text=True).returncode != 0
