@@ -79,7 +79,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         vector_store=vector_store,
         sparse_encoder=SparseEncoder(),
         embedder=embedder,
-        generator=build_generator(settings),
+        generator=build_generator(settings, embedder),
         token_verifier=AccessTokenVerifier(settings),
         extraction_pool=build_extraction_pool(settings),
         ingestion_gate=IngestionGate.from_settings(settings),
