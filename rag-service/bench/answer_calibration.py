@@ -35,7 +35,11 @@ GRID = {
     "found_threshold": [round(0.2 + 0.025 * i, 3) for i in range(45)],
     "min_question_coverage": [0.0, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8],
     "second_passage_margin": [0.0, 0.03, 0.06, 0.1],
+    "refuse_missing_names": [False, True],
+    "pool": [4, 8, 16],
 }
+# Passages embedded per question here: the largest pool of the grid.
+POOL = max(GRID["pool"])
 MAX_FALSE_REFUSALS = 0.05
 
 
@@ -77,7 +81,7 @@ async def main() -> None:
     items = []
     for question in questions:
         sources = [Source(s["number"], s["title"], s["text"]) for s in question["sources"]]
-        items.append((question, await score_passages(question["question"], sources, embedder)))
+        items.append((question, await score_passages(question["question"], sources, embedder, POOL)))
     await embedder.aclose()
     fit = [item for item in items if fit_half(item[0])]
     check = [item for item in items if not fit_half(item[0])]

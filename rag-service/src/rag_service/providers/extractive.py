@@ -18,10 +18,11 @@ Each passage is scored by
 combined as `SEMANTIC_WEIGHT * cosine + LEXICAL_WEIGHT * coverage`. The answer is the best
 passage, plus the next one when it scores nearly as well and says something else.
 
-Not found: when the best passage scores under `FOUND_THRESHOLD`, or when the question's
+Not found: when the best passage scores under `FOUND_THRESHOLD`, when the question's
 words are mostly missing from every source (`MIN_QUESTION_COVERAGE`: a question about
-Kubernetes over man pages shares "namespace" with them, not "kubectl" or "pods"), the
-answer is `NOT_FOUND_ANSWER`. How the thresholds were calibrated: see CALIBRATION below.
+Kubernetes over man pages shares "namespace" with them, not "kubectl" or "pods"), or when
+the question names something no source mentions (`question_names`: "Redis", "fail2ban"),
+the answer is `NOT_FOUND_ANSWER`. How the thresholds were calibrated: see CALIBRATION below.
 Deterministic: same inputs, same answer.
 """
 
@@ -50,18 +51,21 @@ FOUND_THRESHOLD = 0.55
 MIN_QUESTION_COVERAGE = 0.45
 # A second passage joins the answer only when it scores this close to the best one...
 SECOND_PASSAGE_MARGIN = 0.04
+REFUSE_MISSING_NAMES = True
 # ...does not repeat it (embedding cosine), and the answer stays short.
 REDUNDANT_COSINE = 0.85
 MAX_ANSWER_CHARS = 400
 MAX_PASSAGES = 2
-# Passages kept (by term score) for the embedding step: bounds the encoder's work per answer.
-MAX_EMBEDDED_PASSAGES = 48
-# Characters of a passage given to the encoder (MiniLM reads ~256 tokens at most).
-EMBED_CHARS = 400
+# Passages kept (by term score) for the embedding step: bounds the encoder's work per
+# answer, which is most of its time (MiniLM on one core: ~5-8 ms a passage when idle).
+MAX_EMBEDDED_PASSAGES = 8
+# Characters of a passage given to the encoder: enough for its meaning, cheaper than all of it.
+EMBED_CHARS = 300
 # The share of its score a passage keeps when its chunk starts or ends mid-sentence.
 FRAGMENT_WEIGHT = 0.85
-# The title of a passage's source counts for this share of a matching word.
-TITLE_WEIGHT = 0.5
+# A question word in the title of a passage's source counts as in the passage: the title
+# names what every passage of the source is about ("fstab" for each line of fstab(5)).
+TITLE_WEIGHT = 1.0
 MIN_WORDS = 3
 # A label is one short line; longer lines are prose, not a term.
 MAX_LABEL_CHARS = 100
@@ -82,6 +86,9 @@ STOPWORDS = frozenset(
 )
 
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+# A question's word that names something: capitals after the first letter of the question
+# (Redis, MongoDB, CUPS, UIDs), or digits and joiners (fail2ban, ansible-vault, sun_path).
+TOKEN = re.compile(r"[^\W_][\w.+-]*[^\W_]|[^\W_]")
 SENTENCE_END = re.compile(r"[.!?。！？]+[\"'”’)\]]*\s+")
 LIST_MARKER = re.compile(r"^(?:#{1,6}|[-*•>]|\d{1,3}[.)])\s+")
 ABBREVIATIONS = frozenset("e.g i.e etc vs mr mrs ms dr prof inc ltd jr sr st no fig approx cf al".split())
@@ -257,6 +264,31 @@ class Thresholds:
     found_threshold: float = FOUND_THRESHOLD
     min_question_coverage: float = MIN_QUESTION_COVERAGE
     second_passage_margin: float = SECOND_PASSAGE_MARGIN
+    # Not found when the question names something the sources never mention.
+    refuse_missing_names: bool = REFUSE_MISSING_NAMES
+    # Passages embedded and compared, the best by term score first.
+    pool: int = MAX_EMBEDDED_PASSAGES
+
+
+def question_names(query: str) -> list[str]:
+    """Words of `query` that name something (see TOKEN), lowercased; the first word of the
+    question is capitalised as any sentence is, so it names nothing by its case alone."""
+    names = []
+    for index, match in enumerate(TOKEN.finditer(query)):
+        token = match.group(0)
+        if len(token) < 2 or token.lower() in STOPWORDS:
+            continue
+        capitalised = any(c.isupper() for c in (token[1:] if index == 0 else token))
+        if capitalised or any(c.isdigit() or c in "-_.+" for c in token):
+            names.append(token.lower())
+    return names
+
+
+def missing_names(query: str, sources: list[Source]) -> list[str]:
+    """The names of `query` that no source mentions (case ignored; a plural 's' optional)."""
+    text = " ".join(f"{source.title}\n{source.text}" for source in sources).lower()
+    return [name for name in question_names(query)
+            if name not in text and not (name.endswith("s") and name[:-1] in text)]
 
 
 @dataclass(frozen=True)
@@ -275,10 +307,13 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Candidates:
-    """Every scored passage of the sources, and how much of the question the sources cover."""
+    """The scored passages (the best by term score first), how much of the question the
+    sources cover, and what it names that they do not mention."""
 
     items: list[Candidate]
     question_coverage: float
+    # Names in the question that no source mentions (see question_names).
+    missing_names: list[str]
 
 
 @dataclass(frozen=True)
@@ -314,6 +349,7 @@ class PassageScorer:
         titles = {source.number: set(content_terms(source.title)) for source in sources}
         self._terms = [set(content_terms(f"{p.label} {p.text}")) for p in self.passages]
         self._titles = [titles.get(p.source_number, set()) for p in self.passages]
+        self._title_text = {source.number: " ".join(source.title.split()) for source in sources}
         n = max(1, len(self.passages))
         doc_freq = Counter(t for terms in self._terms for t in terms & self.query_terms)
         # A question word found nowhere in the sources weighs as much as the rarest word.
@@ -324,6 +360,11 @@ class PassageScorer:
             sum(w for t, w in self.idf.items() if t in everywhere) / self._total if self._total else 0.0
         )
 
+    def embedding_text(self, index: int) -> str:
+        passage = self.passages[index]
+        title = self._title_text.get(passage.source_number, "")
+        return f"{title}: {passage.shown}"[:EMBED_CHARS] if title else passage.shown[:EMBED_CHARS]
+
     def lexical(self, index: int) -> float:
         """IDF-weighted share of the question's words in the passage (title words count less)."""
         if not self._total:
@@ -333,34 +374,40 @@ class PassageScorer:
         return matched / self._total
 
 
-async def score_passages(query: str, sources: list[Source], embedder: Embedder) -> Candidates:
-    """The passages of `sources`, scored against `query` (the embedding step runs here)."""
+async def score_passages(query: str, sources: list[Source], embedder: Embedder,
+                         pool: int = MAX_EMBEDDED_PASSAGES) -> Candidates:
+    """The `pool` passages of `sources` sharing most words with `query`, best first, scored
+    against it (the embedding step runs here)."""
     scorer = PassageScorer(query, sources)
+    missing = missing_names(query, sources)
     if not scorer.query_terms or not scorer.passages:
-        return Candidates([], scorer.question_coverage)
+        return Candidates([], scorer.question_coverage, missing)
     lexical = [scorer.lexical(i) for i in range(len(scorer.passages))]
     # The encoder's work is bounded: the passages sharing most of the question's words,
     # then the earliest of the rest (the best-ranked chunks come first).
-    order = sorted(range(len(lexical)), key=lambda i: (-lexical[i], i))[:MAX_EMBEDDED_PASSAGES]
-    texts = [scorer.passages[i].shown[:EMBED_CHARS] for i in order]
+    order = sorted(range(len(lexical)), key=lambda i: (-lexical[i], i))[:pool]
+    # Embedded under their source's title, as chunks are for retrieval, for the same reason.
+    texts = [scorer.embedding_text(i) for i in order]
     # On the embedder's query lanes (never on the event loop), queued with searches.
     vectors = await embedder.embed([query, *texts], task="query")
     query_vector = vectors[0]
     items = [Candidate(scorer.passages[i], _dot(query_vector, vector), lexical[i], vector)
              for i, vector in zip(order, vectors[1:], strict=True)]
-    return Candidates(items, scorer.question_coverage)
+    return Candidates(items, scorer.question_coverage, missing)
 
 
 def choose(candidates: Candidates, thresholds: Thresholds = Thresholds(),
            limit: int = MAX_PASSAGES) -> Selection:
     """The best passage, and the next one when nearly as good, new and short; none when the
     best is under the found threshold or the sources miss most of the question's words."""
-    if not candidates.items:
+    items = candidates.items[: thresholds.pool]
+    if not items:
         return Selection([], 0.0, candidates.question_coverage)
-    scored = sorted(((c.score(thresholds), c) for c in candidates.items),
+    scored = sorted(((c.score(thresholds), c) for c in items),
                     key=lambda sc: (-sc[0], sc[1].passage.position))
     best_score, best = scored[0]
-    if best_score < thresholds.found_threshold or candidates.question_coverage < thresholds.min_question_coverage:
+    if (best_score < thresholds.found_threshold or candidates.question_coverage < thresholds.min_question_coverage
+            or (thresholds.refuse_missing_names and candidates.missing_names)):
         return Selection([], best_score, candidates.question_coverage)
     chosen = [best]
     length = len(best.passage.shown)
@@ -379,7 +426,7 @@ def choose(candidates: Candidates, thresholds: Thresholds = Thresholds(),
 async def select_passages(query: str, sources: list[Source], embedder: Embedder,
                           limit: int = MAX_PASSAGES) -> Selection:
     """The passages answering `query` (best first), or none when the sources do not say."""
-    return choose(await score_passages(query, sources, embedder), limit=limit)
+    return choose(await score_passages(query, sources, embedder, Thresholds().pool), limit=limit)
 
 
 class ExtractiveGenerator:
