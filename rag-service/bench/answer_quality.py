@@ -243,12 +243,13 @@ async def main() -> None:
     results: dict[str, list[Asked]] = {}
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            if args.dump_sources:
+                await dump_sources(http, questions, page_of, args.dump_sources)
+                print(f"sources written to {args.dump_sources}", file=sys.stderr)
             for label, generator in generators:
                 runtime.generator = generator
                 results[label] = await ask_all(http, questions, page_of, args.warmup)
                 print(f"{label}: asked {len(questions)} questions", file=sys.stderr)
-            if args.dump_sources:
-                await dump_sources(http, questions, page_of, args.dump_sources)
     finally:
         server.should_exit = True
         await serving
