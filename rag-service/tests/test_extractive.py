@@ -261,3 +261,12 @@ def test_hard_wrapped_paragraphs_keep_sentences_whole():
         "Restores take an hour.",
         "Next paragraph here.",
     ]
+
+
+async def test_a_one_sentence_document_answers_with_other_forms_of_its_words(generator):
+    # One passage: a question word in no source ("trim" beside "trimmed") must not outweigh
+    # the others, and "trimmed" meets "trim".
+    sources = [Source(1, "Lighthouse", "Lighthouse keepers trimmed the lamp wicks every evening so the beam "
+                                       "stayed bright all night.")]
+    _, text = await answer(generator, "Why did keepers trim the wicks?", sources)
+    assert text == f"{flat(sources[0].text)} [1]"

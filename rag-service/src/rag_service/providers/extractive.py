@@ -59,7 +59,7 @@ MIN_QUESTION_COVERAGE = 0.3
 # A second passage joins the answer only when it scores this close to the best one...
 SECOND_PASSAGE_MARGIN = 0.1
 REFUSE_MISSING_NAMES = True
-IDENTIFIER_BONUS = 0.05
+IDENTIFIER_BONUS = 0.1
 # ...does not repeat it (embedding cosine), and the answer stays short.
 REDUNDANT_COSINE = 0.85
 MAX_ANSWER_CHARS = 400
@@ -114,6 +114,9 @@ def stem(word: str) -> str:
     for suffix, replacement, min_len in SUFFIXES:
         if word.endswith(suffix) and len(word) >= min_len and not (suffix == "s" and word.endswith("ss")):
             word = word[: len(word) - len(suffix)] + replacement
+            # "trimmed" -> "trimm" -> "trim", as "trim"; "stopping" -> "stop".
+            if suffix in ("ed", "ing") and len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
+                word = word[:-1]
             break
     return word[:-1] if word.endswith("e") and len(word) > 3 else word
 
@@ -394,8 +397,8 @@ class PassageScorer:
         self._title_text = {source.number: " ".join(source.title.split()) for source in sources}
         n = max(1, len(self.passages))
         doc_freq = Counter(t for terms in self._terms for t in terms & self.query_terms)
-        # A question word found nowhere in the sources weighs as much as the rarest word.
-        self.idf = {t: _idf(n, doc_freq.get(t, 0)) for t in self.query_terms}
+        # A question word found nowhere in the sources weighs as much as the rarest word found.
+        self.idf = {t: _idf(n, max(1, doc_freq.get(t, 0))) for t in self.query_terms}
         self._total = sum(self.idf.values())
         everywhere = set().union(*self._terms, *titles.values()) if self.passages else set()
         self.question_coverage = (
