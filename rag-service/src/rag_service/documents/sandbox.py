@@ -53,7 +53,7 @@ from rag_service.errors import AppError, PayloadTooLarge, ServiceUnavailable, Un
 log = logging.getLogger(__name__)
 
 # Imported once by the fork server, inherited by every worker.
-WORKER_PRELOAD = ["rag_service.documents.sandbox", "pypdf", "docx", "lxml.etree"]
+WORKER_PRELOAD = ["rag_service.documents.sandbox", "pypdf", "docx", "lxml.etree", "pptx", "openpyxl"]
 
 
 @dataclass(frozen=True)
