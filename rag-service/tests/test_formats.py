@@ -200,7 +200,7 @@ def test_text_is_read_whatever_its_name(name: str, content: str, mime_type: str)
 def test_binary_content_is_415_whatever_its_name(name: str, data: bytes) -> None:
     with pytest.raises(UnsupportedMediaType) as refused:
         extract(name, data)
-    assert refused.value.code == "binary_content"
+    assert refused.value.code == "unsupported_media_type"
     assert "binary content" in refused.value.message and ".pptx" in refused.value.message
 
 
@@ -243,4 +243,5 @@ async def test_new_formats_upload_and_search_over_http(client: Any, auth_headers
     refused = await client.post("/documents/upload", headers=headers,
                                 files={"files": ("photo", b"\x89PNG\r\n\x1a\n\x00\x00\x00" + bytes(range(256)))})
     assert refused.status_code == 415
-    assert refused.json()["error"]["code"] == "binary_content"
+    assert refused.json()["error"]["code"] == "unsupported_media_type"
+    assert "binary content" in refused.json()["error"]["message"]

@@ -9,7 +9,7 @@ The type is decided by the bytes and the file name's extension together:
   (invalid UTF-8 or NUL bytes: 422), one holding a container or PDF is a 415;
 - any other file, with an unknown extension or none (README, NOTES, FAQ, source code), is
   plain text when its content is (valid UTF-8, or UTF-16 with a BOM, no NUL, almost no
-  control characters), otherwise a 415 `binary content`.
+  control characters), otherwise a 415 ("binary content").
 Client-sent content types are not trusted. Errors are the service's 4xx errors: 415 for a
 type we do not read, 422 for a file of a supported type we cannot read, 413 for a file over
 one of the `ExtractionLimits` (element count, nesting depth, inflated size, pages). Every
@@ -180,8 +180,7 @@ def detect_mime_type(source_name: str, data: bytes) -> str:
     if looks_like_text(data):
         return TEXT_PLAIN
     raise UnsupportedMediaType(
-        f"{source_name!r} has binary content, not text nor a supported document; supported: {SUPPORTED_EXTENSIONS}",
-        code="binary_content",
+        f"{source_name!r} has binary content, not text nor a supported document; supported: {SUPPORTED_EXTENSIONS}"
     )
 
 
