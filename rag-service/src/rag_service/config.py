@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     # libxml2 stops at 256 levels; deeper caps are lowered to 255.
     extraction_max_html_depth: int = Field(default=200, ge=1)
     extraction_max_pdf_pages: int = Field(default=2_000, ge=1)
+    # How workers are isolated (documents/isolation.py): `auto` = bubblewrap when usable,
+    # else a logged warning (development/test) or a refusal to start (production);
+    # `bwrap` = bubblewrap or refuse to start; `none` = without bubblewrap, on purpose.
+    extraction_isolation: Literal["auto", "bwrap", "none"] = "auto"
 
     # --- quotas and ingestion -----------------------------------------------------------
     # Per user; 0 = unlimited. Every stored document counts (failed ones too, until deleted).
