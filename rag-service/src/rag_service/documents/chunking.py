@@ -84,7 +84,7 @@ class Chunker:
         else:
             self._text_splitter = TextSplitter.from_huggingface_tokenizer(tokenizer, capacity, overlap)
             self._markdown_splitter = MarkdownSplitter.from_huggingface_tokenizer(tokenizer, capacity, overlap)
-        # Character-measured splitters (native, no Python callback): `_blocks` cuts a
+        # Character-measured splitters (native, no Python callback): the block splitters cut a
         # document into blocks the token splitter handles in linear time, `_char_splitter`
         # cuts a chunk over `max_chars` at its best boundary (word, then character).
         self._block_splitter = TextSplitter(BLOCK_CHUNKS * max_chars)

@@ -235,8 +235,9 @@ class _LeanForkServerContext(mp_context.ForkServerContext):
 class _IsolatedForkServer(forkserver.ForkServer):
     """The stdlib's fork server (CPython 3.11 `ForkServer.ensure_running`), started as the
     `IsolationPlan` says: inside bubblewrap, always with an empty environment. One per
-    process, like the stdlib's; `configure` sets the plan before it starts (or restarts it
-    when no pool uses it)."""
+    process, like the stdlib's. `configure` sets the plan; a different plan stops the running
+    fork server so that the next worker comes from one started the new way (workers running
+    already keep their sandbox). A server process has one plan; tests build plans freely."""
 
     def __init__(self) -> None:
         super().__init__()
