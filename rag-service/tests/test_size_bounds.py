@@ -172,3 +172,34 @@ async def test_history_counts_toward_its_quota_and_deleting_conversations_frees_
         for conversation_id in conversations:
             assert (await client.delete(f"/history/{conversation_id}", headers=alice)).status_code == 200
         assert (await client.post("/chat", headers=alice, json={"query": question})).status_code == 200
+
+
+async def test_deleting_a_huge_document_leaves_only_bounded_answers_in_history(
+    app_factory: Any, make_settings: Any, auth_headers: Any
+) -> None:
+    # The attack from outside: answers quoting a 1.9 MB chunk were stored whole on every
+    # turn and stayed after the document was deleted. Chunks are bounded now, answers too.
+    settings = make_settings(**{**SMALL, "quota_max_history_characters": 0})
+    headers = auth_headers(new_user())
+    huge = "Harbour. " + "y" * 6_000 + " The harbour lights are green."
+    async with app_factory(settings) as (_, client):
+        saved = await client.post("/save-document", headers=headers, json={"title": "Blob", "content": huge})
+        assert saved.status_code == 201, saved.text
+        conversation = None
+        for _ in range(3):
+            body = {"query": "What colour are the harbour lights?", "top_k": 20}
+            if conversation:
+                body["conversation_id"] = conversation
+            answer = await client.post("/chat", headers=headers, json=body)
+            assert answer.status_code == 200, answer.text
+            conversation = answer.json()["conversation_id"]
+        assert (await client.delete(f"/documents/{saved.json()['document_id']}", headers=headers)).status_code == 200
+
+        stored = await client.get(f"/history/{conversation}", headers=headers)
+        messages = stored.json()["messages"]
+        assert len(messages) == 6
+        for message in messages:
+            assert len(message["content"]) <= settings.max_answer_chars
+            assert all(len(source["snippet"]) <= 240 for source in message["sources"])
+        # Three turns of at most one answer and 20 sources each: kilobytes, not megabytes.
+        assert len(stored.content) < 3 * (settings.max_answer_chars + 20 * 700) + 2_000
