@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -121,11 +121,6 @@ class Asked:
     cited_pages: set[str]
     first_delta_ms: float
     generator: str
-
-
-@dataclass
-class Rates:
-    rows: list[list] = field(default_factory=list)
 
 
 DONE = re.compile(r"event: done\r?\ndata: (\{.*?\})\r?\n")

@@ -15,7 +15,9 @@ Each passage is scored by
 - the question's terms: the IDF-weighted share of the question's content words the passage
   (with its label and its source's title) contains, IDF taken over the given passages,
   a word missing from every source counting as the rarest;
-combined as `SEMANTIC_WEIGHT * cosine + LEXICAL_WEIGHT * coverage`. The answer is the best
+combined as `SEMANTIC_WEIGHT * cosine + LEXICAL_WEIGHT * coverage`, plus
+`IDENTIFIER_BONUS` when the passage names something specific the question does not (an
+option, a setting, a path, a constant, a number: what "Which option..." asks for). The answer is the best
 passage, plus the next ones (up to three, 400 characters) when they score nearly as well
 and say something else.
 
