@@ -25,7 +25,9 @@ Same authentication (JWT or API key), scopes, rate limits and access filter as t
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -91,7 +93,8 @@ class EmbeddingRequest(BaseModel):
 
     model: StrictStr = Field(min_length=1, max_length=200)
     input: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
-    encoding_format: Literal["float"] = "float"
+    # The openai SDKs ask for base64 (little-endian float32) and decode it themselves.
+    encoding_format: Literal["float", "base64"] = "float"
 
 
 def openai_error_body(status: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
@@ -263,6 +266,11 @@ async def _chunks(runtime: Runtime, chat: ChatService, request: ChatRequest, pre
 # --- embeddings ----------------------------------------------------------------------------
 
 
+def _base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, user: UserDep, runtime: RuntimeDep) -> dict[str, Any]:
     if body.model != runtime.embedder.model_name:
@@ -273,7 +281,9 @@ async def embeddings(body: EmbeddingRequest, user: UserDep, runtime: RuntimeDep)
     tokens = await asyncio.to_thread(lambda: sum(runtime.embedder.count_tokens(text) for text in texts))
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(vectors)],
+        "data": [{"object": "embedding", "index": i,
+                  "embedding": _base64(vector) if body.encoding_format == "base64" else vector}
+                 for i, vector in enumerate(vectors)],
         "model": runtime.embedder.model_name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
