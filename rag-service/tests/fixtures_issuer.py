@@ -163,6 +163,9 @@ class JwksIssuer:
                 if self.path != API_KEY_EXCHANGE_PATH:
                     self.send_error(404)
                     return
+                if self.headers.get("content-type", "").split(";")[0] != "application/json":
+                    self.send_error(415)  # Better Auth's endpoints take JSON only
+                    return
                 key = self.headers.get("x-api-key", "")
                 with issuer._lock:
                     issuer.exchanges.append({k.lower(): v for k, v in self.headers.items()})

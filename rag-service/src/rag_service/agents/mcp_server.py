@@ -177,8 +177,17 @@ def _document(d: Any) -> dict[str, Any]:
 
 
 def build_mcp_server() -> MCPServer:
-    server = MCPServer(name="rag-service", title="Private documents (RAG)", instructions=INSTRUCTIONS,
-                       version="0.1.0")
+    # The SDK's constructor calls logging.basicConfig (a rich handler on the root logger at
+    # INFO): that would print every library's INFO lines (httpx's request URLs) beside this
+    # service's JSON logs (observability.py). The root logger is put back as it was.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        server = MCPServer(name="rag-service", title="Private documents (RAG)", instructions=INSTRUCTIONS,
+                           version="0.1.0")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
     read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
     @server.tool(

@@ -152,7 +152,8 @@ class ApiKeyVerifier:
             # this service in TRUSTED_PROXIES (it ignores the header otherwise).
             headers["x-forwarded-for"] = client_ip
         try:
-            response = await self._client.post(self._url, headers=headers)
+            # Better Auth's endpoints take a JSON body (415 without one); this one reads only the header.
+            response = await self._client.post(self._url, headers=headers, json={})
         except httpx.HTTPError as exc:
             log.warning("API key exchange failed: %s", type(exc).__name__)
             raise ServiceUnavailable("cannot reach the auth service to verify the API key",
