@@ -23,12 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from rag_service.agents import openai_api, resource_metadata
-from rag_service.agents.mcp_server import (
-    McpAuthentication,
-    build_mcp_server,
-    build_session_manager,
-    serve_mcp_sessions,
-)
+from rag_service.agents.mcp_auth import McpAuthentication
+from rag_service.agents.mcp_server import McpEndpoint
 from rag_service.agents.resource_metadata import MCP_PATH
 from rag_service.agents.openai_api import is_openai_path, openai_error_body
 from rag_service.auth import api as auth_api
@@ -157,7 +153,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     settings = settings or (runtime.settings if runtime else get_settings())
     configure_logging(settings.log_level)
     # The MCP server (agents/mcp_server.py): one per app, its session manager runs in the lifespan.
-    mcp_sessions = build_session_manager(build_mcp_server())
+    mcp = McpEndpoint()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -182,7 +178,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 polling = asyncio.create_task(poller.run())
         app.state.runtime = active
         mcp_stop = asyncio.Event()
-        mcp_task = asyncio.create_task(serve_mcp_sessions(mcp_sessions, mcp_stop))
+        mcp_task = asyncio.create_task(mcp.serve(mcp_stop))
         try:
             yield
         finally:
@@ -219,9 +215,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                    chat_api.router, history_api.router):
         app.include_router(router, responses=error_responses(400, 401, 403, 413, 422, 429, 503))
     # Agents and OpenAI-compatible clients (agents/): /v1, the MCP server and its OAuth metadata.
-    app.include_router(openai_api.router)
+    # /v1 speaks OpenAI's protocol (its schema and error shape are OpenAI's, checked with the
+    # official client), so it is left out of this service's own OpenAPI document.
+    app.include_router(openai_api.router, include_in_schema=False)
     app.include_router(resource_metadata.router)
-    app.router.routes.append(Route(MCP_PATH, endpoint=McpAuthentication(mcp_sessions, runtime_of_scope)))
+    app.router.routes.append(Route(MCP_PATH, endpoint=McpAuthentication(mcp, runtime_of_scope)))
 
     # add_middleware wraps: the last added runs first (outermost).
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_upload_bytes + BODY_LIMIT_MARGIN_BYTES,

@@ -8,7 +8,7 @@ the REST route's scope check, rate-limit budget, request model and service, scop
 caller's `Access`. A service error becomes a tool error (`isError: true`) whose text starts
 with its code (`insufficient_scope: …`, `not_found: …`, `rate_limited: …`).
 
-Authentication happens before the SDK sees the request (`McpAuthentication`): the same
+Authentication happens before the SDK sees the request (agents/mcp_auth.py): the same
 bearer credentials as the REST API (access JWT or API key, auth/bearer.py). Without one the
 answer is 401 with `WWW-Authenticate: Bearer resource_metadata="…"` pointing at this
 service's RFC 9728 metadata (agents/resource_metadata.py), which names the auth-service as
@@ -22,9 +22,7 @@ session affinity.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -32,26 +30,37 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
-from starlette.types import Receive, Scope, Send
+from pydantic import Field, ValidationError
 
-from rag_service.agents.resource_metadata import www_authenticate
+from rag_service.agents.mcp_outputs import (
+    AskOutput,
+    AskSource,
+    CollectionItem,
+    CollectionsOutput,
+    DocumentListOutput,
+    DocumentOut,
+    DocumentOutput,
+    SaveOutput,
+    SearchHit,
+    SearchOutput,
+)
 from rag_service.agents.services import AgentServices
 from rag_service.auth.tokens import CurrentUser
 from rag_service.chat.schemas import MAX_CHAT_TOP_K, ChatRequest
 from rag_service.chat.service import DeltaEvent, SourcesEvent
 from rag_service.documents.schemas import MAX_COLLECTION_ID_CHARS, SaveDocumentRequest
-from rag_service.errors import AppError, Unauthorized, describe_validation_errors
+from rag_service.errors import AppError, describe_validation_errors
 from rag_service.runtime import Runtime
 from rag_service.search.schemas import MAX_TOP_K, SearchFilters, SearchRequest
 from rag_service.storage.models import DEFAULT_COLLECTION
 
 log = logging.getLogger(__name__)
 
-# Where the authenticated caller travels from McpAuthentication to the tools (the ASGI scope's
-# `state`, which the SDK hands back as the request of the tool call).
+# Where the authenticated caller travels from McpAuthentication (agents/mcp_auth.py) to the
+# tools: the ASGI scope's `state`, which the SDK hands back as the request of the tool call.
 USER_STATE_KEY = "rag_user"
 RUNTIME_STATE_KEY = "rag_runtime"
+
 # get_document returns at most this much of a document's text unless asked for more.
 DEFAULT_DOCUMENT_CHARS = 20_000
 MAX_DOCUMENT_CHARS = 1_000_000
@@ -70,81 +79,6 @@ CollectionArg = Annotated[
           description='Only this collection: "personal" (the default one) or a collection id from '
                       "list_collections. Omit to use every collection the user can read."),
 ]
-
-
-# --- outputs -------------------------------------------------------------------------------
-
-
-class SearchHit(BaseModel):
-    document_id: str
-    title: str
-    chunk_index: int
-    text: str
-    score: float
-    metadata: dict[str, Any]
-
-
-class SearchOutput(BaseModel):
-    results: list[SearchHit]
-
-
-class AskSource(BaseModel):
-    number: int = Field(description="Cited as [number] in the answer")
-    document_id: str
-    title: str
-    chunk_index: int
-    snippet: str
-
-
-class AskOutput(BaseModel):
-    answer: str = Field(description="The answer; [n] cites sources[n-1]")
-    sources: list[AskSource]
-    conversation_id: str
-
-
-class DocumentOut(BaseModel):
-    id: str
-    title: str
-    status: str
-    chunk_count: int
-    collection_id: str
-    organization_id: str | None
-    metadata: dict[str, Any]
-    created_at: str
-
-
-class DocumentListOutput(BaseModel):
-    documents: list[DocumentOut]
-    total: int
-    page: int
-    pages: int
-
-
-class DocumentOutput(DocumentOut):
-    content: str
-    content_chars: int = Field(description="Length of the whole text")
-    truncated: bool = Field(description="True when `content` is only the first max_chars characters")
-
-
-class SaveOutput(BaseModel):
-    document_id: str
-    created: bool = Field(description="False when the same text already existed (that document is returned)")
-    status: str
-    message: str
-
-
-class CollectionItem(BaseModel):
-    id: str
-    name: str
-    organization_id: str | None
-    role: str
-    can_write: bool
-    is_default: bool
-    document_count: int
-
-
-class CollectionsOutput(BaseModel):
-    collections: list[CollectionItem]
 
 
 # --- the server ----------------------------------------------------------------------------
@@ -361,56 +295,21 @@ def build_session_manager(server: MCPServer) -> StreamableHTTPSessionManager:
     return server.session_manager
 
 
-async def serve_mcp_sessions(sessions: StreamableHTTPSessionManager, stop: asyncio.Event) -> None:
-    """The session manager's task group, entered and left in one task of its own (the app's
-    lifespan may start and end in different tasks, which a task group does not allow)."""
-    async with sessions.run():
-        await stop.wait()
+class McpEndpoint:
+    """The MCP server, and the session manager of the app's current lifespan (a session
+    manager runs once; an app's lifespan may run again, e.g. under a test harness)."""
 
+    def __init__(self) -> None:
+        self.server = build_mcp_server()
+        self.sessions: StreamableHTTPSessionManager | None = None
 
-class McpAuthentication:
-    """ASGI app at /mcp: authenticates the bearer credential like every REST route, then hands
-    the request to the SDK with the caller in the scope's state."""
-
-    def __init__(self, session_manager: StreamableHTTPSessionManager,
-                 runtime_of_scope: Callable[[Scope], Runtime]) -> None:
-        self._sessions = session_manager
-        self._runtime_of_scope = runtime_of_scope
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        runtime: Runtime = self._runtime_of_scope(scope)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        scheme, _, credential = headers.get("authorization", "").partition(" ")
-        client = scope.get("client")
-        if scheme.lower() != "bearer" or not credential.strip():
-            missing = Unauthorized("a bearer access token or API key is required")
-            await _send_auth_error(scope, send, missing, runtime, credential_sent=False)
-            return
-        try:
-            user = await runtime.authenticator.authenticate(credential, client_ip=client[0] if client else None)
-        except AppError as exc:
-            await _send_auth_error(scope, send, exc, runtime, credential_sent=True)
-            return
-        state = scope.setdefault("state", {})
-        state[USER_STATE_KEY] = user
-        state[RUNTIME_STATE_KEY] = runtime
-        state["user_id"] = user.id  # the access log's field (observability.py)
-        await self._sessions.handle_request(scope, receive, send)
-
-
-async def _send_auth_error(scope: Scope, send: Send, exc: AppError, runtime: Runtime, *,
-                           credential_sent: bool) -> None:
-    """401 in OAuth's bearer-token shape (RFC 6750) with the metadata pointer (RFC 9728);
-    429/503 in the same shape with their headers."""
-    error = "invalid_token" if exc.status_code == 401 else ("rate_limited" if exc.status_code == 429
-                                                            else "temporarily_unavailable")
-    body = json.dumps({"error": error, "error_description": exc.message, "code": exc.code}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    for name, value in exc.headers.items():
-        if name.lower() != "www-authenticate":
-            headers.append((name.lower().encode(), value.encode()))
-    if exc.status_code == 401:
-        challenge = www_authenticate(runtime.settings, scope, exc.message if credential_sent else None)
-        headers.append((b"www-authenticate", challenge.encode()))
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Runs until `stop` is set, in a task of its own: the manager's task group must be
+        entered and left in one task (the lifespan may start and end in different ones)."""
+        sessions = build_session_manager(self.server)
+        async with sessions.run():
+            self.sessions = sessions
+            try:
+                await stop.wait()
+            finally:
+                self.sessions = None

@@ -1,7 +1,7 @@
 """The OpenAI-compatible API under `/v1`, for the `openai` SDKs, LangChain, LlamaIndex and chat
 front-ends (Open WebUI's "OpenAI connection"): `base_url=<rag-service>/v1`, `api_key=<API key>`.
 
-- `GET /v1/models`, `GET /v1/models/{id}`: the answer mode this service runs: the configured
+- `GET /v1/models`: the answer mode this service runs: the configured
   generator (`gemini:<model>`, `openai:<model>`), or `extractive` when no model is configured.
 - `POST /v1/chat/completions`: the last message is the user's question, earlier user and
   assistant messages are the conversation context (the last `MAX_HISTORY_TURNS`, each cut to
@@ -132,13 +132,6 @@ def _model(runtime: Runtime) -> dict[str, Any]:
 async def list_models(user: UserDep, runtime: RuntimeDep) -> dict[str, Any]:
     await runtime.rate_limiter.hit("cheap", user.id)
     return {"object": "list", "data": [_model(runtime)]}
-
-
-@router.get("/models/{model:path}")
-async def get_model(model: str, user: UserDep, runtime: RuntimeDep) -> dict[str, Any]:
-    await runtime.rate_limiter.hit("cheap", user.id)
-    _check_model(runtime, model)
-    return _model(runtime)
 
 
 def _check_model(runtime: Runtime, model: str) -> None:
