@@ -58,8 +58,8 @@ class JwksIssuer:
         self.membership_requests: list[int | None] = []
         # Set to answer the membership-changes route with this document (or status, if an int).
         self.membership_answer: Any = None
-        # API keys: key -> (owner, scope); each exchange's headers, in order.
-        self.api_keys: dict[str, tuple[str, str]] = {}
+        # API keys: key -> (owner, scope, orgs claim or None); each exchange's headers, in order.
+        self.api_keys: dict[str, tuple[str, str, list[dict[str, str]] | None]] = {}
         self.exchanges: list[dict[str, str]] = []
         # Set to answer the exchange with this status (e.g. 429, 500) instead.
         self.exchange_status: int | None = None
@@ -123,10 +123,22 @@ class JwksIssuer:
                 "retention_seconds": MEMBERSHIP_RETENTION_SECONDS, "truncated": False}
 
     # API keys
-    def add_api_key(self, sub: str, scope: str = "write") -> str:
+    def add_api_key(self, sub: str, scope: str = "write", orgs: list[dict[str, str]] | None = None) -> str:
         key = f"rag_{uuid.uuid4().hex}{uuid.uuid4().hex}"
-        self.api_keys[key] = (sub, scope)
+        self.api_keys[key] = (sub, scope, orgs)
         return key
+
+    def exchanged_token(self, key: str) -> str | None:
+        """What the exchange mints for `key`: `iat` not before the owner's latest membership
+        change, as the auth-service's issuedAt (so a fresh token is never stale)."""
+        owner = self.api_keys.get(key)
+        if owner is None:
+            return None
+        sub, scope, orgs = owner
+        with self._lock:
+            latest_ms = self.membership_changes.get(hashlib.sha256(sub.encode()).hexdigest(), 0)
+        iat = max(int(time.time()), -(-latest_ms // 1000))
+        return self.mint(sub, sid=None, scope=scope, orgs=orgs, iat=iat)
 
     def revoke_api_key(self, key: str) -> None:
         self.api_keys.pop(key, None)
@@ -175,8 +187,8 @@ class JwksIssuer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                owner = issuer.api_keys.get(key)
-                if owner is None:
+                token = issuer.exchanged_token(key)
+                if token is None:
                     body = json.dumps({"code": "INVALID_API_KEY", "message": "invalid"}).encode()
                     self.send_response(401)
                     self.send_header("Content-Type", "application/json")
@@ -184,8 +196,8 @@ class JwksIssuer:
                     self.end_headers()
                     self.wfile.write(body)
                     return
-                # Like the auth-service's exchange: no `sid`, the key's `scope`.
-                self.send_json({"token": issuer.mint(owner[0], sid=None, scope=owner[1])})
+                # Like the auth-service's exchange: no `sid`, the key's `scope`, the owner's `orgs`.
+                self.send_json({"token": token})
 
             def membership_changes(self, since: str | None) -> None:
                 issuer.membership_requests.append(None if since is None else int(since))

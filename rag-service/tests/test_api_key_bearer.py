@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 import pytest
 
 from rag_service.auth.api_keys import ApiKeyVerifier, api_key_exchange_url
+from rag_service.auth.bearer import BearerAuthenticator
+from rag_service.auth.membership_changes import MembershipChanges, parse_answer
 from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.errors import RateLimited, ServiceUnavailable, Unauthorized
 
@@ -217,3 +220,31 @@ async def test_the_key_never_reaches_the_logs(client: Any, issuer: Any, user_id:
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert key not in logged and key[4:20] not in logged
     assert wrong not in logged
+
+
+async def test_a_keys_token_gone_stale_is_exchanged_again_not_refused(key_settings: Any, issuer: Any) -> None:
+    """A membership change makes the cached JWT of a key with organizations stale; the key
+    itself is still good, so the next request exchanges it again (its new JWT has the owner's
+    memberships of now) instead of failing with token_stale until the cache entry lapses."""
+    owner = f"user-{uuid.uuid4().hex[:8]}"
+    orgs = [{"id": "org-1", "role": "member"}]
+    key = issuer.add_api_key(owner, "read", orgs=orgs)
+    tokens = AccessTokenVerifier(key_settings)
+    keys = ApiKeyVerifier(key_settings, tokens)
+    changes = MembershipChanges()
+    bearer_auth = BearerAuthenticator(tokens, keys, changes)
+    try:
+        first = await bearer_auth.authenticate(key)
+        assert "org-1" in first.orgs and issuer.exchanges_of(key) == 1
+        issuer.record_change(owner, at=first.claims["iat"] + 0.5)
+        changes.apply(parse_answer(issuer.membership_document(None)))
+        stale_jwt = issuer.mint(owner, orgs=orgs, iat=first.claims["iat"])
+        with pytest.raises(Unauthorized) as stale:
+            await bearer_auth.authenticate(stale_jwt)
+        assert stale.value.code == "token_stale"
+        again = await bearer_auth.authenticate(key)
+        assert again.claims["iat"] > first.claims["iat"]
+        assert issuer.exchanges_of(key) == 2
+    finally:
+        await keys.aclose()
+        await tokens.aclose()
