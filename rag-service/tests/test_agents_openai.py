@@ -5,12 +5,18 @@ extension fields, embeddings, OpenAI-shaped errors for bad input and for auth.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
+import httpx
 import httpx2
 import openai
 import pytest
+import respx
+
+from rag_service.providers.openai_generator import OpenAIGenerator
+from rag_service.providers.retry import RetryPolicy
 
 TEXT = ("Puffins nest in burrows on sea cliffs. They carry several small fish crosswise in their "
         "colourful bills back to the burrow.")
@@ -185,3 +191,34 @@ async def test_a_read_key_may_chat_but_not_embed(app: Any, issuer: Any, user_id:
 async def test_the_rest_api_keeps_its_own_error_shape(client: Any) -> None:
     response = await client.get("/documents")
     assert set(response.json()["error"]) == {"code", "message", "request_id"}
+
+
+LLM_URL = "http://llm.test:11434/v1"
+
+
+async def test_a_configured_model_is_listed_and_its_failure_mid_stream_is_an_openai_error_event(
+    app_factory: Any, runtime: Any, client: Any, auth_headers: Any, user_id: str, saved: str
+) -> None:
+    """With an OpenAI-compatible answer server configured (answered here by respx), /v1/models
+    names it, and when it fails after the stream has started the client gets OpenAI's error
+    event (the SDK raises it) instead of [DONE]."""
+    settings = runtime.settings.model_copy(update={"llm_provider": "openai", "openai_base_url": LLM_URL + "/",
+                                                   "openai_model": "llama3.2", "llm_timeout_seconds": 2.0})
+    generator = OpenAIGenerator(settings, retry_policy=RetryPolicy(max_retries=1, base_delay=0.001, max_delay=0.002))
+    with respx.mock(assert_all_called=False) as llm:
+        llm.route(host="127.0.0.1").pass_through()
+        llm.post(f"{LLM_URL}/chat/completions").mock(
+            return_value=httpx.Response(500, json={"error": {"message": "model crashed"}}))
+        async with app_factory(settings, runtime=dataclasses.replace(runtime, generator=generator)) as (app, _):
+            http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test")
+            async with openai.AsyncOpenAI(base_url="http://test/v1", api_key="unused", http_client=http,
+                                          max_retries=0, default_headers=auth_headers(user_id)) as sdk:
+                assert [m.id for m in (await sdk.models.list()).data] == ["openai:llama3.2"]
+                stream = await sdk.chat.completions.create(
+                    model="openai:llama3.2", stream=True, messages=[{"role": "user", "content": "Where do puffins nest?"}])
+                with pytest.raises(openai.APIError) as failed:
+                    async for _ in stream:
+                        pass
+                assert failed.value.body["code"] == "provider_unavailable"
+                assert failed.value.body["type"] == "server_error" and "unavailable" in failed.value.message
+    await generator.aclose()

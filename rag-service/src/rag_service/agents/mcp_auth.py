@@ -16,7 +16,6 @@ from rag_service.errors import AppError, ServiceUnavailable, Unauthorized
 from rag_service.runtime import Runtime
 
 
-
 class McpAuthentication:
     """ASGI app at /mcp: authenticates the bearer credential like every REST route, then hands
     the request to the SDK with the caller in the scope's state."""

@@ -263,7 +263,6 @@ def _base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
-
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, user: UserDep, runtime: RuntimeDep) -> dict[str, Any]:
     if body.model != runtime.embedder.model_name:

@@ -63,8 +63,7 @@ class AgentServices:
 
     async def chat(self) -> ChatService:
         """POST /chat (costly): the chat service, to `prepare(access, ChatRequest)` (POST /chat's
-        own request model and limits) then
-        stream `events(...)` or `collect(...)` as the route does."""
+        own request model and limits), then stream `events(...)` or `collect(...)` as the route does."""
         await self._spend("costly")
         r = self.runtime
         return await get_chat_service(r.vector_store, r.sparse_encoder, r.embedder, r.generator, r.sessionmaker,
