@@ -272,7 +272,8 @@ class ChatService:
                     pieces.append(event.text)
                 elif isinstance(event, DoneEvent):
                     done = event
-        assert done is not None  # events() ends with DoneEvent or raises
+        if done is None:  # events() ends with DoneEvent or raises
+            raise RuntimeError("the chat events ended without a done event")
         return ChatAnswer(
             text="".join(pieces),
             sources=marked_cited(prepared.sources, done.outcome),
