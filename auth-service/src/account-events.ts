@@ -120,6 +120,18 @@ export async function migrateAccountEvents(db: Kysely<any>): Promise<void> {
         end if;
         return null;
       end $fn$`),
+    // `occurred_at` is taken again when the transaction commits (a deferred trigger), so a token
+    // whose minting began before the commit, and read the old memberships, is older than the
+    // change's second (issuedAt) unless it began in the last instant before the commit.
+    sql.raw(`create or replace function auth_account_events_stamp() returns trigger language plpgsql as $fn$
+      begin
+        update ${EVENTS_TABLE} set occurred_at = greatest(occurred_at, (floor(extract(epoch from clock_timestamp()) * 1000))::bigint)
+          where id = NEW.id;
+        return null;
+      end $fn$`),
+    sql`drop trigger if exists auth_account_events_stamp on ${sql.table(EVENTS_TABLE)}`,
+    sql`create constraint trigger auth_account_events_stamp after insert on ${sql.table(EVENTS_TABLE)}
+      deferrable initially deferred for each row execute function auth_account_events_stamp()`,
     sql`drop trigger if exists auth_account_events_user_before_delete on "user"`,
     sql`create trigger auth_account_events_user_before_delete before delete on "user"
       for each row execute function auth_account_events_user_before_delete()`,
