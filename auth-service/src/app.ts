@@ -1,5 +1,5 @@
 // The Hono app: security headers, a body limit, CORS, /health, Better Auth at /api/auth/*,
-// seed-contract routes at /auth/*.
+// seed-contract routes at /auth/*, the development mailbox at /dev/mailbox.
 import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
@@ -8,6 +8,8 @@ import type { Config } from "./config.js";
 import type { Database } from "./db.js";
 import { proxyToAuth } from "./http.js";
 import { limiterHealth } from "./limiter-health.js";
+import { mailboxRoutes } from "./mailbox.js";
+import type { Mailer } from "./mailer.js";
 import { contractRoutes, errorBody } from "./routes.js";
 import { describeError } from "./safe-log.js";
 
@@ -47,7 +49,7 @@ function trustedCors(origins: string[]): MiddlewareHandler {
   };
 }
 
-export function createApp({ config, auth, database }: { config: Config; auth: Auth; database: Database }) {
+export function createApp({ config, auth, database, mailer }: { config: Config; auth: Auth; database: Database; mailer: Mailer }) {
   const app = new Hono();
   const trustProxies = config.trustedProxies.length > 0;
 
@@ -73,6 +75,8 @@ export function createApp({ config, auth, database }: { config: Config; auth: Au
 
   app.on(["GET", "POST"], "/api/auth/*", (c) => proxyToAuth(auth, c, trustProxies));
   app.route("/auth", contractRoutes(auth, { trustProxies }));
+  // Development only, and only when mails go to the outbox folder (src/mailbox.ts).
+  if (config.devMode && mailer.outboxDir) app.route("/dev/mailbox", mailboxRoutes(mailer.outboxDir));
 
   app.notFound((c) => c.json(errorBody("not_found", `no route for ${c.req.method} ${c.req.path}`), 404));
   app.onError((err, c) => {

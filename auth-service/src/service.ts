@@ -6,6 +6,7 @@ import { databaseThrottleStore, memoryThrottleStore, redisThrottleStore } from "
 import { createAuth, type Auth, type AuthStores } from "./auth.js";
 import type { Config } from "./config.js";
 import { createDatabase, type Database } from "./db.js";
+import { createMailer, type Mailer } from "./mailer.js";
 import { migrate } from "./migrate.js";
 import type { InvitationSender } from "./organizations.js";
 import { createRedisClient, createRedisRateLimitStorage } from "./rate-limit-redis.js";
@@ -16,6 +17,7 @@ export interface RunningService {
   config: Config;
   auth: Auth;
   database: Database;
+  mailer: Mailer;
   app: ReturnType<typeof createApp>;
   close(): Promise<void>;
 }
@@ -39,8 +41,9 @@ export async function startServer(
         accountThrottle: redisThrottleStore(redis, config.redisKeyPrefix),
       }
     : { accountThrottle: config.rateLimit.storage === "database" ? databaseThrottleStore(database.db) : memoryThrottleStore() };
-  const auth = createAuth(config, database, { ...stores, sendInvitation: shared.sendInvitation });
-  const app = createApp({ config, auth, database });
+  const mailer = createMailer(config);
+  const auth = createAuth(config, database, { ...stores, mailer, sendInvitation: shared.sendInvitation });
+  const app = createApp({ config, auth, database, mailer });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
   });
@@ -53,6 +56,7 @@ export async function startServer(
     config,
     auth,
     database,
+    mailer,
     app,
     close() {
       closing ??= (async () => {
@@ -61,6 +65,8 @@ export async function startServer(
           // Keep-alive sockets would hold close() open.
           (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
         });
+        // Mails already queued are still delivered (or given up after their retries).
+        await mailer.close();
         redis?.disconnect();
         if (!shared.database) await database.close();
       })();
