@@ -31,6 +31,23 @@ const securityHeaders: MiddlewareHandler = async (c, next) => {
   c.res.headers.set("Referrer-Policy", "no-referrer");
 };
 
+/**
+ * Answers no sooner than `ms` after the request came in. A reset request for a known address
+ * writes a token and queues a mail (whose delivery then shares the process with the next
+ * requests); for an unknown one it only reads: the floor, above both, makes them look alike.
+ */
+export function minimumDuration(ms: number): MiddlewareHandler {
+  return async (_c, next) => {
+    const started = performance.now();
+    await next();
+    const remaining = ms - (performance.now() - started);
+    if (remaining > 0) await new Promise((resolve) => setTimeout(resolve, remaining));
+  };
+}
+
+/** The floor under POST /api/auth/request-password-reset (docs/security.md, "Enumeration"). */
+export const PASSWORD_RESET_REQUEST_FLOOR_MS = 500;
+
 /** CORS with credentials, only for TRUSTED_ORIGINS; other origins get no CORS headers at all. */
 function trustedCors(origins: string[]): MiddlewareHandler {
   const allowed = new Set(origins);
@@ -73,6 +90,7 @@ export function createApp({ config, auth, database, mailer }: { config: Config; 
     return c.json({ status: ok ? "ok" : "degraded", services: { database: ok }, ...limiter }, ok ? 200 : 503);
   });
 
+  app.use("/api/auth/request-password-reset", minimumDuration(PASSWORD_RESET_REQUEST_FLOOR_MS));
   app.on(["GET", "POST"], "/api/auth/*", (c) => proxyToAuth(auth, c, trustProxies));
   app.route("/auth", contractRoutes(auth, { trustProxies }));
   // Development only, and only when mails go to the outbox folder (src/mailbox.ts).
