@@ -3,7 +3,7 @@
 // up with your address" notice, organization invitations, the per-address cap on mails, and the
 // rule that a password change ends every other session.
 import { createHash } from "node:crypto";
-import { APIError, createAuthMiddleware, getSessionFromCtx } from "better-auth/api";
+import { createAuthMiddleware, getSessionFromCtx, isAPIError } from "better-auth/api";
 import type { BetterAuthPlugin } from "better-auth";
 import { decodeJwt } from "jose";
 import type { AccountThrottleStore } from "./account-throttle.js";
@@ -108,11 +108,15 @@ const INVITATION_ROUTES = new Set(["/organization/accept-invitation", "/organiza
 export function invitationErrors(): BetterAuthPlugin {
   return {
     id: "invitation-errors",
+    // After Better Auth refused (the session is readable there: the bearer plugin's header is applied).
     hooks: {
-      before: [
+      after: [
         {
           matcher: (ctx) => INVITATION_ROUTES.has(ctx.path ?? ""),
           handler: createAuthMiddleware(async (ctx) => {
+            const returned = ctx.context.returned;
+
+            if (!isAPIError(returned) || returned.body?.code !== "INVITATION_NOT_FOUND") return;
             const id = ctx.path === "/organization/get-invitation"
               ? (ctx.query as { id?: unknown } | undefined)?.id
               : (ctx.body as { invitationId?: unknown } | undefined)?.invitationId;
@@ -122,7 +126,8 @@ export function invitationErrors(): BetterAuthPlugin {
             const invitation = await ctx.context.adapter.findOne<StoredInvitation>({ model: "invitation", where: [{ field: "id", value: id }] });
             if (!invitation || invitation.email.toLowerCase() !== session.user.email.toLowerCase()) return;
             const refusal = invitationRefusal(invitation, new Date());
-            if (refusal) throw new APIError(refusal.status, { code: refusal.code, message: refusal.message });
+            // A Response, not an APIError: the answer keeps the status of the error a hook throws.
+            if (refusal) return Response.json({ code: refusal.code, message: refusal.message }, { status: refusal.status });
           }),
         },
       ],
@@ -133,14 +138,14 @@ export function invitationErrors(): BetterAuthPlugin {
 export function invitationRefusal(invitation: Pick<StoredInvitation, "status" | "expiresAt">, now: Date) {
   switch (invitation.status) {
     case "accepted":
-      return { status: "CONFLICT" as const, code: "INVITATION_ALREADY_ACCEPTED", message: "this invitation was already accepted" };
+      return { status: 409, code: "INVITATION_ALREADY_ACCEPTED", message: "this invitation was already accepted" };
     case "canceled":
-      return { status: "GONE" as const, code: "INVITATION_CANCELED", message: "this invitation was withdrawn by the organization" };
+      return { status: 410, code: "INVITATION_CANCELED", message: "this invitation was withdrawn by the organization" };
     case "rejected":
-      return { status: "GONE" as const, code: "INVITATION_REJECTED", message: "this invitation was declined" };
+      return { status: 410, code: "INVITATION_REJECTED", message: "this invitation was declined" };
   }
   if (new Date(invitation.expiresAt) < now) {
-    return { status: "GONE" as const, code: "INVITATION_EXPIRED", message: "this invitation has expired: ask the organization for a new one" };
+    return { status: 410, code: "INVITATION_EXPIRED", message: "this invitation has expired: ask the organization for a new one" };
   }
   return null;
 }
