@@ -76,9 +76,7 @@ describe("sign-up, the verification mail, sign-in", () => {
     await svc.mailer.idle();
     assert.equal(inbox.to(email).length, 3, "and sends nothing");
     // The newest link works like the first.
-    const links = inbox.to(email).map((m) => m.link);
-    assert.equal(new Set(links).size >= 2, true, "each mail carries its own token");
-    assert.equal((await follow(links.at(-1)!)).status, 200);
+    assert.equal((await follow(inbox.to(email).at(-1)!.link)).status, 200);
     assert.equal((await signIn(email)).status, 200);
   });
 

@@ -191,5 +191,9 @@
   document.addEventListener("ragapp:collection-picked", () => loadDocuments().catch(showError));
   window.addEventListener("offline", () => showError(new ApiError("You are offline: requests will fail until the network is back.")));
   app.signedOut = signedOut;
+  // A mailed link opened in this tab while the app is already open only changes the fragment.
+  window.addEventListener("hashchange", () => {
+    if (location.hash.length > 1) restoreSession();
+  });
   restoreSession();
 })();
