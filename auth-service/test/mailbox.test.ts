@@ -8,6 +8,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { ConfigError, loadConfig } from "../src/config.js";
 import { createMailer } from "../src/mailer.js";
+import { safeLog } from "../src/safe-log.js";
 import { verifyEmailMail } from "../src/mail-messages.js";
 import { BASE_URL, PASSWORD, request, startTestService, tempDir, uniqueEmail, type TestService } from "./helpers.js";
 import { startInbox } from "./mail-support.js";
@@ -139,5 +140,24 @@ describe("delivery failures", () => {
     assert.equal(lines.length, 1, lines.join("\n"));
     assert.match(lines[0]!, /a verify-email mail was not delivered after 4 attempts/);
     assert.ok(!/secret-person|tok3n|Confirm your/.test(lines[0]!), lines[0]);
+  });
+});
+
+describe("log lines", () => {
+  test("addresses and tokens in Better Auth's messages are masked", () => {
+    const lines: string[] = [];
+    const original = console.log;
+    console.log = (...args: unknown[]) => void lines.push(args.map(String).join(" "));
+    try {
+      safeLog("info", "Sign-up attempt for existing email: Someone.Else+tag@example.co.uk", "http://localhost:3001/api/auth/verify-email?token=eyJhbGc.secret&callbackURL=/");
+      safeLog("info", "link http://localhost:5173/#reset-password=abcdef123456 sent");
+    } finally {
+      console.log = original;
+    }
+    const logged = lines.join("\n");
+    assert.match(logged, /existing email: \[email\]/);
+    assert.match(logged, /token=\[redacted\]&callbackURL/);
+    assert.match(logged, /#reset-password=\[redacted\]/);
+    assert.ok(!/Someone|example\.co\.uk|eyJhbGc|abcdef123456/.test(logged), logged);
   });
 });
