@@ -7,6 +7,7 @@ import { existsSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { ConfigError, loadConfig } from "../src/config.js";
+import { databaseThrottleStore } from "../src/account-throttle.js";
 import { createMailer } from "../src/mailer.js";
 import { safeLog } from "../src/safe-log.js";
 import { verifyEmailMail } from "../src/mail-messages.js";
@@ -83,6 +84,20 @@ describe("the development outbox and mailbox", () => {
     const token = decodeURIComponent(page.match(/#verify-email=([^"]+)"/)![1]!);
     const verified = await request(svc.url, "GET", `/api/auth/verify-email?token=${encodeURIComponent(token)}`, { headers: { origin: BASE_URL } });
     assert.equal(verified.status, 200);
+  });
+
+  test("in the database store, the mail cap and the sign-in throttle expire on their own terms", async () => {
+    const store = databaseThrottleStore(svc.database.db);
+    const t0 = Date.now();
+    const hour = 3_600_000;
+    await store.recordFailure("mail:reset-password:cap-test", t0, hour, hour);
+    // A sign-in failure 40 minutes later prunes sign-in rows older than its 30-minute ttl only.
+    await store.recordFailure("acct:throttle-test", t0 + 40 * 60_000, 900_000, 1_800_000);
+    assert.equal((await store.get("mail:reset-password:cap-test"))?.failures, 1);
+    // And a mail an hour and a half later prunes the stale mail row.
+    await store.recordFailure("mail:verify-email:other", t0 + 90 * 60_000, hour, hour);
+    assert.equal(await store.get("mail:reset-password:cap-test"), null);
+    assert.equal((await store.get("acct:throttle-test"))?.failures, 1);
   });
 
   test("ids that are not outbox entries are a 404, never a path", async () => {
