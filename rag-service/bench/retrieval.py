@@ -4,7 +4,7 @@
         [--chunk-size 200] [--overlap 30] [--no-title]
         [--prefetch N] [--rrf-k 60] [--weights DENSE,KEYWORD] [--overfetch 3] [--per-doc 2]
         [--latency-sample 200] [--http-sample 100] [--sweep] [--store edge|pgvector|both]
-        [--pgvector-url URL] [--questions PATH] [--ranking weighted|store] [--report PATH]
+        [--pgvector-url URL] [--questions PATH] [--ranking convex|store] [--report PATH]
 
 The dataset defaults to manpages-dev, built from this machine's man pages by
 scripts/build_manpages_dataset.py (any BEIR-layout folder works). The corpus is ingested
@@ -13,9 +13,9 @@ as one user through the real pipeline (DocumentService.save: SQLite row, chunkin
 ingested store is reused by later runs with the same dataset and chunking. Prints nDCG@10,
 Recall@10, MRR@10 and latency p50/p95 per mode (and over HTTP for a sample).
 
-Hybrid ranking: `--ranking weighted` (the service's default: search/ranking.py's weighted
-rank fusion, title field and document aggregation above the store) or `--ranking store`
-(the earlier ranking: the store's own equal-weight RRF). Every run also evaluates both
+Hybrid ranking: `--ranking convex` (the service's default: search/ranking.py's
+document-level score fusion above the store) or `--ranking store` (the earlier ranking:
+the store's own reciprocal rank fusion of chunks). Every run also evaluates both
 rankings on every query and prints them per query type, with bootstrap 95% intervals and
 the paired difference. Query types: the dataset's description queries, by manual section of
 their page, and the user-phrased questions of `--questions` (default for manpages-dev:
@@ -70,7 +70,7 @@ USER = "bench-user"
 K = 10
 MODES = ("keyword", "dense", "hybrid")
 QUESTIONS = {"manpages-dev": Path(__file__).resolve().parent / "datasets" / "manpages-dev-qa.jsonl"}
-RANKINGS = {"weighted": DEFAULT_RANKING, "store": BASELINE_RANKING}
+RANKINGS = {"convex": DEFAULT_RANKING, "store": BASELINE_RANKING}
 
 
 # --- dataset --------------------------------------------------------------------------
@@ -365,13 +365,10 @@ def sweep_grid() -> list[dict[str, Any]]:
     grid += [{"mode": "hybrid", "per_doc": n} for n in (1, 3)]
     grid += [{"mode": "hybrid", "per_doc": 2, "overfetch": n} for n in (2, 5)]
     grid += [{"mode": "hybrid", "per_doc": 2, "prefetch": p, "fusion": "dbsf"} for p in (None, 50)]
-    # The service's weighted ranking with one part changed at a time (its ablation).
-    default = DEFAULT_RANKING
-    grid += [{"mode": "hybrid", "per_doc": 2, "ranking": replace(default, **change)} for change in (
-        {"title_weight": 0.0}, {"document_weight": 0.0}, {"title_weight": 0.0, "document_weight": 0.0},
-        {"title_weight": default.title_weight * 2}, {"document_weight": default.document_weight * 2},
-        {"keyword_weight": default.keyword_weight * 1.5}, {"dense_weight": default.dense_weight * 1.5},
-        {"rrf_k": 20})]
+    # The service's ranking with one part changed at a time (its ablation).
+    grid += [{"mode": "hybrid", "per_doc": 2, "ranking": replace(DEFAULT_RANKING, **change)} for change in (
+        {"aggregate_documents": False}, {"dense_weight": 0.5}, {"dense_weight": 0.7},
+        {"title_weight": 0.1}, {"title_weight": 0.2})]
     return grid
 
 
@@ -482,15 +479,15 @@ async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report
                              "Hybrid against each mode alone (paired, same queries)")
         ranked_store = stores.get("edge") or stores["pgvector"]
         by_ranking = {}
-        for name, ranking in (("store", BASELINE_RANKING), ("weighted", DEFAULT_RANKING)):
+        for name, ranking in (("store", BASELINE_RANKING), ("convex", DEFAULT_RANKING)):
             service = SearchService(ranked_store, sparse, cached, settings, overfetch=args.overfetch,
                                     max_chunks_per_document=args.per_doc, ranking=ranking)
             by_ranking[name] = await evaluate(service, queries, qrels, to_corpus, "hybrid")
         report.table(["query type", "queries", "nDCG@10 before [95% CI]", "nDCG@10 after [95% CI]",
                       "after - before [95% CI]", "better", "worse", "Recall@10 before", "Recall@10 after"],
-                     per_type_rows(by_ranking["store"], by_ranking["weighted"], types),
-                     f"Hybrid before (`--ranking store`: the store's equal-weight RRF) and after (`--ranking weighted`: "
-                     f"weighted fusion, title field, document aggregation in the service), per query type "
+                     per_type_rows(by_ranking["store"], by_ranking["convex"], types),
+                     f"Hybrid before (`--ranking store`: the store's reciprocal rank fusion of chunks) and after "
+                     f"(`--ranking convex`: document-level score fusion in the service), per query type "
                      f"({'Edge' if 'edge' in stores else 'pgvector'}, same run, paired over the same queries)")
         if len(per_store) == 2:
             report.table(
@@ -553,8 +550,8 @@ def sweep_label(config: dict[str, Any]) -> str:
     parts = [config["mode"]]
     if "ranking" in config:
         r = config["ranking"]
-        return (f"hybrid, weighted ranking: dense {r.dense_weight:g}, keyword {r.keyword_weight:g}, title "
-                f"{r.title_weight:g}, documents {r.document_weight:g}, RRF k={r.rrf_k}")
+        return (f"hybrid, convex ranking: dense {r.dense_weight:g}, keyword {1 - r.dense_weight:g}, title "
+                f"{r.title_weight:g}, {'documents (MaxP)' if r.aggregate_documents else 'chunks alone'}")
     if config.get("fusion") == "dbsf":
         parts.append("DBSF fusion")
     elif config["mode"] == "hybrid":
@@ -587,8 +584,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-sample", type=int, default=200, help="queries timed per mode, uncached")
     parser.add_argument("--http-sample", type=int, default=0, help="also time N queries through HTTP")
     parser.add_argument("--sweep", action="store_true", help="also try hybrid fusion and collapse settings (Edge)")
-    parser.add_argument("--ranking", choices=list(RANKINGS), default="weighted",
-                        help="hybrid ranking of the main table: weighted (the service default) or store (before)")
+    parser.add_argument("--ranking", choices=list(RANKINGS), default="convex",
+                        help="hybrid ranking of the main table: convex (the service default) or store (before)")
     parser.add_argument("--questions", type=Path, help="a qa.jsonl whose answerable questions join the queries "
                         "(default for manpages-dev: bench/datasets/manpages-dev-qa.jsonl)")
     parser.add_argument("--store", choices=["edge", "pgvector", "both"], default="edge",

@@ -1,5 +1,5 @@
-"""Hybrid ranking (search/ranking.py): weighted rank fusion, the title field and document
-aggregation, first on hand-made candidate lists, then through SearchService on every
+"""Hybrid ranking (search/ranking.py): score fusion, document aggregation and the title
+field, first on hand-made candidate lists, then through SearchService on every
 vector store (Qdrant Edge, qdrant-client local mode, pgvector) with MiniLM and BM25."""
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from rag_service.storage.vectors import ChunkHit, ChunkPoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
 ENCODER = SparseEncoder()
-NO_TITLE = RankingConfig(title_weight=0.0, document_weight=0.0)
+TITLED = RankingConfig(title_weight=1.0)
 
 
-def hit(document: str, index: int, title: str = "") -> ChunkHit:
+def hit(document: str, index: int, score: float = 0.0, title: str = "") -> ChunkHit:
     return ChunkHit(id=f"{document}-{index}", document_id=document, chunk_index=index, text="", start=index * 100,
-                    end=index * 100 + 90, title=title or f"{document} notes", score=0.0)
+                    end=index * 100 + 90, title=title or f"{document} notes", score=score)
 
 
 def terms(text: str) -> frozenset[int]:
@@ -43,33 +43,48 @@ def order(hits: list[ChunkHit]) -> list[str]:
     return [h.id for h in hits]
 
 
-def test_fusion_adds_weighted_reciprocal_ranks() -> None:
-    a, b, c = hit("a", 0), hit("b", 0), hit("c", 0)
-    fused = fuse([a, b], [b, c], frozenset(), title_terms, NO_TITLE)
-    assert order(fused) == ["b-0", "a-0", "c-0"]
-    assert [h.score for h in fused] == pytest.approx([1 / 61 + 1 / 60, 1 / 60, 1 / 61])
-    # Weights move a list's say: keyword-only ranking follows the keyword list.
-    keyword_only = fuse([a, b], [b, c], frozenset(), title_terms, RankingConfig(dense_weight=0, title_weight=0,
-                                                                                  document_weight=0))
-    assert order(keyword_only) == ["b-0", "c-0"]
+def test_scores_are_normalized_per_list_and_combined_by_weight() -> None:
+    dense = [hit("a", 0, 0.9), hit("b", 0, 0.5)]
+    keyword = [hit("b", 0, 10.0), hit("c", 0, 2.0)]
+    fused = fuse(dense, keyword, frozenset(), title_terms)
+    assert order(fused) == ["a-0", "b-0", "c-0"]
+    assert [h.score for h in fused] == pytest.approx([0.6, 0.4, 0.0])
+    keyword_leaning = fuse(dense, keyword, frozenset(), title_terms, RankingConfig(dense_weight=0.3))
+    assert order(keyword_leaning)[0] == "b-0"
 
 
-def test_a_title_match_outranks_a_body_mention() -> None:
-    body = hit("notes", 0, title="backup-notes.txt")  # mentions rsync in its text: first by BM25 and dense
-    page = hit("page", 0, title="rsync(1)")
-    dense, keyword = [body, page], [body, page]
-    query = terms("rsync options")
-    assert order(fuse(dense, keyword, query, title_terms, NO_TITLE))[0] == "notes-0"
-    assert order(fuse(dense, keyword, query, title_terms, DEFAULT_RANKING))[0] == "page-0"
+def test_how_far_ahead_a_match_is_counts_not_only_its_rank() -> None:
+    # Rank fusion ties a and b (each first in one list); a's dense lead is large, b's BM25 lead tiny.
+    dense = [hit("a", 0, 0.90), hit("b", 0, 0.30)]
+    keyword = [hit("b", 0, 5.1), hit("a", 0, 5.0), hit("c", 0, 1.0)]
+    fused = fuse(dense, keyword, frozenset(), title_terms)
+    assert order(fused)[:2] == ["a-0", "b-0"]
+    assert fused[0].score > fused[1].score + 0.5
 
 
-def test_the_title_list_ranks_by_share_of_query_terms() -> None:
-    half = hit("half", 0, title="mount(8)")
-    full = hit("full", 0, title="mount.cifs(8)")
-    other = hit("other", 0, title="fstab(5)")
-    fused = fuse([other, half, full], [other, half, full], terms("mount cifs"), title_terms,
-                 RankingConfig(document_weight=0.0, title_weight=3.0))
-    assert order(fused) == ["full-0", "half-0", "other-0"]
+def test_a_document_gets_the_credit_of_its_best_chunk_in_each_list() -> None:
+    # x matches by meaning in one passage and by terms in another; y's one chunk is second in both.
+    dense = [hit("x", 0, 0.9), hit("y", 0, 0.8), hit("z", 0, 0.4)]
+    keyword = [hit("x", 1, 9.0), hit("y", 0, 8.0), hit("z", 0, 4.0)]
+    chunks_alone = fuse(dense, keyword, frozenset(), title_terms, RankingConfig(aggregate_documents=False))
+    assert order(chunks_alone)[0] == "y-0"
+    aggregated = fuse(dense, keyword, frozenset(), title_terms)
+    assert order(aggregated)[:3] == ["x-0", "x-1", "y-0"]
+    scores = {h.id: h.score for h in aggregated}
+    # The document's best chunk carries the document's score (1.0: best in both lists); its
+    # other chunk keeps its distance below it.
+    assert scores["x-0"] == pytest.approx(1.0)
+    assert scores["x-1"] == pytest.approx(1.0 - (0.6 - 0.4))
+
+
+def test_a_title_match_outranks_a_body_mention_when_the_title_field_is_on() -> None:
+    body = hit("notes", 0, 0.8, title="backup-notes.txt")  # mentions rsync in its text: first by BM25 and dense
+    page = hit("page", 0, 0.7, title="rsync(1)")
+    other = hit("other", 0, 0.2, title="tar(1)")
+    dense, keyword = [body, page, other], [hit("notes", 0, 6.0), hit("page", 0, 5.0, title="rsync(1)")]
+    query = terms("rsync")
+    assert order(fuse(dense, keyword, query, title_terms))[0] == "notes-0"
+    assert order(fuse(dense, keyword, query, title_terms, TITLED))[0] == "page-0"
 
 
 def test_stemmed_title_terms_match_and_stopwords_do_not() -> None:
@@ -78,30 +93,18 @@ def test_stemmed_title_terms_match_and_stopwords_do_not() -> None:
     assert title_words("systemd.exec(5)") == "systemd exec 5"
 
 
-def test_several_matching_passages_outrank_one_lucky_chunk() -> None:
-    lucky = hit("lucky", 0)
-    thorough = [hit("thorough", i) for i in range(3)]
-    ranked = [lucky, *thorough]
-    without = fuse(ranked, ranked, frozenset(), title_terms, NO_TITLE)
-    assert order(without)[0] == "lucky-0"
-    aggregated = fuse(ranked, ranked, frozenset(), title_terms, RankingConfig(title_weight=0.0))
-    assert order(aggregated)[0] == "thorough-0"
-    # The document's best chunk carries the document's score; its other chunks stay below it.
-    scores = {h.id: h.score for h in aggregated}
-    assert scores["thorough-0"] > scores["thorough-1"] > scores["thorough-2"]
-
-
-def test_only_the_documents_other_best_chunks_count() -> None:
-    one = [hit("one", i) for i in range(5)]
-    aggregated = fuse(one, one, frozenset(), title_terms, RankingConfig(title_weight=0.0, aggregated_chunks=2))
-    best = max(aggregated, key=lambda h: h.score)
-    own = 2 / 60
-    assert best.score == pytest.approx(own + 0.5 * (2 / 61 + 2 / 62))
+def test_one_list_alone_and_equal_scores() -> None:
+    only_dense = fuse([hit("a", 0, 0.7), hit("b", 0, 0.7)], [], frozenset(), title_terms)
+    assert [h.score for h in only_dense] == pytest.approx([0.6, 0.6])
+    assert order(only_dense) == ["a-0", "b-0"]  # equal scores: by document id, deterministic
+    assert fuse([], [], frozenset(), title_terms) == []
 
 
 def test_bad_configurations_are_refused() -> None:
     with pytest.raises(ValueError):
         RankingConfig(fusion="sum")
+    with pytest.raises(ValueError):
+        RankingConfig(dense_weight=1.5)
     with pytest.raises(ValueError):
         RankingConfig(title_weight=-1)
 
@@ -156,15 +159,24 @@ def search_service(store, embedder: LocalEmbedder, ranking: RankingConfig) -> Se
 async def test_every_store_ranks_the_titled_page_above_the_passing_mention(store, embedder) -> None:
     query = "rsync"
     before = await search_service(store, embedder, BASELINE_RANKING).search(Access(USER), query, top_k=3)
-    after = await search_service(store, embedder, DEFAULT_RANKING).search(Access(USER), query, top_k=3)
+    after = await search_service(store, embedder, TITLED).search(Access(USER), query, top_k=3)
     assert before.hits[0].document_id == "Backup notes"  # the store's own fusion: BM25 favours the short note
     assert after.hits[0].document_id == "rsync(1)"
     assert {h.document_id for h in after.hits} >= {"Backup notes", "rsync(1)"}
 
 
 async def test_min_score_still_filters_dense_matches_only(store, embedder) -> None:
-    service = search_service(store, embedder, DEFAULT_RANKING)
+    service = search_service(store, embedder, TITLED)
     strict = await service.search(Access(USER), "rsync", top_k=4, min_score=0.99)
     # No chunk is that close by cosine: only BM25 matches (the two that say rsync) remain.
     assert {h.document_id for h in strict.hits} == {"Backup notes", "rsync(1)"}
     assert strict.hits[0].document_id == "rsync(1)"
+
+
+async def test_every_store_gives_the_same_default_ranking(store, embedder) -> None:
+    service = search_service(store, embedder, DEFAULT_RANKING)
+    result = await service.search(Access(USER), "copy files to a remote machine", top_k=4)
+    titles = [h.document_id for h in result.hits]
+    assert titles[:2] == ["rsync(1)", "Backup notes"]
+    assert set(titles) == {"rsync(1)", "Backup notes", "Tea", "Bridges"}
+    assert result.hits[0].score == pytest.approx(1.0) or result.hits[0].score > result.hits[1].score

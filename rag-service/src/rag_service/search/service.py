@@ -2,7 +2,7 @@
 
 The vector store retrieves; this service embeds the query, scopes it to the caller's
 `Access`, and in hybrid mode asks the store for its dense and its BM25 candidates and ranks
-them itself (search/ranking.py: weighted rank fusion, a title field, document aggregation),
+them itself (search/ranking.py: document-level score fusion),
 so that every store ranks alike. It over-fetches and then collapses the candidates so that
 several chunks of one passage do not crowd other documents out of the top k.
 """
@@ -173,7 +173,7 @@ class SearchService:
         sparse = self.sparse_encoder.encode_query(text)
         query = QueryVectors(dense=dense, sparse=sparse)
         limit = top_k * self.overfetch
-        if mode == "hybrid" and self.ranking.fusion == "weighted":
+        if mode == "hybrid" and self.ranking.fusion == "convex":
             candidates = await self._hybrid_candidates(query, where, limit, min_score)
         else:
             candidates = await self.vector_store.search(
