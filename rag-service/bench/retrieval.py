@@ -398,8 +398,10 @@ def quality_rows(label: str, mode: str, s: dict[str, Any], t: dict[str, Any] | N
 
 
 async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report) -> None:
-    if args.questions is None:
+    if args.questions is None and args.use_questions:
         args.questions = QUESTIONS.get(args.dataset.name)
+    if not args.use_questions:
+        args.questions = None
     corpus, queries, qrels = load_dataset(args.dataset, args.limit_docs, args.questions)
     types = query_types(corpus, qrels)
     if pgvector_url and args.work_dir:
@@ -588,6 +590,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="hybrid ranking of the main table: convex (the service default) or store (before)")
     parser.add_argument("--questions", type=Path, help="a qa.jsonl whose answerable questions join the queries "
                         "(default for manpages-dev: bench/datasets/manpages-dev-qa.jsonl)")
+    parser.add_argument("--no-questions", dest="use_questions", action="store_false",
+                        help="description queries only (no question pages added to a --limit-docs sample)")
     parser.add_argument("--store", choices=["edge", "pgvector", "both"], default="edge",
                         help="vector store(s) to evaluate; both: one ingestion, results side by side")
     parser.add_argument("--pgvector-url", help="admin URL of a Postgres with pgvector (default TEST_PGVECTOR_URL, "
