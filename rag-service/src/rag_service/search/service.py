@@ -1,4 +1,4 @@
-"""Search over the chunks the caller may read (its own and its organizations'): hybrid (dense + BM25 fused by rank), dense or keyword.
+"""Search over the chunks the caller may read (its own and its organizations'): hybrid (dense + BM25, fused in search/ranking.py), dense or keyword.
 
 The vector store retrieves; this service embeds the query, scopes it to the caller's
 `Access`, and in hybrid mode asks the store for its dense and its BM25 candidates and ranks
