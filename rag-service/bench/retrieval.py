@@ -50,7 +50,7 @@ from rag_service.config import Settings
 from rag_service.documents.chunking import Chunker
 from rag_service.documents.service import DocumentService
 from rag_service.providers.local_embedder import LocalEmbedder
-from rag_service.search.ranking import BASELINE_RANKING, DEFAULT_RANKING, RankingConfig
+from rag_service.search.ranking import BASELINE_RANKING, DEFAULT_RANKING
 from rag_service.search.service import DEFAULT_MAX_CHUNKS_PER_DOCUMENT, DEFAULT_OVERFETCH, SearchService
 from rag_service.storage import qdrant_edge as edge
 from rag_service.storage.access import Access, access_filter
