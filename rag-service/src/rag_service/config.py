@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     public_url: str | None = None
 
     # --- embeddings -------------------------------------------------------------------
-    embedding_provider: Literal["auto", "local", "gemini"] = "auto"
+    embedding_provider: Literal["auto", "local", "gemini", "openai"] = "auto"
     local_embedding_model: str = "all-MiniLM-L6-v2"
     # Texts per encoder call when ingesting: a search query waits behind at most one
     # such sub-batch (queries are served first), so keep it small.
@@ -111,6 +111,24 @@ class Settings(BaseSettings):
     gemini_embedding_dimension: int = 768
     gemini_timeout_seconds: float = 30.0
     gemini_max_retries: int = 4
+    # EMBEDDING_PROVIDER=openai: any OpenAI-compatible POST /embeddings server (Ollama, Text
+    # Embeddings Inference, vLLM, OpenAI), separate from the answer model's OPENAI_* settings.
+    # Model and dimension name the collection (a new vector space: fill it with `rag reindex`).
+    openai_embedding_base_url: str = "http://localhost:11434/v1"
+    openai_embedding_api_key: str | None = None
+    openai_embedding_model: str = "nomic-embed-text"
+    openai_embedding_dimension: int = Field(default=768, ge=1, le=16_000)
+    # Send `dimensions` (OpenAI text-embedding-3 and other Matryoshka models shorten their
+    # output); most self-hosted servers reject it, so off by default.
+    openai_embedding_send_dimensions: bool = False
+    # Prefixes some models are trained with, e.g. nomic-embed-text "search_query: " /
+    # "search_document: ", e5 "query: " / "passage: ".
+    openai_embedding_query_prefix: str = ""
+    openai_embedding_document_prefix: str = ""
+    openai_embedding_max_tokens: int = Field(default=512, ge=16)
+    openai_embedding_batch_size: int = Field(default=32, ge=1, le=2048)
+    openai_embedding_timeout_seconds: float = Field(default=30.0, gt=0)
+    openai_embedding_max_retries: int = Field(default=4, ge=0)
 
     # --- answers ----------------------------------------------------------------------
     llm_provider: Literal["auto", "extractive", "gemini", "openai"] = "auto"
@@ -237,7 +255,7 @@ class Settings(BaseSettings):
         return self.model_cache_dir or self.data_dir / "models"
 
     @property
-    def resolved_embedding_provider(self) -> Literal["local", "gemini"]:
+    def resolved_embedding_provider(self) -> Literal["local", "gemini", "openai"]:
         if self.embedding_provider == "auto":
             return "gemini" if self.gemini_api_key else "local"
         return self.embedding_provider
