@@ -7,12 +7,17 @@ the request after bounded retries.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from rag_service.errors import ServiceUnavailable
 
 EmbedTask = Literal["document", "query"]
+
+# The account whose documents are being embedded: a local encoder shares its lanes fairly
+# between accounts (encoder_worker.py). Set by ingestion around one document's run.
+embedding_account: ContextVar[str] = ContextVar("embedding_account", default="")
 
 
 class ProviderUnavailable(ServiceUnavailable):

@@ -162,7 +162,8 @@ class EdgeVectorStore:
         request = self.build_query(query, where, limit, mode, dense_score_threshold)
         if request is None:
             return []
-        points = self._open().query(request)  # inline on purpose: see the module docstring
+        # In a worker thread: the event loop never runs a search itself (see the module docstring).
+        points = await asyncio.to_thread(self._open().query, request)
         return [ChunkHit.from_payload(p.id, p.score, p.payload or {}) for p in points]
 
     def build_query(
