@@ -148,7 +148,7 @@ class Indexer:
             log.exception("could not release the claim of interrupted document %s", doc_id)
             return
         if released:
-            log.info("indexing document %s interrupted; left for repair", doc_id)
+            log.warning("indexing document %s interrupted; left for repair", doc_id)
 
     async def _fail(self, doc_id: str, generation: int, exc: BaseException) -> None:
         # Type and stack only: messages of driver and reader errors can quote document text.
