@@ -50,6 +50,8 @@ GOAL_SHARE = 0.9  # HTTP ingestion / best raw encoder layout
 GOAL_P95_FACTOR = 2.0  # search p95 during bulk ingestion / quiet
 GOAL_RATE = 150.0  # search req/s at 16 clients
 BATCH = 16  # EMBEDDING_BATCH_SIZE: the sub-batch the service encodes
+# The exported graphs, kept between runs (inside the repository's ignored data folder).
+MODELS = ROOT / "data" / "bench" / "models"
 
 
 def load_documents(n: int) -> list[dict]:
@@ -144,7 +146,7 @@ async def serve_phases(args: argparse.Namespace, env: dict[str, str], documents:
         "PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(tmp / f"data-{port}"),
         "AUTH_JWKS_URL": issuer.jwks_url, "AUTH_ISSUER": issuer.issuer, "AUTH_AUDIENCE": issuer.audience,
         "EMBEDDING_PROVIDER": "local", "LLM_PROVIDER": "extractive", "HF_HUB_OFFLINE": "1",
-        "MODEL_CACHE_DIR": str(tmp / "models"), "METRICS_TOKEN": secrets.token_hex(16),
+        "MODEL_CACHE_DIR": str(MODELS), "METRICS_TOKEN": secrets.token_hex(16),
         "RATE_LIMIT_COSTLY": "1000000/minute", "RATE_LIMIT_CHEAP": "1000000/minute", **env,
     }
     service = start("rag-ingest-bench", [sys.executable, "-m", "rag_service"], HERE.parent, server_env,
@@ -213,7 +215,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="rag-ingest-http-") as tmp_name:
             tmp = Path(tmp_name)
-            settings = Settings(_env_file=None, data_dir=tmp / "probe", model_cache_dir=tmp / "models")
+            settings = Settings(_env_file=None, data_dir=tmp / "probe", model_cache_dir=MODELS)
             texts = chunk_texts(settings, documents)
             before = raw_layouts(settings, texts)
             variants = [("default settings", {})]
