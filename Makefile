@@ -97,6 +97,7 @@ bench: install services
 	cd $(RAG) && .venv/bin/python bench/encoder_backends.py $(call SIZE,,--chunks 8 --batch 4 --rounds 1 --queries 5) --report $(BENCH)/24-encoder-backends.md
 	cd $(RAG) && .venv/bin/python bench/query_batching.py $(call SIZE,,--clients 4 --queries 8 --chunks 16 --rounds 1) --report $(BENCH)/26-query-batching.md
 	cd $(RAG) && .venv/bin/python bench/ingest_throughput.py --docs $(call SIZE,150,4) --slice $(call SIZE,15,2) --report $(BENCH)/30-ingest-throughput.md
+	cd $(RAG) && .venv/bin/python bench/ingest_http.py $(call SIZE,--docs 150,--docs 3 --sequential 20 --seconds 2) --report $(BENCH)/32-ingest-http.md
 	cd $(RAG) && .venv/bin/python bench/search_latency.py $(call SIZE,,--points 2000 --queries 20 --baseline-points 200 --baseline-queries 5) --report $(BENCH)/40-search-latency.md
 	cd $(RAG) && .venv/bin/python bench/search_latency.py $(call SIZE,--points 20000,--points 1000 --queries 20) --pgvector --only-compare --report $(BENCH)/42-pgvector-vs-edge.md
 	cd $(RAG) && .venv/bin/python bench/edge_gil.py $(call SIZE,,--points 500 --searches 20) --report $(BENCH)/44-edge-gil.md

@@ -99,10 +99,14 @@ class Settings(BaseSettings):
     # of its own, EMBEDDING_THREADS=0 speeds up ingestion.
     embedding_threads: int = Field(default=1, ge=0)
     embedding_query_threads: int = Field(default=1, ge=0)
-    # Encoder threads that embed search queries only, beside the one that embeds ingestion
-    # sub-batches (and queries): a search never waits behind ingestion, and concurrent
-    # searches use another core. 0 = one thread for everything (queries still go first).
+    # Encoder threads ("query lanes") beside the first one: they serve search queries first
+    # and, with ONNX, borrow ingestion sub-batches while no query waits (a query interrupts
+    # a borrowed sub-batch), so ingestion uses every core and searches never wait behind
+    # it. 0 = one thread for everything (queries still go first). See encoder_worker.py.
     embedding_query_workers: int = Field(default=1, ge=0, le=16)
+    # Deadline of one local encoder call: past it the callers get 503, the call is
+    # interrupted and the lane replaced (a sub-batch takes ~1 s on one core).
+    embedding_timeout_seconds: float = Field(default=60.0, gt=0)
     # Concurrent search queries arriving within this window share one encoder call.
     embedding_query_batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
     embedding_query_batch_size: int = Field(default=32, ge=1)
@@ -191,6 +195,12 @@ class Settings(BaseSettings):
     # Ingestions running at once in one process (0 = no cap); more wait up to the timeout,
     # then get 503 `busy` with Retry-After.
     ingest_concurrency: int = Field(default=4, ge=0)
+    # Slots one account may hold at once (0 = half of INGEST_CONCURRENCY, rounded up): the
+    # rest stay free for other accounts while one floods (documents/quotas.py).
+    ingest_concurrency_per_account: int = Field(default=0, ge=0)
+    # SIGTERM: requests still running after this many seconds are cancelled; interrupted
+    # ingestions are finished by repair after the next start (the process exits in < 10 s).
+    shutdown_grace_seconds: float = Field(default=3.0, ge=0, le=30)
     ingest_queue_timeout_seconds: float = Field(default=30.0, ge=0)
     # Chunks per embed call / upsert; the ingestion claim is refreshed after each batch.
     ingest_batch_size: int = Field(default=256, ge=1)
