@@ -29,7 +29,7 @@ test("production refuses a missing or weak BETTER_AUTH_SECRET", () => {
 test("ACCOUNT_EVENTS_TOKEN: required in production, 32+ characters whenever set; retention in days", () => {
   const dir = tempDir();
   try {
-    const production = { AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "s".repeat(32) };
+    const production = { AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "s".repeat(32), SMTP_URL: "smtp://mail.example:587", MAIL_FROM: "no-reply@example.com" };
     assert.throws(() => loadConfig(production), (e: Error) => e instanceof ConfigError && /ACCOUNT_EVENTS_TOKEN is not set/.test(e.message));
     assert.throws(() => loadConfig({ ...production, ACCOUNT_EVENTS_TOKEN: "e".repeat(31) }), (e: Error) => e instanceof ConfigError && /too short/.test(e.message));
     assert.throws(() => loadConfig({ AUTH_DATA_DIR: dir, ACCOUNT_EVENTS_TOKEN: "short" }), ConfigError, "development too");
