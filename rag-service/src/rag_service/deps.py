@@ -15,6 +15,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from rag_service.auth.membership_changes import DELETED, STALE
 from rag_service.auth.tokens import CurrentUser
 from rag_service.config import Settings
 from rag_service.documents.quotas import IngestionGate
@@ -75,13 +76,17 @@ async def current_user(
 ) -> CurrentUser:
     """The verified caller, 401 for a missing/invalid token (503 if the JWKS is unreachable), or
     401 `token_stale` for a token with organizations minted before its user's latest membership
-    change (auth/membership_changes.py): the client mints a new one."""
+    change (auth/membership_changes.py): the client mints a new one; 401 `account_deleted` for
+    a token of an account deleted since it was minted."""
     if credentials is None or not credentials.credentials.strip():
         raise Unauthorized("missing bearer access token")
     claims = await runtime.token_verifier.verify(credentials.credentials.strip())
     user = CurrentUser.from_claims(claims)
-    if user.orgs and runtime.membership_changes.minted_before_change(user.id, claims["iat"]):
-        raise Unauthorized("memberships changed: mint a new token", code="token_stale")
+    refusal = runtime.membership_changes.refusal(user.id, claims["iat"], user.orgs)
+    if refusal == DELETED:
+        raise Unauthorized("this account was deleted", code=DELETED)
+    if refusal is not None:
+        raise Unauthorized("memberships changed: mint a new token", code=STALE)
     # Read by the access log (observability.py).
     request.state.user_id = user.id
     return user
