@@ -9,6 +9,17 @@ export AUTH_PORT=${AUTH_PORT:-3001} RAG_PORT=${RAG_PORT:-8000} WEB_PORT=${WEB_PO
 WEB_ORIGIN="http://localhost:$WEB_PORT"
 DATA_DIR=${DATA_DIR:-$ROOT/data}
 mkdir -p "$DATA_DIR"
+# The shared secret of the account events feed (the rag-service reads deletions from the
+# auth-service with it): generated once into the data folder (mode 0600) unless given.
+if [ -z "${ACCOUNT_EVENTS_TOKEN:-}" ]; then
+  TOKEN_FILE="$DATA_DIR/account-events-token"
+  if [ ! -s "$TOKEN_FILE" ]; then
+    ( umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$TOKEN_FILE" )
+  fi
+  chmod 600 "$TOKEN_FILE"
+  ACCOUNT_EVENTS_TOKEN=$(cat "$TOKEN_FILE")
+fi
+export ACCOUNT_EVENTS_TOKEN
 
 prefix() { local tag=$1 color=$2; while IFS= read -r line; do printf '\033[%sm%-5s|\033[0m %s\n' "$color" "$tag" "$line"; done; }
 

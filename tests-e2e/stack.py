@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,6 +21,9 @@ RAG_PYTHON = RAG_DIR / ".venv" / "bin" / "python"
 # clean`; the rag-service tests use it too): the first start of a run exports the default
 # encoder's ONNX graph, later ones (and later runs) load it.
 MODEL_CACHE_DIR = os.environ.get("MODEL_CACHE_DIR") or str(ROOT / "data" / "model-cache")
+# The shared secret of the account events feed (GET /auth/events): one per run, given to every
+# auth-service and rag-service started here (a test may pass another to either).
+ACCOUNT_EVENTS_TOKEN = secrets.token_urlsafe(32)
 
 
 def free_port() -> int:
@@ -82,6 +86,7 @@ def start_auth(data_dir: Path, logs: Path, name: str = "auth", port: int | None 
     url = f"http://127.0.0.1:{port}"
     base_env = {"PORT": str(port), "HOST": "127.0.0.1", "AUTH_DATA_DIR": str(data_dir),
                 "BETTER_AUTH_URL": url, "NODE_ENV": "development",
+                "ACCOUNT_EVENTS_TOKEN": ACCOUNT_EVENTS_TOKEN,
                 # Many sign-ups from one loopback address; the limiter has its own tests.
                 "AUTH_RATE_LIMIT_SIGNIN_MAX": "10000", "AUTH_RATE_LIMIT_MAX": "100000"}
     return start(name, ["npm", "run", "--silent", "start"], AUTH_DIR, {**base_env, **env}, url, logs)
@@ -92,6 +97,7 @@ def start_rag(data_dir: Path, logs: Path, auth_url: str, name: str = "rag", **en
     url = f"http://127.0.0.1:{port}"
     base_env = {"PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(data_dir),
                 "AUTH_JWKS_URL": f"{auth_url}/api/auth/jwks", "AUTH_ISSUER": auth_url,
-                "HF_HUB_OFFLINE": "1", "MODEL_CACHE_DIR": MODEL_CACHE_DIR}
+                "HF_HUB_OFFLINE": "1", "MODEL_CACHE_DIR": MODEL_CACHE_DIR,
+                "ACCOUNT_EVENTS_TOKEN": ACCOUNT_EVENTS_TOKEN}
     # 180 s: a liveness bound (the first start of a fresh cache exports the graph on busy cores).
     return start(name, [str(RAG_PYTHON), "-m", "rag_service"], RAG_DIR, {**base_env, **env}, url, logs, timeout=180.0)

@@ -10,7 +10,7 @@ import { signJWT } from "better-auth/plugins";
 import { Hono, type Context } from "hono";
 import type { Auth } from "./auth.js";
 import type { Config } from "./config.js";
-import { issuedAt, type MembershipChangeLog } from "./membership-changes.js";
+import { issuedAt, type AccountEventLog } from "./account-events.js";
 import { orgsPayload, type MemberStore } from "./organizations.js";
 
 export const SCOPES = ["read", "write"] as const;
@@ -106,7 +106,7 @@ interface VerifyResult {
  * this plugin is part of it. The JWT is `{sub, scope, iat, exp, iss, aud}` plus the owner's `orgs`:
  * no `sid`, since the key, not a session, is what gets revoked.
  */
-export function apiKeyExchange(auth: () => Auth, jwtOptions: JwtOptions, changes: MembershipChangeLog): BetterAuthPlugin {
+export function apiKeyExchange(auth: () => Auth, jwtOptions: JwtOptions, events: AccountEventLog): BetterAuthPlugin {
   return {
     id: "api-key-exchange",
     endpoints: {
@@ -123,9 +123,9 @@ export function apiKeyExchange(auth: () => Auth, jwtOptions: JwtOptions, changes
         }
         const userId = result.key.referenceId;
         // The owner's memberships now, as in a session's token; `scope` still caps what they allow.
-        // `iat` as in a session's token (src/membership-changes.ts issuedAt).
+        // `iat` as in a session's token (src/account-events.ts issuedAt).
         const startedAt = Date.now();
-        const iat = issuedAt(startedAt, await changes.latest(userId, startedAt));
+        const iat = issuedAt(startedAt, await events.latestMembershipChange(userId));
         const orgs = await orgsPayload(ctx.context.adapter as MemberStore, userId);
         const payload = { sub: userId, scope: scopeOf(result.key.permissions), iat, ...orgs };
         return ctx.json({ token: await signJWT(ctx, { options: jwtOptions, payload }) });

@@ -1,5 +1,5 @@
 // The Hono app: security headers, a body limit, CORS, /health, Better Auth at /api/auth/*,
-// seed-contract routes at /auth/*.
+// seed-contract routes at /auth/*, the account events feed at /auth/events.
 import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
@@ -8,23 +8,18 @@ import type { Config } from "./config.js";
 import type { Database } from "./db.js";
 import { proxyToAuth } from "./http.js";
 import { limiterHealth } from "./limiter-health.js";
-import { contractRoutes, errorBody } from "./routes.js";
+import { accountEventLog, accountEventsRoutes, type AccountEventLog } from "./account-events.js";
+import { errorBody } from "./errors.js";
+import { contractRoutes } from "./routes.js";
 import { describeError } from "./safe-log.js";
 
 /** Largest request body on any route: credentials and profile updates are a few hundred bytes. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
 
-/** Public answers a shared cache may keep, as their route says (src/membership-changes.ts). */
-export const CACHEABLE_PATHS = new Set(["/auth/membership-changes", "/api/auth/membership-changes"]);
-
-/**
- * Every response: never cached (tokens, profiles) except a successful answer on CACHEABLE_PATHS,
- * no MIME sniffing, no Referer leaks.
- */
+/** Every response: never cached (tokens, profiles, events), no MIME sniffing, no Referer leaks. */
 const securityHeaders: MiddlewareHandler = async (c, next) => {
   await next();
-  const cacheable = CACHEABLE_PATHS.has(c.req.path) && c.res.status === 200 && c.res.headers.get("Cache-Control")?.startsWith("public");
-  if (!cacheable) c.res.headers.set("Cache-Control", "no-store");
+  c.res.headers.set("Cache-Control", "no-store");
   c.res.headers.set("X-Content-Type-Options", "nosniff");
   c.res.headers.set("Referrer-Policy", "no-referrer");
 };
@@ -47,7 +42,17 @@ function trustedCors(origins: string[]): MiddlewareHandler {
   };
 }
 
-export function createApp({ config, auth, database }: { config: Config; auth: Auth; database: Database }) {
+export function createApp({
+  config,
+  auth,
+  database,
+  events = accountEventLog(database.db, config.accountEvents.retentionDays),
+}: {
+  config: Config;
+  auth: Auth;
+  database: Database;
+  events?: AccountEventLog;
+}) {
   const app = new Hono();
   const trustProxies = config.trustedProxies.length > 0;
 
@@ -72,6 +77,7 @@ export function createApp({ config, auth, database }: { config: Config; auth: Au
   });
 
   app.on(["GET", "POST"], "/api/auth/*", (c) => proxyToAuth(auth, c, trustProxies));
+  app.route("/auth/events", accountEventsRoutes(events, config));
   app.route("/auth", contractRoutes(auth, { trustProxies }));
 
   app.notFound((c) => c.json(errorBody("not_found", `no route for ${c.req.method} ${c.req.path}`), 404));

@@ -9,9 +9,10 @@ import { apiKeyExchange, apiKeyPlugin } from "./api-keys.js";
 import { accountThrottle, memoryThrottleStore, type AccountThrottleStore } from "./account-throttle.js";
 import type { Config } from "./config.js";
 import type { Database } from "./db.js";
-import { issuedAt, membershipChangeLog, membershipChanges } from "./membership-changes.js";
+import { checkDeletionConfirmed, deleteUserOptions } from "./account-deletion.js";
+import { accountEventLog, issuedAt, type AccountEventLog } from "./account-events.js";
 import { defaultInvitationSender, organizationPlugin, orgsPayload, type InvitationSender, type MemberStore } from "./organizations.js";
-import { inputPolicyHook, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-policy.js";
+import { checkBody, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-policy.js";
 import { hashPassword, needsRehash, verifyPassword } from "./password-hashing.js";
 import type { RateLimitStore } from "./rate-limit-redis.js";
 import { safeLog } from "./safe-log.js";
@@ -33,6 +34,8 @@ export interface AuthStores {
   accountThrottle: AccountThrottleStore;
   /** Delivers organization invitations; unset -> defaultInvitationSender (a log line in development). */
   sendInvitation?: InvitationSender;
+  /** The account events (src/account-events.ts): the `iat` of new tokens reads the latest membership change. */
+  events: AccountEventLog;
 }
 
 type AfterHookContext = Parameters<Parameters<typeof createAuthMiddleware>[0]>[0];
@@ -65,6 +68,11 @@ async function rehashOnSignIn(ctx: AfterHookContext): Promise<void> {
   await ctx.context.internalAdapter.updatePassword(userId, await ctx.context.password.hash(password));
 }
 
+const beforeHooks = createAuthMiddleware(async (ctx) => {
+  checkBody(ctx.path, ctx.body);
+  checkDeletionConfirmed(ctx.path, ctx.body);
+});
+
 const afterHooks = createAuthMiddleware(async (ctx) => {
   await equalizeDuplicateSignUp(ctx);
   await rehashOnSignIn(ctx);
@@ -78,14 +86,14 @@ const afterHooks = createAuthMiddleware(async (ctx) => {
 export function authOptions(
   config: Config,
   database: Database,
-  stores: AuthStores = { accountThrottle: memoryThrottleStore() },
+  stores: AuthStores = { accountThrottle: memoryThrottleStore(), events: accountEventLog(database.db, config.accountEvents.retentionDays) },
   self: () => Auth = () => {
     throw new Error("this Better Auth configuration has no instance (migrations only)");
   },
 ) {
   const credentialsRule = { window: config.rateLimit.credentialsWindow, max: config.rateLimit.credentialsMax };
   const memberStore = async (): Promise<MemberStore> => (await self().$context).adapter;
-  const changeLog = membershipChangeLog(database.db, config.jwt.lifetimeSeconds);
+  const events = stores.events;
   const jwtOptions = {
     jwt: {
       issuer: config.jwt.issuer,
@@ -93,10 +101,10 @@ export function authOptions(
       expirationTime: config.jwt.expiresIn,
       // Only what the rag-service needs: `sub` (added by the plugin), the session id and the
       // organization memberships, read now (src/organizations.ts); `iat` is taken before they
-      // are read and after the user's latest membership change (src/membership-changes.ts).
+      // are read and after the user's latest membership change (src/account-events.ts).
       definePayload: async ({ session }: { session: { id: string; userId: string; activeOrganizationId?: string | null } }) => {
         const startedAt = Date.now();
-        const iat = issuedAt(startedAt, await changeLog.latest(session.userId, startedAt));
+        const iat = issuedAt(startedAt, await events.latestMembershipChange(session.userId));
         return { sid: session.id, iat, ...(await orgsPayload(await memberStore(), session.userId, session.activeOrganizationId)) };
       },
     },
@@ -123,7 +131,8 @@ export function authOptions(
       autoSignIn: true,
       password: { hash: hashPassword, verify: verifyPassword },
     },
-    hooks: { before: inputPolicyHook, after: afterHooks },
+    user: deleteUserOptions(database.db),
+    hooks: { before: beforeHooks, after: afterHooks },
     databaseHooks: {
       user: {
         create: { before: async (user: { name?: unknown }) => { checkName(user.name); } },
@@ -164,9 +173,8 @@ export function authOptions(
       accountThrottle(stores.accountThrottle, config.accountThrottle),
       accessTokenUser(jwtOptions),
       apiKeyPlugin(config),
-      apiKeyExchange(self, jwtOptions, changeLog),
-      organizationPlugin(memberStore, stores.sendInvitation ?? defaultInvitationSender(config), changeLog),
-      membershipChanges(changeLog),
+      apiKeyExchange(self, jwtOptions, events),
+      organizationPlugin(memberStore, stores.sendInvitation ?? defaultInvitationSender(config)),
     ],
   };
 }

@@ -16,7 +16,7 @@ export interface Config {
   dataDir: string;
   secret: string;
   baseURL: string;
-  /** `lifetimeSeconds`: `expiresIn` in seconds (how long membership changes are kept). */
+  /** `lifetimeSeconds`: `expiresIn` in seconds. */
   jwt: { issuer: string; audience: string; expiresIn: string; lifetimeSeconds: number };
   /** Seconds after which Better Auth mints a new signing key (unset = manual rotation only). */
   keyRotationInterval?: number;
@@ -46,6 +46,12 @@ export interface Config {
   apiKeys: { rateLimitWindow: number; rateLimitMax: number };
   /** Failed sign-ins per account (normalized email), whatever the source address. */
   accountThrottle: { threshold: number; baseSeconds: number; maxSeconds: number; windowSeconds: number };
+  /**
+   * The account events feed (src/account-events.ts): `token` is the bearer the rag-service
+   * presents (unset: the feed answers 401 to everyone; production refuses to start without it);
+   * events are kept `retentionDays`.
+   */
+  accountEvents: { token?: string; retentionDays: number };
 }
 
 export class ConfigError extends Error {}
@@ -103,6 +109,23 @@ function resolveSecret(env: NodeJS.ProcessEnv, devMode: boolean, dataDir: string
   writeFileSync(file, secret + "\n", { mode: 0o600 });
   chmodSync(file, 0o600);
   return secret;
+}
+
+/**
+ * ACCOUNT_EVENTS_TOKEN: 32+ characters whenever set; required in production, where the
+ * rag-service could not learn of deletions without it.
+ */
+function resolveEventsToken(env: NodeJS.ProcessEnv, devMode: boolean): string | undefined {
+  const given = env.ACCOUNT_EVENTS_TOKEN || undefined;
+  if (!given && !devMode) {
+    throw new ConfigError(
+      "ACCOUNT_EVENTS_TOKEN is not set. In production it is required (the rag-service reads account deletions with it): generate one with `openssl rand -base64 32` and give the same value to the rag-service.",
+    );
+  }
+  if (given && given.length < MIN_SECRET_LENGTH) {
+    throw new ConfigError(`ACCOUNT_EVENTS_TOKEN is too short (${given.length} characters, at least ${MIN_SECRET_LENGTH} required).`);
+  }
+  return given;
 }
 
 const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 };
@@ -169,6 +192,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       baseSeconds: Math.max(1, int(env, "AUTH_ACCOUNT_LOCK_BASE_SECONDS", 30)),
       maxSeconds: Math.max(1, int(env, "AUTH_ACCOUNT_LOCK_MAX_SECONDS", 900)),
       windowSeconds: Math.max(1, int(env, "AUTH_ACCOUNT_FAILURE_WINDOW", 900)),
+    },
+    accountEvents: {
+      token: resolveEventsToken(env, devMode),
+      retentionDays: Math.max(1, int(env, "ACCOUNT_EVENTS_RETENTION_DAYS", 30)),
     },
   };
 }

@@ -1,7 +1,7 @@
 // Input bounds and the password policy, enforced in a Better Auth `before` hook so that Better
 // Auth's own routes (/api/auth/*) and the seed-contract routes (which forward into them) agree.
 import { dictionary } from "@zxcvbn-ts/language-common";
-import { APIError, createAuthMiddleware } from "better-auth/api";
+import { APIError } from "better-auth/api";
 import { ORG_ROLES, type OrgRole } from "./organizations.js";
 
 /** RFC 5321 path limit; a longer address also makes every JWT/API call carry it. */
@@ -99,7 +99,3 @@ export function checkBody(path: string, body: unknown): void {
   }
   if (path === "/organization/update") checkBody("", fields.data);
 }
-
-export const inputPolicyHook = createAuthMiddleware(async (ctx) => {
-  checkBody(ctx.path, ctx.body);
-});

@@ -1,12 +1,13 @@
 // Schema migrations through Better Auth's own migrator (user, session, account, verification,
 // jwks, rateLimit, apikey, organization, member, invitation, session.activeOrganizationId) plus
-// the per-account throttle and the membership-change tables. `npm run migrate` runs them without
+// the per-account throttle table and the account events (table, prune watermark and the triggers
+// on Better Auth's user, organization and member tables: src/account-events.ts). `npm run migrate` runs them without
 // starting the server. On Postgres they run under an advisory lock, so replicas that start
 // together migrate one after the other (the later ones find the schema up to date).
 import { getMigrations } from "better-auth/db/migration";
 import { sql } from "kysely";
 import { THROTTLE_TABLE } from "./account-throttle.js";
-import { MEMBERSHIP_CHANGES_TABLE } from "./membership-changes.js";
+import { migrateAccountEvents } from "./account-events.js";
 import { authOptions } from "./auth.js";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { createDatabase, type Database } from "./db.js";
@@ -42,12 +43,9 @@ async function migrateUnlocked(config: Config, database: Database): Promise<stri
     failures integer not null,
     last_failure bigint not null
   )`.execute(database.db);
-  // One row per user: the SHA-256 of the id and the latest change (epoch ms).
-  await sql`create table if not exists ${sql.table(MEMBERSHIP_CHANGES_TABLE)} (
-    subject text primary key,
-    changed_at bigint not null
-  )`.execute(database.db);
-  await sql`create index if not exists auth_membership_changes_changed_at on ${sql.table(MEMBERSHIP_CHANGES_TABLE)} (changed_at)`.execute(database.db);
+  await migrateAccountEvents(database.db);
+  // Replaced by the account events (the feed and the `iat` of new tokens read those).
+  await sql`drop table if exists auth_membership_changes`.execute(database.db);
   return changes;
 }
 

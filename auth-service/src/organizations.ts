@@ -2,11 +2,10 @@
 // owner | admin | member, invitations) and the access JWT's `orgs` claim, read from the member
 // table every time a token is minted, so a membership change shows in the next token (and
 // tokens minted before a change that can reduce access are refused by the rag-service within
-// seconds: src/membership-changes.ts).
+// seconds: the change is an account event, src/account-events.ts).
 import { APIError } from "better-auth/api";
 import { organization } from "better-auth/plugins";
 import type { Config } from "./config.js";
-import { recordingOrganizationHooks, type MembershipChangeLog } from "./membership-changes.js";
 import { safeLog } from "./safe-log.js";
 
 /** Strongest first: the order picks a role when a stored value holds several. */
@@ -109,9 +108,10 @@ function limitReached(): APIError {
 /**
  * Better Auth's organization plugin. `store()` is the instance's adapter (bound late, like the
  * key exchange's instance). Teams and dynamic roles stay off: the roles are exactly ORG_ROLES.
- * Changes that can reduce a member's access are recorded in `changes` (src/membership-changes.ts).
+ * Removals, departures, role changes and deletions are recorded by database triggers
+ * (src/account-events.ts), in the change's own transaction: no hook here.
  */
-export function organizationPlugin(store: () => Promise<MemberStore>, sendInvitation: InvitationSender, changes: MembershipChangeLog) {
+export function organizationPlugin(store: () => Promise<MemberStore>, sendInvitation: InvitationSender) {
   async function refuseBeyondLimit(userId: string): Promise<void> {
     const memberships = await (await store()).count({ model: "member", where: [{ field: "userId", value: userId }] });
     if (memberships >= MAX_ORGS_PER_USER) throw limitReached();
@@ -120,7 +120,6 @@ export function organizationPlugin(store: () => Promise<MemberStore>, sendInvita
     // Counts the organizations the user belongs to, whoever created them.
     organizationLimit: MAX_ORGS_PER_USER,
     organizationHooks: {
-      ...recordingOrganizationHooks(store, changes),
       beforeAcceptInvitation: async ({ user }) => refuseBeyondLimit(user.id),
       beforeAddMember: async ({ member }) => refuseBeyondLimit(member.userId),
     },

@@ -4,8 +4,10 @@
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { decodeJwt } from "jose";
+import { SOLE_OWNER_CODE, SOLE_OWNER_MESSAGE } from "./account-deletion.js";
 import { API_KEY_HEADER, apiKeyRoutes, INVALID_API_KEY } from "./api-keys.js";
 import type { Auth } from "./auth.js";
+import { errorBody } from "./errors.js";
 import { forwardToAuth } from "./http.js";
 import { EMAIL_MAX, hasControlChars, nameProblem, PASSWORD_MAX, passwordProblem } from "./input-policy.js";
 
@@ -27,9 +29,7 @@ export function toPublicUser(u: BAUser): PublicUser {
   return { id: u.id, email: u.email, full_name: u.name, created_at: new Date(u.createdAt).toISOString() };
 }
 
-export function errorBody(code: string, message: string) {
-  return { error: { code, message } };
-}
+export { errorBody };
 
 function fail(c: Context, status: number, code: string, message: string, headers?: Record<string, string>) {
   return c.json(errorBody(code, message), status as ContentfulStatusCode, headers);
@@ -189,15 +189,27 @@ export function contractRoutes(auth: Auth, opts: { trustProxies: boolean }) {
   });
 
   /**
-   * Public: recent membership changes as hashed user ids (src/membership-changes.ts), which the
-   * rag-service polls. Cacheable for a few seconds (app.ts keeps the answer's Cache-Control).
+   * Deletes the signed-in user's account (Better Auth's /delete-user), confirmed by the password:
+   * the account, its sessions, API keys and memberships go, with the organizations it was the
+   * only member of; the rag-service erases the rest from the account events (src/account-events.ts).
+   * A sole owner of an organization with other members gets 409 sole_owner.
    */
-  r.get("/membership-changes", async (c) => {
-    const since = c.req.query("since");
-    const query = since === undefined ? "" : `?since=${encodeURIComponent(since)}`;
-    const res = await forward(c, { method: "GET", path: `/membership-changes${query}` });
-    if (!res.ok) return mapAuthError(c, res, NO_SESSION);
-    return res;
+  r.delete("/me", async (c) => {
+    const carry = await sessionCredential(c);
+    if (carry instanceof Response) return carry;
+    const body = await readJson(c);
+    if (body === INVALID) return fail(c, 400, "invalid_json", "request body must be valid JSON");
+    const password = (body as { password?: unknown } | null)?.password;
+    if (typeof password !== "string" || password.length < 1 || password.length > PASSWORD_MAX || hasControlChars(password)) {
+      return fail(c, 422, "validation_error", `password must be a string of 1 to ${PASSWORD_MAX} characters`);
+    }
+    const res = await forward(c, { method: "POST", path: "/delete-user", carry, body: { password } });
+    if (res.ok) return c.json({ success: true });
+    const data = (await res.clone().json().catch(() => ({}))) as { code?: string; message?: string };
+    if (data.code === "INVALID_PASSWORD") return fail(c, 403, "invalid_password", "the password is wrong");
+    if (data.code === "CREDENTIAL_ACCOUNT_NOT_FOUND") return fail(c, 403, "invalid_password", "this account has no password to confirm with");
+    if (data.code === SOLE_OWNER_CODE) return fail(c, 409, "sole_owner", data.message ?? SOLE_OWNER_MESSAGE);
+    return mapAuthError(c, res, NO_SESSION);
   });
 
   r.route("/api-keys", apiKeyRoutes(auth, { sessionCredential, forward, fail, mapAuthError, noSession: NO_SESSION }));

@@ -1,6 +1,7 @@
 // Wiring: config -> database -> migrations -> Better Auth -> Hono app -> listening server.
 import { serve, type ServerType } from "@hono/node-server";
 import type { AddressInfo } from "node:net";
+import { accountEventLog } from "./account-events.js";
 import { createApp } from "./app.js";
 import { databaseThrottleStore, memoryThrottleStore, redisThrottleStore } from "./account-throttle.js";
 import { createAuth, type Auth, type AuthStores } from "./auth.js";
@@ -33,14 +34,17 @@ export async function startServer(
   await migrate(config, database);
   // Failed sign-ins per account live in the same store as the per-IP limiter.
   const redis = config.redisUrl ? createRedisClient(config.redisUrl) : undefined;
-  const stores: AuthStores = redis
+  const stores: Omit<AuthStores, "events"> = redis
     ? {
         rateLimit: createRedisRateLimitStorage(redis, config.redisKeyPrefix),
         accountThrottle: redisThrottleStore(redis, config.redisKeyPrefix),
       }
     : { accountThrottle: config.rateLimit.storage === "database" ? databaseThrottleStore(database.db) : memoryThrottleStore() };
-  const auth = createAuth(config, database, { ...stores, sendInvitation: shared.sendInvitation });
-  const app = createApp({ config, auth, database });
+  const events = accountEventLog(database.db, config.accountEvents.retentionDays);
+  // Also pruned before each feed answer; this covers a deployment whose feed is never read.
+  await events.prune();
+  const auth = createAuth(config, database, { ...stores, events, sendInvitation: shared.sendInvitation });
+  const app = createApp({ config, auth, database, events });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
   });

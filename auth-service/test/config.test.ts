@@ -17,9 +17,26 @@ test("production refuses a missing or weak BETTER_AUTH_SECRET", () => {
     assert.throws(() => loadConfig({ AUTH_ENV: "production", AUTH_DATA_DIR: dir }), (e: Error) => e instanceof ConfigError && /BETTER_AUTH_SECRET is not set/.test(e.message));
     assert.throws(() => loadConfig({ NODE_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "short-secret" }), (e: Error) => e instanceof ConfigError && /too weak/.test(e.message));
     assert.throws(() => loadConfig({ AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "a".repeat(31) }), ConfigError);
-    const ok = loadConfig({ AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "s".repeat(32) });
+    const ok = loadConfig({ AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "s".repeat(32), ACCOUNT_EVENTS_TOKEN: "e".repeat(32) });
     assert.equal(ok.devMode, false);
     assert.equal(existsSync(path.join(dir, "auth-secret")), false, "production never writes a secret file");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("ACCOUNT_EVENTS_TOKEN: required in production, 32+ characters whenever set; retention in days", () => {
+  const dir = tempDir();
+  try {
+    const production = { AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "s".repeat(32) };
+    assert.throws(() => loadConfig(production), (e: Error) => e instanceof ConfigError && /ACCOUNT_EVENTS_TOKEN is not set/.test(e.message));
+    assert.throws(() => loadConfig({ ...production, ACCOUNT_EVENTS_TOKEN: "e".repeat(31) }), (e: Error) => e instanceof ConfigError && /too short/.test(e.message));
+    assert.throws(() => loadConfig({ AUTH_DATA_DIR: dir, ACCOUNT_EVENTS_TOKEN: "short" }), ConfigError, "development too");
+    assert.equal(loadConfig({ ...production, ACCOUNT_EVENTS_TOKEN: "e".repeat(32) }).accountEvents.token, "e".repeat(32));
+    const dev = loadConfig({ AUTH_DATA_DIR: dir });
+    assert.deepEqual(dev.accountEvents, { token: undefined, retentionDays: 30 }, "development: the feed answers nobody until it is set");
+    assert.equal(loadConfig({ AUTH_DATA_DIR: dir, ACCOUNT_EVENTS_RETENTION_DAYS: "7" }).accountEvents.retentionDays, 7);
+    assert.throws(() => loadConfig({ AUTH_DATA_DIR: dir, ACCOUNT_EVENTS_RETENTION_DAYS: "-1" }), ConfigError);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -34,7 +51,7 @@ test("configuration defaults and parsing", () => {
     assert.equal(c.host, "127.0.0.1");
     assert.equal(c.baseURL, "http://localhost:3001");
     assert.deepEqual(c.jwt, { issuer: "http://localhost:3001", audience: "rag-service", expiresIn: "15m", lifetimeSeconds: 900 });
-    // The token lifetime in seconds: how long membership changes are kept (src/membership-changes.ts).
+    // The token lifetime in seconds.
     for (const [raw, seconds] of [["30s", 30], ["1h", 3600], ["2 days", 172_800], ["10 mins", 600], ["1w", 604_800]] as const) {
       assert.equal(loadConfig({ AUTH_DATA_DIR: dir, JWT_EXPIRES_IN: raw }).jwt.lifetimeSeconds, seconds, raw);
     }

@@ -22,6 +22,8 @@ const FILE_TAG = path.basename(process.argv[1] ?? "main").replace(/\.test\.ts$/,
 const PG_TEST_DB = `auth_service_test_${FILE_TAG}_${process.pid}_${Date.now().toString(36)}`;
 export const TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
 export const BASE_URL = "http://localhost:3001";
+/** ACCOUNT_EVENTS_TOKEN of every test service (the bearer of GET /auth/events). */
+export const EVENTS_TOKEN = "test-events-token-0123456789-abcdefghijklmnop";
 
 let databases = 0;
 let services = 0;
@@ -124,6 +126,7 @@ export async function startTestService(
     AUTH_RATE_LIMIT_SIGNIN_MAX: "10000",
     // Counters of this service only: runs sharing a Redis never see each other's.
     REDIS_KEY_PREFIX: `auth-service-test:${PG_TEST_DB}_${services++}:rl:`,
+    ACCOUNT_EVENTS_TOKEN: EVENTS_TOKEN,
     ...env,
   });
   const service = await startServer(config, { database: share?.database, sendInvitation });
