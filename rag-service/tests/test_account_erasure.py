@@ -10,7 +10,9 @@ HTTP by the stand-in issuer:
   the service's database (a service stopped during a deletion erases at its next start);
 - two replicas on one PostgreSQL apply one event without conflict;
 - 401 and 410 from the feed;
-- an ingestion run racing the erasure leaves no vector behind (the claim protocol).
+- an ingestion run racing the erasure leaves no vector behind (the claim protocol);
+- the sweep erases what a request of the deleted account wrote after the erasure, once every
+  token of the account has expired.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from rag_service.accounts.feed import FeedRefused
 from rag_service.errors import NotFound
 from rag_service.storage.access import Access, document_points, org_owner
 
+APPLIED = "SELECT applied FROM account_events_cursor WHERE consumer = 'erasure'"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
             pytest.param("pgvector", marks=pytest.mark.postgres)]
 
@@ -63,7 +66,7 @@ async def replica(runtime: Any, backend_settings: Any, isolated_issuer: JwksIssu
 
 async def stored_cursor(engine: Any) -> str | None:
     async with engine.connect() as connection:
-        return await connection.scalar(sa.text("SELECT cursor FROM account_events_cursor"))
+        return await connection.scalar(sa.text("SELECT cursor FROM account_events_cursor WHERE consumer = 'erasure'"))
 
 
 async def visible(client: Any, who: Any) -> set[str]:
@@ -106,7 +109,7 @@ async def test_a_deleted_user_is_erased_once_and_a_replay_changes_nothing(
     assert await replica.consumer.step() == StepResult(applied=0), "each event is applied once"
     # The whole feed again (as after a 410): nothing changes.
     async with replica.runtime.engine.begin() as connection:
-        await connection.execute(sa.text("UPDATE account_events_cursor SET cursor = NULL"))
+        await connection.execute(sa.text("UPDATE account_events_cursor SET cursor = NULL WHERE consumer = 'erasure'"))
     assert await replica.consumer.step() == StepResult(applied=2)
     assert await table_counts(replica.runtime.engine) == after
     await assert_alice_erased(replica, world)
@@ -163,7 +166,7 @@ async def test_a_service_stopped_during_a_deletion_erases_it_at_its_next_start(
         assert (await client.get("/me", headers=world.bob.headers)).status_code == 200
         await assert_alice_erased(Service(client, runtime_after, None), world)
         async with runtime_after.engine.connect() as connection:
-            assert await connection.scalar(sa.text("SELECT applied FROM account_events_cursor")) == 3
+            assert await connection.scalar(sa.text(APPLIED)) == 3
 
 
 @pytest.mark.postgres
@@ -203,7 +206,7 @@ async def test_two_replicas_apply_one_event_without_conflict(
             assert erasures == [world.alice.id]
             await assert_alice_erased(first, world)
             async with first.runtime.engine.connect() as connection:
-                assert await connection.scalar(sa.text("SELECT applied FROM account_events_cursor")) == 1
+                assert await connection.scalar(sa.text(APPLIED)) == 1
 
 
 async def test_the_cursor_is_a_compare_and_set_when_two_consumers_race(
@@ -218,7 +221,7 @@ async def test_the_cursor_is_a_compare_and_set_when_two_consumers_race(
     results = await asyncio.gather(replica.consumer.step(), other.step())
     assert sum(r.applied for r in results) == 1
     async with replica.runtime.engine.connect() as connection:
-        assert await connection.scalar(sa.text("SELECT applied FROM account_events_cursor")) == 1
+        assert await connection.scalar(sa.text(APPLIED)) == 1
     await assert_alice_erased(replica, world)
 
 
@@ -305,3 +308,33 @@ async def test_an_ingestion_racing_the_erasure_leaves_no_vector(
         await saving
     assert await points_carrying(runtime.vector_store, owner) == 0
     assert await rows_naming(runtime.engine, owner) == []
+
+
+async def test_the_sweep_erases_what_came_late_once_every_token_has_expired(
+        replica: Service, isolated_issuer: JwksIssuer, auth_headers: Any) -> None:
+    """A request authenticated before the deletion was known writes after the erasure (here:
+    a save and a chat turn with Alice's old token, as a replica that has not read the event
+    yet would accept). The sweep, a consumer with its own cursor, applies the deletion again
+    once ACCESS_TOKEN_MAX_AGE_SECONDS have passed since it occurred, and not before."""
+    world = await populate(replica.client, auth_headers, new_org())
+    event = isolated_issuer.emit("user.deleted", user_id=world.alice.id)
+    assert await replica.consumer.step() == StepResult(applied=1)
+    late = await replica.client.post("/save-document", headers=world.alice.headers,
+                                     json={"title": "Late", "content": "Written after the erasure, by an old token."})
+    assert late.status_code == 201, late.text
+    chat = await replica.client.post("/chat", json={"query": "What was written late?", "stream": False},
+                                     headers=world.alice.headers)
+    assert chat.status_code == 200, chat.text
+    assert await rows_naming(replica.runtime.engine, world.alice.id)
+
+    settle = replica.runtime.settings.access_token_max_age_seconds
+    now = [event["occurred_at"] / 1000 + settle - 1]
+    sweep = ErasureConsumer(replica.consumer.feed, Eraser(replica.runtime.sessionmaker, replica.runtime.vector_store),
+                            replica.runtime.engine, replica.runtime.sessionmaker, name="erasure-sweep",
+                            settle_seconds=settle, clock=lambda: now[0])
+    assert await sweep.step() == StepResult(applied=0), "a token of the account may still be alive"
+    assert await sweep.cursor() is None
+    now[0] += 1
+    assert await sweep.step() == StepResult(applied=1)
+    assert await sweep.cursor() == event["cursor"]
+    await assert_alice_erased(replica, world)

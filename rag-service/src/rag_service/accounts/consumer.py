@@ -1,7 +1,7 @@
 """Reading the account events feed (accounts/feed.py): erasure from a stored cursor, and
 each replica's staleness signal.
 
-Two readers, because they need different things:
+Three readers, because they need different things:
 
 `ErasureConsumer` (one cursor for the whole service, in the database table
 `account_events_cursor`): applies `user.deleted` / `organization.deleted` (accounts/erasure.py)
@@ -16,6 +16,13 @@ start-up, so deletions made meanwhile are erased then. 410 `cursor_expired` (eve
 pruned before they were read: the service was down longer than the auth-service keeps them):
 an error is logged and the consumer starts again from the oldest retained event (replaying is
 harmless). Membership events need no erasure: the consumer only moves past them.
+
+The sweep (`ErasureConsumer` named `erasure-sweep`, a cursor row of its own) applies the same
+deletions a second time once ACCESS_TOKEN_MAX_AGE_SECONDS have passed since they occurred. A
+request of the deleted account authenticated before its replica learned of the deletion can
+still write after the first erasure (a chat turn, a document); once every token of the account
+has expired nothing more can be written, and the sweep erases whatever came late. It stops at
+the first event younger than that (its cursor stays before it) and goes on at a later poll.
 
 `StalenessFollower` (one per replica, in memory): every replica must refuse tokens minted
 before a membership change (auth/membership_changes.py), so each reads every event itself.
@@ -37,7 +44,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -53,8 +60,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ERASURE_CONSUMER = "erasure"
-# pg_try_advisory_lock key of the erasure consumer ("rag-evts" in ASCII).
-CONSUMER_LOCK_KEY = 0x7261672D65767473
+SWEEP_CONSUMER = "erasure-sweep"
+# pg_try_advisory_lock keys of the consumers ("rag-evts" in ASCII, and the next one).
+CONSUMER_LOCK_KEYS = {ERASURE_CONSUMER: 0x7261672D65767473, SWEEP_CONSUMER: 0x7261672D65767474}
 # Pages read in one step at most (a backlog of 100k events at 500 a page); the next poll goes on.
 MAX_PAGES_PER_STEP = 200
 
@@ -66,18 +74,31 @@ class StepResult:
 
 
 class ErasureConsumer:
+    """`name` is its cursor row (and lock); with `settle_seconds`, it applies an event only once
+    that long has passed since it occurred (the sweep, see the module docstring) and stops
+    before the first younger one."""
+
     def __init__(self, feed: FeedClient, eraser: Eraser, engine: AsyncEngine,
-                 sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+                 sessionmaker: async_sessionmaker[AsyncSession], *, name: str = ERASURE_CONSUMER,
+                 settle_seconds: float = 0, clock: Callable[[], float] = time.time) -> None:
+        if name not in CONSUMER_LOCK_KEYS:
+            raise ValueError(f"unknown consumer {name!r}")
         self.feed = feed
+        self.name = name
+        self.settle_seconds = settle_seconds
         self._eraser = eraser
         self._engine = engine
         self._sessionmaker = sessionmaker
+        self._clock = clock
         self._local = asyncio.Lock()
 
     @classmethod
-    def from_runtime(cls, runtime: Runtime, feed: FeedClient) -> ErasureConsumer:
+    def from_runtime(cls, runtime: Runtime, feed: FeedClient, **options: Any) -> ErasureConsumer:
         eraser = Eraser(runtime.sessionmaker, runtime.vector_store, runtime.ingestion_gate)
-        return cls(feed, eraser, runtime.engine, runtime.sessionmaker)
+        return cls(feed, eraser, runtime.engine, runtime.sessionmaker, **options)
+
+    def _settled(self, event: AccountEvent) -> bool:
+        return self._clock() * 1000 - event.occurred_at >= self.settle_seconds * 1000
 
     async def step(self) -> StepResult:
         """Read and apply every event after the stored cursor (FeedError / database errors
@@ -98,6 +119,8 @@ class ErasureConsumer:
                         return StepResult(applied)
                     continue
                 for event in page.events:
+                    if not self._settled(event):
+                        return StepResult(applied)  # the sweep's turn comes later
                     await self.apply(event)
                     if not await self._advance(cursor, event.cursor, 1):
                         return StepResult(applied)
@@ -122,7 +145,7 @@ class ErasureConsumer:
     async def cursor(self) -> str | None:
         async with self._sessionmaker() as session:
             cursor = await session.scalar(select(AccountEventsCursor.cursor)
-                                          .where(AccountEventsCursor.consumer == ERASURE_CONSUMER))
+                                          .where(AccountEventsCursor.consumer == self.name))
             await session.commit()
         return cursor
 
@@ -131,7 +154,7 @@ class ErasureConsumer:
         async with self._sessionmaker() as session:
             result = await session.execute(
                 update(AccountEventsCursor)
-                .where(AccountEventsCursor.consumer == ERASURE_CONSUMER,
+                .where(AccountEventsCursor.consumer == self.name,
                        AccountEventsCursor.cursor.is_not_distinct_from(seen))
                 .values(cursor=new, applied=AccountEventsCursor.applied + applied, updated_at=utcnow())
                 .execution_options(synchronize_session=False))
@@ -153,14 +176,14 @@ class ErasureConsumer:
                 yield True
                 return
             async with self._engine.connect() as connection:
-                held = bool(await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"),
-                                                    {"key": CONSUMER_LOCK_KEY}))
+                key = CONSUMER_LOCK_KEYS[self.name]
+                held = bool(await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}))
                 await connection.commit()
                 try:
                     yield held
                 finally:
                     if held:
-                        await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": CONSUMER_LOCK_KEY})
+                        await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
                         await connection.commit()
 
 
@@ -236,6 +259,8 @@ class AccountEvents:
         settings = runtime.settings
         self.feed = FeedClient.from_settings(settings)
         self.erasure = ErasureConsumer.from_runtime(runtime, self.feed)
+        self.sweep = ErasureConsumer.from_runtime(runtime, self.feed, name=SWEEP_CONSUMER,
+                                                  settle_seconds=settings.access_token_max_age_seconds)
         self.staleness = StalenessFollower(self.feed, runtime.membership_changes,
                                            max_age_seconds=settings.access_token_max_age_seconds)
         self._interval = settings.account_events_poll_seconds
@@ -256,6 +281,7 @@ class AccountEvents:
         events._tasks = [
             asyncio.create_task(poll_periodically("staleness", events.staleness.step, events._interval)),
             asyncio.create_task(poll_periodically("erasure", events.erasure.step, events._interval)),
+            asyncio.create_task(poll_periodically("erasure sweep", events.sweep.step, events._interval)),
         ]
         return events
 

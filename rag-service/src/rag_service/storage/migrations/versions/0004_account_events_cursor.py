@@ -1,7 +1,8 @@
 """The account events consumer's cursor (issue 22).
 
 `account_events_cursor`: one row per consumer of the auth-service's account events feed
-(`erasure`), holding the cursor after the last applied event; NULL reads from the oldest
+(`erasure`, and `erasure-sweep` which applies each deletion again once every token of the
+account has expired: accounts/consumer.py), holding the cursor after the last applied event; NULL reads from the oldest
 event the auth-service keeps. The row exists from the start, so replicas only ever update it
 (compare-and-set on the cursor).
 
@@ -32,7 +33,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.execute("INSERT INTO account_events_cursor (consumer, cursor, applied, updated_at)"
-               " VALUES ('erasure', NULL, 0, CURRENT_TIMESTAMP)")
+               " VALUES ('erasure', NULL, 0, CURRENT_TIMESTAMP), ('erasure-sweep', NULL, 0, CURRENT_TIMESTAMP)")
 
 
 def downgrade() -> None:
