@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from qdrant_client import AsyncQdrantClient
 
 from account_events_support import Service, World, points_carrying, populate, rows_naming, service_on, table_counts
 from collections_support import caller, new_org, points_of
@@ -35,6 +36,7 @@ from rag_service.accounts.consumer import ErasureConsumer, StepResult
 from rag_service.accounts.erasure import Eraser
 from rag_service.accounts.feed import FeedRefused
 from rag_service.errors import NotFound
+from rag_service.storage.qdrant_server import ServerVectorStore
 from rag_service.storage.access import Access, document_points, org_owner
 
 APPLIED = "SELECT applied FROM account_events_cursor WHERE consumer = 'erasure'"
@@ -95,6 +97,27 @@ async def assert_alice_erased(svc: Service, world: World) -> None:
 
 async def test_a_deleted_user_is_erased_once_and_a_replay_changes_nothing(
         replica: Service, isolated_issuer: JwksIssuer, auth_headers: Any) -> None:
+    await erase_once_and_replay(replica, isolated_issuer, auth_headers)
+
+
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
+async def test_erasure_through_the_qdrant_server_adapter(
+        runtime: Any, make_settings: Any, isolated_issuer: JwksIssuer, auth_headers: Any) -> None:
+    """The same with the Qdrant server adapter (VECTOR_STORE=qdrant), on qdrant-client's local
+    mode: it takes the server API's calls, filters included (no Qdrant server runs here)."""
+    settings = make_settings(account_events_poll_seconds=0, auth_events_url=isolated_issuer.events_url,
+                             account_events_token=isolated_issuer.events_token)
+    store = ServerVectorStore(AsyncQdrantClient(location=":memory:"), collection="erasure",
+                              dimension=runtime.embedder.dimension)
+    await store.ensure_collection()
+    try:
+        async with service_on(runtime, settings, isolated_issuer, vector_store=store) as replica:
+            await erase_once_and_replay(replica, isolated_issuer, auth_headers)
+    finally:
+        await store.close()
+
+
+async def erase_once_and_replay(replica: Service, isolated_issuer: JwksIssuer, auth_headers: Any) -> None:
     world = await populate(replica.client, auth_headers, new_org())
     assert await rows_naming(replica.runtime.engine, world.alice.id), "the check finds the id before erasure"
     assert await points_carrying(replica.runtime.vector_store, world.alice.id) > 0
