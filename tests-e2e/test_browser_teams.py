@@ -15,6 +15,8 @@ in search, 404 for the document (the rag-service's collections API: GET/POST /co
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ import httpx
 import pytest
 
 from browser_support import (
+    PASSWORD,
     BrowserStack,
     access_token_from_page,
     app_state,
@@ -321,3 +324,56 @@ def test_two_users_share_an_organization_collection_and_a_third_sees_none_of_it(
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "insufficient_role", refused.text
         owned = api.get("/collections", headers=as_user(owner_token)).json()["collections"]
         assert [(c["role"], c["can_write"], c["document_count"]) for c in owned if c["id"] == shared] == [("owner", True, 1)]
+
+
+def test_an_owner_deletes_the_organization_then_the_account(browser, browser_stack: BrowserStack) -> None:
+    """The "Delete this organization" button (owners only) and the "Account" card: a sole owner of
+    an organization with a member is told to transfer or delete it first; a wrong password deletes
+    nothing; the right one deletes the account, signs out, and the credentials stop working."""
+    stack = browser_stack
+    with browser_pages(browser, stack.app_url, "teams-deletion") as pages:
+        owner, member = pages.open("owner"), pages.open("member")
+        owner_email, member_email = unique_email("owner"), unique_email("member")
+        sign_up(owner, owner_email, "Owner")
+        sign_up(member, member_email, "Member")
+        lab = create_organization(owner, "Lab")
+        assert owner.is_visible("#org-delete"), "an owner may delete the active organization"
+        accept_invitation(member, invite(owner, member_email))
+        notice_text(member, "You joined Lab as member")
+        assert member.is_hidden("#org-delete"), "a member may not"
+
+        def delete_account(page, password: str) -> None:
+            if not page.is_visible("#delete-account-password"):
+                page.click("#account-card summary")
+            page.fill("#delete-account-password", password)
+            page.click("#delete-account")
+
+        delete_account(owner, PASSWORD)
+        assert "only owner of an organization that has other members" in error_text(owner, "only owner")
+        assert owner.is_visible("#app-view"), "still signed in: nothing was deleted"
+
+        owner.once("dialog", lambda dialog: dialog.accept())
+        owner.click("#org-delete")
+        notice_text(owner, "Deleted Lab")
+        assert token_orgs(owner) == []
+        assert lab not in owner.locator("#org-select option").evaluate_all("(os) => os.map((o) => o.value)")
+
+        delete_account(owner, "not my password at all")
+        assert "Wrong password" in error_text(owner, "Wrong password")
+        delete_account(owner, PASSWORD)
+        notice_text(owner, "Your account was deleted")
+        owner.wait_for_selector("#auth-view:not([hidden])")
+        with httpx.Client(base_url=stack.auth, timeout=30) as auth:
+            login = auth.post("/auth/login", json={"email": owner_email, "password": PASSWORD})
+            assert login.status_code == 401, login.text
+            # The member lost the organization with it.
+            member_login = auth.post("/auth/login", json={"email": member_email, "password": PASSWORD})
+            assert member_login.status_code == 200, member_login.text
+            member_token = auth.post("/auth/token", headers={"Authorization": f"Bearer {member_login.json()['session_token']}"})
+            assert "orgs" not in decode_claims(member_token.json()["access_token"])
+        assert_console_names_nobody(pages, owner_email, member_email)
+
+
+def decode_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

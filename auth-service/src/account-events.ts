@@ -1,4 +1,4 @@
-// Account events (/work ACCOUNT-EVENTS-CONTRACT, docs/security.md "Erasure"): every deleted
+// Account events (docs/security.md, section 10): every deleted
 // user, deleted organization, removed member and changed role, written by Postgres triggers on
 // Better Auth's own tables, so each event row is committed in the SAME transaction as the change
 // (a change that rolls back leaves no event; every path, cascades included, writes one). The
@@ -59,8 +59,8 @@ export function issuedAt(startedAt: number, latestChange: number | null): number
 
 /**
  * The schema: the events table, the prune watermark and the triggers. Idempotent (run by
- * migrate.ts at every start, after Better Auth's migrator created its tables). Column names are
- * Better Auth's (camelCase, quoted).
+ * migrate.ts at every start, after Better Auth's migrator created its tables, so a changed
+ * function body is installed by the next start). Column names are Better Auth's (camelCase, quoted).
  */
 export async function migrateAccountEvents(db: Kysely<any>): Promise<void> {
   const statements = [
@@ -120,6 +120,18 @@ export async function migrateAccountEvents(db: Kysely<any>): Promise<void> {
         end if;
         return null;
       end $fn$`),
+    // `occurred_at` is taken again when the transaction commits (a deferred trigger), so a token
+    // whose minting began before the commit, and read the old memberships, is older than the
+    // change's second (issuedAt) unless it began in the last instant before the commit.
+    sql.raw(`create or replace function auth_account_events_stamp() returns trigger language plpgsql as $fn$
+      begin
+        update ${EVENTS_TABLE} set occurred_at = greatest(occurred_at, (floor(extract(epoch from clock_timestamp()) * 1000))::bigint)
+          where id = NEW.id;
+        return null;
+      end $fn$`),
+    sql`drop trigger if exists auth_account_events_stamp on ${sql.table(EVENTS_TABLE)}`,
+    sql`create constraint trigger auth_account_events_stamp after insert on ${sql.table(EVENTS_TABLE)}
+      deferrable initially deferred for each row execute function auth_account_events_stamp()`,
     sql`drop trigger if exists auth_account_events_user_before_delete on "user"`,
     sql`create trigger auth_account_events_user_before_delete before delete on "user"
       for each row execute function auth_account_events_user_before_delete()`,
@@ -136,7 +148,11 @@ export async function migrateAccountEvents(db: Kysely<any>): Promise<void> {
     sql`create trigger auth_account_events_member_role_changed after update of role on member
       for each row when (OLD.role is distinct from NEW.role) execute function auth_account_events_record()`,
   ];
-  for (const statement of statements) await statement.execute(db);
+  // One transaction: a replica deleting a user while another one restarts never finds the
+  // triggers dropped and not yet re-created (other sessions wait for the commit).
+  await db.transaction().execute(async (trx) => {
+    for (const statement of statements) await statement.execute(trx);
+  });
 }
 
 const CURSOR = /^(\d{1,20}):(\d{1,19})$/;

@@ -464,3 +464,24 @@ describe("concurrent transactions on real Postgres", { skip: DB_KIND !== "postgr
     assert.equal((await api.call("POST", "/auth/token", { token: secondOwner.session })).status, 200, "the second owner stays");
   });
 });
+
+describe("occurred_at is the commit's time", () => {
+  test("a change whose transaction stays open is stamped when it commits, not when it was made", async () => {
+    const owner = await api.signUp("ev-stamp-owner");
+    const member = await api.signUp("ev-stamp-member");
+    const org = await api.createOrg(owner);
+    await api.join(owner, member, org);
+    const start = await mark();
+    let changedAt = 0;
+    await svc.database.db.transaction().execute(async (trx) => {
+      await sql`delete from member where "userId" = ${member.userId}`.execute(trx);
+      changedAt = Date.now();
+      // The transaction stays open across a second boundary (a slow commit).
+      await sql`select pg_sleep(1.1)`.execute(trx);
+    });
+    const committedBy = Date.now();
+    const [event] = (await drain(start)).events;
+    assert.equal(event!.type, "member.removed");
+    assert.ok(event!.occurred_at >= changedAt + 1000 && event!.occurred_at <= committedBy, JSON.stringify({ event, changedAt, committedBy }));
+  });
+});

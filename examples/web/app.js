@@ -26,6 +26,8 @@
     $("user-email").textContent = "";
     for (const id of ["documents", "sources", "history", "conversation", "answer", "search-results"]) $(id).replaceChildren();
     $("source-detail").hidden = true;
+    $("delete-account-password").value = "";
+    $("account-card").querySelector("details").open = false;
     app.orgs.reset();
     app.collections.reset();
     if (reason) notice(reason);
@@ -79,6 +81,26 @@
     } finally {
       signedOut("You are signed out.");
     }
+  });
+
+  /**
+   * Better Auth's /delete-user, confirmed by the password. A sole owner of an organization with
+   * other members is refused (409 SOLE_OWNER): they transfer or delete it first.
+   */
+  const deleteAccount = guarded(async () => {
+    const password = $("delete-account-password").value;
+    if (!password) throw new ApiError("Type your password to confirm the deletion.");
+    try {
+      await authCall("/api/auth/delete-user", { method: "POST", body: { password } });
+    } catch (error) {
+      if (error instanceof ApiError && error.code === "sole_owner") {
+        throw new ApiError("You are the only owner of an organization that has other members. Make another member an owner (or delete the organization) first, then delete your account.", { status: error.status, code: error.code });
+      }
+      if (error instanceof ApiError && error.code === "invalid_password") throw new ApiError("Wrong password: the account was not deleted.", { status: error.status, code: error.code });
+      throw error;
+    }
+    $("delete-account-password").value = "";
+    signedOut("Your account was deleted.");
   });
 
   /** On page load: an existing session cookie signs the user straight in. */
@@ -177,6 +199,7 @@
   $("auth-form").addEventListener("submit", signIn);
   $("sign-up").addEventListener("click", signUp);
   $("sign-out").addEventListener("click", signOut);
+  $("delete-account-form").addEventListener("submit", deleteAccount);
   $("upload-form").addEventListener("submit", upload);
   document.addEventListener("ragapp:collection-picked", () => loadDocuments().catch(showError));
   window.addEventListener("offline", () => showError(new ApiError("You are offline: requests will fail until the network is back.")));

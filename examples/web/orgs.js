@@ -1,6 +1,6 @@
 // The organization switcher: the signed-in user's organizations (Better Auth's organization
 // plugin on the auth-service, /api/auth/organization/*), creating one, inviting a member by
-// e-mail, and accepting invitations. Any change of membership or of the active organization
+// e-mail, accepting invitations, and deleting an organization (owners). Any change of membership or of the active organization
 // re-mints the access JWT, so its `orgs` claim (what the rag-service reads) is current, and
 // then tells the other scripts with a "ragapp:orgs-changed" event.
 "use strict";
@@ -71,6 +71,7 @@
       ? `Active: ${orgName(active)}, where you are ${roleIn(active) || "a member"}.`
       : "No active organization: new collections are personal unless you pick an organization.";
     $("invite-form").hidden = !active;
+    $("org-delete").hidden = !active || roleIn(active) !== "owner";
     $("org-select").dataset.active = active || "";
   }
 
@@ -165,6 +166,18 @@
     $("accept-invitation-id").value = "";
   });
 
+  /** Owners only: Better Auth removes every member; the rag-service then erases its collections. */
+  const deleteOrganization = orgAction("delete the organization", async () => {
+    const organizationId = state.activeOrganizationId;
+    if (!organizationId) return;
+    const name = orgName(organizationId);
+    if (!window.confirm(`Delete ${name}? Every member loses access, and its collections, documents and answers are erased. This cannot be undone.`)) return;
+    await authCall(org("delete"), { method: "POST", body: { organizationId } });
+    await authCall(org("set-active"), { method: "POST", body: { organizationId: null } });
+    await changed();
+    notice(`Deleted ${name}.`);
+  });
+
   function reset() {
     state.organizations = [];
     state.activeOrganizationId = null;
@@ -173,12 +186,14 @@
     $("invitation-created").hidden = true;
     $("invitations-hint").hidden = true;
     $("org-role").textContent = "";
+    $("org-delete").hidden = true;
   }
 
   $("org-select").addEventListener("change", switchOrganization);
   $("org-create-form").addEventListener("submit", createOrganization);
   $("invite-form").addEventListener("submit", invite);
   $("accept-form").addEventListener("submit", acceptById);
+  $("org-delete").addEventListener("click", deleteOrganization);
 
   app.orgs = { load, reset, roleIn, orgName };
 })();
