@@ -42,6 +42,8 @@ $(NODE_STAMP): $(AUTH)/package-lock.json
 	@touch $@
 
 install: $(VENV_STAMP) $(NODE_STAMP)
+	@# bubblewrap isolates the file extraction workers (docs/security.md); apt-get when root.
+	@bash scripts/install-bubblewrap.sh
 
 # --- running --------------------------------------------------------------------------
 dev: install

@@ -118,10 +118,18 @@ def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -
         # --- upload a .txt through the file input and see it listed --------------------------
         doc_path = tmp_path / f"{DOCUMENT_TITLE}.txt"
         doc_path.write_text(DOCUMENT_TEXT)
-        page.set_input_files("#file-input", str(doc_path))
+        binary_path = tmp_path / "photo.jpg"
+        binary_path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)))
+        page.set_input_files("#file-input", [str(doc_path), str(binary_path)])
         page.click("#upload")
         doc_item = page.locator("#documents li.doc", has_text=DOCUMENT_TITLE)
         doc_item.wait_for()
+        # One result per file: the text file added, the binary one refused with the reason.
+        page.wait_for_selector("#upload-results li[data-result='error']")
+        assert DOCUMENT_TITLE in page.inner_text("#upload-results li[data-result='created']")
+        refused_line = page.inner_text("#upload-results li[data-result='error']")
+        assert "photo.jpg" in refused_line and "binary content" in refused_line, refused_line
+        page.locator("#upload-progress").wait_for(state="hidden")
         page.wait_for_selector("#documents li.doc[data-status='ready']", timeout=60_000)
         doc_id = doc_item.get_attribute("data-id")
         assert doc_id

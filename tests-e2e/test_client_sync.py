@@ -60,6 +60,9 @@ def test_sync_twice_then_change_and_delete(tmp_path: Path, write_key, auth_url: 
 
     first = sync_cli(folder, rag_url, auth_url, key)
     assert sorted(first["uploaded"]) == sorted(FILES) and not first["failed"]
+    # Every file not sent is reported with its reason (the state file is not a file of the folder's).
+    assert first["skipped"] == {".hidden.txt": "hidden file",
+                                "image.bin": "binary content: .bin is not a supported document type"}
     stored = titles_by_source(owner)
     assert sorted(stored) == sorted(FILES)
     assert owner.summary().by_status["ready"] == 3
@@ -124,6 +127,36 @@ def test_a_sync_killed_mid_way_finishes_on_the_next_run_without_duplicates(tmp_p
     stored = titles_by_source(owner)
     assert stored == {path: entry["document_id"] for path, entry in state.items()}, "one document per file"
     assert sync_cli(folder, rag_url, auth_url, key)["uploaded"] == []
+
+
+def test_text_files_of_any_name_and_the_new_formats_sync(tmp_path: Path, write_key, auth_url: str,
+                                                         rag_url: str) -> None:
+    import io
+
+    from openpyxl import Workbook
+
+    owner, key = write_key
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "README").write_text("The ferry leaves from pier four every hour.")
+    (folder / "guide.rst").write_text("Moorings\n========\n\nBlue buoys are for visitors.")
+    (folder / "berths.csv").write_text("berth,boat\n12,Seagull\n")
+    (folder / "tool.py").write_text("def tide():\n    return 'high'\n")
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)))
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    workbook = Workbook()
+    workbook.active.append(["Crane", "Capacity"])
+    sheet = io.BytesIO()
+    workbook.save(sheet)
+    (folder / "cranes.xlsx").write_bytes(sheet.getvalue())
+
+    done = run_cli(["sync", str(folder)], rag_url=rag_url, auth_url=auth_url, api_key=key)
+    assert done.returncode == 0, done.stderr
+    assert "skipped: .git/: hidden folder" in done.stderr
+    assert "skipped: photo.jpg: binary content" in done.stderr
+    assert "skipped 2" in done.stdout
+    assert sorted(titles_by_source(owner)) == ["README", "berths.csv", "cranes.xlsx", "guide.rst", "tool.py"]
 
 
 def test_a_file_the_service_refuses_is_reported_and_the_rest_sync(tmp_path: Path, write_key, auth_url: str,

@@ -155,6 +155,17 @@
     await loadDocuments();
   }
 
+  /** One line per file: its name and what the rag-service said about it. */
+  function showUploadResults(items, files) {
+    const list = $("upload-results");
+    list.replaceChildren(...items.map((item) => {
+      const name = files[item.index] ? files[item.index].name : `file ${item.index + 1}`;
+      const text = item.result === "error" ? item.error.message : item.message;
+      return el("li", { className: `upload-${item.result}`, dataset: { result: item.result } }, `${name}: ${text}`);
+    }));
+    list.hidden = items.length === 0;
+  }
+
   const upload = guarded(async () => {
     const files = [...$("file-input").files];
     if (files.length === 0) throw new ApiError("Choose a file to upload first.");
@@ -162,11 +173,15 @@
     for (const file of files) form.append("files", file, file.name);
     const collectionId = app.collections.uploadTarget();
     if (collectionId) form.append("collection_id", collectionId);
+    const progress = $("upload-progress");
     $("upload").disabled = true;
+    progress.value = 0;
+    progress.hidden = false;
+    showUploadResults([], files);
     try {
       let data;
       try {
-        data = await ragJson("/documents/upload", { method: "POST", body: form });
+        data = await app.ragUpload("/documents/upload", form, (sent, total) => { progress.value = sent / total; });
       } catch (error) {
         if (error.status === 413) $("file-input").value = ""; // that file can never be accepted
         if (error.code === "network_error") {
@@ -175,20 +190,19 @@
         }
         throw app.collections.refusal(error, collectionId, "upload into");
       }
-      const items = asList(data, "documents", "results", "items");
-      const failures = [
-        ...asList(data, "errors", "failed"),
-        ...items.filter((item) => item.error && item.status !== "ready"),
-      ];
-      if (failures.length) {
-        showError(`Some files were not added: ${failures.map((f) => `${f.filename || f.title || f.source_name || "file"}: ${f.message || f.error?.message || f.error}`).join("; ")}`);
+      // One result per file, in order: created, duplicate (already there) or error (why).
+      const items = asList(data, "items");
+      showUploadResults(items, files);
+      const refused = items.filter((item) => item.result === "error");
+      if (refused.length) {
+        showError(`${refused.length} of ${items.length} file${items.length === 1 ? " was" : "s were"} not added (see the list below the upload button).`);
       }
-      const added = items.filter((item) => !item.error || item.status === "ready");
-      // The rag-service says per file whether it was added or already there (deduplicated).
-      notice(added.length ? added.map((d) => d.message || `Uploaded "${d.title}".`).join(" ") : "Upload finished.");
+      const added = items.filter((item) => item.result !== "error");
+      notice(added.length ? added.map((d) => d.message).join(" ") : "Upload finished.");
       $("file-input").value = "";
     } finally {
       $("upload").disabled = false;
+      progress.hidden = true;
     }
     await Promise.all([loadDocuments(), app.collections.load()]); // new document counts
   });

@@ -209,6 +209,35 @@
     return res.status === 204 ? null : res.json();
   }
 
+  /** POST a FormData to the rag-service with upload progress (fetch has none):
+   * onProgress(sentBytes, totalBytes) while the body is sent. Same token handling and
+   * errors as ragJson. */
+  async function ragUpload(path, form, onProgress) {
+    for (let attempt = 0; ; attempt++) {
+      const token = attempt === 0 ? await accessToken() : await mintToken();
+      const res = await new Promise((resolve, reject) => {
+        const xhr = new XMLHttpRequest();
+        xhr.open("POST", `${RAG_URL}${path}`);
+        xhr.setRequestHeader("Authorization", `Bearer ${token}`);
+        xhr.upload.addEventListener("progress", (event) => {
+          if (event.lengthComputable) onProgress(event.loaded, event.total);
+        });
+        xhr.addEventListener("load", () => resolve(new Response(xhr.responseText, {
+          status: xhr.status,
+          headers: { "Content-Type": xhr.getResponseHeader("Content-Type") || "application/json",
+                     "Retry-After": xhr.getResponseHeader("Retry-After") || "" },
+        })));
+        xhr.addEventListener("error", () => reject(new ApiError(
+          `Cannot reach the rag-service at ${new URL(RAG_URL, location.href).origin}. Is it running? (network error)`,
+          { code: "network_error" })));
+        xhr.send(form);
+      });
+      if (res.status === 401 && attempt === 0) continue;
+      if (!res.ok) throw await errorFromResponse(res, "rag-service");
+      return res.json();
+    }
+  }
+
   // ---- views ------------------------------------------------------------------------------
   function el(tag, props = {}, ...children) {
     const node = document.createElement(tag);
@@ -240,7 +269,7 @@
 
   Object.assign(app, {
     $, ApiError, showError, clearError, notice, guarded, authCall, mintToken, remintToken,
-    ragFetch, ragJson, el, asList, fillSelect,
+    ragFetch, ragJson, ragUpload, el, asList, fillSelect,
     signedOut: () => {}, // set by app.js
   });
 })();

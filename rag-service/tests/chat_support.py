@@ -65,9 +65,11 @@ def chat_service(runtime: Any, *, generator: Generator | None = None, embedder: 
     return ChatService(
         search=SearchService(runtime.vector_store, runtime.sparse_encoder, embedder or runtime.embedder, settings),
         generator=generator or runtime.generator,
-        turns=ChatTurns(runtime.sessionmaker, max_history_turns=settings.max_history_turns, **turn_kwargs),
+        turns=ChatTurns(runtime.sessionmaker, max_history_turns=settings.max_history_turns,
+                        max_history_characters=settings.quota_max_history_characters, **turn_kwargs),
         max_query_chars=settings.max_query_chars,
         max_history_turns=settings.max_history_turns,
+        max_answer_chars=settings.max_answer_chars,
     )
 
 

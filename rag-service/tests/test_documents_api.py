@@ -150,8 +150,8 @@ async def test_upload_with_title(client, auth_headers) -> None:
 @pytest.mark.parametrize(
     "files, data, status, fragment",
     [
-        ([("files", ("ok.txt", b"fine")), ("files", ("image.png", b"\x89PNG\r\n\x1a\n"))], {}, 415, ".pdf"),
-        ([("files", ("ok.txt", b"fine")), ("files", ("bad.txt", b"caf\xe9"))], {}, 422, "UTF-8"),
+        ([("files", ("image.png", b"\x89PNG\r\n\x1a\n"))], {}, 415, ".pdf"),
+        ([("files", ("bad.txt", b"caf\xe9"))], {}, 422, "UTF-8"),
         ([("files", ("fake.pdf", b"not a pdf"))], {}, 415, "not a .pdf"),
         ([("files", ("ok.txt", b"fine"))], {"metadata": "{not json"}, 422, "JSON"),
         ([("files", ("ok.txt", b"fine"))], {"metadata": "[1, 2]"}, 422, "object"),
@@ -164,6 +164,42 @@ async def test_bad_uploads_change_nothing(client, auth_headers, files, data, sta
     before = await total_documents(client, headers)
     assert_error(await client.post("/documents/upload", files=files, data=data, headers=headers), status, fragment)
     assert await total_documents(client, headers) == before == 0
+
+
+async def test_an_upload_of_several_files_answers_per_file(client, auth_headers, make_settings, app_factory) -> None:
+    """A refused file (unreadable, binary, over the quota) is its own answer: the files before
+    and after it are stored and said so, never stored silently behind an error."""
+    headers = auth_headers()
+    files = [("files", ("first.txt", b"The first file is fine.")),
+             ("files", ("image.png", b"\x89PNG\r\n\x1a\n\x00\x00")),
+             ("files", ("bad.txt", b"caf\xe9")),
+             ("files", ("last.txt", b"The last file is fine too."))]
+    response = await client.post("/documents/upload", files=files, headers=headers)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert [item["result"] for item in body["items"]] == ["created", "error", "error", "created"]
+    assert [item["index"] for item in body["items"]] == [0, 1, 2, 3]
+    assert [item["error"]["status"] for item in body["items"][1:3]] == [415, 422]
+    assert (body["created"], body["duplicates"], body["errors"], body["success"]) == (2, 0, 2, False)
+    stored = {d["title"]: d["document_id"] for d in body["documents"]}
+    assert set(stored) == {"first.txt", "last.txt"}
+    assert await total_documents(client, headers) == 2
+
+    again = await client.post("/documents/upload", files=files, headers=headers)
+    assert again.status_code == 200  # nothing new: duplicates and the same two refusals
+    assert [item["result"] for item in again.json()["items"]] == ["duplicate", "error", "error", "duplicate"]
+
+    # The quota refuses the file that does not fit, not the request: the earlier one stays
+    # stored and the answer says which is which.
+    async with app_factory(make_settings(quota_max_documents=1)) as (_, quota_client):
+        quota = await quota_client.post("/documents/upload", headers=headers, files=[
+            ("files", ("one.txt", b"Fits the quota.")), ("files", ("two.txt", b"Over the quota."))])
+        assert quota.status_code == 201, quota.text
+        items = quota.json()["items"]
+        assert [item["result"] for item in items] == ["created", "error"]
+        assert items[1]["error"]["code"] == "quota_exceeded" and items[1]["error"]["status"] == 413
+        listed = (await quota_client.get("/documents", headers=headers)).json()
+        assert [d["source_name"] for d in listed["documents"]] == ["one.txt"]
 
 
 async def test_upload_without_files_is_422(client, auth_headers) -> None:
@@ -210,8 +246,8 @@ async def test_size_limits_are_413_and_change_nothing(small_limits, auth_headers
                  413, "2000 bytes")
     three = [("files", (f"{i}.txt", f"file {i}".encode())) for i in range(3)]
     assert_error(await client.post("/documents/upload", files=three, headers=headers), 413, "2 per request")
-    long_text = [("files", ("ok.txt", b"fine")), ("files", ("long.txt", b"word " * 30))]
-    assert_error(await client.post("/documents/upload", files=long_text, headers=headers), 413, "100 characters")
+    assert_error(await client.post("/documents/upload", files={"files": ("long.txt", b"word " * 30)},
+                                   headers=headers), 413, "100 characters")
     assert await total_documents(client, headers) == 0
     ok = await client.post("/save-document", json={"title": "T", "content": "short"}, headers=headers)
     assert ok.status_code == 201

@@ -133,3 +133,107 @@ async def test_closing_the_pool_stops_a_stuck_file(make_pool) -> None:
     # The request reading it ends with a 503 instead of waiting forever.
     with pytest.raises(ServiceUnavailable, match="shutting down"):
         await asyncio.wait_for(stuck, timeout=60)
+
+
+# --- isolation (issue 24): bubblewrap ----------------------------------------------------
+
+
+def require_bwrap() -> None:
+    import shutil
+
+    from rag_service.documents.isolation import bwrap_problem
+    from services import missing
+
+    program = shutil.which("bwrap")
+    problem = "bwrap is not installed" if program is None else bwrap_problem(program)
+    if problem:
+        missing(f"bubblewrap ({problem}; `make install` installs it)")
+
+
+PROBE = """
+import asyncio, json, os, sys
+from rag_service.documents.extraction import ExtractionLimits
+from rag_service.documents.sandbox import ExtractionPool, SandboxLimits
+
+async def main():
+    data_dir, port = sys.argv[1], int(sys.argv[2])
+    pool = ExtractionPool(SandboxLimits(workers=1, hidden_paths=(data_dir,)), ExtractionLimits())
+    facts = await pool.worker_facts(read_paths=(data_dir + "/rag.db", "/etc/passwd"),
+                                    connect_to=("127.0.0.1", port), server_pid=os.getpid())
+    facts["isolated"] = pool.isolation.isolated
+    page = '<meta charset="shift_jis"><p>\u6e2f\u306e\u706f\u308a</p>'.encode("shift_jis")
+    facts["read"] = (await pool.extract("page.html", page)).content
+    await pool.aclose()
+    print(json.dumps(facts))
+
+asyncio.run(main())
+"""
+
+
+async def test_a_worker_cannot_read_the_servers_secrets_data_or_network(tmp_path) -> None:
+    """A real server-like process, with secrets in its environment, a data folder and a TCP
+    service it can reach: its extraction worker sees none of them."""
+    import asyncio
+    import json
+    import os
+
+    require_bwrap()
+    secret = "postgresql://rag:s3cr3t-password@db.example/rag"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "rag.db").write_bytes(b"SQLite format 3\x00 secret rows")
+    os.chmod(data_dir / "rag.db", 0o644)
+    server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)  # reachable from outside the sandbox
+    writer.close()
+    env = {**os.environ, "DATABASE_URL": secret, "METRICS_TOKEN": "metrics-s3cr3t", "GEMINI_API_KEY": "gem-s3cr3t"}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", PROBE, str(data_dir), str(port), env=env,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    server.close()
+    assert process.returncode == 0, err.decode()[-2000:]
+    facts = json.loads(out.decode().strip().splitlines()[-1])
+
+    assert facts["isolated"] is True
+    for value in (secret, "metrics-s3cr3t", "gem-s3cr3t"):
+        assert value not in out.decode()
+    assert not {"DATABASE_URL", "METRICS_TOKEN", "GEMINI_API_KEY"} & set(facts["environ"])
+    assert facts["server_environ"] in {"PermissionError", "FileNotFoundError"}
+    assert facts["readable"][str(data_dir / "rag.db")] == "FileNotFoundError"
+    assert facts["readable"]["/etc/passwd"] == "FileNotFoundError"
+    assert facts["connect"] in {"ConnectionRefusedError", "OSError"}
+    if os.geteuid() == 0:
+        assert (facts["uid"], facts["gid"]) == (65534, 65534)
+    # It still reads files, including ones needing codecs imported after the uid drop.
+    assert facts["read"] == "港の灯り"
+
+
+def test_without_bwrap_development_warns_and_production_refuses(caplog) -> None:
+    from rag_service.documents.isolation import IsolationUnavailable, plan_isolation
+
+    absent = "/nonexistent/bwrap"
+    with caplog.at_level("WARNING"):
+        plan = plan_isolation("auto", production=False, bwrap=absent)
+    assert not plan.isolated and "WITHOUT isolation" in caplog.text
+    with pytest.raises(IsolationUnavailable, match="EXTRACTION_ISOLATION=none"):
+        plan_isolation("auto", production=True, bwrap=absent)
+    with pytest.raises(IsolationUnavailable, match="EXTRACTION_ISOLATION=bwrap"):
+        plan_isolation("bwrap", production=False, bwrap=absent)
+    assert not plan_isolation("none", production=True).isolated
+
+
+def test_the_bwrap_command_isolates_and_hides_a_data_folder_inside_a_bind(tmp_path) -> None:
+    import sys
+
+    from rag_service.documents.isolation import plan_isolation
+
+    require_bwrap()
+    inside = f"{sys.prefix}/data-inside-the-venv"
+    plan = plan_isolation("auto", production=True, hidden_paths=(inside, str(tmp_path)))
+    argv = plan.command(["python", "-c", "pass"])
+    for flag in ("--unshare-net", "--clearenv", "--new-session"):
+        assert flag in argv
+    assert argv[argv.index("--tmpfs", argv.index("--ro-bind")) + 1] == inside  # covered after the binds
+    assert str(tmp_path) not in argv  # outside every bind: simply absent
+    assert argv[-4:] == ["--", "python", "-c", "pass"]

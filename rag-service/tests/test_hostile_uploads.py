@@ -143,9 +143,13 @@ async def test_the_service_answers_others_while_a_slow_file_is_read(client, auth
     assert (await client.get("/documents", headers=uploader)).json()["total"] == 0
 
 
-async def test_a_bad_file_in_a_batch_stores_nothing(client, auth_headers) -> None:
+async def test_a_hostile_file_among_several_is_refused_alone(client, auth_headers) -> None:
     headers = auth_headers()
     files = [("files", ("good.txt", b"A perfectly good file.")), ("files", ("deep.html", nested_divs_html(1_000)))]
     response = await client.post("/documents/upload", files=files, headers=headers)
-    assert response.status_code == 413 and response.json()["error"]["code"] == "html_too_deep"
-    assert (await client.get("/documents", headers=headers)).json()["total"] == 0
+    assert response.status_code == 201, response.text
+    good, deep = response.json()["items"]
+    assert good["result"] == "created"
+    assert deep["result"] == "error" and deep["error"]["code"] == "html_too_deep" and deep["error"]["status"] == 413
+    listed = (await client.get("/documents", headers=headers)).json()
+    assert [d["id"] for d in listed["documents"]] == [good["document_id"]]

@@ -141,7 +141,8 @@ def ingest(
     user_id: str = typer.Option(..., "--user-id", help="Owner of the documents (the JWT `sub`)"),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include sub-folders"),
 ) -> None:
-    """Add .txt, .md, .html, .pdf and .docx files for a user; duplicates are skipped."""
+    """Add documents (.pdf, .docx, .pptx, .xlsx, .odt, .epub, .html, .md, text files of any name) for a user;
+    duplicates are skipped, binaries reported."""
     if not user_id.strip():
         raise typer.BadParameter("must not be empty", param_hint="--user-id")
     files = collect_files(path, recursive)

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     # --- chunking ---------------------------------------------------------------------
     chunk_size_tokens: int = 200
     chunk_overlap_tokens: int = 30
+    # Characters per chunk, at most, whatever the text (a line without spaces, a 2 MB table
+    # cell): with the token bound it caps every search hit and every source given to a model.
+    chunk_max_chars: int = Field(default=2_000, ge=200, le=100_000)
 
     # --- limits -----------------------------------------------------------------------
     max_document_chars: int = 2_000_000
@@ -135,6 +138,10 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = 16_384
     max_page_size: int = 100
     max_history_turns: int = 20
+    # Characters of one chat answer, at most: a model's output is cut there (the stored
+    # answer too). Largest /chat JSON answer ~ max_answer_chars + top_k x chunk_max_chars
+    # (context_used) + top_k x ~700 (sources); see README "Limits".
+    max_answer_chars: int = Field(default=20_000, ge=100)
 
     # --- file extraction sandbox (documents/sandbox.py) ---------------------------------
     # Worker processes reading uploaded files; each file runs under these limits, over
@@ -147,6 +154,10 @@ class Settings(BaseSettings):
     # libxml2 stops at 256 levels; deeper caps are lowered to 255.
     extraction_max_html_depth: int = Field(default=200, ge=1)
     extraction_max_pdf_pages: int = Field(default=2_000, ge=1)
+    # How workers are isolated (documents/isolation.py): `auto` = bubblewrap when usable,
+    # else a logged warning (development/test) or a refusal to start (production);
+    # `bwrap` = bubblewrap or refuse to start; `none` = without bubblewrap, on purpose.
+    extraction_isolation: Literal["auto", "bwrap", "none"] = "auto"
 
     # --- quotas and ingestion -----------------------------------------------------------
     # Per owner: a document counts against the owner of its collection (documents/quotas.py).
@@ -157,6 +168,9 @@ class Settings(BaseSettings):
     # An organization's collections (whoever saved into them); 0 = unlimited.
     quota_org_max_documents: int = Field(default=10_000, ge=0)
     quota_org_max_characters: int = Field(default=500_000_000, ge=0)
+    # Characters of chat history (questions and stored answers) per user; over it a new chat
+    # turn is a 413 `history_quota_exceeded` until conversations are deleted.
+    quota_max_history_characters: int = Field(default=10_000_000, ge=0)
     # Ingestions running at once in one process (0 = no cap); more wait up to the timeout,
     # then get 503 `busy` with Retry-After.
     ingest_concurrency: int = Field(default=4, ge=0)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import httpx
 
+from rag_client.errors import error_for
 from rag_client.models import (
     ApiKey,
     BatchFile,
@@ -96,9 +97,20 @@ def upload(files: Sequence[FileInput], *, title: str | None = None,
         data["metadata"] = json.dumps(metadata)
     if collection_id is not None:
         data["collection_id"] = collection_id
-    return Call("POST", "/documents/upload",
-                lambda b, s: [UploadedDocument(**d) for d in b["documents"]],
-                files=[_file(f) for f in files], data=data or None)
+    return Call("POST", "/documents/upload", _upload_result, files=[_file(f) for f in files], data=data or None)
+
+
+def _upload_result(body: dict[str, Any], status: int) -> list[UploadedDocument]:
+    """The files stored; a file the service refused (it answers per file) raises its error,
+    whose `details` list every file's result (the ones stored before and after it too)."""
+    refused = [item for item in body.get("items", []) if item.get("result") == "error"]
+    if refused:
+        first = refused[0]["error"]
+        stored = ", ".join(d["title"] for d in body["documents"]) or "none"
+        raise error_for(first["status"], first["code"],
+                   f"{len(refused)} of {len(body['items'])} files refused (file {refused[0]['index']}: "
+                   f"{first['message']}); stored: {stored}", details=body["items"])
+    return [UploadedDocument(**d) for d in body["documents"]]
 
 
 def batch(items: Sequence[BatchText | BatchFile], *, collection_id: str | None = None) -> Call:

@@ -72,7 +72,8 @@ def sync(
     collection: Annotated[Optional[str], typer.Option(
         "--collection", help="Collection id to sync into (default: your personal one); its own state file")] = None,
 ) -> None:
-    """Upload the folder's .txt/.md/.html/.pdf/.docx files in batches; skip unchanged ones; resume after interruption."""
+    """Upload the folder's documents (.pdf, .docx, .pptx, .xlsx, .odt, .epub, .html, .md and any text file) in
+    batches; skip unchanged ones; resume after interruption. Every file not sent is listed with the reason."""
     with ctx.obj.client() as client:
         syncer = FolderSync(client, folder, delete=delete, batch_files=batch_size, collection_id=collection)
         total = len(supported_files(folder))
@@ -82,7 +83,7 @@ def sync(
                 task = progress.add_task("syncing", total=total)
 
                 def advance(path: str, outcome: str) -> None:
-                    if outcome not in ("deleted", "sending"):
+                    if outcome not in ("deleted", "sending", "skipped"):
                         progress.advance(task)
                     progress.update(task, description=f"{outcome}: {path[-40:]}")
 
@@ -92,6 +93,8 @@ def sync(
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
     else:
+        for path, reason in report.skipped.items():
+            errors.print(f"[dim]skipped:[/] {path}: {reason}")
         for path, reason in report.failed.items():
             errors.print(f"[yellow]failed:[/] {path}: {reason}")
         console.print(report.line())

@@ -60,6 +60,12 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
         return None
 
 
+def error_for(status: int, code: str, message: str, **extra: Any) -> RagError:
+    """The error class for `status` (NotFound for 404, ServiceUnavailable for a 5xx...)."""
+    kind = _BY_STATUS.get(status, ServiceUnavailable if status >= 500 else RagError)
+    return kind(status, code, message, **extra)
+
+
 def error_from_response(response: httpx.Response) -> RagError:
     code, message, request_id, details = f"http_{response.status_code}", response.reason_phrase, None, None
     try:

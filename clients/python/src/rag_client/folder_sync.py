@@ -37,7 +37,12 @@ from rag_client.client import RagClient
 from rag_client.errors import InvalidRequest, NotFound
 from rag_client.models import BatchFile, BatchItemResult
 
-SUPPORTED_SUFFIXES = frozenset({".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"})
+# Documents the service reads by their format; any other file is sent when its content is
+# text (README, NOTES, .rst, .csv, .json, source code...), and reported as skipped otherwise.
+SUPPORTED_SUFFIXES = frozenset({".txt", ".text", ".md", ".markdown", ".html", ".htm", ".xhtml", ".pdf", ".docx",
+                                ".pptx", ".xlsx", ".odt", ".epub", ".csv", ".tsv", ".json", ".rst", ".log"})
+# How much of a file of another name is read to decide whether it is text.
+SNIFF_BYTES = 8192
 STATE_FILE = ".rag-sync.json"
 STATE_VERSION = 1
 # The caller's default collection (the service's id for it); its state is STATE_FILE.
@@ -58,13 +63,17 @@ class SyncReport:
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 
+    # Files (and hidden folders, ending in "/") not sent, and why.
+    skipped: dict[str, str] = field(default_factory=dict)
+
     def as_dict(self) -> dict[str, Any]:
         return {"uploaded": self.uploaded, "unchanged": self.unchanged, "replaced": self.replaced,
-                "deleted": self.deleted, "failed": self.failed}
+                "deleted": self.deleted, "failed": self.failed, "skipped": self.skipped}
 
     def line(self) -> str:
         return (f"uploaded {len(self.uploaded)} (of which replaced {len(self.replaced)}), "
-                f"unchanged {len(self.unchanged)}, deleted {len(self.deleted)}, failed {len(self.failed)}")
+                f"unchanged {len(self.unchanged)}, deleted {len(self.deleted)}, failed {len(self.failed)}, "
+                f"skipped {len(self.skipped)}")
 
 
 # Called for each file: (relative path, what happened): "sending" when its batch is sent, then
@@ -87,14 +96,66 @@ class ChangedFile:
 
 
 def supported_files(folder: Path) -> list[str]:
-    """Relative POSIX paths of the supported files under `folder`, skipping hidden files/folders."""
-    found = []
+    """Relative POSIX paths of the files under `folder` that are sent (see `scan_folder`)."""
+    return scan_folder(folder)[0]
+
+
+def scan_folder(folder: Path) -> tuple[list[str], dict[str, str]]:
+    """The files to send (relative POSIX paths) and the ones skipped with the reason: hidden
+    files and folders (a folder is one entry, ending in "/"), and files of an unsupported
+    type whose content is not text. Sync state files are neither."""
+    found: list[str] = []
+    skipped: dict[str, str] = {}
     for root, dirs, files in os.walk(folder):
+        for name in sorted(dirs):
+            if name.startswith("."):
+                skipped[Path(root, name).relative_to(folder).as_posix() + "/"] = "hidden folder"
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES:
-                found.append(Path(root, name).relative_to(folder).as_posix())
-    return found
+            path = Path(root, name)
+            relative = path.relative_to(folder).as_posix()
+            if name.startswith(".rag-sync"):
+                continue
+            reason = skip_reason(path)
+            if reason is None:
+                found.append(relative)
+            else:
+                skipped[relative] = reason
+    return found, skipped
+
+
+def skip_reason(path: Path) -> str | None:
+    """Why `path` is not sent, or None when it is."""
+    if path.name.startswith("."):
+        return "hidden file"
+    if path.suffix.lower() in SUPPORTED_SUFFIXES:
+        return None
+    if not path.is_file():
+        return "not a regular file"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or type(exc).__name__}"
+    if not head.strip():
+        return "empty"
+    if _is_text(head):
+        return None
+    return f"binary content: {path.suffix or 'no extension'} is not a supported document type"
+
+
+def _is_text(head: bytes) -> bool:
+    """The service's test, on the first bytes: UTF-8 (or UTF-16 with a BOM), no NUL."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3 or len(head) < SNIFF_BYTES:
+            return False
+        text = head[: exc.start].decode("utf-8")
+    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f\x1b" or ch == "\x7f")
+    return "\x00" not in text and controls <= 0.01 * max(1, len(text))
 
 
 def state_file_name(collection_id: str | None) -> str:
@@ -163,7 +224,9 @@ class FolderSync:
         notify = progress or (lambda path, outcome: None)
         report = SyncReport()
         files = self.load_state()
-        present = supported_files(self.folder)
+        present, report.skipped = scan_folder(self.folder)
+        for relative in report.skipped:
+            notify(relative, "skipped")
         batch: list[ChangedFile] = []
         for relative in present:
             changed = self._check(relative, files)

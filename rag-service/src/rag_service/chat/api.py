@@ -33,9 +33,11 @@ async def get_chat_service(vector_store: VectorStoreDep, sparse_encoder: SparseE
     return ChatService(
         search=SearchService(vector_store, sparse_encoder, embedder, settings),
         generator=generator,
-        turns=ChatTurns(sessionmaker, max_history_turns=settings.max_history_turns),
+        turns=ChatTurns(sessionmaker, max_history_turns=settings.max_history_turns,
+                        max_history_characters=settings.quota_max_history_characters),
         max_query_chars=settings.max_query_chars,
         max_history_turns=settings.max_history_turns,
+        max_answer_chars=settings.max_answer_chars,
     )
 
 

@@ -13,6 +13,10 @@ Failure and disconnect rules (the conversation is always consistent):
   failure, usually empty); the error propagates as ProviderUnavailable (503);
 - a client that goes away mid-stream (generator closed or cancelled) leaves the assistant
   message with status "incomplete" holding the text streamed so far.
+
+Sizes are bounded: an answer is cut at `max_answer_chars` (MAX_ANSWER_CHARS; the
+generator is closed there and the cut answer is what is streamed and stored), every source
+is a chunk of at most CHUNK_MAX_CHARS and a snippet of SNIPPET_MAX_CHARS.
 """
 
 from __future__ import annotations
@@ -121,8 +125,10 @@ class ChatAnswer:
 
 class ChatService:
     def __init__(self, search: SearchService, generator: Generator, turns: ChatTurns, *,
-                 max_query_chars: int, max_history_turns: int) -> None:
+                 max_query_chars: int, max_history_turns: int, max_answer_chars: int = 0) -> None:
         self._search = search
+        # 0 = unlimited.
+        self._max_answer_chars = max_answer_chars
         self._generator = generator
         self._turns = turns
         self._max_query_chars = max_query_chars
@@ -175,6 +181,7 @@ class ChatService:
         """
         pieces: list[str] = []
         first_delta_at: float | None = None
+        room = self._max_answer_chars or None
         try:
             yield SourcesEvent(prepared.sources)
             stream = self._generator.stream(prepared.query, prepared.generator_sources, prepared.history)
@@ -182,10 +189,15 @@ class ChatService:
             # filter their output with providers.citations.filter_citations).
             async with aclosing(stream):
                 async for piece in stream:
+                    if room is not None:
+                        piece = piece[:room]
+                        room -= len(piece)
                     if piece:
                         first_delta_at = first_delta_at or time.perf_counter()
                         pieces.append(piece)
                         yield DeltaEvent(piece)
+                    if room == 0:
+                        break  # the answer is as long as it may be: the generator is closed
         except BaseException as exc:
             # Exception: the provider (or a bug) failed. CancelledError / GeneratorExit:
             # the client went away; what it was shown so far is kept, marked incomplete.

@@ -44,7 +44,6 @@ from rag_service.documents.schemas import (
     MoveDocumentRequest,
     SaveDocumentRequest,
     SaveDocumentResponse,
-    UploadedDocument,
     UploadResponse,
     save_message,
 )
@@ -112,11 +111,12 @@ async def save_document(
     response_model=UploadResponse,
     status_code=status.HTTP_201_CREATED,
     dependencies=INGESTION,
-    responses={200: {"model": UploadResponse, "description": "Every file already existed"},
+    responses={200: {"model": UploadResponse, "description": "No file was created (duplicates or refused files)"},
                **error_responses(404, 409, 413, 415, 422)},
 )
 async def upload_documents(
-    files: Annotated[list[UploadFile], File(description="One or more .txt, .md, .html, .pdf or .docx files")],
+    files: Annotated[list[UploadFile], File(description="One or more files: .pdf, .docx, .pptx, .xlsx, .odt, .epub, "
+                                                        ".html, .md, or text of any name")],
     access: AccessDep,
     intake: IntakeDep,
     settings: SettingsDep,
@@ -126,17 +126,18 @@ async def upload_documents(
     collection_id: Annotated[str, Form(description=COLLECTION_FIELD, max_length=MAX_COLLECTION_ID_CHARS)]
         = DEFAULT_COLLECTION,
 ) -> UploadResponse:
-    """All or nothing: every file is read and checked before any is stored."""
+    """One result per file, in order (`items`, as /documents/batch): a file that is refused
+    (unreadable, over a limit or the quota, failed to index) never undoes or blocks the
+    others; `documents` lists the files stored. 201 when a file was created, else 200. A
+    single file's problem is the request's error (413/415/422); request-level problems
+    (no file, too many, bad `metadata`, a `title` with several files) change nothing."""
     check_upload_count(len(files), title, settings.max_files_per_upload)  # before reading any file
-    stored = await intake.upload(access, await _received(files, settings), title=title,
-                                 metadata=parse_metadata_json(metadata, settings), collection_id=collection_id)
-    if not any(item.created for item in stored):
+    outcomes = await intake.upload(access, await _received(files, settings), title=title,
+                                   metadata=parse_metadata_json(metadata, settings), collection_id=collection_id)
+    answer = UploadResponse.of(outcomes)
+    if not answer.created:
         response.status_code = status.HTTP_200_OK
-    return UploadResponse(documents=[
-        UploadedDocument(document_id=item.document.id, title=item.document.title, created=item.created,
-                         message=save_message(item.document, item.created))
-        for item in stored
-    ])
+    return answer
 
 
 @router.post(

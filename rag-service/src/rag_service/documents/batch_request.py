@@ -151,7 +151,7 @@ OPENAPI_REQUEST_BODY: dict[str, Any] = {"requestBody": {"required": True, "conte
     "multipart/form-data": {
         "schema": {"type": "object", "properties": {
             "files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                      "description": "The files (.txt, .md, .html, .pdf, .docx)"},
+                      "description": "The files (.pdf, .docx, .pptx, .xlsx, .odt, .epub, .html, .md, or text of any name)"},
             "manifest": {**_items_schema(BatchTextItem, BatchFileItem),
                          "description": "Optional: text items and file items {file: <index among the files "
                                         "parts>, title?, metadata?}; without it every file is an item, in order"},

@@ -8,6 +8,12 @@ character offsets into the (normalized) document content: `content[start:end] ==
 What gets embedded is `"{title}\n\n{chunk text}"` (the title clipped to the tokens the
 window has left), while the stored chunk text stays the raw slice of the document: a
 chunk from the middle of a page often never names its subject, and the title does.
+
+Every chunk is bounded in tokens AND in characters (`max_chars`), whatever the text: a
+WordPiece tokenizer turns any "word" longer than 100 characters into one [UNK] token, so
+`'x' * 1_000_000`, a base64 blob or a 2 MB table cell without spaces would otherwise be
+one "short" chunk of megabytes. `split` checks both bounds on every chunk and cuts a chunk
+over them by characters at its best boundary (word, else character), then by tokens.
 """
 
 from __future__ import annotations
@@ -21,6 +27,14 @@ from tokenizers import Tokenizer, pre_tokenizers
 SPECIAL_TOKENS = 2
 # Mime types chunked along Markdown structure (headings, lists, code blocks).
 MARKDOWN_MIME_TYPES = frozenset({"text/markdown", "text/x-markdown"})
+# Default character bound of a chunk (Settings.chunk_max_chars): 200 tokens of prose are
+# ~1,000-1,300 characters, so it only bites on text the tokenizer cannot split into words.
+DEFAULT_MAX_CHARS = 2_000
+# The token splitter measures candidate substrings through a Python callback; on a long
+# run without paragraph breaks (one 2 MB line) its work grows with the square of the run.
+# Documents are first cut into blocks of at most this many chunks' characters, at the
+# best boundary (paragraphs first), so the work stays linear in the document's length.
+BLOCK_CHUNKS = 25
 
 
 @dataclass(frozen=True)
@@ -39,7 +53,8 @@ class Chunker:
     the special tokens always fits, and whatever room remains is given to the title.
     """
 
-    def __init__(self, tokenizer: Tokenizer, *, capacity: int, overlap: int, max_tokens: int) -> None:
+    def __init__(self, tokenizer: Tokenizer, *, capacity: int, overlap: int, max_tokens: int,
+                 max_chars: int = DEFAULT_MAX_CHARS) -> None:
         if max_tokens <= SPECIAL_TOKENS:
             raise ValueError(f"max_tokens must exceed {SPECIAL_TOKENS}, got {max_tokens}")
         capacity = min(capacity, max_tokens - SPECIAL_TOKENS)
@@ -47,6 +62,8 @@ class Chunker:
             raise ValueError(f"chunk capacity must be at least 1 token, got {capacity}")
         if not 0 <= overlap < capacity:
             raise ValueError(f"chunk overlap must be in [0, {capacity}), got {overlap}")
+        if max_chars < capacity:
+            raise ValueError(f"chunk max_chars must be at least the capacity ({capacity}), got {max_chars}")
         # A private copy: the shipped tokenizer.json truncates and pads, which would make
         # long texts look short to the splitter.
         tokenizer = Tokenizer.from_str(tokenizer.to_str())
@@ -56,6 +73,7 @@ class Chunker:
         self.capacity = capacity
         self.overlap = overlap
         self.max_tokens = max_tokens
+        self.max_chars = max_chars
         self.title_budget = max_tokens - SPECIAL_TOKENS - capacity
         self._word_counts: _WordTokenCounts | None = None
         if isinstance(tokenizer.pre_tokenizer, pre_tokenizers.BertPreTokenizer):
@@ -66,21 +84,57 @@ class Chunker:
         else:
             self._text_splitter = TextSplitter.from_huggingface_tokenizer(tokenizer, capacity, overlap)
             self._markdown_splitter = MarkdownSplitter.from_huggingface_tokenizer(tokenizer, capacity, overlap)
+        # Character-measured splitters (native, no Python callback): the block splitters cut a
+        # document into blocks the token splitter handles in linear time, `_char_splitter`
+        # cuts a chunk over `max_chars` at its best boundary (word, then character).
+        self._block_splitter = TextSplitter(BLOCK_CHUNKS * max_chars)
+        self._markdown_block_splitter = MarkdownSplitter(BLOCK_CHUNKS * max_chars)
+        self._char_splitter = TextSplitter(max_chars)
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
+    def _tokens(self, text: str) -> int:
+        # The splitter's own (exact, cached) measure when there is one.
+        return self._word_counts.count(text) if self._word_counts is not None else self.count_tokens(text)
+
     def split(self, content: str, mime_type: str = "text/plain") -> list[Chunk]:
-        """Chunks of `content` in document order; none for blank content."""
-        splitter = self._markdown_splitter if mime_type in MARKDOWN_MIME_TYPES else self._text_splitter
+        """Chunks of `content` in document order; none for blank content. Every chunk has at
+        most `capacity` tokens and `max_chars` characters."""
+        markdown = mime_type in MARKDOWN_MIME_TYPES
+        splitter = self._markdown_splitter if markdown else self._text_splitter
+        block_splitter = self._markdown_block_splitter if markdown else self._block_splitter
         if self._word_counts is not None:
             self._word_counts.prepare(content)
-        chunks = []
+        chunks: list[Chunk] = []
         # chunk_indices gives character (not byte) offsets of the trimmed chunk.
-        for start, text in splitter.chunk_indices(content):
-            if text.strip():
-                chunks.append(Chunk(index=len(chunks), text=text, start=start, end=start + len(text)))
+        for block_start, block in block_splitter.chunk_indices(content):
+            for start, text in splitter.chunk_indices(block):
+                if not text.strip():
+                    continue
+                for piece_start, piece in self._within_bounds(block_start + start, text):
+                    chunks.append(Chunk(index=len(chunks), text=piece, start=piece_start,
+                                        end=piece_start + len(piece)))
         return chunks
+
+    def _within_bounds(self, start: int, text: str) -> list[tuple[int, str]]:
+        """`text` itself when it is within both bounds, else consecutive pieces of it that
+        are. Only text the tokenizer sees as few tokens gets here (a "word" of more than 100
+        characters is one [UNK] token): cut by characters at the best boundary, then any
+        piece now over the token bound by the token splitter."""
+        if len(text) <= self.max_chars and self._tokens(text) <= self.capacity:
+            return [(start, text)]
+        splitter = self._char_splitter if len(text) > self.max_chars else self._text_splitter
+        pieces = [(offset, piece) for offset, piece in splitter.chunk_indices(text) if piece.strip()]
+        if len(pieces) <= 1 and len(pieces[0][1] if pieces else "") == len(text):
+            # No boundary the splitter accepts: halve (a character cut) so this always ends.
+            half = len(text) // 2
+            pieces = [(0, text[:half]), (half, text[half:])]
+        bounded: list[tuple[int, str]] = []
+        for offset, piece in pieces:
+            if piece.strip():
+                bounded.extend(self._within_bounds(start + offset, piece))
+        return bounded
 
     def clip_title(self, title: str) -> str:
         """The longest prefix of `title` that fits the tokens a full chunk leaves free."""
@@ -143,7 +197,8 @@ class _CountCache(dict[str, int]):
         return n
 
 
-def chunker_for(embedder: object, *, chunk_size_tokens: int, chunk_overlap_tokens: int) -> Chunker:
+def chunker_for(embedder: object, *, chunk_size_tokens: int, chunk_overlap_tokens: int,
+                chunk_max_chars: int = DEFAULT_MAX_CHARS) -> Chunker:
     """A chunker sized for `embedder`.
 
     Embedders with a Hugging Face tokenizer expose it as `hf_tokenizer()` and their window
@@ -159,4 +214,5 @@ def chunker_for(embedder: object, *, chunk_size_tokens: int, chunk_overlap_token
 
         tokenizer = minilm_tokenizer()
     max_tokens = int(getattr(embedder, "max_tokens", 0) or 512)
-    return Chunker(tokenizer, capacity=chunk_size_tokens, overlap=chunk_overlap_tokens, max_tokens=max_tokens)
+    return Chunker(tokenizer, capacity=chunk_size_tokens, overlap=chunk_overlap_tokens, max_tokens=max_tokens,
+                   max_chars=chunk_max_chars)

@@ -1,11 +1,20 @@
-"""Uploaded files -> plain text: .txt, .md, .html, .pdf, .docx.
+"""Uploaded files -> plain text: PDF, Word (.docx), PowerPoint (.pptx), Excel (.xlsx),
+OpenDocument text (.odt), EPUB, HTML, Markdown, and plain text of any name.
 
-The type is decided by the file name's extension AND checked against the bytes (PDF magic,
-ZIP container with a Word part), so a renamed binary is refused instead of being stored as
-garbage. Client-sent content types are not trusted. Errors are the service's 4xx errors:
-415 for a type we do not read, 422 for a file of a supported type we cannot read, 413 for a
-file over one of the `ExtractionLimits` (element count, nesting depth, inflated size, pages).
-Every reader error (pypdf's `PyPdfError` family, python-docx, lxml, zipfile) is a 422.
+The type is decided by the bytes and the file name's extension together:
+- the containers (.pdf, .docx, .pptx, .xlsx, .odt, .epub) are recognised by their content
+  (PDF magic; a ZIP with a Word / PowerPoint / Excel part or an OpenDocument / EPUB
+  `mimetype`), with or without an extension; a file named like one that is not is a 415;
+- a file named like text (.txt, .md, .html, .csv, .tsv, .json, .rst, .log) is read as text
+  (invalid UTF-8 or NUL bytes: 422), one holding a container or PDF is a 415;
+- any other file, with an unknown extension or none (README, NOTES, FAQ, source code), is
+  plain text when its content is (valid UTF-8, or UTF-16 with a BOM, no NUL, almost no
+  control characters), otherwise a 415 ("binary content").
+Client-sent content types are not trusted. Errors are the service's 4xx errors: 415 for a
+type we do not read, 422 for a file of a supported type we cannot read, 413 for a file over
+one of the `ExtractionLimits` (element count, nesting depth, inflated size, pages). Every
+reader error (pypdf's `PyPdfError` family, python-docx, python-pptx, openpyxl, lxml,
+zipfile) is a 422.
 
 `extract` is pure CPU work on untrusted bytes: the service runs it only inside the
 sandboxed process pool (`documents/sandbox.py`), never on the event loop. Keep this
@@ -33,12 +42,34 @@ MARKDOWN = "text/markdown"
 HTML = "text/html"
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+ODT = "application/vnd.oasis.opendocument.text"
+EPUB = "application/epub+zip"
+CSV = "text/csv"
+TSV = "text/tab-separated-values"
+JSON = "application/json"
+RST = "text/x-rst"
 
 MIME_BY_EXTENSION = {
-    ".txt": TEXT_PLAIN, ".text": TEXT_PLAIN, ".md": MARKDOWN, ".markdown": MARKDOWN,
-    ".html": HTML, ".htm": HTML, ".pdf": PDF, ".docx": DOCX,
+    ".txt": TEXT_PLAIN, ".text": TEXT_PLAIN, ".log": TEXT_PLAIN, ".md": MARKDOWN, ".markdown": MARKDOWN,
+    ".html": HTML, ".htm": HTML, ".xhtml": HTML, ".csv": CSV, ".tsv": TSV, ".json": JSON, ".rst": RST,
+    ".pdf": PDF, ".docx": DOCX, ".pptx": PPTX, ".xlsx": XLSX, ".odt": ODT, ".epub": EPUB,
 }
-SUPPORTED_EXTENSIONS = ", ".join(sorted({".txt", ".md", ".html", ".pdf", ".docx"}))
+# Binary formats: read only when the content is one.
+CONTAINER_TYPES = frozenset({PDF, DOCX, PPTX, XLSX, ODT, EPUB})
+# The part that says which Office Open XML document a ZIP holds.
+OOXML_MAIN_PART = {"word/document.xml": DOCX, "ppt/presentation.xml": PPTX, "xl/workbook.xml": XLSX}
+# The first member `mimetype` of OpenDocument and EPUB archives.
+ZIP_MIMETYPES = {ODT.encode(): ODT, EPUB.encode(): EPUB}
+SUPPORTED_EXTENSIONS = (", ".join(sorted({".txt", ".md", ".html", ".csv", ".tsv", ".json", ".rst", ".log", ".pdf",
+                                          ".docx", ".pptx", ".xlsx", ".odt", ".epub"}))
+                        + ", and text files of any name (README, source code)")
+# Text sniffing: how much of the file is looked at, and the share of control characters
+# (other than tab, newlines, form feed, escape) above which it is binary.
+SNIFF_BYTES = 65_536
+MAX_CONTROL_SHARE = 0.01
+_BINARY_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
 
 PDF_MAGIC = b"%PDF-"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -122,30 +153,57 @@ def sanitize_source_name(name: str | None) -> str:
 
 
 def detect_mime_type(source_name: str, data: bytes) -> str:
-    """The type to read `data` as, from the extension, checked against the content."""
+    """The type to read `data` as, from its content and its name (see the module docstring)."""
     extension = PurePosixPath(source_name.lower()).suffix
     declared = MIME_BY_EXTENSION.get(extension)
     sniffed = _sniff_binary(data)
-    if declared is None:
-        if sniffed is not None:
-            return sniffed
-        raise UnsupportedMediaType(
-            f"unsupported file type {extension or '(no extension)'!r} for {source_name!r}; "
-            f"supported: {SUPPORTED_EXTENSIONS}"
-        )
-    if declared in (PDF, DOCX):
+    if declared in CONTAINER_TYPES:
         if sniffed != declared:
             raise UnsupportedMediaType(
                 f"{source_name!r} is named {extension} but its content is not a {extension} file; "
                 f"supported: {SUPPORTED_EXTENSIONS}"
             )
         return declared
-    if sniffed is not None or data.startswith(ZIP_MAGIC):
+    if sniffed is not None:
+        if declared is None:
+            return sniffed
         raise UnsupportedMediaType(
-            f"{source_name!r} is named {extension} but contains binary data ({sniffed or 'a ZIP archive'}); "
+            f"{source_name!r} is named {extension} but contains binary data ({sniffed}); "
             f"supported: {SUPPORTED_EXTENSIONS}"
         )
-    return declared
+    if data.startswith(ZIP_MAGIC):
+        raise UnsupportedMediaType(
+            f"{source_name!r} is a ZIP archive of no supported kind; supported: {SUPPORTED_EXTENSIONS}"
+        )
+    if declared is not None:
+        return declared  # text by its name: decoding problems are the reader's clear 422
+    if looks_like_text(data):
+        return TEXT_PLAIN
+    raise UnsupportedMediaType(
+        f"{source_name!r} has binary content, not text nor a supported document; supported: {SUPPORTED_EXTENSIONS}"
+    )
+
+
+def looks_like_text(data: bytes) -> bool:
+    """Whether the start of `data` is text: UTF-8 (or UTF-16 with a BOM) without NUL and
+    with almost no control characters. A multi-byte character cut at the sniffing window's
+    end is not held against it."""
+    head = data[:SNIFF_BYTES]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            text = head[: len(head) - len(head) % 2].decode("utf-16")
+        except UnicodeDecodeError:
+            return False
+    else:
+        try:
+            text = head.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            if len(data) <= SNIFF_BYTES or exc.start < len(head) - 3:
+                return False
+            text = head[: exc.start].decode("utf-8-sig")
+    if "\x00" in text:
+        return False
+    return len(_BINARY_CONTROL.findall(text)) <= MAX_CONTROL_SHARE * max(1, len(text))
 
 
 def _sniff_binary(data: bytes) -> str | None:
@@ -154,9 +212,14 @@ def _sniff_binary(data: bytes) -> str | None:
     if data.startswith(ZIP_MAGIC):
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                if "word/document.xml" in archive.namelist():
-                    return DOCX
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError):
+                names = set(archive.namelist())
+                for part, mime_type in OOXML_MAIN_PART.items():
+                    if part in names:
+                        return mime_type
+                if "mimetype" in names and archive.getinfo("mimetype").file_size < 100:
+                    return ZIP_MIMETYPES.get(archive.read("mimetype").strip())
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError,
+                KeyError, RuntimeError):
             return None
     return None
 
@@ -165,8 +228,7 @@ def extract(filename: str | None, data: bytes, limits: ExtractionLimits = DEFAUL
     """Plain text of an uploaded file (normalized), or a 413/415/422 naming the problem."""
     source_name = sanitize_source_name(filename)
     mime_type = detect_mime_type(source_name, data)
-    reader = {TEXT_PLAIN: _read_text, MARKDOWN: _read_text, HTML: _read_html, PDF: _read_pdf, DOCX: _read_docx}
-    text, title = reader[mime_type](source_name, data, limits)
+    text, title = _READERS.get(mime_type, _read_text)(source_name, data, limits)
     _check_length(source_name, text, limits)
     content = normalize_content(text)
     if not content.strip():
@@ -298,3 +360,14 @@ def _read_docx(source_name: str, data: bytes, limits: ExtractionLimits) -> tuple
     except Exception as exc:  # python-docx raises KeyError, ValueError, lxml and zipfile errors...
         raise Unprocessable(f"{source_name!r} is not a readable .docx file: {type(exc).__name__}: {_short(exc)}") from exc
     return "\n\n".join(parts), title or None
+
+
+def _readers() -> dict[str, Any]:
+    from rag_service.documents import office_formats
+
+    return {HTML: _read_html, PDF: _read_pdf, DOCX: _read_docx, PPTX: office_formats.read_pptx,
+            XLSX: office_formats.read_xlsx, ODT: office_formats.read_odt, EPUB: office_formats.read_epub}
+
+
+# Every other type (plain text, Markdown, CSV, TSV, JSON, reStructuredText) is read as text.
+_READERS = _readers()

@@ -10,11 +10,12 @@ Every request goes the same way:
    never the event loop), one after another, so one request never holds more than one worker;
 4. `DocumentService.save` validates, deduplicates, checks the quotas and indexes.
 
-Uploads are all-or-nothing: every file is read and checked before any is stored, so one bad
-file stores nothing. A batch answers per item, in input order (created / duplicate / error
-with the error's code, message and status) and a bad item never fails the others. Errors
+Uploads of several files and batches answer per item, in input order (created / duplicate /
+error with the error's code, message and status): a bad file or item (unreadable, over a
+limit or the quota, failed to index) never fails the others, and what was stored is said.
+An upload of one file answers with that file's error as the request's (as before). Errors
 that are nobody's item (the database is down) fail the request as usual; documents stored
-before it stay, and sending the batch again deduplicates them.
+before it stay, and sending the request again deduplicates them.
 """
 
 from __future__ import annotations
@@ -136,14 +137,18 @@ class DocumentIntake:
 
     async def upload(self, access: Access, files: Sequence[UploadedFile], *, title: str | None = None,
                      metadata: dict[str, Any] | None = None,
-                     collection_id: str = DEFAULT_COLLECTION) -> list[StoredDocument]:
-        """Read (sandboxed) and check every file, then store them all; any 4xx stores nothing."""
+                     collection_id: str = DEFAULT_COLLECTION) -> list[ItemOutcome]:
+        """Read (sandboxed), check and store each file in turn: one outcome per file. A
+        single file's error is raised (the request's answer); with several, each file's
+        error is its own outcome."""
         check_upload_count(len(files), title, self._settings.max_files_per_upload)
         await self._documents.collections.writable_owner(access, collection_id)
         await self._limiter.spend_ingest_bytes(access.user_id, sum(file.size for file in files))
-        extracted = [await self._read(file, title) for file in files]
-        return [await self._store_extracted(access, collection_id, file, document_title, metadata)
-                for file, document_title in extracted]
+        outcomes = await self._store_each(access, collection_id,
+                                          [FileItem(file, title, metadata) for file in files])
+        if len(outcomes) == 1 and outcomes[0].error is not None:
+            raise outcomes[0].error
+        return outcomes
 
     async def batch(self, access: Access, items: Sequence[BatchItem],
                     collection_id: str = DEFAULT_COLLECTION) -> list[ItemOutcome]:
@@ -156,6 +161,9 @@ class DocumentIntake:
                                   f"{self._settings.max_batch_bytes} per request (MAX_BATCH_BYTES)")
         await self._documents.collections.writable_owner(access, collection_id)
         await self._limiter.spend_ingest_bytes(access.user_id, total)
+        return await self._store_each(access, collection_id, items)
+
+    async def _store_each(self, access: Access, collection_id: str, items: Sequence[BatchItem]) -> list[ItemOutcome]:
         outcomes: list[ItemOutcome] = []
         busy: AppError | None = None
         for index, item in enumerate(items):

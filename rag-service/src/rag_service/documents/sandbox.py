@@ -20,10 +20,20 @@ worker running the late task, reports a worker that died (`ProcessExpired` with 
 code) and replaces it. `loky` reuses executors but has no per-task timeout either.
 
 Workers come from a `forkserver` whose only preloaded modules are this one and the
-readers (pypdf, python-docx, lxml): they never inherit the server's torch threads or
-model, start in milliseconds when one is replaced, and import nothing heavy. The stdlib
-would also re-run the server's main script in every new worker (`rag serve`, pytest, a
-benchmark): `_LeanForkServerContext` starts workers without that step.
+readers (pypdf, python-docx, python-pptx, openpyxl, lxml): they never inherit the server's
+torch threads or model, start in milliseconds when one is replaced, and import nothing
+heavy. The stdlib would also re-run the server's main script in every new worker (`rag
+serve`, pytest, a benchmark): `_LeanForkServerContext` starts workers without that step.
+
+Isolation (`EXTRACTION_ISOLATION`, see `documents/isolation.py`): the fork server, and so
+every worker, is started by `bwrap` (bubblewrap) with an empty environment, no network (its
+own network namespace), a private size-capped /tmp, and a read-only view of only what
+Python needs (the interpreter, the virtualenv, the service's source): the data folder, the
+SQLite file, the model cache, /root, /home and the rest of the filesystem are not there.
+Started as root, each worker drops to uid/gid 65534 (nobody), without capabilities,
+before it reads any file. Without a usable bwrap, "auto" falls back with a logged warning
+(empty environment and limits only) except in production, where the service refuses to
+start unless EXTRACTION_ISOLATION=none says so.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ import multiprocessing
 import os
 import resource
 import signal
+import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -42,18 +54,20 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import context as mp_context
-from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing import connection, forkserver, popen_forkserver, reduction, resource_tracker, spawn, util
 from typing import Any
 
 import pebble
 
 from rag_service.documents.extraction import ExtractedFile, ExtractionLimits, extract, sanitize_source_name
+from rag_service.documents.isolation import IsolationPlan, plan_isolation
 from rag_service.errors import AppError, PayloadTooLarge, ServiceUnavailable, Unprocessable
 
 log = logging.getLogger(__name__)
 
 # Imported once by the fork server, inherited by every worker.
-WORKER_PRELOAD = ["rag_service.documents.sandbox", "pypdf", "docx", "lxml.etree"]
+WORKER_PRELOAD = ["rag_service.documents.sandbox", "rag_service.documents.html_text",
+                  "rag_service.documents.office_formats", "pypdf", "docx", "lxml.etree", "pptx", "openpyxl"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,13 @@ class SandboxLimits:
     timeout_seconds: float = 60.0
     cpu_seconds: int = 30
     memory_mb: int = 1024
+    # EXTRACTION_ISOLATION: auto | bwrap | none (documents/isolation.py).
+    isolation: str = "auto"
+    # RAG_ENV=production: "auto" without a usable bwrap refuses to start.
+    production: bool = False
+    # Paths that must not be visible in a worker even if they lie inside what it may read
+    # (the data folder, the model cache).
+    hidden_paths: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: object) -> SandboxLimits:
@@ -70,6 +91,9 @@ class SandboxLimits:
             timeout_seconds=settings.extraction_timeout_seconds,  # type: ignore[attr-defined]
             cpu_seconds=settings.extraction_cpu_seconds,  # type: ignore[attr-defined]
             memory_mb=settings.extraction_memory_mb,  # type: ignore[attr-defined]
+            isolation=settings.extraction_isolation,  # type: ignore[attr-defined]
+            production=settings.rag_env == "production",  # type: ignore[attr-defined]
+            hidden_paths=tuple(str(p) for p in (settings.data_dir, settings.models_dir)),  # type: ignore[attr-defined]
         )
 
 
@@ -79,11 +103,20 @@ class SandboxLimits:
 # Workers run at a lower CPU priority than the server: on a busy host the event loop
 # (health checks, searches) gets the cores first and a hostile file waits.
 WORKER_NICENESS = 10
+# No reader writes files; a worker may not write one larger than this (its /tmp, /dev/shm).
+WORKER_MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
-def _init_worker(memory_mb: int) -> None:
-    """Runs once in each new worker: lower its priority, cap its address space."""
+def _init_worker(memory_mb: int, drop_to_uid: int | None) -> None:
+    """Runs once in each new worker, before any file: drop to the unprivileged user (when
+    the plan says so), lower its priority, cap its address space and file sizes."""
+    if drop_to_uid is not None and os.geteuid() == 0:
+        # The pool's pipes and semaphores are open already; nothing else is needed as root.
+        os.setgroups([])
+        os.setgid(drop_to_uid)
+        os.setuid(drop_to_uid)
     os.nice(WORKER_NICENESS)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (WORKER_MAX_FILE_BYTES, WORKER_MAX_FILE_BYTES))
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     cap = memory_mb * 1024 * 1024
     if hard != resource.RLIM_INFINITY:
@@ -118,19 +151,41 @@ def extract_in_worker(filename: str | None, data: bytes, limits: ExtractionLimit
         raise Unprocessable(f"{sanitize_source_name(filename)!r} could not be read: {type(exc).__name__}") from None
 
 
-def worker_facts() -> dict[str, object]:
-    """What a worker looks like from inside (tests check the sandbox with it)."""
+def worker_facts(read_paths: tuple[str, ...] = (), connect_to: tuple[str, int] | None = None,
+                 server_pid: int | None = None) -> dict[str, object]:
+    """What a worker looks like from inside (tests check the sandbox with it): its limits,
+    uid and environment, and whether it can read `read_paths`, the server's environment
+    (`/proc/<server_pid>/environ`) or open a TCP connection to `connect_to`."""
     with open("/proc/self/status") as status:
         vm_kb = next((int(line.split()[1]) for line in status if line.startswith("VmSize:")), -1)
-    return {
+    facts: dict[str, object] = {
         "pid": os.getpid(),
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "environ": dict(os.environ),
         "vm_bytes": vm_kb * 1024,
         "torch_imported": "torch" in sys.modules,
         "fastapi_imported": "fastapi" in sys.modules,
         "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0],
         "rlimit_cpu": resource.getrlimit(resource.RLIMIT_CPU)[0],
         "niceness": os.nice(0),
+        "readable": {path: _try(lambda path=path: open(path, "rb").read(64)) for path in read_paths},
     }
+    if server_pid is not None:
+        facts["server_environ"] = _try(lambda: open(f"/proc/{server_pid}/environ", "rb").read())
+    if connect_to is not None:
+        import socket
+
+        facts["connect"] = _try(lambda: socket.create_connection(connect_to, timeout=2).close() or b"connected")
+    return facts
+
+
+def _try(action: Callable[[], bytes | None]) -> str:
+    """"ok: <first bytes>" or the error's name (e.g. FileNotFoundError, PermissionError)."""
+    try:
+        return f"ok: {action()!r}"
+    except Exception as exc:
+        return type(exc).__name__
 
 
 # --- in the server ---------------------------------------------------------------------
@@ -156,7 +211,7 @@ class _LeanPopen(popen_forkserver.Popen):
             reduction.dump(process_obj, buf)
         finally:
             mp_context.set_spawning_popen(None)
-        self.sentinel, w = forkserver.connect_to_new_process(self._fds)
+        self.sentinel, w = FORK_SERVER.connect_to_new_process(self._fds)
         parent_w = os.dup(w)
         self.finalizer = util.Finalize(self, util.close_fds, (parent_w, self.sentinel))
         with open(w, "wb", closefd=True) as f:
@@ -173,6 +228,71 @@ class _LeanProcess(mp_context.ForkServerProcess):
 class _LeanForkServerContext(mp_context.ForkServerContext):
     Process = _LeanProcess
 
+    def set_forkserver_preload(self, module_names: list[str]) -> None:
+        FORK_SERVER.set_forkserver_preload(module_names)
+
+
+class _IsolatedForkServer(forkserver.ForkServer):
+    """The stdlib's fork server (CPython 3.11 `ForkServer.ensure_running`), started as the
+    `IsolationPlan` says: inside bubblewrap, always with an empty environment. One per
+    process, like the stdlib's. `configure` sets the plan; a different plan stops the running
+    fork server so that the next worker comes from one started the new way (workers running
+    already keep their sandbox). A server process has one plan; tests build plans freely."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plan = IsolationPlan(bwrap=None)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def configure(self, plan: IsolationPlan) -> None:
+        with self._lock:
+            if plan == self.plan:
+                return
+            self._stop_unlocked()
+            self.plan = plan
+
+    def ensure_running(self) -> None:
+        with self._lock:
+            resource_tracker.ensure_running()
+            if self._forkserver_pid is not None:
+                pid, _ = os.waitpid(self._forkserver_pid, os.WNOHANG)
+                if not pid:
+                    return
+                os.close(self._forkserver_alive_fd)
+                self._forkserver_address = None
+                self._forkserver_alive_fd = None
+                self._forkserver_pid = None
+            cmd = "from multiprocessing.forkserver import main; main(%d, %d, %r, **%r)"
+            data = {}
+            if self._preload_modules:
+                prepared = spawn.get_preparation_data("ignore")
+                data = {key: value for key, value in prepared.items() if key in {"main_path", "sys_path"}}
+            with socket.socket(socket.AF_UNIX) as listener:
+                address = connection.arbitrary_address("AF_UNIX")
+                listener.bind(address)
+                if not util.is_abstract_socket_namespace(address):
+                    os.chmod(address, 0o600)
+                listener.listen()
+                alive_r, alive_w = os.pipe()
+                try:
+                    fds_to_pass = [listener.fileno(), alive_r]
+                    cmd %= (listener.fileno(), alive_r, self._preload_modules, data)
+                    python = [spawn.get_executable(), *util._args_from_interpreter_flags(), "-c", cmd]
+                    # An empty environment whether or not bwrap runs: nothing of the server's leaks.
+                    self._process = subprocess.Popen(self.plan.command(python), pass_fds=fds_to_pass, env={},
+                                                     stdin=subprocess.DEVNULL, cwd="/")
+                except BaseException:
+                    os.close(alive_w)
+                    raise
+                finally:
+                    os.close(alive_r)
+                self._forkserver_address = address
+                self._forkserver_alive_fd = alive_w
+                self._forkserver_pid = self._process.pid
+
+
+FORK_SERVER = _IsolatedForkServer()
+
 
 class ExtractionPool:
     """A pebble process pool of sandboxed extraction workers, owned by the `Runtime`."""
@@ -180,6 +300,10 @@ class ExtractionPool:
     def __init__(self, sandbox: SandboxLimits, limits: ExtractionLimits) -> None:
         self.sandbox = sandbox
         self.limits = limits
+        # IsolationUnavailable here stops the service from starting (see isolation.py).
+        self.isolation = plan_isolation(sandbox.isolation, production=sandbox.production,
+                                        hidden_paths=sandbox.hidden_paths)
+        FORK_SERVER.configure(self.isolation)
         self._context = _LeanForkServerContext()
         # Only takes effect before the fork server starts (the first pool of the process).
         self._context.set_forkserver_preload(WORKER_PRELOAD)
@@ -193,7 +317,7 @@ class ExtractionPool:
         return pebble.ProcessPool(
             max_workers=max(1, self.sandbox.workers),
             initializer=_init_worker,
-            initargs=(self.sandbox.memory_mb,),
+            initargs=(self.sandbox.memory_mb, self.isolation.drop_to_uid),
             context=self._context,
         )
 
@@ -272,8 +396,9 @@ class ExtractionPool:
             code="extraction_crashed",
         )
 
-    async def worker_facts(self) -> dict[str, object]:
-        return await asyncio.wrap_future(self._schedule(worker_facts)[1])
+    async def worker_facts(self, read_paths: tuple[str, ...] = (), connect_to: tuple[str, int] | None = None,
+                           server_pid: int | None = None) -> dict[str, object]:
+        return await asyncio.wrap_future(self._schedule(worker_facts, read_paths, connect_to, server_pid)[1])
 
     def close(self) -> None:
         """Stop the workers (running extractions are abandoned) and wait for them."""

@@ -65,11 +65,6 @@ class UploadedDocument(BaseModel):
     message: str
 
 
-class UploadResponse(BaseModel):
-    documents: list[UploadedDocument]
-    success: bool = True
-
-
 class BatchTextItem(BaseModel):
     """A text document in a batch (the title, content and metadata rules of /save-document)."""
 
@@ -118,6 +113,26 @@ class BatchResponse(BaseModel):
         items = [_item_result(outcome) for outcome in outcomes]
         count = {kind: sum(item.result == kind for item in items) for kind in ("created", "duplicate", "error")}
         return cls(items=items, created=count["created"], duplicates=count["duplicate"], errors=count["error"])
+
+
+class UploadResponse(BaseModel):
+    documents: list[UploadedDocument] = Field(description="The files stored (created or duplicate), in order")
+    items: list[BatchItemResult] = Field(description="One result per file, in the order sent (as /documents/batch)")
+    created: int
+    duplicates: int
+    errors: int
+    success: bool = Field(description="True when no file was refused")
+
+    @classmethod
+    def of(cls, outcomes: list[ItemOutcome]) -> UploadResponse:
+        batch = BatchResponse.of(outcomes)
+        stored = [outcome.stored for outcome in outcomes if outcome.stored is not None]
+        return cls(
+            documents=[UploadedDocument(document_id=item.document.id, title=item.document.title, created=item.created,
+                                        message=save_message(item.document, item.created)) for item in stored],
+            items=batch.items, created=batch.created, duplicates=batch.duplicates, errors=batch.errors,
+            success=batch.errors == 0,
+        )
 
 
 def _item_result(outcome: ItemOutcome) -> BatchItemResult:

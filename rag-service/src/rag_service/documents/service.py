@@ -52,10 +52,10 @@ SAVE_ATTEMPTS = 5
 
 
 @lru_cache(maxsize=8)
-def _shared_chunker(embedder: Embedder, size: int, overlap: int) -> Chunker:
+def _shared_chunker(embedder: Embedder, size: int, overlap: int, max_chars: int) -> Chunker:
     # Built once per embedder and sizing (~100 ms, plus its warm token-count cache);
     # services are built per request.
-    return chunker_for(embedder, chunk_size_tokens=size, chunk_overlap_tokens=overlap)
+    return chunker_for(embedder, chunk_size_tokens=size, chunk_overlap_tokens=overlap, chunk_max_chars=max_chars)
 
 
 class DocumentService(DocumentReads):
@@ -83,7 +83,8 @@ class DocumentService(DocumentReads):
 
     @property
     def chunker(self) -> Chunker:
-        return _shared_chunker(self._embedder, self._settings.chunk_size_tokens, self._settings.chunk_overlap_tokens)
+        return _shared_chunker(self._embedder, self._settings.chunk_size_tokens, self._settings.chunk_overlap_tokens,
+                               self._settings.chunk_max_chars)
 
     # --- inputs -------------------------------------------------------------------------
 

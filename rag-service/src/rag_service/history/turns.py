@@ -17,6 +17,12 @@ then reads the last position and the history. A parallel turn waits for that sho
 transaction (milliseconds) instead of colliding on `messages(conversation_id, position)`;
 one that cannot get the lock within `turn_lock_timeout_s` is a 409 `conversation_busy`.
 No counter column is needed: the lock makes `max(position) + 1` safe.
+
+History is bounded per user (`max_history_characters`, QUOTA_MAX_HISTORY_CHARACTERS): the
+characters of every stored question and answer count, and a turn that would start past the
+quota is a 413 `history_quota_exceeded` (delete conversations to free it). Answers are cut
+at MAX_ANSWER_CHARS by the chat service, so concurrent turns overshoot the quota by at most
+one question and one answer each.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rag_service.errors import Conflict, Unprocessable
+from rag_service.errors import Conflict, PayloadTooLarge, Unprocessable
 from rag_service.history.service import conversation_not_found, find_conversation
 from rag_service.providers.base import Turn
 from rag_service.storage.access import Access, scoped
@@ -81,8 +87,11 @@ class ChatTurns:
         max_history_turns: int,
         max_messages_per_conversation: int = DEFAULT_MAX_MESSAGES_PER_CONVERSATION,
         turn_lock_timeout_s: float = DEFAULT_TURN_LOCK_TIMEOUT_S,
+        max_history_characters: int = 0,
     ) -> None:
         self._sessionmaker = sessionmaker
+        # 0 = unlimited.
+        self._max_history_characters = max_history_characters
         self._max_history_turns = max_history_turns
         self._max_messages = max_messages_per_conversation
         self._turn_lock_timeout_ms = max(1, int(turn_lock_timeout_s * 1000))
@@ -99,6 +108,7 @@ class ChatTurns:
 
     async def _start_turn(self, access: Access, question: str, conversation_id: str | None) -> StartedTurn:
         async with self._sessionmaker() as session, session.begin():
+            await self._check_history_quota(session, access, question)
             now = utcnow()
             history: list[Turn] = []
             if conversation_id is None:
@@ -162,6 +172,19 @@ class ChatTurns:
                 access, Conversation,
             ))
 
+    async def _check_history_quota(self, session: AsyncSession, access: Access, question: str) -> None:
+        limit = self._max_history_characters
+        if not limit:
+            return
+        used = await history_characters(session, access)
+        if used + len(question) > limit:
+            raise PayloadTooLarge(
+                f"chat history quota exceeded: {used} of {limit} characters stored "
+                "(QUOTA_MAX_HISTORY_CHARACTERS); delete conversations to continue",
+                code="history_quota_exceeded",
+                details={"history_characters": used, "max_history_characters": limit},
+            )
+
     async def _recent_turns(self, session: AsyncSession, access: Access, conversation_id: str) -> list[Turn]:
         if self._max_history_turns <= 0:
             return []
@@ -206,6 +229,14 @@ class ChatTurns:
         if locked.rowcount == 0:
             raise conversation_not_found(conversation_id)
         return await find_conversation(session, access, conversation_id)
+
+
+async def history_characters(session: AsyncSession, access: Access) -> int:
+    """Characters of the caller's stored questions and answers (what the history quota counts)."""
+    used = (await session.execute(scoped(
+        select(func.coalesce(func.sum(func.length(Message.content)), 0)), access, Message,
+    ))).scalar_one()
+    return int(used)
 
 
 def _busy() -> Conflict:
