@@ -115,6 +115,9 @@ def test_chat_streams_typed_events_and_errors_carry_the_code(auth_url: str, rag_
         assert isinstance(events[0], SourcesEvent) and isinstance(events[-1], DoneEvent)
         assert events[0].sources[0].document_id == saved.document_id
         assert "".join(e.text for e in events if isinstance(e, DeltaEvent)).strip()
+        # The outcome travels with `done`: found, by the default generator, citing the page.
+        done = events[-1]
+        assert (done.answer_found, done.generator) == (True, "extractive") and done.cited_sources == [1]
         assert owner.conversation(events[-1].conversation_id)
         with pytest.raises(NotFound) as missing:
             owner.get_document("no-such-document")

@@ -153,6 +153,10 @@ def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -
         citations = page.locator("#answer button.cite")
         assert citations.count() >= 1
         assert page.locator("#sources li").count() >= 1
+        # The mode is shown; the answer was found, so its sources are listed.
+        assert "Extractive answer" in page.inner_text("#answer-mode")
+        assert page.get_attribute("#answer", "data-found") == "true"
+        assert page.is_visible("#sources-block")
 
         # --- click the citation: its source (title and snippet) is shown and highlighted ----
         n = citations.first.get_attribute("data-n")
@@ -205,6 +209,10 @@ def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -
         ask(page2, QUESTION)
         assert "Lumenport" not in page2.inner_text("#answer")
         assert DOCUMENT_TITLE not in page2.inner_text("#sources")
+        # Nothing of Bob's answers it: "not found", said in the mode line, with no sources shown.
+        assert page2.get_attribute("#answer", "data-found") == "false"
+        assert "not found" in page2.inner_text("#answer-mode")
+        assert page2.is_hidden("#sources-block")
 
         token1 = access_token_from_page(page, stack.auth)
         token2 = access_token_from_page(page2, stack.auth)

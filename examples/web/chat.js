@@ -35,7 +35,9 @@
     listEl.replaceChildren(
       ...sources.map((s, i) => {
         const n = sourceNumber(s, i);
-        return el("li", { value: String(n), dataset: { n: String(n) }, className: "source", onclick: () => showSource(n, sources, listEl, detailEl) },
+        // `cited` is known once the answer is done (JSON answers, history); uncited ones are dimmed.
+        const className = s.cited === false ? "source uncited" : "source";
+        return el("li", { value: String(n), dataset: { n: String(n) }, className, onclick: () => showSource(n, sources, listEl, detailEl) },
           el("strong", {}, s.title || s.document_id),
           el("span", { className: "muted" }, ` · chunk ${s.chunk_index ?? "?"}${typeof s.score === "number" ? ` · score ${s.score.toFixed(3)}` : ""}`),
         );
@@ -97,6 +99,28 @@
     }
   }
 
+  /** "Extractive answer (no model)" or "Answered by gemini:gemini-2.5-flash", from the `done` event. */
+  function describeMode(outcome) {
+    const generator = outcome.generator || "unknown";
+    const mode = generator === "extractive" ? "Extractive answer: passages quoted from your documents (no model)" : `Answered by ${generator}`;
+    return outcome.answer_found === false ? `${mode} · not found in your documents` : mode;
+  }
+
+  /** Applies the answer's outcome: the mode line, cited sources marked, no sources when not found. */
+  function showOutcome(outcome, sources, listEl, detailEl) {
+    const modeEl = $("answer-mode");
+    modeEl.textContent = describeMode(outcome);
+    modeEl.hidden = false;
+    $("answer").dataset.found = String(outcome.answer_found !== false);
+    const cited = new Set(outcome.cited_sources || []);
+    const marked = sources.map((s, i) => ({ ...s, cited: cited.has(sourceNumber(s, i)) }));
+    // Not found: the retrieved passages did not answer, so they are not shown as its sources.
+    $("sources-block").hidden = outcome.answer_found === false;
+    if (outcome.answer_found !== false) renderSources(listEl, marked, detailEl);
+    else detailEl.hidden = true;
+    return marked;
+  }
+
   const ask = guarded(async () => {
     const query = $("question").value.trim();
     if (!query) throw new ApiError("Type a question first.");
@@ -107,6 +131,9 @@
     answerEl.dataset.state = "streaming";
     listEl.replaceChildren();
     detailEl.hidden = true;
+    $("answer-mode").hidden = true;
+    $("sources-block").hidden = false;
+    delete answerEl.dataset.found;
     $("ask").disabled = true;
     let sources = [];
     let text = "";
@@ -135,8 +162,9 @@
           if (payload.conversation_id) state.conversationId = payload.conversation_id;
           if (typeof payload.answer === "string" && !text) {
             text = payload.answer;
-            renderCited(answerEl, text, sources, listEl, detailEl);
           }
+          sources = showOutcome(payload, sources, listEl, detailEl);
+          renderCited(answerEl, text, sources, listEl, detailEl);
         } else if (event === "error") {
           const err = payload.error || payload;
           throw new ApiError(`The answer could not be completed: ${err.message || err.code || "unknown error"}.`, { code: err.code || "stream_error" });
@@ -222,7 +250,9 @@
         const textEl = el("div", { className: "msg-text" });
         box.append(el("div", { className: "role" }, m.role === "user" ? "You" : "Assistant"), textEl);
         const sources = m.sources || [];
-        if (sources.length) {
+        // A "not found" answer cites none of its retrieved sources: they are not listed.
+        const citesNothing = sources.length > 0 && sources.every((s) => s.cited === false);
+        if (sources.length && !citesNothing) {
           const listEl = el("ol", { className: "sources" });
           const detailEl = el("div", { className: "source-detail", hidden: "" });
           renderSources(listEl, sources, detailEl);

@@ -255,7 +255,7 @@ async def http_latency(settings: Settings, store: Any, embedder: LocalEmbedder, 
     from rag_service.runtime import Runtime
 
     engine, sessionmaker = create_engine_and_sessionmaker(settings)
-    runtime = Runtime(settings, engine, sessionmaker, store, sparse, embedder, build_generator(settings),
+    runtime = Runtime(settings, engine, sessionmaker, store, sparse, embedder, build_generator(settings, embedder),
                       AccessTokenVerifier(settings))
     app = create_app(settings, runtime=runtime)
     app.dependency_overrides[current_user] = lambda: CurrentUser(id=USER, claims={})

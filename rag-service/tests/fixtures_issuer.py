@@ -1,7 +1,9 @@
 """The stand-in for the auth-service: Ed25519 keys, a JWKS served over real HTTP on
-127.0.0.1:<free port>, token minting, and the account events feed at /auth/events as the
-contract between the services says (ACCOUNT-EVENTS contract; `emit` adds an event, `prune`
-drops the oldest as retention does) (a pytest plugin, registered in conftest.py).
+127.0.0.1:<free port>, token minting, the account events feed at /auth/events as the contract
+between the services says (ACCOUNT-EVENTS contract; `emit` adds an event, `prune` drops the
+oldest as retention does), and the API-key exchange (`add_api_key`, `revoke_api_key`) at
+/api/auth/api-key/token, as the auth-service answers them (a pytest plugin, registered in
+conftest.py). The e2e suite runs the same flows against the real auth-service.
 
 Fixtures:
 - `issuer` (session) -> JwksIssuer; `mint(sub, **claims)`. Shared: don't stop or rotate it.
@@ -29,6 +31,7 @@ AUDIENCE = "rag-service"
 JWKS_PATH = "/api/auth/jwks"
 EVENTS_PATH = "/auth/events"
 EVENTS_RETENTION_SECONDS = 30 * 86_400
+API_KEY_EXCHANGE_PATH = "/api/auth/api-key/token"
 
 
 class SigningKey:
@@ -59,6 +62,11 @@ class JwksIssuer:
         self.events_requests: list[dict[str, str]] = []
         # Set to answer the feed with this document (or status, if an int) instead.
         self.events_answer: Any = None
+        # API keys: key -> (owner, scope, orgs claim or None); each exchange's headers, in order.
+        self.api_keys: dict[str, tuple[str, str, list[dict[str, str]] | None]] = {}
+        self.exchanges: list[dict[str, str]] = []
+        # Set to answer the exchange with this status (e.g. 429, 500) instead.
+        self.exchange_status: int | None = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.port: int = 0
@@ -152,6 +160,31 @@ class JwksIssuer:
         return 200, {"events": page, "next_cursor": next_cursor, "has_more": len(candidates) > limit,
                      "retention_seconds": EVENTS_RETENTION_SECONDS}
 
+    # API keys
+    def add_api_key(self, sub: str, scope: str = "write", orgs: list[dict[str, str]] | None = None) -> str:
+        key = f"rag_{uuid.uuid4().hex}{uuid.uuid4().hex}"
+        self.api_keys[key] = (sub, scope, orgs)
+        return key
+
+    def exchanged_token(self, key: str) -> str | None:
+        """What the exchange mints for `key`: `iat` not before the owner's latest membership
+        change, as the auth-service's issuedAt (so a fresh token is never stale)."""
+        owner = self.api_keys.get(key)
+        if owner is None:
+            return None
+        sub, scope, orgs = owner
+        with self._lock:
+            latest_ms = max((e["occurred_at"] for e in self.events if e["user_id"] == sub
+                             and e["type"] in ("member.removed", "member.role_changed")), default=0)
+        iat = max(int(time.time()), -(-latest_ms // 1000))
+        return self.mint(sub, sid=None, scope=scope, orgs=orgs, iat=iat)
+
+    def revoke_api_key(self, key: str) -> None:
+        self.api_keys.pop(key, None)
+
+    def exchanges_of(self, key: str) -> int:
+        return sum(1 for headers in self.exchanges if headers.get("x-api-key") == key)
+
     # HTTP server
     @property
     def jwks_url(self) -> str:
@@ -176,6 +209,34 @@ class JwksIssuer:
                 with issuer._lock:
                     issuer.jwks_requests += 1
                 self.send_json(issuer.jwks())
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+                if self.path != API_KEY_EXCHANGE_PATH:
+                    self.send_error(404)
+                    return
+                if self.headers.get("content-type", "").split(";")[0] != "application/json":
+                    self.send_error(415)  # Better Auth's endpoints take JSON only
+                    return
+                key = self.headers.get("x-api-key", "")
+                with issuer._lock:
+                    issuer.exchanges.append({k.lower(): v for k, v in self.headers.items()})
+                if issuer.exchange_status is not None:
+                    self.send_response(issuer.exchange_status)
+                    self.send_header("Retry-After", "7")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                token = issuer.exchanged_token(key)
+                if token is None:
+                    body = json.dumps({"code": "INVALID_API_KEY", "message": "invalid"}).encode()
+                    self.send_response(401)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                # Like the auth-service's exchange: no `sid`, the key's `scope`, the owner's `orgs`.
+                self.send_json({"token": token})
 
             def feed(self, query: dict[str, str]) -> None:
                 authorization = self.headers.get("Authorization", "")

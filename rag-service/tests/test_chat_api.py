@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ import respx
 
 from chat_support import BOB_BREAD, BREAD, VOLCANO, cited
 from rag_service.history.turns import ChatTurns
+from rag_service.providers.base import NOT_FOUND_ANSWER
 from rag_service.providers.retry import RetryPolicy
 from rag_service.storage.access import Access
 
@@ -51,11 +53,40 @@ async def test_chat_returns_a_cited_answer_from_the_callers_documents(client: An
         assert (await client.get(f"/documents/{source['document_id']}", headers=alice)).status_code == 200
         assert (await client.get(f"/documents/{source['document_id']}", headers=bob)).status_code == 404
 
+    # The outcome, machine-readable: found, by whom, and which of the sources are cited.
+    assert body["answer_found"] is True and body["generator"] == "extractive"
+    assert set(body["cited_sources"]) == numbers and len(body["cited_sources"]) == len(numbers)
+    assert {s["number"] for s in body["sources"] if s["cited"]} == numbers
+    assert all(s["cited"] is False for s in body["sources"] if s["number"] not in numbers)
+
     stored = (await client.get(f"/history/{body['conversation_id']}", headers=alice)).json()
     assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
     assert stored["messages"][1]["id"] == body["message_id"]
     assert stored["messages"][1]["content"] == body["response"]
     assert stored["messages"][1]["status"] == "complete"
+    assert stored["messages"][1]["sources"] == body["sources"]
+
+
+@pytest.mark.parametrize("query", [
+    "How do I list all pods in a namespace with kubectl?",
+    "What is the capital of Mongolia?",
+    "How do I set the maxmemory eviction policy in Redis?",
+])
+async def test_a_question_the_documents_do_not_answer_is_not_found_and_cites_nothing(
+    client: Any, auth_headers: Any, query: str
+) -> None:
+    alice = auth_headers(new_user())
+    await save(client, alice, "Baking notes", BREAD)
+    await save(client, alice, "Volcanoes", VOLCANO)
+
+    body = (await client.post("/chat", json={"query": query}, headers=alice)).json()
+
+    assert body["response"] == NOT_FOUND_ANSWER
+    assert (body["answer_found"], body["cited_sources"], body["generator"]) == (False, [], "extractive")
+    # What was retrieved is still listed (with its chunks), none of it cited.
+    assert body["sources"] and all(s["cited"] is False for s in body["sources"])
+    stored = (await client.get(f"/history/{body['conversation_id']}", headers=alice)).json()
+    assert all(s["cited"] is False for s in stored["messages"][1]["sources"])
 
 
 async def test_chat_continues_only_the_callers_own_conversation(client: Any, auth_headers: Any) -> None:
@@ -140,6 +171,45 @@ async def test_provider_failure_is_a_503_with_the_question_saved(
     assert listing["total"] == 1
     assert [(m["role"], m["content"], m["status"]) for m in stored["messages"]] == [
         ("user", "Why does bread rise?", "complete"), ("assistant", "", "failed")]
+
+
+def openai_stream(*texts: str) -> bytes:
+    """An OpenAI-compatible server's streamed chat completion, as it is sent."""
+    events = ['data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n']
+    events += [f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': t}}]})}\n\n" for t in texts]
+    events += ['data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n', "data: [DONE]\n\n"]
+    return "".join(events).encode()
+
+
+@pytest.mark.parametrize(("reply", "found", "cited_numbers"), [
+    (("Yeast ferments the sugars [1]", " and the gluten traps the gas [1][9]."), True, [1]),
+    (("I could not find that in the documents.",), False, []),
+])
+async def test_an_llm_answer_has_the_same_outcome_contract(
+    app_factory: Any, runtime: Any, auth_headers: Any, tmp_path: Any,
+    reply: tuple[str, ...], found: bool, cited_numbers: list[int],
+) -> None:
+    from rag_service.config import Settings
+    from rag_service.providers.openai_generator import OpenAIGenerator
+
+    llm_settings = Settings(_env_file=None, data_dir=tmp_path, openai_base_url="http://llm.test/v1",
+                            openai_model="llama3.2", llm_timeout_seconds=2.0)
+    with_llm = dataclasses.replace(runtime, generator=OpenAIGenerator(llm_settings, retry_policy=NO_RETRY))
+    headers = auth_headers(new_user())
+
+    async with app_factory(runtime.settings, runtime=with_llm) as (_, client):
+        await save(client, headers, "Baking notes", BREAD)
+        with respx.mock(assert_all_called=False) as mocked:
+            mocked.route(host="127.0.0.1").pass_through()  # the JWKS issuer is real
+            mocked.post("http://llm.test/v1/chat/completions").respond(
+                200, headers={"content-type": "text/event-stream"}, content=openai_stream(*reply))
+            body = (await client.post("/chat", json={"query": "Why does bread rise?"}, headers=headers)).json()
+
+    assert (body["answer_found"], body["generator"], body["cited_sources"]) == (found, "openai:llama3.2",
+                                                                              cited_numbers)
+    assert "[9]" not in body["response"]  # only real sources can be cited
+    assert (body["response"] == NOT_FOUND_ANSWER) is (not found)
+    assert [s["number"] for s in body["sources"] if s["cited"]] == cited_numbers
 
 
 # --- /history ---------------------------------------------------------------------------

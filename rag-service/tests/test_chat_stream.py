@@ -16,6 +16,7 @@ import uvicorn
 
 from chat_support import BREAD, VOLCANO, PacedGenerator, cited, parse_sse
 from rag_service.history.service import HistoryService
+from rag_service.providers.base import NOT_FOUND_ANSWER
 from rag_service.providers.retry import RetryPolicy
 from rag_service.storage.access import Access
 
@@ -56,10 +57,32 @@ async def test_stream_sends_sources_then_deltas_then_done(client: Any, auth_head
     assert done["message_id"] == sources["message_id"]
     timing = done["timing"]
     assert 0 <= timing["retrieval_ms"] <= timing["first_delta_ms"] <= timing["total_ms"]
+    # The outcome: found, by the default generator, citing exactly the numbers in the text.
+    assert done["answer_found"] is True and done["generator"] == "extractive"
+    assert set(done["cited_sources"]) == cited(answer) and len(done["cited_sources"]) == len(cited(answer))
+    # Which sources are cited is not known when `sources` is sent.
+    assert all("cited" not in source for source in sources["sources"])
 
     stored = (await client.get(f"/history/{done['conversation_id']}", headers=headers)).json()
     assert stored["messages"][1]["content"] == answer
     assert stored["messages"][1]["status"] == "complete"
+    assert {s["number"] for s in stored["messages"][1]["sources"] if s["cited"]} == cited(answer)
+
+
+async def test_stream_done_event_says_not_found_and_cites_nothing(client: Any, auth_headers: Any) -> None:
+    headers = auth_headers(new_user())
+    await save(client, headers, "Baking notes", BREAD)
+    await save(client, headers, "Volcanoes", VOLCANO)
+
+    response = await client.post("/chat", headers=headers,
+                                 json={"query": "How do I list all pods in a namespace with kubectl?", "stream": True})
+
+    events = parse_sse(response.text)
+    answer = "".join(data["text"] for name, data in events if name == "delta")
+    done = events[-1]
+    assert done[0] == "done"
+    assert answer == NOT_FOUND_ANSWER
+    assert (done[1]["answer_found"], done[1]["cited_sources"], done[1]["generator"]) == (False, [], "extractive")
 
 
 async def test_accept_header_selects_the_stream_and_stream_false_wins(client: Any, auth_headers: Any) -> None:

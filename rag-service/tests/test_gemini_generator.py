@@ -9,7 +9,7 @@ import pytest
 import respx
 
 from rag_service.config import Settings
-from rag_service.providers.base import ProviderUnavailable, Source, Turn
+from rag_service.providers.base import NOT_FOUND_ANSWER, ProviderUnavailable, Source, Turn
 from rag_service.providers.gemini_generator import GeminiGenerator
 from rag_service.providers.retry import RetryPolicy
 
@@ -133,3 +133,32 @@ async def test_failure_after_pieces_were_shown_is_not_retried(tmp_path, gemini_a
 def test_requires_an_api_key(tmp_path):
     with pytest.raises(ValueError, match="GEMINI_API_KEY"):
         GeminiGenerator(Settings(data_dir=tmp_path, gemini_api_key=None))
+
+
+async def test_the_prompt_asks_for_the_exact_not_found_reply(tmp_path, gemini_api):
+    gemini_api.mock(return_value=sse_response("Refunds take 30 days [1]."))
+    await collect(make_generator(tmp_path))
+    instruction = json.loads(gemini_api.calls.last.request.content)["systemInstruction"]["parts"][0]["text"]
+    assert NOT_FOUND_ANSWER in instruction and "nothing else" in instruction
+
+
+@pytest.mark.parametrize("pieces", [
+    (NOT_FOUND_ANSWER,),
+    ("I could", "n't find anything about that in your documents", "."),
+    ("**I could not find** this in the provided sources", " [7]."),  # [7] does not exist: dropped first
+    ("The sources do not mention Kubernetes.",),
+])
+async def test_a_not_found_reply_becomes_the_not_found_answer(tmp_path, gemini_api, pieces):
+    gemini_api.mock(return_value=sse_response(*pieces))
+    assert await collect(make_generator(tmp_path), query="How do I list pods with kubectl?") == [NOT_FOUND_ANSWER]
+
+
+async def test_a_reply_that_opens_like_not_found_but_cites_a_source_is_an_answer(tmp_path, gemini_api):
+    gemini_api.mock(return_value=sse_response("I could not find the exact fee, ", "but refunds take 30 days [1]."))
+    pieces = await collect(make_generator(tmp_path))
+    assert "".join(pieces) == "I could not find the exact fee, but refunds take 30 days [1]."
+
+
+async def test_no_sources_is_not_found_without_calling_the_model(tmp_path, gemini_api):
+    assert await collect(make_generator(tmp_path), sources=[]) == [NOT_FOUND_ANSWER]
+    assert not gemini_api.called

@@ -9,7 +9,7 @@ import pytest
 import respx
 
 from rag_service.config import Settings
-from rag_service.providers.base import ProviderUnavailable, Source, Turn
+from rag_service.providers.base import NOT_FOUND_ANSWER, ProviderUnavailable, Source, Turn
 from rag_service.providers.openai_generator import OpenAIGenerator
 from rag_service.providers.retry import RetryPolicy
 
@@ -159,3 +159,32 @@ async def test_failure_after_pieces_were_shown_is_not_retried(tmp_path, llm_serv
             shown.append(piece)
     assert shown == ["Refunds take"]
     assert llm_server.call_count == 1
+
+
+async def test_the_prompt_asks_for_the_exact_not_found_reply(tmp_path, llm_server):
+    llm_server.mock(return_value=sse_response("Refunds take 30 days [1]."))
+    await collect(make_generator(tmp_path))
+    system = json.loads(llm_server.calls.last.request.content)["messages"][0]
+    assert system["role"] == "system" and NOT_FOUND_ANSWER in system["content"]
+
+
+@pytest.mark.parametrize("pieces", [
+    (NOT_FOUND_ANSWER,),
+    ("I couldn", "’t find anything about that in your documents."),
+    ("Not found", " in the documents [3]."),  # [3] does not exist: dropped first
+    ("The provided documents don't say how to do that.",),
+])
+async def test_a_not_found_reply_becomes_the_not_found_answer(tmp_path, llm_server, pieces):
+    llm_server.mock(return_value=sse_response(*pieces))
+    assert await collect(make_generator(tmp_path), query="How do I list pods with kubectl?") == [NOT_FOUND_ANSWER]
+
+
+async def test_an_answer_streams_as_it_comes_once_it_cannot_be_a_not_found_reply(tmp_path, llm_server):
+    llm_server.mock(return_value=sse_response("Refunds", " take", " 30 days", " [1]."))
+    pieces = await collect(make_generator(tmp_path))
+    assert pieces[0] == "Refunds" and len(pieces) >= 3
+
+
+async def test_no_sources_is_not_found_without_calling_the_model(tmp_path, llm_server):
+    assert await collect(make_generator(tmp_path), sources=[]) == [NOT_FOUND_ANSWER]
+    assert not llm_server.called

@@ -23,7 +23,9 @@ def test_defaults_are_local_embedder_and_extractive_answers(tmp_path):
     embedder = build_embedder(settings(tmp_path))
     assert isinstance(embedder, LocalEmbedder)
     assert (embedder.model_name, embedder.dimension) == ("all-MiniLM-L6-v2", 384)
-    assert isinstance(build_generator(settings(tmp_path)), ExtractiveGenerator)
+    generator = build_generator(settings(tmp_path), embedder)
+    # The extractive answers compare meanings with the service's own embedder: no second model.
+    assert isinstance(generator, ExtractiveGenerator) and generator.embedder is embedder
 
 
 def test_a_gemini_key_switches_both_to_gemini(tmp_path):
@@ -31,17 +33,18 @@ def test_a_gemini_key_switches_both_to_gemini(tmp_path):
     embedder = build_embedder(configured)
     assert isinstance(embedder, GeminiEmbedder)
     assert (embedder.model_name, embedder.dimension) == ("gemini-embedding-001", 1536)
-    generator = build_generator(configured)
+    generator = build_generator(configured, embedder)
     assert isinstance(generator, GeminiGenerator) and generator.name == "gemini:gemini-2.5-flash"
 
 
 def test_forced_choices_win_over_auto(tmp_path):
     configured = settings(tmp_path, gemini_api_key="key", embedding_provider="local", llm_provider="openai",
                           openai_model="qwen2.5")
-    assert isinstance(build_embedder(configured), LocalEmbedder)
-    generator = build_generator(configured)
+    embedder = build_embedder(configured)
+    assert isinstance(embedder, LocalEmbedder)
+    generator = build_generator(configured, embedder)
     assert isinstance(generator, OpenAIGenerator) and generator.name == "openai:qwen2.5"
-    assert isinstance(build_generator(settings(tmp_path, gemini_api_key="key", llm_provider="extractive")),
+    assert isinstance(build_generator(settings(tmp_path, gemini_api_key="key", llm_provider="extractive"), embedder),
                       ExtractiveGenerator)
 
 
@@ -49,4 +52,4 @@ def test_forcing_gemini_without_a_key_fails_at_start_up(tmp_path):
     with pytest.raises(ValueError, match="GEMINI_API_KEY"):
         build_embedder(settings(tmp_path, embedding_provider="gemini"))
     with pytest.raises(ValueError, match="GEMINI_API_KEY"):
-        build_generator(settings(tmp_path, llm_provider="gemini"))
+        build_generator(settings(tmp_path, llm_provider="gemini"), build_embedder(settings(tmp_path)))

@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     # token lives (the auth-service's JWT_EXPIRES_IN, 15 minutes) plus a margin. A change
     # older than this cannot make any live token stale.
     access_token_max_age_seconds: int = Field(default=960, ge=1)
+    # API keys as bearer tokens (auth/api_keys.py): the auth-service's answer for a key is
+    # remembered this many seconds, so a revoked or expired key is refused at most this long
+    # after the revocation. Each key costs at most one exchange per window per replica,
+    # counted against its own limit at the auth-service (API_KEY_RATE_LIMIT_MAX, 30/min):
+    # keep 60 / API_KEY_CACHE_SECONDS x replicas below it. Capped below the JWT lifetime.
+    api_key_cache_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Unset -> Better Auth's exchange beside AUTH_JWKS_URL (…/api/auth/api-key/token).
+    auth_api_key_exchange_url: str | None = None
+    # This service's public base URL (e.g. https://rag.example.com), named as the MCP server's
+    # resource in its OAuth protected-resource metadata (agents/resource_metadata.py).
+    # Unset -> taken from each request (its scheme and Host header).
+    public_url: str | None = None
 
     # --- embeddings -------------------------------------------------------------------
     embedding_provider: Literal["auto", "local", "gemini"] = "auto"

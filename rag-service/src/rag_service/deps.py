@@ -15,12 +15,11 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rag_service.auth.membership_changes import DELETED, STALE
 from rag_service.auth.tokens import CurrentUser
 from rag_service.config import Settings
 from rag_service.documents.quotas import IngestionGate
 from rag_service.documents.sandbox import ExtractionPool
-from rag_service.errors import Forbidden, Unauthorized
+from rag_service.errors import Forbidden
 from rag_service.providers.base import Embedder, Generator
 from rag_service.ratelimit import Budget, RateLimiter
 from rag_service.runtime import Runtime
@@ -34,6 +33,11 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def runtime_of_scope(scope: Any) -> Runtime:
+    """For plain ASGI endpoints (the MCP server at /mcp), which have no dependencies."""
+    return scope["app"].state.runtime
 
 
 async def get_settings(runtime: RuntimeDep) -> Settings:
@@ -66,7 +70,11 @@ async def get_generator(runtime: RuntimeDep) -> Generator:
     return runtime.generator
 
 
-_bearer = HTTPBearer(auto_error=False, description="Access JWT from the auth-service")
+_bearer = HTTPBearer(auto_error=False, description="Access JWT from the auth-service, or an API key (rag_…)")
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 async def current_user(
@@ -74,19 +82,12 @@ async def current_user(
     runtime: RuntimeDep,
     credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
 ) -> CurrentUser:
-    """The verified caller, 401 for a missing/invalid token (503 if the JWKS is unreachable), or
-    401 `token_stale` for a token with organizations minted before its user's latest membership
-    change (auth/membership_changes.py): the client mints a new one; 401 `account_deleted` for
-    a token of an account deleted since it was minted."""
-    if credentials is None or not credentials.credentials.strip():
-        raise Unauthorized("missing bearer access token")
-    claims = await runtime.token_verifier.verify(credentials.credentials.strip())
-    user = CurrentUser.from_claims(claims)
-    refusal = runtime.membership_changes.refusal(user.id, claims["iat"], user.orgs)
-    if refusal == DELETED:
-        raise Unauthorized("this account was deleted", code=DELETED)
-    if refusal is not None:
-        raise Unauthorized("memberships changed: mint a new token", code=STALE)
+    """The verified caller (auth/bearer.py: an access JWT or an API key), 401 for a
+    missing/invalid token (503 if the auth-service is unreachable), or 401 `token_stale` for a
+    token with organizations minted before its user's latest membership change
+    (auth/membership_changes.py): the client mints a new one."""
+    user = await runtime.authenticator.authenticate(credentials.credentials if credentials else None,
+                                                    client_ip=client_ip(request))
     # Read by the access log (observability.py).
     request.state.user_id = user.id
     return user

@@ -20,11 +20,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
+from rag_service.agents import openai_api, resource_metadata
+from rag_service.agents.mcp_auth import McpAuthentication
+from rag_service.agents.mcp_server import McpEndpoint
+from rag_service.agents.resource_metadata import MCP_PATH
+from rag_service.agents.openai_api import is_openai_path, openai_error_body
 from rag_service.auth import api as auth_api
 from rag_service.accounts.consumer import AccountEvents
 from rag_service.chat import api as chat_api
 from rag_service.config import Settings, get_settings
+from rag_service.deps import runtime_of_scope
 from rag_service.collections import api as collections_api
 from rag_service.documents import api as documents_api
 from rag_service.documents.batch_request import batch_body_bytes
@@ -62,12 +69,19 @@ def error_response(request: Request, status: int, code: str, message: str, *,
     error: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
     if details is not None:
         error["details"] = details
+    body: dict[str, Any] = {"error": error}
+    if is_openai_path(request.url.path):
+        # The OpenAI-compatible API answers in OpenAI's error shape (its clients parse it);
+        # its bad input is a 400, as OpenAI's (our other routes say 422).
+        status = 400 if status == 422 else status
+        param = details[0].get("field") if isinstance(details, list) and details else None
+        body = openai_error_body(status, code, message, param)
     # The 500 handler runs outside every middleware: set the security headers here too.
     response_headers = {**SECURITY_HEADERS, **(headers or {})}
     if request_id:
         # The 500 handler runs outside the request-id middleware, so set it here too.
         response_headers[REQUEST_ID_HEADER] = request_id
-    return JSONResponse({"error": error}, status_code=status, headers=response_headers)
+    return JSONResponse(body, status_code=status, headers=response_headers)
 
 
 def install_exception_handlers(app: FastAPI) -> None:
@@ -138,6 +152,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     migrates the database, builds the runtime and closes it on shutdown."""
     settings = settings or (runtime.settings if runtime else get_settings())
     configure_logging(settings.log_level)
+    # The MCP server (agents/mcp_server.py): one per app, its session manager runs in the lifespan.
+    mcp = McpEndpoint()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -159,9 +175,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             # Erasure of deleted accounts and the staleness signal (accounts/consumer.py).
             account_events = AccountEvents.start(active)
         app.state.runtime = active
+        mcp_stop = asyncio.Event()
+        mcp_task = asyncio.create_task(mcp.serve(mcp_stop))
         try:
             yield
         finally:
+            mcp_stop.set()
+            await mcp_task
             if periodic_repair is not None:
                 periodic_repair.cancel()
                 await asyncio.gather(periodic_repair, return_exceptions=True)
@@ -191,6 +211,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     for router in (auth_api.router, collections_api.router, documents_api.router, search_api.router,
                    chat_api.router, history_api.router):
         app.include_router(router, responses=error_responses(400, 401, 403, 413, 422, 429, 503))
+    # Agents and OpenAI-compatible clients (agents/): /v1, the MCP server and its OAuth metadata.
+    # /v1 speaks OpenAI's protocol (its schema and error shape are OpenAI's, checked with the
+    # official client), so it is left out of this service's own OpenAPI document.
+    app.include_router(openai_api.router, include_in_schema=False)
+    app.include_router(resource_metadata.router)
+    app.router.routes.append(Route(MCP_PATH, endpoint=McpAuthentication(mcp, runtime_of_scope)))
 
     # add_middleware wraps: the last added runs first (outermost).
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_upload_bytes + BODY_LIMIT_MARGIN_BYTES,

@@ -12,6 +12,8 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from rag_service.auth.api_keys import ApiKeyVerifier
+from rag_service.auth.bearer import BearerAuthenticator
 from rag_service.auth.membership_changes import MembershipChanges
 from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.config import Settings
@@ -48,15 +50,22 @@ class Runtime:
     started_at: datetime = field(default_factory=utcnow)
     # Built from `settings` (also by dataclasses.replace with other settings).
     rate_limiter: RateLimiter = field(init=False)
+    # API keys as bearers (auth/api_keys.py), verified through `token_verifier`.
+    api_keys: ApiKeyVerifier = field(init=False)
+    # Every protocol's one way from a bearer credential to the caller (auth/bearer.py).
+    authenticator: BearerAuthenticator = field(init=False)
 
     def __post_init__(self) -> None:
         self.rate_limiter = RateLimiter(self.settings)
+        self.api_keys = ApiKeyVerifier(self.settings, self.token_verifier)
+        self.authenticator = BearerAuthenticator(self.token_verifier, self.api_keys, self.membership_changes)
         if self.extraction_pool is None:
             self.extraction_pool = build_extraction_pool(self.settings)
 
     async def aclose(self) -> None:
         if self.extraction_pool is not None:
             await self.extraction_pool.aclose()
+        await self.api_keys.aclose()
         await self.token_verifier.aclose()
         # HTTP providers hold clients, the local embedder a worker thread.
         for provider in (self.embedder, self.generator):
@@ -79,7 +88,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         vector_store=vector_store,
         sparse_encoder=SparseEncoder(),
         embedder=embedder,
-        generator=build_generator(settings),
+        generator=build_generator(settings, embedder),
         token_verifier=AccessTokenVerifier(settings),
         extraction_pool=build_extraction_pool(settings),
         ingestion_gate=IngestionGate.from_settings(settings),

@@ -238,7 +238,8 @@ def chat(query: str, *, conversation_id: str | None = None, top_k: int = 5,
          filters: dict[str, Any] | None = None, collection_id: str | None = None) -> Call:
     return Call("POST", "/chat", lambda b, s: ChatAnswer(
         response=b["response"], sources=sources_from(b["sources"]), context_used=b["context_used"],
-        conversation_id=b["conversation_id"], message_id=b["message_id"]),
+        conversation_id=b["conversation_id"], message_id=b["message_id"], answer_found=b.get("answer_found", True),
+        generator=b.get("generator", ""), cited_sources=b.get("cited_sources", [])),
         json=chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=False,
                        collection_id=collection_id))
 

@@ -17,7 +17,9 @@ def parse_event(name: str, data: str) -> ChatEvent | None:
     if name == "delta":
         return DeltaEvent(payload["text"])
     if name == "done":
-        return DoneEvent(payload["conversation_id"], payload["message_id"], payload.get("timing", {}))
+        return DoneEvent(payload["conversation_id"], payload["message_id"], payload.get("timing", {}),
+                         answer_found=payload.get("answer_found", True), generator=payload.get("generator", ""),
+                         cited_sources=payload.get("cited_sources", []))
     if name == "error":
         kind = ServiceUnavailable if payload.get("code") in ("provider_unavailable", "internal_error") else RagError
         raise kind(200, payload.get("code", "stream_error"), payload.get("message", "the answer stream failed"))

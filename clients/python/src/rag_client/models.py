@@ -166,6 +166,8 @@ class Source:
     chunk_index: int
     score: float
     snippet: str
+    # Whether the answer cites it; None in the streamed `sources` event (known at `done`).
+    cited: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,12 @@ class ChatAnswer:
     context_used: list[str]
     conversation_id: str
     message_id: str
+    # False: the documents do not answer the question (`response` is the not-found message).
+    answer_found: bool = True
+    # "extractive" (no model), "gemini:<model>", "openai:<model>".
+    generator: str = ""
+    # Numbers of the sources the answer cites.
+    cited_sources: list[int] = field(default_factory=list)
 
 
 # --- streamed chat events (SSE) ---------------------------------------------------------
@@ -197,6 +205,9 @@ class DoneEvent:
     conversation_id: str
     message_id: str
     timing: dict[str, Any]
+    answer_found: bool = True
+    generator: str = ""
+    cited_sources: list[int] = field(default_factory=list)
 
 
 ChatEvent = SourcesEvent | DeltaEvent | DoneEvent
@@ -221,4 +232,4 @@ class ApiKey:
 
 
 def sources_from(items: list[dict[str, Any]]) -> list[Source]:
-    return [Source(**{k: item[k] for k in Source.__dataclass_fields__}) for item in items]
+    return [Source(**{k: item[k] for k in Source.__dataclass_fields__ if k in item}) for item in items]

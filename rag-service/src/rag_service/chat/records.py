@@ -19,6 +19,9 @@ class CitedSource:
     chunk_index: int
     score: float
     snippet: str
+    # Whether the answer cites it (`[number]` in the text): known once the answer is done,
+    # so None in the `sources` event, a bool in the JSON answer and in stored history.
+    cited: bool | None = None
 
 
 @dataclass(frozen=True)

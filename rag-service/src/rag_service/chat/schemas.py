@@ -3,6 +3,7 @@ built from the chat service's results."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
@@ -56,9 +57,23 @@ class ChatRequest(BaseModel):
         return query
 
 
-class ChatResponse(BaseModel):
+class AnswerOutcome(BaseModel):
+    """What the answer says, machine-readably (in the JSON answer and the `done` event)."""
+
+    # False: the documents do not answer the question; `response` is the fixed not-found
+    # message and `cited_sources` is empty (the retrieved `sources` are still listed).
+    answer_found: bool
+    # Which generator answered: "extractive" (the default, no model), "gemini:<model>",
+    # "openai:<model>".
+    generator: str
+    # Numbers of the sources the answer cites (`[n]` markers), in order of first citation.
+    cited_sources: list[int]
+
+
+class ChatResponse(AnswerOutcome):
     response: str
-    # Source `number` is cited as `[number]` in the answer; `sources[i].number == i + 1`.
+    # Source `number` is cited as `[number]` in the answer; `sources[i].number == i + 1`;
+    # `cited` says whether the answer cites it.
     sources: list[CitedSource]
     # The chunk texts given to the generator, in source order (seed contract: List[str]).
     context_used: list[str]
@@ -69,10 +84,10 @@ class ChatResponse(BaseModel):
     def of(cls, answer: ChatAnswer) -> ChatResponse:
         return cls(response=answer.text, sources=answer.sources,
                    context_used=answer.context_used, conversation_id=answer.conversation_id,
-                   message_id=answer.message_id)
+                   message_id=answer.message_id, **asdict(answer.outcome))
 
 
-class ChatDone(BaseModel):
+class ChatDone(AnswerOutcome):
     """Payload of the SSE `done` event."""
 
     conversation_id: str
@@ -82,7 +97,8 @@ class ChatDone(BaseModel):
 
     @classmethod
     def of(cls, done: DoneEvent) -> ChatDone:
-        return cls(conversation_id=done.conversation_id, message_id=done.message_id, timing=done.timing)
+        return cls(conversation_id=done.conversation_id, message_id=done.message_id, timing=done.timing,
+                   **asdict(done.outcome))
 
 
 class ChatError(BaseModel):

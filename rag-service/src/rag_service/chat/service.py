@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import anyio
 
@@ -34,7 +34,8 @@ from rag_service.chat.records import CitedSource, Timing
 from rag_service.chat.schemas import ChatRequest
 from rag_service.errors import Unprocessable
 from rag_service.history.turns import STATUS_COMPLETE, STATUS_FAILED, STATUS_INCOMPLETE, ChatTurns, StartedTurn
-from rag_service.providers.base import Generator, Source, Turn
+from rag_service.providers.base import NOT_FOUND_ANSWER, Generator, Source, Turn
+from rag_service.providers.citations import cited_numbers
 from rag_service.search.service import SearchService, parse_filters
 from rag_service.storage.access import Access
 
@@ -72,6 +73,33 @@ def snippet(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What a finished answer says, machine-readably."""
+
+    # False when the generator answered NOT_FOUND_ANSWER (the sources do not say).
+    answer_found: bool
+    # The generator's name: "extractive", "gemini:<model>", "openai:<model>".
+    generator: str
+    # Source numbers the answer cites, in order of first citation (none when not found).
+    cited_sources: list[int]
+
+
+def answer_outcome(text: str, sources: list[CitedSource], generator: str) -> Outcome:
+    """The outcome of answer `text` over `sources`: a not-found answer cites nothing, and
+    only numbers of real sources count as cited."""
+    if text.strip() == NOT_FOUND_ANSWER:
+        return Outcome(answer_found=False, generator=generator, cited_sources=[])
+    numbers = {source.number for source in sources}
+    return Outcome(answer_found=True, generator=generator,
+                   cited_sources=[n for n in cited_numbers(text) if n in numbers])
+
+
+def marked_cited(sources: list[CitedSource], outcome: Outcome) -> list[CitedSource]:
+    cited = set(outcome.cited_sources)
+    return [replace(source, cited=source.number in cited) for source in sources]
+
+
+@dataclass(frozen=True)
 class SourcesEvent:
     sources: list[CitedSource]
 
@@ -88,6 +116,7 @@ class DoneEvent:
     conversation_id: str
     message_id: str
     timing: Timing
+    outcome: Outcome
 
 
 ChatEvent = SourcesEvent | DeltaEvent | DoneEvent
@@ -116,11 +145,13 @@ class ChatAnswer:
     """A whole answer (the JSON route), saved as the conversation's latest turn."""
 
     text: str
+    # Every retrieved source, each marked `cited` or not.
     sources: list[CitedSource]
     # The chunk texts given to the generator, in source order.
     context_used: list[str]
     conversation_id: str
     message_id: str
+    outcome: Outcome
 
 
 class ChatService:
@@ -205,12 +236,15 @@ class ChatService:
             # What the client was shown.
             await self._finish_quietly(prepared.access, prepared.turn, "".join(pieces), prepared.sources, status)
             raise
+        text = "".join(pieces)
+        outcome = answer_outcome(text, prepared.sources, self._generator.name)
         # Shielded: a client leaving right after the last delta still gets a complete answer
         # saved (a failure to save propagates: no `done` without a saved answer).
         with anyio.CancelScope(shield=True):
             await self._turns.finish_turn(
-                prepared.access, prepared.turn, content="".join(pieces),
-                sources=[asdict(source) for source in prepared.sources], status=STATUS_COMPLETE,
+                prepared.access, prepared.turn, content=text,
+                sources=[asdict(source) for source in marked_cited(prepared.sources, outcome)],
+                status=STATUS_COMPLETE,
             )
 
         def since_start(moment: float | None) -> float | None:
@@ -221,6 +255,7 @@ class ChatService:
             message_id=prepared.turn.assistant_message_id,
             timing=Timing(retrieval_ms=since_start(prepared.retrieved), first_delta_ms=since_start(first_delta_at),
                           total_ms=since_start(time.perf_counter())),
+            outcome=outcome,
         )
 
     async def answer(self, access: Access, request: ChatRequest) -> ChatAnswer:
@@ -230,16 +265,22 @@ class ChatService:
     async def collect(self, prepared: PreparedChat) -> ChatAnswer:
         """Run `events` to the end and return the whole answer (the JSON route)."""
         pieces: list[str] = []
+        done: DoneEvent | None = None
         async with aclosing(self.events(prepared)) as events:
             async for event in events:
                 if isinstance(event, DeltaEvent):
                     pieces.append(event.text)
+                elif isinstance(event, DoneEvent):
+                    done = event
+        if done is None:  # events() ends with DoneEvent or raises
+            raise RuntimeError("the chat events ended without a done event")
         return ChatAnswer(
             text="".join(pieces),
-            sources=prepared.sources,
+            sources=marked_cited(prepared.sources, done.outcome),
             context_used=prepared.context_used,
             conversation_id=prepared.turn.conversation_id,
             message_id=prepared.turn.assistant_message_id,
+            outcome=done.outcome,
         )
 
     async def _finish_quietly(self, access: Access, turn: StartedTurn, content: str,

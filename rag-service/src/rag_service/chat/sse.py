@@ -5,7 +5,9 @@ Every `data` field is one JSON object, so answer text with newlines travels safe
               "context_used": [...], "conversation_id", "message_id"}
 - `delta`:   {"text": "..."}
 - `done`:    {"conversation_id", "message_id", "status": "complete",
-              "timing": {"first_delta_ms", "total_ms"}}
+              "answer_found": bool, "generator": "extractive" | "<provider>:<model>",
+              "cited_sources": [n, ...],
+              "timing": {"retrieval_ms", "first_delta_ms", "total_ms"}}
 - `error`:   {"code", "message", "conversation_id", "message_id"}   (last event; e.g.
              code "provider_unavailable" when the answer provider failed)
 """
@@ -31,6 +33,11 @@ def _event(name: str, payload: object) -> ServerSentEvent:
     return ServerSentEvent(event=name, data=json.dumps(payload, ensure_ascii=False))
 
 
+def _without_cited(source: dict) -> dict:
+    source.pop("cited", None)
+    return source
+
+
 async def chat_sse(prepared: PreparedChat, events: AsyncIterator[ChatEvent]) -> AsyncIterator[ServerSentEvent]:
     turn = prepared.turn
     async with aclosing(events):
@@ -38,7 +45,8 @@ async def chat_sse(prepared: PreparedChat, events: AsyncIterator[ChatEvent]) -> 
             async for event in events:
                 if isinstance(event, SourcesEvent):
                     yield _event("sources", {
-                        "sources": [asdict(source) for source in event.sources],
+                        # Which sources the answer cites is known at `done` (cited_sources).
+                        "sources": [_without_cited(asdict(source)) for source in event.sources],
                         "context_used": prepared.context_used,
                         "conversation_id": turn.conversation_id,
                         "message_id": turn.assistant_message_id,

@@ -61,7 +61,8 @@ class StoredMessage(_Timestamped):
     id: str
     role: Literal["user", "assistant"]
     content: str
-    # Assistant messages: [{number, document_id, title, chunk_index, score, snippet}]
+    # Assistant messages: [{number, document_id, title, chunk_index, score, snippet, cited}]
+    # (`cited`: whether the answer cites it; absent on answers saved before it existed)
     sources: list[dict[str, Any]] = Field(default_factory=list)
     status: MessageStatus
     created_at: datetime

@@ -46,7 +46,8 @@ class TranscriptMessage:
     id: str
     role: str
     content: str
-    # Assistant messages: [{number, document_id, title, chunk_index, score, snippet}]
+    # Assistant messages: [{number, document_id, title, chunk_index, score, snippet, cited}]
+    # (`cited`: whether the answer cites it; absent on answers saved before it existed)
     sources: list[dict[str, Any]]
     # "complete" | "incomplete" | "failed" (see turns.py)
     status: str

@@ -14,6 +14,10 @@ from rag_service.errors import ServiceUnavailable
 
 EmbedTask = Literal["document", "query"]
 
+# The answer of every generator when the sources do not answer the question: exactly this
+# text, alone, citing nothing (the chat service reports it as `answer_found: false`).
+NOT_FOUND_ANSWER = "I couldn't find anything about that in your documents."
+
 
 class ProviderUnavailable(ServiceUnavailable):
     """The embedding or answer provider failed (timeouts, 5xx, 429 after retries...)."""
@@ -62,7 +66,10 @@ class Generator(Protocol):
     """Writes an answer to `query` from numbered `sources`, citing them as `[n]`.
 
     Only numbers of `sources` may be cited: the chat service shows and saves the stream
-    as it comes (model generators enforce it with `citations.filter_citations`)."""
+    as it comes (model generators enforce it with `citations.filter_citations`). When the
+    sources do not answer the question, the whole answer is `NOT_FOUND_ANSWER`, alone.
+
+    `name` says which generator answered (`extractive`, `gemini:<model>`, `openai:<model>`)."""
 
     name: str
 

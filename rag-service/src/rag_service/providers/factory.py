@@ -22,8 +22,8 @@ def build_embedder(settings: Settings) -> Embedder:
     return LocalEmbedder(settings)
 
 
-def build_generator(settings: Settings) -> Generator:
-    """`extractive` (default), `gemini` or `openai`."""
+def build_generator(settings: Settings, embedder: Embedder) -> Generator:
+    """`extractive` (default: it compares meanings with `embedder`), `gemini` or `openai`."""
     provider = settings.resolved_llm_provider
     if provider == "gemini":
         from rag_service.providers.gemini_generator import GeminiGenerator
@@ -35,4 +35,4 @@ def build_generator(settings: Settings) -> Generator:
         return OpenAIGenerator(settings)
     from rag_service.providers.extractive import ExtractiveGenerator
 
-    return ExtractiveGenerator()
+    return ExtractiveGenerator(embedder)

@@ -8,8 +8,9 @@ from contextlib import aclosing
 from google.genai import types
 
 from rag_service.config import Settings
-from rag_service.providers.base import ProviderUnavailable, Source, Turn
+from rag_service.providers.base import NOT_FOUND_ANSWER, ProviderUnavailable, Source, Turn
 from rag_service.providers.citations import filter_citations
+from rag_service.providers.not_found import recognise_not_found
 from rag_service.providers.gemini_common import build_gemini_client, gemini_failures
 from rag_service.providers.prompt import SYSTEM_INSTRUCTION, build_user_message
 from rag_service.providers.retry import RetryPolicy, stream_with_retries
@@ -52,9 +53,15 @@ class GeminiGenerator:
         self._config = types.GenerateContentConfig(system_instruction=SYSTEM_INSTRUCTION, temperature=TEMPERATURE)
 
     async def stream(self, query: str, sources: list[Source], history: list[Turn]) -> AsyncIterator[str]:
+        if not sources:  # nothing retrieved: nothing to answer from, and no model call
+            yield NOT_FOUND_ANSWER
+            return
         contents = build_contents(query, sources, history)
         pieces = stream_with_retries(lambda: self._raw_pieces(contents), FAILURES, self._retry_policy)
-        async with aclosing(filter_citations(pieces, max((s.number for s in sources), default=0))) as shown:
+        # Citations of sources that do not exist are dropped; a "the sources do not say"
+        # reply becomes NOT_FOUND_ANSWER (answer_found: false, nothing cited).
+        checked = filter_citations(pieces, max((s.number for s in sources), default=0))
+        async with aclosing(recognise_not_found(checked)) as shown:
             async for piece in shown:
                 yield piece
 

@@ -14,8 +14,9 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from rag_service.config import Settings
-from rag_service.providers.base import Source, Turn
+from rag_service.providers.base import NOT_FOUND_ANSWER, Source, Turn
 from rag_service.providers.citations import filter_citations
+from rag_service.providers.not_found import recognise_not_found
 from rag_service.providers.prompt import build_chat_messages
 from rag_service.providers.retry import (
     Failure,
@@ -89,6 +90,9 @@ class OpenAIGenerator:
         self._retry_policy = retry_policy or RetryPolicy(max_retries=settings.llm_max_retries)
 
     async def stream(self, query: str, sources: list[Source], history: list[Turn]) -> AsyncIterator[str]:
+        if not sources:  # nothing retrieved: nothing to answer from, and no model call
+            yield NOT_FOUND_ANSWER
+            return
         payload = {
             "model": self.model,
             "messages": build_chat_messages(query, sources, history),
@@ -96,7 +100,10 @@ class OpenAIGenerator:
             "stream": True,
         }
         pieces = stream_with_retries(lambda: self._raw_pieces(payload), FAILURES, self._retry_policy)
-        async with aclosing(filter_citations(pieces, max((s.number for s in sources), default=0))) as shown:
+        # Citations of sources that do not exist are dropped; a "the sources do not say"
+        # reply becomes NOT_FOUND_ANSWER (answer_found: false, nothing cited).
+        checked = filter_citations(pieces, max((s.number for s in sources), default=0))
+        async with aclosing(recognise_not_found(checked)) as shown:
             async for piece in shown:
                 yield piece
 
