@@ -97,10 +97,11 @@ bench: install services
 	cd $(RAG) && .venv/bin/python bench/encoder_backends.py $(call SIZE,,--chunks 8 --batch 4 --rounds 1 --queries 5) --report $(BENCH)/24-encoder-backends.md
 	cd $(RAG) && .venv/bin/python bench/query_batching.py $(call SIZE,,--clients 4 --queries 8 --chunks 16 --rounds 1) --report $(BENCH)/26-query-batching.md
 	cd $(RAG) && .venv/bin/python bench/ingest_throughput.py --docs $(call SIZE,150,4) --slice $(call SIZE,15,2) --report $(BENCH)/30-ingest-throughput.md
+	cd $(RAG) && .venv/bin/python bench/ingest_http.py $(call SIZE,--docs 150,--docs 3 --sequential 20 --seconds 2) --report $(BENCH)/32-ingest-http.md
 	cd $(RAG) && .venv/bin/python bench/search_latency.py $(call SIZE,,--points 2000 --queries 20 --baseline-points 200 --baseline-queries 5) --report $(BENCH)/40-search-latency.md
 	cd $(RAG) && .venv/bin/python bench/search_latency.py $(call SIZE,--points 20000,--points 1000 --queries 20) --pgvector --only-compare --report $(BENCH)/42-pgvector-vs-edge.md
 	cd $(RAG) && .venv/bin/python bench/edge_gil.py $(call SIZE,,--points 500 --searches 20) --report $(BENCH)/44-edge-gil.md
-	cd $(RAG) && .venv/bin/python bench/retrieval.py --store both --sweep $(call SIZE,--latency-sample 200 --http-sample 100,--limit-docs 12 --latency-sample 5 --http-sample 5) --report $(BENCH)/50-retrieval.md
+	cd $(RAG) && .venv/bin/python bench/retrieval.py --store both --sweep $(call SIZE,--latency-sample 200 --http-sample 100,--limit-docs 12 --no-questions --latency-sample 5 --http-sample 5) --report $(BENCH)/50-retrieval.md
 	cd $(RAG) && .venv/bin/python bench/chat_latency.py $(call SIZE,--docs 200 --queries 100,--docs 6 --queries 5 --warmup 1) --report $(BENCH)/60-chat-latency.md
 	cd $(RAG) && .venv/bin/python bench/answer_quality.py $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/61-answer-quality.md
 	cd $(RAG) && .venv/bin/python bench/load_test.py $(call SIZE,--users 20 --duration 60,--users 3 --duration 10 --baseline-seconds 5) --report $(BENCH)/70-load-test.md

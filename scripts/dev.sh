@@ -32,7 +32,9 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+# Mail links (verification, password reset, invitations) open the example app.
 ( cd auth-service && PORT=$AUTH_PORT AUTH_DATA_DIR="$DATA_DIR/auth" TRUSTED_ORIGINS="${TRUSTED_ORIGINS:-$WEB_ORIGIN}" \
+  APP_URL="${APP_URL:-$WEB_ORIGIN}" \
   exec node_modules/.bin/tsx src/server.ts ) \
   > >(prefix auth 36) 2>&1 &
 pids+=($!)
@@ -48,5 +50,8 @@ pids+=($!)
 
 echo "auth-service: http://localhost:$AUTH_PORT   rag-service: http://localhost:$RAG_PORT (API docs at /docs)"
 echo "example web app: $WEB_ORIGIN   (Ctrl-C stops everything)"
+if [ -z "${SMTP_URL:-}" ]; then
+  echo "mail (no SMTP_URL): http://localhost:$AUTH_PORT/dev/mailbox   (.eml files in ${MAIL_DIR:-$DATA_DIR/auth/mail})"
+fi
 # Whichever service stops first takes the other down with it.
 wait -n "${pids[@]}"

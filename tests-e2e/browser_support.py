@@ -70,14 +70,17 @@ def serving_web_app() -> Iterator[str]:
 @contextmanager
 def running_browser_stack(data: Path, web_origin: str, name: str, auth_env: dict[str, str] | None = None,
                           rag_env: dict[str, str] | None = None) -> Iterator[BrowserStack]:
-    """Both services, trusting the app's origin, with the issuer and URLs on `localhost`."""
-    auth_port = free_port()
+    """Both services, trusting the app's origin, with the issuer and URLs on `localhost`. The
+    auth-service's mail links (APP_URL) open the app configured for these two services."""
+    auth_port, rag_port = free_port(), free_port()
     auth_public = f"http://localhost:{auth_port}"
+    app_url = f"{web_origin}/?auth={auth_public}&rag=http://localhost:{rag_port}"
     auth = start_auth(data / "auth", ARTIFACTS, name=f"auth-{name}", port=auth_port,
-                      BETTER_AUTH_URL=auth_public, TRUSTED_ORIGINS=web_origin, **(auth_env or {}))
+                      BETTER_AUTH_URL=auth_public, TRUSTED_ORIGINS=web_origin,
+                      **{"APP_URL": app_url, **(auth_env or {})})
     rag = None
     try:
-        rag = start_rag(data / "rag", ARTIFACTS, auth_public, name=f"rag-{name}",
+        rag = start_rag(data / "rag", ARTIFACTS, auth_public, name=f"rag-{name}", port=rag_port,
                         CORS_ORIGINS=web_origin, **(rag_env or {}))
         rag_public = rag.url.replace("127.0.0.1", "localhost")
         yield BrowserStack(web=web_origin, auth=auth_public, rag=rag_public, auth_service=auth, rag_service=rag)

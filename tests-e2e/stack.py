@@ -92,8 +92,9 @@ def start_auth(data_dir: Path, logs: Path, name: str = "auth", port: int | None 
     return start(name, ["npm", "run", "--silent", "start"], AUTH_DIR, {**base_env, **env}, url, logs)
 
 
-def start_rag(data_dir: Path, logs: Path, auth_url: str, name: str = "rag", **env: str) -> Service:
-    port = free_port()
+def start_rag(data_dir: Path, logs: Path, auth_url: str, name: str = "rag", port: int | None = None,
+              **env: str) -> Service:
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     base_env = {"PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(data_dir),
                 "AUTH_JWKS_URL": f"{auth_url}/api/auth/jwks", "AUTH_ISSUER": auth_url,

@@ -1,7 +1,7 @@
 """Teams in the example web app (examples/web), in headless Chromium against both real services.
 
-The organization switcher: create an organization, invite by e-mail (the app shows the
-invitation id, since this service sends no mail), accept it as the invitee (and not as anyone
+The organization switcher: create an organization, invite by e-mail (the app also shows the
+invitation id, pasted here; following the mailed link is tests-e2e/test_browser_accounts.py), accept it as the invitee (and not as anyone
 else), a member cannot invite, switching the active organization re-mints the access JWT so
 its `orgs` claim is current (the active organization first).
 
@@ -194,7 +194,7 @@ def test_organization_switcher_invitations_and_the_token_claim(browser, browser_
         assert app_state(member, "activeOrganizationId") == research
         assert "Research (member)" in member.locator("#org-select option").all_inner_texts()
         accept_invitation(member, invitation)
-        assert "no pending invitation with that id" in error_text(member, "no pending invitation")
+        assert "accepted that invitation already" in error_text(member, "accepted that invitation already")
 
         # --- a member cannot invite: said in words --------------------------------------------
         invite_form_visible = member.is_visible("#invite-form")

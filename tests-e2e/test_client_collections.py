@@ -134,7 +134,7 @@ def test_an_organizations_collection_is_written_by_its_owner_and_read_by_a_membe
     alice, carol = Member(auth_url), Member(auth_url)
     research = alice.create("Research")
     alice.invite(research, carol.email, "member")
-    carol.org("POST", "accept-invitation", json={"invitationId": delivered_invitation(stack["auth"], research)})
+    carol.org("POST", "accept-invitation", json={"invitationId": delivered_invitation(stack["auth"], carol.email)})
     with RagClient(rag_url, auth_url, email=alice.email, password=PASSWORD) as owner, \
             RagClient(rag_url, auth_url, email=carol.email, password=PASSWORD) as member:
         shared = owner.create_collection("Field notes", organization_id=research)

@@ -89,7 +89,9 @@ export function databaseThrottleStore(db: Kysely<any>): AccountThrottleStore {
           failures = case when t.last_failure < ${now - windowMs} then 1 else t.failures + 1 end,
           last_failure = ${now}
         returning failures`.execute(db);
-      await sql`delete from ${table} where last_failure < ${now - ttlMs}`.execute(db);
+      // Rows of this key's kind only ("acct:" failures, "mail:" caps): each kind has its own ttl.
+      const kind = key.slice(0, key.indexOf(":") + 1);
+      await sql`delete from ${table} where left(key, ${kind.length}) = ${kind} and last_failure < ${now - ttlMs}`.execute(db);
       return { failures: rows[0]!.failures, lastFailure: now };
     },
     async clear(key) {

@@ -5,13 +5,15 @@ import { betterAuth } from "better-auth";
 import { APIError, createAuthMiddleware, isAPIError } from "better-auth/api";
 import { bearer, jwt } from "better-auth/plugins";
 import { accessTokenUser } from "./access-token-user.js";
+import { accountMailOptions, cappedSender, invitationErrors, mailInvitationSender, passwordChangeEndsOtherSessions } from "./account-mail.js";
 import { apiKeyExchange, apiKeyPlugin } from "./api-keys.js";
 import { accountThrottle, memoryThrottleStore, type AccountThrottleStore } from "./account-throttle.js";
 import type { Config } from "./config.js";
 import type { Database } from "./db.js";
 import { checkDeletionConfirmed, deleteUserOptions } from "./account-deletion.js";
 import { accountEventLog, issuedAt, type AccountEventLog } from "./account-events.js";
-import { defaultInvitationSender, organizationPlugin, orgsPayload, type InvitationSender, type MemberStore } from "./organizations.js";
+import type { Mail, Mailer } from "./mailer.js";
+import { organizationPlugin, orgsPayload, type InvitationSender, type MemberStore } from "./organizations.js";
 import { checkBody, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-policy.js";
 import { hashPassword, needsRehash, verifyPassword } from "./password-hashing.js";
 import type { RateLimitStore } from "./rate-limit-redis.js";
@@ -27,15 +29,22 @@ function checkName(name: unknown): void {
   if (problem) throw new APIError("BAD_REQUEST", { code: "INVALID_NAME", message: problem });
 }
 
-/** Where the instance keeps its counters, and how it delivers invitations. */
+/** Where the instance keeps its counters, and how it delivers mails and invitations. */
 export interface AuthStores {
   /** Better Auth `rateLimit.customStorage` (Redis); unset -> Better Auth's memory/database storage. */
   rateLimit?: RateLimitStore;
+  /** Failed sign-ins per account, and the per-address mail cap (src/account-mail.ts). */
   accountThrottle: AccountThrottleStore;
-  /** Delivers organization invitations; unset -> defaultInvitationSender (a log line in development). */
+  /** Delivers every mail (src/mailer.ts); unset only for migrations, which send nothing. */
+  mailer?: Mailer;
+  /** Delivers organization invitations; unset -> an invitation mail through `mailer`. */
   sendInvitation?: InvitationSender;
   /** The account events (src/account-events.ts): the `iat` of new tokens reads the latest membership change. */
   events: AccountEventLog;
+}
+
+function noMail(_mail: Mail): void {
+  throw new Error("this Better Auth configuration has no mailer (migrations only)");
 }
 
 type AfterHookContext = Parameters<Parameters<typeof createAuthMiddleware>[0]>[0];
@@ -92,6 +101,9 @@ export function authOptions(
   },
 ) {
   const credentialsRule = { window: config.rateLimit.credentialsWindow, max: config.rateLimit.credentialsMax };
+  const mailRule = { window: config.rateLimit.mailWindow, max: config.rateLimit.mailMax };
+  const sendMail = stores.mailer ? cappedSender(config, stores.mailer, stores.accountThrottle) : noMail;
+  const mailOptions = accountMailOptions(config, sendMail);
   const memberStore = async (): Promise<MemberStore> => (await self().$context).adapter;
   const events = stores.events;
   const jwtOptions = {
@@ -130,8 +142,11 @@ export function authOptions(
       maxPasswordLength: PASSWORD_MAX,
       autoSignIn: true,
       password: { hash: hashPassword, verify: verifyPassword },
+      ...mailOptions.emailAndPassword,
     },
-    user: deleteUserOptions(database.db),
+    emailVerification: mailOptions.emailVerification,
+    user: { ...mailOptions.user, ...deleteUserOptions(database.db) },
+    verification: mailOptions.verification,
     hooks: { before: beforeHooks, after: afterHooks },
     databaseHooks: {
       user: {
@@ -150,6 +165,11 @@ export function authOptions(
       customRules: {
         "/sign-in/email": credentialsRule,
         "/sign-up/email": credentialsRule,
+        // Routes that mail someone, and reset-password (a token guess per request).
+        "/send-verification-email": mailRule,
+        "/request-password-reset": mailRule,
+        "/reset-password": mailRule,
+        "/change-email": mailRule,
         // Verifiers (the rag-service) must always get the keys, whatever else is limited.
         "/jwks": false as const,
       },
@@ -174,7 +194,9 @@ export function authOptions(
       accessTokenUser(jwtOptions),
       apiKeyPlugin(config),
       apiKeyExchange(self, jwtOptions, events),
-      organizationPlugin(memberStore, stores.sendInvitation ?? defaultInvitationSender(config)),
+      organizationPlugin(memberStore, stores.sendInvitation ?? mailInvitationSender(config, sendMail)),
+      invitationErrors(),
+      passwordChangeEndsOtherSessions(),
     ],
   };
 }

@@ -41,6 +41,9 @@ export interface Config {
     /** Stricter rule for sign-in and sign-up (both the /api/auth and /auth routes). */
     credentialsWindow: number;
     credentialsMax: number;
+    /** Per IP: routes that send a mail (resend verification, request a reset) and reset-password (token guessing). */
+    mailWindow: number;
+    mailMax: number;
   };
   /** Per-key limit on API-key verifications (each POST /auth/token with `x-api-key` is one). */
   apiKeys: { rateLimitWindow: number; rateLimitMax: number };
@@ -52,6 +55,27 @@ export interface Config {
    * events are kept `retentionDays`.
    */
   accountEvents: { token?: string; retentionDays: number };
+  /**
+   * The app's page that mail links lead to (APP_URL): links add `#verify-email=<token>`,
+   * `#reset-password=<token>` or `#invitation=<id>` to it (src/mail-messages.ts).
+   */
+  appUrl: string;
+  mail: {
+    /** Unset: outside production each mail is written to `dir` (src/mailer.ts); production requires it. */
+    smtpUrl?: string;
+    from: string;
+    /** Where the development outbox keeps its .eml files (only without smtpUrl, outside production). */
+    dir: string;
+    /** Mails of one kind (verification, reset, ...) per address per window; more are dropped silently. */
+    perAddressMax: number;
+    perAddressWindowSeconds: number;
+  };
+  /** "required": no session before the address is verified (403 EMAIL_NOT_VERIFIED) and no enumeration at sign-up. */
+  emailVerification: "required" | "optional";
+  /** Seconds a verification link (sign-up, change of email) stays valid. */
+  emailVerificationExpiresIn: number;
+  /** Seconds a password-reset link stays valid (single use). */
+  passwordResetExpiresIn: number;
 }
 
 export class ConfigError extends Error {}
@@ -140,6 +164,39 @@ export function durationSeconds(name: string, raw: string): number {
   return seconds;
 }
 
+function emailVerificationMode(raw: string | undefined, authEnv: AuthEnv): "required" | "optional" {
+  const v = (raw || (authEnv === "production" ? "required" : "optional")).toLowerCase();
+  if (v !== "required" && v !== "optional") throw new ConfigError(`EMAIL_VERIFICATION must be required or optional, got "${raw}"`);
+  return v;
+}
+
+function appUrl(raw: string | undefined): string {
+  const value = raw || "http://localhost:5173";
+  try {
+    const url = new URL(value);
+    if (url.protocol === "http:" || url.protocol === "https:") return value;
+  } catch {}
+  throw new ConfigError(`APP_URL must be an http(s) URL (the app page mail links open), got "${value}"`);
+}
+
+/** Production mails go through SMTP with a real sender address; elsewhere the outbox folder is the default. */
+function mailSettings(env: NodeJS.ProcessEnv, devMode: boolean, dataDir: string): Config["mail"] {
+  const smtpUrl = env.SMTP_URL || undefined;
+  if (!devMode && !smtpUrl) {
+    throw new ConfigError("SMTP_URL is not set. In production mails (verification, password reset, invitations) need an SMTP server: smtp://user:password@host:587 or smtps://...:465.");
+  }
+  if (smtpUrl && !/^smtps?:\/\//.test(smtpUrl)) throw new ConfigError("SMTP_URL must start with smtp:// or smtps://");
+  const from = env.MAIL_FROM || (devMode ? "auth-service <no-reply@localhost>" : "");
+  if (!from) throw new ConfigError("MAIL_FROM is not set. In production it is required, e.g. \"Acme <no-reply@acme.example>\".");
+  return {
+    smtpUrl,
+    from,
+    dir: path.resolve(env.MAIL_DIR || path.join(dataDir, "mail")),
+    perAddressMax: Math.max(1, int(env, "MAIL_PER_ADDRESS_MAX", 5)),
+    perAddressWindowSeconds: Math.max(1, int(env, "MAIL_PER_ADDRESS_WINDOW", 3600)),
+  };
+}
+
 function rateLimitStorage(raw: string | undefined, databaseUrl: string | undefined): "database" | "memory" {
   const v = (raw || (databaseUrl ? "database" : "memory")).toLowerCase();
   if (v !== "database" && v !== "memory") throw new ConfigError(`AUTH_RATE_LIMIT_STORAGE must be database or memory, got "${raw}"`);
@@ -182,6 +239,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       max: int(env, "AUTH_RATE_LIMIT_MAX", 100),
       credentialsWindow: int(env, "AUTH_RATE_LIMIT_SIGNIN_WINDOW", 60),
       credentialsMax: int(env, "AUTH_RATE_LIMIT_SIGNIN_MAX", 5),
+      mailWindow: int(env, "AUTH_RATE_LIMIT_MAIL_WINDOW", 300),
+      mailMax: int(env, "AUTH_RATE_LIMIT_MAIL_MAX", 5),
     },
     apiKeys: {
       rateLimitWindow: Math.max(1, int(env, "API_KEY_RATE_LIMIT_WINDOW", 60)),
@@ -197,5 +256,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       token: resolveEventsToken(env, devMode),
       retentionDays: Math.max(1, int(env, "ACCOUNT_EVENTS_RETENTION_DAYS", 30)),
     },
+    appUrl: appUrl(env.APP_URL),
+    mail: mailSettings(env, devMode, dataDir),
+    emailVerification: emailVerificationMode(env.EMAIL_VERIFICATION, authEnv),
+    emailVerificationExpiresIn: Math.max(1, int(env, "EMAIL_VERIFICATION_EXPIRES_IN", 86_400)),
+    passwordResetExpiresIn: Math.max(1, int(env, "PASSWORD_RESET_EXPIRES_IN", 3600)),
   };
 }

@@ -5,7 +5,6 @@
 // seconds: the change is an account event, src/account-events.ts).
 import { APIError } from "better-auth/api";
 import { organization } from "better-auth/plugins";
-import type { Config } from "./config.js";
 import { safeLog } from "./safe-log.js";
 
 /** Strongest first: the order picks a role when a stored value holds several. */
@@ -77,26 +76,18 @@ export async function orgsPayload(store: MemberStore, userId: string, activeOrga
 export interface InvitationMessage {
   invitationId: string;
   organizationId: string;
+  organizationName: string;
+  inviterName: string;
   email: string;
   role: string;
   expiresAt: Date;
 }
 
-/** Delivers an invitation (an e-mail with a link carrying `invitationId`, for instance). */
-export type InvitationSender = (message: InvitationMessage) => Promise<void>;
-
 /**
- * The default sender. Development and test: log the invitation and organization ids (never the
- * e-mail address or a name), so a developer can accept it. Production: the id is the invitee's
- * proof, so it is not logged; the inviter gets it in the API answer and passes it on until a
- * real sender is configured.
+ * Delivers an invitation. The service's sender mails the invitee a link to the app carrying
+ * `invitationId` (src/account-mail.ts mailInvitationSender); tests may pass their own.
  */
-export function defaultInvitationSender(config: Pick<Config, "devMode">): InvitationSender {
-  return async ({ invitationId, organizationId }) => {
-    if (config.devMode) safeLog("info", `invitation ${invitationId} created for organization ${organizationId}`);
-    else safeLog("info", `invitation created for organization ${organizationId}; no invitation sender is configured`);
-  };
-}
+export type InvitationSender = (message: InvitationMessage) => Promise<void>;
 
 function limitReached(): APIError {
   return new APIError("FORBIDDEN", {
@@ -123,10 +114,12 @@ export function organizationPlugin(store: () => Promise<MemberStore>, sendInvita
       beforeAcceptInvitation: async ({ user }) => refuseBeyondLimit(user.id),
       beforeAddMember: async ({ member }) => refuseBeyondLimit(member.userId),
     },
-    sendInvitationEmail: async ({ invitation, organization: org }) =>
+    sendInvitationEmail: async ({ invitation, organization: org, inviter }) =>
       sendInvitation({
         invitationId: invitation.id,
         organizationId: org.id,
+        organizationName: org.name,
+        inviterName: inviter.user.name,
         email: invitation.email,
         role: invitation.role,
         expiresAt: new Date(invitation.expiresAt),

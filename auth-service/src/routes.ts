@@ -80,11 +80,20 @@ async function mapAuthError(c: Context, res: Response, unauthorized: { code: str
     return fail(c, 429, "rate_limited", "Too many requests. Please try again later.", { "Retry-After": retry });
   }
   if (code.startsWith("USER_ALREADY_EXISTS")) return fail(c, 409, "email_taken", "an account with this email already exists");
+  if (code === "EMAIL_NOT_VERIFIED") {
+    return fail(c, 403, "email_not_verified", "this email address is not verified yet: follow the link in the verification mail (a new one is on its way)");
+  }
   if (res.status === 400 || res.status === 422) return fail(c, 422, "validation_error", data.message ?? "invalid input");
   if (res.status === 401) return fail(c, 401, unauthorized.code, unauthorized.message);
   if (res.status === 403) return fail(c, 403, "forbidden", data.message ?? "forbidden");
   return fail(c, 500, "internal_error", "internal server error");
 }
+
+/** POST /auth/signup with EMAIL_VERIFICATION=required, for a new and a registered address alike. */
+export const VERIFICATION_SENT = {
+  verification_required: true,
+  message: "check your inbox: follow the link in the mail we sent to this address to continue",
+} as const;
 
 const NO_SESSION = { code: "unauthorized", message: "a valid session token or cookie is required" };
 
@@ -138,6 +147,9 @@ export function contractRoutes(auth: Auth, opts: { trustProxies: boolean }) {
     const data = (await res.json()) as { user: BAUser };
     // The signed session token (`<token>.<hmac>`), the only form the bearer plugin accepts.
     const sessionToken = res.headers.get("set-auth-token") ?? "";
+    // EMAIL_VERIFICATION=required: sign-up opens no session, and answers the same whether the
+    // address was free (a verification mail) or taken (its owner is told): no enumeration.
+    if (kind === "signup" && !sessionToken) return c.json(VERIFICATION_SENT, 202);
     // The sign-in itself went through the limiter: mint in-process for the new session.
     const { token } = await auth.api.getToken({ headers: new Headers({ authorization: `Bearer ${sessionToken}` }) });
     return c.json({ ...accessToken(token), session_token: sessionToken, user: toPublicUser(data.user) }, kind === "signup" ? 201 : 200);

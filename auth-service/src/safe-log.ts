@@ -12,6 +12,18 @@ export function describeError(err: unknown): string {
   return `${err.name}${typeof code === "string" ? ` [${code}]` : ""}: ${message}${cause}`;
 }
 
+const EMAIL = /[^\s@<>"'()]+@[^\s@<>"'()]+\.[^\s@<>"'()]+/g;
+const TOKEN_PARAM = /\b(token|code|invitationId)=[^\s&#"']+/gi;
+const FRAGMENT_TOKEN = /#(verify-email|reset-password|invitation)=[^\s"']+/gi;
+
+/**
+ * Belt and braces: Better Auth's own messages can name the address they concern ("Sign-up attempt
+ * for existing email: ..." at info level) and URLs carry tokens; both are masked in every line.
+ */
+export function redact(text: string): string {
+  return text.replace(EMAIL, "[email]").replace(TOKEN_PARAM, "$1=[redacted]").replace(FRAGMENT_TOKEN, "#$1=[redacted]");
+}
+
 /** Strings pass through (Better Auth's own messages); anything else is summarised, never dumped. */
 function describeArg(arg: unknown): string {
   if (typeof arg === "string") return arg.slice(0, MESSAGE_MAX);
@@ -37,7 +49,7 @@ export function safeLog(level: "info" | "warn" | "error" | "debug", message: str
     message = refusal;
     args = [typeof code === "string" ? code : String(args[0].status)];
   }
-  const line = [`[auth-service] ${level}: ${message}`, ...args.map(describeArg)].join(" ");
+  const line = redact([`[auth-service] ${level}: ${message}`, ...args.map(describeArg)].join(" "));
   if (level === "error") console.error(line);
   else if (level === "warn") console.warn(line);
   else console.log(line);

@@ -16,6 +16,9 @@ async function main() {
   const { startServer } = await import("./service.js");
   const service = await startServer(config);
   console.log(`auth-service listening on ${service.url} (${config.env}, database: ${service.database.kind})`);
+  if (service.mailer.outboxDir) {
+    console.log(`auth-service: no SMTP_URL, mails are kept in ${service.mailer.outboxDir}: open ${config.baseURL}/dev/mailbox`);
+  }
   const shutdown = async (signal: string) => {
     console.log(`auth-service: ${signal} received, shutting down`);
     const timer = setTimeout(() => process.exit(1), 10_000);

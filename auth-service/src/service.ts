@@ -7,6 +7,7 @@ import { databaseThrottleStore, memoryThrottleStore, redisThrottleStore } from "
 import { createAuth, type Auth, type AuthStores } from "./auth.js";
 import type { Config } from "./config.js";
 import { createDatabase, type Database } from "./db.js";
+import { createMailer, type Mailer } from "./mailer.js";
 import { migrate } from "./migrate.js";
 import type { InvitationSender } from "./organizations.js";
 import { createRedisClient, createRedisRateLimitStorage } from "./rate-limit-redis.js";
@@ -17,6 +18,7 @@ export interface RunningService {
   config: Config;
   auth: Auth;
   database: Database;
+  mailer: Mailer;
   app: ReturnType<typeof createApp>;
   close(): Promise<void>;
 }
@@ -43,8 +45,9 @@ export async function startServer(
   const events = accountEventLog(database.db, config.accountEvents.retentionDays);
   // Also pruned before each feed answer; this covers a deployment whose feed is never read.
   await events.prune();
-  const auth = createAuth(config, database, { ...stores, events, sendInvitation: shared.sendInvitation });
-  const app = createApp({ config, auth, database, events });
+  const mailer = createMailer(config);
+  const auth = createAuth(config, database, { ...stores, events, mailer, sendInvitation: shared.sendInvitation });
+  const app = createApp({ config, auth, database, mailer, events });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
   });
@@ -57,6 +60,7 @@ export async function startServer(
     config,
     auth,
     database,
+    mailer,
     app,
     close() {
       closing ??= (async () => {
@@ -65,6 +69,8 @@ export async function startServer(
           // Keep-alive sockets would hold close() open.
           (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
         });
+        // Mails already queued are still delivered (or given up after their retries).
+        await mailer.close();
         redis?.disconnect();
         if (!shared.database) await database.close();
       })();

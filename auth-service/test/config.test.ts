@@ -17,7 +17,8 @@ test("production refuses a missing or weak BETTER_AUTH_SECRET", () => {
     assert.throws(() => loadConfig({ AUTH_ENV: "production", AUTH_DATA_DIR: dir }), (e: Error) => e instanceof ConfigError && /BETTER_AUTH_SECRET is not set/.test(e.message));
     assert.throws(() => loadConfig({ NODE_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "short-secret" }), (e: Error) => e instanceof ConfigError && /too weak/.test(e.message));
     assert.throws(() => loadConfig({ AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "a".repeat(31) }), ConfigError);
-    const ok = loadConfig({ AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "s".repeat(32), ACCOUNT_EVENTS_TOKEN: "e".repeat(32) });
+    const mail = { SMTP_URL: "smtp://mail.example:587", MAIL_FROM: "no-reply@example.com" };
+    const ok = loadConfig({ AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: "s".repeat(32), ACCOUNT_EVENTS_TOKEN: "e".repeat(32), ...mail });
     assert.equal(ok.devMode, false);
     assert.equal(existsSync(path.join(dir, "auth-secret")), false, "production never writes a secret file");
   } finally {

@@ -124,6 +124,8 @@ export async function startTestService(
     DATABASE_URL: databaseUrl,
     AUTH_RATE_LIMIT_MAX: "10000",
     AUTH_RATE_LIMIT_SIGNIN_MAX: "10000",
+    AUTH_RATE_LIMIT_MAIL_MAX: "10000",
+    MAIL_PER_ADDRESS_MAX: "10000",
     // Counters of this service only: runs sharing a Redis never see each other's.
     REDIS_KEY_PREFIX: `auth-service-test:${PG_TEST_DB}_${services++}:rl:`,
     ACCOUNT_EVENTS_TOKEN: EVENTS_TOKEN,

@@ -1,6 +1,5 @@
 // The `orgs` claim: its shape (shared schema), its bound (MAX_ORGS_PER_USER: joining past it is
-// refused, and a token never carries more), roles as stored, API-key tokens, the invitation log
-// line, and the schema migrations on an existing database.
+// refused, and a token never carries more), roles as stored, API-key tokens and the schema migrations on an existing database.
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
@@ -8,7 +7,7 @@ import { sql } from "kysely";
 import { loadConfig } from "../src/config.js";
 import { createDatabase } from "../src/db.js";
 import { migrate } from "../src/migrate.js";
-import { defaultInvitationSender, MAX_ORGS_PER_USER } from "../src/organizations.js";
+import { MAX_ORGS_PER_USER } from "../src/organizations.js";
 import { dropPostgresDatabase, prepareStorage, startTestService, TEST_SECRET, type TestService } from "./helpers.js";
 import { orgApi, orgsOf, validateClaims, type Account } from "./org-support.js";
 
@@ -125,41 +124,6 @@ describe("tokens exchanged for an API key", () => {
     assert.deepEqual(orgsOf(claims), { [org]: "admin" });
     assert.equal((await api.post(owner, "remove-member", { organizationId: org, memberIdOrEmail: user.email })).status, 200);
     assert.equal((await exchange()).orgs, undefined, "the next exchange drops the organization");
-  });
-});
-
-describe("the default invitation sender", () => {
-  test("in development, logs the invitation and organization ids, never the address or a name", async () => {
-    const owner = await api.signUp("logger");
-    const org = await api.createOrg(owner, "Secret Team Name");
-    const invitee = await api.signUp("logged");
-    const lines: string[] = [];
-    const original = console.log;
-    console.log = (...args: unknown[]) => void lines.push(args.map(String).join(" "));
-    let invitation;
-    try {
-      invitation = await api.invite(owner, org, invitee.email);
-    } finally {
-      console.log = original;
-    }
-    assert.equal(invitation.status, 200, JSON.stringify(invitation.body));
-    const logged = lines.join("\n");
-    assert.ok(logged.includes(invitation.body.id) && logged.includes(org), logged);
-    for (const secret of [invitee.email, owner.email, "Secret Team Name", "logger"]) assert.ok(!logged.includes(secret), logged);
-  });
-
-  test("in production, logs neither the invitation id nor the address", async () => {
-    const lines: string[] = [];
-    const original = console.log;
-    console.log = (...args: unknown[]) => void lines.push(args.map(String).join(" "));
-    try {
-      const message = { invitationId: "inv-capability", organizationId: "org-1", email: "who@example.com", role: "member", expiresAt: new Date() };
-      await defaultInvitationSender({ devMode: false })(message);
-    } finally {
-      console.log = original;
-    }
-    assert.match(lines.join("\n"), /organization org-1/);
-    assert.ok(!/inv-capability|who@example\.com/.test(lines.join("\n")), lines.join("\n"));
   });
 });
 

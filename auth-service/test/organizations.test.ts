@@ -86,6 +86,8 @@ describe("invitations", () => {
     assert.deepEqual(sent && { ...sent, expiresAt: sent.expiresAt.toISOString() }, {
       invitationId: res.body.id,
       organizationId: org,
+      organizationName: "Team",
+      inviterName: "inviter",
       email: invitee.email,
       role: "member",
       expiresAt: res.body.expiresAt,
@@ -98,7 +100,7 @@ describe("invitations", () => {
     assert.equal(accepted.status, 200, JSON.stringify(accepted.body));
     assert.equal(accepted.body.member.role, "member");
     assert.deepEqual(orgsOf(await api.claims(invitee)), { [org]: "member" });
-    assertRefused(await api.post(invitee, "accept-invitation", { invitationId: res.body.id }), 400, "INVITATION_NOT_FOUND");
+    assertRefused(await api.post(invitee, "accept-invitation", { invitationId: res.body.id }), 409, "INVITATION_ALREADY_ACCEPTED");
   });
 
   test("only the invited address may accept; a declined or canceled invitation cannot be accepted", async () => {
@@ -110,11 +112,11 @@ describe("invitations", () => {
     const rejected = await api.post(invitee, "reject-invitation", { invitationId: declined });
     assert.equal(rejected.status, 200, JSON.stringify(rejected.body));
     assert.equal(rejected.body.invitation.status, "rejected");
-    assertRefused(await api.post(invitee, "accept-invitation", { invitationId: declined }), 400, "INVITATION_NOT_FOUND");
+    assertRefused(await api.post(invitee, "accept-invitation", { invitationId: declined }), 410, "INVITATION_REJECTED");
 
     const canceled = (await api.invite(owner, org, invitee.email)).body.id;
     assert.equal((await api.post(owner, "cancel-invitation", { invitationId: canceled })).status, 200);
-    assertRefused(await api.post(invitee, "accept-invitation", { invitationId: canceled }), 400, "INVITATION_NOT_FOUND");
+    assertRefused(await api.post(invitee, "accept-invitation", { invitationId: canceled }), 410, "INVITATION_CANCELED");
     assert.equal((await api.claims(invitee)).orgs, undefined);
     assert.equal((await api.claims(stranger)).orgs, undefined);
   });

@@ -173,8 +173,10 @@ test("/health reports an unreachable Postgres as degraded", async () => {
   const { createAuth } = await import("../src/auth.js");
   const { loadConfig } = await import("../src/config.js");
   const config = loadConfig({ AUTH_ENV: "test", AUTH_DATA_DIR: "/nonexistent-unused", BETTER_AUTH_SECRET: "x".repeat(40), DATABASE_URL: "postgres://postgres@127.0.0.1:9/nowhere" });
+  const { createMailer } = await import("../src/mailer.js");
   const database = createDatabase(config);
-  const app = createApp({ config, auth: createAuth(config, database), database });
+  const mailer = createMailer(config);
+  const app = createApp({ config, auth: createAuth(config, database), database, mailer });
   const res = await app.fetch(new Request("http://localhost/health"));
   assert.equal(res.status, 503);
   assert.deepEqual(await res.json(), { status: "degraded", services: { database: false } });

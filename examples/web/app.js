@@ -1,6 +1,7 @@
 // The example browser app for auth-service (Better Auth) + rag-service. Plain JS, no build step:
 // index.html loads core.js (session, tokens, calls), orgs.js (organization switcher),
-// collections.js (collection picker), chat.js (answers, search, history) and this file, which
+// account.js (mailed links, verification, password reset, sessions), collections.js (collection
+// picker), chat.js (answers, search, history) and this file, which
 // signs users in and out, lists and uploads documents, and wires the page together.
 "use strict";
 
@@ -19,7 +20,7 @@
   function signedOut(reason) {
     clearTimeout(state.refreshTimer);
     Object.assign(state, { user: null, token: null, tokenExp: 0, refreshTimer: null, conversationId: null, orgs: [] });
-    $("auth-view").hidden = false;
+    app.account.show("auth-view");
     $("app-view").hidden = true;
     delete $("app-view").dataset.loaded;
     $("sign-out").hidden = true;
@@ -30,6 +31,7 @@
     $("account-card").querySelector("details").open = false;
     app.orgs.reset();
     app.collections.reset();
+    app.account.reset();
     if (reason) notice(reason);
   }
 
@@ -43,7 +45,7 @@
       await loadDocuments();
     };
     try {
-      await Promise.all([workspace(), app.chat.loadHistory()]);
+      await Promise.all([workspace(), app.chat.loadHistory(), app.account.load(user).catch(showError)]);
     } finally {
       $("app-view").dataset.loaded = "true"; // for tests (and styles): the first load is over
     }
@@ -72,6 +74,12 @@
     const name = $("name").value.trim() || email.split("@")[0];
     const data = await authCall("/api/auth/sign-up/email", { method: "POST", body: { email, password, name } });
     $("password").value = "";
+    if (!data.token) {
+      // The auth-service requires a confirmed address (EMAIL_VERIFICATION=required): no session yet.
+      // It answers this way for a taken address too, so the app says nothing about which it was.
+      notice(`Check your inbox: follow the link in the mail sent to ${email} to finish signing up.`);
+      return;
+    }
     await enterApp(data.user);
   });
 
@@ -105,6 +113,8 @@
 
   /** On page load: an existing session cookie signs the user straight in. */
   async function restoreSession() {
+    // A mailed link (confirm, reset, invitation) is handled first; reset and forgot stay on their form.
+    if (await app.account.handleLink()) return;
     let session = null;
     try {
       session = await authCall("/api/auth/get-session");
@@ -218,5 +228,9 @@
   document.addEventListener("ragapp:collection-picked", () => loadDocuments().catch(showError));
   window.addEventListener("offline", () => showError(new ApiError("You are offline: requests will fail until the network is back.")));
   app.signedOut = signedOut;
+  // A mailed link opened in this tab while the app is already open only changes the fragment.
+  window.addEventListener("hashchange", () => {
+    if (location.hash.length > 1) restoreSession();
+  });
   restoreSession();
 })();

@@ -1,4 +1,4 @@
-// Shared by the example app's scripts (core.js, orgs.js, collections.js, chat.js, app.js; plain
+// Shared by the example app's scripts (core.js, orgs.js, account.js, collections.js, chat.js, app.js; plain
 // scripts loaded in that order, no bundler): configuration, errors as sentences, the
 // auth-service session and access JWT, rag-service calls and a tiny DOM helper. Everything is
 // published on `window.ragApp`, which the other scripts read and the browser tests inspect.
@@ -79,6 +79,8 @@
       message = `That file is too large for the ${service}${serverMessage ? ` (${serverMessage})` : ""}.`;
     } else if (res.status === 401 && (code === "invalid_email_or_password" || code === "invalid_credentials")) {
       message = "Wrong email or password.";
+    } else if (res.status === 403 && code === "email_not_verified") {
+      message = "Confirm your email address first: we sent you a new link, check your inbox.";
     } else if (res.status >= 500) {
       message = `The ${service} had a problem (${res.status}${serverMessage ? `: ${serverMessage}` : ""}). Please try again.`;
     } else {

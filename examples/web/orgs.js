@@ -1,6 +1,6 @@
 // The organization switcher: the signed-in user's organizations (Better Auth's organization
 // plugin on the auth-service, /api/auth/organization/*), creating one, inviting a member by
-// e-mail, accepting invitations, and deleting an organization (owners). Any change of membership or of the active organization
+// e-mail (the auth-service mails a link), accepting invitations, and deleting an organization (owners). Any change of membership or of the active organization
 // re-mints the access JWT, so its `orgs` claim (what the rag-service reads) is current, and
 // then tells the other scripts with a "ragapp:orgs-changed" event.
 "use strict";
@@ -24,6 +24,17 @@
     switch (error.code) {
       case "invitation_not_found":
         return say("There is no pending invitation with that id: it may have been accepted, declined or canceled already, or it has expired.");
+      case "invitation_expired":
+        return say("That invitation has expired. Ask the organization to invite you again.");
+      case "invitation_canceled":
+        return say("That invitation was withdrawn by the organization.");
+      case "invitation_rejected":
+        return say("You declined that invitation already. Ask the organization to invite you again.");
+      case "invitation_already_accepted":
+        return say("You accepted that invitation already: the organization is in your list.");
+      case "email_verification_required_before_accepting_or_rejecting_invitation":
+      case "email_verification_required_for_invitation":
+        return say("Confirm your email address first (use the link we mailed you), then answer the invitation.");
       case "you_are_not_the_recipient_of_the_invitation":
         return say("That invitation is addressed to another e-mail address. Sign in with the invited address to accept it.");
       case "you_are_not_allowed_to_invite_users_to_this_organization":
@@ -121,9 +132,9 @@
       method: "POST", body: { organizationId, email, role: $("invite-role").value },
     });
     $("invite-email").value = "";
-    // No e-mail goes out from this service: the invitee needs this id to accept.
+    // The auth-service mails the invitee a link; the id is shown too, for pasting by hand.
     $("invitation-created").replaceChildren(
-      "Invitation created. Send the invitee this id; they accept it here under “Accept an invitation”: ",
+      "Invitation mailed. The invitee follows its link, or pastes this id under “Accept an invitation”: ",
       el("code", { id: "created-invitation-id", "data-testid": "invitation-id" }, invitation.id),
     );
     $("invitation-created").hidden = false;
@@ -195,5 +206,5 @@
   $("accept-form").addEventListener("submit", acceptById);
   $("org-delete").addEventListener("click", deleteOrganization);
 
-  app.orgs = { load, reset, roleIn, orgName };
+  app.orgs = { load, reset, roleIn, orgName, accept, decline, explained };
 })();

@@ -4,7 +4,7 @@
         [--chunk-size 200] [--overlap 30] [--no-title]
         [--prefetch N] [--rrf-k 60] [--weights DENSE,KEYWORD] [--overfetch 3] [--per-doc 2]
         [--latency-sample 200] [--http-sample 100] [--sweep] [--store edge|pgvector|both]
-        [--pgvector-url URL] [--report PATH]
+        [--pgvector-url URL] [--questions PATH] [--ranking convex|store] [--report PATH]
 
 The dataset defaults to manpages-dev, built from this machine's man pages by
 scripts/build_manpages_dataset.py (any BEIR-layout folder works). The corpus is ingested
@@ -12,6 +12,15 @@ as one user through the real pipeline (DocumentService.save: SQLite row, chunkin
 + BM25, Qdrant Edge), each document carrying its corpus `_id` in its metadata; every query then goes through SearchService.search (top 10). With --work-dir the
 ingested store is reused by later runs with the same dataset and chunking. Prints nDCG@10,
 Recall@10, MRR@10 and latency p50/p95 per mode (and over HTTP for a sample).
+
+Hybrid ranking: `--ranking convex` (the service's default: search/ranking.py's
+document-level score fusion above the store) or `--ranking store` (the earlier ranking:
+the store's own reciprocal rank fusion of chunks). Every run also evaluates both
+rankings on every query and prints them per query type, with bootstrap 95% intervals and
+the paired difference. Query types: the dataset's description queries, by manual section of
+their page, and the user-phrased questions of `--questions` (default for manpages-dev:
+bench/datasets/manpages-dev-qa.jsonl, its answerable questions, each judged against its one
+page, matched by title); `--limit-docs N` keeps those questions' pages besides the first N.
 
 `--store both` ingests once into Qdrant Edge and a pgvector table together (the same chunks
 and vectors), then evaluates both and prints their hybrid nDCG@10 side by side. pgvector runs
@@ -30,7 +39,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +50,7 @@ from rag_service.config import Settings
 from rag_service.documents.chunking import Chunker
 from rag_service.documents.service import DocumentService
 from rag_service.providers.local_embedder import LocalEmbedder
+from rag_service.search.ranking import BASELINE_RANKING, DEFAULT_RANKING
 from rag_service.search.service import DEFAULT_MAX_CHUNKS_PER_DOCUMENT, DEFAULT_OVERFETCH, SearchService
 from rag_service.storage import qdrant_edge as edge
 from rag_service.storage.access import Access, access_filter
@@ -58,12 +69,28 @@ from build_manpages_dataset import manpages_dataset  # noqa: E402
 USER = "bench-user"
 K = 10
 MODES = ("keyword", "dense", "hybrid")
+QUESTIONS = {"manpages-dev": Path(__file__).resolve().parent / "datasets" / "manpages-dev-qa.jsonl"}
+RANKINGS = {"convex": DEFAULT_RANKING, "store": BASELINE_RANKING}
 
 
 # --- dataset --------------------------------------------------------------------------
 
 
-def load_dataset(path: Path, limit_docs: int | None) -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
+def load_questions(path: Path | None, corpus: list[dict]) -> dict[str, tuple[str, str]]:
+    """Answerable questions of a qa.jsonl -> {query id: (question, corpus id)}, the page found by title
+    (the ids of a corpus rebuilt on another machine differ; titles do not)."""
+    if path is None or not path.is_file():
+        return {}
+    by_title = {doc.get("title"): doc["_id"] for doc in corpus}
+    questions = {}
+    for item in map(json.loads, path.open(encoding="utf-8")):
+        if item.get("kind") == "answerable" and item.get("title") in by_title:
+            questions[f"question-{item['id']}"] = (item["question"], by_title[item["title"]])
+    return questions
+
+
+def load_dataset(path: Path, limit_docs: int | None, questions_path: Path | None = None,
+                 ) -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
     corpus = [json.loads(line) for line in (path / "corpus.jsonl").open(encoding="utf-8") if line.strip()]
     queries = {q["_id"]: q["text"] for q in map(json.loads, (path / "queries.jsonl").open(encoding="utf-8")) if q}
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
@@ -72,13 +99,32 @@ def load_dataset(path: Path, limit_docs: int | None) -> tuple[list[dict], dict[s
         next(rows)  # header
         for query_id, corpus_id, score in rows:
             qrels[query_id][corpus_id] = int(score)
+    questions = load_questions(questions_path, corpus)
+    for query_id, (question, corpus_id) in questions.items():
+        queries[query_id] = question
+        qrels[query_id] = {corpus_id: 1}
     if limit_docs:
-        corpus = corpus[:limit_docs]
+        needed = {corpus_id for _, corpus_id in questions.values()}
+        corpus = [doc for i, doc in enumerate(corpus) if i < limit_docs or doc["_id"] in needed]
     kept = {doc["_id"] for doc in corpus}
     # Only queries with at least one relevant document left in the corpus are judged.
     qrels = {q: {d: s for d, s in rel.items() if d in kept} for q, rel in qrels.items()}
     qrels = {q: rel for q, rel in qrels.items() if any(s > 0 for s in rel.values()) and q in queries}
     return corpus, {q: queries[q] for q in qrels}, qrels
+
+
+def query_types(corpus: list[dict], qrels: dict[str, dict[str, int]]) -> dict[str, str]:
+    """Query id -> its type: "question", or "description (section N)" from its page's title."""
+    titles = {doc["_id"]: doc.get("title") or "" for doc in corpus}
+    types = {}
+    for query_id, relevant in qrels.items():
+        if query_id.startswith("question-"):
+            types[query_id] = "question"
+            continue
+        title = titles.get(next(d for d, s in relevant.items() if s > 0), "")
+        section = title.rpartition("(")[2][:1] if "(" in title else "?"
+        types[query_id] = f"description (section {section})"
+    return types
 
 
 # --- metrics --------------------------------------------------------------------------
@@ -103,6 +149,15 @@ def mrr_at_k(ranked: list[str], relevant: dict[str, int], k: int = K) -> float:
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+def mean_interval(values: list[float], rounds: int = 2000) -> str:
+    """Mean with a bootstrap 95% interval over queries."""
+    import random
+
+    rng = random.Random(0)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(rounds))
+    return f"{statistics.fmean(values):.3f} [{means[int(0.025 * rounds)]:.3f}, {means[int(0.975 * rounds) - 1]:.3f}]"
 
 
 def paired_delta(new: list[float], base: list[float], rounds: int = 2000) -> tuple[str, int, int]:
@@ -239,6 +294,8 @@ async def evaluate(service: SearchService, queries: dict[str, str], qrels: dict[
         scores["mrr@10"].append(mrr_at_k(ranked, qrels[query_id]))
     summary: dict[str, Any] = {name: statistics.fmean(values) for name, values in scores.items()}
     summary["per_query_ndcg"] = scores["ndcg@10"]
+    summary["per_query_recall"] = scores["recall@10"]
+    summary["query_ids"] = list(queries)
     summary["p50_ms"], summary["p95_ms"] = percentile(latencies, 50), percentile(latencies, 95)
     return summary
 
@@ -308,6 +365,10 @@ def sweep_grid() -> list[dict[str, Any]]:
     grid += [{"mode": "hybrid", "per_doc": n} for n in (1, 3)]
     grid += [{"mode": "hybrid", "per_doc": 2, "overfetch": n} for n in (2, 5)]
     grid += [{"mode": "hybrid", "per_doc": 2, "prefetch": p, "fusion": "dbsf"} for p in (None, 50)]
+    # The service's ranking with one part changed at a time (its ablation).
+    grid += [{"mode": "hybrid", "per_doc": 2, "ranking": replace(DEFAULT_RANKING, **change)} for change in (
+        {"aggregate_documents": False}, {"dense_weight": 0.5}, {"dense_weight": 0.7},
+        {"title_weight": 0.1}, {"title_weight": 0.2})]
     return grid
 
 
@@ -337,7 +398,12 @@ def quality_rows(label: str, mode: str, s: dict[str, Any], t: dict[str, Any] | N
 
 
 async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report) -> None:
-    corpus, queries, qrels = load_dataset(args.dataset, args.limit_docs)
+    if args.questions is None and args.use_questions:
+        args.questions = QUESTIONS.get(args.dataset.name)
+    if not args.use_questions:
+        args.questions = None
+    corpus, queries, qrels = load_dataset(args.dataset, args.limit_docs, args.questions)
+    types = query_types(corpus, qrels)
     if pgvector_url and args.work_dir:
         # The pgvector database is new each run: an Edge store reused from --work-dir would
         # skip the ingestion that fills it.
@@ -381,7 +447,9 @@ async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report
             f"{'prepended' if args.title else 'not prepended'}, {ingested}. Hybrid: prefetch "
             f"{args.prefetch or 'adapter default'}, RRF k {args.rrf_k}, weights {args.weights or 'equal'}; collapse: "
             f"over-fetch {args.overfetch} x top_k, at most {args.per_doc} chunks per document"
-            f"{'; Edge with an HNSW index (optimize)' if args.optimize else ''}.")
+            f"{'; Edge with an HNSW index (optimize)' if args.optimize else ''}. Hybrid ranking: {args.ranking} "
+            f"({RANKINGS[args.ranking]}). Query types: "
+            + ", ".join(f"{name} {count}" for name, count in sorted(Counter(types.values()).items())) + ".")
         cached = PrecomputedQueryEmbedder(embedder)
         await cached.prefill(list(queries.values()))
         sample = dict(list(queries.items())[: args.latency_sample])
@@ -389,9 +457,9 @@ async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report
         rows = []
         for label, each in stores.items():
             quality = SearchService(each, sparse, cached, settings, overfetch=args.overfetch,
-                                    max_chunks_per_document=args.per_doc)
+                                    max_chunks_per_document=args.per_doc, ranking=RANKINGS[args.ranking])
             plain = SearchService(each, sparse, embedder, settings, overfetch=args.overfetch,
-                                  max_chunks_per_document=args.per_doc)
+                                  max_chunks_per_document=args.per_doc, ranking=RANKINGS[args.ranking])
             await plain.search(Access(USER), "warm up", mode="hybrid")
             per_store[label] = {}
             for mode in args.modes:
@@ -411,6 +479,18 @@ async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report
             if deltas:
                 report.table(["comparison", "nDCG@10 delta [95% CI]", "queries better", "queries worse"], deltas,
                              "Hybrid against each mode alone (paired, same queries)")
+        ranked_store = stores.get("edge") or stores["pgvector"]
+        by_ranking = {}
+        for name, ranking in (("store", BASELINE_RANKING), ("convex", DEFAULT_RANKING)):
+            service = SearchService(ranked_store, sparse, cached, settings, overfetch=args.overfetch,
+                                    max_chunks_per_document=args.per_doc, ranking=ranking)
+            by_ranking[name] = await evaluate(service, queries, qrels, to_corpus, "hybrid")
+        report.table(["query type", "queries", "nDCG@10 before [95% CI]", "nDCG@10 after [95% CI]",
+                      "after - before [95% CI]", "better", "worse", "Recall@10 before", "Recall@10 after"],
+                     per_type_rows(by_ranking["store"], by_ranking["convex"], types),
+                     f"Hybrid before (`--ranking store`: the store's reciprocal rank fusion of chunks) and after "
+                     f"(`--ranking convex`: document-level score fusion in the service), per query type "
+                     f"({'Edge' if 'edge' in stores else 'pgvector'}, same run, paired over the same queries)")
         if len(per_store) == 2:
             report.table(
                 ["mode", "Edge nDCG@10", "pgvector nDCG@10", "pgvector - Edge [95% CI]", "queries better", "worse"],
@@ -432,9 +512,11 @@ async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report
             for config in sweep_grid():
                 store.prefetch, store.rrf_k = config.get("prefetch"), config.get("rrf_k", edge.RRF_K)
                 store.weights, store.fusion = config.get("weights"), config.get("fusion", "rrf")
+                # Store-level variants rank with the store's fusion; ranking variants in the service.
                 service = SearchService(store, sparse, cached, settings,
                                         overfetch=config.get("overfetch", args.overfetch),
-                                        max_chunks_per_document=config["per_doc"])
+                                        max_chunks_per_document=config["per_doc"],
+                                        ranking=config.get("ranking", BASELINE_RANKING))
                 s = await evaluate(service, queries, qrels, to_corpus, config["mode"])
                 delta = paired_delta(s["per_query_ndcg"], per_query["hybrid"]) if "hybrid" in per_query else ("-",)
                 sweep_rows.append([sweep_label(config), f"{s['ndcg@10']:.4f}", delta[0]])
@@ -447,8 +529,31 @@ async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report
         await embedder.aclose()
 
 
+def per_type_rows(before: dict[str, Any], after: dict[str, Any], types: dict[str, str]) -> list[list[Any]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for position, query_id in enumerate(before["query_ids"]):
+        groups[types[query_id]].append(position)
+        groups["all"].append(position)
+        if types[query_id] != "question":
+            groups["all descriptions"].append(position)
+    rows = []
+    for name in sorted(groups, key=lambda n: (n == "all", n == "question", n.startswith("all"), n)):
+        at = groups[name]
+        old = [before["per_query_ndcg"][i] for i in at]
+        new = [after["per_query_ndcg"][i] for i in at]
+        delta, won, lost = paired_delta(new, old)
+        rows.append([name, len(at), mean_interval(old), mean_interval(new), delta, won, lost,
+                     f"{statistics.fmean(before['per_query_recall'][i] for i in at):.3f}",
+                     f"{statistics.fmean(after['per_query_recall'][i] for i in at):.3f}"])
+    return rows
+
+
 def sweep_label(config: dict[str, Any]) -> str:
     parts = [config["mode"]]
+    if "ranking" in config:
+        r = config["ranking"]
+        return (f"hybrid, convex ranking: dense {r.dense_weight:g}, keyword {1 - r.dense_weight:g}, title "
+                f"{r.title_weight:g}, {'documents (MaxP)' if r.aggregate_documents else 'chunks alone'}")
     if config.get("fusion") == "dbsf":
         parts.append("DBSF fusion")
     elif config["mode"] == "hybrid":
@@ -481,6 +586,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-sample", type=int, default=200, help="queries timed per mode, uncached")
     parser.add_argument("--http-sample", type=int, default=0, help="also time N queries through HTTP")
     parser.add_argument("--sweep", action="store_true", help="also try hybrid fusion and collapse settings (Edge)")
+    parser.add_argument("--ranking", choices=list(RANKINGS), default="convex",
+                        help="hybrid ranking of the main table: convex (the service default) or store (before)")
+    parser.add_argument("--questions", type=Path, help="a qa.jsonl whose answerable questions join the queries "
+                        "(default for manpages-dev: bench/datasets/manpages-dev-qa.jsonl)")
+    parser.add_argument("--no-questions", dest="use_questions", action="store_false",
+                        help="description queries only (no question pages added to a --limit-docs sample)")
     parser.add_argument("--store", choices=["edge", "pgvector", "both"], default="edge",
                         help="vector store(s) to evaluate; both: one ingestion, results side by side")
     parser.add_argument("--pgvector-url", help="admin URL of a Postgres with pgvector (default TEST_PGVECTOR_URL, "

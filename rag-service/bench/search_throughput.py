@@ -59,6 +59,7 @@ from rag_service.storage.qdrant_edge import EdgeVectorStore  # noqa: E402
 
 GOAL_RATE = 150.0
 GOAL_P95_MS = 25.0
+GOAL_HEALTH_P99_MS = 50.0
 CONTENTION_FACTOR = 3.0
 
 
@@ -141,6 +142,25 @@ async def search_during_ingestion(port: int, request_for, issuer: JwksIssuer, do
     return searching, took, statuses
 
 
+async def probe_health(port: int, seconds: float, every: float = 0.02) -> list[float]:
+    """`GET /health` one at a time every `every` s for `seconds`: latencies in ms."""
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(timeout=30) as client:
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            response = await client.get(f"http://127.0.0.1:{port}/health")
+            latencies.append((time.perf_counter() - began) * 1000)
+            assert response.status_code == 200, response.text
+            await asyncio.sleep(every)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
 def row(label: str, result: LoadResult, server_cpu_s: float) -> list:
     per_request = server_cpu_s / result.requests * 1000 if result.requests else float("nan")
     client = result.client_cpu_s / result.requests * 1000 if result.requests else float("nan")
@@ -156,6 +176,9 @@ class Measured:
     by_thread: dict[str, float] = field(default_factory=dict)
     mean_batch: float = 1.0
     ingestion: str = ""
+    # /health latencies (ms) quiet and while the concurrent clients search (issue 24).
+    health_quiet: list[float] = field(default_factory=list)
+    health_busy: list[float] = field(default_factory=list)
 
 
 async def measure(variant: str, env: dict[str, str], args: argparse.Namespace, data_dir: Path, logs: Path,
@@ -201,7 +224,10 @@ async def measure(variant: str, env: dict[str, str], args: argparse.Namespace, d
             before = await encoder_batches(port, metrics_token)
             profiler = start_profiler(pid, args.seconds, args.profile) if args.profile else None
             threads_before = thread_cpu_seconds(pid)
+            measured.health_quiet = await probe_health(port, seconds=2.0)
+            probing = asyncio.create_task(probe_health(port, seconds=args.seconds))
             concurrent = await phase("concurrent", f"{args.clients} clients", clients=args.clients, seconds=args.seconds)
+            measured.health_busy = await probing
             threads_after = thread_cpu_seconds(pid)
             if profiler is not None:
                 profiler.wait()
@@ -313,6 +339,11 @@ async def run(args: argparse.Namespace, report: Report) -> None:
              + (f"; the event loop's CPU alone allows {1000 / loop_ms:.0f} req/s" if loop_ms else "")
              + f"; the server's {server_ms:.1f} ms of CPU per request allow {cores * 1000 / server_ms:.0f} req/s "
                f"on {cores} idle cores"])
+    if first.health_busy:
+        goals.append([f"/health p99 ms while {args.clients} clients search (issue 24)", f"< {GOAL_HEALTH_P99_MS:.0f}",
+                      f"{percentile(first.health_busy, 0.99):.1f} (max {max(first.health_busy):.1f}, "
+                      f"{len(first.health_busy)} probes)",
+                      f"quiet p99 {percentile(first.health_quiet, 0.99):.1f} ({len(first.health_quiet)} probes)"])
     if "quiet" in r:
         goals.append(["p95 ms, 1 client", f"< {GOAL_P95_MS:.0f}", f"{r['quiet'].percentile(0.95):.1f}", ""])
     if "quiet" in r and "busy" in r:

@@ -17,7 +17,14 @@ from prometheus_client import REGISTRY
 
 from rag_service.config import Settings
 from rag_service.providers.base import ProviderUnavailable
-from rag_service.providers.encoder_worker import EncoderClosed, EncoderWorker
+from rag_service.providers.encoder_worker import (
+    EncodeInterrupted,
+    EncoderClosed,
+    EncoderFailed,
+    EncoderTimeout,
+    EncoderWorker,
+    RunControl,
+)
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.providers.minilm_backends import TorchMiniLM
 from rag_service.providers.tokenizer import minilm_model_dir
@@ -190,3 +197,169 @@ async def test_local_embedder_after_close_is_unavailable(tmp_path):
     await embedder.aclose()
     with pytest.raises(ProviderUnavailable):
         await embedder.embed(["anything"], task="query")
+
+
+# --- lanes borrowing ingestion, preemption, fairness, supervision ---------------------------
+
+@pytest.fixture(scope="module")
+def onnx_minilm(tmp_path_factory):  # noqa: ANN001, ANN201
+    from rag_service.providers.local_embedder import build_backend
+
+    settings = Settings(_env_file=None, data_dir=tmp_path_factory.mktemp("onnx"), embedding_backend="onnx")
+    return build_backend(settings, minilm_model_dir())
+
+
+class InterruptibleProbe:
+    """Wraps the real ONNX encoder: records (priority, thread, texts) per call; document calls
+    whose first text is in `hold` wait until released; with `preemptible`, a held call also
+    ends when the worker interrupts it (raising EncodeInterrupted, as ONNX Runtime's
+    terminate flag does), once."""
+
+    def __init__(self, backend) -> None:  # noqa: ANN001
+        self.backend = backend
+        self.calls: list[tuple[str, str, list[str]]] = []
+        self.holding: dict[str, threading.Event] = {}
+        self.released: dict[str, threading.Event] = {}
+        self.interrupted: list[str] = []
+
+    def hold(self, text: str) -> None:
+        self.holding[text] = threading.Event()
+        self.released[text] = threading.Event()
+
+    def __call__(self, texts: list[str], priority: str, control=None) -> list[list[float]]:  # noqa: ANN001
+        self.calls.append((priority, threading.current_thread().name, list(texts)))
+        first = texts[0]
+        if first in self.holding and first not in self.interrupted:
+            self.holding[first].set()
+            if control is not None:
+                control.on_interrupt(self.released[first].set)
+            self.released[first].wait(timeout=60)
+            if control is not None and control.interrupted:
+                self.interrupted.append(first)
+                raise EncodeInterrupted
+        return self.backend.encode(texts, priority, control=control)
+
+
+async def test_an_idle_query_lane_borrows_ingestion_and_a_query_interrupts_it(onnx_minilm):
+    probe = InterruptibleProbe(onnx_minilm)
+    probe.hold("chunk 0")
+    probe.hold("chunk 1")
+    worker = EncoderWorker(probe, query_wait_seconds=0, query_lanes=1, interruptible=True, name="enc")
+    chunks = [f"chunk {i}" for i in range(4)]
+    try:
+        ingestion = [asyncio.create_task(worker.encode([c], "document", account="a")) for c in chunks]
+        # Both lanes are inside an ingestion sub-batch: the query lane borrowed one.
+        await asyncio.to_thread(probe.holding["chunk 0"].wait, 60)
+        await asyncio.to_thread(probe.holding["chunk 1"].wait, 60)
+        assert {name for _, name, _ in probe.calls} == {"enc", "enc-query-1"}
+        # No lane is idle: the query interrupts the borrowed sub-batch and runs at once,
+        # while the first lane is still held inside its own.
+        [vector] = await worker.encode(["where is the storage engine configured?"], "query")
+        assert not ingestion[0].done() and not ingestion[1].done()
+        for event in probe.released.values():
+            event.set()
+        results = await asyncio.gather(*ingestion)
+    finally:
+        worker.close()
+    assert worker.stats()["restarts"] == 0
+    [interrupted] = probe.interrupted
+    first_lane = {}
+    for priority, name, texts in probe.calls:
+        first_lane.setdefault(texts[0], name)
+    assert first_lane[interrupted] == "enc-query-1"  # the first lane is never interrupted
+    np.testing.assert_allclose(vector, onnx_minilm.encode(["where is the storage engine configured?"])[0], atol=1e-5)
+    # The interrupted sub-batch was run again: every chunk got its own vector.
+    for [got], chunk in zip(results, chunks, strict=True):
+        np.testing.assert_allclose(got, onnx_minilm.encode([chunk])[0], atol=1e-5)
+    documents = [texts[0] for priority, _, texts in probe.calls if priority == "document"]
+    assert documents.count(interrupted) == 2 and sorted(set(documents)) == chunks
+
+
+async def test_ingestion_sub_batches_of_two_accounts_share_the_lane_fairly(onnx_minilm):
+    probe = InterruptibleProbe(onnx_minilm)
+    probe.hold("flood 0")
+    worker = EncoderWorker(probe, query_wait_seconds=0, query_lanes=0, interruptible=True)
+    try:
+        flood = [asyncio.create_task(worker.encode([f"flood {i}"], "document", account="flooder")) for i in range(6)]
+        await asyncio.to_thread(probe.holding["flood 0"].wait, 60)
+        small = asyncio.create_task(worker.encode(["small 0", "small 1"], "document", account="other"))
+        await wait_for(lambda: worker.queued("document") == 6)
+        probe.released["flood 0"].set()
+        await small
+        assert sum(task.done() for task in flood) <= 2  # the flood's sub-batch in progress, maybe one more
+        await asyncio.gather(*flood)
+    finally:
+        worker.close()
+    order = [texts[0] for _, _, texts in probe.calls]
+    # The other account's document ran right after the sub-batch in progress (it had been
+    # served nothing), not after the five sub-batches queued before it.
+    assert order[:2] == ["flood 0", "small 0"]
+
+
+async def test_a_onnx_run_interrupted_before_it_starts_raises_encode_interrupted(onnx_minilm):
+    control = RunControl()
+    control.interrupt()
+    with pytest.raises(EncodeInterrupted):
+        onnx_minilm.encode(["a long enough text " * 20], "document", control=control)
+    assert len(onnx_minilm.encode(["still works"], "document", control=RunControl())) == 1
+
+
+class LaneKiller(BaseException):
+    """Escapes `except Exception`: what used to kill a lane silently."""
+
+
+async def test_a_dead_lane_fails_its_jobs_with_503_and_is_restarted(torch_minilm):
+    calls = []
+
+    def dies_once(texts: list[str], priority: str) -> list[list[float]]:
+        calls.append(list(texts))
+        if len(calls) == 1:
+            raise LaneKiller
+        return torch_minilm.encode(texts, priority)
+
+    worker = EncoderWorker(dies_once, query_wait_seconds=0, run_timeout_seconds=30)
+    try:
+        with pytest.raises(EncoderFailed):
+            await worker.encode(["first"], "document")
+        await wait_for(lambda: worker.stats()["restarts"] == 1 and worker.stats()["lanes_alive"] == 1)
+        assert len(await worker.encode(["after the restart"], "query")) == 1
+        assert worker.stats()["healthy"] is True
+    finally:
+        worker.close()
+
+
+async def test_a_call_past_its_deadline_fails_and_its_lane_is_replaced(torch_minilm):
+    stuck = threading.Event()
+
+    def hangs_first(texts: list[str], priority: str) -> list[list[float]]:
+        if texts == ["hangs"]:
+            stuck.wait(timeout=60)
+        return torch_minilm.encode(texts, priority)
+
+    # Long enough for a real call on a busy shared machine, short enough for a test.
+    worker = EncoderWorker(hangs_first, query_wait_seconds=0, run_timeout_seconds=3)
+    try:
+        with pytest.raises(EncoderTimeout):
+            await worker.encode(["hangs"], "document")
+        stats = worker.stats()
+        assert stats["timeouts"] == 1 and stats["restarts"] == 1
+        # A new thread serves the lane while the stuck call is still inside the encoder.
+        assert len(await worker.encode(["served by the new thread"], "query")) == 1
+    finally:
+        stuck.set()
+        worker.close()
+
+
+async def test_local_embedder_deadline_is_a_503_and_health_reports_the_encoder(tmp_path):
+    settings = Settings(_env_file=None, data_dir=tmp_path, embedding_backend="onnx")
+    embedder = LocalEmbedder(settings)
+    try:
+        stats = embedder.encoder_stats()
+        assert stats["lanes"] == 2 and stats["lanes_alive"] == 2 and stats["healthy"] is True
+        vectors = await embedder.embed([f"chunk number {i}" for i in range(40)], "document")
+        assert len(vectors) == 40
+    finally:
+        await embedder.aclose()
+    with pytest.raises(ProviderUnavailable):
+        await embedder.embed(["after close"], "query")
+    assert embedder.encoder_stats()["healthy"] is False

@@ -11,7 +11,9 @@ from rag_service.storage.factory import build_vector_store
 async def test_health_ok_on_both_databases(db_client, db_settings):
     response = await db_client.get("/health")
     assert response.status_code == 200, response.text
-    assert response.json() == {
+    body = response.json()
+    encoder = body["services"].pop("encoder")
+    assert body == {
         "status": "ok",
         "services": {
             "database": True,
@@ -20,6 +22,26 @@ async def test_health_ok_on_both_databases(db_client, db_settings):
             "llm": "extractive",
         },
     }
+    # The local encoder's lanes: all alive, none past its deadline.
+    lanes = 1 + db_settings.embedding_query_workers
+    assert encoder["healthy"] is True and encoder["lanes"] == encoder["lanes_alive"] == lanes
+    assert {"lanes_busy", "oldest_run_seconds", "queued_queries", "queued_documents", "restarts",
+            "timeouts"} <= set(encoder)
+
+
+async def test_health_is_503_when_the_local_encoder_is_down(app_factory, make_settings, runtime):
+    from rag_service.providers.local_embedder import LocalEmbedder
+
+    settings = make_settings()
+    stopped = LocalEmbedder(settings)
+    await stopped.aclose()  # its lanes are gone: every search would fail
+    broken = dataclasses.replace(runtime, settings=settings, embedder=stopped)
+    async with app_factory(settings, runtime=broken) as (_, client):
+        response = await client.get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded" and body["services"]["encoder"]["healthy"] is False
+    assert body["services"]["database"] is True and body["services"]["qdrant"] is True
 
 
 async def test_health_is_503_when_the_database_is_unreachable(app_factory, make_settings, runtime):

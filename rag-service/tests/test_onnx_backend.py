@@ -21,7 +21,14 @@ from rag_service.providers import onnx_export
 from rag_service.providers.base import ProviderUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.providers.minilm_backends import TorchMiniLM
-from rag_service.providers.onnx_export import MIN_COSINE, ensure_onnx_model, onnx_path
+from rag_service.providers.onnx_export import (
+    MIN_COSINE,
+    digest_path,
+    ensure_onnx_model,
+    file_sha256,
+    onnx_path,
+    verified,
+)
 from rag_service.providers.tokenizer import minilm_model_dir
 
 MODEL = "all-MiniLM-L6-v2"
@@ -80,9 +87,11 @@ def test_two_processes_starting_at_once_export_one_graph(two_starts, models_dir)
     logs = [result.stderr for result in two_starts]
     assert sum("exporting all-MiniLM-L6-v2 to ONNX fp32" in log for log in logs) == 1, logs
     assert sum("exported all-MiniLM-L6-v2 to ONNX fp32 in" in log for log in logs) == 1, logs
-    # Nothing half-written is left beside the graph, which anyone may read.
-    assert sorted(p.name for p in graph.parent.iterdir()) == [".export-fp32.lock", "model-fp32.onnx"]
-    assert graph.stat().st_mode & 0o044 == 0o044
+    # Nothing half-written is left beside the graph and its hash, which anyone may read.
+    assert sorted(p.name for p in graph.parent.iterdir()) == [".export-fp32.lock", "model-fp32.onnx",
+                                                              "model-fp32.onnx.sha256"]
+    assert graph.stat().st_mode & 0o044 == 0o044 and digest_path(graph).stat().st_mode & 0o044 == 0o044
+    assert verified(graph)
 
 
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
@@ -125,11 +134,45 @@ def test_a_graph_that_fails_the_check_never_takes_the_final_name(two_starts, mod
     other = tmp_path / "models"
     fp32 = onnx_path(other, MODEL, minilm_model_dir(), "fp32")
     fp32.parent.mkdir(parents=True)
-    shutil.copyfile(onnx_path(models_dir, MODEL, minilm_model_dir(), "fp32"), fp32)
+    source = onnx_path(models_dir, MODEL, minilm_model_dir(), "fp32")
+    shutil.copyfile(source, fp32)
+    shutil.copyfile(digest_path(source), digest_path(fp32))
     monkeypatch.setattr(onnx_export, "MIN_COSINE", 0.9999)
     with pytest.raises(RuntimeError, match="disagrees with torch"):
         ensure_onnx_model(other, minilm_model_dir(), MODEL, "int8")
-    assert sorted(p.name for p in fp32.parent.iterdir() if not p.name.startswith(".")) == ["model-fp32.onnx"]
+    assert sorted(p.name for p in fp32.parent.iterdir() if not p.name.startswith(".")) == [
+        "model-fp32.onnx", "model-fp32.onnx.sha256"]
+
+
+def test_a_tampered_graph_is_rejected_and_exported_again(two_starts, models_dir, tmp_path):
+    other = tmp_path / "models"
+    graph = onnx_path(other, MODEL, minilm_model_dir(), "fp32")
+    graph.parent.mkdir(parents=True)
+    source = onnx_path(models_dir, MODEL, minilm_model_dir(), "fp32")
+    shutil.copyfile(source, graph)
+    shutil.copyfile(digest_path(source), digest_path(graph))
+    assert verified(graph)
+    # Changed after the export: a byte flipped in the middle of the weights.
+    tampered = bytearray(graph.read_bytes())
+    tampered[len(tampered) // 2] ^= 0xFF
+    graph.write_bytes(bytes(tampered))
+    assert not verified(graph)
+    assert ensure_onnx_model(other, minilm_model_dir(), MODEL, "fp32") == graph
+    assert verified(graph) and graph.read_bytes() != bytes(tampered)
+    assert digest_path(graph).read_text().strip() == file_sha256(graph)
+    # A graph without its hash (e.g. copied in by hand) is not trusted either.
+    digest_path(graph).unlink()
+    assert not verified(graph)
+
+
+def test_the_cache_folder_is_keyed_by_the_exporter_and_runtime_versions(monkeypatch, tmp_path):
+    before = onnx_path(tmp_path, MODEL, minilm_model_dir(), "fp32").parent
+    for package in ("onnxruntime", "torch", "onnx", "transformers"):
+        with monkeypatch.context() as patched:
+            real = onnx_export._version
+            patched.setattr(onnx_export, "_version", lambda name, p=package: "0.0-other" if name == p else real(name))
+            assert onnx_path(tmp_path, MODEL, minilm_model_dir(), "fp32").parent != before, package
+    assert onnx_path(tmp_path, MODEL, minilm_model_dir(), "fp32").parent == before
 
 
 def test_the_cache_folder_names_the_weights_it_was_exported_from(tmp_path):
@@ -142,9 +185,11 @@ def test_the_cache_folder_names_the_weights_it_was_exported_from(tmp_path):
 
 
 async def test_a_corrupt_graph_makes_the_embedder_unavailable(tmp_path):
+    # Corrupt with a matching hash (as a broken export would leave it): ONNX Runtime refuses it.
     graph = onnx_path(tmp_path / "models", MODEL, minilm_model_dir(), "fp32")
     graph.parent.mkdir(parents=True)
     graph.write_bytes(b"not an onnx graph")
+    digest_path(graph).write_text(file_sha256(graph))
     with pytest.raises(ProviderUnavailable, match="cannot load"):
         LocalEmbedder(cache_settings(tmp_path / "models"))
 

@@ -151,7 +151,7 @@ async def test_uploads_waiting_for_a_slot_hold_no_database_connection(parts: Par
     waiting.append(asyncio.create_task(service(parts, sessions[2], gate=gate).move(user, document.id, collection.id)))
     for _ in range(200):  # until every task waits on the slot (each has read the database first)
         await asyncio.sleep(0.01)
-        if sum(len(task.get_stack()) > 0 for task in waiting) == len(waiting) and gate._slots.locked():
+        if gate.waiting() == len(waiting):
             break
     await asyncio.sleep(0.2)
     assert not any(task.done() for task in waiting)

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     public_url: str | None = None
 
     # --- embeddings -------------------------------------------------------------------
-    embedding_provider: Literal["auto", "local", "gemini"] = "auto"
+    embedding_provider: Literal["auto", "local", "gemini", "openai"] = "auto"
     local_embedding_model: str = "all-MiniLM-L6-v2"
     # Texts per encoder call when ingesting: a search query waits behind at most one
     # such sub-batch (queries are served first), so keep it small.
@@ -107,10 +107,14 @@ class Settings(BaseSettings):
     # of its own, EMBEDDING_THREADS=0 speeds up ingestion.
     embedding_threads: int = Field(default=1, ge=0)
     embedding_query_threads: int = Field(default=1, ge=0)
-    # Encoder threads that embed search queries only, beside the one that embeds ingestion
-    # sub-batches (and queries): a search never waits behind ingestion, and concurrent
-    # searches use another core. 0 = one thread for everything (queries still go first).
+    # Encoder threads ("query lanes") beside the first one: they serve search queries first
+    # and, with ONNX, borrow ingestion sub-batches while no query waits (a query interrupts
+    # a borrowed sub-batch), so ingestion uses every core and searches never wait behind
+    # it. 0 = one thread for everything (queries still go first). See encoder_worker.py.
     embedding_query_workers: int = Field(default=1, ge=0, le=16)
+    # Deadline of one local encoder call: past it the callers get 503, the call is
+    # interrupted and the lane replaced (a sub-batch takes ~1 s on one core).
+    embedding_timeout_seconds: float = Field(default=60.0, gt=0)
     # Concurrent search queries arriving within this window share one encoder call.
     embedding_query_batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
     embedding_query_batch_size: int = Field(default=32, ge=1)
@@ -119,6 +123,24 @@ class Settings(BaseSettings):
     gemini_embedding_dimension: int = 768
     gemini_timeout_seconds: float = 30.0
     gemini_max_retries: int = 4
+    # EMBEDDING_PROVIDER=openai: any OpenAI-compatible POST /embeddings server (Ollama, Text
+    # Embeddings Inference, vLLM, OpenAI), separate from the answer model's OPENAI_* settings.
+    # Model and dimension name the collection (a new vector space: fill it with `rag reindex`).
+    openai_embedding_base_url: str = "http://localhost:11434/v1"
+    openai_embedding_api_key: str | None = None
+    openai_embedding_model: str = "nomic-embed-text"
+    openai_embedding_dimension: int = Field(default=768, ge=1, le=16_000)
+    # Send `dimensions` (OpenAI text-embedding-3 and other Matryoshka models shorten their
+    # output); most self-hosted servers reject it, so off by default.
+    openai_embedding_send_dimensions: bool = False
+    # Prefixes some models are trained with, e.g. nomic-embed-text "search_query: " /
+    # "search_document: ", e5 "query: " / "passage: ".
+    openai_embedding_query_prefix: str = ""
+    openai_embedding_document_prefix: str = ""
+    openai_embedding_max_tokens: int = Field(default=512, ge=16)
+    openai_embedding_batch_size: int = Field(default=32, ge=1, le=2048)
+    openai_embedding_timeout_seconds: float = Field(default=30.0, gt=0)
+    openai_embedding_max_retries: int = Field(default=4, ge=0)
 
     # --- answers ----------------------------------------------------------------------
     llm_provider: Literal["auto", "extractive", "gemini", "openai"] = "auto"
@@ -186,6 +208,12 @@ class Settings(BaseSettings):
     # Ingestions running at once in one process (0 = no cap); more wait up to the timeout,
     # then get 503 `busy` with Retry-After.
     ingest_concurrency: int = Field(default=4, ge=0)
+    # Slots one account may hold at once (0 = half of INGEST_CONCURRENCY, rounded up): the
+    # rest stay free for other accounts while one floods (documents/quotas.py).
+    ingest_concurrency_per_account: int = Field(default=0, ge=0)
+    # SIGTERM: requests still running after this many seconds are cancelled; interrupted
+    # ingestions are finished by repair after the next start (the process exits in < 10 s).
+    shutdown_grace_seconds: float = Field(default=3.0, ge=0, le=30)
     ingest_queue_timeout_seconds: float = Field(default=30.0, ge=0)
     # Chunks per embed call / upsert; the ingestion claim is refreshed after each batch.
     ingest_batch_size: int = Field(default=256, ge=1)
@@ -257,7 +285,7 @@ class Settings(BaseSettings):
         return self.model_cache_dir or self.data_dir / "models"
 
     @property
-    def resolved_embedding_provider(self) -> Literal["local", "gemini"]:
+    def resolved_embedding_provider(self) -> Literal["local", "gemini", "openai"]:
         if self.embedding_provider == "auto":
             return "gemini" if self.gemini_api_key else "local"
         return self.embedding_provider

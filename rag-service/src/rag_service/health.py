@@ -1,4 +1,5 @@
-"""`GET /health` (no auth): 200 when the database and the vector store answer, else 503.
+"""`GET /health` (no auth): 200 when the database and the vector store answer and the local
+encoder's lanes are alive and within their deadline, else 503.
 
 The body is the same either way so load balancers and humans see what is down.
 """
@@ -29,13 +30,16 @@ async def _vector_store_healthy(runtime: RuntimeDep) -> bool:
         return False
 
 
-@router.get("/health", responses={503: {"description": "database or vector store down"}})
+@router.get("/health", responses={503: {"description": "database, vector store or local encoder down"}})
 async def health(runtime: RuntimeDep) -> JSONResponse:
     database_ok, qdrant_ok = await asyncio.gather(
         check_database(runtime.engine), _vector_store_healthy(runtime)
     )
     settings = runtime.settings
-    healthy = database_ok and qdrant_ok
+    # A local encoder's lanes (threads): alive, busy, restarts, timeouts (encoder_worker.py).
+    encoder_stats = getattr(runtime.embedder, "encoder_stats", None)
+    encoder = encoder_stats() if encoder_stats is not None else None
+    healthy = database_ok and qdrant_ok and (encoder is None or encoder["healthy"])
     body = {
         "status": "ok" if healthy else "degraded",
         "services": {
@@ -45,4 +49,6 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
             "llm": settings.resolved_llm_provider,
         },
     }
+    if encoder is not None:
+        body["services"]["encoder"] = encoder
     return JSONResponse(body, status_code=200 if healthy else 503)

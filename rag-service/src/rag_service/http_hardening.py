@@ -57,4 +57,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "server_header": False,
         "http": "h11",
         "h11_max_incomplete_event_size": settings.max_request_header_bytes,
+        # SIGTERM: requests still running after this are cancelled (an interrupted ingestion
+        # is left for repair, see indexing.py), so the process exits within seconds.
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
     }

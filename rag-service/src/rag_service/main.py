@@ -35,6 +35,7 @@ from rag_service.deps import runtime_of_scope
 from rag_service.collections import api as collections_api
 from rag_service.documents import api as documents_api
 from rag_service.documents.batch_request import batch_body_bytes
+from rag_service.documents.indexing import wait_for_running
 from rag_service.documents.maintenance import repair_interrupted_ingestions, repair_periodically
 from rag_service.errors import AppError, describe_validation_errors, error_responses
 from rag_service import health
@@ -53,6 +54,8 @@ from rag_service.storage.db import describe_database_error, is_database_unavaila
 
 log = logging.getLogger(__name__)
 
+# Shutdown: how long cancelled ingestions get to release their claims (a few SQL statements).
+INGESTION_RELEASE_WAIT_S = 3.0
 # Multipart framing and form fields on top of the largest allowed upload.
 BODY_LIMIT_MARGIN_BYTES = 64 * 1024
 
@@ -180,6 +183,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         try:
             yield
         finally:
+            # uvicorn has cancelled the requests still running (after SHUTDOWN_GRACE_SECONDS):
+            # let interrupted ingestions release their claims before the database closes.
+            await wait_for_running(INGESTION_RELEASE_WAIT_S)
             mcp_stop.set()
             await mcp_task
             if periodic_repair is not None:

@@ -38,7 +38,7 @@ system work: repair takes stale claims of every owner.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Update, delete, or_, select, update
@@ -47,6 +47,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rag_service.storage.access import Access, scoped, unscoped
 from rag_service.storage.models import Document, DocumentStatus, utcnow
 
+# The heartbeat of a claim given up by an interrupted run: older than any cutoff.
+RELEASED_CLAIM = datetime(2000, 1, 1, tzinfo=UTC)
 # Why the statements keyed by a claim are not scoped to a caller (see the module docstring).
 BY_CLAIM = "keyed by the document id and the generation of a claim this run holds"
 
@@ -139,6 +141,12 @@ async def finish_failed(session: AsyncSession, document_id: str, generation: int
         "status": DocumentStatus.FAILED, "chunk_count": 0, "error": message,
         "claimed_at": None, "updated_at": utcnow(),
     })
+
+
+async def release_for_repair(session: AsyncSession, document_id: str, generation: int) -> bool:
+    """Give an interrupted claim up: the row stays `indexing` and is stale at once, so repair
+    (start-up, or any replica's periodic pass) takes it over without waiting for the lease."""
+    return await _conditional(session, document_id, generation, {"claimed_at": RELEASED_CLAIM})
 
 
 async def _conditional(session: AsyncSession, document_id: str, generation: int, values: dict[str, Any]) -> bool:

@@ -38,6 +38,20 @@ POINT_ID_NAMESPACE = uuid.UUID("6f1c2a4e-8d0b-5e4f-9a37-2b8e5d1c0f6a")
 INTERNAL_INDEXING_ERROR = "internal error while indexing the document; try again later"
 
 
+# Tasks running an ingestion in this process: shutdown waits for them to release their
+# claims (after cancelling them) before closing the database (main.py).
+RUNNING: set[asyncio.Task] = set()
+
+
+async def wait_for_running(timeout: float) -> int:
+    """Wait up to `timeout` for the ingestions in progress to end; returns how many remain."""
+    tasks = set(RUNNING)
+    if not tasks:
+        return 0
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    return len(pending)
+
+
 def point_id(document_id: str, chunk_index: int, generation: int = 0) -> str:
     """Generation 0 is the id scheme of points written before claims existed."""
     name = f"{document_id}:{chunk_index}" if generation == 0 else f"{document_id}:{generation}:{chunk_index}"
@@ -71,6 +85,15 @@ class Indexer:
         self.batch = max(1, batch)
 
     async def run(self, document: Document, generation: int) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            RUNNING.add(task)
+        try:
+            await self._run(document, generation)
+        finally:
+            RUNNING.discard(task)
+
+    async def _run(self, document: Document, generation: int) -> None:
         """Index a row this run has claimed with `generation` (see the module docstring).
 
         Won: the row is `ready` with exactly its chunks. Lost (another run took the claim):
@@ -89,7 +112,13 @@ class Indexer:
         except ClaimLost:
             await asyncio.shield(self._after_lost_claim(document, generation))
             return
-        except BaseException as exc:  # includes cancellation: the row must not stay `indexing`
+        except asyncio.CancelledError:
+            # Interrupted (the process is stopping): the text is stored, so the row stays
+            # `indexing` with its claim released; repair (the next start, or the periodic pass
+            # of another replica) re-indexes it.
+            await asyncio.shield(self._release(doc_id, generation))
+            raise
+        except BaseException as exc:  # the row must not stay `indexing`
             await asyncio.shield(self._fail(doc_id, generation, exc))
             if isinstance(exc, AppError) or not isinstance(exc, Exception):
                 raise
@@ -110,6 +139,16 @@ class Indexer:
         await self.vector_store.delete(document_points(document.id, below=generation + 1))
         log.info("document %s: claim %d superseded by %d", document.id, generation, state[0])
         await refetch(self.session, document)
+
+    async def _release(self, doc_id: str, generation: int) -> None:
+        try:
+            await self.session.rollback()
+            released = await claims.release_for_repair(self.session, doc_id, generation)
+        except Exception:  # the database is gone too: the claim goes stale after its lease
+            log.exception("could not release the claim of interrupted document %s", doc_id)
+            return
+        if released:
+            log.warning("indexing document %s interrupted; left for repair", doc_id)
 
     async def _fail(self, doc_id: str, generation: int, exc: BaseException) -> None:
         # Type and stack only: messages of driver and reader errors can quote document text.

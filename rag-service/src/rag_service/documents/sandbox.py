@@ -404,7 +404,7 @@ class ExtractionPool:
         """Stop the workers (running extractions are abandoned) and wait for them."""
         self._closed = True
         self._pool.stop()
-        self._pool.join(timeout=10)
+        self._pool.join(timeout=3)  # stop() terminates them: quick
         for future in list(self._in_flight):
             if not future.done():
                 try:

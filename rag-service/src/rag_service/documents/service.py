@@ -34,11 +34,11 @@ from rag_service.documents import claims
 from rag_service.documents.chunking import Chunker, chunker_for
 from rag_service.documents.extraction import content_hash, normalize_content
 from rag_service.documents.indexing import INGEST_BATCH, Indexer, refetch
-from rag_service.documents.quotas import IngestionGate, check_quota, insert_within_quota, owner_lock
+from rag_service.documents.quotas import IngestionGate, check_quota, estimated_chunks, insert_within_quota, owner_lock
 from rag_service.documents.reads import DocumentReads
 from rag_service.documents.validation import validate_metadata, validate_title
 from rag_service.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
-from rag_service.providers.base import Embedder
+from rag_service.providers.base import Embedder, embedding_account
 from rag_service.storage.access import Access, as_access, document_points, scoped, unscoped
 from rag_service.storage.models import DEFAULT_COLLECTION, Document, DocumentStatus, utcnow
 from rag_service.storage.sparse import SparseEncoder
@@ -144,7 +144,7 @@ class DocumentService(DocumentReads):
                 raise Conflict("a document with the same content is being deleted; try again in a moment")
             if existing is not None and existing.status != DocumentStatus.FAILED:
                 return existing, False
-            async with self._gate.slot():
+            async with self._gate.slot(access.user_id, cost=estimated_chunks(len(content), self._settings)):
                 if existing is not None:
                     # An earlier attempt failed: this save is the retry, with the new fields.
                     generation = await claims.claim_failed_for_retry(
@@ -205,7 +205,12 @@ class DocumentService(DocumentReads):
     async def _ingest(self, document: Document, generation: int) -> None:
         indexer = Indexer(self._session, self._vector_store, self._sparse_encoder, self._embedder,
                           self.chunker, batch=self._ingest_batch)
-        await indexer.run(document, generation)
+        # The encoder shares its lanes between the accounts whose documents it embeds.
+        token = embedding_account.set(document.user_id)
+        try:
+            await indexer.run(document, generation)
+        finally:
+            embedding_account.reset(token)
 
     async def reindex(self, caller: Access | str | None, document_id: str, *, bounded_wait: bool = True) -> Document:
         """Re-chunk and re-embed one document (e.g. after a crash or a model change); the
@@ -213,7 +218,8 @@ class DocumentService(DocumentReads):
 
         Takes the claim over from any run in progress (that run then changes nothing).
         """
-        async with self._gate.slot(bounded=bounded_wait):
+        account = "" if caller is None else as_access(caller).user_id
+        async with self._gate.slot(account, bounded=bounded_wait):
             if caller is None:
                 generation = await claims.claim_for_system_reindex(self._session, document_id)
                 if generation is None:
@@ -238,7 +244,7 @@ class DocumentService(DocumentReads):
         await self._session.commit()  # no connection held while waiting for a slot (see _find_by_hash)
         if (document.owner, document.collection_id) == (owner, collection_id):
             return document
-        async with self._gate.slot():
+        async with self._gate.slot(access.user_id, cost=estimated_chunks(document.content_chars, self._settings)):
             try:
                 async with self._adding_to(access, collection_id, owner):
                     async with self._charged_to(owner, document):

@@ -7,6 +7,7 @@ the request after bounded retries.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -17,6 +18,10 @@ EmbedTask = Literal["document", "query"]
 # The answer of every generator when the sources do not answer the question: exactly this
 # text, alone, citing nothing (the chat service reports it as `answer_found: false`).
 NOT_FOUND_ANSWER = "I couldn't find anything about that in your documents."
+
+# The account whose documents are being embedded: a local encoder shares its lanes fairly
+# between accounts (encoder_worker.py). Set by ingestion around one document's run.
+embedding_account: ContextVar[str] = ContextVar("embedding_account", default="")
 
 
 class ProviderUnavailable(ServiceUnavailable):

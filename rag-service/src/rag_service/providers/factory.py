@@ -11,8 +11,13 @@ from rag_service.providers.base import Embedder, Generator
 
 
 def build_embedder(settings: Settings) -> Embedder:
-    """`local` MiniLM (default) or `gemini` (when GEMINI_API_KEY is set, or forced)."""
+    """`local` MiniLM (default), `gemini` (when GEMINI_API_KEY is set, or forced) or `openai`
+    (an OpenAI-compatible embeddings server, only when EMBEDDING_PROVIDER=openai)."""
     provider = settings.resolved_embedding_provider
+    if provider == "openai":
+        from rag_service.providers.openai_embedder import OpenAIEmbedder
+
+        return OpenAIEmbedder(settings)
     if provider == "gemini":
         from rag_service.providers.gemini_embedder import GeminiEmbedder
 

@@ -9,6 +9,7 @@ one-time export.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -17,8 +18,8 @@ from tokenizers import Tokenizer
 
 from rag_service.config import Settings
 from rag_service.metrics import EMBEDDED_TEXTS, LOCAL_ENCODER_BATCH_TEXTS
-from rag_service.providers.base import EmbedTask, ProviderUnavailable
-from rag_service.providers.encoder_worker import EncoderWorker
+from rag_service.providers.base import EmbedTask, ProviderUnavailable, embedding_account
+from rag_service.providers.encoder_worker import EncoderUnavailable, EncoderWorker
 from rag_service.providers.minilm_backends import (
     MAX_TOKENS,
     OnnxMiniLM,
@@ -75,6 +76,8 @@ class LocalEmbedder:
             max_query_batch=settings.embedding_query_batch_size,
             query_wait_seconds=settings.embedding_query_batch_wait_ms / 1000,
             query_lanes=settings.embedding_query_workers,
+            interruptible=getattr(self.backend, "interruptible", False),
+            run_timeout_seconds=settings.embedding_timeout_seconds,
             on_batch=lambda priority, size: LOCAL_ENCODER_BATCH_TEXTS.labels(priority=priority).observe(size),
             name="minilm",
         )
@@ -89,17 +92,31 @@ class LocalEmbedder:
     async def embed(self, texts: list[str], task: EmbedTask = "document") -> list[list[float]]:
         # MiniLM is symmetric: queries and documents are embedded the same way; the task
         # only decides the queue (queries first, and micro-batched together).
-        vectors: list[list[float]] = []
-        # Documents go one sub-batch at a time: a query waits behind one sub-batch at most.
-        step = len(texts) if task == "query" else self.batch_size
-        for start in range(0, len(texts), max(1, step)):
-            batch = list(texts[start : start + step])
-            try:
-                vectors.extend(await self._worker.encode(batch, task))
-            except RuntimeError as exc:  # the worker was shut down, torch/ONNX errors
-                raise ProviderUnavailable("local embedding model", str(exc)) from exc
-            EMBEDDED_TEXTS.labels(provider="local").inc(len(batch))
+        if task == "query":
+            return await self._encode(list(texts), task, "")
+        # Documents go in sub-batches, all queued at once: every idle lane takes one, and
+        # a query waits behind one sub-batch at most (or interrupts a borrowed one).
+        account = embedding_account.get()
+        step = self.batch_size
+        batches = [list(texts[start : start + step]) for start in range(0, len(texts), step)]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._encode(batch, task, account)) for batch in batches]
+        except* ProviderUnavailable as errors:
+            raise errors.exceptions[0] from None
+        return [vector for task_ in tasks for vector in task_.result()]
+
+    async def _encode(self, batch: list[str], task: EmbedTask, account: str) -> list[list[float]]:
+        try:
+            vectors = await self._worker.encode(batch, task, account=account)
+        except (EncoderUnavailable, RuntimeError) as exc:  # shut down, dead lane, deadline, torch/ONNX errors
+            raise ProviderUnavailable("local embedding model", str(exc)) from exc
+        EMBEDDED_TEXTS.labels(provider="local").inc(len(batch))
         return vectors
+
+    def encoder_stats(self) -> dict:
+        """The encoder lanes' state for /health."""
+        return self._worker.stats()
 
     async def aclose(self) -> None:
         self._worker.close()

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tokenizers import Tokenizer
 
+from rag_service.providers.encoder_worker import EncodeInterrupted, RunControl
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -52,6 +54,8 @@ class TorchMiniLM:
     """sentence-transformers on torch; threads per call kind (queries, ingestion batches)."""
 
     backend = "torch"
+    # A torch call cannot be stopped half-way.
+    interruptible = False
 
     def __init__(self, model_dir: Path, *, threads: int, query_threads: int | None = None) -> None:
         self.threads = threads
@@ -102,6 +106,8 @@ class OnnxMiniLM:
     """
 
     backend = "onnx"
+    # A run can be stopped from another thread (RunOptions.terminate): see EncoderWorker.
+    interruptible = True
 
     def __init__(self, onnx_path: Path, model_dir: Path, *, threads: int, query_threads: int | None = None,
                  share_session: bool = True) -> None:
@@ -114,7 +120,7 @@ class OnnxMiniLM:
         self._input_names = {i.name for i in self._session.get_inputs()}
         self._tokenizer = model_tokenizer(model_dir)
 
-    def encode(self, texts: list[str], priority: str = "document") -> list[list[float]]:
+    def encode(self, texts: list[str], priority: str = "document", control: RunControl | None = None) -> list[list[float]]:
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
@@ -122,7 +128,20 @@ class OnnxMiniLM:
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
         session = self._query_session if priority == "query" else self._session
-        [states] = session.run(["last_hidden_state"], feeds)
+        if control is None:
+            [states] = session.run(["last_hidden_state"], feeds)
+            return mean_pool_normalize(states, mask).tolist()
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        # Checked by ONNX Runtime between graph nodes: the run stops within one node.
+        control.on_interrupt(lambda: setattr(options, "terminate", True))
+        try:
+            [states] = session.run(["last_hidden_state"], feeds, options)
+        except Exception:
+            if control.interrupted:
+                raise EncodeInterrupted from None
+            raise
         return mean_pool_normalize(states, mask).tolist()
 
 

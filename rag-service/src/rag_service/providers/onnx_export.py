@@ -7,12 +7,15 @@ vectors match torch's (cosine >= 0.99 on every text of a small built-in sample);
 otherwise start-up fails with a clear error rather than serving vectors from another
 space. Several processes may share one cache (replicas, test runs): one exports while
 the others wait for it, and a graph appears under its final name only when complete.
+The cache folder is keyed by the weights, the opset and the exporter and runtime versions;
+each graph has its SHA-256 beside it, checked on every load (a mismatch is re-exported).
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.metadata
 import logging
 import os
 import tempfile
@@ -30,6 +33,8 @@ from rag_service.providers.minilm_backends import OnnxMiniLM, TorchMiniLM
 log = logging.getLogger(__name__)
 
 OnnxVariant = Literal["fp32", "int8"]
+# Exporter and runtime: part of the cache key (source_fingerprint).
+TOOLCHAIN = ("torch", "transformers", "onnx", "onnxruntime")
 MIN_COSINE = 0.99
 OPSET = 17
 # Short queries, a long passage, code and non-English: where a bad export shows first.
@@ -54,26 +59,69 @@ def onnx_path(models_dir: Path, model_name: str, model_dir: Path, variant: OnnxV
 
 
 def source_fingerprint(model_dir: Path) -> str:
-    """What the graph is computed from: the model's config, its weight files (name and
-    size; hashing ~90 MB on every start would cost more than it tells) and the opset."""
+    """What the graph is computed from and read by: the model's config, its weight files
+    (name and size; hashing ~90 MB on every start would cost more than it tells), the
+    opset, and the versions of the exporter (torch, transformers, onnx) and of the runtime
+    that loads it (onnxruntime): an upgrade of any of them exports afresh."""
     digest = hashlib.sha256(f"opset{OPSET}".encode())
+    for package in TOOLCHAIN:
+        digest.update(f";{package}={_version(package)}".encode())
     digest.update((model_dir / "config.json").read_bytes())
     for weights in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
         digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
     return digest.hexdigest()[:10]
 
 
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def digest_path(graph: Path) -> Path:
+    """The graph's content hash, written by the export beside it."""
+    return graph.with_name(graph.name + ".sha256")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as graph:
+        for block in iter(lambda: graph.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified(graph: Path) -> bool:
+    """The graph is there and its content is what the export wrote (~0.2 s for 90 MB)."""
+    try:
+        expected = digest_path(graph).read_text().strip()
+    except FileNotFoundError:
+        return False
+    try:
+        return file_sha256(graph) == expected
+    except FileNotFoundError:
+        return False
+
+
 def ensure_onnx_model(models_dir: Path, model_dir: Path, model_name: str, variant: OnnxVariant) -> Path:
     """Path of the `variant` graph, exported (and checked against torch) if missing."""
     target = onnx_path(models_dir, model_name, model_dir, variant)
-    if target.exists():
+    # Verified on every load: a graph changed after its export (tampering, a bad disk, a
+    # copy cut short) is never run; it is removed and exported again.
+    if verified(target):
         return target
     # int8 is quantized from the fp32 graph: that one first, under its own lock.
     fp32 = ensure_onnx_model(models_dir, model_dir, model_name, "fp32") if variant == "int8" else None
     with _export_lock(target.parent, variant):
-        if target.exists():  # another process exported it while this one waited
+        if verified(target):  # another process exported it while this one waited
             return target
-        for stale in target.parent.glob(f"{target.stem}*.tmp.onnx"):  # from an export that was killed
+        if target.exists():
+            log.warning("the cached ONNX %s graph %s does not match its content hash; exporting it again",
+                        variant, target)
+            target.unlink()
+        for stale in [*target.parent.glob(f"{target.stem}*.tmp.onnx"),  # from an export that was killed
+                      *target.parent.glob(f"{target.stem}*.tmp.sha256")]:
             stale.unlink(missing_ok=True)
         log.info("exporting %s to ONNX %s into %s (once per model cache; ~15-60 s)",
                  model_name, variant, target.parent)
@@ -91,6 +139,9 @@ def ensure_onnx_model(models_dir: Path, model_dir: Path, model_name: str, varian
             if worst[0] < MIN_COSINE:
                 raise RuntimeError(f"the ONNX {variant} export disagrees with torch "
                                    f"(cosine {worst[0]:.4f} < {MIN_COSINE})")
+            # The hash first: the graph takes its final name only with its hash beside it.
+            _atomic_write(digest_path(target), lambda hash_tmp: hash_tmp.write_text(file_sha256(tmp) + "\n"),
+                          suffix=".tmp.sha256")
 
         _atomic_write(target, export_and_check)
         log.info("exported %s to ONNX %s in %.1f s (cosine to torch >= %.4f on the check texts)",
@@ -192,11 +243,11 @@ def compare_with_torch(graph: Path, model_dir: Path, texts: list[str], *, thread
     return [float(c) for c in np.sum(onnx_vectors * torch_vectors, axis=1)]
 
 
-def _atomic_write(target: Path, write) -> None:  # noqa: ANN001 - a one-line callable
+def _atomic_write(target: Path, write, *, suffix: str = ".tmp.onnx") -> None:  # noqa: ANN001
     """Write through a temporary file in the same folder: a crash or a second process
     starting at the same time never leaves a half-written graph under the final name."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp.onnx")
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=suffix)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -101,7 +101,8 @@ class SearchResultItem(BaseModel):
     text: str
     score: float = Field(description=(
         "Higher is better. dense: cosine similarity; keyword: BM25 score; "
-        "hybrid: reciprocal rank fusion score (compare within one response only)"
+        "hybrid: fused score from 0 to 1, the normalized cosine and BM25 scores of the "
+        "document's best chunks weighted 0.6 / 0.4 (compare within one response only)"
     ))
     metadata: dict[str, Any]
     # Character offsets of the chunk in the document's content.
