@@ -82,7 +82,7 @@ def populate(auth: Service, rag_url: str) -> dict:
     alice_id = jwt.decode(alice.token(), options={"verify_signature": False})["sub"]
     org = bob.create("Erasure")
     bob.invite(org, alice.email, "admin")
-    alice.org("POST", "accept-invitation", json={"invitationId": delivered_invitation(auth, org)})
+    alice.org("POST", "accept-invitation", json={"invitationId": delivered_invitation(auth, alice.email)})
     token = alice.token()
     personal = rag_call(rag_url, token, "POST", "/save-document", json={
         "title": "Alice's diary", "content": "Alice keeps her allotment notes here: beans, peas and chard."})
