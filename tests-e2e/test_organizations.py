@@ -109,7 +109,7 @@ def test_two_organizations_reach_the_rag_service_and_a_removal_shows_in_the_next
 
 def test_a_removed_members_old_token_is_refused_within_seconds(
         stack: dict[str, Service], auth_url: str, rag_url: str) -> None:
-    """The rag-service polls the auth-service's membership changes every 5 s (its default)."""
+    """The rag-service reads the auth-service's account events feed every 5 s (its default)."""
     admin, member = Member(auth_url), Member(auth_url)
     team, own = admin.create("Team"), member.create("Own")
     member.org("POST", "accept-invitation", json={"invitationId": admin.invite(team, member.email, "member")})

@@ -33,6 +33,8 @@ def settings_for(issuer: JwksIssuer, data_dir: Any, **overrides: Any) -> Setting
         "auth_jwks_url": issuer.jwks_url,
         "auth_issuer": issuer.issuer,
         "auth_audience": issuer.audience,
+        "account_events_token": issuer.events_token,
+        "auth_events_url": issuer.events_url,
         "embedding_provider": "local",
         "llm_provider": "extractive",
         "gemini_api_key": None,

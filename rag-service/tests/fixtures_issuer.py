@@ -1,6 +1,7 @@
 """The stand-in for the auth-service: Ed25519 keys, a JWKS served over real HTTP on
-127.0.0.1:<free port>, token minting, the membership-change list (`record_change`) at
-/api/auth/membership-changes, and the API-key exchange (`add_api_key`, `revoke_api_key`) at
+127.0.0.1:<free port>, token minting, the account events feed at /auth/events as the contract
+between the services says (ACCOUNT-EVENTS contract; `emit` adds an event, `prune` drops the
+oldest as retention does), and the API-key exchange (`add_api_key`, `revoke_api_key`) at
 /api/auth/api-key/token, as the auth-service answers them (a pytest plugin, registered in
 conftest.py). The e2e suite runs the same flows against the real auth-service.
 
@@ -11,8 +12,8 @@ Fixtures:
 
 from __future__ import annotations
 
-import hashlib
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -28,8 +29,8 @@ from jwt.algorithms import OKPAlgorithm
 ISSUER = "http://auth.test"
 AUDIENCE = "rag-service"
 JWKS_PATH = "/api/auth/jwks"
-MEMBERSHIP_CHANGES_PATH = "/api/auth/membership-changes"
-MEMBERSHIP_RETENTION_SECONDS = 960
+EVENTS_PATH = "/auth/events"
+EVENTS_RETENTION_SECONDS = 30 * 86_400
 API_KEY_EXCHANGE_PATH = "/api/auth/api-key/token"
 
 
@@ -52,12 +53,15 @@ class JwksIssuer:
         self.audience = audience
         self.keys: list[SigningKey] = [SigningKey()]
         self.jwks_requests = 0
-        # subject hash -> latest change (epoch ms), as the auth-service keeps them.
-        self.membership_changes: dict[str, int] = {}
-        # The `since` of each membership-changes request (None when absent).
-        self.membership_requests: list[int | None] = []
-        # Set to answer the membership-changes route with this document (or status, if an int).
-        self.membership_answer: Any = None
+        # The account events feed: every event emitted, oldest first; those with an id below
+        # `oldest_retained` are pruned. Cursors are "<xid>:<id>" strings (opaque to clients).
+        self.events: list[dict[str, Any]] = []
+        self.oldest_retained = 1
+        self.events_token = secrets.token_urlsafe(32)
+        # The query of each feed request, and its Authorization header.
+        self.events_requests: list[dict[str, str]] = []
+        # Set to answer the feed with this document (or status, if an int) instead.
+        self.events_answer: Any = None
         # API keys: key -> (owner, scope, orgs claim or None); each exchange's headers, in order.
         self.api_keys: dict[str, tuple[str, str, list[dict[str, str]] | None]] = {}
         self.exchanges: list[dict[str, str]] = []
@@ -103,24 +107,58 @@ class JwksIssuer:
         header.update(headers or {})
         return jwt.encode(self.claims(sub, **claims), key.private_key, algorithm="EdDSA", headers=header)
 
-    # membership changes
-    def record_change(self, sub: str, at: float | None = None) -> int:
-        """Records a membership change of `sub` at `at` (epoch s, default now); returns its
-        `changed_at` as the auth-service publishes it (the first whole second at or after)."""
-        at_ms = int((time.time() if at is None else at) * 1000)
+    # account events
+    def emit(self, type: str, *, user_id: str | None = None, organization_id: str | None = None,
+             role: str | None = None, at: float | None = None) -> dict[str, Any]:
+        """Appends an event to the feed (as the auth-service's triggers do) and returns it;
+        `at` in epoch seconds (default now)."""
         with self._lock:
-            key = hashlib.sha256(sub.encode()).hexdigest()
-            self.membership_changes[key] = max(at_ms, self.membership_changes.get(key, 0))
-        return -(-at_ms // 1000)
+            number = len(self.events) + 1
+            event = {"cursor": f"{1000 + number}:{number}", "type": type, "user_id": user_id,
+                     "organization_id": organization_id, "role": role,
+                     "occurred_at": int((time.time() if at is None else at) * 1000)}
+            self.events.append(event)
+        return event
 
-    def membership_document(self, since: int | None) -> Any:
-        now = int(time.time() * 1000)
-        oldest = now - MEMBERSHIP_RETENTION_SECONDS * 1000
+    def prune(self, keep_last: int = 0) -> None:
+        """Drops every event but the last `keep_last` (retention)."""
         with self._lock:
-            rows = sorted(((s, at) for s, at in self.membership_changes.items() if at > max(since or 0, oldest - 1)),
-                          key=lambda row: row[1], reverse=True)
-        return {"changes": [{"subject": s, "changed_at": -(-at // 1000)} for s, at in rows], "now": now,
-                "retention_seconds": MEMBERSHIP_RETENTION_SECONDS, "truncated": False}
+            self.oldest_retained = max(self.oldest_retained, len(self.events) - keep_last + 1)
+
+    def feed_answer(self, query: dict[str, str]) -> tuple[int, Any]:
+        """(status, document) of GET /auth/events as the contract says."""
+        try:
+            limit = int(query.get("limit", "500"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            return 400, error("invalid_limit", "limit must be 1..1000")
+        with self._lock:
+            retained = self.events[self.oldest_retained - 1:]
+            last_id = len(self.events)
+            if "after" in query:
+                try:
+                    after = int(query["after"].split(":")[1])
+                except (IndexError, ValueError):
+                    return 400, error("invalid_cursor", "bad cursor")
+                if after < self.oldest_retained - 1:
+                    return 410, error("cursor_expired", "the cursor is older than the oldest retained event")
+                candidates = [e for e in retained if int(e["cursor"].split(":")[1]) > after]
+            elif "since" in query:
+                if not query["since"].isdigit():
+                    return 400, error("invalid_cursor", "bad since")
+                candidates = [e for e in retained if e["occurred_at"] >= int(query["since"])]
+            else:
+                candidates = retained
+            page = candidates[:limit]
+            if page:
+                next_cursor = page[-1]["cursor"]
+            elif "after" in query:
+                next_cursor = query["after"]
+            else:
+                next_cursor = f"{1000 + last_id}:{last_id}"
+        return 200, {"events": page, "next_cursor": next_cursor, "has_more": len(candidates) > limit,
+                     "retention_seconds": EVENTS_RETENTION_SECONDS}
 
     # API keys
     def add_api_key(self, sub: str, scope: str = "write", orgs: list[dict[str, str]] | None = None) -> str:
@@ -136,7 +174,8 @@ class JwksIssuer:
             return None
         sub, scope, orgs = owner
         with self._lock:
-            latest_ms = self.membership_changes.get(hashlib.sha256(sub.encode()).hexdigest(), 0)
+            latest_ms = max((e["occurred_at"] for e in self.events if e["user_id"] == sub
+                             and e["type"] in ("member.removed", "member.role_changed")), default=0)
         iat = max(int(time.time()), -(-latest_ms // 1000))
         return self.mint(sub, sid=None, scope=scope, orgs=orgs, iat=iat)
 
@@ -152,8 +191,8 @@ class JwksIssuer:
         return f"http://127.0.0.1:{self.port}{JWKS_PATH}"
 
     @property
-    def membership_changes_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{MEMBERSHIP_CHANGES_PATH}"
+    def events_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{EVENTS_PATH}"
 
     def start(self) -> None:
         issuer = self
@@ -161,8 +200,8 @@ class JwksIssuer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 url = urlsplit(self.path)
-                if url.path == MEMBERSHIP_CHANGES_PATH:
-                    self.membership_changes(parse_qs(url.query).get("since", [None])[0])
+                if url.path == EVENTS_PATH:
+                    self.feed({k: v[-1] for k, v in parse_qs(url.query).items()})
                     return
                 if self.path != JWKS_PATH:
                     self.send_error(404)
@@ -199,18 +238,25 @@ class JwksIssuer:
                 # Like the auth-service's exchange: no `sid`, the key's `scope`, the owner's `orgs`.
                 self.send_json({"token": token})
 
-            def membership_changes(self, since: str | None) -> None:
-                issuer.membership_requests.append(None if since is None else int(since))
-                answer = issuer.membership_answer
-                if isinstance(answer, int):
-                    self.send_error(answer)
+            def feed(self, query: dict[str, str]) -> None:
+                authorization = self.headers.get("Authorization", "")
+                issuer.events_requests.append({**query, "authorization": authorization})
+                if not secrets.compare_digest(authorization.encode(), f"Bearer {issuer.events_token}".encode()):
+                    self.send_json(error("unauthorized", "the account events feed needs its token"), 401)
                     return
-                self.send_json(issuer.membership_document(None if since is None else int(since))
-                               if answer is None else answer)
+                answer = issuer.events_answer
+                if isinstance(answer, int):
+                    self.send_json(error("stand_in", "status set by the test"), answer)
+                    return
+                if answer is not None:
+                    self.send_json(answer)
+                    return
+                status, document = issuer.feed_answer(query)
+                self.send_json(document, status)
 
-            def send_json(self, document: Any) -> None:
+            def send_json(self, document: Any, status: int = 200) -> None:
                 body = json.dumps(document).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -230,6 +276,10 @@ class JwksIssuer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "request_id": uuid.uuid4().hex}}
 
 
 @pytest.fixture(scope="session")

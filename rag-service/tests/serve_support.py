@@ -16,7 +16,7 @@ import httpx
 START_DEADLINE_S = 180
 # Never inherited from the developer's shell: each test says what it wants.
 _CLEARED = ("DATABASE_URL", "QDRANT_URL", "GEMINI_API_KEY", "REDIS_URL", "METRICS_TOKEN", "RAG_ENV",
-            "API_DOCS_ENABLED", "MAX_REQUEST_HEADER_BYTES")
+            "API_DOCS_ENABLED", "MAX_REQUEST_HEADER_BYTES", "ACCOUNT_EVENTS_TOKEN", "AUTH_EVENTS_URL")
 
 
 def free_port() -> int:

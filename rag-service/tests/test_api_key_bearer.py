@@ -16,7 +16,7 @@ import pytest
 
 from rag_service.auth.api_keys import ApiKeyVerifier, api_key_exchange_url
 from rag_service.auth.bearer import BearerAuthenticator
-from rag_service.auth.membership_changes import MembershipChanges, parse_answer
+from rag_service.auth.membership_changes import MembershipChanges
 from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.errors import RateLimited, ServiceUnavailable, Unauthorized
 
@@ -236,8 +236,8 @@ async def test_a_keys_token_gone_stale_is_exchanged_again_not_refused(key_settin
     try:
         first = await bearer_auth.authenticate(key)
         assert "org-1" in first.orgs and issuer.exchanges_of(key) == 1
-        issuer.record_change(owner, at=first.claims["iat"] + 0.5)
-        changes.apply(parse_answer(issuer.membership_document(None)))
+        changed = issuer.emit("member.removed", user_id=owner, organization_id="org-2", at=first.claims["iat"] + 0.5)
+        changes.member_changed(owner, changed["occurred_at"])
         stale_jwt = issuer.mint(owner, orgs=orgs, iat=first.claims["iat"])
         with pytest.raises(Unauthorized) as stale:
             await bearer_auth.authenticate(stale_jwt)

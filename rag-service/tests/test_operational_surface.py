@@ -94,7 +94,9 @@ async def test_every_kind_of_response_is_marked_private(client, auth_headers, ma
 @pytest.fixture(scope="module")
 def served(issuer, tmp_path_factory):
     port = free_port()
-    process = start_serve(tmp_path_factory.mktemp("served"), port, issuer.jwks_url, RAG_ENV="production")
+    # Production refuses to start without the account events feed's token (config.py).
+    process = start_serve(tmp_path_factory.mktemp("served"), port, issuer.jwks_url, RAG_ENV="production",
+                          ACCOUNT_EVENTS_TOKEN=issuer.events_token, AUTH_EVENTS_URL=issuer.events_url)
     try:
         first = wait_healthy(process, port)
         assert first.get("status") == 200, first

@@ -1,5 +1,7 @@
-"""Per-user quotas (documents, characters) and the per-process ingestion cap, on real
-SQLite and Postgres with a real Qdrant Edge store and MiniLM."""
+"""Quotas per owner (documents, characters: a user's personal collections, an organization's
+collections) and the per-process ingestion cap, on real SQLite and Postgres with a real
+Qdrant Edge store and MiniLM. A document counts against the owner of its collection, whoever
+saved it; a move moves the charge; concurrent saves and moves cannot overshoot."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from ingestion_support import SMALL_CHUNKS, Parts, check_invariant, new_user, pa
 from rag_service.documents.quotas import IngestionGate, QuotaExceeded
 from rag_service.errors import ServiceUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
-from rag_service.storage.access import Access, scoped
+from collections_support import points_of
+from rag_service.storage.access import Access, document_points, owner_points, scoped, unscoped
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.models import Document
 from rag_service.storage.qdrant_edge import EdgeVectorStore
@@ -29,7 +32,7 @@ def embedder(settings) -> LocalEmbedder:
 @pytest_asyncio.fixture
 async def parts(database_url, make_settings, embedder, tmp_path) -> AsyncIterator[Parts]:
     settings = make_settings(database_url=database_url, quota_max_documents=3, quota_max_characters=10_000,
-                             **SMALL_CHUNKS)
+                             quota_org_max_documents=2, quota_org_max_characters=10_000, **SMALL_CHUNKS)
     await asyncio.to_thread(run_migrations, settings)
     engine, sessionmaker = create_engine_and_sessionmaker(settings)
     store = EdgeVectorStore(tmp_path / "qdrant", collection="quotas", dimension=embedder.dimension)
@@ -158,6 +161,109 @@ async def test_uploads_waiting_for_a_slot_hold_no_database_connection(parts: Par
     for session in sessions:
         await session.close()
     assert await rows_of(parts, user) == 3
+
+
+async def check_owners(parts: Parts, owners: list[str]) -> None:
+    """Every row of these owners is `ready` with exactly `chunk_count` points, all carrying its
+    owner key, and the owners hold no other point."""
+    async with parts.sessionmaker() as session:
+        rows = (await session.execute(unscoped(
+            select(Document.id, Document.owner, Document.status, Document.chunk_count)
+            .where(Document.owner.in_(owners)), "test: every row of the listed owners"))).all()
+    for document_id, owner, status, chunk_count in rows:
+        assert status == "ready", (document_id, status)
+        assert await parts.vector_store.count(document_points(document_id)) == chunk_count
+        assert await points_of(parts.vector_store, owner, document_id) == chunk_count
+    for owner in owners:
+        expected = sum(c for _, o, _, c in rows if o == owner)
+        assert await parts.vector_store.count(owner_points(owner)) == expected, owner
+
+
+async def org_collection(parts: Parts, access: Access, org: str) -> str:
+    async with parts.sessionmaker() as session:
+        return (await service(parts, session).collections.create(access, f"Team {new_user()}", org)).id
+
+
+async def test_an_organizations_documents_count_against_the_organization_not_the_uploader(parts: Parts) -> None:
+    org = f"org-{new_user()}"
+    alice, bob = Access(new_user(), {org: "admin"}), Access(new_user(), {org: "owner"})
+    team = await org_collection(parts, alice, org)
+    async with parts.sessionmaker() as session:
+        docs = service(parts, session)
+        for i in range(3):  # Alice's personal quota (3), full: the organization's saves do not count
+            await docs.save(alice, f"Own {i}", f"alice's own document {i}")
+        await docs.save(alice, "Org 1", "organization document one", collection_id=team)
+        await docs.save(bob, "Org 2", "organization document two", collection_id=team)
+        with pytest.raises(QuotaExceeded, match="the organization's collections hold 2 of 2.*QUOTA_ORG_MAX_DOCUMENTS") as caught:
+            await docs.save(alice, "Org 3", "organization document three", collection_id=team)
+        assert caught.value.details["owner"] == f"org:{org}"
+        usages = {u.owner: (u.documents, u.max_documents) for u in (await docs.summary(alice)).usages}
+        assert usages == {alice.user_id: (3, 3), f"org:{org}": (2, 2)}
+        assert {u.owner: u.documents for u in (await docs.summary(bob)).usages} == {bob.user_id: 0, f"org:{org}": 2}
+        # Bob's personal quota is untouched by what he saved into the organization.
+        for i in range(3):
+            await docs.save(bob, f"Bob {i}", f"bob's own document {i}")
+
+
+async def test_a_move_moves_the_charge_and_is_refused_when_the_target_is_full(parts: Parts) -> None:
+    org = f"org-{new_user()}"
+    alice = Access(new_user(), {org: "admin"})
+    team = await org_collection(parts, alice, org)
+    async with parts.sessionmaker() as session:
+        docs = service(parts, session)
+        personal = [(await docs.save(alice, f"P{i}", f"personal text number {i}"))[0] for i in range(3)]
+        moved = await docs.move(alice, personal[0].id, team)
+        assert moved.owner == f"org:{org}" and moved.status == "ready"
+        usage = {u.owner: u.documents for u in (await docs.summary(alice)).usages}
+        assert usage == {alice.user_id: 2, f"org:{org}": 1}, "the charge moved with the document"
+        await docs.save(alice, "P3", "a personal document that fits again")
+        await docs.move(alice, personal[1].id, team)
+        with pytest.raises(QuotaExceeded, match="QUOTA_ORG_MAX_DOCUMENTS"):
+            await docs.move(alice, personal[2].id, team)
+        unchanged = await docs.get(alice, personal[2].id)
+        assert (unchanged.owner, unchanged.collection_id, unchanged.status) == (alice.user_id, "personal", "ready")
+        # Back to the user: the organization is freed, the user is charged (full at 3 -> refused).
+        await docs.save(alice, "P4", "another personal document to fill the quota")
+        with pytest.raises(QuotaExceeded, match="QUOTA_MAX_DOCUMENTS"):
+            await docs.move(alice, personal[0].id, "personal")
+        await docs.delete(alice, personal[2].id)
+        assert (await docs.move(alice, personal[0].id, "personal")).owner == alice.user_id
+        usage = {u.owner: u.documents for u in (await docs.summary(alice)).usages}
+        assert usage == {alice.user_id: 3, f"org:{org}": 1}
+    await check_owners(parts, [alice.user_id, f"org:{org}"])
+
+
+async def test_concurrent_saves_and_moves_cannot_overshoot_an_organizations_quota(parts: Parts, database_url) -> None:
+    """Members of one organization save and move into it at once (on Postgres each with its own
+    in-process gate, as in separate replicas): it ends with exactly its quota of 2."""
+    org = f"org-{new_user()}"
+    members = [Access(new_user(), {org: "admin"}) for _ in range(4)]
+    # Two collections: each has its own lock (collections/locks.py), only the owner's quota lock is shared.
+    teams = [await org_collection(parts, members[0], org) for _ in range(2)]
+    movable = []
+    for member in members:
+        async with parts.sessionmaker() as session:
+            movable.append((await service(parts, session).save(member, "Mine", f"{member.user_id} moves this"))[0])
+
+    async def attempt(i: int) -> object:
+        member = members[i % len(members)]
+        gate = IngestionGate(0, 0) if database_url else parts.ingestion_gate
+        async with parts.sessionmaker() as session:
+            docs = service(parts, session, gate=gate)
+            try:
+                if i < len(members):
+                    return await docs.move(member, movable[i].id, teams[i % 2])
+                return await docs.save(member, f"Org {i}", f"organization text {i}", collection_id=teams[i % 2])
+            except QuotaExceeded as exc:
+                return exc
+
+    results = await asyncio.gather(*(attempt(i) for i in range(8)))
+    assert sum(not isinstance(r, QuotaExceeded) for r in results) == 2
+    async with parts.sessionmaker() as session:
+        in_org = await session.scalar(scoped(select(func.count()).select_from(Document).where(
+            Document.owner == f"org:{org}"), members[0], Document))
+    assert in_org == 2
+    await check_owners(parts, [*(m.user_id for m in members), f"org:{org}"])
 
 
 def quota_view(summary: dict) -> dict:

@@ -15,7 +15,7 @@ import pytest
 from qdrant_client import AsyncQdrantClient
 
 from rag_service.errors import BadRequest
-from rag_service.storage.access import Access, access_filter
+from rag_service.storage.access import Access, access_filter, owner_points
 from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.qdrant_edge import EdgeVectorStore
 from rag_service.storage.qdrant_server import ServerVectorStore
@@ -200,6 +200,20 @@ async def test_delete_by_document_removes_exactly_its_chunks(filled):
     for mode in MODES:
         hits = await filled.search(query("kernel memory zebra", unit(1, 1, 1)), access_filter(Access(ALICE)), 10, mode)
         assert ids(hits) <= {A2_ZEBRA.id}
+
+
+async def test_deleting_an_owners_points_erases_every_one_of_them_and_nothing_else(filled):
+    """What the erasure of a deleted account does (accounts/erasure.py): every point carrying
+    the owner key goes, whatever its document or collection; other owners keep theirs, and
+    keyword search still works for them (pgvector's per-owner BM25 counts stay right)."""
+    await filled.delete(owner_points(ALICE))
+    assert await filled.count(owner_points(ALICE)) == 0
+    assert await filled.count(access_filter(Access(ALICE))) == 0
+    assert await filled.count(owner_points(BOB)) == 1
+    for mode in MODES:
+        hits = await filled.search(query("kernel scheduler memory", unit(0, 0, 0, 1)), access_filter(Access(BOB)), 10, mode)
+        assert ids(hits) == {B1_KERNEL.id}, mode
+    await filled.delete(owner_points(ALICE))  # again: nothing to do, no error
 
 
 @pytest.mark.parametrize("mode", ["dense", "hybrid"])

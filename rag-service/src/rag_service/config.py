@@ -59,13 +59,21 @@ class Settings(BaseSettings):
     jwks_refetch_min_interval: float = 10.0
     jwks_timeout_seconds: float = 5.0
     jwt_leeway_seconds: int = 5
-    # Membership changes (auth/membership_changes.py): tokens with `orgs` minted before their
-    # user's latest removal / role change are refused (401 token_stale) once this service has
-    # fetched the auth-service's list, at most this many seconds after the change. 0 = never
-    # fetch: such tokens keep their organizations until they expire (JWT_EXPIRES_IN).
-    membership_changes_poll_seconds: float = Field(default=5.0, ge=0)
-    # Unset -> beside AUTH_JWKS_URL (…/api/auth/jwks -> …/api/auth/membership-changes).
-    auth_membership_changes_url: str | None = None
+    # The auth-service's account events feed (accounts/): user and organization deletions are
+    # erased here, membership changes make older tokens with `orgs` stale (401 token_stale).
+    # The feed answers only `Authorization: Bearer <ACCOUNT_EVENTS_TOKEN>` (the same secret on
+    # both services, at least 32 characters). Unset: a warning at start and no polling (no
+    # erasure, no staleness signal); RAG_ENV=production refuses to start without it.
+    account_events_token: str | None = Field(default=None, min_length=32, repr=False)
+    # Seconds between polls of the feed (by every replica for the staleness signal, by one
+    # replica at a time for erasure). 0 = never poll.
+    account_events_poll_seconds: float = Field(default=5.0, ge=0)
+    # Unset -> beside AUTH_JWKS_URL (…/api/auth/jwks -> …/auth/events).
+    auth_events_url: str | None = None
+    # How far back a replica reads membership changes when it starts: the longest an access
+    # token lives (the auth-service's JWT_EXPIRES_IN, 15 minutes) plus a margin. A change
+    # older than this cannot make any live token stale.
+    access_token_max_age_seconds: int = Field(default=960, ge=1)
     # API keys as bearer tokens (auth/api_keys.py): the auth-service's answer for a key is
     # remembered this many seconds, so a revoked or expired key is refused at most this long
     # after the revocation. Each key costs at most one exchange per window per replica,
@@ -186,9 +194,14 @@ class Settings(BaseSettings):
     extraction_isolation: Literal["auto", "bwrap", "none"] = "auto"
 
     # --- quotas and ingestion -----------------------------------------------------------
-    # Per user; 0 = unlimited. Every stored document counts (failed ones too, until deleted).
+    # Per owner: a document counts against the owner of its collection (documents/quotas.py).
+    # A user's personal collections; 0 = unlimited. Every stored document counts (failed ones
+    # too, until deleted).
     quota_max_documents: int = Field(default=1_000, ge=0)
     quota_max_characters: int = Field(default=50_000_000, ge=0)
+    # An organization's collections (whoever saved into them); 0 = unlimited.
+    quota_org_max_documents: int = Field(default=10_000, ge=0)
+    quota_org_max_characters: int = Field(default=500_000_000, ge=0)
     # Characters of chat history (questions and stored answers) per user; over it a new chat
     # turn is a 413 `history_quota_exceeded` until conversations are deleted.
     quota_max_history_characters: int = Field(default=10_000_000, ge=0)
@@ -220,7 +233,7 @@ class Settings(BaseSettings):
     # of documents never waits on it; a flood of large files does.
     rate_limit_ingest_bytes: str = "100000000/minute"
 
-    @field_validator("api_docs_enabled", "model_cache_dir", mode="before")
+    @field_validator("api_docs_enabled", "model_cache_dir", "account_events_token", "auth_events_url", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         # `API_DOCS_ENABLED=` (e.g. from a compose `${VAR:-}`) means "not set", not an error
@@ -234,6 +247,13 @@ class Settings(BaseSettings):
         if unsafe:
             raise ValueError(f"AUTH_ALGORITHMS must not contain {unsafe}: only asymmetric keys")
         return algorithms
+
+    @model_validator(mode="after")
+    def _production_reads_the_account_events(self) -> Settings:
+        if self.rag_env == "production" and not self.account_events_token:
+            raise ValueError("RAG_ENV=production needs ACCOUNT_EVENTS_TOKEN (the auth-service's account events "
+                             "feed: without it deleted accounts are never erased)")
+        return self
 
     @model_validator(mode="after")
     def _vector_store_has_its_server(self) -> Settings:

@@ -28,7 +28,7 @@ from rag_service.agents.mcp_server import McpEndpoint
 from rag_service.agents.resource_metadata import MCP_PATH
 from rag_service.agents.openai_api import is_openai_path, openai_error_body
 from rag_service.auth import api as auth_api
-from rag_service.auth.membership_changes import MembershipChangesPoller
+from rag_service.accounts.consumer import AccountEvents
 from rag_service.chat import api as chat_api
 from rag_service.config import Settings, get_settings
 from rag_service.deps import runtime_of_scope
@@ -163,8 +163,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         owned = runtime is None
         active = runtime
         periodic_repair: asyncio.Task[Any] | None = None
-        poller: MembershipChangesPoller | None = None
-        polling: asyncio.Task[Any] | None = None
+        account_events: AccountEvents | None = None
         if active is None:
             await asyncio.to_thread(run_migrations, settings)
             active = await build_runtime(settings)
@@ -176,9 +175,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 log.error("repairing interrupted ingestions failed: %s\n%s", type(exc).__name__,
                           "".join(traceback.format_tb(exc.__traceback__)))
             periodic_repair = asyncio.create_task(repair_periodically(active))
-            if settings.membership_changes_poll_seconds > 0:
-                poller = MembershipChangesPoller.from_settings(settings, active.membership_changes)
-                polling = asyncio.create_task(poller.run())
+            # Erasure of deleted accounts and the staleness signal (accounts/consumer.py).
+            account_events = AccountEvents.start(active)
         app.state.runtime = active
         mcp_stop = asyncio.Event()
         mcp_task = asyncio.create_task(mcp.serve(mcp_stop))
@@ -190,12 +188,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             await wait_for_running(INGESTION_RELEASE_WAIT_S)
             mcp_stop.set()
             await mcp_task
-            for task in (periodic_repair, polling):
-                if task is not None:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-            if poller is not None:
-                await poller.aclose()
+            if periodic_repair is not None:
+                periodic_repair.cancel()
+                await asyncio.gather(periodic_repair, return_exceptions=True)
+            if account_events is not None:
+                await account_events.aclose()
             if owned:
                 await active.aclose()
 

@@ -7,14 +7,15 @@ JWT and an API key mean the same thing everywhere:
 - an API key (`rag_…`, auth/api_keys.py), exchanged with the auth-service for an access JWT
   carrying the key's `scope`, cached briefly.
 A token with organizations minted before its user's latest membership change is refused
-(401 `token_stale`, auth/membership_changes.py); for an API key the cached JWT is dropped and
+(401 `token_stale`, auth/membership_changes.py), any token of a deleted account minted before
+the deletion too (401 `account_deleted`); for an API key the cached JWT is dropped and
 a fresh one asked for once, since the key itself is still good.
 """
 
 from __future__ import annotations
 
 from rag_service.auth.api_keys import ApiKeyVerifier, looks_like_api_key
-from rag_service.auth.membership_changes import MembershipChanges
+from rag_service.auth.membership_changes import DELETED, STALE, MembershipChanges
 from rag_service.auth.tokens import AccessTokenVerifier, CurrentUser
 from rag_service.errors import Unauthorized
 
@@ -34,15 +35,18 @@ class BearerAuthenticator:
         if not looks_like_api_key(bearer):
             return self._fresh(CurrentUser.from_claims(await self._tokens.verify(bearer)))
         user = CurrentUser.from_claims(await self._api_keys.verify(bearer, client_ip=client_ip))
-        if self._is_stale(user):
+        if self._refusal(user) is not None:
             self._api_keys.forget(bearer)
             user = CurrentUser.from_claims(await self._api_keys.verify(bearer, client_ip=client_ip))
         return self._fresh(user)
 
-    def _is_stale(self, user: CurrentUser) -> bool:
-        return bool(user.orgs) and self._membership_changes.minted_before_change(user.id, user.claims["iat"])
+    def _refusal(self, user: CurrentUser) -> str | None:
+        return self._membership_changes.refusal(user.id, user.claims["iat"], user.orgs)
 
     def _fresh(self, user: CurrentUser) -> CurrentUser:
-        if self._is_stale(user):
-            raise Unauthorized("memberships changed: mint a new token", code="token_stale")
+        refusal = self._refusal(user)
+        if refusal == DELETED:
+            raise Unauthorized("this account was deleted", code=DELETED)
+        if refusal is not None:
+            raise Unauthorized("memberships changed: mint a new token", code=STALE)
         return user

@@ -1,10 +1,17 @@
-"""Per-user storage quotas and the per-process cap on concurrent ingestions.
+"""Storage quotas per owner and the per-process cap on concurrent ingestions.
 
-Quota check and insert happen in one transaction that first takes a per-user lock: a
-Postgres transaction-scoped advisory lock (`pg_advisory_xact_lock`, released by the
-commit), so replicas serialize one user's inserts; on SQLite (one process) an asyncio lock
-per user. Concurrent uploads therefore cannot overshoot a quota at all; the limit is on
-rows, so a document that failed to index still counts until it is deleted.
+A document counts against the owner of its collection (storage/access.py): the user for a
+personal collection (QUOTA_MAX_*), the organization for an organization's collection
+(QUOTA_ORG_MAX_*), whoever saved it. A move moves the charge: it is checked against the
+target owner's quota like a save.
+
+Quota check and insert (or move) happen in one transaction that first takes the owner's
+lock (`owner_lock`): a Postgres transaction-scoped advisory lock (`pg_advisory_xact_lock`,
+released by the commit), so replicas serialize one owner's additions; on SQLite (one
+process) an asyncio lock per owner. Concurrent uploads therefore cannot overshoot a quota
+at all; the limit is on rows, so a document that failed to index still counts until it is
+deleted. Erasure (accounts/erasure.py) takes the same lock, so an addition either lands
+before it (and is erased) or after it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rag_service.config import Settings
 from rag_service.errors import PayloadTooLarge, ServiceUnavailable
-from rag_service.storage.access import unscoped
+from rag_service.storage.access import org_of, unscoped
 from rag_service.storage.models import Document
 
 # First key of the two-key advisory lock (its own key space; "RAGQ").
@@ -47,6 +54,7 @@ def estimated_chunks(characters: int, settings: Settings) -> int:
 
 @dataclass(frozen=True)
 class Usage:
+    owner: str
     documents: int
     characters: int
     # 0 means unlimited.
@@ -57,7 +65,7 @@ class Usage:
 class IngestionGate:
     """At most `concurrency` ingestions at once in this process, shared fairly between
     accounts; more wait up to `wait_seconds`, then get 503 `busy` with Retry-After. Also
-    holds the per-user locks.
+    holds the in-process locks per key (owners, collections).
 
     Fair share: one account holds at most `per_account` slots (default half of them,
     rounded up), so while one account floods, the other slots stay free for everyone else;
@@ -160,14 +168,48 @@ class IngestionGate:
                 self._user_locks[user_id] = (lock, holders - 1)
 
 
-async def usage_of(session: AsyncSession, user_id: str, settings: Settings) -> Usage:
-    """What `user_id` has saved, in every collection (an organization's included): quotas
-    count a user's uploads wherever they went."""
+def limits_of(owner: str, settings: Settings) -> tuple[int, int]:
+    """(max documents, max characters) of an owner; 0 means unlimited."""
+    if org_of(owner) is not None:
+        return settings.quota_org_max_documents, settings.quota_org_max_characters
+    return settings.quota_max_documents, settings.quota_max_characters
+
+
+async def usage_of(session: AsyncSession, owner: str, settings: Settings) -> Usage:
+    """What the collections of `owner` (a user id or `org:<id>`) hold, against its quota."""
     documents, characters = (await session.execute(unscoped(
-        select(func.count(), func.coalesce(func.sum(Document.content_chars), 0)).where(Document.user_id == user_id),
-        "quotas count one user's uploads, in collections of every owner",
+        select(func.count(), func.coalesce(func.sum(Document.content_chars), 0)).where(Document.owner == owner),
+        "quotas count an owner's documents, whoever saved them (the caller's scope was checked before)",
     ))).one()
-    return Usage(int(documents), int(characters), settings.quota_max_documents, settings.quota_max_characters)
+    max_documents, max_characters = limits_of(owner, settings)
+    return Usage(owner, int(documents), int(characters), max_documents, max_characters)
+
+
+@asynccontextmanager
+async def owner_lock(session: AsyncSession, gate: IngestionGate, owner: str) -> AsyncIterator[None]:
+    """Hold `owner`'s quota lock until the session's transaction ends (commit inside the block)."""
+    async with gate.user_lock(owner):
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(CAST(:namespace AS integer), hashtext(:owner))"),
+                {"namespace": QUOTA_LOCK_NAMESPACE, "owner": owner},
+            )
+        yield
+
+
+async def check_quota(session: AsyncSession, owner: str, new_characters: int, settings: Settings) -> None:
+    """Inside `owner_lock`: QuotaExceeded (413) when one more document of `new_characters`
+    would not fit; the transaction is ended (lock released) before raising."""
+    usage = await usage_of(session, owner, settings)
+    problem = _over_quota(usage, new_characters)
+    if problem is not None:
+        # Commit, not rollback: it only ends the read (and the lock) and, unlike a
+        # rollback, leaves the session's other objects loaded.
+        await session.commit()
+        raise QuotaExceeded(problem, details={
+            "owner": owner, "documents": usage.documents, "characters": usage.characters,
+            "max_documents": usage.max_documents, "max_characters": usage.max_characters,
+        })
 
 
 async def insert_within_quota(session: AsyncSession, document: Document, settings: Settings,
@@ -176,31 +218,19 @@ async def insert_within_quota(session: AsyncSession, document: Document, setting
 
     IntegrityError (the same content inserted concurrently) propagates to the caller.
     """
-    async with gate.user_lock(document.user_id):
-        if session.get_bind().dialect.name == "postgresql":
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(CAST(:namespace AS integer), hashtext(:user_id))"),
-                {"namespace": QUOTA_LOCK_NAMESPACE, "user_id": document.user_id},
-            )
-        usage = await usage_of(session, document.user_id, settings)
-        problem = _over_quota(usage, document.content_chars)
-        if problem is not None:
-            # Commit, not rollback: it only ends the read (and the lock) and, unlike a
-            # rollback, leaves the session's other objects loaded.
-            await session.commit()
-            raise QuotaExceeded(problem, details={
-                "documents": usage.documents, "characters": usage.characters,
-                "max_documents": usage.max_documents, "max_characters": usage.max_characters,
-            })
+    async with owner_lock(session, gate, document.owner):
+        await check_quota(session, document.owner, document.content_chars, settings)
         session.add(document)
         await session.commit()
 
 
 def _over_quota(usage: Usage, new_characters: int) -> str | None:
+    setting = "QUOTA_ORG_MAX" if org_of(usage.owner) is not None else "QUOTA_MAX"
+    whose = "the organization's" if org_of(usage.owner) is not None else "your"
     if usage.max_documents and usage.documents + 1 > usage.max_documents:
-        return (f"document quota exceeded: {usage.documents} of {usage.max_documents} documents stored "
-                "(QUOTA_MAX_DOCUMENTS); delete some to add more")
+        return (f"document quota exceeded: {whose} collections hold {usage.documents} of {usage.max_documents} "
+                f"documents ({setting}_DOCUMENTS); delete some to add more")
     if usage.max_characters and usage.characters + new_characters > usage.max_characters:
-        return (f"character quota exceeded: {usage.characters} of {usage.max_characters} characters stored "
-                f"and this document has {new_characters} (QUOTA_MAX_CHARACTERS)")
+        return (f"character quota exceeded: {whose} collections hold {usage.characters} of {usage.max_characters} "
+                f"characters and this document has {new_characters} ({setting}_CHARACTERS)")
     return None

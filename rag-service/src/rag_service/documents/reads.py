@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from rag_service.config import Settings
-from rag_service.documents.quotas import Usage, usage_of
+from rag_service.documents.quotas import Usage, limits_of
 from rag_service.errors import NotFound, Unprocessable
 from rag_service.paging import Page
 from rag_service.storage.access import Access, as_access, scoped
@@ -22,13 +22,18 @@ from rag_service.storage.models import DEFAULT_COLLECTION, Document, DocumentSta
 
 @dataclass(frozen=True)
 class IngestionTotals:
-    """One user's documents at a glance: how many in each status, chunks indexed, bytes and
-    characters stored, and the quotas those count against."""
+    """The documents a caller may read at a glance: how many in each status, chunks indexed,
+    bytes stored; and the quota usage of every owner the caller may read (its own first)."""
 
     by_status: dict[str, int]
     chunks: int
     bytes: int
-    usage: Usage
+    usages: list[Usage]
+
+    @property
+    def usage(self) -> Usage:
+        """The caller's own (personal collections)."""
+        return self.usages[0]
 
     @property
     def documents(self) -> int:
@@ -71,7 +76,7 @@ class DocumentReads:
 
     async def summary(self, caller: Access | str) -> IngestionTotals:
         """Counts by status, chunks of ready documents, and UTF-8 bytes of stored content of
-        the documents the caller may read; the quota usage of what the caller saved."""
+        the documents the caller may read; the quota usage of each owner it may read."""
         # SQLite has no octet_length(); the length of a text cast to a blob is its byte count.
         is_sqlite = self._session.get_bind().dialect.name == "sqlite"
         size = func.length(cast(Document.content, LargeBinary)) if is_sqlite else func.octet_length(Document.content)
@@ -89,9 +94,15 @@ class DocumentReads:
             if status == DocumentStatus.READY:
                 chunks += int(status_chunks)
             total_bytes += int(status_bytes)
-        usage = await usage_of(self._session, access.user_id, self._settings)
+        per_owner = {owner: (int(count), int(characters)) for owner, count, characters in (await self._session.execute(
+            scoped(select(Document.owner, func.count(), func.coalesce(func.sum(Document.content_chars), 0))
+                   .group_by(Document.owner), access, Document))).all()}
         await self._session.commit()
-        return IngestionTotals(by_status=by_status, chunks=chunks, bytes=total_bytes, usage=usage)
+        usages = []
+        for owner in access.readable_owners:
+            documents, characters = per_owner.get(owner, (0, 0))
+            usages.append(Usage(owner, documents, characters, *limits_of(owner, self._settings)))
+        return IngestionTotals(by_status=by_status, chunks=chunks, bytes=total_bytes, usages=usages)
 
     async def get(self, caller: Access | str, document_id: str) -> Document:
         if "\x00" in document_id:  # never in an id; PostgreSQL would refuse the query (500)

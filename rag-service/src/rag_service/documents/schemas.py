@@ -194,22 +194,44 @@ class DocumentList(BaseModel):
     pages: int
 
 
+class OwnerUsage(BaseModel):
+    """What the collections of one owner hold against that owner's quota."""
+
+    owner: str = Field(description="The owner key: your user id, or `org:<organization id>`")
+    organization_id: str | None = Field(description="The organization, for an organization's collections")
+    documents: int
+    characters: int
+    max_documents: int = Field(description="QUOTA_MAX_DOCUMENTS, or QUOTA_ORG_MAX_DOCUMENTS for an organization "
+                                           "(0 = unlimited); past it a save or move is 413 quota_exceeded")
+    max_characters: int = Field(description="QUOTA_MAX_CHARACTERS / QUOTA_ORG_MAX_CHARACTERS (0 = unlimited)")
+
+    @classmethod
+    def of(cls, usage: Any) -> OwnerUsage:
+        return cls(owner=usage.owner, organization_id=org_of(usage.owner), documents=usage.documents,
+                   characters=usage.characters, max_documents=usage.max_documents,
+                   max_characters=usage.max_characters)
+
+
 class IngestionSummary(BaseModel):
-    """GET /documents/summary: the caller's documents by status, what they hold, and the quotas."""
+    """GET /documents/summary: the documents the caller may read by status, what they hold,
+    the caller's own quota (top level) and the quota of every owner it may read (`owners`)."""
 
     documents: int
     by_status: dict[str, int] = Field(description="Counts for indexing, ready, failed and deleting")
     chunks: int = Field(description="Chunks of ready documents (their vectors in the store)")
     bytes: int = Field(description="UTF-8 size of all stored document text")
-    characters: int = Field(description="Characters stored, as counted by QUOTA_MAX_CHARACTERS")
+    characters: int = Field(description="Characters in your personal collections, as counted by QUOTA_MAX_CHARACTERS")
     max_documents: int = Field(description="QUOTA_MAX_DOCUMENTS (0 = unlimited); past it a save is 413 quota_exceeded")
     max_characters: int = Field(description="QUOTA_MAX_CHARACTERS (0 = unlimited)")
+    owners: list[OwnerUsage] = Field(description="Usage per owner you can read: you first, then each organization "
+                                                 "in your token; a document counts against its collection's owner")
 
     @classmethod
     def of(cls, totals: Any) -> IngestionSummary:
         return cls(documents=totals.documents, by_status=totals.by_status, chunks=totals.chunks, bytes=totals.bytes,
                    characters=totals.usage.characters, max_documents=totals.usage.max_documents,
-                   max_characters=totals.usage.max_characters)
+                   max_characters=totals.usage.max_characters,
+                   owners=[OwnerUsage.of(usage) for usage in totals.usages])
 
 
 class DeleteResponse(BaseModel):

@@ -34,7 +34,7 @@ from rag_service.documents import claims
 from rag_service.documents.chunking import Chunker, chunker_for
 from rag_service.documents.extraction import content_hash, normalize_content
 from rag_service.documents.indexing import INGEST_BATCH, Indexer, refetch
-from rag_service.documents.quotas import IngestionGate, estimated_chunks, insert_within_quota
+from rag_service.documents.quotas import IngestionGate, check_quota, estimated_chunks, insert_within_quota, owner_lock
 from rag_service.documents.reads import DocumentReads
 from rag_service.documents.validation import validate_metadata, validate_title
 from rag_service.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
@@ -234,7 +234,8 @@ class DocumentService(DocumentReads):
     async def move(self, caller: Access | str, document_id: str, collection_id: str) -> Document:
         """Put a document into another collection (the caller must be able to change both)
         and re-index it there: its points carry the new owner and collection. 409 when the
-        target already holds the same content."""
+        target already holds the same content; 413 `quota_exceeded` when another owner's
+        quota has no room for it (it then counts against that owner, no longer the old one)."""
         access = as_access(caller)
         if "\x00" in document_id:
             raise NotFound("document not found")
@@ -246,8 +247,9 @@ class DocumentService(DocumentReads):
         async with self._gate.slot(access.user_id, cost=estimated_chunks(document.content_chars, self._settings)):
             try:
                 async with self._adding_to(access, collection_id, owner):
-                    generation = await claims.claim_for_move(self._session, access, document_id, owner=owner,
-                                                             collection_id=collection_id)
+                    async with self._charged_to(owner, document):
+                        generation = await claims.claim_for_move(self._session, access, document_id, owner=owner,
+                                                                 collection_id=collection_id)
             except IntegrityError:
                 await self._session.rollback()
                 raise Conflict("the target collection already holds a document with the same content",
@@ -255,6 +257,22 @@ class DocumentService(DocumentReads):
             if generation is None:
                 await self._refuse_write(access, document_id, "moving this document")
             return await self.resume(document_id, generation)
+
+    @asynccontextmanager
+    async def _charged_to(self, owner: str, document: Document) -> AsyncIterator[None]:
+        """A move to another owner moves the charge: inside the transaction of the move, hold
+        the target owner's quota lock and check the document fits its quota (413 otherwise,
+        nothing changed). Within one owner nothing is charged anew."""
+        if owner == document.owner:
+            yield
+            return
+        async with owner_lock(self._session, self._gate, owner):
+            try:
+                await check_quota(self._session, owner, document.content_chars, self._settings)
+            except BaseException:
+                await self._session.rollback()
+                raise
+            yield
 
     async def resume(self, document_id: str, generation: int) -> Document:
         """Index a row already claimed with `generation` (by `reindex`, `move` or repair)."""

@@ -23,10 +23,12 @@ What an `Access` may see is decided here, in two functions, one per kind of stor
 
 Sessions made by `storage.db.create_engine_and_sessionmaker` refuse (`UnscopedQuery`) any
 ORM statement that reads or changes those tables without that mark, so a query that
-forgets the filter fails the first time a test runs it. Two kinds of statements carry an
+forgets the filter fails the first time a test runs it. Three kinds of statements carry an
 explicit `unscoped(statement, reason)` instead, each with its reason in the code:
 - system work that spans owners by design: start-up/periodic repair and `rag reindex`
   (documents/maintenance.py);
+- the erasure of a deleted account or organization (accounts/erasure.py), keyed by the owner
+  key or user id the auth-service's feed named, with `owner_points(owner)` for its vectors;
 - the ingestion claim protocol (documents/claims.py, indexing.py): statements keyed by a
   document id and the claim's generation, which only a scoped or a system claim obtains.
 Raw SQL text is never used on these tables.
@@ -164,6 +166,14 @@ def document_points(document_id: str, *, generation: int | None = None, below: i
     if not isinstance(document_id, str) or not document_id:
         raise ValueError("a document's points need its id")
     return ChunkFilter(owners=(), document_ids=(document_id,), generation=generation, generation_below=below)
+
+
+def owner_points(owner: str) -> ChunkFilter:
+    """Every point of one owner (a user id or `org:<id>`), whatever the collection or document:
+    for the erasure of a deleted account or organization (accounts/erasure.py) only."""
+    if not isinstance(owner, str) or not owner.strip():
+        raise ValueError("an owner's points need the owner key")
+    return ChunkFilter(owners=(owner,))
 
 
 # --- SQL ---------------------------------------------------------------------------------

@@ -141,3 +141,17 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
+
+
+class AccountEventsCursor(Base):
+    """Where a consumer of the auth-service's account events feed stands (accounts/consumer.py):
+    the cursor after the last event it applied (None: from the oldest retained event). Holds
+    no user or organization id."""
+
+    __tablename__ = "account_events_cursor"
+
+    consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(String(255))
+    # Events applied by this consumer since the row was made (for operators).
+    applied: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
