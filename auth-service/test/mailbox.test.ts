@@ -19,7 +19,7 @@ const SECRET = "s".repeat(40);
 describe("configuration", () => {
   test("production requires SMTP_URL and MAIL_FROM, and defaults to required verification", () => {
     const dir = tempDir();
-    const base = { AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: SECRET };
+    const base = { AUTH_ENV: "production", AUTH_DATA_DIR: dir, BETTER_AUTH_SECRET: SECRET, ACCOUNT_EVENTS_TOKEN: "e".repeat(32) };
     assert.throws(() => loadConfig(base), (e: Error) => e instanceof ConfigError && /SMTP_URL is not set/.test(e.message));
     assert.throws(() => loadConfig({ ...base, SMTP_URL: "smtp://mail.example:587" }), (e: Error) => e instanceof ConfigError && /MAIL_FROM is not set/.test(e.message));
     assert.throws(() => loadConfig({ ...base, SMTP_URL: "http://mail.example", MAIL_FROM: "a@b.example" }), ConfigError);
