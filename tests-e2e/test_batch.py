@@ -46,6 +46,9 @@ def test_a_batch_of_good_and_bad_items_answers_each_in_order(auth_url: str, rag_
         assert client.get_document(items[5].document_id).title == "Knot guide"
         summary = client.summary()
         assert summary.documents == 3 and summary.by_status["ready"] == 3
+        # The caller's own usage comes first among the owners it can read.
+        assert summary.owners[0].organization_id is None and summary.owners[0].documents == 3
+        assert summary.owners[0].characters == summary.characters
 
 
 def test_a_read_key_cannot_batch(auth_url: str, rag_url: str) -> None:

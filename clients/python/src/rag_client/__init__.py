@@ -26,6 +26,7 @@ from rag_client.models import (
     DocumentPage,
     DoneEvent,
     IngestionSummary,
+    OwnerUsage,
     SavedDocument,
     SearchHit,
     Source,
@@ -35,7 +36,7 @@ from rag_client.models import (
 
 __all__ = [
     "ApiKey", "AsyncRagClient", "BatchFile", "BatchItemResult", "BatchResult", "BatchText", "AuthenticationError", "ChatAnswer", "ChatEvent", "Collection", "DeltaEvent", "Document",
-    "DocumentPage", "DoneEvent", "IngestionSummary", "InvalidRequest", "NotFound", "PermissionDenied",
+    "DocumentPage", "DoneEvent", "IngestionSummary", "InvalidRequest", "NotFound", "OwnerUsage", "PermissionDenied",
     "RagClient", "RagError", "RateLimited", "SavedDocument", "SearchHit", "ServiceUnavailable", "Source",
     "SourcesEvent", "UploadedDocument",
 ]

@@ -171,7 +171,7 @@ def move_document(document_id: str, collection_id: str) -> Call:
 
 
 def summary() -> Call:
-    return Call("GET", "/documents/summary", lambda b, s: IngestionSummary(**b))
+    return Call("GET", "/documents/summary", lambda b, s: IngestionSummary.from_json(b))
 
 
 # --- collections ---------------------------------------------------------------------------

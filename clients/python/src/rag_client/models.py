@@ -135,15 +135,35 @@ class DocumentPage:
 
 
 @dataclass(frozen=True)
+class OwnerUsage:
+    """What one owner's collections hold against that owner's quota (0 = unlimited)."""
+
+    owner: str  # the user id, or `org:<organization id>`
+    organization_id: str | None
+    documents: int
+    characters: int
+    max_documents: int
+    max_characters: int
+
+
+@dataclass(frozen=True)
 class IngestionSummary:
     documents: int
     by_status: dict[str, int]
     chunks: int
     bytes: int
-    # Usage against the quotas (0 = unlimited).
+    # The caller's own usage against its quotas (0 = unlimited).
     characters: int
     max_documents: int
     max_characters: int
+    # Usage per owner the caller can read: itself first, then each organization in its token.
+    owners: list[OwnerUsage] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IngestionSummary:
+        return cls(data["documents"], data["by_status"], data["chunks"], data["bytes"], data["characters"],
+                   data["max_documents"], data["max_characters"],
+                   [OwnerUsage(**owner) for owner in data.get("owners", [])])
 
 
 @dataclass(frozen=True)
