@@ -21,63 +21,18 @@ from tokenizers import Tokenizer
 from rag_service.config import Settings
 from rag_service.metrics import EMBEDDED_TEXTS
 from rag_service.providers.base import EmbedTask
-from rag_service.providers.retry import (
-    Failure,
-    ProviderFailures,
-    RetryPolicy,
-    call_with_retries,
-    parse_retry_after,
-)
+from rag_service.providers.openai_common import UpstreamStatusError, error_detail, openai_failures
+from rag_service.providers.retry import RetryPolicy, call_with_retries, parse_retry_after
 from rag_service.providers.tokenizer import count_tokens_with, minilm_tokenizer
 
 PROVIDER = "OpenAI-compatible embeddings"
-TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-
-
-class EmbeddingStatusError(Exception):
-    """The server answered with an error status."""
-
-    def __init__(self, status: int, detail: str, retry_after: float | None) -> None:
-        super().__init__(f"server returned HTTP {status}{f': {detail}' if detail else ''}")
-        self.status = status
-        self.retry_after = retry_after
 
 
 class MalformedEmbeddings(Exception):
     """The answer did not follow the embeddings format."""
 
 
-def classify_failure(exc: BaseException) -> Failure | None:
-    if isinstance(exc, EmbeddingStatusError):
-        return "transient" if exc.status in TRANSIENT_STATUS else "fatal"
-    if isinstance(exc, (httpx.TimeoutException, httpx.TransportError)):
-        return "transient"
-    if isinstance(exc, (MalformedEmbeddings, httpx.HTTPError)):
-        return "fatal"
-    return None
-
-
-def describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "the server timed out"
-    if isinstance(exc, httpx.TransportError):
-        return f"cannot reach the server ({type(exc).__name__})"
-    return str(exc)
-
-
-FAILURES = ProviderFailures(PROVIDER, classify_failure, describe_failure,
-                            retry_after=lambda exc: getattr(exc, "retry_after", None))
-
-
-def _error_detail(response: httpx.Response) -> str:
-    """The server's error message: OpenAI/vLLM `{"error": {"message"}}`, Ollama/TEI `{"error": "..."}`."""
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return response.text[:200]
-    if isinstance(error, dict):
-        return str(error.get("message", ""))[:200]
-    return str(error or "")[:200]
+FAILURES = openai_failures(PROVIDER, MalformedEmbeddings)
 
 
 class OpenAIEmbedder:
@@ -136,7 +91,7 @@ class OpenAIEmbedder:
             payload["dimensions"] = self.dimension
         response = await self._client.post(self.url, json=payload)
         if response.status_code != 200:
-            raise EmbeddingStatusError(response.status_code, _error_detail(response),
+            raise UpstreamStatusError(response.status_code, error_detail(response.content),
                                        parse_retry_after(response.headers.get("retry-after")))
         try:
             body = response.json()

@@ -18,62 +18,18 @@ from rag_service.providers.base import NOT_FOUND_ANSWER, Source, Turn
 from rag_service.providers.citations import filter_citations
 from rag_service.providers.not_found import recognise_not_found
 from rag_service.providers.prompt import build_chat_messages
-from rag_service.providers.retry import (
-    Failure,
-    ProviderFailures,
-    RetryPolicy,
-    parse_retry_after,
-    stream_with_retries,
-)
+from rag_service.providers.openai_common import UpstreamStatusError, error_detail, openai_failures
+from rag_service.providers.retry import RetryPolicy, parse_retry_after, stream_with_retries
 
 PROVIDER = "OpenAI-compatible LLM"
 TEMPERATURE = 0.2
-TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-
-
-class UpstreamStatusError(Exception):
-    """The server answered with an error status before streaming."""
-
-    def __init__(self, status: int, detail: str, retry_after: float | None) -> None:
-        super().__init__(f"server returned HTTP {status}{f': {detail}' if detail else ''}")
-        self.status = status
-        self.retry_after = retry_after
 
 
 class MalformedStream(Exception):
     """The stream did not follow the chat-completions format (or carried an error)."""
 
 
-def classify_failure(exc: BaseException) -> Failure | None:
-    if isinstance(exc, UpstreamStatusError):
-        return "transient" if exc.status in TRANSIENT_STATUS else "fatal"
-    if isinstance(exc, (httpx.TimeoutException, httpx.TransportError)):
-        return "transient"
-    if isinstance(exc, (MalformedStream, httpx.HTTPError)):
-        return "fatal"
-    return None
-
-
-def describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "the server timed out"
-    if isinstance(exc, httpx.TransportError):
-        return f"cannot reach the server ({type(exc).__name__})"
-    return str(exc)
-
-
-FAILURES = ProviderFailures(PROVIDER, classify_failure, describe_failure,
-                            retry_after=lambda exc: getattr(exc, "retry_after", None))
-
-
-def _error_detail(body: bytes) -> str:
-    try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        return body[:200].decode("utf-8", "replace")
-    if isinstance(error, dict):
-        return str(error.get("message", ""))[:200]
-    return str(error or "")[:200]
+FAILURES = openai_failures(PROVIDER, MalformedStream)
 
 
 class OpenAIGenerator:
@@ -113,7 +69,7 @@ class OpenAIGenerator:
             if response.status_code != 200:
                 body = await response.aread()
                 raise UpstreamStatusError(
-                    response.status_code, _error_detail(body), parse_retry_after(response.headers.get("retry-after"))
+                    response.status_code, error_detail(body), parse_retry_after(response.headers.get("retry-after"))
                 )
             produced = False
             try:
