@@ -16,7 +16,7 @@ import pytest
 import respx
 
 from rag_service.providers.openai_generator import OpenAIGenerator
-from rag_service.providers.retry import RetryPolicy
+from rag_service.core.retry import RetryPolicy
 
 TEXT = ("Puffins nest in burrows on sea cliffs. They carry several small fish crosswise in their "
         "colourful bills back to the burrow.")

@@ -20,7 +20,7 @@ from rag_service.documents.maintenance import reindex_all, repair_interrupted_in
 from rag_service.documents.indexing import point_id
 from rag_service.documents.service import DocumentService
 from rag_service.errors import NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
-from rag_service.providers.base import ProviderUnavailable
+from rag_service.errors import ProviderUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.storage.access import Access, access_filter, scoped
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from rag_service.errors import NotFound, Unprocessable
 from rag_service.history.service import HistoryService
-from rag_service.history.turns import (
+from rag_service.chat.turns import (
     STATUS_COMPLETE,
     STATUS_FAILED,
     STATUS_INCOMPLETE,

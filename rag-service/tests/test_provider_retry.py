@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from tenacity import RetryCallState
 
-from rag_service.providers.base import ProviderUnavailable
-from rag_service.providers.retry import (
+from rag_service.errors import ProviderUnavailable
+from rag_service.core.retry import (
     ProviderFailures,
     RetryPolicy,
     call_with_retries,

@@ -13,7 +13,8 @@ import pytest_asyncio
 from sqlalchemy import func, select
 
 from ingestion_support import SMALL_CHUNKS, Parts, check_invariant, new_user, paragraphs, service
-from rag_service.documents.quotas import IngestionGate, QuotaExceeded
+from rag_service.documents.quotas import QuotaExceeded
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.errors import ServiceUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
 from collections_support import points_of

@@ -19,7 +19,7 @@ from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.config import Settings
 from rag_service.documents.extraction import ExtractionLimits
 from rag_service.documents.sandbox import ExtractionPool, SandboxLimits
-from rag_service.documents.quotas import IngestionGate
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.providers.base import Embedder, Generator
 from rag_service.providers.factory import build_embedder, build_generator
 from rag_service.ratelimit import RateLimiter

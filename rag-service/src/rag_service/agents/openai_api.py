@@ -45,7 +45,7 @@ from rag_service.chat.service import ChatService, DeltaEvent, PreparedChat, Sour
 from rag_service.deps import RuntimeDep, UserDep
 from rag_service.errors import AppError, BadRequest, NotFound
 from rag_service.runtime import Runtime
-from rag_service.search.schemas import SearchFilters
+from rag_service.search.filters import SearchFilters
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from rag_service.deps import (
     VectorStoreDep,
 )
 from rag_service.errors import error_responses
-from rag_service.history.turns import ChatTurns
+from rag_service.chat.turns import ChatTurns
 from rag_service.search.service import SearchService
 
 router = APIRouter(tags=["chat"])

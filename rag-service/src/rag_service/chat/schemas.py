@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from rag_service.chat.records import CitedSource, Timing
-from rag_service.search.schemas import SearchFilters
+from rag_service.search.filters import SearchFilters
 
 if TYPE_CHECKING:  # the chat service takes ChatRequest from here
     from rag_service.chat.service import ChatAnswer, DoneEvent

@@ -39,7 +39,6 @@ from rag_service.documents.schemas import (
     EmbedRequest,
     EmbedResponse,
     COLLECTION_FIELD,
-    MAX_COLLECTION_ID_CHARS,
     IngestionSummary,
     MoveDocumentRequest,
     SaveDocumentRequest,
@@ -47,6 +46,7 @@ from rag_service.documents.schemas import (
     UploadResponse,
     save_message,
 )
+from rag_service.collections.records import MAX_COLLECTION_ID_CHARS
 from rag_service.documents.service import DocumentService
 from rag_service.documents.validation import parse_metadata_json
 from rag_service.errors import Unprocessable, UnsupportedMediaType, error_responses

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from rag_service.collections.records import MAX_COLLECTION_ID_CHARS
 from rag_service.storage.access import org_of
 from rag_service.storage.models import DEFAULT_COLLECTION, Document
 
@@ -26,8 +27,6 @@ class EmbedResponse(BaseModel):
     success: bool = True
 
 
-# "personal" or a collection's UUID.
-MAX_COLLECTION_ID_CHARS = 36
 COLLECTION_FIELD = (f"The collection to save into: `{DEFAULT_COLLECTION}` (the caller's default collection) or the "
                     "id of a collection the caller may write (GET /collections)")
 

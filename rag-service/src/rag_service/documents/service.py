@@ -27,14 +27,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rag_service.collections.locks import collection_lock
+from rag_service.storage.locks import collection_lock
 from rag_service.collections.service import CollectionService, insufficient_role
 from rag_service.config import Settings
 from rag_service.documents import claims
 from rag_service.documents.chunking import Chunker, chunker_for
 from rag_service.documents.extraction import content_hash, normalize_content
 from rag_service.documents.indexing import INGEST_BATCH, Indexer, refetch
-from rag_service.documents.quotas import IngestionGate, check_quota, estimated_chunks, insert_within_quota, owner_lock
+from rag_service.documents.quotas import check_quota, estimated_chunks, insert_within_quota
+from rag_service.storage.locks import owner_lock
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.documents.reads import DocumentReads
 from rag_service.documents.validation import validate_metadata, validate_title
 from rag_service.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
@@ -163,7 +165,7 @@ class DocumentService(DocumentReads):
                     )
                     try:
                         async with self._adding_to(access, collection_id, owner):
-                            await insert_within_quota(self._session, document, self._settings, self._gate)
+                            await insert_within_quota(self._session, document, self._settings, self._gate.locks)
                     except IntegrityError:
                         # The same content was saved concurrently by this user: look again.
                         await self._session.rollback()
@@ -191,7 +193,7 @@ class DocumentService(DocumentReads):
         if collection_id == DEFAULT_COLLECTION:
             yield
             return
-        async with collection_lock(self._session, self._gate, collection_id):
+        async with collection_lock(self._session, self._gate.locks, collection_id):
             try:
                 await self.collections.ensure_writable(access, collection_id, owner)
             except BaseException:
@@ -266,7 +268,7 @@ class DocumentService(DocumentReads):
         if owner == document.owner:
             yield
             return
-        async with owner_lock(self._session, self._gate, owner):
+        async with owner_lock(self._session, self._gate.locks, owner):
             try:
                 await check_quota(self._session, owner, document.content_chars, self._settings)
             except BaseException:

@@ -7,7 +7,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from rag_service.providers.retry import Failure, ProviderFailures, parse_retry_after
+from rag_service.core.retry import Failure, ProviderFailures, parse_retry_after
 
 # Statuses worth another attempt: rate limits, timeouts and server-side failures.
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})

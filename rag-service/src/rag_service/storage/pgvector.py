@@ -37,15 +37,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from rag_service.errors import ServiceUnavailable
 from rag_service.storage.filters import sql_filter
 from rag_service.storage.pgvector_term_counts import CHUNK_COUNT_TERM, ensure_term_counts
-from rag_service.storage.qdrant_edge import RRF_K, prefetch_limit
 from rag_service.storage.vectors import (
     COLLECTION_ID_KEY,
+    RRF_K,
     ChunkFilter,
     ChunkHit,
     ChunkPoint,
     QueryVectors,
     SearchMode,
     SparseVector,
+    prefetch_limit,
 )
 
 # sparsevec's largest dimension. BM25 token ids are 31-bit hashes, so they are folded into
