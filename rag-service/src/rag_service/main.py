@@ -34,6 +34,7 @@ from rag_service.config import Settings, get_settings
 from rag_service.deps import runtime_of_scope
 from rag_service.collections import api as collections_api
 from rag_service.documents import api as documents_api
+from rag_service.embeddings import api as embeddings_api
 from rag_service.documents.batch_request import batch_body_bytes
 from rag_service.documents.indexing import wait_for_running
 from rag_service.documents.maintenance import repair_interrupted_ingestions, repair_periodically
@@ -168,13 +169,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             await asyncio.to_thread(run_migrations, settings)
             active = await build_runtime(settings)
             try:
-                await repair_interrupted_ingestions(active)
+                await repair_interrupted_ingestions(active.documents, active.started_at)
             except Exception as exc:
                 # Those documents stay claimed-but-stale and the periodic pass retries them.
                 # Type and stack only: database messages can quote users' values.
                 log.error("repairing interrupted ingestions failed: %s\n%s", type(exc).__name__,
                           "".join(traceback.format_tb(exc.__traceback__)))
-            periodic_repair = asyncio.create_task(repair_periodically(active))
+            periodic_repair = asyncio.create_task(repair_periodically(active.documents, active.started_at))
             # Erasure of deleted accounts and the staleness signal (accounts/consumer.py).
             account_events = AccountEvents.start(active)
         app.state.runtime = active
@@ -214,8 +215,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(health.router)
     # Every other route needs a token, may be rate limited and reaches a dependency: the
     # error statuses they share are documented once here (route-specific ones in api.py).
-    for router in (auth_api.router, collections_api.router, documents_api.router, search_api.router,
-                   chat_api.router, history_api.router):
+    for router in (auth_api.router, collections_api.router, embeddings_api.router, documents_api.router,
+                   search_api.router, chat_api.router, history_api.router):
         app.include_router(router, responses=error_responses(400, 401, 403, 413, 422, 429, 503))
     # Agents and OpenAI-compatible clients (agents/): /v1, the MCP server and its OAuth metadata.
     # /v1 speaks OpenAI's protocol (its schema and error shape are OpenAI's, checked with the

@@ -15,18 +15,6 @@ if TYPE_CHECKING:
     from rag_service.documents.intake import ItemOutcome
 
 
-class EmbedRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # The upper bound is Settings.max_embed_chars (checked by the service: 413).
-    text: str = Field(min_length=1, description="Text to embed as a query")
-
-
-class EmbedResponse(BaseModel):
-    embedding: list[float]
-    success: bool = True
-
-
 COLLECTION_FIELD = (f"The collection to save into: `{DEFAULT_COLLECTION}` (the caller's default collection) or the "
                     "id of a collection the caller may write (GET /collections)")
 

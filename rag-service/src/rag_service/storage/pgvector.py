@@ -112,6 +112,9 @@ def postgres_conninfo(url: str) -> str:
 class PgVectorStore:
     """All users' chunks in one table, partitioned by the owner (column `user_id`)."""
 
+    # Many replicas share the database: ingestion claims are stale only after their lease.
+    single_process = False
+
     def __init__(self, url: str, collection: str, dimension: int, *, pool_max_size: int = POOL_MAX_SIZE,
                  timeout: float = POOL_TIMEOUT_SECONDS) -> None:
         self.collection = collection

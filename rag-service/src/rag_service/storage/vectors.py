@@ -157,6 +157,9 @@ class VectorStore(Protocol):
     """
 
     collection: str
+    # Only this process may open the store (Qdrant Edge's directory): a claim taken before
+    # the process started belongs to no live run (documents/maintenance.py).
+    single_process: bool
 
     async def ensure_collection(self) -> None:
         """Create the collection and payload indexes if missing (idempotent)."""
