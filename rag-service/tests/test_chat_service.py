@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from chat_support import BOB_BREAD, BREAD, QUAXLE, VOLCANO, ZFROB, chat_service, cited, ingest
 from rag_service.chat.schemas import ChatRequest
-from rag_service.chat.service import DeltaEvent, DoneEvent, SourcesEvent, is_follow_up, retrieval_text
+from rag_service.chat.service import is_follow_up, retrieval_text
+from rag_service.chat.records import DeltaEvent, DoneEvent, SourcesEvent
 from rag_service.errors import NotFound, Unprocessable
 from rag_service.history.service import HistoryService
 from rag_service.core.retry import RetryPolicy

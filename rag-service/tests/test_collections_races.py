@@ -3,7 +3,7 @@ invariant:
 
 - deleting a collection while documents are saved and moved into it: afterwards the collection
   exists and holds every document that was created or moved in, or it is gone and no document row
-  names it (collections/locks.py). On PostgreSQL half the saves go through a second app
+  names it (storage/locks.py). On PostgreSQL half the saves go through a second app
   on the same database (a replica: only the advisory lock is shared);
 - creating one name many times at once: exactly one 201, the rest 409 `collection_exists`;
 - moves between a personal and an organization's collection racing deletes, reindexes and

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from rag_service.documents.maintenance import reindex_all, repair_interrupted_ingestions
 from rag_service.documents.indexing import point_id
-from rag_service.documents.service import DocumentService
+from rag_service.documents.service import DocumentService, DocumentServices
 from rag_service.embeddings.service import EmbeddingService
 from rag_service.errors import NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
 from rag_service.errors import ProviderUnavailable
@@ -40,6 +40,11 @@ class Runtime:
     vector_store: Any
     sparse_encoder: Any
     embedder: Any
+
+    @property
+    def documents(self) -> DocumentServices:
+        return DocumentServices(self.sessionmaker, self.vector_store, self.sparse_encoder, self.embedder,
+                                self.settings)
 
 
 LONG_TEXT = "\n\n".join(
@@ -223,7 +228,7 @@ async def test_interrupted_ingestion_is_repaired(runtime_parts: Runtime) -> None
                        text="stray", title="Crashed", start=0, end=5, dense=dense,
                        sparse=runtime_parts.sparse_encoder.encode_documents(["stray"])[0])
     await runtime_parts.vector_store.upsert([stray])
-    assert await repair_interrupted_ingestions(runtime_parts.documents, runtime_parts.started_at) >= 1
+    assert await repair_interrupted_ingestions(runtime_parts.documents) >= 1
     async with runtime_parts.sessionmaker() as session:
         repaired = await service(runtime_parts, session).reads.get(user, crashed_id)
     assert repaired.status == DocumentStatus.READY and repaired.chunk_count > 1

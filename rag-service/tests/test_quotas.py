@@ -239,7 +239,7 @@ async def test_concurrent_saves_and_moves_cannot_overshoot_an_organizations_quot
     in-process gate, as in separate replicas): it ends with exactly its quota of 2."""
     org = f"org-{new_user()}"
     members = [Access(new_user(), {org: "admin"}) for _ in range(4)]
-    # Two collections: each has its own lock (collections/locks.py), only the owner's quota lock is shared.
+    # Two collections: each has its own lock (storage/locks.py), only the owner's quota lock is shared.
     teams = [await org_collection(parts, members[0], org) for _ in range(2)]
     movable = []
     for member in members:

@@ -2,7 +2,7 @@
 `organization.deleted`, applied by accounts/consumer.py).
 
 `erase_owner(owner)`, for a user id or `org:<id>`:
-1. under the owner's quota lock (documents/quotas.py, which every save and move into the
+1. under the owner's quota lock (storage/locks.py `owner_lock`, which every save and move into the
    owner's collections holds while it adds a row), claim every document of the owner for
    deletion: status `deleting`, generation + 1 (documents/claims.py). That revokes every
    ingestion run in progress: its heartbeat and final change match no row, and a run that

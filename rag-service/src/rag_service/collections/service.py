@@ -94,7 +94,7 @@ class CollectionService:
         return row.owner
 
     async def ensure_writable(self, access: Access, collection_id: str, owner: str) -> None:
-        """Inside a transaction holding the collection's lock (locks.py), before adding a
+        """Inside a transaction holding the collection's lock (storage/locks.py), before adding a
         document: 404 if the collection was deleted meanwhile (or moved out of reach)."""
         if collection_id == DEFAULT_COLLECTION:
             return

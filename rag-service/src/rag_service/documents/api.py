@@ -28,7 +28,8 @@ from rag_service.documents.batch_request import (
     parse_json_batch,
     parse_multipart_batch,
 )
-from rag_service.documents.intake import BatchItem, DocumentIntake, UploadedFile, check_upload_count
+from rag_service.documents.intake import DocumentIntake, check_upload_count
+from rag_service.documents.records import BatchItem, UploadedFile
 from rag_service.documents.schemas import (
     BatchResponse,
     DeleteResponse,

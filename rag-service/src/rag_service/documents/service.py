@@ -181,7 +181,7 @@ class DocumentService:
     @asynccontextmanager
     async def _adding_to(self, access: Access, collection_id: str, owner: str) -> AsyncIterator[None]:
         """A transaction that adds a document to a collection: holds the collection's lock
-        and checks it still exists (collections/locks.py). Commit inside the block."""
+        and checks it still exists (storage/locks.py). Commit inside the block."""
         if collection_id == DEFAULT_COLLECTION:
             yield
             return

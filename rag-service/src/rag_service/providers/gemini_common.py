@@ -17,7 +17,7 @@ def build_gemini_client(api_key: str, timeout_seconds: float) -> genai.Client:
     """A google-genai client that never retries on its own and talks HTTP through httpx.
 
     - `retry_options` is left unset, which makes the SDK try each request once: our own
-      `retry.py` owns retries, so their number and backoff are bounded and testable.
+      `core/retry.py` owns retries, so their number and backoff are bounded and testable.
     - google-genai 3.x prefers the `httpx2` fork when it is installed; passing an httpx
       object in `async_client_args` makes it pick plain httpx (its backend detection looks
       at those values), so respx can intercept requests in tests and httpx exceptions are
