@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rag_service.storage.locks import owner_lock
 from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.storage.access import ORG_OWNER_PREFIX, document_points, org_owner, owner_points, unscoped
+from rag_service.storage.locks import owner_lock
 from rag_service.storage.models import Collection, Conversation, Document, DocumentStatus, Message, utcnow
 from rag_service.storage.vectors import VectorStore
 

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from rag_service.config import Settings
-from rag_service.errors import ProviderUnavailable
 from rag_service.core.retry import ProviderFailures, RetryPolicy, call_with_retries
+from rag_service.errors import ProviderUnavailable
 
 EventType = Literal["user.deleted", "organization.deleted", "member.removed", "member.role_changed"]
 EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]

@@ -41,12 +41,12 @@ from rag_service.chat.records import (
     Timing,
 )
 from rag_service.chat.schemas import ChatRequest
-from rag_service.errors import Unprocessable
 from rag_service.chat.turns import STATUS_COMPLETE, STATUS_FAILED, STATUS_INCOMPLETE, ChatTurns, StartedTurn
+from rag_service.errors import Unprocessable
 from rag_service.providers.base import NOT_FOUND_ANSWER, Generator, Source, Turn
 from rag_service.providers.citations import cited_numbers
-from rag_service.search.service import SearchService
 from rag_service.search.filters import parse_filters
+from rag_service.search.service import SearchService
 from rag_service.storage.access import Access
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rag_service.collections.records import MAX_NAME_CHARS, CollectionView
-from rag_service.core.roles import OrgRole
-from rag_service.storage.locks import collection_lock
 from rag_service.core.ingestion_gate import IngestionGate
+from rag_service.core.roles import OrgRole
 from rag_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from rag_service.storage.access import Access, org_owner, scoped
+from rag_service.storage.locks import collection_lock
 from rag_service.storage.models import DEFAULT_COLLECTION, Collection, Document, utcnow
 
 # Per owner (a user's personal collections, or one organization's).

@@ -12,7 +12,6 @@ from rag_service.documents.records import ItemOutcome
 from rag_service.storage.access import org_of
 from rag_service.storage.models import DEFAULT_COLLECTION, Document
 
-
 COLLECTION_FIELD = (f"The collection to save into: `{DEFAULT_COLLECTION}` (the caller's default collection) or the "
                     "id of a collection the caller may write (GET /collections)")
 

@@ -20,29 +20,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rag_service.storage.locks import collection_lock
 from rag_service.collections.service import CollectionService, insufficient_role
 from rag_service.config import Settings
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.documents import claims
 from rag_service.documents.chunking import Chunker, chunker_for
 from rag_service.documents.extraction import content_hash, normalize_content
 from rag_service.documents.indexing import INGEST_BATCH, Indexer, refetch
 from rag_service.documents.quotas import check_quota, estimated_chunks, insert_within_quota
-from rag_service.storage.locks import owner_lock
-from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.documents.reads import DocumentReads
 from rag_service.documents.validation import validate_metadata, validate_title
 from rag_service.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from rag_service.providers.base import Embedder, embedding_account
 from rag_service.storage.access import Access, as_access, document_points, scoped, unscoped
+from rag_service.storage.locks import collection_lock, owner_lock
 from rag_service.storage.models import DEFAULT_COLLECTION, Document, DocumentStatus, utcnow
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import VectorStore

@@ -11,7 +11,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-
 EmbedTask = Literal["document", "query"]
 
 # The answer of every generator when the sources do not answer the question: exactly this
