@@ -221,4 +221,3 @@ class RagClient:
 
     def revoke_api_key(self, key_id: str) -> None:
         self._run(calls.revoke_api_key(key_id))
-
