@@ -310,3 +310,27 @@ async def test_the_async_client_streams_after_a_refresh(services: Services, cloc
         events = [event async for event in client.chat_stream("What does tar do?")]
     assert [event.text for event in events] == ["Tar archives."]  # type: ignore[union-attr]
     assert services.paths("/chat") == ["Bearer a1", "Bearer a2"]
+
+
+# --- the token outside a request (folder sync's state file, the e2e tests) ----------------
+
+def test_access_token_is_reused_until_forced(key_client: RagClient, services: Services) -> None:
+    assert key_client.access_token() == "a1"
+    assert key_client.access_token() == "a1"
+    assert key_client.access_token(force=True) == "a2"
+    assert services.token_calls == ["/auth/token", "/auth/token"]
+
+
+@pytest.mark.asyncio
+async def test_the_async_access_token_is_reused_until_forced_and_a_refusal_frees_the_lock(
+        services: Services, clock: Clock) -> None:
+    async with AsyncRagClient(RAG_URL, AUTH_URL, api_key=API_KEY, clock=clock,
+                              http=httpx.AsyncClient(transport=async_transport(services))) as client:
+        assert await client.access_token() == "a1"
+        assert await client.access_token() == "a1"
+        services.api_key_valid = False
+        with pytest.raises(AuthenticationError):
+            await client.access_token(force=True)
+        services.api_key_valid = True
+        assert await asyncio.wait_for(client.access_token(), 30) == "a2"
+    assert services.token_calls == ["/auth/token"] * 3
