@@ -51,7 +51,8 @@ class Services:
     # Per rag path, answers to give before the normal one (e.g. 429s), consumed in order.
     queued: dict[str, list[httpx.Response]] = field(default_factory=dict)
 
-    def paths(self, path: str) -> list[str | None]:
+    def authorizations(self, path: str) -> list[str | None]:
+        """The Authorization header of every request to `path`, in order."""
         return [auth for seen_path, auth in self.seen if seen_path == path]
 
     @property

@@ -50,7 +50,7 @@ def test_an_api_key_is_exchanged_once_and_the_token_reused(key_client: RagClient
     key_client.list_documents()
     key_client.list_documents()
     assert services.token_calls == ["/auth/token"]
-    assert services.paths("/documents") == ["Bearer a1", "Bearer a1"]
+    assert services.authorizations("/documents") == ["Bearer a1", "Bearer a1"]
 
 
 def test_the_token_is_refreshed_before_exp_not_earlier(key_client: RagClient, services: Services,
@@ -60,7 +60,7 @@ def test_the_token_is_refreshed_before_exp_not_earlier(key_client: RagClient, se
     key_client.list_documents()
     clock.now += 0.001  # 60 s before `exp`: refreshed before the call is sent
     key_client.list_documents()
-    assert services.paths("/documents") == ["Bearer a1", "Bearer a1", "Bearer a2"]
+    assert services.authorizations("/documents") == ["Bearer a1", "Bearer a1", "Bearer a2"]
     assert services.token_calls == ["/auth/token", "/auth/token"]
 
 
@@ -68,7 +68,7 @@ def test_a_401_refreshes_once_and_sends_the_request_again(key_client: RagClient,
     key_client.list_documents()
     services.revoke_all()
     assert key_client.list_documents().total == 0
-    assert services.paths("/documents") == ["Bearer a1", "Bearer a1", "Bearer a2"]
+    assert services.authorizations("/documents") == ["Bearer a1", "Bearer a1", "Bearer a2"]
 
 
 def test_a_second_401_is_raised_not_retried_forever(key_client: RagClient, services: Services) -> None:
@@ -114,7 +114,7 @@ def test_a_fixed_access_token_is_never_refreshed(services: Services) -> None:
         with pytest.raises(AuthenticationError) as refused:
             client.list_documents()
     assert refused.value.code == "invalid_token"
-    assert services.token_calls == [] and services.paths("/documents") == ["Bearer given"]
+    assert services.token_calls == [] and services.authorizations("/documents") == ["Bearer given"]
 
 
 def test_an_unreachable_auth_service_is_named(services: Services) -> None:
@@ -127,7 +127,7 @@ def test_an_unreachable_auth_service_is_named(services: Services) -> None:
         with pytest.raises(ServiceUnavailable) as down:
             client.list_documents()
     assert down.value.code == "connection_error" and "auth service" in down.value.message
-    assert services.paths("/documents") == []
+    assert services.authorizations("/documents") == []
 
 
 # --- email/password: the session ---------------------------------------------------------
@@ -145,8 +145,8 @@ def test_a_password_client_signs_in_once_then_mints_from_its_session(password_cl
     clock.now += LIFETIME
     password_client.list_documents()
     assert services.token_calls == ["/auth/login", "/auth/token"]
-    assert services.paths("/auth/token") == ["Bearer s1"]
-    assert services.paths("/documents") == ["Bearer a1", "Bearer a2"]
+    assert services.authorizations("/auth/token") == ["Bearer s1"]
+    assert services.authorizations("/documents") == ["Bearer a1", "Bearer a2"]
 
 
 def test_a_password_client_signs_in_again_when_its_session_ended(password_client: RagClient,
@@ -162,10 +162,10 @@ def test_a_password_client_signs_in_again_when_its_session_ended(password_client
 def test_api_key_routes_carry_the_session_never_the_access_token(password_client: RagClient,
                                                                  services: Services) -> None:
     assert password_client.list_api_keys() == []
-    assert services.paths("/auth/api-keys") == ["Bearer s1"]
+    assert services.authorizations("/auth/api-keys") == ["Bearer s1"]
     services.end_sessions()  # the session ended: a 401, then one sign-in and the call again
     assert password_client.list_api_keys() == []
-    assert services.paths("/auth/api-keys") == ["Bearer s1", "Bearer s1", "Bearer s2"]
+    assert services.authorizations("/auth/api-keys") == ["Bearer s1", "Bearer s1", "Bearer s2"]
     assert services.token_calls == ["/auth/login", "/auth/login"]
 
 
@@ -231,7 +231,7 @@ def test_threads_with_an_expired_token_share_one_refresh(services: Services) -> 
             thread.join(timeout=60)
     assert failures == []
     assert services.token_calls == ["/auth/token", "/auth/token"], "exactly one refresh for all of them"
-    assert services.paths("/documents")[1:] == ["Bearer a2"] * CONCURRENT
+    assert services.authorizations("/documents")[1:] == ["Bearer a2"] * CONCURRENT
 
 
 @pytest.mark.asyncio
@@ -251,7 +251,7 @@ async def test_concurrent_tasks_with_an_expired_token_share_one_refresh(services
         pages = await asyncio.wait_for(asyncio.gather(*(client.list_documents() for _ in range(CONCURRENT))), 60)
     assert [page.total for page in pages] == [0] * CONCURRENT
     assert services.token_calls == ["/auth/token", "/auth/token"], "exactly one refresh for all of them"
-    assert services.paths("/documents")[1:] == ["Bearer a2"] * CONCURRENT
+    assert services.authorizations("/documents")[1:] == ["Bearer a2"] * CONCURRENT
 
 
 @pytest.mark.asyncio
@@ -276,7 +276,7 @@ async def test_concurrent_401s_for_the_same_token_share_one_refresh(services: Se
     assert len(refused) == CONCURRENT
     assert services.token_calls == ["/auth/token", "/auth/token"], "one refresh, not one per refused request"
     # The first call, every request refused with a1, every one sent again with a2.
-    assert Counter(services.paths("/documents")) == {"Bearer a1": 1 + CONCURRENT, "Bearer a2": CONCURRENT}
+    assert Counter(services.authorizations("/documents")) == {"Bearer a1": 1 + CONCURRENT, "Bearer a2": CONCURRENT}
 
 
 def test_threads_refused_with_the_same_token_share_one_refresh(services: Services, clock: Clock) -> None:
@@ -298,7 +298,7 @@ def test_threads_refused_with_the_same_token_share_one_refresh(services: Service
             thread.join(timeout=60)
     assert services.token_calls == ["/auth/token", "/auth/token"], "one refresh, not one per refused request"
     # The first call, every request refused with a1, every one sent again with a2.
-    assert Counter(services.paths("/documents")) == {"Bearer a1": 1 + CONCURRENT, "Bearer a2": CONCURRENT}
+    assert Counter(services.authorizations("/documents")) == {"Bearer a1": 1 + CONCURRENT, "Bearer a2": CONCURRENT}
 
 
 @pytest.mark.asyncio
@@ -309,7 +309,7 @@ async def test_the_async_client_streams_after_a_refresh(services: Services, cloc
         services.revoke_all()
         events = [event async for event in client.chat_stream("What does tar do?")]
     assert [event.text for event in events] == ["Tar archives."]  # type: ignore[union-attr]
-    assert services.paths("/chat") == ["Bearer a1", "Bearer a2"]
+    assert services.authorizations("/chat") == ["Bearer a1", "Bearer a2"]
 
 
 # --- the token outside a request (folder sync's state file, the e2e tests) ----------------
@@ -334,3 +334,18 @@ async def test_the_async_access_token_is_reused_until_forced_and_a_refusal_frees
         services.api_key_valid = True
         assert await asyncio.wait_for(client.access_token(), 30) == "a2"
     assert services.token_calls == ["/auth/token"] * 3
+
+
+@pytest.mark.parametrize("client_class", [RagClient, AsyncRagClient])
+def test_both_clients_read_their_credentials_from_the_environment(client_class: type,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_URL", RAG_URL + "/")
+    monkeypatch.setenv("AUTH_URL", AUTH_URL)
+    monkeypatch.setenv("RAG_API_KEY", API_KEY)
+    client = client_class.from_env()
+    assert (client.rag_url, client.tokens.auth_url, client.tokens.api_key) == (RAG_URL, AUTH_URL, API_KEY)
+    monkeypatch.delenv("RAG_API_KEY")
+    monkeypatch.setenv("RAG_EMAIL", EMAIL)
+    monkeypatch.setenv("RAG_PASSWORD", PASSWORD)
+    client = client_class.from_env(rag_url="http://other.test")
+    assert (client.rag_url, client.tokens.email, client.tokens.api_key) == ("http://other.test", EMAIL, None)

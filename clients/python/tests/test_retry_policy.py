@@ -77,7 +77,7 @@ def test_a_429_waits_what_retry_after_advises_then_succeeds(list_documents: List
     services.queued["/documents"] = [rate_limited("3"), rate_limited("0.5")]
     assert list_documents(waits.policy()) == 0
     assert waits.seconds == [3.0, 0.5]
-    assert len(services.paths("/documents")) == 3
+    assert len(services.authorizations("/documents")) == 3
 
 
 def test_without_advice_the_waits_grow_exponentially_up_to_the_cap(list_documents: ListDocuments,
@@ -100,7 +100,7 @@ def test_when_retries_run_out_the_last_429_is_raised(list_documents: ListDocumen
         list_documents(waits.policy(max_retries=2))
     assert limited.value.code == "rate_limited" and limited.value.retry_after == 1.0
     assert waits.seconds == [1.0, 1.0]
-    assert len(services.paths("/documents")) == 3, "the first attempt and two retries"
+    assert len(services.authorizations("/documents")) == 3, "the first attempt and two retries"
 
 
 def test_other_refusals_are_not_sent_again(list_documents: ListDocuments, services: Services, waits: Waits) -> None:
@@ -108,7 +108,7 @@ def test_other_refusals_are_not_sent_again(list_documents: ListDocuments, servic
     with pytest.raises(ServiceUnavailable) as unavailable:
         list_documents(waits.policy())
     assert unavailable.value.code == "provider_unavailable"
-    assert waits.seconds == [] and len(services.paths("/documents")) == 1
+    assert waits.seconds == [] and len(services.authorizations("/documents")) == 1
 
 
 def test_a_rate_limited_stream_is_opened_again(services: Services, waits: Waits) -> None:
@@ -117,4 +117,4 @@ def test_a_rate_limited_stream_is_opened_again(services: Services, waits: Waits)
                    http=httpx.Client(transport=sync_transport(services))) as client:
         events = list(client.chat_stream("What does tar do?"))
     assert events == [DeltaEvent("Tar archives.")]
-    assert waits.seconds == [2.0] and len(services.paths("/chat")) == 2
+    assert waits.seconds == [2.0] and len(services.authorizations("/chat")) == 2

@@ -13,7 +13,7 @@ from httpx_sse import EventSource
 
 from rag_client import calls
 from rag_client.auth import TokenAuth
-from rag_client.client import DEFAULT_TIMEOUT
+from rag_client.client import DEFAULT_TIMEOUT, options_from_env
 from rag_client.errors import error_from_response, unreachable
 from rag_client.events import parse_event
 from rag_client.models import (
@@ -50,6 +50,10 @@ class AsyncRagClient:
         self._retry = retry or RetryPolicy()
         self._http = http or httpx.AsyncClient(timeout=timeout)
         self._owns_http = http is None
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> AsyncRagClient:
+        return cls(**options_from_env(overrides))
 
     async def __aenter__(self) -> AsyncRagClient:
         return self

@@ -38,6 +38,20 @@ from rag_client.tokens import TokenState
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 
+def options_from_env(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments from RAG_URL, AUTH_URL and RAG_API_KEY (or RAG_EMAIL +
+    RAG_PASSWORD); `overrides` that are not None win."""
+    env = os.environ
+    options: dict[str, Any] = {"rag_url": env.get("RAG_URL", "http://127.0.0.1:8000"),
+                               "auth_url": env.get("AUTH_URL", "http://127.0.0.1:3001")}
+    if env.get("RAG_API_KEY"):
+        options["api_key"] = env["RAG_API_KEY"]
+    elif env.get("RAG_EMAIL"):
+        options.update(email=env["RAG_EMAIL"], password=env.get("RAG_PASSWORD"))
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    return options
+
+
 class RagClient:
     """`RagClient(rag_url, auth_url, api_key=...)`, or `email=..., password=...`, or a ready
     `access_token=...` (not refreshed). `from_env()` reads RAG_URL, AUTH_URL and RAG_API_KEY
@@ -61,15 +75,7 @@ class RagClient:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> RagClient:
-        env = os.environ
-        options: dict[str, Any] = {"rag_url": env.get("RAG_URL", "http://127.0.0.1:8000"),
-                                   "auth_url": env.get("AUTH_URL", "http://127.0.0.1:3001")}
-        if env.get("RAG_API_KEY"):
-            options["api_key"] = env["RAG_API_KEY"]
-        elif env.get("RAG_EMAIL"):
-            options.update(email=env["RAG_EMAIL"], password=env.get("RAG_PASSWORD"))
-        options.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**options)
+        return cls(**options_from_env(overrides))
 
     def __enter__(self) -> RagClient:
         return self
