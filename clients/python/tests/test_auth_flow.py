@@ -30,16 +30,6 @@ CONCURRENT = 16
 
 
 @pytest.fixture
-def services() -> Services:
-    return Services()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def key_client(services: Services, clock: Clock) -> Iterator[RagClient]:
     with RagClient(RAG_URL, AUTH_URL, api_key=API_KEY, clock=clock,
                    http=httpx.Client(transport=sync_transport(services))) as client:

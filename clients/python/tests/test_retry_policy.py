@@ -35,11 +35,6 @@ def rate_limited(retry_after: str | None = None) -> httpx.Response:
 
 
 @pytest.fixture
-def services() -> Services:
-    return Services()
-
-
-@pytest.fixture
 def waits() -> Waits:
     return Waits()
 
