@@ -18,6 +18,8 @@ import { checkBody, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-poli
 import { hashPassword, needsRehash, verifyPassword } from "./password-hashing.js";
 import type { RateLimitStore } from "./rate-limit-redis.js";
 import { safeLog } from "./safe-log.js";
+import { passkeyPlugin } from "./passkeys.js";
+import { secondFactorGuard, twoFactorPlugin } from "./two-factor.js";
 
 /** Header our HTTP layer sets from the socket address (any client-sent value is replaced). */
 export const CLIENT_IP_HEADER = "x-auth-client-ip";
@@ -105,6 +107,7 @@ export function authOptions(
   const sendMail = stores.mailer ? cappedSender(config, stores.mailer, stores.accountThrottle) : noMail;
   const mailOptions = accountMailOptions(config, sendMail);
   const memberStore = async (): Promise<MemberStore> => (await self().$context).adapter;
+  const sessionUser = async (headers: Headers): Promise<string | null> => (await self().api.getSession({ headers }))?.user.id ?? null;
   const events = stores.events;
   const jwtOptions = {
     jwt: {
@@ -165,6 +168,8 @@ export function authOptions(
       customRules: {
         "/sign-in/email": credentialsRule,
         "/sign-up/email": credentialsRule,
+        // Code guesses per IP (the plugin's own rule is 3 per 10 s); per account: src/two-factor.ts.
+        "/two-factor/*": credentialsRule,
         // Routes that mail someone, and reset-password (a token guess per request).
         "/send-verification-email": mailRule,
         "/request-password-reset": mailRule,
@@ -197,6 +202,9 @@ export function authOptions(
       organizationPlugin(memberStore, stores.sendInvitation ?? mailInvitationSender(config, sendMail)),
       invitationErrors(),
       passwordChangeEndsOtherSessions(),
+      twoFactorPlugin(config.signInDisplayName),
+      secondFactorGuard(database.db, stores.accountThrottle, config.accountThrottle, sessionUser),
+      passkeyPlugin(config),
     ],
   };
 }
