@@ -14,7 +14,6 @@ against both real services:
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from collections.abc import Iterator
@@ -156,48 +155,52 @@ def test_two_factor_set_up_challenge_replay_and_backup_codes(browser, browser_st
         wait_until_loaded(page)
 
 
-def add_virtual_authenticator(page) -> tuple[object, str]:
-    """A platform authenticator with resident keys and user verification, that always says yes."""
+def webauthn(page):
+    """The page's DevTools session with Chromium's virtual authenticators switched on."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("WebAuthn.enable")
+    return cdp
+
+
+def add_virtual_authenticator(cdp) -> str:
+    """A platform authenticator with resident keys and user verification, that always says yes."""
     added = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
         "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
         "hasUserVerification": True, "isUserVerified": True, "automaticPresenceSimulation": True}})
-    return cdp, added["authenticatorId"]
-
-
-def b64url_to_b64(value: str) -> str:
-    return base64.b64encode(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))).decode()
+    return added["authenticatorId"]
 
 
 def test_passkeys_register_list_remove_and_sign_in(browser, browser_stack: BrowserStack) -> None:
     email = unique_email("passkey")
     with browser_pages(browser, browser_stack.app_url, "passkeys") as pages:
         page = pages.open("passkey")
-        cdp, authenticator = add_virtual_authenticator(page)
+        cdp = webauthn(page)
+        laptop = add_virtual_authenticator(cdp)
         sign_up(page, email, "Passkey User")
         assert page.locator("#passkeys li").count() == 0
 
-        for name in ("laptop", "phone"):
+        def register(name: str, count: int) -> None:
             page.fill("#passkey-name", name)
             page.click("#passkey-add")
-            notice_text(page, "Passkey added")
-            page.wait_for_function("(n) => document.querySelectorAll('#passkeys li').length === n",
-                                   arg=["laptop", "phone"].index(name) + 1)
-        assert page.locator("#passkeys li .title").all_inner_texts() == ["laptop", "phone"]
-        held = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]
-        assert len(held) == 2 and all(c["rpId"] == "localhost" and c["isResidentCredential"] for c in held)
+            page.wait_for_function("(n) => document.querySelectorAll('#passkeys li').length === n", arg=count)
 
-        # Remove "phone" on the server, and from the authenticator (a person would delete it there too).
-        listed = page.evaluate(
-            "async (url) => (await fetch(url + '/api/auth/passkey/list-user-passkeys', {credentials: 'include'})).json()",
-            browser_stack.auth)
-        phone = next(p for p in listed if p["name"] == "phone")
+        register("laptop", 1)
+        [laptop_key] = cdp.send("WebAuthn.getCredentials", {"authenticatorId": laptop})["credentials"]
+        assert laptop_key["rpId"] == "localhost" and laptop_key["isResidentCredential"]
+        # A second device: one authenticator at a time (the first would refuse to hold a second
+        # passkey of the same account, as WebAuthn's excludeCredentials asks).
+        cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": laptop})
+        phone = add_virtual_authenticator(cdp)
+        register("phone", 2)
+        assert page.locator("#passkeys li .title").all_inner_texts() == ["laptop", "phone"]
+
+        # The phone is lost: its passkey is removed, and the laptop comes back.
         page.locator("#passkeys li", has_text="phone").locator("button.delete").click()
         notice_text(page, 'Removed the passkey "phone"')
         assert page.locator("#passkeys li .title").all_inner_texts() == ["laptop"]
-        cdp.send("WebAuthn.removeCredential",
-                 {"authenticatorId": authenticator, "credentialId": b64url_to_b64(phone["credentialID"])})
+        cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": phone})
+        laptop = add_virtual_authenticator(cdp)
+        cdp.send("WebAuthn.addCredential", {"authenticatorId": laptop, "credential": laptop_key})
 
         # The passkey alone signs in: no email, no password.
         sign_out(page)
@@ -240,7 +243,8 @@ def test_a_passkey_of_another_relying_party_is_refused(browser, browser_stack: B
     email = unique_email("rp")
     with browser_pages(browser, browser_stack.app_url, "passkey-rp") as pages:
         page = pages.open("genuine")
-        cdp, authenticator = add_virtual_authenticator(page)
+        cdp = webauthn(page)
+        authenticator = add_virtual_authenticator(cdp)
         sign_up(page, email, "Relying Party")
         page.click("#passkey-add")
         notice_text(page, "Passkey added")
@@ -256,7 +260,8 @@ def test_a_passkey_of_another_relying_party_is_refused(browser, browser_stack: B
         other = pages.browser.new_context().new_page()
         pages.pages["other-rp"] = other
         other.goto(f"http://other-rp.localhost:{port}/index.html")
-        other_cdp, other_authenticator = add_virtual_authenticator(other)
+        other_cdp = webauthn(other)
+        other_authenticator = add_virtual_authenticator(other_cdp)
         other_cdp.send("WebAuthn.addCredential", {"authenticatorId": other_authenticator, "credential": {
             "credentialId": credential["credentialId"], "isResidentCredential": True, "rpId": "other-rp.localhost",
             "privateKey": credential["privateKey"], "userHandle": credential["userHandle"],
