@@ -60,14 +60,14 @@
     const name = $("passkey-name").value.trim() || undefined;
     await authCall("/api/auth/passkey/verify-registration", { method: "POST", body: { response: credential.toJSON(), name } });
     $("passkey-name").value = "";
-    notice("Passkey added: you can sign in with it alone.");
     await load();
+    notice("Passkey added: you can sign in with it alone.");
   });
 
   async function remove(passkey) {
     await authCall("/api/auth/passkey/delete-passkey", { method: "POST", body: { id: passkey.id } });
-    notice(`Removed the passkey "${passkey.name || "Passkey"}".`);
     await load();
+    notice(`Removed the passkey "${passkey.name || "Passkey"}".`);
   }
 
   /** Signs in with a passkey alone; `enterApp` is app.js's, for the user it belongs to. */
