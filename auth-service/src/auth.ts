@@ -1,5 +1,6 @@
 // The Better Auth instance: email + password, EdDSA JWTs (jwt plugin), signed bearer sessions,
-// organizations (teams), rate limits per IP and per account, input bounds and the password
+// organizations (teams), two-factor codes and passkeys (src/two-factor.ts, src/passkeys.ts),
+// rate limits per IP and per account, input bounds and the password
 // policy (hooks).
 import { betterAuth } from "better-auth";
 import { APIError, createAuthMiddleware, isAPIError } from "better-auth/api";
