@@ -5,9 +5,9 @@ against both real services:
   codes), confirmed with a first code; a password sign-in then shows the code screen and holds
   no session until a code is given; a used code is refused, a backup code works once. The codes
   come from pyotp reading the URI the page shows, never from the service.
-- passkeys: Chromium's virtual authenticator (DevTools protocol, WebAuthn domain) registers two,
+- passkeys: Chromium's virtual authenticators (DevTools protocol, WebAuthn domain) register two,
   one is removed, and the passkey alone signs in; the session's JWT is accepted by the
-  rag-service and exchanges an API key like any other session.
+  rag-service, and it makes API keys and organizations like any other session.
 - another relying party: the same credential (same id, same private key) used from a page of
   another host is refused, while the genuine page's assertion, relayed the same way, signs in.
 """
@@ -26,6 +26,7 @@ from browser_support import (
     PASSWORD,
     BrowserStack,
     access_token_from_page,
+    app_state,
     browser_pages,
     chromium,
     error_text,
@@ -220,6 +221,12 @@ def test_passkeys_register_list_remove_and_sign_in(browser, browser_stack: Brows
             exchanged = httpx.post(f"{browser_stack.auth}/auth/token", headers={"x-api-key": created["body"]["key"]})
             assert exchanged.status_code == 200, exchanged.text
             assert rag_documents(rag, exchanged.json()["access_token"]) == []
+        # Organizations too: one created by the passkey session is in its next token, as owner.
+        page.fill("#org-name", "Passkey Lab")
+        page.click("#org-create")
+        notice_text(page, "Created Passkey Lab")
+        org_id = app_state(page, "activeOrganizationId")
+        assert app_state(page, "orgs") == [{"id": org_id, "role": "owner"}]
 
 
 ASSERT_JS = """async ({options, rpId}) => {
