@@ -1,0 +1,108 @@
+"""What `make dev` starts (scripts/dev.sh, as a real process on free ports), tried as a new
+user would:
+
+- with AUTH_PORT / RAG_PORT / WEB_PORT moved, the example web app (opened without `?auth=` /
+  `?rag=`) calls the moved services: a sign-up in Chromium reaches them;
+- every shell example of README.md runs as written, in order, against it (the default ports
+  3001 and 8000 in the examples are the only thing rewritten), each curl failing the run on an
+  HTTP error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from browser_support import browser_pages, chromium, require_chromium, sign_up
+from conftest import ARTIFACTS
+from stack import MODEL_CACHE_DIR, ROOT, Service, free_port, start
+
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+# README shell blocks that are not run, by their first line, and why.
+NOT_RUN = {
+    "make dev    # installs what is missing": "starts the stack this test runs the others against",
+    "EMBEDDING_PROVIDER=openai OPENAI_EMBEDDING_MODEL=nomic-embed-text": "needs an Ollama server",
+}
+
+
+@dataclass
+class DevStack:
+    auth_port: int
+    rag_port: int
+    web_port: int
+    process: Service
+
+    @property
+    def web(self) -> str:
+        return f"http://localhost:{self.web_port}"
+
+
+@pytest.fixture(scope="module")
+def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """scripts/dev.sh (what `make dev` runs after installing) with all three ports moved."""
+    auth_port, rag_port, web_port = free_port(), free_port(), free_port()
+    env = {"AUTH_PORT": str(auth_port), "RAG_PORT": str(rag_port), "WEB_PORT": str(web_port),
+           "DATA_DIR": str(tmp_path_factory.mktemp("make-dev")), "MODEL_CACHE_DIR": MODEL_CACHE_DIR,
+           "HF_HUB_OFFLINE": "1"}
+    # Started like any service here: its own process group, ready once the rag-service's
+    # /health answers (it starts last and needs the auth-service's JWKS).
+    dev = start("make-dev", ["bash", "scripts/dev.sh"], ROOT, env, f"http://127.0.0.1:{rag_port}",
+                ARTIFACTS, timeout=180.0)
+    try:
+        for url in (f"http://127.0.0.1:{auth_port}/health", f"http://127.0.0.1:{web_port}/"):
+            assert httpx.get(url, timeout=10).status_code == 200, url
+        yield DevStack(auth_port, rag_port, web_port, dev)
+    finally:
+        dev.stop()
+
+
+def test_the_web_app_calls_the_ports_make_dev_was_given(dev_stack: DevStack) -> None:
+    config = httpx.get(f"{dev_stack.web}/config.js", timeout=10)
+    assert config.status_code == 200
+    assert f'"authUrl": "http://localhost:{dev_stack.auth_port}"' in config.text
+    assert f'"ragUrl": "http://localhost:{dev_stack.rag_port}"' in config.text
+    # Every other file is the app's own.
+    assert httpx.get(f"{dev_stack.web}/core.js", timeout=10).text == (ROOT / "examples" / "web" / "core.js").read_text()
+
+    require_chromium()
+    with chromium() as browser, browser_pages(browser, f"{dev_stack.web}/", "make-dev") as pages:
+        page = pages.open("newcomer")
+        assert page.evaluate("() => [window.ragApp.AUTH_URL, window.ragApp.RAG_URL]") == [
+            f"http://localhost:{dev_stack.auth_port}", f"http://localhost:{dev_stack.rag_port}"]
+        sign_up(page, f"newcomer-{uuid.uuid4().hex[:8]}@example.com", "Newcomer")  # auth-service, then /documents etc.
+        assert page.inner_text("#message") == ""
+        assert page.locator("#documents-empty").is_visible()
+
+
+def readme_shell_blocks() -> list[str]:
+    blocks = [code for lang, code in FENCE.findall((ROOT / "README.md").read_text()) if lang in ("sh", "bash")]
+    run = [code for code in blocks if not any(code.startswith(first) for first in NOT_RUN)]
+    assert len(blocks) - len(run) == len(NOT_RUN), "a block listed in NOT_RUN is gone from README.md"
+    return run
+
+
+def test_every_readme_shell_example_runs_in_order(dev_stack: DevStack, tmp_path: Path) -> None:
+    blocks = readme_shell_blocks()
+    script = "\n".join(blocks).replace("localhost:3001", f"localhost:{dev_stack.auth_port}") \
+                               .replace("localhost:8000", f"localhost:{dev_stack.rag_port}")
+    # As written, except that an HTTP error fails the run (curl -s alone exits 0 on a 4xx).
+    prelude = "set -euo pipefail\ncurl() { command curl --fail-with-body \"$@\"; echo; }\n"
+    result = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "HOME": str(tmp_path)})
+    (ARTIFACTS / "readme-examples.log").write_text(result.stdout + "\n---- stderr\n" + result.stderr)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    # What each example is there to show.
+    assert '"email":"ada@example.com"' in out.replace(" ", "")  # /me with the signed-up user's token
+    assert "tar saves many files together" in out  # search and chat found the saved document
+    assert "Restart the queue with systemctl restart queue." in out  # the organization's collection
+    assert '"created":2' in out.replace(" ", "")  # both batch requests stored both items
+    assert '"deleted"' in out or "true" in out.splitlines()[-1]
