@@ -10,6 +10,7 @@ user would:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -99,10 +100,21 @@ def test_every_readme_shell_example_runs_in_order(dev_stack: DevStack, tmp_path:
                             timeout=600, env={**os.environ, "HOME": str(tmp_path)})
     (ARTIFACTS / "readme-examples.log").write_text(result.stdout + "\n---- stderr\n" + result.stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
-    # What each example is there to show.
-    assert '"email":"ada@example.com"' in out.replace(" ", "")  # /me with the signed-up user's token
-    assert "tar saves many files together" in out  # search and chat found the saved document
-    assert "Restart the queue with systemctl restart queue." in out  # the organization's collection
-    assert '"created":2' in out.replace(" ", "")  # both batch requests stored both items
-    assert '"deleted"' in out or "true" in out.splitlines()[-1]
+    answers = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    # What each example is there to show, in the README's order.
+    signed_up, me = answers[0], answers[1]
+    assert me["user_id"] == signed_up["user"]["id"]  # the rag-service took the access JWT
+    saved = next(a for a in answers if a.get("message", "").startswith("document saved"))
+    searched = next(a for a in answers if "results" in a)
+    assert searched["results"][0]["document_id"] == saved["document_id"]
+    chat = next(a for a in answers if "generator" in a)
+    assert (chat["answer_found"], chat["generator"]) == (True, "extractive")
+    in_collection = [a for a in answers if a.get("documents") and isinstance(a["documents"], list)]
+    assert in_collection[0]["documents"][0]["title"] == "restart"
+    assert in_collection[0]["documents"][0]["organization_id"] is not None  # the organization's collection
+    batches = [a for a in answers if "items" in a]
+    assert [[item["result"] for item in batch["items"]] for batch in batches] == [["created"] * 2] * 2
+    assert answers[-1] == {"success": True}  # the account deleted, last
+    gone = httpx.post(f"http://127.0.0.1:{dev_stack.auth_port}/auth/login", timeout=30,
+                      json={"email": "ada@example.com", "password": "correct horse battery"})
+    assert gone.status_code == 401, gone.text
