@@ -21,6 +21,7 @@ NODE_STAMP := $(AUTH)/node_modules/.installed
 help:
 	@echo "make dev      run auth-service (:3001) and rag-service (:8000) on embedded defaults"
 	@echo "make test     run every test suite (installs what is missing)"
+	@echo "make test-repo  only the checks that read files (docs, benchmark reports, docker-compose.yml)"
 	@echo "make bench    run the benchmarks and write docs/benchmarks.md (BENCH_QUICK=1: smoke-test sizes)"
 	@echo "make migrate  apply database migrations of both services"
 	@echo "make screenshot  refresh docs/screenshot.png from the browser test"
