@@ -15,10 +15,12 @@ Usage (run with the rag-service venv's Python, which has the wheel):
     python scripts/test_postgres.py stop                 # stops $TEST_POSTGRES_DIR's server
 
 `run` passes straight through when both URLs are already set (nested `make` targets share one
-server). As root the server runs as an unprivileged user, which may not be allowed into the
-checkout (a clone in /root, or under a `mktemp -d` folder): the binaries are then run from a
-copy (hard links where possible) in the temp folder, which that user can reach. rag-service/tests/services.py and tests-e2e/conftest.py use `EmbeddedPostgres` to
+server). rag-service/tests/services.py and tests-e2e/conftest.py use `EmbeddedPostgres` to
 start their own server when pytest runs without these variables.
+
+As root the server runs as an unprivileged user, which may not be allowed into the checkout
+(a clone in /root, or under a `mktemp -d` folder): the binaries are then run from a copy (hard
+links where possible) in the temp folder, which that user can reach (`shared_install_copy`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@ user would:
 
 - with AUTH_PORT / RAG_PORT / WEB_PORT moved, the example web app (opened without `?auth=` /
   `?rag=`) calls the moved services: a sign-up in Chromium reaches them;
-- every shell example of README.md runs as written, in order, against it (the default ports
-  3001 and 8000 in the examples are the only thing rewritten), each curl failing the run on an
-  HTTP error.
+- every shell example of README.md runs as written, in order, against it (only the default
+  ports 3001 and 8000 and the scratch file /tmp/signup.json are rewritten), each curl failing
+  the run on an HTTP error.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,20 @@ class DevStack:
         return f"http://localhost:{self.web_port}"
 
 
+def wait_until_answers(url: str, dev: Service, timeout: float = 120.0) -> None:
+    """Until `url` answers 200 (a liveness bound, not a timing): fails if make dev exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert dev.process.poll() is None, f"make dev exited:\n{dev.log()[-4000:]}"
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"{url} did not answer in {timeout}s:\n{dev.log()[-4000:]}")
+
+
 @pytest.fixture(scope="module")
 def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     """scripts/dev.sh (what `make dev` runs after installing) with all three ports moved."""
@@ -58,8 +73,9 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     dev = start("make-dev", ["bash", "scripts/dev.sh"], ROOT, env, f"http://127.0.0.1:{rag_port}",
                 ARTIFACTS, timeout=180.0)
     try:
+        # The rag-service can be up before the auth-service (tsx compiles it on a busy machine).
         for url in (f"http://127.0.0.1:{auth_port}/health", f"http://127.0.0.1:{web_port}/"):
-            assert httpx.get(url, timeout=10).status_code == 200, url
+            wait_until_answers(url, dev)
         yield DevStack(auth_port, rag_port, web_port, dev)
     finally:
         dev.stop()
@@ -92,8 +108,10 @@ def readme_shell_blocks() -> list[str]:
 
 def test_every_readme_shell_example_runs_in_order(dev_stack: DevStack, tmp_path: Path) -> None:
     blocks = readme_shell_blocks()
+    # The stack's ports for the defaults, and this test's folder for the README's scratch file.
     script = "\n".join(blocks).replace("localhost:3001", f"localhost:{dev_stack.auth_port}") \
-                               .replace("localhost:8000", f"localhost:{dev_stack.rag_port}")
+                               .replace("localhost:8000", f"localhost:{dev_stack.rag_port}") \
+                               .replace("/tmp/signup.json", str(tmp_path / "signup.json"))
     # As written, except that an HTTP error fails the run (curl -s alone exits 0 on a 4xx).
     prelude = "set -euo pipefail\ncurl() { command curl --fail-with-body \"$@\"; echo; }\n"
     result = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True, text=True,
@@ -104,7 +122,7 @@ def test_every_readme_shell_example_runs_in_order(dev_stack: DevStack, tmp_path:
     # What each example is there to show, in the README's order.
     signed_up, me = answers[0], answers[1]
     assert me["user_id"] == signed_up["user"]["id"]  # the rag-service took the access JWT
-    saved = next(a for a in answers if a.get("message", "").startswith("document saved"))
+    saved = next(a for a in answers if str(a.get("message")).startswith("document saved"))
     searched = next(a for a in answers if "results" in a)
     assert searched["results"][0]["document_id"] == saved["document_id"]
     chat = next(a for a in answers if "generator" in a)
