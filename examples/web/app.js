@@ -32,6 +32,7 @@
     app.orgs.reset();
     app.collections.reset();
     app.account.reset();
+    app.reading.reset(); // the next user sees none of these file names
     if (reason) notice(reason);
   }
 

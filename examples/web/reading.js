@@ -66,5 +66,5 @@
     if (marked) marked.scrollIntoView({ block: "nearest" });
   }
 
-  app.reading = { noteFiles, fileNameBeside, showDocumentText, findPassage };
+  app.reading = { noteFiles, fileNameBeside, showDocumentText, findPassage, reset: () => fileNames.clear() };
 })();

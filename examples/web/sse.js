@@ -11,15 +11,20 @@ async function* readSse(body) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   const ready = [];
   const parser = createParser({ onEvent: ({ event, data }) => ready.push({ event: event || "message", data }) });
+  let ended = false;
   try {
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) return;
+      if (done) {
+        ended = true;
+        return;
+      }
       parser.feed(value);
       while (ready.length) yield ready.shift();
     }
   } finally {
-    reader.releaseLock();
+    // A caller that stops early (an `error` event) closes the connection instead of reading on.
+    if (!ended) await reader.cancel().catch(() => {});
   }
 }
 
