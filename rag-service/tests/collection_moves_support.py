@@ -40,7 +40,7 @@ class MoveRound:
 
     async def prepare(self) -> None:
         async with self.parts.sessionmaker() as session:
-            self.collection = (await CollectionService(session).create(self.access, "Shared", self.org)).id
+            self.collection = (await CollectionService(session, max_collections_per_owner=200).create(self.access, "Shared", self.org)).id
             docs = service(self.parts, session)
             for i in range(DOCUMENTS_PER_MOVE_ROUND):
                 text = paragraphs(f"m{self.seed}x{i}", 2 + i % 3)

@@ -93,7 +93,7 @@ async def test_engine_enforces_constraints_and_cascades(fresh_settings):
     run_migrations(fresh_settings)
     engine, sessionmaker = create_engine_and_sessionmaker(fresh_settings)
     try:
-        assert await check_database(engine)
+        assert await check_database(engine, 3.0)
         async with sessionmaker() as session:
             conversation = Conversation(user_id="u1", title="t")
             session.add(conversation)
@@ -135,7 +135,7 @@ async def test_sqlite_uses_wal_and_foreign_keys(issuer, tmp_path):
 async def test_check_database_is_false_when_unreachable(url):
     engine = create_engine(url) if url.startswith("postgresql") else sa.ext.asyncio.create_async_engine(url)
     try:
-        assert await check_database(engine) is False
+        assert await check_database(engine, 3.0) is False
     finally:
         await engine.dispose()
 

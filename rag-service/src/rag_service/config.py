@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
     # Largest request line + headers accepted (bytes); more -> 400 and the connection closes.
     max_request_header_bytes: int = 32_768
+    # /health: seconds each check (database, vector store) may take before it counts as down.
+    health_check_timeout_seconds: float = Field(default=3.0, gt=0)
 
     # --- storage ----------------------------------------------------------------------
     # Where the embedded stores live (SQLite file, Qdrant Edge shard).
@@ -47,6 +49,19 @@ class Settings(BaseSettings):
     qdrant_api_key: str | None = None
     # Prefix of the collection name; model name and dimension are appended.
     qdrant_collection_prefix: str = "chunks"
+    qdrant_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Postgres (DATABASE_URL): connections kept open per process, extra ones allowed under
+    # load, and seconds to wait for a new connection.
+    database_pool_size: int = Field(default=10, ge=1)
+    database_pool_max_overflow: int = Field(default=10, ge=0)
+    database_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # SQLite (no DATABASE_URL): how long a write waits for another writer's lock (ms).
+    sqlite_busy_timeout_ms: int = Field(default=20_000, ge=0)
+    # VECTOR_STORE=pgvector: its own connection pool, the wait for a free connection, and
+    # the longest one statement may run (ms).
+    pgvector_pool_max_size: int = Field(default=10, ge=1)
+    pgvector_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    pgvector_statement_timeout_ms: int = Field(default=30_000, ge=1)
 
     # --- auth (JWTs issued by the auth-service) ---------------------------------------
     auth_jwks_url: str = "http://localhost:3001/api/auth/jwks"
@@ -59,6 +74,10 @@ class Settings(BaseSettings):
     jwks_refetch_min_interval: float = 10.0
     jwks_timeout_seconds: float = 5.0
     jwt_leeway_seconds: int = 5
+    # Longer bearer tokens are refused before parsing (an access token with 50 organizations
+    # is ~4.5 KB); API keys longer than max_api_key_chars likewise.
+    max_token_chars: int = Field(default=16_384, ge=1_024)
+    max_api_key_chars: int = Field(default=256, ge=32)
     # The auth-service's account events feed (accounts/): user and organization deletions are
     # erased here, membership changes make older tokens with `orgs` stale (401 token_stale).
     # The feed answers only `Authorization: Bearer <ACCOUNT_EVENTS_TOKEN>` (the same secret on
@@ -74,6 +93,9 @@ class Settings(BaseSettings):
     # token lives (the auth-service's JWT_EXPIRES_IN, 15 minutes) plus a margin. A change
     # older than this cannot make any live token stale.
     access_token_max_age_seconds: int = Field(default=960, ge=1)
+    # Membership changes remembered per replica; past it the oldest fold into one cutoff
+    # (tokens older than it are stale: conservative, never permissive).
+    max_tracked_membership_changes: int = Field(default=200_000, ge=1)
     # API keys as bearer tokens (auth/api_keys.py): the auth-service's answer for a key is
     # remembered this many seconds, so a revoked or expired key is refused at most this long
     # after the revocation. Each key costs at most one exchange per window per replica,
@@ -166,11 +188,21 @@ class Settings(BaseSettings):
     # (text items' UTF-8 content plus files as sent); over either the request is a 413.
     max_batch_items: int = Field(default=100, ge=1)
     max_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    # Room in a batch's body for its JSON or multipart framing, beyond max_batch_bytes (and a
+    # quarter more for JSON escapes); a larger body is refused before it is read.
+    batch_body_margin_bytes: int = Field(default=64 * 1024, ge=0)
     max_query_chars: int = 2_000
     max_embed_chars: int = 20_000
     max_title_chars: int = 500
     max_metadata_bytes: int = 16_384
     max_page_size: int = 100
+    # Highest `page` number of the paginated lists (documents, conversations).
+    max_page: int = Field(default=1_000_000, ge=1)
+    # Results of one /search (and the MCP `search` tool), and passages one /chat answers from.
+    max_search_top_k: int = Field(default=50, ge=1)
+    max_chat_top_k: int = Field(default=20, ge=1)
+    # Collections one user or organization may own.
+    max_collections_per_owner: int = Field(default=200, ge=1)
     max_history_turns: int = 20
     # Characters of one chat answer, at most: a model's output is cut there (the stored
     # answer too). Largest /chat JSON answer ~ max_answer_chars + top_k x chunk_max_chars
@@ -224,6 +256,8 @@ class Settings(BaseSettings):
 
     # --- rate limiting ----------------------------------------------------------------
     redis_url: str | None = None
+    # Connect and reply timeout of Redis: short, so a dead Redis costs little.
+    redis_timeout_seconds: float = Field(default=2.0, gt=0)
     rate_limit_enabled: bool = True
     rate_limit_cheap: str = "300/minute"
     rate_limit_costly: str = "60/minute"

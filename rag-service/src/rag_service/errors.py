@@ -104,6 +104,15 @@ class ProviderUnavailable(ServiceUnavailable):
 MAX_ERROR_MESSAGE_CHARS = 300
 
 
+def check_in_range(field: str, value: object, low: int, high: int, setting: str) -> None:
+    """The one check of a configured bound (Settings `setting`), answered as a schema
+    validation error naming `field`: 422 `validation_error` (400 on /v1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        message = f"{field} must be an integer from {low} to {high} ({setting})"
+        raise Unprocessable(message, code="validation_error",
+                            details=[{"field": field, "message": message, "type": "out_of_range"}])
+
+
 def describe_validation_errors(errors: Any) -> tuple[str, list[dict[str, str]]]:
     """Pydantic's errors as (summary, [{field, message, type}]): names the fields and
     limits, never echoes the (possibly huge) input back."""

@@ -18,12 +18,11 @@ from rag_service.storage.db import check_database
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
-VECTOR_STORE_CHECK_TIMEOUT_S = 3.0
 
 
 async def _vector_store_healthy(runtime: RuntimeDep) -> bool:
     try:
-        async with asyncio.timeout(VECTOR_STORE_CHECK_TIMEOUT_S):
+        async with asyncio.timeout(runtime.settings.health_check_timeout_seconds):
             return bool(await runtime.vector_store.healthy())
     except Exception as exc:  # unreachable server, timeout...: unhealthy, reason in the log
         log.warning("vector store health check failed: %r", exc)
@@ -33,7 +32,7 @@ async def _vector_store_healthy(runtime: RuntimeDep) -> bool:
 @router.get("/health", responses={503: {"description": "database, vector store or local encoder down"}})
 async def health(runtime: RuntimeDep) -> JSONResponse:
     database_ok, qdrant_ok = await asyncio.gather(
-        check_database(runtime.engine), _vector_store_healthy(runtime)
+        check_database(runtime.engine, runtime.settings.health_check_timeout_seconds), _vector_store_healthy(runtime)
     )
     settings = runtime.settings
     # A local encoder's lanes (threads): alive, busy, restarts, timeouts (encoder_worker.py).

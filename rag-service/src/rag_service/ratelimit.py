@@ -40,16 +40,15 @@ log = logging.getLogger(__name__)
 
 Budget = Literal["cheap", "costly"]
 INGEST_BYTES = "ingest-bytes"
-REDIS_TIMEOUT_S = 2.0
 
 
-def _storage(redis_url: str | None) -> Storage:
+def _storage(redis_url: str | None, timeout_seconds: float) -> Storage:
     if not redis_url:
         return MemoryStorage()
     uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
     # redis-py's asyncio client (installed); short timeouts so a dead Redis costs little.
-    return RedisStorage(uri, implementation="redispy", socket_connect_timeout=REDIS_TIMEOUT_S,
-                        socket_timeout=REDIS_TIMEOUT_S)
+    return RedisStorage(uri, implementation="redispy", socket_connect_timeout=timeout_seconds,
+                        socket_timeout=timeout_seconds)
 
 
 class RateLimiter:
@@ -60,7 +59,7 @@ class RateLimiter:
             "costly": parse(settings.rate_limit_costly),
         }
         self.ingest_bytes = parse(settings.rate_limit_ingest_bytes)
-        storage = _storage(settings.redis_url)
+        storage = _storage(settings.redis_url, settings.redis_timeout_seconds)
         self._strategy = MovingWindowRateLimiter(storage)
         self._byte_strategy = SlidingWindowCounterRateLimiter(storage)
 

@@ -99,6 +99,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         token_verifier=AccessTokenVerifier(settings),
         extraction_pool=build_extraction_pool(settings),
         ingestion_gate=IngestionGate.from_settings(settings),
+        membership_changes=MembershipChanges(settings.max_tracked_membership_changes),
     )
 
 

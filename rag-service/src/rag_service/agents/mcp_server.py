@@ -47,12 +47,12 @@ from rag_service.agents.mcp_outputs import (
 from rag_service.agents.services import AgentServices
 from rag_service.auth.tokens import CurrentUser
 from rag_service.chat.records import DeltaEvent, SourcesEvent
-from rag_service.chat.schemas import MAX_CHAT_TOP_K, ChatRequest
+from rag_service.chat.schemas import ChatRequest
 from rag_service.collections.records import MAX_COLLECTION_ID_CHARS
 from rag_service.documents.schemas import SaveDocumentRequest
 from rag_service.errors import AppError, describe_validation_errors
 from rag_service.runtime import Runtime
-from rag_service.search.filters import MAX_TOP_K, SearchFilters
+from rag_service.search.filters import SearchFilters
 from rag_service.search.schemas import SearchRequest
 from rag_service.storage.models import DEFAULT_COLLECTION
 
@@ -139,7 +139,7 @@ def build_mcp_server() -> MCPServer:
         ctx: Context,
         collection: CollectionArg = None,
         mode: Annotated[Literal["hybrid", "dense", "keyword"], Field(description="Retrieval mode")] = "hybrid",
-        top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many passages to return")] = 5,
+        top_k: Annotated[int, Field(description="How many passages to return (1 to the service's max_search_top_k)")] = 5,
     ) -> SearchOutput:
         services = services_of(ctx)
         try:
@@ -169,7 +169,7 @@ def build_mcp_server() -> MCPServer:
         question: Annotated[str, Field(min_length=1, description="The question to answer")],
         ctx: Context,
         collection: CollectionArg = None,
-        top_k: Annotated[int, Field(ge=1, le=MAX_CHAT_TOP_K, description="How many passages to answer from")] = 5,
+        top_k: Annotated[int, Field(description="How many passages to answer from (1 to the service's max_chat_top_k)")] = 5,
     ) -> AskOutput:
         services = services_of(ctx)
         try:

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from rag_service.agents.services import AgentServices
-from rag_service.chat.schemas import MAX_CHAT_TOP_K, MAX_HISTORY_MESSAGE_CHARS, ChatRequest, HistoryMessage
+from rag_service.chat.schemas import MAX_HISTORY_MESSAGE_CHARS, ChatRequest, HistoryMessage
 from rag_service.chat.service import ChatService, PreparedChat
 from rag_service.chat.records import DeltaEvent, SourcesEvent
 from rag_service.deps import RuntimeDep, UserDep
@@ -86,7 +86,7 @@ class ChatCompletionRequest(BaseModel):
     collection: StrictStr | None = Field(default=None, min_length=1, max_length=36,
                                          description='"personal" or a collection id; default: every readable one')
     filters: SearchFilters | None = None
-    top_k: int = Field(default=5, ge=1, le=MAX_CHAT_TOP_K)
+    top_k: int = 5  # 1 to settings.max_chat_top_k, checked by the chat service
 
 
 class EmbeddingRequest(BaseModel):

@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 API_KEY_PREFIX = "rag_"
 # The exchange refuses longer keys too (api-keys.ts); a longer bearer is junk, refused here
 # without a request.
-MAX_API_KEY_CHARS = 256
 # Keys remembered (least recently used dropped first): a few hundred KB at most.
 CACHE_SIZE = 4096
 
@@ -87,6 +86,7 @@ class ApiKeyVerifier:
                  http_client: httpx.AsyncClient | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._ttl = settings.api_key_cache_seconds
+        self._max_key_chars = settings.max_api_key_chars
         self._url = api_key_exchange_url(settings)
         self._tokens = tokens
         self._client = http_client or httpx.AsyncClient(timeout=settings.jwks_timeout_seconds)
@@ -104,7 +104,7 @@ class ApiKeyVerifier:
     async def verify(self, key: str, *, client_ip: str | None = None) -> dict[str, Any]:
         """The claims of the key's access JWT, or Unauthorized (401), RateLimited (429, the
         key's own limit at the auth-service) or ServiceUnavailable (503)."""
-        if not looks_like_api_key(key) or len(key) > MAX_API_KEY_CHARS or not key.isascii() or not key.isprintable():
+        if not looks_like_api_key(key) or len(key) > self._max_key_chars or not key.isascii() or not key.isprintable():
             raise Unauthorized(INVALID_KEY_MESSAGE, code="invalid_api_key")
         digest = key_digest(key)
         answer = self._cached(digest)

@@ -18,7 +18,7 @@ ceil(occurred_at / 1000), and the auth-service gives every token minted after a 
 at or after that second, so a fresh token always passes.
 
 Entries older than the longest token lifetime (`ACCESS_TOKEN_MAX_AGE_SECONDS`) are
-forgotten: every token minted before them has expired. Past `MAX_TRACKED` entries the oldest
+forgotten: every token minted before them has expired. Past `max_tracked` entries the oldest
 are folded into a cutoff: every token with `orgs` minted before it is refused (conservative;
 everyone concerned mints once more).
 """
@@ -27,8 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rag_service.config import Settings
+
 # Entries kept at most per kind (~150 bytes each).
-MAX_TRACKED = 200_000
 
 STALE = "token_stale"
 DELETED = "account_deleted"
@@ -43,7 +44,8 @@ class MembershipChanges:
     """User id -> latest membership change, organization id -> deletion, user id -> deletion
     (unix seconds). Only the follower writes it; requests read it."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_tracked: int = Settings.model_fields["max_tracked_membership_changes"].default) -> None:
+        self._max_tracked = max_tracked
         self._members: dict[str, int] = {}
         self._organizations: dict[str, int] = {}
         self._deleted: dict[str, int] = {}
@@ -91,13 +93,13 @@ class MembershipChanges:
         for entries in (self._members, self._organizations, self._deleted):
             for key in [key for key, at in entries.items() if at < horizon]:
                 del entries[key]
-            if len(entries) > MAX_TRACKED:
+            if len(entries) > self._max_tracked:
                 self._fold_oldest(entries)
 
     def _fold_oldest(self, entries: dict[str, int]) -> None:
-        """Keeps the newest MAX_TRACKED entries; the rest become the cutoff (conservative)."""
+        """Keeps the newest `max_tracked` entries; the rest become the cutoff (conservative)."""
         ordered = sorted(entries.items(), key=lambda item: item[1], reverse=True)
-        kept, dropped = ordered[:MAX_TRACKED], ordered[MAX_TRACKED:]
+        kept, dropped = ordered[:self._max_tracked], ordered[self._max_tracked:]
         self._all_changed_before = max(self._all_changed_before, max(at for _, at in dropped) + 1)
         entries.clear()
         entries.update(kept)

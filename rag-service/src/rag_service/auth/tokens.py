@@ -52,7 +52,6 @@ ORG_SUBJECT_PREFIX = "org:"
 # absent = a browser/session token with full scope. Any other value is refused (fail closed).
 SCOPES = ("read", "write")
 # Real access tokens are well under 2 KB; anything this big is junk, refuse before parsing.
-MAX_TOKEN_CHARS = 16_384
 # Owner columns are VARCHAR(255): a longer subject would fail in the database (a 500).
 MAX_SUBJECT_CHARS = 255
 # Verified tokens remembered (least recently used dropped first): a few MB at most.
@@ -117,7 +116,7 @@ class AccessTokenVerifier:
 
         Header fields such as `jku`, `x5u` or an embedded `jwk` are ignored: keys only ever
         come from the configured JWKS URL."""
-        if len(token) > MAX_TOKEN_CHARS:
+        if len(token) > self._settings.max_token_chars:
             raise Unauthorized("malformed access token")
         remembered = self._remembered(token)
         if remembered is not None:

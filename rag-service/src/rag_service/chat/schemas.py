@@ -11,8 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from rag_service.chat.records import ChatAnswer, CitedSource, DoneEvent, Timing
 from rag_service.search.filters import SearchFilters
 
-MIN_CHAT_TOP_K = 1
-MAX_CHAT_TOP_K = 20
 # One client-supplied history message; answers can be long, but not unbounded.
 MAX_HISTORY_MESSAGE_CHARS = 8_000
 # Hard cap on the list before the settings-based limit (max_history_turns) is checked,
@@ -39,7 +37,8 @@ class ChatRequest(BaseModel):
     # Earlier turns supplied by the client; used only when no conversation_id is given
     # (a stored conversation's own messages win). At most settings.max_history_turns items.
     history_context: Annotated[list[HistoryMessage], Field(max_length=HISTORY_CONTEXT_HARD_CAP)] | None = None
-    top_k: int = Field(default=5, ge=MIN_CHAT_TOP_K, le=MAX_CHAT_TOP_K)
+    # From 1 to settings.max_chat_top_k, checked by the service (as the query's length).
+    top_k: int = 5
     filters: SearchFilters | None = None
     # true -> Server-Sent Events; false -> JSON; omitted -> decided by `Accept: text/event-stream`.
     stream: bool | None = None

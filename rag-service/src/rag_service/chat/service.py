@@ -42,7 +42,7 @@ from rag_service.chat.records import (
 )
 from rag_service.chat.schemas import ChatRequest
 from rag_service.chat.turns import STATUS_COMPLETE, STATUS_FAILED, STATUS_INCOMPLETE, ChatTurns, StartedTurn
-from rag_service.errors import Unprocessable
+from rag_service.errors import check_in_range, Unprocessable
 from rag_service.providers.base import NOT_FOUND_ANSWER, Generator, Source, Turn
 from rag_service.providers.citations import cited_numbers
 from rag_service.search.filters import parse_filters
@@ -160,6 +160,7 @@ class ChatService:
         if len(request.query) > limit:
             raise Unprocessable(f"query is {len(request.query)} characters long; the limit is {limit} "
                                 "(max_query_chars)", code="query_too_long")
+        check_in_range("top_k", request.top_k, 1, self._search.settings.max_chat_top_k, "max_chat_top_k")
         max_turns = self._max_history_turns
         if request.history_context and len(request.history_context) > max_turns:
             raise Unprocessable(f"history_context has {len(request.history_context)} messages; the limit is "

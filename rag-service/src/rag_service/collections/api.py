@@ -14,7 +14,7 @@ from rag_service.collections.schemas import (
     RenameCollectionRequest,
 )
 from rag_service.collections.service import CollectionService
-from rag_service.deps import AccessDep, CheapRateLimit, IngestionGateDep, SessionDep, WriteScope
+from rag_service.deps import AccessDep, CheapRateLimit, IngestionGateDep, SessionDep, SettingsDep, WriteScope
 from rag_service.errors import error_responses
 
 router = APIRouter(tags=["collections"])
@@ -22,8 +22,9 @@ router = APIRouter(tags=["collections"])
 CollectionId = Annotated[str, Path(min_length=1, max_length=MAX_COLLECTION_ID_CHARS)]
 
 
-async def get_collection_service(session: SessionDep, gate: IngestionGateDep) -> CollectionService:
-    return CollectionService(session, gate)
+async def get_collection_service(session: SessionDep, gate: IngestionGateDep,
+                                 settings: SettingsDep) -> CollectionService:
+    return CollectionService(session, gate, max_collections_per_owner=settings.max_collections_per_owner)
 
 
 CollectionServiceDep = Annotated[CollectionService, Depends(get_collection_service)]

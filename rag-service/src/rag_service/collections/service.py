@@ -27,7 +27,6 @@ from rag_service.storage.locks import collection_lock
 from rag_service.storage.models import DEFAULT_COLLECTION, Collection, Document, utcnow
 
 # Per owner (a user's personal collections, or one organization's).
-MAX_COLLECTIONS_PER_OWNER = 200
 DEFAULT_COLLECTION_NAME = "Personal"
 
 
@@ -48,8 +47,10 @@ def checked_name(name: str) -> str:
 
 
 class CollectionService:
-    def __init__(self, session: AsyncSession, gate: IngestionGate | None = None) -> None:
+    def __init__(self, session: AsyncSession, gate: IngestionGate | None = None, *,
+                 max_collections_per_owner: int) -> None:
         self._session = session
+        self._max_collections = max_collections_per_owner
         self._gate = gate or IngestionGate(0, 0)
 
     # --- reads ---------------------------------------------------------------------------
@@ -119,9 +120,9 @@ class CollectionService:
         async with collection_lock(self._session, self._gate.locks, owner):  # the per-owner limit
             count = await self._session.scalar(scoped(
                 select(func.count()).select_from(Collection).where(Collection.owner == owner), access, Collection))
-            if (count or 0) >= MAX_COLLECTIONS_PER_OWNER:
+            if (count or 0) >= self._max_collections:
                 await self._session.rollback()
-                raise Conflict(f"an owner can have at most {MAX_COLLECTIONS_PER_OWNER} collections",
+                raise Conflict(f"an owner can have at most {self._max_collections} collections",
                                code="collection_limit")
             row = Collection(owner=owner, name=name, created_by=access.user_id)
             self._session.add(row)

@@ -54,7 +54,6 @@ from rag_service.storage.models import DEFAULT_COLLECTION
 router = APIRouter(tags=["documents"])
 
 # Pages beyond this are refused (422) rather than turned into absurd SQL offsets.
-MAX_PAGE = 1_000_000
 # Ingestion routes spend bytes of the ingestion budget (in DocumentIntake) and one request
 # of the cheap budget; a refused scope spends neither.
 INGESTION = [WriteScope, CheapRateLimit]
@@ -198,7 +197,7 @@ async def _batch_items(request: Request, settings: Settings) -> list[BatchItem]:
 async def list_documents(
     access: AccessDep,
     reads: DocumentReadsDep,
-    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    page: Annotated[int, Query(description="From 1 to Settings.max_page")] = 1,
     limit: Annotated[int, Query(ge=1, description="At most Settings.max_page_size")] = 20,
     collection_id: Annotated[str | None, Query(description="Only this collection's documents",
                                                max_length=MAX_COLLECTION_ID_CHARS)] = None,

@@ -31,15 +31,13 @@ from rag_service.documents.records import BatchItem, FileItem, InvalidItem, Text
 from rag_service.documents.schemas import BatchFileItem, BatchTextItem
 from rag_service.errors import Unprocessable, describe_validation_errors
 
-# Multipart framing and form fields on top of the documents' own bytes.
-BATCH_BODY_MARGIN_BYTES = 64 * 1024
 INVALID_TEXT = "text contains unpaired UTF-16 surrogates (not valid Unicode)"
 
 
 def batch_body_bytes(settings: Settings) -> int:
     """The largest body of POST /documents/batch read at all: JSON escaping and multipart
     framing add to the documents' bytes (which the intake counts exactly, MAX_BATCH_BYTES)."""
-    return settings.max_batch_bytes + settings.max_batch_bytes // 4 + BATCH_BODY_MARGIN_BYTES
+    return settings.max_batch_bytes + settings.max_batch_bytes // 4 + settings.batch_body_margin_bytes
 
 
 def parse_json_batch(body: bytes, settings: Settings) -> list[BatchItem]:

@@ -91,7 +91,6 @@ class DocumentIntake:
         """Read (sandboxed), check and store each file in turn: one outcome per file. A
         single file's error is raised (the request's answer); with several, each file's
         error is its own outcome."""
-        check_upload_count(len(files), title, self._settings.max_files_per_upload)
         await self._documents.collections.writable_owner(access, collection_id)
         await self._limiter.spend_ingest_bytes(access.user_id, sum(file.size for file in files))
         outcomes = await self._store_each(access, collection_id,

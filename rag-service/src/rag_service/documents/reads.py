@@ -14,7 +14,7 @@ from sqlalchemy.orm import defer
 
 from rag_service.config import Settings
 from rag_service.documents.quotas import Usage, limits_of
-from rag_service.errors import NotFound, Unprocessable
+from rag_service.errors import check_in_range, NotFound, Unprocessable
 from rag_service.paging import Page
 from rag_service.storage.access import Access, as_access, scoped
 from rag_service.storage.dialect import utf8_bytes
@@ -57,7 +57,8 @@ class DocumentReads:
                    collection_id: str | None = None) -> DocumentPage:
         """One page of the documents the caller may read, newest first; `collection_id`
         narrows it to one collection (one the caller cannot read lists nothing)."""
-        if page < 1 or not 1 <= limit <= self._settings.max_page_size:
+        check_in_range("page", page, 1, self._settings.max_page, "max_page")
+        if not 1 <= limit <= self._settings.max_page_size:
             raise Unprocessable(f"page must be >= 1 and limit between 1 and {self._settings.max_page_size}")
         access = as_access(caller)
         conditions = []

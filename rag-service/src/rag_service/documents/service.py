@@ -108,7 +108,8 @@ class DocumentService:
 
     @property
     def collections(self) -> CollectionService:
-        return CollectionService(self._session, self._gate)
+        return CollectionService(self._session, self._gate,
+                                 max_collections_per_owner=self._settings.max_collections_per_owner)
 
     async def save(
         self,

@@ -7,14 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from rag_service.deps import AccessDep, CheapRateLimit, SessionmakerDep, SettingsDep, WriteScope
-from rag_service.errors import Unprocessable, error_responses
+from rag_service.errors import Unprocessable, check_in_range, error_responses
 from rag_service.history.schemas import ConversationDetail, DeletedConversation, HistoryPage
 from rag_service.history.service import HistoryService
 
 router = APIRouter(tags=["history"])
 
 # Far beyond any real history; keeps OFFSET inside a 64-bit integer.
-MAX_PAGE = 1_000_000
 ConversationId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
@@ -30,9 +29,10 @@ async def list_history(
     access: AccessDep,
     history: HistoryServiceDep,
     settings: SettingsDep,
-    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    page: Annotated[int, Query(description="From 1 to Settings.max_page")] = 1,
     limit: Annotated[int, Query(ge=1)] = 20,
 ) -> HistoryPage:
+    check_in_range("page", page, 1, settings.max_page, "max_page")
     max_page_size = settings.max_page_size
     if limit > max_page_size:
         raise Unprocessable(f"limit must be between 1 and {max_page_size} (max_page_size)",

@@ -36,8 +36,6 @@ MAX_FILTER_DOCUMENT_IDS = 100
 MAX_FILTER_METADATA_FIELDS = 16
 MAX_FILTER_VALUES = 50
 MAX_FILTER_STRING_CHARS = 256
-MIN_TOP_K = 1
-MAX_TOP_K = 50
 
 # Same shape as `storage.vectors.metadata_field` accepts: plain names, dots for nesting.
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}(\.[A-Za-z0-9_\-]{1,64}){0,3}")

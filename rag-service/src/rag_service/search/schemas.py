@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from rag_service.search.filters import MAX_TOP_K, MIN_TOP_K, SearchFilters
+from rag_service.search.filters import SearchFilters
 
 SearchModeField = Literal["hybrid", "dense", "keyword"]
 
@@ -16,7 +16,8 @@ class SearchRequest(BaseModel):
 
     # The length limit (settings.max_query_chars) is checked by the service, which knows it.
     query: StrictStr = Field(min_length=1)
-    top_k: int = Field(default=5, ge=MIN_TOP_K, le=MAX_TOP_K)
+    # From 1 to settings.max_search_top_k, checked by the service (as the query's length).
+    top_k: int = 5
     filters: SearchFilters | None = None
     mode: SearchModeField = "hybrid"
     # Minimum cosine similarity of the dense match (dense and hybrid modes).

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag_service.config import Settings
-from rag_service.errors import Unprocessable
+from rag_service.errors import Unprocessable, check_in_range
 from rag_service.providers.base import Embedder
 from rag_service.search.ranking import DEFAULT_RANKING, RankingConfig, fuse, title_words
-from rag_service.search.filters import MAX_TOP_K, MIN_TOP_K, SearchFilters, parse_filters
+from rag_service.search.filters import SearchFilters, parse_filters
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.access import Access, access_filter
 from rag_service.storage.vectors import ChunkFilter, ChunkHit, QueryVectors, SearchMode, VectorStore
@@ -137,8 +137,7 @@ class SearchService:
         text = self._checked_text(query, retrieval_text)
         if mode not in SEARCH_MODES:
             raise Unprocessable(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not MIN_TOP_K <= top_k <= MAX_TOP_K:
-            raise Unprocessable(f"top_k must be an integer from {MIN_TOP_K} to {MAX_TOP_K}")
+        check_in_range("top_k", top_k, 1, self.settings.max_search_top_k, "max_search_top_k")
         if min_score is not None:
             if mode == "keyword":
                 raise Unprocessable("min_score is a dense similarity: use it with the hybrid or dense mode")

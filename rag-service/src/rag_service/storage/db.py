@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from alembic import command
@@ -24,12 +25,6 @@ from rag_service.storage.access import ScopedSession
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-# How long a SQLite write waits for the one writer's lock. 5 s made 4 of 2,266 requests fail
-# (503) with 20 users at once on 2 busy cores (bench/load_test.py); a request already waits
-# up to 30 s for a pooled connection, so this stays below that.
-SQLITE_BUSY_TIMEOUT_MS = 20_000
-POSTGRES_CONNECT_TIMEOUT_S = 5
-HEALTH_CHECK_TIMEOUT_S = 3.0
 # pg_advisory_lock key held while migrating (any fixed bigint; "rag-migr" in ASCII), so
 # replicas starting together migrate one after another (see migrations/env.py).
 MIGRATION_LOCK_KEY = 0x7261672D6D696772
@@ -58,20 +53,24 @@ def prepare_sqlite_file(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run while one writer writes; foreign keys are off by default in SQLite.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets readers run while one writer writes; foreign keys are off by default in SQLite.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+    return on_connect
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = settings.sqlalchemy_url
     if is_sqlite(url):
         prepare_sqlite_file(url)
-        engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        busy_timeout_ms = settings.sqlite_busy_timeout_ms
+        engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": busy_timeout_ms / 1000})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout_ms))
         return engine
     return create_async_engine(
         url,
@@ -79,16 +78,16 @@ def create_engine(url: str) -> AsyncEngine:
         # exception messages (which end up in logs).
         hide_parameters=True,
         pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=10,
-        connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_max_overflow,
+        connect_args={"connect_timeout": settings.database_connect_timeout_seconds},
     )
 
 
 def create_engine_and_sessionmaker(
     settings: Settings,
 ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings.sqlalchemy_url)
+    engine = create_engine(settings)
     # expire_on_commit=False: services return ORM objects after committing. ScopedSession
     # refuses statements on owned tables built without an access scope (storage/access.py).
     return engine, async_sessionmaker(engine, expire_on_commit=False, sync_session_class=ScopedSession)
@@ -114,10 +113,10 @@ def downgrade_migrations(settings: Settings, revision: str = "base") -> None:
     command.downgrade(alembic_config(settings.sqlalchemy_url), revision)
 
 
-async def check_database(engine: AsyncEngine) -> bool:
-    """True when a trivial query succeeds within a few seconds."""
+async def check_database(engine: AsyncEngine, timeout_seconds: float) -> bool:
+    """True when a trivial query succeeds within `timeout_seconds`."""
     try:
-        async with asyncio.timeout(HEALTH_CHECK_TIMEOUT_S):
+        async with asyncio.timeout(timeout_seconds):
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         return True

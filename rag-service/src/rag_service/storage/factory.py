@@ -14,7 +14,6 @@ from rag_service.storage.qdrant_server import ServerVectorStore
 from rag_service.storage.vectors import VectorStore
 
 # Per request to the Qdrant server; a slow server becomes a 503, not a hung request.
-QDRANT_TIMEOUT_SECONDS = 10
 
 
 def collection_name(prefix: str, model_name: str, dimension: int) -> str:
@@ -42,8 +41,11 @@ def build_vector_store(settings: Settings, model_name: str, dimension: int) -> V
     if kind == "pgvector":
         if not settings.database_url:
             raise ValueError("VECTOR_STORE=pgvector needs DATABASE_URL")
-        return PgVectorStore(settings.database_url, collection=name, dimension=dimension)
+        return PgVectorStore(settings.database_url, collection=name, dimension=dimension,
+                             pool_max_size=settings.pgvector_pool_max_size,
+                             timeout=settings.pgvector_pool_timeout_seconds,
+                             statement_timeout_ms=settings.pgvector_statement_timeout_ms)
     client = AsyncQdrantClient(
-        url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=QDRANT_TIMEOUT_SECONDS
+        url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=settings.qdrant_timeout_seconds
     )
     return ServerVectorStore(client, collection=name, dimension=dimension)

@@ -34,6 +34,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from rag_service.config import Settings
 from rag_service.errors import ServiceUnavailable
 from rag_service.storage.filters import sql_filter
 from rag_service.storage.pgvector_term_counts import CHUNK_COUNT_TERM, ensure_term_counts
@@ -54,9 +55,6 @@ from rag_service.storage.vectors import (
 # a hash collision among a corpus' terms (~1e5 terms in 1e9 slots).
 SPARSE_DIMENSION = 1_000_000_000
 UPSERT_BATCH = 256
-POOL_MAX_SIZE = 10
-POOL_TIMEOUT_SECONDS = 10
-STATEMENT_TIMEOUT_MS = 30_000
 # HNSW candidates per scan; with iterative scans (pgvector >= 0.8) a filtered search keeps
 # walking the graph until it has enough matches of the user's filter. `relaxed_order` (results
 # may come slightly out of order; the statement re-sorts them by score) cost about half of
@@ -115,9 +113,14 @@ class PgVectorStore:
     # Many replicas share the database: ingestion claims are stale only after their lease.
     single_process = False
 
-    def __init__(self, url: str, collection: str, dimension: int, *, pool_max_size: int = POOL_MAX_SIZE,
-                 timeout: float = POOL_TIMEOUT_SECONDS) -> None:
+    # The bounds default to Settings' (PGVECTOR_POOL_MAX_SIZE, ...); storage/factory.py passes
+    # the configured ones.
+    def __init__(self, url: str, collection: str, dimension: int, *,
+                 pool_max_size: int = Settings.model_fields["pgvector_pool_max_size"].default,
+                 timeout: float = Settings.model_fields["pgvector_pool_timeout_seconds"].default,
+                 statement_timeout_ms: int = Settings.model_fields["pgvector_statement_timeout_ms"].default) -> None:
         self.collection = collection
+        self._statement_timeout_ms = int(statement_timeout_ms)
         self._timeout = timeout
         self.dimension = dimension
         self._conninfo = postgres_conninfo(url)
@@ -132,11 +135,10 @@ class PgVectorStore:
         self._term_counts = sql.Identifier(f"bm25_counts_{digest}")
         self._term_counts_function = sql.Identifier(f"bm25_counts_{digest}_apply")
 
-    @staticmethod
-    async def _configure(connection: psycopg.AsyncConnection) -> None:
+    async def _configure(self, connection: psycopg.AsyncConnection) -> None:
         await connection.execute(
             f"SET hnsw.ef_search = {HNSW_EF_SEARCH}; SET hnsw.iterative_scan = relaxed_order; "
-            f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}"
+            f"SET statement_timeout = {self._statement_timeout_ms}"
         )
         await connection.commit()
 
