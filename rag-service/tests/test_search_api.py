@@ -40,7 +40,7 @@ async def test_search_returns_the_seed_contract(client: httpx.AsyncClient,
     content = f"The {word} reactor is cooled by liquid sodium flowing through the core."
     document_id = await save(client, headers, "Reactor notes", content, {"team": "core"})
 
-    response = await search(client, headers, query=f"{word} cooling")
+    response = await search(client, headers, query=f"{word} cooling", include_embedding=True)
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {"results", "query_embedding"}
@@ -79,6 +79,9 @@ async def test_modes_filters_and_embedding_flag(client: httpx.AsyncClient,
     lean = await search(client, headers, query=word, mode="keyword", include_embedding=False)
     assert lean.status_code == 200 and lean.json()["query_embedding"] == []
     assert len(lean.json()["results"]) == 2
+    by_default = await search(client, headers, query=word)
+    assert by_default.status_code == 200 and by_default.json()["query_embedding"] == []
+    assert len(by_default.json()["results"]) == 2
 
 
 async def test_search_requires_a_token(client: httpx.AsyncClient) -> None:

@@ -60,7 +60,7 @@ async def test_hits_carry_the_stored_chunk(service: SearchService, library: Libr
 
 
 async def test_query_embedding_is_the_dense_query_vector(service: SearchService, embedder: LocalEmbedder) -> None:
-    result = await service.search(Access(ALICE), "volcanic ash", mode="hybrid")
+    result = await service.search(Access(ALICE), "volcanic ash", mode="hybrid", include_embedding=True)
     (expected,) = await embedder.embed(["volcanic ash"], task="query")
     assert result.query_embedding == pytest.approx(expected)
     assert len(result.query_embedding) == embedder.dimension
@@ -90,7 +90,7 @@ async def test_keyword_mode_embeds_only_when_the_vector_is_requested(
     without = await service.search(Access(ALICE), "flangewort", mode="keyword", include_embedding=False)
     assert counting.calls == 0 and without.query_embedding == []
     assert documents(without) == [library.id(ALICE, "Valve log")]
-    with_vector = await service.search(Access(ALICE), "flangewort", mode="keyword")
+    with_vector = await service.search(Access(ALICE), "flangewort", mode="keyword", include_embedding=True)
     assert counting.calls == 1 and len(with_vector.query_embedding) == embedder.dimension
 
 

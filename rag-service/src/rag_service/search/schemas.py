@@ -22,8 +22,9 @@ class SearchRequest(BaseModel):
     mode: SearchModeField = "hybrid"
     # Minimum cosine similarity of the dense match (dense and hybrid modes).
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
-    # The seed contract returns the query vector; clients that do not need it save ~8 KB.
-    include_embedding: bool = True
+    # The dense query vector in the response (384 floats with the local model, ~8 KB of
+    # JSON): only when asked for.
+    include_embedding: bool = Field(default=False, description="Return the dense query vector in `query_embedding`")
 
     @field_validator("query")
     @classmethod
@@ -51,5 +52,4 @@ class SearchResultItem(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[SearchResultItem]
-    # The dense query vector (seed contract); empty when include_embedding is false.
-    query_embedding: list[float]
+    query_embedding: list[float] = Field(description="The dense query vector when `include_embedding` is true, else empty")

@@ -122,7 +122,7 @@ class SearchService:
         mode: SearchMode = "hybrid",
         min_score: float | None = None,
         *,
-        include_embedding: bool = True,
+        include_embedding: bool = False,
         retrieval_text: str | None = None,
     ) -> SearchResult:
         """The best `top_k` distinct chunks for `query` among those `access` may see.
