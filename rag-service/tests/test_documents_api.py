@@ -140,6 +140,26 @@ async def test_upload_every_supported_type(client, auth_headers, user_id) -> Non
     assert again.status_code == 200 and again.json()["documents"][0]["created"] is False
 
 
+async def test_a_placeholder_title_inside_a_file_gives_way_to_its_filename(client, auth_headers) -> None:
+    headers = auth_headers()
+    html = b"<html><head><title>Untitled Document</title></head><body><p>Heron notes.</p></body></html>"
+    files = [
+        ("files", ("manpage.pdf", make_pdf(["Enscript printed this manual page."], title="Enscript Output"),
+                   "application/pdf")),
+        ("files", ("minutes.docx", make_docx(title="Microsoft Word - minutes.doc"), "application/octet-stream")),
+        ("files", ("herons.html", html, "text/html")),
+        ("files", ("kept.pdf", make_pdf(["A real title stays."], title="Field Guide to Herons"), "application/pdf")),
+    ]
+    response = await client.post("/documents/upload", files=files, headers=headers)
+    assert response.status_code == 201, response.text
+    stored = response.json()["documents"]
+    assert [(d["title"], d["source_name"]) for d in stored] == [
+        ("manpage.pdf", "manpage.pdf"), ("minutes.docx", "minutes.docx"), ("herons.html", "herons.html"),
+        ("Field Guide to Herons", "kept.pdf")]
+    listing = (await client.get("/documents", headers=headers)).json()["documents"]
+    assert {d["source_name"]: d["title"] for d in listing}["kept.pdf"] == "Field Guide to Herons"
+
+
 async def test_upload_with_title(client, auth_headers) -> None:
     headers = auth_headers()
     response = await client.post("/documents/upload", files={"files": ("a.txt", b"Titled body.")},

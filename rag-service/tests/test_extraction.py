@@ -108,6 +108,20 @@ def test_html_charset_is_honoured() -> None:
     assert "café" in extract("latin.htm", html.encode("iso-8859-1")).content
 
 
+@pytest.mark.parametrize("placeholder", ["Enscript Output", "Untitled", "untitled document", "Document1",
+                                         "Microsoft Word - notes.doc", "  ", "---", "PowerPoint Presentation"])
+def test_a_placeholder_title_is_no_title(placeholder: str) -> None:
+    pdf = extract("man.pdf", make_pdf(["Manual page text."], title=placeholder))
+    document = extract("notes.docx", make_docx(title=placeholder))
+    html = extract("page.html", f"<html><head><title>{placeholder}</title></head><body>Body.</body></html>".encode())
+    assert (pdf.title, document.title, html.title) == (None, None, None)
+
+
+@pytest.mark.parametrize("title", ["Untitled Symphony notes", "Document management policy", "Q3", "Book of Kells"])
+def test_a_title_that_names_something_is_kept(title: str) -> None:
+    assert extract("notes.docx", make_docx(title=title)).title == title
+
+
 def test_pdf_text_and_title() -> None:
     data = make_pdf(["Hello from a PDF file.", "Second line (with parens)."], title="PDF Title")
     result = extract("report.pdf", data)

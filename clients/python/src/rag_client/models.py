@@ -19,6 +19,8 @@ class UploadedDocument:
     title: str
     created: bool
     message: str
+    # The uploaded file's name (also the title when the file's own title is a placeholder).
+    source_name: str | None = None
 
 
 @dataclass(frozen=True)

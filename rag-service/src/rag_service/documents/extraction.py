@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from rag_service.documents.titles import meaningful_title
 from rag_service.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
 
 TEXT_PLAIN = "text/plain"
@@ -85,7 +86,8 @@ class ExtractedFile:
     source_name: str
     mime_type: str
     content: str
-    # A title found inside the file (HTML <title>, PDF / DOCX properties), if any.
+    # A title found inside the file (HTML <title>, PDF / DOCX properties), unless it is a
+    # placeholder such as "Enscript Output" (documents/titles.py).
     title: str | None = None
 
 
@@ -234,7 +236,7 @@ def extract(filename: str | None, data: bytes, limits: ExtractionLimits = DEFAUL
     if not content.strip():
         raise Unprocessable(f"{source_name!r} contains no text")
     return ExtractedFile(source_name=source_name, mime_type=mime_type, content=content,
-                         title=" ".join(title.split()) if title and title.strip() else None)
+                         title=meaningful_title(title))
 
 
 def _check_length(source_name: str, text: str, limits: ExtractionLimits) -> None:

@@ -45,6 +45,8 @@ class SaveDocumentResponse(BaseModel):
 class UploadedDocument(BaseModel):
     document_id: str
     title: str
+    source_name: str | None = Field(description="The uploaded file's name (the title when the file's own is a "
+                                                "placeholder such as \"Enscript Output\")")
     created: bool
     message: str
 
@@ -112,7 +114,8 @@ class UploadResponse(BaseModel):
         batch = BatchResponse.of(outcomes)
         stored = [outcome.stored for outcome in outcomes if outcome.stored is not None]
         return cls(
-            documents=[UploadedDocument(document_id=item.document.id, title=item.document.title, created=item.created,
+            documents=[UploadedDocument(document_id=item.document.id, title=item.document.title,
+                                        source_name=item.document.source_name, created=item.created,
                                         message=save_message(item.document, item.created)) for item in stored],
             items=batch.items, created=batch.created, duplicates=batch.duplicates, errors=batch.errors,
             success=batch.errors == 0,
