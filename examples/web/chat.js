@@ -133,7 +133,8 @@
           sources = showOutcome(payload, sources, listEl, detailEl);
           renderCited(answerEl, text, sources, listEl, detailEl);
         } else if (event === "error") {
-          const err = payload.error || payload;
+          // {error: {code, message, request_id}, conversation_id, message_id}: the JSON errors' envelope.
+          const err = payload.error || {};
           throw new ApiError(`The answer could not be completed: ${err.message || err.code || "unknown error"}.`, { code: err.code || "stream_error" });
         }
       }

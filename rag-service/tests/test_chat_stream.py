@@ -132,9 +132,12 @@ async def test_provider_failure_mid_stream_is_an_error_event(
     assert gemini.called
     assert response.status_code == 200  # the stream had started: the failure is its last event
     assert [name for name, _ in events] == ["sources", "error"]
-    error = events[-1][1]
+    payload = events[-1][1]
+    error = payload["error"]
+    assert set(error) == {"code", "message", "request_id"}  # the JSON errors' envelope
     assert error["code"] == "provider_unavailable" and "gemini" in error["message"].lower()
-    assert error["message_id"] == events[0][1]["message_id"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert payload["message_id"] == events[0][1]["message_id"]
     assert [(m["role"], m["status"]) for m in stored["messages"]] == [("user", "complete"), ("assistant", "failed")]
 
 

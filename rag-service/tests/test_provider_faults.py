@@ -205,7 +205,7 @@ async def test_llm_failure_is_503_with_the_question_saved(app_factory, runtime, 
         assert stream.status_code == 200  # the stream had started: the failure is its last event
         events = parse_sse(stream.text)
         assert [name for name, _ in events] == ["sources", "error"]
-        assert events[-1][1]["code"] == "provider_unavailable"
+        assert events[-1][1]["error"]["code"] == "provider_unavailable"
         await _assert_question_saved_answer_failed(client, headers, question, count=2)
 
 

@@ -113,3 +113,18 @@ def test_a_rate_limited_stream_is_opened_again(services: Services, waits: Waits)
         events = list(client.chat_stream("What does tar do?"))
     assert events == [DeltaEvent("Tar archives.")]
     assert waits.seconds == [2.0] and len(services.authorizations("/chat")) == 2
+
+
+def test_an_error_event_raises_with_the_envelopes_code_and_request_id(services: Services, waits: Waits) -> None:
+    error_event = (b'event: sources\ndata: {"sources": [], "context_used": [], "conversation_id": "c1", '
+                   b'"message_id": "m1"}\n\nevent: error\ndata: {"error": {"code": "provider_unavailable", '
+                   b'"message": "gemini is unavailable", "request_id": "req-7"}, "conversation_id": "c1", '
+                   b'"message_id": "m1"}\n\n')
+    services.queued["/chat"] = [httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                               content=error_event)]
+    with RagClient(RAG_URL, AUTH_URL, api_key=API_KEY, retry=waits.policy(),
+                   http=httpx.Client(transport=sync_transport(services))) as client:
+        with pytest.raises(ServiceUnavailable) as failed:
+            list(client.chat_stream("What does tar do?"))
+    assert (failed.value.code, failed.value.request_id) == ("provider_unavailable", "req-7")
+    assert failed.value.message == "gemini is unavailable"

@@ -21,6 +21,9 @@ def parse_event(name: str, data: str) -> ChatEvent | None:
                          answer_found=payload.get("answer_found", True), generator=payload.get("generator", ""),
                          cited_sources=payload.get("cited_sources", []))
     if name == "error":
-        kind = ServiceUnavailable if payload.get("code") in ("provider_unavailable", "internal_error") else RagError
-        raise kind(200, payload.get("code", "stream_error"), payload.get("message", "the answer stream failed"))
+        # {"error": {"code", "message", "request_id"}, ...}: the JSON errors' envelope.
+        error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+        code = error.get("code", "stream_error")
+        kind = ServiceUnavailable if code in ("provider_unavailable", "internal_error") else RagError
+        raise kind(200, code, error.get("message", "the answer stream failed"), request_id=error.get("request_id"))
     return None

@@ -23,6 +23,7 @@ from rag_service.deps import (
     VectorStoreDep,
 )
 from rag_service.errors import error_responses
+from rag_service.observability import request_id_from
 from rag_service.search.service import SearchService
 
 router = APIRouter(tags=["chat"])
@@ -45,7 +46,9 @@ ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 
 _SSE_DESCRIPTION = (
     "With `stream: true` (or no `stream` and `Accept: text/event-stream`): events `sources`, "
-    "`delta` (repeated), then `done`, or `error` as the last event if the answer provider fails."
+    "`delta` (repeated), then `done`, or `error` as the last event if the answer provider fails "
+    "(`{\"error\": {\"code\", \"message\", \"request_id\"}, \"conversation_id\", \"message_id\"}`, "
+    "the JSON errors' envelope)."
 )
 
 
@@ -68,5 +71,5 @@ async def chat(body: ChatRequest, request: Request, access: AccessDep,
     # sent, so those failures are ordinary JSON errors even when streaming was asked for.
     prepared = await service.prepare(access, body)
     if wants_event_stream(body, request):
-        return EventSourceResponse(chat_sse(prepared, service.events(prepared)))
+        return EventSourceResponse(chat_sse(prepared, service.events(prepared), request_id_from(request.scope)))
     return ChatResponse.of(await service.collect(prepared))

@@ -97,10 +97,15 @@ class ChatDone(AnswerOutcome):
                    **asdict(done.outcome))
 
 
-class ChatError(BaseModel):
-    """Payload of the SSE `error` event."""
-
+class StreamErrorBody(BaseModel):
     code: str
     message: str
+    request_id: str | None = None
+
+
+class ChatError(BaseModel):
+    """Payload of the SSE `error` event: the JSON errors' envelope, and the turn it ended."""
+
+    error: StreamErrorBody
     conversation_id: str | None = None
     message_id: str | None = None

@@ -8,8 +8,9 @@ Every `data` field is one JSON object, so answer text with newlines travels safe
               "answer_found": bool, "generator": "extractive" | "<provider>:<model>",
               "cited_sources": [n, ...],
               "timing": {"retrieval_ms", "first_delta_ms", "total_ms"}}
-- `error`:   {"code", "message", "conversation_id", "message_id"}   (last event; e.g.
-             code "provider_unavailable" when the answer provider failed)
+- `error`:   {"error": {"code", "message", "request_id"}, "conversation_id", "message_id"}
+             (last event; the JSON errors' envelope, e.g. code "provider_unavailable" when
+             the answer provider failed)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import asdict
 from sse_starlette import ServerSentEvent
 
 from rag_service.chat.records import ChatEvent, DeltaEvent, DoneEvent, SourcesEvent
-from rag_service.chat.schemas import ChatDone, ChatError
+from rag_service.chat.schemas import ChatDone, ChatError, StreamErrorBody
 from rag_service.chat.service import PreparedChat
 from rag_service.errors import AppError
 
@@ -39,8 +40,15 @@ def _without_cited(source: dict) -> dict:
     return source
 
 
-async def chat_sse(prepared: PreparedChat, events: AsyncIterator[ChatEvent]) -> AsyncIterator[ServerSentEvent]:
+async def chat_sse(prepared: PreparedChat, events: AsyncIterator[ChatEvent],
+                   request_id: str | None = None) -> AsyncIterator[ServerSentEvent]:
     turn = prepared.turn
+
+    def error_event(code: str, message: str) -> ServerSentEvent:
+        return _event("error", ChatError(error=StreamErrorBody(code=code, message=message, request_id=request_id),
+                                         conversation_id=turn.conversation_id,
+                                         message_id=turn.assistant_message_id).model_dump())
+
     async with aclosing(events):
         try:
             async for event in events:
@@ -58,11 +66,7 @@ async def chat_sse(prepared: PreparedChat, events: AsyncIterator[ChatEvent]) -> 
                     yield _event("done", ChatDone.of(event).model_dump())
         except AppError as exc:
             # The response has started (status 200): the failure travels as the last event.
-            yield _event("error", ChatError(code=exc.code, message=exc.message,
-                                            conversation_id=turn.conversation_id,
-                                            message_id=turn.assistant_message_id).model_dump())
+            yield error_event(exc.code, exc.message)
         except Exception:
             log.exception("chat stream failed (conversation %s)", turn.conversation_id)
-            yield _event("error", ChatError(code="internal_error", message="internal server error",
-                                            conversation_id=turn.conversation_id,
-                                            message_id=turn.assistant_message_id).model_dump())
+            yield error_event("internal_error", "internal server error")
