@@ -11,9 +11,8 @@ import respx
 from sqlalchemy import func, select
 
 from chat_support import BOB_BREAD, BREAD, QUAXLE, VOLCANO, ZFROB, chat_service, cited, ingest
-from rag_service.chat.schemas import ChatRequest
 from rag_service.chat.service import is_follow_up, retrieval_text
-from rag_service.chat.records import DeltaEvent, DoneEvent, SourcesEvent
+from rag_service.chat.records import ChatInput, DeltaEvent, DoneEvent, SourcesEvent
 from rag_service.errors import NotFound, Unprocessable
 from rag_service.history.service import HistoryService
 from rag_service.core.retry import RetryPolicy
@@ -55,7 +54,7 @@ async def test_answer_cites_only_the_callers_own_chunks(rt: Any) -> None:
     volcano_id = await ingest(rt, alice, "Volcanoes", VOLCANO)
     await ingest(rt, bob, "Bob's bread", BOB_BREAD)
 
-    answer = await chat_service(rt).answer(Access(alice), ChatRequest(query="Why does bread rise?"))
+    answer = await chat_service(rt).answer(Access(alice), ChatInput(query="Why does bread rise?"))
 
     assert answer.sources, "the bread document should be retrieved"
     assert [s.number for s in answer.sources] == list(range(1, len(answer.sources) + 1))
@@ -79,7 +78,7 @@ async def test_answer_cites_only_the_callers_own_chunks(rt: Any) -> None:
 async def test_without_relevant_documents_it_says_so_and_cites_nothing(rt: Any) -> None:
     user = new_user()  # owns no documents at all
 
-    answer = await chat_service(rt).answer(Access(user), ChatRequest(query="What is the boiling point of mercury?"))
+    answer = await chat_service(rt).answer(Access(user), ChatInput(query="What is the boiling point of mercury?"))
 
     assert answer.sources == [] and answer.context_used == []
     assert answer.text.strip()
@@ -95,11 +94,11 @@ async def test_follow_up_retrieves_the_document_the_conversation_is_about(rt: An
     await ingest(rt, user, "Volcanoes", VOLCANO)
     service = chat_service(rt)
 
-    first = await service.answer(Access(user), ChatRequest(query="What does the zfrob utility do?", top_k=1))
+    first = await service.answer(Access(user), ChatInput(query="What does the zfrob utility do?", top_k=1))
     follow_up = await service.answer(
-        Access(user), ChatRequest(query="what about its flags?", conversation_id=first.conversation_id, top_k=1))
+        Access(user), ChatInput(query="what about its flags?", conversation_id=first.conversation_id, top_k=1))
     # Control: the same words with no conversation find the other tool's flags.
-    alone = await service.answer(Access(user), ChatRequest(query="what about its flags?", top_k=1))
+    alone = await service.answer(Access(user), ChatInput(query="what about its flags?", top_k=1))
 
     assert first.sources[0].document_id == zfrob_id
     assert follow_up.sources[0].document_id == zfrob_id
@@ -115,10 +114,10 @@ async def test_client_history_context_informs_retrieval_without_a_conversation(r
     zfrob_id = await ingest(rt, user, "zfrob(1)", ZFROB)
     await ingest(rt, user, "quaxle(8)", QUAXLE)
 
-    answer = await chat_service(rt).answer(Access(user), ChatRequest(
+    answer = await chat_service(rt).answer(Access(user), ChatInput(
         query="what about its flags?", top_k=1,
-        history_context=[{"role": "user", "content": "What does the zfrob utility do?"},
-                         {"role": "assistant", "content": "It compresses archives."}]))
+        history=(Turn(role="user", content="What does the zfrob utility do?"),
+                 Turn(role="assistant", content="It compresses archives."))))
 
     assert answer.sources[0].document_id == zfrob_id
 
@@ -138,7 +137,7 @@ async def test_events_come_in_order_and_the_answer_is_saved_before_done(rt: Any)
     user = new_user()
     await ingest(rt, user, "Baking notes", BREAD)
     service = chat_service(rt)
-    prepared = await service.prepare(Access(user), ChatRequest(query="Why does bread rise?"))
+    prepared = await service.prepare(Access(user), ChatInput(query="Why does bread rise?"))
 
     events = [event async for event in service.events(prepared)]
 
@@ -157,7 +156,7 @@ async def test_closing_the_stream_after_the_first_delta_keeps_a_consistent_conve
     user = new_user()
     await ingest(rt, user, "Baking notes", BREAD)
     service = chat_service(rt)
-    prepared = await service.prepare(Access(user), ChatRequest(query="Why does bread rise? How long should it proof?"))
+    prepared = await service.prepare(Access(user), ChatInput(query="Why does bread rise? How long should it proof?"))
 
     events = service.events(prepared)
     assert isinstance(await anext(events), SourcesEvent)
@@ -172,7 +171,7 @@ async def test_closing_the_stream_after_the_first_delta_keeps_a_consistent_conve
     assert answer.content == first.text
     assert answer.sources and answer.sources[0]["number"] == 1
     # The conversation goes on normally after an interrupted turn.
-    again = await service.answer(Access(user), ChatRequest(query="Why does bread rise?",
+    again = await service.answer(Access(user), ChatInput(query="Why does bread rise?",
                                                    conversation_id=prepared.turn.conversation_id))
     assert again.text
     assert len((await history_of(rt).get_conversation(Access(user), again.conversation_id)).messages) == 4
@@ -192,7 +191,7 @@ async def test_generator_failure_keeps_the_question_and_marks_the_answer_failed(
         gemini.route(url__regex=GEMINI_URL).respond(
             503, json={"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}})
         with pytest.raises(ProviderUnavailable):
-            await service.answer(Access(user), ChatRequest(query="Why does bread rise?"))
+            await service.answer(Access(user), ChatInput(query="Why does bread rise?"))
 
     page = await history_of(rt).list_conversations(Access(user), page=1, limit=10)
     assert page.total == 1
@@ -214,7 +213,7 @@ async def test_embedder_failure_during_retrieval_keeps_the_question(rt: Any, tmp
         gemini.route(url__regex=GEMINI_URL).respond(
             503, json={"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}})
         with pytest.raises(ProviderUnavailable):
-            await service.answer(Access(user), ChatRequest(query="Why does bread rise?"))
+            await service.answer(Access(user), ChatInput(query="Why does bread rise?"))
 
     page = await history_of(rt).list_conversations(Access(user), page=1, limit=10)
     stored = await history_of(rt).get_conversation(Access(user), page.conversations[0].id)
@@ -224,16 +223,16 @@ async def test_embedder_failure_during_retrieval_keeps_the_question(rt: Any, tmp
 async def test_bad_input_is_refused_before_anything_is_written(rt: Any) -> None:
     alice, bob = new_user(), new_user()
     service = chat_service(rt)
-    alices = (await service.answer(Access(alice), ChatRequest(query="hello there"))).conversation_id
+    alices = (await service.answer(Access(alice), ChatInput(query="hello there"))).conversation_id
     limit = rt.settings.max_query_chars
 
     with pytest.raises(Unprocessable, match="max_query_chars"):
-        await service.answer(Access(bob), ChatRequest(query="x" * (limit + 1)))
+        await service.answer(Access(bob), ChatInput(query="x" * (limit + 1)))
     with pytest.raises(Unprocessable, match="max_history_turns"):
-        await service.answer(Access(bob), ChatRequest(
-            query="hi", history_context=[{"role": "user", "content": "q"}] * (rt.settings.max_history_turns + 1)))
+        await service.answer(Access(bob), ChatInput(
+            query="hi", history=(Turn(role="user", content="q"),) * (rt.settings.max_history_turns + 1)))
     with pytest.raises(NotFound):
-        await service.answer(Access(bob), ChatRequest(query="hi", conversation_id=alices))
+        await service.answer(Access(bob), ChatInput(query="hi", conversation_id=alices))
 
     assert await row_counts(rt, bob) == (0, 0)
     assert await row_counts(rt, alice) == (1, 2)
@@ -242,9 +241,9 @@ async def test_bad_input_is_refused_before_anything_is_written(rt: Any) -> None:
 async def test_a_full_conversation_is_refused_with_the_limit_named(rt: Any) -> None:
     user = new_user()
     service = chat_service(rt, max_messages=4)
-    conversation_id = (await service.answer(Access(user), ChatRequest(query="first question"))).conversation_id
-    await service.answer(Access(user), ChatRequest(query="second question", conversation_id=conversation_id))
+    conversation_id = (await service.answer(Access(user), ChatInput(query="first question"))).conversation_id
+    await service.answer(Access(user), ChatInput(query="second question", conversation_id=conversation_id))
 
     with pytest.raises(Unprocessable, match="max_messages_per_conversation"):
-        await service.answer(Access(user), ChatRequest(query="third question", conversation_id=conversation_id))
+        await service.answer(Access(user), ChatInput(query="third question", conversation_id=conversation_id))
     assert await row_counts(rt, user) == (1, 4)

@@ -174,7 +174,7 @@ def build_mcp_server() -> MCPServer:
         services = services_of(ctx)
         try:
             request = ChatRequest(query=question, top_k=top_k, stream=True,
-                                  filters=SearchFilters(collection_id=collection) if collection else None)
+                                  filters=SearchFilters(collection_id=collection) if collection else None).as_input()
             chat = await services.chat()
             prepared = await chat.prepare(services.access, request)
             pieces: list[str] = []

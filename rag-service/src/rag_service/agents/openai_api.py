@@ -42,7 +42,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from rag_service.agents.services import AgentServices
 from rag_service.chat.schemas import MAX_HISTORY_MESSAGE_CHARS, ChatRequest, HistoryMessage
 from rag_service.chat.service import ChatService, PreparedChat
-from rag_service.chat.records import DeltaEvent, SourcesEvent
+from rag_service.chat.records import ChatInput, DeltaEvent, SourcesEvent
 from rag_service.deps import RuntimeDep, UserDep
 from rag_service.errors import AppError, BadRequest, NotFound
 from rag_service.runtime import Runtime
@@ -157,7 +157,7 @@ def _text(message: Message, index: int) -> str:
     return "".join(texts)
 
 
-def chat_request(body: ChatCompletionRequest, max_history_turns: int) -> ChatRequest:
+def chat_request(body: ChatCompletionRequest, max_history_turns: int) -> ChatInput:
     """The POST /chat request a completion asks for (validated by its own model and limits)."""
     for index, message in enumerate(body.messages):
         if message.role not in USED_ROLES + IGNORED_ROLES:
@@ -175,13 +175,13 @@ def chat_request(body: ChatCompletionRequest, max_history_turns: int) -> ChatReq
     if body.collection is not None:
         filters = (filters or SearchFilters()).model_copy(update={"collection_id": body.collection})
     return ChatRequest(query=question, history_context=history[-max_history_turns:] if max_history_turns else None,
-                       top_k=body.top_k, filters=filters, stream=body.stream)
+                       top_k=body.top_k, filters=filters, stream=body.stream).as_input()
 
 
-async def _usage(runtime: Runtime, request: ChatRequest, prepared: PreparedChat, answer: str) -> dict[str, int]:
+async def _usage(runtime: Runtime, request: ChatInput, prepared: PreparedChat, answer: str) -> dict[str, int]:
     def count() -> dict[str, int]:
         tokens = runtime.embedder.count_tokens
-        prompt = tokens(request.query) + sum(tokens(m.content) for m in request.history_context or [])
+        prompt = tokens(request.query) + sum(tokens(turn.content) for turn in request.history)
         prompt += sum(tokens(text) for text in prepared.context_used)
         completion = tokens(answer)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -221,7 +221,7 @@ async def chat_completions(body: ChatCompletionRequest, user: UserDep, runtime: 
     }
 
 
-async def _chunks(runtime: Runtime, chat: ChatService, request: ChatRequest, prepared: PreparedChat,
+async def _chunks(runtime: Runtime, chat: ChatService, request: ChatInput, prepared: PreparedChat,
                   completion_id: str, created: int, model: str, include_usage: bool) -> AsyncIterator[ServerSentEvent]:
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> ServerSentEvent:
         payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,

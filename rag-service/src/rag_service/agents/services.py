@@ -63,8 +63,8 @@ class AgentServices:
                                     include_embedding=request.include_embedding)
 
     async def chat(self) -> ChatService:
-        """POST /chat (costly): the chat service, to `prepare(access, ChatRequest)` (POST /chat's
-        own request model and limits), then stream `events(...)` or `collect(...)` as the route does."""
+        """POST /chat (costly): the chat service, to `prepare(access, ChatInput)` (POST /chat's
+        limits), then stream `events(...)` or `collect(...)` as the route does."""
         await self._spend("costly")
         r = self.runtime
         return await get_chat_service(r.vector_store, r.sparse_encoder, r.embedder, r.generator, r.sessionmaker,

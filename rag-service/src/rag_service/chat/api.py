@@ -69,7 +69,7 @@ async def chat(body: ChatRequest, request: Request, access: AccessDep,
                service: ChatServiceDep) -> ChatResponse | Response:
     # Validation, the conversation check (404) and retrieval happen before any byte is
     # sent, so those failures are ordinary JSON errors even when streaming was asked for.
-    prepared = await service.prepare(access, body)
+    prepared = await service.prepare(access, body.as_input())
     if wants_event_stream(body, request):
         return EventSourceResponse(chat_sse(prepared, service.events(prepared), request_id_from(request.scope)))
     return ChatResponse.of(await service.collect(prepared))

@@ -9,6 +9,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rag_service.providers.base import Turn
+from rag_service.search.filters import SearchFilters
+
+
+@dataclass(frozen=True)
+class ChatInput:
+    """A question for the chat service, whichever protocol asked it (POST /chat, the
+    OpenAI-compatible API, the MCP `ask` tool). Its limits are checked by the service."""
+
+    query: str
+    # Continue one of the caller's stored conversations; None -> a new conversation.
+    conversation_id: str | None = None
+    # Earlier turns supplied by the client; used only without a conversation_id.
+    history: tuple[Turn, ...] = ()
+    top_k: int = 5
+    filters: SearchFilters | None = None
+
 
 @dataclass(frozen=True)
 class CitedSource:

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from rag_service.chat.records import ChatAnswer, CitedSource, DoneEvent, Timing
+from rag_service.chat.records import ChatAnswer, ChatInput, CitedSource, DoneEvent, Timing
+from rag_service.providers.base import Turn
 from rag_service.search.filters import SearchFilters
 
 # One client-supplied history message; answers can be long, but not unbounded.
@@ -42,6 +43,10 @@ class ChatRequest(BaseModel):
     filters: SearchFilters | None = None
     # true -> Server-Sent Events; false -> JSON; omitted -> decided by `Accept: text/event-stream`.
     stream: bool | None = None
+
+    def as_input(self) -> ChatInput:
+        return ChatInput(query=self.query, conversation_id=self.conversation_id, top_k=self.top_k, filters=self.filters,
+                         history=tuple(Turn(role=m.role, content=m.content) for m in self.history_context or ()))
 
     @field_validator("query")
     @classmethod

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 import anyio
 
 from rag_service.chat.records import (
+    ChatInput,
     ChatAnswer,
     ChatEvent,
     CitedSource,
@@ -40,9 +41,8 @@ from rag_service.chat.records import (
     SourcesEvent,
     Timing,
 )
-from rag_service.chat.schemas import ChatRequest
 from rag_service.chat.turns import STATUS_COMPLETE, STATUS_FAILED, STATUS_INCOMPLETE, ChatTurns, StartedTurn
-from rag_service.errors import check_in_range, Unprocessable
+from rag_service.errors import Unprocessable, check_in_range
 from rag_service.providers.base import NOT_FOUND_ANSWER, Generator, Source, Turn
 from rag_service.providers.citations import cited_numbers
 from rag_service.search.filters import parse_filters
@@ -126,7 +126,7 @@ class ChatService:
         self._max_query_chars = max_query_chars
         self._max_history_turns = max_history_turns
 
-    async def prepare(self, access: Access, request: ChatRequest) -> PreparedChat:
+    async def prepare(self, access: Access, request: ChatInput) -> PreparedChat:
         started = time.perf_counter()
         self._validate(request)
         filters = parse_filters(request.filters)
@@ -134,7 +134,7 @@ class ChatService:
         if request.conversation_id is not None:
             history = turn.history
         else:
-            history = [Turn(role=m.role, content=m.content) for m in request.history_context or []]
+            history = list(request.history)
         try:
             result = await self._search.search(
                 access, request.query, top_k=request.top_k, filters=filters, mode="hybrid",
@@ -155,15 +155,15 @@ class ChatService:
                             sources=sources, generator_sources=generator_sources, started=started,
                             retrieved=time.perf_counter())
 
-    def _validate(self, request: ChatRequest) -> None:
+    def _validate(self, request: ChatInput) -> None:
         limit = self._max_query_chars
         if len(request.query) > limit:
             raise Unprocessable(f"query is {len(request.query)} characters long; the limit is {limit} "
                                 "(max_query_chars)", code="query_too_long")
         check_in_range("top_k", request.top_k, 1, self._search.settings.max_chat_top_k, "max_chat_top_k")
         max_turns = self._max_history_turns
-        if request.history_context and len(request.history_context) > max_turns:
-            raise Unprocessable(f"history_context has {len(request.history_context)} messages; the limit is "
+        if len(request.history) > max_turns:
+            raise Unprocessable(f"history_context has {len(request.history)} messages; the limit is "
                                 f"{max_turns} (max_history_turns)", code="history_too_long")
 
     async def events(self, prepared: PreparedChat) -> AsyncIterator[ChatEvent]:
@@ -220,7 +220,7 @@ class ChatService:
             outcome=outcome,
         )
 
-    async def answer(self, access: Access, request: ChatRequest) -> ChatAnswer:
+    async def answer(self, access: Access, request: ChatInput) -> ChatAnswer:
         prepared = await self.prepare(access, request)
         return await self.collect(prepared)
 
