@@ -97,7 +97,7 @@ async def test_a_malformed_orgs_claim_refuses_the_token(client, issuer, user_id,
         assert response.status_code == 401, (path, response.text)
         error = response.json()["error"]
         assert error["code"] == "unauthorized"
-        assert "access token" in error["message"]  # the largest are refused before parsing (MAX_TOKEN_CHARS)
+        assert "access token" in error["message"]  # the largest are refused before parsing (max_token_chars)
 
 
 async def test_a_role_raised_in_a_real_token_breaks_its_signature(client, issuer, user_id):

@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from fixtures_apps import settings_for
+from rag_service.config import Settings
 from rag_service.storage.access import unscoped
 from rag_service.storage.db import (
     check_database,
@@ -133,7 +134,7 @@ async def test_sqlite_uses_wal_and_foreign_keys(issuer, tmp_path):
     "sqlite+aiosqlite:////proc/no-such-dir/rag.db",
 ])
 async def test_check_database_is_false_when_unreachable(url):
-    engine = create_engine(url) if url.startswith("postgresql") else sa.ext.asyncio.create_async_engine(url)
+    engine = create_engine(Settings(database_url=url)) if url.startswith("postgresql") else sa.ext.asyncio.create_async_engine(url)
     try:
         assert await check_database(engine, 3.0) is False
     finally:

@@ -22,6 +22,7 @@ from rag_service.agents.mcp_server import McpEndpoint
 from rag_service.agents.resource_metadata import MCP_PATH
 from rag_service.auth import api as auth_api
 from rag_service.accounts.consumer import AccountEvents
+from rag_service.accounts.erasure import Eraser
 from rag_service.chat import api as chat_api
 from rag_service.config import Settings, get_settings
 from rag_service.deps import runtime_of_scope
@@ -80,7 +81,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                           "".join(traceback.format_tb(exc.__traceback__)))
             periodic_repair = asyncio.create_task(repair_periodically(active.documents, active.started_at))
             # Erasure of deleted accounts and the staleness signal (accounts/consumer.py).
-            account_events = AccountEvents.start(active)
+            account_events = AccountEvents.start(
+                active.settings, Eraser(active.sessionmaker, active.vector_store, active.ingestion_gate), active.engine,
+                active.sessionmaker, active.membership_changes)
         app.state.runtime = active
         mcp_stop = asyncio.Event()
         mcp_task = asyncio.create_task(mcp.serve(mcp_stop))

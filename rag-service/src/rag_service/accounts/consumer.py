@@ -44,7 +44,6 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -52,11 +51,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from rag_service.accounts.erasure import Eraser
 from rag_service.accounts.feed import AccountEvent, CursorExpired, FeedClient, FeedError, FeedRefused
 from rag_service.auth.membership_changes import MembershipChanges
+from rag_service.config import Settings
 from rag_service.storage.locks import try_session_lock
 from rag_service.storage.models import AccountEventsCursor, utcnow
 
-if TYPE_CHECKING:
-    from rag_service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +90,6 @@ class ErasureConsumer:
         self._sessionmaker = sessionmaker
         self._clock = clock
         self._local = asyncio.Lock()
-
-    @classmethod
-    def from_runtime(cls, runtime: Runtime, feed: FeedClient, **options: Any) -> ErasureConsumer:
-        eraser = Eraser(runtime.sessionmaker, runtime.vector_store, runtime.ingestion_gate)
-        return cls(feed, eraser, runtime.engine, runtime.sessionmaker, **options)
 
     def _settled(self, event: AccountEvent) -> bool:
         return self._clock() * 1000 - event.occurred_at >= self.settle_seconds * 1000
@@ -242,23 +235,25 @@ async def poll_periodically(name: str, step: Callable[[], Awaitable[object]], in
 
 
 class AccountEvents:
-    """The two readers of one runtime, their shared feed client, and their polling tasks."""
+    """The readers of one process (erasure, its sweep, the staleness follower), their shared
+    feed client, and their polling tasks."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        settings = runtime.settings
+    def __init__(self, settings: Settings, eraser: Eraser, engine: AsyncEngine,
+                 sessionmaker: async_sessionmaker[AsyncSession], membership_changes: MembershipChanges) -> None:
         self.feed = FeedClient.from_settings(settings)
-        self.erasure = ErasureConsumer.from_runtime(runtime, self.feed)
-        self.sweep = ErasureConsumer.from_runtime(runtime, self.feed, name=SWEEP_CONSUMER,
-                                                  settle_seconds=settings.access_token_max_age_seconds)
-        self.staleness = StalenessFollower(self.feed, runtime.membership_changes,
+        self.erasure = ErasureConsumer(self.feed, eraser, engine, sessionmaker)
+        self.sweep = ErasureConsumer(self.feed, eraser, engine, sessionmaker, name=SWEEP_CONSUMER,
+                                     settle_seconds=settings.access_token_max_age_seconds)
+        self.staleness = StalenessFollower(self.feed, membership_changes,
                                            max_age_seconds=settings.access_token_max_age_seconds)
         self._interval = settings.account_events_poll_seconds
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def start(cls, runtime: Runtime) -> AccountEvents | None:
-        """Polling tasks for `runtime`, or None (logged) when the feed is not configured."""
-        settings = runtime.settings
+    def start(cls, settings: Settings, eraser: Eraser, engine: AsyncEngine,
+              sessionmaker: async_sessionmaker[AsyncSession],
+              membership_changes: MembershipChanges) -> AccountEvents | None:
+        """Polling tasks, or None (logged) when the feed is not configured."""
         if settings.account_events_poll_seconds <= 0:
             return None
         if not settings.account_events_token:
@@ -266,7 +261,7 @@ class AccountEvents:
                         "deleted accounts and organizations are not erased here and tokens minted before a "
                         "membership change keep their organizations until they expire")
             return None
-        events = cls(runtime)
+        events = cls(settings, eraser, engine, sessionmaker, membership_changes)
         events._tasks = [
             asyncio.create_task(poll_periodically("staleness", events.staleness.step, events._interval)),
             asyncio.create_task(poll_periodically("erasure", events.erasure.step, events._interval)),

@@ -111,5 +111,5 @@ class AgentServices:
         """GET /collections (cheap)."""
         await self._spend("cheap")
         async with self.runtime.sessionmaker() as session:
-            service = await get_collection_service(session, self.runtime.ingestion_gate)
+            service = await get_collection_service(session, self.runtime.ingestion_gate, self.runtime.settings)
             return [CollectionOut.of(view) for view in await service.list(self.access)]

@@ -19,7 +19,7 @@ from rag_service.errors import Unauthorized
 # The auth-service refuses to let a user join more (MAX_ORGS_PER_USER) and never mints more.
 MAX_ORGS = 50
 # Better Auth's ids are 32 characters (36 as UUIDs). The bound keeps the largest valid claim
-# (50 entries, ~4.5 KB) well under MAX_TOKEN_CHARS.
+# (50 entries, ~4.5 KB) well under Settings.max_token_chars.
 MAX_ORG_ID_CHARS = 64
 
 _ROLES = {role.value: role for role in OrgRole}
