@@ -76,6 +76,12 @@ export interface Config {
   emailVerificationExpiresIn: number;
   /** Seconds a password-reset link stays valid (single use). */
   passwordResetExpiresIn: number;
+  /**
+   * The OAuth 2.1 authorization server for MCP clients (src/oauth-server.ts): `resources` are the
+   * rag-service resource identifiers (RFC 8707) tokens may be issued for, `registration` turns
+   * open dynamic client registration (RFC 7591) on, refresh tokens live `refreshTokenLifetimeSeconds`.
+   */
+  oauth: { resources: string[]; registration: boolean; refreshTokenLifetimeSeconds: number };
 }
 
 export class ConfigError extends Error {}
@@ -92,6 +98,21 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
 
 function list(raw: string | undefined): string[] {
   return (raw ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+/** OAUTH_RESOURCES: absolute http(s) URLs without fragment (RFC 8707 section 2). */
+function oauthResources(raw: string | undefined): string[] {
+  const values = raw === undefined ? ["http://localhost:8000", "http://localhost:8000/mcp"] : list(raw);
+  for (const value of values) {
+    let url: URL | undefined;
+    try {
+      url = new URL(value);
+    } catch {}
+    if (!url || (url.protocol !== "http:" && url.protocol !== "https:") || url.hash || value.includes("#")) {
+      throw new ConfigError(`OAUTH_RESOURCES must list absolute http(s) URLs without a fragment (the rag-service's PUBLIC_URL and PUBLIC_URL/mcp), got "${value}"`);
+    }
+  }
+  return values;
 }
 
 function resolveEnv(env: NodeJS.ProcessEnv): AuthEnv {
@@ -261,5 +282,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     emailVerification: emailVerificationMode(env.EMAIL_VERIFICATION, authEnv),
     emailVerificationExpiresIn: Math.max(1, int(env, "EMAIL_VERIFICATION_EXPIRES_IN", 86_400)),
     passwordResetExpiresIn: Math.max(1, int(env, "PASSWORD_RESET_EXPIRES_IN", 3600)),
+    oauth: {
+      resources: oauthResources(env.OAUTH_RESOURCES),
+      registration: !["0", "false", "off"].includes((env.OAUTH_DYNAMIC_REGISTRATION ?? "true").toLowerCase()),
+      refreshTokenLifetimeSeconds: Math.max(60, int(env, "OAUTH_REFRESH_TOKEN_EXPIRES_IN", 2_592_000)),
+    },
   };
 }
