@@ -48,6 +48,8 @@ export function oauthServerPlugin(config: Config, memberStore: () => Promise<Mem
     // As long as a session's access JWT: the rag-service reads membership changes that far back.
     accessTokenExpiresIn: config.jwt.lifetimeSeconds,
     refreshTokenExpiresIn: config.oauth.refreshTokenLifetimeSeconds,
+    // A registration adds a row, like a sign-up: the same rule per IP (AUTH_RATE_LIMIT_SIGNIN_*).
+    rateLimit: { register: { window: config.rateLimit.credentialsWindow, max: config.rateLimit.credentialsMax } },
     // The memberships, read when the token is minted, as in a session token (src/organizations.ts).
     customAccessTokenClaims: async ({ user }) => (user ? orgsPayload(await memberStore(), user.id) : {}),
   });

@@ -99,9 +99,12 @@ export async function consent(base: string, user: BrowserUser, consentUrl: URL, 
   return new URL(res.body.url, base);
 }
 
-/** Authorize and consent: the authorization code delivered to the redirect URI. */
+/**
+ * Authorize and consent: the authorization code delivered to the redirect URI. `prompt=consent`
+ * (as the MCP client sends with offline_access), else a second request of the same client skips it.
+ */
 export async function authorizationCode(base: string, user: BrowserUser, p: AuthorizeParams): Promise<string> {
-  const first = await authorize(base, user, p);
+  const first = await authorize(base, user, { prompt: "consent", ...p });
   assert.equal(first.status, 302, first.body);
   assert.equal(first.location?.pathname, "/oauth/consent");
   const back = await consent(base, user, first.location!, true);
@@ -121,7 +124,7 @@ export async function tokenRequest(base: string, form: Record<string, string>): 
 /** The whole flow for a new client: its id and the token response. */
 export async function issueTokens(base: string, user: BrowserUser, resource = RESOURCE, scope = "read write offline_access") {
   const registered = await registerClient(base);
-  assert.equal(registered.status, 200, JSON.stringify(registered.body));
+  assert.equal(registered.status, 201, JSON.stringify(registered.body));
   const clientId = registered.body.client_id as string;
   const { verifier, challenge } = pkcePair();
   const code = await authorizationCode(base, user, { clientId, challenge, method: "S256", resource, scope });
