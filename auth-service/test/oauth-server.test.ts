@@ -96,6 +96,19 @@ describe("dynamic client registration (RFC 7591)", () => {
     assert.deepEqual(res.body.resources, [OTHER_RESOURCE, RESOURCE]);
   });
 
+  test("with OAUTH_DYNAMIC_REGISTRATION=false nobody registers, and the metadata says so", async () => {
+    const closed = await startTestService({ ...OAUTH_ENV, OAUTH_DYNAMIC_REGISTRATION: "false" }, undefined, svc);
+    try {
+      const res = await registerClient(closed.url);
+      assert.equal(res.status, 403);
+      assert.equal(res.body.error, "access_denied");
+      const md = await request(closed.url, "GET", "/.well-known/oauth-authorization-server");
+      assert.equal(md.body.registration_endpoint, undefined);
+    } finally {
+      await closed.stop();
+    }
+  });
+
   const refused: [string, Record<string, unknown>, string][] = [
     ["a redirect URI with a fragment", { redirect_uris: ["http://127.0.0.1:1/cb#x"] }, "invalid_redirect_uri"],
     ["a plain-http redirect URI off loopback", { redirect_uris: ["http://evil.example/cb"] }, "invalid_redirect_uri"],
