@@ -15,7 +15,7 @@ import { accountEventLog, issuedAt, type AccountEventLog } from "./account-event
 import type { Mail, Mailer } from "./mailer.js";
 import { organizationPlugin, orgsPayload, type InvitationSender, type MemberStore } from "./organizations.js";
 import { checkBody, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-policy.js";
-import { oauthServerPlugin } from "./oauth-server.js";
+import { oauthServerPlugins } from "./oauth-server.js";
 import { hashPassword, needsRehash, verifyPassword } from "./password-hashing.js";
 import type { RateLimitStore } from "./rate-limit-redis.js";
 import { safeLog } from "./safe-log.js";
@@ -199,7 +199,7 @@ export function authOptions(
       invitationErrors(),
       passwordChangeEndsOtherSessions(),
       // OAuth 2.1 authorization server for MCP clients (src/oauth-server.ts).
-      oauthServerPlugin(config, memberStore),
+      ...oauthServerPlugins(config, memberStore),
     ],
   };
 }

@@ -12,6 +12,8 @@
 // are OAuth's own), plus the user's `orgs` like a session token. Tokens are issued to users only:
 // the client-credentials grant is off, so a registered client can never be a principal itself.
 import { oauthProvider, verifyOAuthQueryParams } from "@better-auth/oauth-provider";
+import type { BetterAuthPlugin } from "better-auth";
+import { createAuthMiddleware, getSessionFromCtx } from "better-auth/api";
 import { Hono } from "hono";
 import type { Auth } from "./auth.js";
 import type { Config } from "./config.js";
@@ -28,7 +30,12 @@ export const RAG_SCOPES = ["read", "write"] as const;
 /** Everything a client may ask for: OIDC's, refresh tokens (offline_access) and the rag-service's. */
 export const OAUTH_SCOPES = ["openid", "profile", "email", "offline_access", ...RAG_SCOPES];
 
-export function oauthServerPlugin(config: Config, memberStore: () => Promise<MemberStore>) {
+/** The OAuth provider, and the revocation that withdrawing consent lacks in it. */
+export function oauthServerPlugins(config: Config, memberStore: () => Promise<MemberStore>) {
+  return [oauthProviderPlugin(config, memberStore), consentWithdrawalEndsGrant()] as const;
+}
+
+function oauthProviderPlugin(config: Config, memberStore: () => Promise<MemberStore>) {
   return oauthProvider({
     loginPage: OAUTH_SIGN_IN_PATH,
     consentPage: OAUTH_CONSENT_PATH,
@@ -48,11 +55,63 @@ export function oauthServerPlugin(config: Config, memberStore: () => Promise<Mem
     // As long as a session's access JWT: the rag-service reads membership changes that far back.
     accessTokenExpiresIn: config.jwt.lifetimeSeconds,
     refreshTokenExpiresIn: config.oauth.refreshTokenLifetimeSeconds,
-    // A registration adds a row, like a sign-up: the same rule per IP (AUTH_RATE_LIMIT_SIGNIN_*).
-    rateLimit: { register: { window: config.rateLimit.credentialsWindow, max: config.rateLimit.credentialsMax } },
+    rateLimit: oauthRateLimits(config),
     // The memberships, read when the token is minted, as in a session token (src/organizations.ts).
     customAccessTokenClaims: async ({ user }) => (user ? orgsPayload(await memberStore(), user.id) : {}),
   });
+}
+
+/**
+ * Per client IP, as every other route (AUTH_RATE_LIMIT_WINDOW/MAX) instead of the plugin's own
+ * defaults; a registration adds a row, like a sign-up: the sign-up rule (AUTH_RATE_LIMIT_SIGNIN_*).
+ */
+function oauthRateLimits(config: Config) {
+  const route = { window: config.rateLimit.window, max: config.rateLimit.max };
+  return {
+    token: route,
+    authorize: route,
+    introspect: route,
+    revoke: route,
+    userinfo: route,
+    register: { window: config.rateLimit.credentialsWindow, max: config.rateLimit.credentialsMax },
+  };
+}
+
+/**
+ * A user withdraws a client's access with POST /api/auth/oauth2/delete-consent {id} (the ids
+ * from GET /api/auth/oauth2/get-consents). The plugin (1.7.25) only deletes the consent: the
+ * client's refresh tokens would go on minting access tokens for the rest of their lifetime. This
+ * deletes them, and the client's stored access tokens of that user, before the consent goes (as
+ * the plugin itself does when a refresh token is replayed). Access JWTs already issued run out
+ * within their 15 minutes.
+ */
+function consentWithdrawalEndsGrant(): BetterAuthPlugin {
+  return {
+    id: "oauth-consent-withdrawal",
+    hooks: {
+      before: [
+        {
+          matcher: (ctx) => ctx.path === "/oauth2/delete-consent",
+          handler: createAuthMiddleware(async (ctx) => {
+            const id = (ctx.body as { id?: unknown } | undefined)?.id;
+            const session = await getSessionFromCtx(ctx);
+            if (typeof id !== "string" || !session) return; // the endpoint itself refuses these
+            const consent = await ctx.context.adapter.findOne<{ clientId: string; userId: string }>({
+              model: "oauthConsent",
+              where: [{ field: "id", value: id }],
+            });
+            if (!consent || consent.userId !== session.user.id) return;
+            const grant = [
+              { field: "clientId", value: consent.clientId },
+              { field: "userId", value: consent.userId },
+            ];
+            await ctx.context.adapter.deleteMany({ model: "oauthAccessToken", where: grant });
+            await ctx.context.adapter.deleteMany({ model: "oauthRefreshToken", where: grant });
+          }),
+        },
+      ],
+    },
+  };
 }
 
 /**

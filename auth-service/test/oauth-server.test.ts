@@ -109,6 +109,20 @@ describe("dynamic client registration (RFC 7591)", () => {
     }
   });
 
+  test("registrations per client IP are limited like sign-ups (AUTH_RATE_LIMIT_SIGNIN_*)", async () => {
+    // Its own database and counters there: the other services of this file registered plenty.
+    const limited = await startTestService({ ...OAUTH_ENV, AUTH_RATE_LIMIT_SIGNIN_MAX: "2", AUTH_RATE_LIMIT_STORAGE: "database" });
+    try {
+      assert.equal((await registerClient(limited.url)).status, 201);
+      assert.equal((await registerClient(limited.url)).status, 201);
+      const third = await registerClient(limited.url);
+      assert.equal(third.status, 429);
+      assert.ok(third.headers.get("retry-after"));
+    } finally {
+      await limited.stop();
+    }
+  });
+
   const refused: [string, Record<string, unknown>, string][] = [
     ["a redirect URI with a fragment", { redirect_uris: ["http://127.0.0.1:1/cb#x"] }, "invalid_redirect_uri"],
     ["a plain-http redirect URI off loopback", { redirect_uris: ["http://evil.example/cb"] }, "invalid_redirect_uri"],
@@ -272,6 +286,45 @@ describe("refresh tokens", () => {
     assert.equal(afterReplay.status, 400, "a replayed refresh token revokes its successors");
   });
 
+  test("a refreshed token outlives the browser session that authorized it, and still fits the shared schema", async () => {
+    const person = await signUpInBrowser(svc.url, "oauth-logout");
+    const { clientId, tokens } = await issueTokens(svc.url, person);
+    const out = await request(svc.url, "POST", "/api/auth/sign-out", { json: {}, headers: { cookie: person.cookie, origin: BASE_URL } });
+    assert.equal(out.status, 200);
+    const refreshed = await tokenRequest(svc.url, { grant_type: "refresh_token", refresh_token: tokens.refresh_token!, client_id: clientId, resource: RESOURCE });
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+    const { payload } = await verifyAccessToken(refreshed.body.access_token, RESOURCE);
+    assert.equal(payload.sub, person.id);
+    assert.equal(payload.sid, null, "its session has ended");
+    assert.ok(validateClaims(payload), JSON.stringify(validateClaims.errors));
+  });
+
+  test("withdrawing consent ends the client's grant: its refresh token is refused", async () => {
+    const person = await signUpInBrowser(svc.url, "oauth-withdraw");
+    const kept = await issueTokens(svc.url, person);
+    const withdrawn = await issueTokens(svc.url, person);
+    const consents = await request(svc.url, "GET", "/api/auth/oauth2/get-consents", { headers: { cookie: person.cookie } });
+    assert.equal(consents.status, 200);
+    const consentOf = (clientId: string) => consents.body.find((c: { clientId: string }) => c.clientId === clientId).id;
+    // Another user cannot withdraw it.
+    const stranger = await request(svc.url, "POST", "/api/auth/oauth2/delete-consent", {
+      json: { id: consentOf(withdrawn.clientId) },
+      headers: { cookie: user.cookie, origin: BASE_URL },
+    });
+    assert.equal(stranger.status, 401);
+    const refresh = (grant: typeof kept) =>
+      tokenRequest(svc.url, { grant_type: "refresh_token", refresh_token: grant.tokens.refresh_token!, client_id: grant.clientId, resource: RESOURCE });
+    const deleted = await request(svc.url, "POST", "/api/auth/oauth2/delete-consent", {
+      json: { id: consentOf(withdrawn.clientId) },
+      headers: { cookie: person.cookie, origin: BASE_URL },
+    });
+    assert.equal(deleted.status, 200, JSON.stringify(deleted.body));
+    const refused = await refresh(withdrawn);
+    assert.equal(refused.status, 400);
+    assert.equal(refused.body.error, "invalid_grant");
+    assert.equal((await refresh(kept)).status, 200, "the other client's grant stays");
+  });
+
   test("without offline_access there is no refresh token", async () => {
     const { tokens } = await issueTokens(svc.url, user, RESOURCE, "read write");
     assert.equal(tokens.refresh_token, undefined);
@@ -338,6 +391,17 @@ describe("sign-in and consent pages", () => {
       headers: { cookie: user.cookie, origin: BASE_URL },
     });
     assert.equal(consentWithTampered.status, 400);
+  });
+
+  test("consent from another origin is refused (CSRF), and no code is issued", async () => {
+    const { challenge } = pkcePair();
+    const first = await authorize(svc.url, user, { clientId: await newClient(), challenge, method: "S256", prompt: "consent" });
+    const res = await request(svc.url, "POST", "/api/auth/oauth2/consent", {
+      json: { accept: true, oauth_query: first.location!.search.slice(1) },
+      headers: { cookie: user.cookie, origin: "http://evil.example" },
+    });
+    assert.equal(res.status, 403);
+    assert.equal(res.body.url, undefined);
   });
 
   test("the client's self-chosen name is shown as text, never as markup", async () => {
