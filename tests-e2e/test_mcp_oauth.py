@@ -30,6 +30,7 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
+from agents_support import mcp_session, ok, save
 from browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium, save_failure_artifacts
 from conftest import ARTIFACTS, sign_up
 from stack import free_port, start_auth, start_rag
@@ -169,25 +170,6 @@ def oauth_provider(stack: OAuthStack, storage: MemoryTokenStorage, person: Perso
     )
 
 
-@asynccontextmanager
-async def bearer_session(mcp_url: str, token: str) -> AsyncIterator[Client]:
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
-        async with Client(streamable_http_client(mcp_url, http_client=http)) as client:
-            yield client
-
-
-def ok(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    return result.structured_content
-
-
-def save(rag_url: str, token: str, title: str, content: str) -> str:
-    response = httpx.post(f"{rag_url}/save-document", headers={"Authorization": f"Bearer {token}"},
-                          json={"title": title, "content": content}, timeout=60)
-    assert response.status_code == 201, response.text
-    return response.json()["document_id"]
-
-
 def unverified_claims(token: str) -> dict[str, Any]:
     """The claims, to look at (the rag-service verifies them; the auth-service tests do too)."""
     return jwt.decode(token, options={"verify_signature": False})
@@ -259,7 +241,7 @@ async def test_the_refresh_token_gets_a_working_access_token_once(oauth_stack: O
     assert refreshed.status_code == 200, refreshed.text
     access_token = refreshed.json()["access_token"]
     assert access_token != storage.tokens.access_token
-    async with bearer_session(oauth_stack.mcp, access_token) as client:
+    async with mcp_session(oauth_stack.rag, access_token) as client:
         assert ok(await client.call_tool("list_collections", {}))["collections"][0]["id"] == "personal"
     replayed = httpx.post(f"{oauth_stack.auth}/api/auth/oauth2/token", data=form, timeout=30)
     assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_grant"
@@ -306,5 +288,5 @@ async def test_a_token_for_another_resource_is_refused_by_the_rag_service(oauth_
     assert rest.status_code == 401
     # The rag-service's own token of the same person still works.
     assert storage.tokens is not None
-    async with bearer_session(oauth_stack.mcp, storage.tokens.access_token) as client:
+    async with mcp_session(oauth_stack.rag, storage.tokens.access_token) as client:
         assert {tool.name for tool in (await client.list_tools()).tools} == TOOLS

@@ -6,32 +6,15 @@ must not pass. Real HTTP JWKS server, real Ed25519 keys; the e2e suite runs the 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from fixtures_apps import settings_for
 from fixtures_issuer import JwksIssuer
-from rag_service.auth.tokens import AccessTokenVerifier, CurrentUser
+from rag_service.auth.tokens import CurrentUser
 from rag_service.errors import Unauthorized
 
 PUBLIC_URL = "https://rag.example.com"
-
-
-@pytest_asyncio.fixture
-async def make_verifier(tmp_path: Path):
-    verifiers: list[AccessTokenVerifier] = []
-
-    def make(issuer: JwksIssuer, **overrides: Any) -> AccessTokenVerifier:
-        verifier = AccessTokenVerifier(settings_for(issuer, tmp_path, **overrides))
-        verifiers.append(verifier)
-        return verifier
-
-    yield make
-    for verifier in verifiers:
-        await verifier.aclose()
 
 
 def oauth_token(issuer: JwksIssuer, aud: Any, scope: Any) -> str:
