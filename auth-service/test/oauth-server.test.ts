@@ -128,6 +128,7 @@ describe("dynamic client registration (RFC 7591)", () => {
     ["a plain-http redirect URI off loopback", { redirect_uris: ["http://evil.example/cb"] }, "invalid_redirect_uri"],
     ["no redirect URI", { redirect_uris: [] }, "invalid_redirect_uri"],
     ["only the client_credentials grant", { grant_types: ["client_credentials"] }, "invalid_client_metadata"],
+    ["a client making itself trusted (skip_consent)", { skip_consent: true }, "invalid_client_metadata"],
   ];
   for (const [what, metadata, error] of refused) {
     test(`${what} is refused`, async () => {
@@ -145,6 +146,14 @@ describe("authorization code with PKCE", () => {
     assert.equal(`${res.location!.origin}${res.location!.pathname}`, REDIRECT_URI);
     assert.equal(res.location!.searchParams.get("error"), "invalid_request");
     assert.equal(res.location!.searchParams.get("code"), null);
+  });
+
+  test("a client cannot register its way out of PKCE (require_pkce is ignored)", async () => {
+    const registered = await registerClient(svc.url, { require_pkce: false });
+    assert.equal(registered.status, 201);
+    const res = await authorize(svc.url, user, { clientId: registered.body.client_id });
+    assert.equal(res.location!.searchParams.get("error"), "invalid_request");
+    assert.match(res.location!.searchParams.get("error_description")!, /pkce is required/);
   });
 
   test("the plain method is refused: S256 only", async () => {
