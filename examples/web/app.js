@@ -32,6 +32,7 @@
     app.orgs.reset();
     app.collections.reset();
     app.account.reset();
+    app.reading.reset(); // the next user sees none of these file names
     if (reason) notice(reason);
   }
 
@@ -141,11 +142,13 @@
     const collectionId = app.collections.uploadTarget();
     const query = collectionId ? `&collection_id=${encodeURIComponent(collectionId)}` : "";
     const docs = asList(await ragJson(`/documents?limit=100${query}`), "documents", "items", "results");
+    app.reading.noteFiles(docs);
     const list = $("documents");
     list.replaceChildren(
       ...docs.map((doc) =>
         el("li", { className: "doc", dataset: { id: docId(doc), status: doc.status || "" } },
           el("span", { className: "title" }, doc.title || doc.source_name || docId(doc)),
+          app.reading.fileNameBeside(docId(doc), doc.title),
           el("span", { className: `badge ${doc.status || ""}` }, doc.status || ""),
           doc.status === "failed" && doc.error ? el("small", { className: "error-text" }, doc.error) : null,
           el("button", { type: "button", className: "link delete", title: "Delete", onclick: guarded(() => deleteDocument(doc)) }, "Delete"),
