@@ -1,6 +1,7 @@
 // The example browser app for auth-service (Better Auth) + rag-service. Plain JS, no build step:
 // index.html loads core.js (session, tokens, calls), orgs.js (organization switcher),
-// account.js (mailed links, verification, password reset, sessions), collections.js (collection
+// account.js (mailed links, verification, password reset, sessions), two-factor.js and
+// passkeys.js (sign-in security), collections.js (collection
 // picker), chat.js (answers, search, history) and this file, which
 // signs users in and out, lists and uploads documents, and wires the page together.
 "use strict";
@@ -33,6 +34,8 @@
     app.collections.reset();
     app.account.reset();
     app.reading.reset(); // the next user sees none of these file names
+    app.twoFactor.reset();
+    app.passkeys.reset();
     if (reason) notice(reason);
   }
 
@@ -46,7 +49,8 @@
       await loadDocuments();
     };
     try {
-      await Promise.all([workspace(), app.chat.loadHistory(), app.account.load(user).catch(showError)]);
+      app.twoFactor.load(user);
+      await Promise.all([workspace(), app.chat.loadHistory(), app.account.load(user).catch(showError), app.passkeys.load().catch(showError)]);
     } finally {
       $("app-view").dataset.loaded = "true"; // for tests (and styles): the first load is over
     }
@@ -63,8 +67,12 @@
   const signIn = guarded(async () => {
     const data = await authCall("/api/auth/sign-in/email", { method: "POST", body: credentials() });
     $("password").value = "";
+    // Two-factor codes are on: no session yet, the code screen finishes the sign-in (two-factor.js).
+    if (data.twoFactorRedirect) return app.twoFactor.challenge(enterApp);
     await enterApp(data.user);
   });
+
+  const signInWithPasskey = guarded(() => app.passkeys.signIn(enterApp));
 
   const signUp = guarded(async () => {
     const { email, password } = credentials();
@@ -225,6 +233,7 @@
   $("rag-url").textContent = RAG_URL;
   $("auth-form").addEventListener("submit", signIn);
   $("sign-up").addEventListener("click", signUp);
+  $("passkey-sign-in").addEventListener("click", signInWithPasskey);
   $("sign-out").addEventListener("click", signOut);
   $("delete-account-form").addEventListener("submit", deleteAccount);
   $("upload-form").addEventListener("submit", upload);
