@@ -63,8 +63,14 @@ export function signInPage(script: string): string {
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button>
-<p id="error" role="alert"></p>
-</form>`,
+</form>
+<form id="two-factor" hidden>
+<label for="code">Code from your authenticator app</label>
+<input id="code" name="code" autocomplete="one-time-code" required>
+<label><input type="checkbox" id="backup-code" name="backup"> This is a backup code</label>
+<button type="submit">Verify</button>
+</form>
+<p id="error" role="alert"></p>`,
   );
 }
 
@@ -98,7 +104,11 @@ export function invalidRequestPage(script: string): string {
   );
 }
 
-/** The pages' script: one POST to Better Auth, then the browser follows the answer's `url`. */
+/**
+ * The pages' script: POSTs to Better Auth, then the browser follows the answer's `url`. An
+ * account with two-factor codes gets `twoFactorRedirect` (and a challenge cookie) from the
+ * sign-in: the code form appears, and the verified code opens the session and continues.
+ */
 export const PAGES_SCRIPT = `"use strict";
 (() => {
   const oauthQuery = window.location.search.slice(1);
@@ -112,30 +122,49 @@ export const PAGES_SCRIPT = `"use strict";
     });
     const data = await res.json().catch(() => ({}));
     if (!res.ok) throw new Error(data.message || data.error_description || "request failed (" + res.status + ")");
+    return data;
+  }
+  function follow(data) {
     if (typeof data.url !== "string") throw new Error("unexpected answer from the server");
     window.location.assign(data.url);
   }
   function run(button, action) {
     error().textContent = "";
-    if (button) button.disabled = true;
-    action().catch((err) => {
-      error().textContent = err.message;
-      if (button) button.disabled = false;
+    button.disabled = true;
+    action().then(
+      () => { button.disabled = false; },
+      (err) => { error().textContent = err.message; button.disabled = false; },
+    );
+  }
+  function onSubmit(form, action) {
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      run(form.querySelector("button"), () => action(new FormData(form)));
     });
   }
   document.addEventListener("DOMContentLoaded", () => {
     const page = document.body.dataset.page;
     if (page === "sign-in") {
-      const form = document.getElementById("sign-in");
-      form.addEventListener("submit", (event) => {
-        event.preventDefault();
-        const data = new FormData(form);
-        run(form.querySelector("button"), () => post("/sign-in/email", { email: data.get("email"), password: data.get("password") }));
+      const signIn = document.getElementById("sign-in");
+      const twoFactor = document.getElementById("two-factor");
+      onSubmit(signIn, async (data) => {
+        const answer = await post("/sign-in/email", { email: data.get("email"), password: data.get("password") });
+        if (answer.twoFactorRedirect) {
+          signIn.hidden = true;
+          twoFactor.hidden = false;
+          document.getElementById("code").focus();
+          return;
+        }
+        follow(answer);
+      });
+      onSubmit(twoFactor, async (data) => {
+        const path = data.get("backup") ? "/two-factor/verify-backup-code" : "/two-factor/verify-totp";
+        follow(await post(path, { code: String(data.get("code")).trim() }));
       });
     } else if (page === "consent") {
       for (const [id, accept] of [["allow", true], ["deny", false]]) {
         const button = document.getElementById(id);
-        button.addEventListener("click", () => run(button, () => post("/oauth2/consent", { accept })));
+        button.addEventListener("click", () => run(button, () => post("/oauth2/consent", { accept }).then(follow)));
       }
     }
   });

@@ -6,11 +6,13 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
+import * as OTPAuth from "otpauth";
 import { BASE_URL, PASSWORD, request, startTestService, uniqueEmail, type TestService } from "./helpers.js";
 import {
   authorizationCode,
   authorize,
   consent,
+  cookiesOf,
   issueTokens,
   OAUTH_ENV,
   OTHER_RESOURCE,
@@ -364,15 +366,46 @@ describe("sign-in and consent pages", () => {
     assert.equal(signIn.status, 200);
     const next = new URL(((await signIn.json()) as { url: string }).url, svc.url);
     assert.equal(next.pathname, "/oauth/consent");
-    const cookie = signIn.headers.getSetCookie().map((c) => c.split(";")[0]).join("; ");
+    const cookie = cookiesOf(signIn.headers);
     const consentPage = await fetch(next, { headers: { cookie } });
     assert.equal(consentPage.status, 200);
     const html = await consentPage.text();
     assert.match(html, /Test MCP client/);
     assert.match(html, new RegExp(`Signed in as ${email.replace(/[.+]/g, "\\$&")}`));
     assert.match(html, /Search and read your documents/);
-    const back = await consent(svc.url, { id: signUp.body.user.id, cookie }, next, true);
+    const back = await consent(svc.url, { id: signUp.body.user.id, email, cookie }, next, true);
     assert.ok(back.searchParams.get("code"));
+  });
+
+  test("an account with two-factor codes gives its code on the sign-in page, then continues to consent", async () => {
+    const person = await signUpInBrowser(svc.url, "oauth-2fa");
+    const enable = await request(svc.url, "POST", "/api/auth/two-factor/enable", { json: { password: PASSWORD }, headers: { cookie: person.cookie, origin: BASE_URL } });
+    assert.equal(enable.status, 200, JSON.stringify(enable.body));
+    const totp = OTPAuth.URI.parse(enable.body.totpURI) as OTPAuth.TOTP;
+    const confirm = await request(svc.url, "POST", "/api/auth/two-factor/verify-totp", {
+      json: { code: totp.generate() },
+      headers: { cookie: cookiesOf(enable.headers, person.cookie), origin: BASE_URL },
+    });
+    assert.equal(confirm.status, 200, JSON.stringify(confirm.body));
+
+    const { challenge } = pkcePair();
+    const anonymous = await authorize(svc.url, null, { clientId: await newClient(), challenge, method: "S256" });
+    const oauthQuery = anonymous.location!.search.slice(1);
+    // What the page's script sends: the password first...
+    const signIn = await request(svc.url, "POST", "/api/auth/sign-in/email", {
+      json: { email: person.email, password: PASSWORD, oauth_query: oauthQuery },
+      headers: { origin: BASE_URL, accept: "application/json" },
+    });
+    assert.equal(signIn.status, 200);
+    assert.equal(signIn.body.twoFactorRedirect, true);
+    assert.equal(signIn.body.url, undefined, "no authorization before the code");
+    // ...then the code (the next period's: the confirming one is spent), with the challenge cookie.
+    const verified = await request(svc.url, "POST", "/api/auth/two-factor/verify-totp", {
+      json: { code: totp.generate({ timestamp: Date.now() + 30_000 }), oauth_query: oauthQuery },
+      headers: { cookie: cookiesOf(signIn.headers), origin: BASE_URL, accept: "application/json" },
+    });
+    assert.equal(verified.status, 200, JSON.stringify(verified.body));
+    assert.equal(new URL(verified.body.url, svc.url).pathname, "/oauth/consent");
   });
 
   test("denying consent sends access_denied to the client, and no code", async () => {

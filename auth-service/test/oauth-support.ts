@@ -19,19 +19,30 @@ export function pkcePair(): { verifier: string; challenge: string } {
 /** A signed-in user: its id and the session cookie a browser would hold. */
 export interface BrowserUser {
   id: string;
+  email: string;
   cookie: string;
 }
 
+/** The cookies a response sets, as a Cookie header (after `previous`, which they replace by name). */
+export function cookiesOf(headers: Headers, previous = ""): string {
+  const jar = new Map(previous.split("; ").filter(Boolean).map((c) => c.split(/=(.*)/s).slice(0, 2) as [string, string]));
+  for (const cookie of headers.getSetCookie()) {
+    const [name, value] = cookie.split(";")[0].split(/=(.*)/s);
+    jar.set(name, value);
+  }
+  return [...jar].map(([name, value]) => `${name}=${value}`).join("; ");
+}
+
 export async function signUpInBrowser(base: string, tag = "oauth"): Promise<BrowserUser> {
+  const email = uniqueEmail(tag);
   const res = await fetch(`${base}/api/auth/sign-up/email`, {
     method: "POST",
     headers: { "content-type": "application/json", origin: BASE_URL },
-    body: JSON.stringify({ email: uniqueEmail(tag), password: PASSWORD, name: "OAuth User" }),
+    body: JSON.stringify({ email, password: PASSWORD, name: "OAuth User" }),
   });
   assert.equal(res.status, 200, await res.clone().text());
   const body = (await res.json()) as { user: { id: string } };
-  const cookie = res.headers.getSetCookie().map((c) => c.split(";")[0]).join("; ");
-  return { id: body.user.id, cookie };
+  return { id: body.user.id, email, cookie: cookiesOf(res.headers) };
 }
 
 export async function registerClient(base: string, metadata: Record<string, unknown> = {}): Promise<JsonResponse> {
