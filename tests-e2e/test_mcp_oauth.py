@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import httpx2
 import jwt
+import pyotp
 import pytest
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider
@@ -104,6 +106,8 @@ class Person:
 
     context: Any
     email: str
+    # An account with two-factor codes: the sign-in page asks for a code after the password.
+    totp: pyotp.TOTP | None = None
     callbacks: list[str] = field(default_factory=list)
     consent_pages: list[str] = field(default_factory=list)
 
@@ -127,6 +131,11 @@ class Person:
         await page.fill("#email", self.email)
         await page.fill("#password", PASSWORD)
         await page.click("#sign-in button[type=submit]")
+        if self.totp is not None:
+            await page.wait_for_selector("#two-factor:not([hidden])")
+            # The next period's code: the one that confirmed the set-up is spent.
+            await page.fill("#code", self.totp.at(time.time() + 30))
+            await page.click("#two-factor button[type=submit]")
         await self.allow(page)
 
     async def allow(self, page: Any) -> None:
@@ -143,14 +152,14 @@ class Person:
 
 
 @asynccontextmanager
-async def browser_person(email: str, artifacts_prefix: str) -> AsyncIterator[Person]:
+async def browser_person(email: str, artifacts_prefix: str, totp: pyotp.TOTP | None = None) -> AsyncIterator[Person]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         context = await browser.new_context()
         try:
-            yield Person(context, email)
+            yield Person(context, email, totp)
         except BaseException:
             save_failure_artifacts({str(i): page for i, page in enumerate(context.pages)}, [], artifacts_prefix)
             raise
@@ -175,11 +184,12 @@ def unverified_claims(token: str) -> dict[str, Any]:
     return jwt.decode(token, options={"verify_signature": False})
 
 
-async def sign_in_with_oauth(stack: OAuthStack, email: str, prefix: str) -> tuple[MemoryTokenStorage, Person, set[str]]:
+async def sign_in_with_oauth(stack: OAuthStack, email: str, prefix: str,
+                             totp: pyotp.TOTP | None = None) -> tuple[MemoryTokenStorage, Person, set[str]]:
     """The whole flow, started by the first MCP request without a token: the client's storage,
     the person who consented, and the tools the client listed."""
     storage = MemoryTokenStorage()
-    async with browser_person(email, prefix) as person:
+    async with browser_person(email, prefix, totp) as person:
         async with httpx2.AsyncClient(auth=oauth_provider(stack, storage, person), timeout=60) as http:
             async with Client(streamable_http_client(stack.mcp, http_client=http)) as client:
                 tools = {tool.name for tool in (await client.list_tools()).tools}
@@ -290,3 +300,25 @@ async def test_a_token_for_another_resource_is_refused_by_the_rag_service(oauth_
     assert storage.tokens is not None
     async with mcp_session(oauth_stack.rag, storage.tokens.access_token) as client:
         assert {tool.name for tool in (await client.list_tools()).tools} == TOOLS
+
+
+@pytest.mark.asyncio
+async def test_an_account_with_two_factor_codes_gives_its_code_on_the_sign_in_page(oauth_stack: OAuthStack) -> None:
+    email = f"oauth-2fa-{secrets.token_hex(5)}@example.com"
+    account = sign_up(oauth_stack.auth, email, PASSWORD)
+    session = {"Authorization": f"Bearer {account['session_token']}"}
+    enabled = httpx.post(f"{oauth_stack.auth}/api/auth/two-factor/enable", json={"password": PASSWORD},
+                         headers=session, timeout=30)
+    assert enabled.status_code == 200, enabled.text
+    totp = pyotp.parse_uri(enabled.json()["totpURI"])
+    assert isinstance(totp, pyotp.TOTP)
+    current = {"Authorization": f"Bearer {enabled.headers.get('set-auth-token') or account['session_token']}"}
+    confirmed = httpx.post(f"{oauth_stack.auth}/api/auth/two-factor/verify-totp", json={"code": totp.now()},
+                           headers=current, timeout=30)
+    assert confirmed.status_code == 200, confirmed.text
+
+    storage, person, tools = await sign_in_with_oauth(oauth_stack, email, "mcp-oauth-2fa", totp)
+    assert tools == TOOLS
+    assert len(person.consent_pages) == 1 and len(person.callbacks) == 1
+    assert storage.tokens is not None
+    assert unverified_claims(storage.tokens.access_token)["sub"] == account["user"]["id"]
