@@ -18,6 +18,7 @@ import { checkBody, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-poli
 import { hashPassword, needsRehash, verifyPassword } from "./password-hashing.js";
 import type { RateLimitStore } from "./rate-limit-redis.js";
 import { safeLog } from "./safe-log.js";
+import { ssoOptions } from "./sso.js";
 
 /** Header our HTTP layer sets from the socket address (any client-sent value is replaced). */
 export const CLIENT_IP_HEADER = "x-auth-client-ip";
@@ -106,6 +107,7 @@ export function authOptions(
   const mailOptions = accountMailOptions(config, sendMail);
   const memberStore = async (): Promise<MemberStore> => (await self().$context).adapter;
   const events = stores.events;
+  const sso = ssoOptions(config);
   const jwtOptions = {
     jwt: {
       issuer: config.jwt.issuer,
@@ -145,6 +147,8 @@ export function authOptions(
       ...mailOptions.emailAndPassword,
     },
     emailVerification: mailOptions.emailVerification,
+    socialProviders: sso.socialProviders,
+    account: sso.account,
     user: { ...mailOptions.user, ...deleteUserOptions(database.db) },
     verification: mailOptions.verification,
     hooks: { before: beforeHooks, after: afterHooks },
@@ -165,6 +169,7 @@ export function authOptions(
       customRules: {
         "/sign-in/email": credentialsRule,
         "/sign-up/email": credentialsRule,
+        "/sign-in/social": credentialsRule,
         // Routes that mail someone, and reset-password (a token guess per request).
         "/send-verification-email": mailRule,
         "/request-password-reset": mailRule,
@@ -197,6 +202,7 @@ export function authOptions(
       organizationPlugin(memberStore, stores.sendInvitation ?? mailInvitationSender(config, sendMail)),
       invitationErrors(),
       passwordChangeEndsOtherSessions(),
+      ...sso.plugins,
     ],
   };
 }

@@ -2,6 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { parseSsoProviders, SsoConfigError, type SsoProvider } from "./sso-config.js";
 
 export type AuthEnv = "development" | "test" | "production";
 
@@ -76,6 +77,8 @@ export interface Config {
   emailVerificationExpiresIn: number;
   /** Seconds a password-reset link stays valid (single use). */
   passwordResetExpiresIn: number;
+  /** Single sign-on providers (OIDC_PROVIDERS, src/sso-config.ts); empty: password accounts only. */
+  sso: SsoProvider[];
 }
 
 export class ConfigError extends Error {}
@@ -203,6 +206,14 @@ function rateLimitStorage(raw: string | undefined, databaseUrl: string | undefin
   return v;
 }
 
+function ssoProviders(env: NodeJS.ProcessEnv, devMode: boolean): SsoProvider[] {
+  try {
+    return parseSsoProviders(env, devMode);
+  } catch (err) {
+    throw err instanceof SsoConfigError ? new ConfigError(err.message) : err;
+  }
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const authEnv = resolveEnv(env);
   const devMode = authEnv !== "production";
@@ -261,5 +272,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     emailVerification: emailVerificationMode(env.EMAIL_VERIFICATION, authEnv),
     emailVerificationExpiresIn: Math.max(1, int(env, "EMAIL_VERIFICATION_EXPIRES_IN", 86_400)),
     passwordResetExpiresIn: Math.max(1, int(env, "PASSWORD_RESET_EXPIRES_IN", 3600)),
+    sso: ssoProviders(env, devMode),
   };
 }
