@@ -208,7 +208,7 @@ function rateLimitStorage(raw: string | undefined, databaseUrl: string | undefin
 
 function ssoProviders(env: NodeJS.ProcessEnv, devMode: boolean): SsoProvider[] {
   try {
-    return parseSsoProviders(env, devMode);
+    return parseSsoProviders(env.OIDC_PROVIDERS, env, devMode);
   } catch (err) {
     throw err instanceof SsoConfigError ? new ConfigError(err.message) : err;
   }

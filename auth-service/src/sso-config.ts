@@ -147,9 +147,12 @@ function parseEntry(entry: unknown, index: number, env: NodeJS.ProcessEnv, devMo
   return { id, type: kind, name, clientId, clientSecret, discoveryUrl, tenantId, scopes: scopes as string[], allowSignUp };
 }
 
-/** OIDC_PROVIDERS -> the providers, in the order given (the order of the buttons). */
-export function parseSsoProviders(env: NodeJS.ProcessEnv, devMode: boolean): SsoProvider[] {
-  const raw = env.OIDC_PROVIDERS?.trim();
+/**
+ * OIDC_PROVIDERS (`raw`) -> the providers, in the order given (the order of the buttons);
+ * `env` holds the secrets left out of it.
+ */
+export function parseSsoProviders(raw: string | undefined, env: NodeJS.ProcessEnv, devMode: boolean): SsoProvider[] {
+  raw = raw?.trim();
   if (!raw) return [];
   let parsed: unknown;
   try {

@@ -10,20 +10,19 @@ import { parseSsoProviders, secretVariable, SsoConfigError } from "../src/sso-co
 import { genericProviderConfigs } from "../src/sso.js";
 import { BASE_URL, request, startTestService, tempDir } from "./helpers.js";
 
-const dev = (providers: unknown, extra: Record<string, string> = {}) =>
-  parseSsoProviders({ OIDC_PROVIDERS: JSON.stringify(providers), ...extra }, true);
+const dev = (providers: unknown, env: Record<string, string> = {}) => parseSsoProviders(JSON.stringify(providers), env, true);
 
-function refused(providers: unknown, message: RegExp, devMode = true, extra: Record<string, string> = {}) {
+function refused(providers: unknown, message: RegExp, devMode = true) {
   assert.throws(
-    () => parseSsoProviders({ OIDC_PROVIDERS: typeof providers === "string" ? providers : JSON.stringify(providers), ...extra }, devMode),
+    () => parseSsoProviders(typeof providers === "string" ? providers : JSON.stringify(providers), {}, devMode),
     (e: Error) => e instanceof SsoConfigError && message.test(e.message),
     `expected ${message} for ${JSON.stringify(providers)}`,
   );
 }
 
 test("no OIDC_PROVIDERS (or an empty one): no providers", () => {
-  assert.deepEqual(parseSsoProviders({}, true), []);
-  assert.deepEqual(parseSsoProviders({ OIDC_PROVIDERS: "  " }, false), []);
+  assert.deepEqual(parseSsoProviders(undefined, {}, true), []);
+  assert.deepEqual(parseSsoProviders("  ", {}, false), []);
   assert.deepEqual(dev([]), []);
 });
 
