@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { test } from "node:test";
 import { ConfigError, loadConfig } from "../src/config.js";
+import { migrate } from "../src/migrate.js";
 import { parseSsoProviders, secretVariable, SsoConfigError } from "../src/sso-config.js";
 import { genericProviderConfigs } from "../src/sso.js";
 import { BASE_URL, request, startTestService, tempDir } from "./helpers.js";
@@ -157,9 +158,16 @@ test("a service with providers lists them without secrets and redirects with sta
   }
 });
 
-test("without OIDC_PROVIDERS the provider list is empty and social sign-in is refused", async () => {
+test("without OIDC_PROVIDERS the provider list is empty and social sign-in is refused; adding providers needs no migration", async () => {
   const service = await startTestService({ TRUSTED_ORIGINS: "http://localhost:5173" });
   try {
+    // SSO identities are rows of Better Auth's `account` table: no schema of their own.
+    const sso = dev([
+      { type: "oidc", id: "acme", issuer: "https://idp.acme.example", clientId: "a", clientSecret: "s" },
+      { type: "google", clientId: "g", clientSecret: "s" },
+    ]);
+    assert.deepEqual(await migrate({ ...service.config, sso }, service.database), []);
+
     const list = await request(service.url, "GET", "/api/auth/sso/providers");
     assert.deepEqual(list.body, { providers: [] });
     const started = await request(service.url, "POST", "/api/auth/sign-in/social", {
