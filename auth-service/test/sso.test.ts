@@ -122,12 +122,20 @@ test("a service with providers lists them without secrets and redirects with sta
   const providers = [
     { type: "google", clientId: "google-client", clientSecret: "google-secret-never-shown" },
     { type: "github", name: "GitHub", clientId: "github-client", clientSecret: "github-secret-never-shown" },
+    { type: "microsoft", tenantId: "organizations", clientId: "entra-client", clientSecret: "entra-secret-never-shown" },
   ];
   const service = await startTestService({ OIDC_PROVIDERS: JSON.stringify(providers), TRUSTED_ORIGINS: "http://localhost:5173" });
   try {
     const list = await request(service.url, "GET", "/api/auth/sso/providers");
     assert.equal(list.status, 200);
-    assert.deepEqual(list.body, { providers: [{ id: "google", name: "Google", type: "google" }, { id: "github", name: "GitHub", type: "github" }] });
+    assert.deepEqual(list.body, {
+      providers: [
+        { id: "google", name: "Google", type: "google" },
+        { id: "github", name: "GitHub", type: "github" },
+        { id: "microsoft", name: "Microsoft", type: "microsoft" },
+      ],
+    });
+    assert.doesNotMatch(JSON.stringify(list.body), /secret/);
 
     const started = await request(service.url, "POST", "/api/auth/sign-in/social", {
       json: { provider: "google", callbackURL: "http://localhost:5173/", disableRedirect: true },
@@ -142,6 +150,23 @@ test("a service with providers lists them without secrets and redirects with sta
     assert.match(url.searchParams.get("code_challenge") ?? "", /^[A-Za-z0-9_-]{43}$/);
     assert.ok((url.searchParams.get("state") ?? "").length >= 32, "an unguessable state");
     assert.ok(started.headers.getSetCookie().some((c) => /state/.test(c)), "the state is bound to this browser by a cookie");
+
+    // The other presets go to their own providers, each with its callback.
+    const authorizationUrl = async (provider: string) => {
+      const answer = await request(service.url, "POST", "/api/auth/sign-in/social", {
+        json: { provider, callbackURL: "http://localhost:5173/", disableRedirect: true },
+        headers: { origin: "http://localhost:5173" },
+      });
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      return new URL(answer.body.url);
+    };
+    const github = await authorizationUrl("github");
+    assert.equal(`${github.origin}${github.pathname}`, "https://github.com/login/oauth/authorize");
+    assert.equal(github.searchParams.get("redirect_uri"), `${BASE_URL}/api/auth/callback/github`);
+    const entra = await authorizationUrl("microsoft");
+    assert.equal(`${entra.origin}${entra.pathname}`, "https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize");
+    assert.equal(entra.searchParams.get("client_id"), "entra-client");
+    assert.equal(entra.searchParams.get("code_challenge_method"), "S256");
 
     const untrusted = await request(service.url, "POST", "/api/auth/sign-in/social", {
       json: { provider: "google", callbackURL: "https://evil.example/", disableRedirect: true },
