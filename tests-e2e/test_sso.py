@@ -18,12 +18,13 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 import jwt
+import psycopg
 import pytest
 
 from browser_support import (
@@ -76,6 +77,7 @@ def _chromium_installed() -> None:
 class SsoStack:
     browser: BrowserStack
     provider: Service
+    database_url: str  # the auth-service's (Postgres: the tests read what it stores)
 
     @property
     def auth(self) -> str:
@@ -87,8 +89,8 @@ class SsoStack:
 
 
 @pytest.fixture(scope="module")
-def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SsoStack]:
-    auth_port = free_port()
+def sso(tmp_path_factory: pytest.TempPathFactory, make_postgres_database: Callable[[], str]) -> Iterator[SsoStack]:
+    auth_port, database_url = free_port(), make_postgres_database()
     provider = start_oidc_provider(
         ARTIFACTS, [f"http://localhost:{auth_port}/api/auth/callback/{PROVIDER_ID}"],
         [{"login": login, "email": email, "email_verified": verified, "name": login.title()}
@@ -99,8 +101,8 @@ def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SsoStack]:
     try:
         with serving_web_app() as web_origin, running_browser_stack(
                 tmp_path_factory.mktemp("sso-stack"), web_origin, "sso", auth_port=auth_port,
-                auth_env={"OIDC_PROVIDERS": json.dumps(providers)}) as stack:
-            yield SsoStack(browser=stack, provider=provider)
+                auth_env={"OIDC_PROVIDERS": json.dumps(providers), "DATABASE_URL": database_url}) as stack:
+            yield SsoStack(browser=stack, provider=provider, database_url=database_url)
     finally:
         provider.stop()
 
@@ -352,7 +354,16 @@ def test_the_client_flow_signs_in(client: Browser, sso: SsoStack) -> None:
     """The refusals below differ from this only by what they change."""
     location = client.finish(client.authorize("refusals"))
     assert location == client.app
-    assert client.session()["user"]["email"] == PEOPLE["refusals"][0]
+    user = client.session()["user"]
+    assert user["email"] == PEOPLE["refusals"][0]
+    # The provider's access token is stored encrypted (hex of nonce + ciphertext + tag), never as
+    # the provider issued it (oidc-provider's are 43 base64url characters).
+    with psycopg.connect(sso.database_url) as db:
+        rows = db.execute("""select "accountId", "accessToken" from account where "userId" = %s and "providerId" = %s""",
+                          (user["id"], PROVIDER_ID)).fetchall()
+    assert len(rows) == 1
+    assert rows[0][0] == "refusals", "the account is keyed by the provider's subject"
+    assert re.fullmatch(r"[0-9a-f]{100,}", rows[0][1]), rows[0][1]
 
 
 def test_a_tampered_state_is_refused(client: Browser, sso: SsoStack) -> None:

@@ -86,7 +86,7 @@ export function ssoOptions(config: Config) {
   return {
     socialProviders: socialProviders(config.sso, requireEmailVerification),
     account: {
-      // The provider's access, refresh and ID tokens are kept encrypted (nothing here uses them).
+      // The provider's access and refresh tokens are kept encrypted (nothing here uses them).
       encryptOAuthTokens: true,
       accountLinking: {
         enabled: true,
