@@ -280,7 +280,7 @@ def test_an_unverified_address_never_links_to_an_existing_account(browser, sso: 
 
 
 # ---- the protocol refusals, with an HTTP client acting as the browser --------------------------
-class Browser:
+class HttpBrowser:
     """Cookies per site and no automatic redirects, like a browser seen one hop at a time."""
 
     def __init__(self, sso: SsoStack) -> None:
@@ -301,7 +301,7 @@ class Browser:
         callback URL the provider redirects to, not yet followed."""
         response = self.http.get(self.start())
         callback = f"{self.sso.auth}/api/auth/callback/{PROVIDER_ID}?"
-        while True:
+        for _ in range(12):  # redirects, the login form, the consent form: a handful of steps
             if response.is_redirect:
                 target = urljoin(str(response.url), response.headers["location"])
                 if target.startswith(callback):
@@ -316,6 +316,7 @@ class Browser:
             if prompt.group(1) == "login":
                 fields |= {"login": login, "password": "whatever the provider accepts"}
             response = self.http.post(urljoin(str(response.url), form.group(1)), data=fields)
+        raise AssertionError(f"the provider never redirected back: {response.status_code} {response.url}")
 
     def finish(self, callback: str) -> str:
         """Follows the provider's redirect to the auth-service; returns where it sends the browser."""
@@ -344,13 +345,13 @@ def refusal(location: str) -> str:
 
 
 @pytest.fixture
-def client(sso: SsoStack) -> Iterator[Browser]:
-    browser = Browser(sso)
+def client(sso: SsoStack) -> Iterator[HttpBrowser]:
+    browser = HttpBrowser(sso)
     yield browser
     browser.close()
 
 
-def test_the_client_flow_signs_in(client: Browser, sso: SsoStack) -> None:
+def test_the_client_flow_signs_in(client: HttpBrowser, sso: SsoStack) -> None:
     """The refusals below differ from this only by what they change."""
     location = client.finish(client.authorize("refusals"))
     assert location == client.app
@@ -366,7 +367,7 @@ def test_the_client_flow_signs_in(client: Browser, sso: SsoStack) -> None:
     assert re.fullmatch(r"[0-9a-f]{100,}", rows[0][1]), rows[0][1]
 
 
-def test_a_tampered_state_is_refused(client: Browser, sso: SsoStack) -> None:
+def test_a_tampered_state_is_refused(client: HttpBrowser, sso: SsoStack) -> None:
     callback = client.authorize("refusals")
     state = parse_qs(urlsplit(callback).query)["state"][0]
     tampered = state[:-1] + ("A" if state[-1] != "A" else "B")
@@ -374,10 +375,10 @@ def test_a_tampered_state_is_refused(client: Browser, sso: SsoStack) -> None:
     assert client.session() is None
 
 
-def test_a_state_from_another_browser_is_refused(client: Browser, sso: SsoStack) -> None:
+def test_a_state_from_another_browser_is_refused(client: HttpBrowser, sso: SsoStack) -> None:
     """Login CSRF: a callback started in the attacker's browser, opened in the victim's."""
     callback = client.authorize("refusals")
-    victim = Browser(sso)
+    victim = HttpBrowser(sso)
     try:
         assert refusal(victim.finish(callback)) == "state_mismatch"
         assert victim.session() is None
@@ -385,20 +386,20 @@ def test_a_state_from_another_browser_is_refused(client: Browser, sso: SsoStack)
         victim.close()
 
 
-def test_a_wrong_issuer_is_refused(client: Browser, sso: SsoStack) -> None:
+def test_a_wrong_issuer_is_refused(client: HttpBrowser, sso: SsoStack) -> None:
     callback = client.authorize("refusals")
     assert parse_qs(urlsplit(callback).query)["iss"] == [sso.issuer], "the provider names itself (RFC 9207)"
     assert refusal(client.finish(with_param(callback, iss="http://127.0.0.1:1"))) == "issuer_mismatch"
     assert client.session() is None
 
 
-def test_a_replayed_authorization_code_is_refused(client: Browser, sso: SsoStack) -> None:
+def test_a_replayed_authorization_code_is_refused(client: HttpBrowser, sso: SsoStack) -> None:
     first = client.authorize("refusals")
     assert client.finish(first) == client.app
     # The same callback again: its state is spent.
     assert refusal(client.finish(first)) == "state_mismatch"
     # The spent code under a fresh state from this browser: the provider refuses the code.
-    signed_out = Browser(sso)
+    signed_out = HttpBrowser(sso)
     try:
         fresh = signed_out.authorize("refusals")
         code = parse_qs(urlsplit(first).query)["code"][0]
