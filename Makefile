@@ -16,7 +16,7 @@ VENV_STAMP := $(VENV)/.installed
 WITH_TEST_PG := $(CURDIR)/$(PY) $(CURDIR)/scripts/test_postgres.py run --
 NODE_STAMP := $(AUTH)/node_modules/.installed
 
-.PHONY: help install dev oidc-provider test test-auth test-rag test-e2e bench migrate services screenshot clean
+.PHONY: help install dev oidc-provider test test-auth test-rag test-client test-e2e bench migrate services screenshot clean
 
 help:
 	@echo "make dev      run auth-service (:3001) and rag-service (:8000) on embedded defaults"
@@ -64,7 +64,7 @@ services:
 	@bash scripts/ensure-services.sh
 
 test: install services
-	@$(WITH_TEST_PG) $(MAKE) --no-print-directory test-auth test-rag test-e2e
+	@$(WITH_TEST_PG) $(MAKE) --no-print-directory test-auth test-rag test-client test-e2e
 
 test-auth: $(NODE_STAMP) $(VENV_STAMP) services
 	@echo ">> auth-service tests (PGlite and PostgreSQL)"
@@ -73,6 +73,10 @@ test-auth: $(NODE_STAMP) $(VENV_STAMP) services
 test-rag: $(VENV_STAMP) services
 	@echo ">> rag-service tests (SQLite and PostgreSQL; Qdrant Edge, pgvector, Qdrant server adapter on qdrant-client's local mode and on respx-answered HTTP)"
 	cd $(RAG) && $(WITH_TEST_PG) .venv/bin/pytest -q --cov=rag_service --cov-report=term
+
+test-client: $(VENV_STAMP)
+	@echo ">> Python client unit tests (token flow, retry policy on httpx.MockTransport; contract with the rag-service's OpenAPI document)"
+	$(PY) -m pytest -q clients/python/tests
 
 test-e2e: install services
 	@bash scripts/install-chromium.sh
