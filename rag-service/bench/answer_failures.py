@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import tempfile
@@ -36,10 +37,11 @@ async def main() -> None:
     parser.add_argument("sources", type=Path, help="the JSON written by answer_quality.py --dump-sources")
     parser.add_argument("--all", action="store_true", help="show every question, not only the misses")
     parser.add_argument("--top", type=int, default=5, help="candidates shown per question")
+    parser.add_argument("--pool", type=int, default=Thresholds().pool, help="passages embedded per question")
     args = parser.parse_args()
     questions = json.loads(args.sources.read_text())
     embedder = LocalEmbedder(Settings(_env_file=None, data_dir=Path(tempfile.mkdtemp(prefix="failures-"))))
-    thresholds = Thresholds()
+    thresholds = dataclasses.replace(Thresholds(), pool=args.pool)
     misses = {"retrieval": 0, "selection": 0, "false refusal": 0, "answered unanswerable": 0}
     for question in questions:
         sources = [Source(s["number"], s["title"], s["text"]) for s in question["sources"]]

@@ -262,12 +262,14 @@ def _with_first_block_reindented(blocks: list[Block]) -> list[Block]:
     """A chunk cut just before an indented term line ("       RESTART IDENTITY" over its
     description) starts with that line unindented, where it reads as a section heading
     (DESCRIPTION) and would label the whole chunk. When the block after it is indented
-    deeper than the text's body (its least indentation after the first line: a description,
-    not body text), the first block gets the body's indentation back: a term of its own,
-    like the ones after it."""
+    deeper than the text's usual indentation (its most common one after the first line, the
+    smaller on a tie: a description, not body text), the first block gets the usual
+    indentation back: a term of its own, like the ones after it. A page's own first heading
+    (SYNOPSIS) is followed by body text at the usual indentation and stays a heading."""
     if len(blocks) < 3 or blocks[0].indent or blocks[0].lines != 1:
         return blocks
-    usual = min((block.indent for block in blocks[1:] if block.indent), default=0)
+    counts = Counter(block.indent for block in blocks[1:])
+    usual = min(counts, key=lambda indent: (-counts[indent], indent))
     if 0 < usual < blocks[1].indent:
         return [Block(blocks[0].text, usual, 1), *blocks[1:]]
     return blocks
