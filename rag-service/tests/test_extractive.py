@@ -337,8 +337,8 @@ def test_word_pairs_of_the_question_score_the_passage_that_keeps_them_together()
 def test_camel_case_settings_give_the_words_they_are_made_of():
     assert {"accuracysec", "accuracy", "sec"} <= set(content_terms("AccuracySec="))
     assert {"listen", "stream"} <= set(content_terms("ListenStream="))
-    # All-capitals names and plain words stay whole.
-    assert content_terms("SIGKILL accuracy") == ["sigkill", "accuracy"]
+    # All-capitals names, their plurals and plain words stay whole.
+    assert content_terms("SIGKILL URLs accuracy") == ["sigkill", "url", "accuracy"]
 
 
 async def test_a_setting_named_in_camel_case_answers_a_question_in_words(generator):
@@ -358,6 +358,12 @@ def test_a_chunk_cut_before_an_option_line_keeps_it_as_the_label():
     ]
     # A page's own first heading still labels nothing.
     assert [p.label for p in source_passages(Source(1, "fstab(5)", FSTAB))][0] == ""
+    # capabilities(7) cut before a capability whose list of items is as deep as descriptions.
+    caps = ("CAP_NET_BIND_SERVICE\n\t      Bind a socket to Internet domain privileged ports (port numbers less than "
+            "1024).\n\n       CAP_NET_RAW\n\t      - Use RAW and PACKET sockets;\n\t      - bind to any address "
+            "for transparent proxying.\n")
+    assert [p.shown for p in source_passages(Source(1, "capabilities(7)", caps))][0] == (
+        "CAP_NET_BIND_SERVICE: Bind a socket to Internet domain privileged ports (port numbers less than 1024).")
 
 
 async def test_a_chunk_cut_before_an_option_line_answers_with_the_option(generator):

@@ -143,7 +143,8 @@ def _words(text: str) -> list[str]:
     for word in WORD.findall(text.replace("\u2019", "'")):
         lowered = word.lower()
         words.append(lowered)
-        if word[1:] != lowered[1:] and not word.isupper():
+        # Not an acronym, nor its plural ("URLs", "UIDs"): those are one word.
+        if word[1:] != lowered[1:] and not word.rstrip("s").isupper():
             words += [part.lower() for part in CAMEL_PART.findall(word) if part.lower() != lowered]
     return words
 
@@ -268,17 +269,19 @@ class Passage:
 def _with_first_block_reindented(blocks: list[Block]) -> list[Block]:
     """A chunk cut just before an indented term line ("       RESTART IDENTITY" over its
     description) starts with that line unindented, where it reads as a section heading
-    (DESCRIPTION) and would label the whole chunk. When the block after it is indented
-    deeper than the text's usual indentation (its most common one after the first line, the
-    smaller on a tie: a description, not body text), the first block gets the usual
-    indentation back: a term of its own, like the ones after it. A page's own first heading
-    (SYNOPSIS) is followed by body text at the usual indentation and stays a heading."""
+    (DESCRIPTION) and would label the whole chunk. When a later term line has its
+    description at the same depth as the first line's (the same layout: an option list)
+    before the next unindented block (a section heading), the first line gets that term
+    line's indentation back: a term of its own, like the others. A page's own start
+    (SYNOPSIS, its body, then DESCRIPTION) keeps its headings."""
     if len(blocks) < 3 or blocks[0].indent or blocks[0].lines != 1:
         return blocks
-    counts = Counter(block.indent for block in blocks[1:])
-    usual = min(counts, key=lambda indent: (-counts[indent], indent))
-    if 0 < usual < blocks[1].indent:
-        return [Block(blocks[0].text, usual, 1), *blocks[1:]]
+    depth = blocks[1].indent
+    for term, description in zip(blocks[2:], blocks[3:]):
+        if term.indent == 0 or description.indent == 0:
+            break
+        if term.lines == 1 and term.indent < depth == description.indent:
+            return [Block(blocks[0].text, term.indent, 1), *blocks[1:]]
     return blocks
 
 
