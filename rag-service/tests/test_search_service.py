@@ -189,3 +189,13 @@ def test_collapse_orders_equal_scores_deterministically() -> None:
     expected = ["c-1", "a-2", "a-5", "b-0"]
     assert [h.id for h in collapse_hits(hits, 4, 2)] == expected
     assert [h.id for h in collapse_hits(list(reversed(hits)), 4, 2)] == expected
+
+
+async def test_the_top_k_bound_is_the_configured_one(library: Library, embedder: LocalEmbedder,
+                                                     search_settings: Settings) -> None:
+    narrow = SearchService(library.store, library.sparse, embedder,
+                           search_settings.model_copy(update={"max_search_top_k": 3}))
+    assert len((await narrow.search(Access(ALICE), "flangewort", top_k=3)).hits) <= 3
+    with pytest.raises(Unprocessable, match="max_search_top_k") as refused:
+        await narrow.search(Access(ALICE), "flangewort", top_k=4)
+    assert refused.value.code == "validation_error" and refused.value.details[0]["field"] == "top_k"
