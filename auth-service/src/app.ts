@@ -1,6 +1,6 @@
-// The Hono app: request ids and the access log, security headers, a body limit, CORS, /health, Better Auth at /api/auth/*,
-// seed-contract routes at /auth/*, the account events feed at /auth/events, the development
-// mailbox at /dev/mailbox.
+// The Hono app: request ids and the access log, security headers, a body limit, CORS, /health,
+// Better Auth at /api/auth/*, seed-contract routes at /auth/*, the account events feed at
+// /auth/events, the development mailbox at /dev/mailbox.
 import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
@@ -58,7 +58,7 @@ function trustedCors(origins: string[]): MiddlewareHandler {
     credentials: true,
     allowMethods: ["GET", "POST", "DELETE", "OPTIONS"],
     allowHeaders: ["Content-Type", "Authorization", "X-Api-Key"],
-    exposeHeaders: ["set-auth-token", "set-auth-jwt", "Retry-After"],
+    exposeHeaders: ["set-auth-token", "set-auth-jwt", "Retry-After", "X-Request-ID"],
     maxAge: 600,
   });
   return async (c, next) => {

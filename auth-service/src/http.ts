@@ -63,6 +63,17 @@ export function withRetryAfter(res: Response): Response {
   return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
 }
 
+/**
+ * `auth.handler` with the standard Retry-After on 429, and one log line for a 5xx: Better Auth no
+ * longer logs its own errors (src/auth.ts `onAPIError`), and the cause it logged, if any, has gone
+ * through src/safe-log.ts already.
+ */
+async function callAuth(auth: Auth, request: Request): Promise<Response> {
+  const res = withRetryAfter(await auth.handler(request));
+  if (res.status >= 500) logLine("error", `Better Auth answered ${res.status} on ${request.method} ${new URL(request.url).pathname}`);
+  return res;
+}
+
 /** The code of an error Better Auth sent without one: the rag-service's name for its status. */
 const CODE_OF_STATUS: Record<number, string> = {
   400: "bad_request",
@@ -132,7 +143,7 @@ export async function proxyToAuth(auth: Auth, c: Context, trustProxies: boolean)
     headers: headersWithClientIp(c, trustProxies),
     ...(hasBody ? { body: await req.arrayBuffer() } : {}),
   };
-  return withErrorEnvelope(withRetryAfter(await auth.handler(new Request(req.url, init))));
+  return withErrorEnvelope(await callAuth(auth, new Request(req.url, init)));
 }
 
 /**
@@ -160,5 +171,5 @@ export async function forwardToAuth(
     init.body = JSON.stringify(request.body ?? {});
   }
   const url = new URL(`/api/auth${request.path}`, c.req.url);
-  return withRetryAfter(await auth.handler(new Request(url, init)));
+  return callAuth(auth, new Request(url, init));
 }

@@ -225,6 +225,41 @@ describe("log lines carry the request id", () => {
   });
 });
 
+test("a failure inside Better Auth (its database unreachable): a bare 500 envelope, logged with the request id and no address", async () => {
+  const { createDatabase } = await import("../src/db.js");
+  const { createApp } = await import("../src/app.js");
+  const { createAuth } = await import("../src/auth.js");
+  const { loadConfig } = await import("../src/config.js");
+  const { createMailer } = await import("../src/mailer.js");
+  const config = loadConfig({ AUTH_ENV: "test", AUTH_DATA_DIR: "/nonexistent-unused", BETTER_AUTH_SECRET: "x".repeat(40), DATABASE_URL: "postgres://postgres@127.0.0.1:9/nowhere" });
+  const database = createDatabase(config);
+  const app = createApp({ config, auth: createAuth(config, database), database, mailer: createMailer(config) });
+  const email = uniqueEmail("db-down");
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => void lines.push(args.map(String).join(" "));
+  let res: Response;
+  try {
+    res = await app.fetch(new Request("http://localhost:3001/api/auth/sign-in/email", {
+      method: "POST",
+      headers: { "content-type": "application/json", origin: "http://localhost:3001", "x-request-id": "db-down-1" },
+      body: JSON.stringify({ email, password: PASSWORD }),
+    }));
+  } finally {
+    console.error = original;
+    await database.close();
+  }
+  assert.equal(res.status, 500);
+  assert.deepEqual(await res.json(), { error: { code: "internal_error", message: "internal server error", request_id: "db-down-1" } });
+  assert.ok(lines.length >= 1, "the failure is logged");
+  for (const line of lines) {
+    const entry = JSON.parse(line) as Record<string, unknown>;
+    assert.equal(entry.level, "error");
+    assert.equal(entry.request_id, "db-down-1", line);
+  }
+  assert.ok(!lines.join("\n").includes(email), lines.join("\n"));
+});
+
 describe("withErrorEnvelope (what /api/auth/* answers go through)", () => {
   test("an OAuth 2.0 error (RFC 6749 5.2) passes unchanged: OAuth clients parse it", async () => {
     const oauth = { error: "invalid_grant", error_description: "the code has expired" };
