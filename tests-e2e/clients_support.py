@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -20,11 +21,21 @@ from rag_client import RagClient  # noqa: E402
 PASSWORD = "correct horse battery"
 
 
-def account(auth_url: str, rag_url: str) -> RagClient:
+class Clock:
+    """The client's clock for token lifetimes (`RagClient(clock=...)`), moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def account(auth_url: str, rag_url: str, *, clock: Clock | None = None) -> RagClient:
     """A new user, signed in with email/password (the only way to manage keys)."""
     email = f"client-{uuid.uuid4().hex[:10]}@example.com"
     sign_up(auth_url, email=email, password=PASSWORD)
-    return RagClient(rag_url, auth_url, email=email, password=PASSWORD)
+    return RagClient(rag_url, auth_url, email=email, password=PASSWORD, clock=clock or time.monotonic)
 
 
 def cli_env(*, rag_url: str, auth_url: str, api_key: str | None = None, email: str | None = None) -> dict[str, str]:

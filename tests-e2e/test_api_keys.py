@@ -7,7 +7,7 @@ import httpx
 import jwt
 import pytest
 
-from clients_support import account
+from clients_support import Clock, account
 from rag_client import (
     AuthenticationError,
     BatchText,
@@ -93,7 +93,8 @@ def test_the_client_refreshes_before_exp_and_once_on_401(auth_url: str, rag_url:
                                                  if r.url.path == "/auth/token" else None]})
     with account(auth_url, rag_url) as owner:
         key = owner.create_api_key("refresh", "write").key
-    with RagClient(rag_url, auth_url, api_key=key, http=http) as client:
+    clock = Clock()
+    with RagClient(rag_url, auth_url, api_key=key, http=http, clock=clock) as client:
         client.list_documents()
         client.list_documents()
         assert len(exchanges) == 1, "a valid token is reused"
@@ -101,8 +102,8 @@ def test_the_client_refreshes_before_exp_and_once_on_401(auth_url: str, rag_url:
         client.tokens.access_token = client.tokens.access_token[:-4] + "AAAA"
         assert client.list_documents().total == 0
         assert len(exchanges) == 2
-        # Close to `exp` (the clock moved on 14+ minutes): refreshed before the call is made.
-        client.tokens._clock = lambda: float("inf")
+        # The lifetime has passed on the client's clock: refreshed before the call is made.
+        clock.now += 15 * 60
         client.list_documents()
         assert len(exchanges) == 3
     http.close()
@@ -146,11 +147,12 @@ async def test_the_async_client_covers_the_same_routes(auth_url: str, rag_url: s
 
 
 def test_a_password_client_signs_in_again_when_its_session_has_ended(auth_url: str, rag_url: str) -> None:
-    with account(auth_url, rag_url) as client:
+    clock = Clock()
+    with account(auth_url, rag_url, clock=clock) as client:
         client.list_documents()
         ended = client.tokens.session_token
         logout = httpx.post(f"{auth_url}/auth/logout", headers={"Authorization": f"Bearer {ended}"})
         assert logout.status_code == 200, logout.text
-        client.tokens._clock = lambda: float("inf")  # the access token is due for a refresh
+        clock.now += 15 * 60  # the access token (15 minutes) has expired
         assert client.list_documents().total == 0
         assert client.tokens.session_token and client.tokens.session_token != ended

@@ -248,3 +248,74 @@ def test_browser_journey(browser, browser_stack: BrowserStack, tmp_path: Path) -
         message = error_text(page, "Too many requests")
         assert "wait" in message and "second" in message, message
 
+
+# ---- reading: what a search and an answer lead to ---------------------------------------------
+
+GUIDE_FILE = "zephyria-2026.html"
+GUIDE_TITLE = "Zephyria travel guide"
+GUIDE_HTML = (f"<html><head><title>{GUIDE_TITLE}</title></head><body><h1>Harbours</h1>"
+              "<p>The harbour master of Lumenport rings the basalt bell at dawn.</p>"
+              "<p>Ferries to the northern isles leave from the glass pier every second morning.</p></body></html>")
+# A stream split where a hand-written splitter broke: "\r" ends one network chunk, "\n" starts
+# the next (one line end, not two), and a field name split in two.
+SPLIT_STREAM = ["event: delta\r", "\ndata: {\"text\": \"one\"}\r\n\r", "\nevent: del", "ta\r\ndata: {\"text\": \"two\"}\r\n",
+                "\r\n: keep-alive\r\n\r\nevent: done\ndata: {}\n\n"]
+
+
+def test_reading_an_answer_and_a_search(browser, browser_stack: BrowserStack, tmp_path: Path) -> None:
+    with browser_pages(browser, browser_stack.app_url, "browser-reading") as pages:
+        page = pages.open("reader")
+        sign_up(page, f"reader-{uuid.uuid4().hex[:8]}@example.com", "Reader")
+
+        # --- the chat stream's parser: events whatever the network chunks ----------------------
+        events = page.evaluate("""async (chunks) => {
+            const bytes = new TextEncoder();
+            const body = new ReadableStream({ start(c) { for (const x of chunks) c.enqueue(bytes.encode(x)); c.close(); } });
+            const seen = [];
+            for await (const e of window.ragApp.readSse(body)) seen.push(e);
+            return seen; }""", SPLIT_STREAM)
+        assert events == [{"event": "delta", "data": '{"text": "one"}'}, {"event": "delta", "data": '{"text": "two"}'},
+                          {"event": "done", "data": "{}"}]
+
+        # --- an upload lists its file's name beside the title its content gives ---------------
+        guide = tmp_path / GUIDE_FILE
+        guide.write_text(GUIDE_HTML)
+        page.set_input_files("#file-input", str(guide))
+        page.click("#upload")
+        row = page.locator("#documents li.doc[data-status='ready']", has_text=GUIDE_TITLE)
+        row.wait_for(timeout=60_000)
+        assert row.locator("[data-testid='file-name']").inner_text() == GUIDE_FILE
+
+        # --- a search, then a question: the answer does not sit below the old results ---------
+        page.fill("#question", "basalt bell")
+        page.click("#search")
+        page.wait_for_selector("#search-results[data-state='done'] li.hit")
+        assert page.locator("#search-results li.hit [data-testid='file-name']").first.inner_text() == GUIDE_FILE
+        ask(page, "Who rings the basalt bell at dawn?")
+        assert page.locator("#search-results li").count() == 0
+        # The mode that produced it is said.
+        assert page.inner_text("#answer-mode").startswith("Extractive answer")
+
+        # --- a source opens the document's whole text, its passage marked ----------------------
+        assert page.locator("#sources li [data-testid='file-name']").first.inner_text() == GUIDE_FILE
+        page.locator("#answer button.cite").first.click()
+        text = page.locator("#source-detail [data-testid='document-text'][data-state='done']")
+        text.wait_for()
+        assert GUIDE_FILE in text.locator("h5").inner_text()
+        whole = text.locator(".document-body").inner_text()
+        assert "harbour master of Lumenport" in whole and "Ferries to the northern isles" in whole
+        assert "basalt bell" in text.locator("mark").inner_text()
+
+        # --- a long title wraps: no sideways scroll on a 400 px screen --------------------------
+        long_question = "Where does " + "the-very-long-harbour-road-" * 8 + "end?"
+        page.click("#new-conversation")  # its title is its first question
+        ask(page, long_question)
+        page.set_viewport_size({"width": 400, "height": 800})
+        history_item = page.locator("#history li button", has_text="the-very-long-harbour-road")
+        history_item.first.wait_for()
+        wider = page.evaluate("""() => [...document.querySelectorAll('body *')]
+            .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().right > 401)
+            .map((e) => `${e.tagName}#${e.id}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)""")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 400, wider
+        assert history_item.first.bounding_box()["width"] <= 400
+

@@ -38,6 +38,7 @@ from browser_support import (
     require_chromium,
     running_browser_stack,
     serving_web_app,
+    sign_in,
     sign_up,
     wait_until_loaded,
 )
@@ -166,8 +167,8 @@ def test_organization_switcher_invitations_and_the_token_claim(browser, browser_
     stack = browser_stack
     with browser_pages(browser, stack.app_url, "teams-switcher") as pages:
         owner, member, stranger = pages.open("owner"), pages.open("member"), pages.open("stranger")
-        member_email = unique_email("member")
-        sign_up(owner, unique_email("owner"), "Owner")
+        member_email, owner_email = unique_email("member"), unique_email("owner")
+        sign_up(owner, owner_email, "Owner")
         sign_up(member, member_email, "Member")
         sign_up(stranger, unique_email("stranger"), "Stranger")
         for page in (owner, member, stranger):
@@ -181,6 +182,7 @@ def test_organization_switcher_invitations_and_the_token_claim(browser, browser_
         research = create_organization(owner, "Research")
         assert token_orgs(owner) == [{"id": research, "role": "owner"}]
         assert "owner" in owner.inner_text("#org-role")
+        shelf = create_collection(owner, "Research shelf", research)
         invitation = invite(owner, member_email)
         assert invitation and member_email not in owner.inner_text("#invitation-created")
 
@@ -193,6 +195,9 @@ def test_organization_switcher_invitations_and_the_token_claim(browser, browser_
         assert token_orgs(member) == [{"id": research, "role": "member"}]
         assert app_state(member, "activeOrganizationId") == research
         assert "Research (member)" in member.locator("#org-select option").all_inner_texts()
+        # Without a reload, the collections list now has the organization's collection.
+        assert collection_row(member, shelf).get_attribute("data-role") == "member"
+        assert "Research shelf (Research, read only)" in member.locator("#search-collection option").all_inner_texts()
         accept_invitation(member, invitation)
         assert "accepted that invitation already" in error_text(member, "accepted that invitation already")
 
@@ -224,14 +229,24 @@ def test_organization_switcher_invitations_and_the_token_claim(browser, browser_
         assert member.input_value("#org-select") == ""
         assert app_state(member, "activeOrganizationId") is None
 
+        # --- a new sign-in starts where the last one left off (Better Auth forgets it) -----------
+        for page, email, expected in ((owner, owner_email, research), (member, member_email, None)):
+            page.click("#sign-out")
+            page.wait_for_selector("#auth-view:not([hidden])")
+            sign_in(page, email, PASSWORD)
+            wait_until_loaded(page)
+            assert app_state(page, "activeOrganizationId") == expected
+            assert page.input_value("#org-select") == (expected or "")
+        assert [o["id"] for o in token_orgs(owner)] == [research, ops]  # the active one first again
+
 
 def test_two_users_share_an_organization_collection_and_a_third_sees_none_of_it(
         browser, browser_stack: BrowserStack, tmp_path: Path) -> None:
     stack = browser_stack
     with browser_pages(browser, stack.app_url, "teams-collection") as pages:
         owner, member = pages.open("owner"), pages.open("member")
-        member_email = unique_email("member")
-        sign_up(owner, unique_email("owner"), "Owner")
+        member_email, owner_email = unique_email("member"), unique_email("owner")
+        sign_up(owner, owner_email, "Owner")
         sign_up(member, member_email, "Member")
 
         # --- the owner: an organization, a collection in it, an invitation ----------------------

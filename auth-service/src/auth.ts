@@ -1,5 +1,6 @@
 // The Better Auth instance: email + password, EdDSA JWTs (jwt plugin), signed bearer sessions,
-// organizations (teams), rate limits per IP and per account, input bounds and the password
+// organizations (teams), two-factor codes and passkeys (src/two-factor.ts, src/passkeys.ts),
+// rate limits per IP and per account, input bounds and the password
 // policy (hooks).
 import { betterAuth } from "better-auth";
 import { APIError, createAuthMiddleware, isAPIError } from "better-auth/api";
@@ -18,6 +19,8 @@ import { checkBody, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-poli
 import { hashPassword, needsRehash, verifyPassword } from "./password-hashing.js";
 import type { RateLimitStore } from "./rate-limit-redis.js";
 import { safeLog } from "./safe-log.js";
+import { passkeyPlugin } from "./passkeys.js";
+import { secondFactorGuard, twoFactorPlugin } from "./two-factor.js";
 
 /** Header our HTTP layer sets from the socket address (any client-sent value is replaced). */
 export const CLIENT_IP_HEADER = "x-auth-client-ip";
@@ -105,6 +108,7 @@ export function authOptions(
   const sendMail = stores.mailer ? cappedSender(config, stores.mailer, stores.accountThrottle) : noMail;
   const mailOptions = accountMailOptions(config, sendMail);
   const memberStore = async (): Promise<MemberStore> => (await self().$context).adapter;
+  const sessionUser = async (headers: Headers): Promise<string | null> => (await self().api.getSession({ headers }))?.user.id ?? null;
   const events = stores.events;
   const jwtOptions = {
     jwt: {
@@ -169,6 +173,8 @@ export function authOptions(
       customRules: {
         "/sign-in/email": credentialsRule,
         "/sign-up/email": credentialsRule,
+        // Code guesses per IP (the plugin's own rule is 3 per 10 s); per account: src/two-factor.ts.
+        "/two-factor/*": credentialsRule,
         // Routes that mail someone, and reset-password (a token guess per request).
         "/send-verification-email": mailRule,
         "/request-password-reset": mailRule,
@@ -201,6 +207,9 @@ export function authOptions(
       organizationPlugin(memberStore, stores.sendInvitation ?? mailInvitationSender(config, sendMail)),
       invitationErrors(),
       passwordChangeEndsOtherSessions(),
+      twoFactorPlugin(config.signInDisplayName),
+      secondFactorGuard(database.db, stores.accountThrottle, config.accountThrottle, sessionUser),
+      passkeyPlugin(config),
     ],
   };
 }

@@ -79,6 +79,10 @@ export interface Config {
   emailVerificationExpiresIn: number;
   /** Seconds a password-reset link stays valid (single use). */
   passwordResetExpiresIn: number;
+  /** Sign-in methods beyond the password: the name authenticator apps and passkey prompts show (src/two-factor.ts, src/passkeys.ts). */
+  signInDisplayName: string;
+  /** The WebAuthn relying party (src/passkeys.ts): `rpId` and the origins whose pages may use passkeys. */
+  passkey: { rpId: string; origins: string[] };
 }
 
 export class ConfigError extends Error {}
@@ -215,6 +219,28 @@ function rateLimitStorage(raw: string | undefined, databaseUrl: string | undefin
   return v;
 }
 
+/**
+ * The passkeys' relying party, from the same TRUSTED_ORIGINS as everything else (the service's
+ * own origin when none is set). PASSKEY_RP_ID (default: the first origin's host) must be the host
+ * of, or a parent domain of, an origin's host for that origin to use passkeys: the others cannot
+ * (a browser refuses such an rpId there). An rpId that covers no origin is a configuration error.
+ */
+export function passkeyRelyingParty(rawRpId: string | undefined, trustedOrigins: string[], baseURL: string): Config["passkey"] {
+  const candidates = (trustedOrigins.length ? trustedOrigins : [baseURL]).map((o) => {
+    try {
+      return new URL(o);
+    } catch {
+      throw new ConfigError(`TRUSTED_ORIGINS must hold origins such as https://app.example.com, got "${o}"`);
+    }
+  });
+  const rpId = (rawRpId || candidates[0]!.hostname).toLowerCase();
+  const origins = candidates.filter((u) => u.hostname === rpId || u.hostname.endsWith(`.${rpId}`)).map((u) => u.origin);
+  if (!origins.length) {
+    throw new ConfigError(`PASSKEY_RP_ID "${rpId}" is neither the host nor a parent domain of any trusted origin (${candidates.map((u) => u.origin).join(", ")})`);
+  }
+  return { rpId, origins };
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const authEnv = resolveEnv(env);
   const devMode = authEnv !== "production";
@@ -274,5 +300,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     emailVerification: emailVerificationMode(env.EMAIL_VERIFICATION, authEnv),
     emailVerificationExpiresIn: Math.max(1, int(env, "EMAIL_VERIFICATION_EXPIRES_IN", 86_400)),
     passwordResetExpiresIn: Math.max(1, int(env, "PASSWORD_RESET_EXPIRES_IN", 3600)),
+    signInDisplayName: env.SIGN_IN_DISPLAY_NAME || "RAG backend",
+    passkey: passkeyRelyingParty(env.PASSKEY_RP_ID, list(env.TRUSTED_ORIGINS), baseURL),
   };
 }

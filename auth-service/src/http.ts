@@ -149,13 +149,14 @@ export async function proxyToAuth(auth: Auth, c: Context, trustProxies: boolean)
 /**
  * Sends a request to a Better Auth route (e.g. "/sign-in/email") on behalf of a contract route, so
  * the rate limiter, hooks and validation apply exactly as on /api/auth/*. Only the client IP, the
- * user agent and the credentials named in `carry` ("authorization", "cookie" or "x-api-key") go along.
+ * user agent and the credentials named in `carry` ("authorization", "cookie" or "x-api-key") go along,
+ * or a `cookie` the contract route built itself.
  */
 export async function forwardToAuth(
   auth: Auth,
   c: Context,
   trustProxies: boolean,
-  request: { method: "GET" | "POST"; path: string; body?: unknown; carry?: "authorization" | "cookie" | "x-api-key" },
+  request: { method: "GET" | "POST"; path: string; body?: unknown; carry?: "authorization" | "cookie" | "x-api-key"; cookie?: string },
 ): Promise<Response> {
   const incoming = headersWithClientIp(c, trustProxies);
   const headers = new Headers();
@@ -164,6 +165,12 @@ export async function forwardToAuth(
   for (const name of [CLIENT_IP_HEADER, "user-agent", ...credentials]) {
     const value = incoming.get(name);
     if (value) headers.set(name, value);
+  }
+  if (request.cookie !== undefined) {
+    // A cookie this service builds from the request body (never one the client's browser holds):
+    // the service itself is the origin of that call.
+    headers.set("cookie", request.cookie);
+    headers.set("origin", new URL(auth.options.baseURL as string).origin);
   }
   const init: RequestInit = { method: request.method, headers };
   if (request.method === "POST") {

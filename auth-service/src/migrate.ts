@@ -1,5 +1,6 @@
 // Schema migrations through Better Auth's own migrator (user, session, account, verification,
-// jwks, rateLimit, apikey, organization, member, invitation, session.activeOrganizationId) plus
+// jwks, rateLimit, apikey, organization, member, invitation, session.activeOrganizationId, twoFactor,
+// user.twoFactorEnabled, passkey) plus the used-TOTP-code claims (src/two-factor.ts),
 // the per-account throttle table and the account events (table, prune watermark and the triggers
 // on Better Auth's user, organization and member tables: src/account-events.ts). `npm run migrate` runs them without
 // starting the server. On Postgres they run under an advisory lock, so replicas that start
@@ -8,6 +9,7 @@ import { getMigrations } from "better-auth/db/migration";
 import { sql } from "kysely";
 import { THROTTLE_TABLE } from "./account-throttle.js";
 import { migrateAccountEvents } from "./account-events.js";
+import { migrateTotpClaims } from "./two-factor.js";
 import { authOptions } from "./auth.js";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { createDatabase, type Database } from "./db.js";
@@ -44,6 +46,7 @@ async function migrateUnlocked(config: Config, database: Database): Promise<stri
     last_failure bigint not null
   )`.execute(database.db);
   await migrateAccountEvents(database.db);
+  await migrateTotpClaims(database.db);
   // Replaced by the account events (the feed and the `iat` of new tokens read those).
   await sql`drop table if exists auth_membership_changes`.execute(database.db);
   return changes;

@@ -9,6 +9,7 @@ import { API_KEY_HEADER, apiKeyRoutes, INVALID_API_KEY } from "./api-keys.js";
 import type { Auth } from "./auth.js";
 import { errorBody } from "./errors.js";
 import { forwardToAuth } from "./http.js";
+import { isTwoFactorChallenge, twoFactorLoginRoutes, twoFactorRequired } from "./two-factor-routes.js";
 import { EMAIL_MAX, hasControlChars, nameProblem, PASSWORD_MAX, passwordProblem } from "./input-policy.js";
 
 interface BAUser {
@@ -144,19 +145,28 @@ export function contractRoutes(auth: Auth, opts: { trustProxies: boolean }) {
     });
     // Same answer for an unknown email and a wrong password.
     if (!res.ok) return mapAuthError(c, res, { code: "invalid_credentials", message: "invalid email or password" });
+    const data = (await res.clone().json()) as unknown;
+    // A second factor is due: no session exists yet (src/two-factor-routes.ts).
+    if (kind === "login" && isTwoFactorChallenge(data)) return twoFactorRequired(c, auth, res, data.twoFactorMethods, fail);
+    // EMAIL_VERIFICATION=required: sign-up opens no session, and answers the same whether the
+    // address was free (a verification mail) or taken (its owner is told): no enumeration.
+    if (kind === "signup" && !res.headers.get("set-auth-token")) return c.json(VERIFICATION_SENT, 202);
+    return sessionAnswer(c, res, kind === "signup" ? 201 : 200);
+  }
+
+  /** A Better Auth answer that opened a session ({user} + set-auth-token) -> tokens and the user. */
+  async function sessionAnswer(c: Context, res: Response, status: 200 | 201 = 200) {
     const data = (await res.json()) as { user: BAUser };
     // The signed session token (`<token>.<hmac>`), the only form the bearer plugin accepts.
     const sessionToken = res.headers.get("set-auth-token") ?? "";
-    // EMAIL_VERIFICATION=required: sign-up opens no session, and answers the same whether the
-    // address was free (a verification mail) or taken (its owner is told): no enumeration.
-    if (kind === "signup" && !sessionToken) return c.json(VERIFICATION_SENT, 202);
     // The sign-in itself went through the limiter: mint in-process for the new session.
     const { token } = await auth.api.getToken({ headers: new Headers({ authorization: `Bearer ${sessionToken}` }) });
-    return c.json({ ...accessToken(token), session_token: sessionToken, user: toPublicUser(data.user) }, kind === "signup" ? 201 : 200);
+    return c.json({ ...accessToken(token), session_token: sessionToken, user: toPublicUser(data.user) }, status);
   }
 
   r.post("/signup", (c) => credentialsRoute(c, "signup"));
   r.post("/login", (c) => credentialsRoute(c, "login"));
+  r.route("/login/two-factor", twoFactorLoginRoutes(auth, { forward, fail, mapAuthError, sessionAnswer }));
 
   /**
    * Bearer session token (or session cookie from a trusted origin) -> a fresh access JWT with

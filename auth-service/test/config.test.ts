@@ -93,6 +93,24 @@ function runServer(env: Record<string, string>): Promise<{ code: number | null; 
   });
 }
 
+test("the passkeys' relying party comes from TRUSTED_ORIGINS (or PASSKEY_RP_ID), and covers only origins under it", () => {
+  const dir = tempDir();
+  try {
+    const rp = (env: Record<string, string>) => loadConfig({ AUTH_DATA_DIR: dir, ...env }).passkey;
+    assert.deepEqual(rp({}), { rpId: "localhost", origins: ["http://localhost:3001"] });
+    assert.deepEqual(rp({ TRUSTED_ORIGINS: "https://app.example.com, https://admin.example.com" }), { rpId: "app.example.com", origins: ["https://app.example.com"] });
+    assert.deepEqual(rp({ TRUSTED_ORIGINS: "https://app.example.com,https://admin.example.com,https://other.test", PASSKEY_RP_ID: "Example.com" }), {
+      rpId: "example.com",
+      origins: ["https://app.example.com", "https://admin.example.com"],
+    });
+    // A suffix that is not a parent domain ("ample.com") covers nothing.
+    assert.throws(() => rp({ TRUSTED_ORIGINS: "https://app.example.com", PASSKEY_RP_ID: "ample.com" }), ConfigError);
+    assert.throws(() => rp({ TRUSTED_ORIGINS: "not a url" }), ConfigError);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("the server process exits non-zero with a clear message on a missing or weak secret in production", async () => {
   const dir = tempDir();
   try {

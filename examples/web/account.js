@@ -26,7 +26,7 @@
   }
 
   function show(view) {
-    for (const id of ["auth-view", "forgot-view", "reset-view"]) $(id).hidden = id !== view;
+    for (const id of ["auth-view", "forgot-view", "reset-view", "two-factor-view"]) $(id).hidden = id !== view;
   }
 
   /**

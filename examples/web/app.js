@@ -1,6 +1,7 @@
 // The example browser app for auth-service (Better Auth) + rag-service. Plain JS, no build step:
 // index.html loads core.js (session, tokens, calls), orgs.js (organization switcher),
-// account.js (mailed links, verification, password reset, sessions), collections.js (collection
+// account.js (mailed links, verification, password reset, sessions), two-factor.js and
+// passkeys.js (sign-in security), collections.js (collection
 // picker), chat.js (answers, search, history) and this file, which
 // signs users in and out, lists and uploads documents, and wires the page together.
 "use strict";
@@ -32,6 +33,9 @@
     app.orgs.reset();
     app.collections.reset();
     app.account.reset();
+    app.reading.reset(); // the next user sees none of these file names
+    app.twoFactor.reset();
+    app.passkeys.reset();
     if (reason) notice(reason);
   }
 
@@ -45,7 +49,8 @@
       await loadDocuments();
     };
     try {
-      await Promise.all([workspace(), app.chat.loadHistory(), app.account.load(user).catch(showError)]);
+      app.twoFactor.load(user);
+      await Promise.all([workspace(), app.chat.loadHistory(), app.account.load(user).catch(showError), app.passkeys.load().catch(showError)]);
     } finally {
       $("app-view").dataset.loaded = "true"; // for tests (and styles): the first load is over
     }
@@ -62,8 +67,12 @@
   const signIn = guarded(async () => {
     const data = await authCall("/api/auth/sign-in/email", { method: "POST", body: credentials() });
     $("password").value = "";
+    // Two-factor codes are on: no session yet, the code screen finishes the sign-in (two-factor.js).
+    if (data.twoFactorRedirect) return app.twoFactor.challenge(enterApp);
     await enterApp(data.user);
   });
+
+  const signInWithPasskey = guarded(() => app.passkeys.signIn(enterApp));
 
   const signUp = guarded(async () => {
     const { email, password } = credentials();
@@ -141,11 +150,13 @@
     const collectionId = app.collections.uploadTarget();
     const query = collectionId ? `&collection_id=${encodeURIComponent(collectionId)}` : "";
     const docs = asList(await ragJson(`/documents?limit=100${query}`), "documents", "items", "results");
+    app.reading.noteFiles(docs);
     const list = $("documents");
     list.replaceChildren(
       ...docs.map((doc) =>
         el("li", { className: "doc", dataset: { id: docId(doc), status: doc.status || "" } },
           el("span", { className: "title" }, doc.title || doc.source_name || docId(doc)),
+          app.reading.fileNameBeside(docId(doc), doc.title),
           el("span", { className: `badge ${doc.status || ""}` }, doc.status || ""),
           doc.status === "failed" && doc.error ? el("small", { className: "error-text" }, doc.error) : null,
           el("button", { type: "button", className: "link delete", title: "Delete", onclick: guarded(() => deleteDocument(doc)) }, "Delete"),
@@ -222,6 +233,7 @@
   $("rag-url").textContent = RAG_URL;
   $("auth-form").addEventListener("submit", signIn);
   $("sign-up").addEventListener("click", signUp);
+  $("passkey-sign-in").addEventListener("click", signInWithPasskey);
   $("sign-out").addEventListener("click", signOut);
   $("delete-account-form").addEventListener("submit", deleteAccount);
   $("upload-form").addEventListener("submit", upload);

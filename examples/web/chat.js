@@ -39,6 +39,7 @@
         const className = s.cited === false ? "source uncited" : "source";
         return el("li", { value: String(n), dataset: { n: String(n) }, className, onclick: () => showSource(n, sources, listEl, detailEl) },
           el("strong", {}, s.title || s.document_id),
+          app.reading.fileNameBeside(s.document_id, s.title),
           el("span", { className: "muted" }, ` · chunk ${s.chunk_index ?? "?"}${typeof s.score === "number" ? ` · score ${s.score.toFixed(3)}` : ""}`),
         );
       }),
@@ -59,45 +60,10 @@
       el("blockquote", { className: "snippet" }, source.snippet || source.text || ""),
     );
     detailEl.scrollIntoView({ block: "nearest" });
+    app.reading.showDocumentText(detailEl, source.document_id, source.snippet || source.text).catch(showError);
   }
 
-  // ---- chat over Server-Sent Events (fetch + stream reader; EventSource cannot POST) ------
-  /** Yields {event, data} from an SSE body: blank-line separated blocks of `event:`/`data:` lines. */
-  async function* readSse(body) {
-    const reader = body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    const parse = (block) => {
-      let event = "message";
-      const data = [];
-      for (const line of block.split("\n")) {
-        if (!line || line.startsWith(":")) continue; // comment / keep-alive ping
-        const colon = line.indexOf(":");
-        const field = colon === -1 ? line : line.slice(0, colon);
-        let value = colon === -1 ? "" : line.slice(colon + 1);
-        if (value.startsWith(" ")) value = value.slice(1);
-        if (field === "event") event = value;
-        else if (field === "data") data.push(value);
-      }
-      return data.length ? { event, data: data.join("\n") } : null;
-    };
-    for (;;) {
-      const { value, done } = await reader.read();
-      buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
-      buffer = buffer.replace(/\r\n?/g, "\n");
-      let end;
-      while ((end = buffer.indexOf("\n\n")) !== -1) {
-        const message = parse(buffer.slice(0, end));
-        buffer = buffer.slice(end + 2);
-        if (message) yield message;
-      }
-      if (done) {
-        const message = parse(buffer);
-        if (message) yield message;
-        return;
-      }
-    }
-  }
+  // ---- chat over Server-Sent Events: app.readSse (sse.js, eventsource-parser) -----------
 
   /** "Extractive answer (no model)" or "Answered by gemini:gemini-2.5-flash", from the `done` event. */
   function describeMode(outcome) {
@@ -127,6 +93,7 @@
     const answerEl = $("answer");
     const listEl = $("sources");
     const detailEl = $("source-detail");
+    clearSearchResults();
     answerEl.replaceChildren(el("span", { className: "muted" }, "Thinking…"));
     answerEl.dataset.state = "streaming";
     listEl.replaceChildren();
@@ -148,7 +115,7 @@
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
         body: JSON.stringify(body),
       });
-      for await (const { event, data } of readSse(res.body)) {
+      for await (const { event, data } of app.readSse(res.body)) {
         const payload = JSON.parse(data);
         if (event === "sources") {
           sources = asList(payload, "sources");
@@ -186,6 +153,12 @@
   // ---- search: the matching passages, without an answer -----------------------------------------
   const SNIPPET_CHARS = 240;
 
+  /** A new answer replaces what a previous search showed above it. */
+  function clearSearchResults() {
+    $("search-results").replaceChildren();
+    delete $("search-results").dataset.state;
+  }
+
   const search = guarded(async () => {
     const query = $("question").value.trim();
     if (!query) throw new ApiError("Type what to search for first.");
@@ -203,6 +176,7 @@
       results.replaceChildren(...(hits.length ? hits.map((hit) =>
         el("li", { className: "hit", dataset: { documentId: hit.document_id } },
           el("strong", {}, hit.title || hit.document_id),
+          app.reading.fileNameBeside(hit.document_id, hit.title),
           el("span", { className: "muted" }, ` · chunk ${hit.chunk_index}`),
           el("div", { className: "snippet" }, hit.text.length > SNIPPET_CHARS ? `${hit.text.slice(0, SNIPPET_CHARS)}…` : hit.text),
         )) : [el("li", { className: "muted empty" }, filters ? "Nothing found in this collection." : "Nothing found in your collections.")]));

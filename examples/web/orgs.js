@@ -62,12 +62,39 @@
   });
 
   /** Reads the organizations and the session's active one, then shows them. */
-  async function load() {
+  async function load({ restore = true } = {}) {
     const [organizations, session] = await Promise.all([authCall(org("list")), authCall("/api/auth/get-session")]);
     state.organizations = app.asList(organizations);
     state.activeOrganizationId = session?.session?.activeOrganizationId || null;
+    if (restore && await restoreRememberedOrganization()) return load({ restore: false });
+    rememberOrganization(state.activeOrganizationId);
     render();
     await loadInvitations();
+  }
+
+  // ---- the active organization, remembered across sign-ins ----------------------------------
+  // Better Auth keeps the active organization per session: a new sign-in starts with none.
+  // The last one this browser's user worked in (or "" for personal) is kept in localStorage
+  // and made active again when a new session has none.
+  const rememberedKey = () => (state.user?.id ? `ragApp.activeOrganization.${state.user.id}` : null);
+
+  function rememberOrganization(organizationId) {
+    const key = rememberedKey();
+    if (key) localStorage.setItem(key, organizationId || "");
+  }
+
+  /** True when it made the remembered organization active again (the caller re-reads). */
+  async function restoreRememberedOrganization() {
+    const key = rememberedKey();
+    const remembered = key ? localStorage.getItem(key) : null;
+    if (state.activeOrganizationId || !remembered) return false;
+    if (!state.organizations.some((o) => o.id === remembered)) {
+      localStorage.removeItem(key); // left, removed or deleted since
+      return false;
+    }
+    await authCall(org("set-active"), { method: "POST", body: { organizationId: remembered } });
+    await app.remintToken(); // the token lists the active organization first
+    return true;
   }
 
   function render() {
@@ -98,6 +125,7 @@
     $("org-select").disabled = true;
     try {
       await authCall(org("set-active"), { method: "POST", body: { organizationId } });
+      rememberOrganization(organizationId); // "" for personal: not restored at the next sign-in
       await changed();
     } catch (error) {
       render(); // back to what the session says
@@ -185,6 +213,7 @@
     if (!window.confirm(`Delete ${name}? Every member loses access, and its collections, documents and answers are erased. This cannot be undone.`)) return;
     await authCall(org("delete"), { method: "POST", body: { organizationId } });
     await authCall(org("set-active"), { method: "POST", body: { organizationId: null } });
+    rememberOrganization(null);
     await changed();
     notice(`Deleted ${name}.`);
   });

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from store_fill import CHUNKS_PER_DOCUMENT
 
-from rag_service.auth.orgs import OrgRole
+from rag_service.core.roles import OrgRole
 from rag_service.storage.access import Access, access_filter, org_owner
 from rag_service.storage.vectors import DEFAULT_COLLECTION, ChunkFilter, ChunkHit
 

@@ -20,7 +20,7 @@ from rag_service.accounts.consumer import ErasureConsumer
 from rag_service.accounts.erasure import Eraser
 from rag_service.accounts.feed import FeedClient
 from rag_service.auth.membership_changes import MembershipChanges
-from rag_service.documents.quotas import IngestionGate
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.storage.access import owner_points
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
 from rag_service.storage.factory import build_vector_store

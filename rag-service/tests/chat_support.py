@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from rag_service.chat.service import ChatService
+from rag_service.chat.turns import ChatTurns
 from rag_service.documents.service import DocumentService
-from rag_service.history.turns import ChatTurns
 from rag_service.providers.base import Embedder, Generator, Source, Turn
 from rag_service.search.service import SearchService
 

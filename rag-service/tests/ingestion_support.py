@@ -15,11 +15,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from rag_service.documents.service import DocumentService
+from rag_service.documents import maintenance
+from rag_service.documents.service import DocumentService, DocumentServices
 from rag_service.storage.access import Access, access_filter, scoped, unscoped
 from rag_service.storage.models import Document, DocumentStatus
-
-from rag_service.documents.maintenance import repair_interrupted_ingestions
 
 
 @dataclass
@@ -33,6 +32,16 @@ class Parts:
     sparse_encoder: Any
     embedder: Any
     ingestion_gate: Any = None
+
+    @property
+    def documents(self) -> DocumentServices:
+        return DocumentServices(self.sessionmaker, self.vector_store, self.sparse_encoder, self.embedder,
+                                self.settings, gate=self.ingestion_gate)
+
+
+async def repair_interrupted_ingestions(parts: Parts) -> int:
+    """The repair pass of start-up and of the periodic task, over these parts."""
+    return await maintenance.repair_interrupted_ingestions(parts.documents)
 
 
 def new_user() -> str:

@@ -28,7 +28,7 @@ from rag_service.storage.access import (
 from rag_service.storage.models import Conversation, Document, Message
 from rag_service.storage.filters import filter_spec
 from rag_service.storage.vectors import ChunkFilter
-from rag_service.auth.orgs import OrgRole
+from rag_service.core.roles import OrgRole
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rag_service"
 

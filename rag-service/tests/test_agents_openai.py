@@ -15,8 +15,8 @@ import openai
 import pytest
 import respx
 
+from rag_service.core.retry import RetryPolicy
 from rag_service.providers.openai_generator import OpenAIGenerator
-from rag_service.providers.retry import RetryPolicy
 
 TEXT = ("Puffins nest in burrows on sea cliffs. They carry several small fish crosswise in their "
         "colourful bills back to the burrow.")

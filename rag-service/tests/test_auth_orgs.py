@@ -13,8 +13,9 @@ import jwt
 import pytest
 from jsonschema import Draft202012Validator
 
-from rag_service.auth.orgs import MAX_ORG_ID_CHARS, MAX_ORGS, OrgRole, parse_orgs
+from rag_service.auth.orgs import MAX_ORG_ID_CHARS, MAX_ORGS, parse_orgs
 from rag_service.auth.tokens import MAX_TOKEN_CHARS, CurrentUser
+from rag_service.core.roles import OrgRole
 from rag_service.errors import Unauthorized
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "shared-schemas" / "jwt-claims.schema.json").read_text())

@@ -11,9 +11,9 @@ import pytest
 import respx
 
 from chat_support import BOB_BREAD, BREAD, VOLCANO, cited
-from rag_service.history.turns import ChatTurns
+from rag_service.chat.turns import ChatTurns
 from rag_service.providers.base import NOT_FOUND_ANSWER
-from rag_service.providers.retry import RetryPolicy
+from rag_service.core.retry import RetryPolicy
 from rag_service.storage.access import Access
 
 GEMINI_URL = r"^https://generativelanguage\.googleapis\.com/.*"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from rag_service.history.turns import ChatTurns
+from rag_service.chat.turns import ChatTurns
 from rag_service.storage.access import Access, unscoped
 from rag_service.storage.models import Message
 

@@ -12,11 +12,13 @@ from sqlalchemy import func, select
 
 from chat_support import BOB_BREAD, BREAD, QUAXLE, VOLCANO, ZFROB, chat_service, cited, ingest
 from rag_service.chat.schemas import ChatRequest
-from rag_service.chat.service import DeltaEvent, DoneEvent, SourcesEvent, is_follow_up, retrieval_text
+from rag_service.chat.service import is_follow_up, retrieval_text
+from rag_service.chat.records import DeltaEvent, DoneEvent, SourcesEvent
 from rag_service.errors import NotFound, Unprocessable
 from rag_service.history.service import HistoryService
-from rag_service.providers.retry import RetryPolicy
-from rag_service.providers.base import ProviderUnavailable, Turn
+from rag_service.core.retry import RetryPolicy
+from rag_service.providers.base import Turn
+from rag_service.errors import ProviderUnavailable
 from rag_service.storage.access import Access, unscoped
 from rag_service.storage.models import Conversation, Message
 

@@ -17,7 +17,7 @@ import uvicorn
 from chat_support import BREAD, VOLCANO, PacedGenerator, cited, parse_sse
 from rag_service.history.service import HistoryService
 from rag_service.providers.base import NOT_FOUND_ANSWER
-from rag_service.providers.retry import RetryPolicy
+from rag_service.core.retry import RetryPolicy
 from rag_service.storage.access import Access
 
 GEMINI_URL = r"^https://generativelanguage\.googleapis\.com/.*"

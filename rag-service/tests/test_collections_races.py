@@ -3,7 +3,7 @@ invariant:
 
 - deleting a collection while documents are saved and moved into it: afterwards the collection
   exists and holds every document that was created or moved in, or it is gone and no document row
-  names it (collections/locks.py). On PostgreSQL half the saves go through a second app
+  names it (storage/locks.py). On PostgreSQL half the saves go through a second app
   on the same database (a replica: only the advisory lock is shared);
 - creating one name many times at once: exactly one 201, the rest 409 `collection_exists`;
 - moves between a personal and an organization's collection racing deletes, reindexes and
@@ -29,9 +29,9 @@ from collection_moves_support import MoveRound
 from collections_support import caller, create_collection, new_org, points_of
 from fixtures_apps import running_app
 from ingestion_support import SMALL_CHUNKS, Parts, paragraphs, repair_interrupted_ingestions, service
-from rag_service.collections.locks import collection_lock
+from rag_service.storage.locks import collection_lock
 from rag_service.documents import claims
-from rag_service.documents.quotas import IngestionGate
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.errors import NotFound
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.storage.access import Access, scoped, unscoped
@@ -153,7 +153,7 @@ async def test_a_save_waits_for_a_replica_deleting_its_collection(db_app, replic
     collection = (await create_collection(replicas[-1], admin, "Held"))["id"]
     runtime = db_app.state.runtime
     async with runtime.sessionmaker() as session:
-        async with collection_lock(session, runtime.ingestion_gate, collection):
+        async with collection_lock(session, runtime.ingestion_gate.locks, collection):
             saving = asyncio.ensure_future(replicas[-1].post("/save-document", headers=admin.headers, json={
                 "title": "Late", "content": "Saved while its collection was being deleted.",
                 "collection_id": collection}))

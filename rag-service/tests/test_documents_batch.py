@@ -12,7 +12,7 @@ import pytest
 from hostile_files import nested_divs_html, shared_stream_pdf
 from rag_service.deps import get_extraction_pool
 from rag_service.documents.extraction import ExtractionLimits
-from rag_service.documents.quotas import IngestionGate
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.documents.sandbox import ExtractionPool, SandboxLimits
 from test_extraction import make_pdf
 

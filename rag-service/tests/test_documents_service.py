@@ -18,9 +18,10 @@ from sqlalchemy import select
 
 from rag_service.documents.maintenance import reindex_all, repair_interrupted_ingestions
 from rag_service.documents.indexing import point_id
-from rag_service.documents.service import DocumentService
+from rag_service.documents.service import DocumentService, DocumentServices
+from rag_service.embeddings.service import EmbeddingService
 from rag_service.errors import NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
-from rag_service.providers.base import ProviderUnavailable
+from rag_service.errors import ProviderUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.storage.access import Access, access_filter, scoped
 from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
@@ -39,6 +40,11 @@ class Runtime:
     vector_store: Any
     sparse_encoder: Any
     embedder: Any
+
+    @property
+    def documents(self) -> DocumentServices:
+        return DocumentServices(self.sessionmaker, self.vector_store, self.sparse_encoder, self.embedder,
+                                self.settings)
 
 
 LONG_TEXT = "\n\n".join(
@@ -114,7 +120,7 @@ async def test_duplicate_content_returns_the_existing_document(runtime_parts: Ru
         first, created = await docs.save(user, "Title", "Same content.\r\n")
         second, created_again = await docs.save(user, "Other title", "\n\nSame content.  \n\n")
         assert created and not created_again and second.id == first.id
-        page = await docs.list(user)
+        page = await docs.reads.list(user)
     assert page.total == 1 and await vectors_of(runtime_parts, user) == first.chunk_count
 
 
@@ -126,10 +132,10 @@ async def test_same_content_from_another_user_is_their_own_document(runtime_part
         b, created = await docs.save(bob, "Shared", "Identical text in two accounts.")
         assert created and a.id != b.id
         with pytest.raises(NotFound):
-            await docs.get(bob, a.id)
+            await docs.reads.get(bob, a.id)
         with pytest.raises(NotFound):
             await docs.delete(bob, a.id)
-        assert (await docs.get(alice, a.id)).id == a.id
+        assert (await docs.reads.get(alice, a.id)).id == a.id
     assert await vectors_of(runtime_parts, alice) == a.chunk_count
     assert await vectors_of(runtime_parts, bob) == b.chunk_count
 
@@ -142,7 +148,7 @@ async def test_delete_removes_row_and_vectors_only_of_that_document(runtime_part
         gone, _ = await docs.save(user, "Gone", LONG_TEXT)
         await docs.delete(user, gone.id)
         with pytest.raises(NotFound):
-            await docs.get(user, gone.id)
+            await docs.reads.get(user, gone.id)
     assert await vectors_of(runtime_parts, user, gone.id) == 0
     assert await vectors_of(runtime_parts, user, keep.id) == keep.chunk_count == 1
 
@@ -173,7 +179,7 @@ async def test_failure_mid_ingestion_leaves_no_vectors_and_a_retryable_row(runti
     assert await vectors_of(runtime_parts, user) == 0
     async with runtime_parts.sessionmaker() as session:
         docs = service(runtime_parts, session)
-        [row] = (await docs.list(user)).documents
+        [row] = (await docs.reads.list(user)).documents
         assert row.status == DocumentStatus.FAILED and "internal error" in row.error
         # Saving the same content again is the retry: same id, now ready.
         retried, created = await docs.save(user, "Big", LONG_TEXT)
@@ -204,7 +210,7 @@ async def test_provider_outage_is_503_and_cleans_up(runtime_parts: Runtime) -> N
     assert caught.value.status_code == 503 and "unavailable" in caught.value.message
     assert await vectors_of(runtime_parts, user) == 0
     async with runtime_parts.sessionmaker() as session:
-        [row] = (await service(runtime_parts, session).list(user)).documents
+        [row] = (await service(runtime_parts, session).reads.list(user)).documents
     assert row.status == DocumentStatus.FAILED and "429" in row.error
 
 
@@ -222,9 +228,9 @@ async def test_interrupted_ingestion_is_repaired(runtime_parts: Runtime) -> None
                        text="stray", title="Crashed", start=0, end=5, dense=dense,
                        sparse=runtime_parts.sparse_encoder.encode_documents(["stray"])[0])
     await runtime_parts.vector_store.upsert([stray])
-    assert await repair_interrupted_ingestions(runtime_parts) >= 1
+    assert await repair_interrupted_ingestions(runtime_parts.documents) >= 1
     async with runtime_parts.sessionmaker() as session:
-        repaired = await service(runtime_parts, session).get(user, crashed_id)
+        repaired = await service(runtime_parts, session).reads.get(user, crashed_id)
     assert repaired.status == DocumentStatus.READY and repaired.chunk_count > 1
     # Re-indexed from scratch: exactly its chunks, the stray point is gone.
     assert await vectors_of(runtime_parts, user, crashed_id) == repaired.chunk_count
@@ -238,7 +244,7 @@ async def test_reindex_all_rebuilds_a_wiped_store(runtime_parts: Runtime) -> Non
     await runtime_parts.vector_store.delete(access_filter(Access(user)))
     assert await vectors_of(runtime_parts, user) == 0
     seen: list[tuple[int, int]] = []
-    report = await reindex_all(runtime_parts, on_progress=lambda done, total: seen.append((done, total)))
+    report = await reindex_all(runtime_parts.documents, on_progress=lambda done, total: seen.append((done, total)))
     assert report.failed == 0 and report.documents >= 2 and seen[-1][0] == seen[-1][1]
     assert await vectors_of(runtime_parts, user) == a.chunk_count + b.chunk_count
 
@@ -267,7 +273,7 @@ async def test_input_limits(runtime_parts: Runtime, make_settings) -> None:
             await docs.save(user, "T", "ok", ["not", "an", "object"])
         with pytest.raises(Unprocessable, match="finite"):
             await docs.save(user, "T", "ok", {"n": float("nan")})
-        assert (await docs.list(user)).total == 0
+        assert (await docs.reads.list(user)).total == 0
     assert await vectors_of(runtime_parts, user) == 0
 
 
@@ -277,23 +283,22 @@ async def test_list_pages_newest_first_and_only_own(runtime_parts: Runtime) -> N
         docs = service(runtime_parts, session)
         ids = [(await docs.save(user, f"Doc {i}", f"Document number {i}."))[0].id for i in range(5)]
         await docs.save(other, "Not yours", "Someone else's text.")
-        first, last = await docs.list(user, page=1, limit=2), await docs.list(user, page=3, limit=2)
+        first, last = await docs.reads.list(user, page=1, limit=2), await docs.reads.list(user, page=3, limit=2)
         assert (first.total, first.pages, last.pages) == (5, 3, 3)
         assert [d.id for d in first.documents] == ids[::-1][:2]
         assert [d.id for d in last.documents] == ids[:1]
-        assert (await docs.list(user, page=4, limit=2)).documents == []
+        assert (await docs.reads.list(user, page=4, limit=2)).documents == []
         with pytest.raises(Unprocessable):
-            await docs.list(user, page=1, limit=runtime_parts.settings.max_page_size + 1)
+            await docs.reads.list(user, page=1, limit=runtime_parts.settings.max_page_size + 1)
         rows = (await session.scalars(scoped(select(Document), Access(user), Document))).all()
         assert len(rows) == 5
 
 
 async def test_embed_query(runtime_parts: Runtime) -> None:
-    async with runtime_parts.sessionmaker() as session:
-        docs = service(runtime_parts, session)
-        vector = await docs.embed_query("hello")
-        assert len(vector) == 384
-        with pytest.raises(PayloadTooLarge):
-            await docs.embed_query("x" * (runtime_parts.settings.max_embed_chars + 1))
-        with pytest.raises(Unprocessable):
-            await docs.embed_query("   ")
+    embeddings = EmbeddingService(runtime_parts.embedder, runtime_parts.settings)
+    vector = await embeddings.embed_query("hello")
+    assert len(vector) == 384
+    with pytest.raises(PayloadTooLarge):
+        await embeddings.embed_query("x" * (runtime_parts.settings.max_embed_chars + 1))
+    with pytest.raises(Unprocessable):
+        await embeddings.embed_query("   ")

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from rag_service.config import Settings
-from rag_service.providers.base import ProviderUnavailable
+from rag_service.errors import ProviderUnavailable
 from rag_service.providers.encoder_worker import (
     EncodeInterrupted,
     EncoderClosed,

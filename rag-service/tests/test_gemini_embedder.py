@@ -11,9 +11,9 @@ import respx
 from prometheus_client import REGISTRY
 
 from rag_service.config import Settings
-from rag_service.providers.base import ProviderUnavailable
+from rag_service.core.retry import RetryPolicy
+from rag_service.errors import ProviderUnavailable
 from rag_service.providers.gemini_embedder import GeminiEmbedder
-from rag_service.providers.retry import RetryPolicy
 
 # The SDK posts every embed_content call to batchEmbedContents (API version in the path).
 EMBED_URL = r"^https://generativelanguage\.googleapis\.com/v1\w*/models/gemini-embedding-001:batchEmbedContents$"

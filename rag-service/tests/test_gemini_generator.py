@@ -9,9 +9,10 @@ import pytest
 import respx
 
 from rag_service.config import Settings
-from rag_service.providers.base import NOT_FOUND_ANSWER, ProviderUnavailable, Source, Turn
+from rag_service.core.retry import RetryPolicy
+from rag_service.errors import ProviderUnavailable
+from rag_service.providers.base import NOT_FOUND_ANSWER, Source, Turn
 from rag_service.providers.gemini_generator import GeminiGenerator
-from rag_service.providers.retry import RetryPolicy
 
 STREAM_URL = r"^https://generativelanguage\.googleapis\.com/v1\w*/models/gemini-2\.5-flash:streamGenerateContent\?alt=sse$"
 TINY_BACKOFF = RetryPolicy(max_retries=2, base_delay=0.001, max_delay=0.005)

@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from rag_service.errors import NotFound, Unprocessable
-from rag_service.history.service import HistoryService
-from rag_service.history.turns import (
+from rag_service.chat.turns import (
     STATUS_COMPLETE,
     STATUS_FAILED,
     STATUS_INCOMPLETE,
     ChatTurns,
     conversation_title,
 )
+from rag_service.errors import NotFound, Unprocessable
+from rag_service.history.service import HistoryService
 from rag_service.providers.base import Turn
 from rag_service.storage.access import Access, unscoped
 from rag_service.storage.models import Conversation, Document, Message

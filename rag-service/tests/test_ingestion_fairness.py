@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from ingestion_support import SMALL_CHUNKS, check_invariant, new_user, paragraphs
 from rag_service.config import Settings
-from rag_service.documents.quotas import IngestionGate, estimated_chunks
+from rag_service.documents.quotas import estimated_chunks
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.errors import ServiceUnavailable
 from rag_service.storage.access import Access, scoped
 from rag_service.storage.models import Document, DocumentStatus

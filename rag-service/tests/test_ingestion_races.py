@@ -69,7 +69,7 @@ async def test_concurrent_upload_reindex_delete_repair_keep_the_invariant(parts:
         statuses = await check_invariant(parts, [race.user], race.deleted_ids)
         # Documents nobody deleted all end ready (no false 404, nothing lost).
         async with parts.sessionmaker() as session:
-            listed = {d.title: d.status for d in (await service(parts, session).list(race.user, limit=100)).documents}
+            listed = {d.title: d.status for d in (await service(parts, session).reads.list(race.user, limit=100)).documents}
         for title in set(race.titles) - race.deleted_titles:
             assert listed.get(title) == DocumentStatus.READY, (seed, title, listed)
         assert set(statuses.values()) <= {DocumentStatus.READY}
@@ -115,7 +115,7 @@ async def test_two_reindexes_of_one_document_both_succeed(parts: Parts) -> None:
         await asyncio.gather(reindex(), reindex(), reindex())
         await check_invariant(parts, [user])
     async with parts.sessionmaker() as session:
-        assert (await service(parts, session).get(user, document.id)).status == DocumentStatus.READY
+        assert (await service(parts, session).reads.get(user, document.id)).status == DocumentStatus.READY
 
 
 async def test_upload_racing_repair_is_not_taken_over(parts: Parts) -> None:
@@ -188,7 +188,7 @@ async def test_interrupted_delete_is_finished_by_a_retry_or_by_repair(parts: Par
             with pytest.raises(ServiceUnavailable):
                 await service(parts, session, vector_store=DeleteFailsOnce(parts.vector_store)).delete(
                     user, document.id)
-            assert (await docs.get(user, document.id)).status == DocumentStatus.DELETING
+            assert (await docs.reads.get(user, document.id)).status == DocumentStatus.DELETING
         # Saving the same content while it is being deleted is a clear 409.
         with pytest.raises(Conflict):
             await docs.save(user, "Again", paragraphs("first", 3))

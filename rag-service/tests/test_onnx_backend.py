@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from rag_service.config import Settings
+from rag_service.errors import ProviderUnavailable
 from rag_service.providers import onnx_export
-from rag_service.providers.base import ProviderUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.providers.minilm_backends import TorchMiniLM
 from rag_service.providers.onnx_export import (

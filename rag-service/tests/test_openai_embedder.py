@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 from rag_service.cli import app
 from rag_service.config import Settings
-from rag_service.providers.base import ProviderUnavailable
+from rag_service.core.retry import RetryPolicy
+from rag_service.errors import ProviderUnavailable
 from rag_service.providers.factory import build_embedder
 from rag_service.providers.openai_embedder import OpenAIEmbedder
-from rag_service.providers.retry import RetryPolicy
 from rag_service.runtime import build_runtime
 from rag_service.search.service import SearchService
 from rag_service.storage.access import Access, access_filter

@@ -9,9 +9,10 @@ import pytest
 import respx
 
 from rag_service.config import Settings
-from rag_service.providers.base import NOT_FOUND_ANSWER, ProviderUnavailable, Source, Turn
+from rag_service.core.retry import RetryPolicy
+from rag_service.errors import ProviderUnavailable
+from rag_service.providers.base import NOT_FOUND_ANSWER, Source, Turn
 from rag_service.providers.openai_generator import OpenAIGenerator
-from rag_service.providers.retry import RetryPolicy
 
 BASE_URL = "http://llm.test:11434/v1"
 TINY_BACKOFF = RetryPolicy(max_retries=2, base_delay=0.001, max_delay=0.005)

@@ -22,7 +22,7 @@ from faults_support import CLOSED_PORT, assert_error_shape, new_user
 from rag_service.config import Settings
 from rag_service.providers.gemini_embedder import GeminiEmbedder
 from rag_service.providers.openai_generator import OpenAIGenerator
-from rag_service.providers.retry import RetryPolicy
+from rag_service.core.retry import RetryPolicy
 from rag_service.storage.access import Access, access_filter
 from rag_service.storage.factory import build_vector_store
 

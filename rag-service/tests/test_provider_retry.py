@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from tenacity import RetryCallState
 
-from rag_service.providers.base import ProviderUnavailable
-from rag_service.providers.retry import (
+from rag_service.core.retry import (
     ProviderFailures,
     RetryPolicy,
     call_with_retries,
     parse_retry_after,
     stream_with_retries,
 )
+from rag_service.errors import ProviderUnavailable
 
 FAST = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.002)
 

@@ -16,7 +16,7 @@ import respx
 from qdrant_client import AsyncQdrantClient
 
 from rag_service.errors import ServiceUnavailable
-from rag_service.providers.retry import RetryPolicy
+from rag_service.core.retry import RetryPolicy
 from rag_service.storage.factory import build_vector_store
 from rag_service.config import Settings
 from rag_service.storage.qdrant_server import ServerVectorStore

@@ -13,7 +13,8 @@ import pytest_asyncio
 from sqlalchemy import func, select
 
 from ingestion_support import SMALL_CHUNKS, Parts, check_invariant, new_user, paragraphs, service
-from rag_service.documents.quotas import IngestionGate, QuotaExceeded
+from rag_service.documents.quotas import QuotaExceeded
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.errors import ServiceUnavailable
 from rag_service.providers.local_embedder import LocalEmbedder
 from collections_support import points_of
@@ -68,7 +69,7 @@ async def test_concurrent_uploads_cannot_overshoot_the_document_quota(parts: Par
     assert "QUOTA_MAX_DOCUMENTS" in refused[0].message and refused[0].details["max_documents"] == 3
     await check_invariant(parts, [user])
     async with parts.sessionmaker() as session:
-        usage = (await service(parts, session).summary(user)).usage
+        usage = (await service(parts, session).reads.summary(user)).usage
     assert (usage.documents, usage.max_documents) == (3, 3)
 
 
@@ -79,12 +80,12 @@ async def test_character_quota_counts_stored_characters(parts: Parts) -> None:
         first, _ = await docs.save(user, "Big", "a" * 6_000)
         with pytest.raises(QuotaExceeded, match="character quota exceeded.*QUOTA_MAX_CHARACTERS"):
             await docs.save(user, "Too much", "b" * 5_000)
-        assert (await docs.summary(user)).usage.characters == 6_000
+        assert (await docs.reads.summary(user)).usage.characters == 6_000
         # Freed by a delete; a duplicate of stored content costs nothing.
         await docs.delete(user, first.id)
         second, created = await docs.save(user, "Fits now", "b" * 5_000)
         assert created and (await docs.save(user, "Again", "b" * 5_000))[1] is False
-        usage = (await docs.summary(user)).usage
+        usage = (await docs.reads.summary(user)).usage
     assert (usage.documents, usage.characters, usage.max_characters) == (1, 5_000, 10_000)
     await check_invariant(parts, [user])
 
@@ -97,7 +98,7 @@ async def test_zero_means_unlimited(parts: Parts, make_settings) -> None:
         docs = service(parts, session, settings=unlimited)
         for i in range(5):
             await docs.save(user, f"U{i}", f"unlimited document number {i}")
-        assert (await docs.summary(user)).usage.documents == 5
+        assert (await docs.reads.summary(user)).usage.documents == 5
 
 
 async def test_ingestion_cap_makes_excess_uploads_wait_then_busy(parts: Parts) -> None:
@@ -197,9 +198,9 @@ async def test_an_organizations_documents_count_against_the_organization_not_the
         with pytest.raises(QuotaExceeded, match="the organization's collections hold 2 of 2.*QUOTA_ORG_MAX_DOCUMENTS") as caught:
             await docs.save(alice, "Org 3", "organization document three", collection_id=team)
         assert caught.value.details["owner"] == f"org:{org}"
-        usages = {u.owner: (u.documents, u.max_documents) for u in (await docs.summary(alice)).usages}
+        usages = {u.owner: (u.documents, u.max_documents) for u in (await docs.reads.summary(alice)).usages}
         assert usages == {alice.user_id: (3, 3), f"org:{org}": (2, 2)}
-        assert {u.owner: u.documents for u in (await docs.summary(bob)).usages} == {bob.user_id: 0, f"org:{org}": 2}
+        assert {u.owner: u.documents for u in (await docs.reads.summary(bob)).usages} == {bob.user_id: 0, f"org:{org}": 2}
         # Bob's personal quota is untouched by what he saved into the organization.
         for i in range(3):
             await docs.save(bob, f"Bob {i}", f"bob's own document {i}")
@@ -214,13 +215,13 @@ async def test_a_move_moves_the_charge_and_is_refused_when_the_target_is_full(pa
         personal = [(await docs.save(alice, f"P{i}", f"personal text number {i}"))[0] for i in range(3)]
         moved = await docs.move(alice, personal[0].id, team)
         assert moved.owner == f"org:{org}" and moved.status == "ready"
-        usage = {u.owner: u.documents for u in (await docs.summary(alice)).usages}
+        usage = {u.owner: u.documents for u in (await docs.reads.summary(alice)).usages}
         assert usage == {alice.user_id: 2, f"org:{org}": 1}, "the charge moved with the document"
         await docs.save(alice, "P3", "a personal document that fits again")
         await docs.move(alice, personal[1].id, team)
         with pytest.raises(QuotaExceeded, match="QUOTA_ORG_MAX_DOCUMENTS"):
             await docs.move(alice, personal[2].id, team)
-        unchanged = await docs.get(alice, personal[2].id)
+        unchanged = await docs.reads.get(alice, personal[2].id)
         assert (unchanged.owner, unchanged.collection_id, unchanged.status) == (alice.user_id, "personal", "ready")
         # Back to the user: the organization is freed, the user is charged (full at 3 -> refused).
         await docs.save(alice, "P4", "another personal document to fill the quota")
@@ -228,7 +229,7 @@ async def test_a_move_moves_the_charge_and_is_refused_when_the_target_is_full(pa
             await docs.move(alice, personal[0].id, "personal")
         await docs.delete(alice, personal[2].id)
         assert (await docs.move(alice, personal[0].id, "personal")).owner == alice.user_id
-        usage = {u.owner: u.documents for u in (await docs.summary(alice)).usages}
+        usage = {u.owner: u.documents for u in (await docs.reads.summary(alice)).usages}
         assert usage == {alice.user_id: 3, f"org:{org}": 1}
     await check_owners(parts, [alice.user_id, f"org:{org}"])
 
@@ -238,7 +239,7 @@ async def test_concurrent_saves_and_moves_cannot_overshoot_an_organizations_quot
     in-process gate, as in separate replicas): it ends with exactly its quota of 2."""
     org = f"org-{new_user()}"
     members = [Access(new_user(), {org: "admin"}) for _ in range(4)]
-    # Two collections: each has its own lock (collections/locks.py), only the owner's quota lock is shared.
+    # Two collections: each has its own lock (storage/locks.py), only the owner's quota lock is shared.
     teams = [await org_collection(parts, members[0], org) for _ in range(2)]
     movable = []
     for member in members:

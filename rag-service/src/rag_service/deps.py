@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag_service.auth.tokens import CurrentUser
 from rag_service.config import Settings
-from rag_service.documents.quotas import IngestionGate
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.documents.sandbox import ExtractionPool
 from rag_service.errors import Forbidden
 from rag_service.providers.base import Embedder, Generator

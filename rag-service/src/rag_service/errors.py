@@ -90,6 +90,17 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
 
 
+class ProviderUnavailable(ServiceUnavailable):
+    """A remote dependency failed after bounded retries (core/retry.py): the embedding or
+    answer provider (timeouts, 5xx, 429 ...), a Qdrant server, the account-events feed."""
+
+    code = "provider_unavailable"
+
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(f"{provider} is unavailable: {message}")
+        self.provider = provider
+
+
 MAX_ERROR_MESSAGE_CHARS = 300
 
 

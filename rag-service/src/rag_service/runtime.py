@@ -19,7 +19,8 @@ from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.config import Settings
 from rag_service.documents.extraction import ExtractionLimits
 from rag_service.documents.sandbox import ExtractionPool, SandboxLimits
-from rag_service.documents.quotas import IngestionGate
+from rag_service.documents.service import DocumentServices
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.providers.base import Embedder, Generator
 from rag_service.providers.factory import build_embedder, build_generator
 from rag_service.ratelimit import RateLimiter
@@ -61,6 +62,12 @@ class Runtime:
         self.authenticator = BearerAuthenticator(self.token_verifier, self.api_keys, self.membership_changes)
         if self.extraction_pool is None:
             self.extraction_pool = build_extraction_pool(self.settings)
+
+    @property
+    def documents(self) -> DocumentServices:
+        """What document services are built from (for code that opens its own sessions)."""
+        return DocumentServices(self.sessionmaker, self.vector_store, self.sparse_encoder, self.embedder,
+                                self.settings, gate=self.ingestion_gate)
 
     async def aclose(self) -> None:
         if self.extraction_pool is not None:

@@ -1,18 +1,20 @@
-"""The asynchronous client: the same routes (`calls.Call`) and token rules as `RagClient`,
-on httpx.AsyncClient, API-key management included."""
+"""The asynchronous client: the same routes (`calls.Call`), token flow (`auth.TokenAuth`) and
+retry policy (`retry.RetryPolicy`) as `RagClient`, on httpx.AsyncClient, API-key management
+included."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
-from httpx_sse import aconnect_sse
+from httpx_sse import EventSource
 
 from rag_client import calls
-from rag_client.client import DEFAULT_TIMEOUT, MAX_RATE_LIMIT_RETRIES, _wait
-from rag_client.errors import ServiceUnavailable, error_from_response
+from rag_client.auth import TokenAuth
+from rag_client.client import DEFAULT_TIMEOUT, options_from_env
+from rag_client.errors import error_from_response, unreachable
 from rag_client.events import parse_event
 from rag_client.models import (
     ApiKey,
@@ -29,22 +31,29 @@ from rag_client.models import (
     SearchHit,
     UploadedDocument,
 )
-from rag_client.tokens import TokenState, refresh_async
+from rag_client.retry import RetryPolicy
+from rag_client.tokens import TokenState
 
 
 class AsyncRagClient:
+    """`RagClient`'s constructor and methods, awaited. Concurrent calls share one token refresh."""
+
     def __init__(self, rag_url: str, auth_url: str | None = None, *, api_key: str | None = None,
                  email: str | None = None, password: str | None = None, access_token: str | None = None,
                  timeout: httpx.Timeout | float = DEFAULT_TIMEOUT, http: httpx.AsyncClient | None = None,
-                 max_rate_limit_retries: int = MAX_RATE_LIMIT_RETRIES) -> None:
+                 retry: RetryPolicy | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.rag_url = rag_url.rstrip("/")
         self.tokens = TokenState(auth_url, api_key=api_key, email=email, password=password,
-                                 access_token=access_token)
+                                 access_token=access_token, clock=clock)
+        self._auth = TokenAuth(self.tokens)
+        self._session_auth = self._auth.session_auth()
+        self._retry = retry or RetryPolicy()
         self._http = http or httpx.AsyncClient(timeout=timeout)
         self._owns_http = http is None
-        self._max_retries = max_rate_limit_retries
-        # Concurrent calls share one refresh instead of each exchanging the key.
-        self._refresh_lock = asyncio.Lock()
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> AsyncRagClient:
+        return cls(**options_from_env(overrides))
 
     async def __aenter__(self) -> AsyncRagClient:
         return self
@@ -57,53 +66,30 @@ class AsyncRagClient:
             await self._http.aclose()
 
     async def access_token(self, *, force: bool = False) -> str:
-        async with self._refresh_lock:
-            if force:
-                self.tokens.invalidate()
-            if self.tokens.needs_refresh():
-                try:
-                    await refresh_async(self.tokens, self._http)
-                except httpx.TransportError as exc:
-                    raise ServiceUnavailable(0, "connection_error", f"cannot reach the auth service: {exc}") from exc
-            assert self.tokens.access_token is not None
-            return self.tokens.access_token
+        try:
+            return await self._auth.async_token(self._http, force=force)
+        except httpx.TransportError as exc:
+            raise unreachable(exc, self.tokens.auth_url) from exc
 
     async def _run(self, call: calls.Call) -> Any:
         response = await self._send(call)
         return call.parse(response.json() if response.content else None, response.status_code)
 
-    async def _credentials(self, call: calls.Call) -> dict[str, str]:
-        if call.service == "rag":
-            return {"authorization": f"Bearer {await self.access_token()}"}
-        if self.tokens.needs_session:
-            await self.access_token(force=True)  # signing in opens the session
-        return self.tokens.session_headers()
+    async def _send(self, call: calls.Call, *, stream: bool = False) -> httpx.Response:
+        auth = self._session_auth if call.service == "auth" else self._auth
 
-    async def _send(self, call: calls.Call) -> httpx.Response:
-        refreshed = False
-        retries = 0
-        while True:
-            credentials = await self._credentials(call)
-            try:
-                response = await self._http.request(call.method, call.url(self.rag_url, self.tokens.auth_url),
-                                                    headers={**call.headers, **credentials}, **call.request_options())
-            except httpx.TransportError as exc:
-                raise ServiceUnavailable(0, "connection_error", f"cannot reach the {call.service} service: {exc}") from exc
-            if response.status_code == 401 and not refreshed and self.tokens.can_refresh:
-                refreshed = True
-                async with self._refresh_lock:
-                    if call.service == "auth":
-                        self.tokens.invalidate(session=True)
-                    elif credentials["authorization"] == f"Bearer {self.tokens.access_token}":  # not refreshed meanwhile
-                        self.tokens.invalidate()
-                continue
-            if response.status_code == 429 and retries < self._max_retries:
-                retries += 1
-                await asyncio.sleep(_wait(response, retries))
-                continue
+        async def attempt() -> httpx.Response:
+            response = await self._http.send(call.build(self._http, self.rag_url, self.tokens.auth_url), auth=auth,
+                                             stream=stream)
             if response.status_code >= 400:
+                await response.aread()
                 raise error_from_response(response)
             return response
+
+        try:
+            return await self._retry.acall(attempt)
+        except httpx.TransportError as exc:
+            raise unreachable(exc, self.tokens.auth_url) from exc
 
     async def save(self, title: str, content: str, metadata: dict[str, Any] | None = None, *,
                    collection_id: str | None = None) -> SavedDocument:
@@ -120,6 +106,16 @@ class AsyncRagClient:
     async def list_documents(self, page: int = 1, limit: int = 20, *,
                              collection_id: str | None = None) -> DocumentPage:
         return await self._run(calls.list_documents(page, limit, collection_id=collection_id))
+
+    async def iter_documents(self, limit: int = 100, *, collection_id: str | None = None) -> AsyncIterator[Document]:
+        page = 1
+        while True:
+            result = await self.list_documents(page, limit, collection_id=collection_id)
+            for document in result.documents:
+                yield document
+            if page >= result.pages:
+                return
+            page += 1
 
     async def get_document(self, document_id: str) -> Document:
         return await self._run(calls.get_document(document_id))
@@ -162,23 +158,15 @@ class AsyncRagClient:
     async def chat_stream(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
                           filters: dict[str, Any] | None = None,
                           collection_id: str | None = None) -> AsyncIterator[ChatEvent]:
-        body = calls.chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=True,
-                               collection_id=collection_id)
-        for attempt in range(2):
-            headers = {"authorization": f"Bearer {await self.access_token(force=attempt > 0)}",
-                       "accept": "text/event-stream"}
-            async with aconnect_sse(self._http, "POST", f"{self.rag_url}/chat", json=body, headers=headers) as source:
-                response = source.response
-                if response.status_code == 401 and attempt == 0 and self.tokens.can_refresh:
-                    continue
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise error_from_response(response)
-                async for sse in source.aiter_sse():
-                    event = parse_event(sse.event, sse.data)
-                    if event is not None:
-                        yield event
-                return
+        response = await self._send(calls.chat_stream(query, conversation_id=conversation_id, top_k=top_k,
+                                                      filters=filters, collection_id=collection_id), stream=True)
+        try:
+            async for sse in EventSource(response).aiter_sse():
+                event = parse_event(sse.event, sse.data)
+                if event is not None:
+                    yield event
+        finally:
+            await response.aclose()
 
     async def history(self, page: int = 1, limit: int = 20) -> dict[str, Any]:
         return await self._run(calls.history(page, limit))

@@ -54,12 +54,12 @@ class Call:
     def url(self, rag_url: str, auth_url: str) -> str:
         return (auth_url if self.service == "auth" else rag_url) + self.path
 
-    def request_options(self) -> dict[str, Any]:
-        """Keyword arguments for httpx's `request` besides method, URL and headers."""
+    def build(self, http: httpx.Client | httpx.AsyncClient, rag_url: str, auth_url: str) -> httpx.Request:
+        """The request, with `http`'s defaults (its timeout unless the call has its own)."""
         options: dict[str, Any] = {"json": self.json, "params": self.params, "files": self.files, "data": self.data}
         if self.timeout is not None:
             options["timeout"] = self.timeout
-        return options
+        return http.build_request(self.method, self.url(rag_url, auth_url), headers=self.headers, **options)
 
 
 def _none(body: Any, status: int) -> None:
@@ -242,6 +242,14 @@ def chat(query: str, *, conversation_id: str | None = None, top_k: int = 5,
         generator=b.get("generator", ""), cited_sources=b.get("cited_sources", [])),
         json=chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=False,
                        collection_id=collection_id))
+
+
+def chat_stream(query: str, *, conversation_id: str | None = None, top_k: int = 5,
+                filters: dict[str, Any] | None = None, collection_id: str | None = None) -> Call:
+    """The answer as Server-Sent Events: the clients read the stream (`events.parse_event`)."""
+    return Call("POST", "/chat", _none, headers={"accept": "text/event-stream"},
+                json=chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=True,
+                               collection_id=collection_id))
 
 
 def history(page: int = 1, limit: int = 20) -> Call:

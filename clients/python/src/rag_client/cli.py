@@ -183,6 +183,7 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(ctx: typer.Context) -> None:
+    """Your keys: id, name, scope, first characters, expiry, last use (never the key itself)."""
     with ctx.obj.client() as client:
         try:
             keys = client.list_api_keys()
@@ -196,6 +197,7 @@ def keys_list(ctx: typer.Context) -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument()]) -> None:
+    """Revoke a key by its id (from keys list): it can no longer be exchanged for tokens."""
     with ctx.obj.client() as client:
         try:
             client.revoke_api_key(key_id)

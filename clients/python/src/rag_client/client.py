@@ -1,19 +1,21 @@
-"""The synchronous client. Every route method is one `calls.Call` run by `_run`, which adds
-the bearer token, refreshes it before `exp` and once on a 401, waits out 429s (Retry-After,
-a bounded number of times) and turns error bodies into exceptions with the service's code."""
+"""The synchronous client. Every route method is one `calls.Call`, sent with the token flow
+(`auth.TokenAuth`: the bearer token, refreshed before `exp` and once on a 401) under the retry
+policy (`retry.RetryPolicy`: 429s waited out); error bodies become exceptions with the
+service's code. `AsyncRagClient` (aio.py) sends the same calls with the same flow and policy."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
-from httpx_sse import connect_sse
+from httpx_sse import EventSource
 
 from rag_client import calls
-from rag_client.errors import ServiceUnavailable, error_from_response
+from rag_client.auth import TokenAuth
+from rag_client.errors import error_from_response, unreachable
 from rag_client.events import parse_event
 from rag_client.models import (
     ApiKey,
@@ -30,41 +32,50 @@ from rag_client.models import (
     SearchHit,
     UploadedDocument,
 )
-from rag_client.tokens import TokenState, refresh_sync
+from rag_client.retry import RetryPolicy
+from rag_client.tokens import TokenState
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-# Waiting out rate limits: at most this many retries, each at most MAX_RETRY_WAIT seconds.
-MAX_RATE_LIMIT_RETRIES = 5
-MAX_RETRY_WAIT = 60.0
+
+
+def options_from_env(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments from RAG_URL, AUTH_URL and RAG_API_KEY (or RAG_EMAIL +
+    RAG_PASSWORD); `overrides` that are not None win."""
+    env = os.environ
+    options: dict[str, Any] = {"rag_url": env.get("RAG_URL", "http://127.0.0.1:8000"),
+                               "auth_url": env.get("AUTH_URL", "http://127.0.0.1:3001")}
+    if env.get("RAG_API_KEY"):
+        options["api_key"] = env["RAG_API_KEY"]
+    elif env.get("RAG_EMAIL"):
+        options.update(email=env["RAG_EMAIL"], password=env.get("RAG_PASSWORD"))
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    return options
 
 
 class RagClient:
     """`RagClient(rag_url, auth_url, api_key=...)`, or `email=..., password=...`, or a ready
     `access_token=...` (not refreshed). `from_env()` reads RAG_URL, AUTH_URL and RAG_API_KEY
-    (or RAG_EMAIL + RAG_PASSWORD). Use as a context manager, or call close()."""
+    (or RAG_EMAIL + RAG_PASSWORD). Use as a context manager, or call close().
+
+    `retry`: how 429 answers are waited out. `clock`: seconds, for the tokens' lifetimes
+    (monotonic by default). Safe to share between threads."""
 
     def __init__(self, rag_url: str, auth_url: str | None = None, *, api_key: str | None = None,
                  email: str | None = None, password: str | None = None, access_token: str | None = None,
                  timeout: httpx.Timeout | float = DEFAULT_TIMEOUT, http: httpx.Client | None = None,
-                 max_rate_limit_retries: int = MAX_RATE_LIMIT_RETRIES) -> None:
+                 retry: RetryPolicy | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.rag_url = rag_url.rstrip("/")
         self.tokens = TokenState(auth_url, api_key=api_key, email=email, password=password,
-                                 access_token=access_token)
+                                 access_token=access_token, clock=clock)
+        self._auth = TokenAuth(self.tokens)
+        self._session_auth = self._auth.session_auth()
+        self._retry = retry or RetryPolicy()
         self._http = http or httpx.Client(timeout=timeout)
         self._owns_http = http is None
-        self._max_retries = max_rate_limit_retries
 
     @classmethod
     def from_env(cls, **overrides: Any) -> RagClient:
-        env = os.environ
-        options: dict[str, Any] = {"rag_url": env.get("RAG_URL", "http://127.0.0.1:8000"),
-                                   "auth_url": env.get("AUTH_URL", "http://127.0.0.1:3001")}
-        if env.get("RAG_API_KEY"):
-            options["api_key"] = env["RAG_API_KEY"]
-        elif env.get("RAG_EMAIL"):
-            options.update(email=env["RAG_EMAIL"], password=env.get("RAG_PASSWORD"))
-        options.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**options)
+        return cls(**options_from_env(overrides))
 
     def __enter__(self) -> RagClient:
         return self
@@ -76,55 +87,35 @@ class RagClient:
         if self._owns_http:
             self._http.close()
 
-    # --- tokens --------------------------------------------------------------------------
-
     def access_token(self, *, force: bool = False) -> str:
         """The current access JWT, refreshed first when close to `exp` (or when forced)."""
-        if force:
-            self.tokens.invalidate()
-        if self.tokens.needs_refresh():
-            try:
-                refresh_sync(self.tokens, self._http)
-            except httpx.TransportError as exc:
-                raise ServiceUnavailable(0, "connection_error", f"cannot reach the auth service: {exc}") from exc
-        assert self.tokens.access_token is not None
-        return self.tokens.access_token
+        try:
+            return self._auth.sync_token(self._http, force=force)
+        except httpx.TransportError as exc:
+            raise unreachable(exc, self.tokens.auth_url) from exc
 
     # --- plumbing ------------------------------------------------------------------------
 
     def _run(self, call: calls.Call) -> Any:
         response = self._send(call)
-        body = response.json() if response.content else None
-        return call.parse(body, response.status_code)
+        return call.parse(response.json() if response.content else None, response.status_code)
 
-    def _credentials(self, call: calls.Call) -> dict[str, str]:
-        if call.service == "rag":
-            return {"authorization": f"Bearer {self.access_token()}"}
-        if self.tokens.needs_session:
-            self.access_token(force=True)  # signing in opens the session
-        return self.tokens.session_headers()
+    def _send(self, call: calls.Call, *, stream: bool = False) -> httpx.Response:
+        """The answer to `call` (2xx), 429s waited out; unread when `stream` (the caller closes it)."""
+        auth = self._session_auth if call.service == "auth" else self._auth
 
-    def _send(self, call: calls.Call) -> httpx.Response:
-        refreshed = False
-        retries = 0
-        while True:
-            headers = {**call.headers, **self._credentials(call)}
-            try:
-                response = self._http.request(call.method, call.url(self.rag_url, self.tokens.auth_url),
-                                              headers=headers, **call.request_options())
-            except httpx.TransportError as exc:
-                raise ServiceUnavailable(0, "connection_error", f"cannot reach the {call.service} service: {exc}") from exc
-            if response.status_code == 401 and not refreshed and self.tokens.can_refresh:
-                refreshed = True
-                self.tokens.invalidate(session=call.service == "auth")
-                continue
-            if response.status_code == 429 and retries < self._max_retries:
-                retries += 1
-                time.sleep(_wait(response, retries))
-                continue
+        def attempt() -> httpx.Response:
+            response = self._http.send(call.build(self._http, self.rag_url, self.tokens.auth_url), auth=auth,
+                                       stream=stream)
             if response.status_code >= 400:
+                response.read()
                 raise error_from_response(response)
             return response
+
+        try:
+            return self._retry.call(attempt)
+        except httpx.TransportError as exc:
+            raise unreachable(exc, self.tokens.auth_url) from exc
 
     # --- documents -----------------------------------------------------------------------
 
@@ -207,23 +198,15 @@ class RagClient:
     def chat_stream(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
                     filters: dict[str, Any] | None = None, collection_id: str | None = None) -> Iterator[ChatEvent]:
         """SourcesEvent, then DeltaEvent..., then DoneEvent; an `error` event raises RagError."""
-        body = calls.chat_body(query, conversation_id=conversation_id, top_k=top_k, filters=filters, stream=True,
-                               collection_id=collection_id)
-        for attempt in range(2):
-            headers = {"authorization": f"Bearer {self.access_token(force=attempt > 0)}",
-                       "accept": "text/event-stream"}
-            with connect_sse(self._http, "POST", f"{self.rag_url}/chat", json=body, headers=headers) as source:
-                response = source.response
-                if response.status_code == 401 and attempt == 0 and self.tokens.can_refresh:
-                    continue
-                if response.status_code >= 400:
-                    response.read()
-                    raise error_from_response(response)
-                for sse in source.iter_sse():
-                    event = parse_event(sse.event, sse.data)
-                    if event is not None:
-                        yield event
-                return
+        response = self._send(calls.chat_stream(query, conversation_id=conversation_id, top_k=top_k,
+                                                filters=filters, collection_id=collection_id), stream=True)
+        try:
+            for sse in EventSource(response).iter_sse():
+                event = parse_event(sse.event, sse.data)
+                if event is not None:
+                    yield event
+        finally:
+            response.close()
 
     def history(self, page: int = 1, limit: int = 20) -> dict[str, Any]:
         return self._run(calls.history(page, limit))
@@ -244,8 +227,3 @@ class RagClient:
 
     def revoke_api_key(self, key_id: str) -> None:
         self._run(calls.revoke_api_key(key_id))
-
-
-def _wait(response: httpx.Response, attempt: int) -> float:
-    advice = error_from_response(response).retry_after
-    return min(MAX_RETRY_WAIT, advice if advice is not None else float(2 ** attempt))

@@ -81,3 +81,9 @@ def error_from_response(response: httpx.Response) -> RagError:
     kind = _BY_STATUS.get(response.status_code, ServiceUnavailable if response.status_code >= 500 else RagError)
     return kind(response.status_code, code, message, request_id=request_id, details=details,
                 retry_after=retry_after_seconds(response))
+
+
+def unreachable(exc: httpx.TransportError, auth_url: str) -> ServiceUnavailable:
+    """A request that got no answer (connection refused, timeout...), naming the service."""
+    service = "auth" if auth_url and str(exc.request.url).startswith(auth_url) else "rag"
+    return ServiceUnavailable(0, "connection_error", f"cannot reach the {service} service: {exc}")

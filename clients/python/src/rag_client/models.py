@@ -89,11 +89,13 @@ class Document:
     source_name: str | None
     mime_type: str
     status: str
-    error: str | None
     chunk_count: int
     metadata: dict[str, Any]
     created_at: str
     updated_at: str
+    # Why indexing failed (status "failed"); the service may leave it out otherwise.
+    error: str | None = None
+    # Only from get_document / move_document: listings leave the text out.
     content: str | None = None
     # "personal" (the caller's default collection) or a collection's id; the owning
     # organization, None when personal. None from a service without collections.

@@ -1,7 +1,8 @@
 """Access tokens for the rag-service, from the auth-service: sign in with email/password or
 exchange an API key, then refresh before the JWT's `exp` (and once more on a 401).
 
-The refresh steps are plain data (`TokenRequest`) so the sync and async clients share them."""
+The refresh steps are plain data (`TokenRequest`); `auth.TokenAuth` sends them, for the sync
+and the async client alike."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ class TokenRequest:
     url: str
     headers: dict[str, str]
     json: dict[str, Any] | None = None
+
+    def build(self, timeout: dict[str, Any] | None) -> httpx.Request:
+        """The request itself; `timeout` is the calling client's (httpx reads it from extensions)."""
+        return httpx.Request(self.method, self.url, headers=self.headers, json=self.json,
+                             extensions={"timeout": timeout} if timeout else None)
 
 
 class TokenState:
@@ -111,27 +117,3 @@ class TokenState:
         margin = min(MAX_REFRESH_MARGIN, lifetime * REFRESH_FRACTION)
         self._refresh_at = self._clock() + max(0.0, lifetime - margin) if lifetime else None
         return True
-
-
-def refresh_sync(state: TokenState, http: httpx.Client) -> str:
-    request = state.next_request()
-    if not state.accept(request, _send(http, request)):
-        request = state.next_request(relogin=True)
-        state.accept(request, _send(http, request))
-    assert state.access_token is not None
-    return state.access_token
-
-
-async def refresh_async(state: TokenState, http: httpx.AsyncClient) -> str:
-    request = state.next_request()
-    if not state.accept(request, await http.request(request.method, request.url, headers=request.headers,
-                                                    json=request.json)):
-        request = state.next_request(relogin=True)
-        state.accept(request, await http.request(request.method, request.url, headers=request.headers,
-                                                 json=request.json))
-    assert state.access_token is not None
-    return state.access_token
-
-
-def _send(http: httpx.Client, request: TokenRequest) -> httpx.Response:
-    return http.request(request.method, request.url, headers=request.headers, json=request.json)

@@ -46,12 +46,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from rag_service.accounts.erasure import Eraser
 from rag_service.accounts.feed import AccountEvent, CursorExpired, FeedClient, FeedError, FeedRefused
 from rag_service.auth.membership_changes import MembershipChanges
+from rag_service.storage.locks import try_session_lock
 from rag_service.storage.models import AccountEventsCursor, utcnow
 
 if TYPE_CHECKING:
@@ -171,20 +172,8 @@ class ErasureConsumer:
         if self._local.locked():
             yield False
             return
-        async with self._local:
-            if self._engine.dialect.name != "postgresql":
-                yield True
-                return
-            async with self._engine.connect() as connection:
-                key = CONSUMER_LOCK_KEYS[self.name]
-                held = bool(await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}))
-                await connection.commit()
-                try:
-                    yield held
-                finally:
-                    if held:
-                        await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                        await connection.commit()
+        async with self._local, try_session_lock(self._engine, CONSUMER_LOCK_KEYS[self.name]) as held:
+            yield held
 
 
 class StalenessFollower:

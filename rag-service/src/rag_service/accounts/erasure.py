@@ -2,7 +2,7 @@
 `organization.deleted`, applied by accounts/consumer.py).
 
 `erase_owner(owner)`, for a user id or `org:<id>`:
-1. under the owner's quota lock (documents/quotas.py, which every save and move into the
+1. under the owner's quota lock (storage/locks.py `owner_lock`, which every save and move into the
    owner's collections holds while it adds a row), claim every document of the owner for
    deletion: status `deleting`, generation + 1 (documents/claims.py). That revokes every
    ingestion run in progress: its heartbeat and final change match no row, and a run that
@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rag_service.documents.quotas import IngestionGate, owner_lock
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.storage.access import ORG_OWNER_PREFIX, document_points, org_owner, owner_points, unscoped
+from rag_service.storage.locks import owner_lock
 from rag_service.storage.models import Collection, Conversation, Document, DocumentStatus, Message, utcnow
 from rag_service.storage.vectors import VectorStore
 
@@ -86,7 +87,7 @@ class Eraser:
 
     async def erase_owner(self, owner: str) -> ErasureReport:
         async with self._sessionmaker() as session:
-            async with owner_lock(session, self._gate, owner):
+            async with owner_lock(session, self._gate.locks, owner):
                 now = utcnow()
                 claimed = list((await session.scalars(unscoped(
                     update(Document).where(Document.owner == owner)

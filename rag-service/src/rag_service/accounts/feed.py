@@ -8,7 +8,7 @@ committed event exactly once, in order. 401: the token is refused; 410 `cursor_e
 cursor is older than the oldest retained event (events may have been missed).
 
 Transient failures (connection errors, timeouts, 429, 5xx) are retried a few times with
-jittered backoff (tenacity, providers/retry.py's policy) before the caller sees `FeedUnavailable`.
+jittered backoff (tenacity, core/retry.py's policy) before the caller sees `FeedUnavailable`.
 An answer that does not parse is `FeedUnavailable` too: nothing of it is used.
 """
 
@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from rag_service.config import Settings
-from rag_service.providers.base import ProviderUnavailable
-from rag_service.providers.retry import ProviderFailures, RetryPolicy, call_with_retries
+from rag_service.core.retry import ProviderFailures, RetryPolicy, call_with_retries
+from rag_service.errors import ProviderUnavailable
 
 EventType = Literal["user.deleted", "organization.deleted", "member.removed", "member.role_changed"]
 EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]

@@ -46,12 +46,14 @@ from rag_service.agents.mcp_outputs import (
 )
 from rag_service.agents.services import AgentServices
 from rag_service.auth.tokens import CurrentUser
+from rag_service.chat.records import DeltaEvent, SourcesEvent
 from rag_service.chat.schemas import MAX_CHAT_TOP_K, ChatRequest
-from rag_service.chat.service import DeltaEvent, SourcesEvent
-from rag_service.documents.schemas import MAX_COLLECTION_ID_CHARS, SaveDocumentRequest
+from rag_service.collections.records import MAX_COLLECTION_ID_CHARS
+from rag_service.documents.schemas import SaveDocumentRequest
 from rag_service.errors import AppError, describe_validation_errors
 from rag_service.runtime import Runtime
-from rag_service.search.schemas import MAX_TOP_K, SearchFilters, SearchRequest
+from rag_service.search.filters import MAX_TOP_K, SearchFilters
+from rag_service.search.schemas import SearchRequest
 from rag_service.storage.models import DEFAULT_COLLECTION
 
 log = logging.getLogger(__name__)

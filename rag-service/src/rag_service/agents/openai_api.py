@@ -41,11 +41,12 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from rag_service.agents.services import AgentServices
 from rag_service.chat.schemas import MAX_CHAT_TOP_K, MAX_HISTORY_MESSAGE_CHARS, ChatRequest, HistoryMessage
-from rag_service.chat.service import ChatService, DeltaEvent, PreparedChat, SourcesEvent
+from rag_service.chat.service import ChatService, PreparedChat
+from rag_service.chat.records import DeltaEvent, SourcesEvent
 from rag_service.deps import RuntimeDep, UserDep
 from rag_service.errors import AppError, BadRequest, NotFound
 from rag_service.runtime import Runtime
-from rag_service.search.schemas import SearchFilters
+from rag_service.search.filters import SearchFilters
 
 log = logging.getLogger(__name__)
 

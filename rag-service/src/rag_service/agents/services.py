@@ -21,7 +21,8 @@ from rag_service.chat.service import ChatService
 from rag_service.collections.api import get_collection_service
 from rag_service.collections.schemas import CollectionOut
 from rag_service.deps import require_write_scope
-from rag_service.documents.api import get_document_service, get_intake
+from rag_service.documents.api import get_document_reads, get_document_service, get_intake
+from rag_service.embeddings.api import get_embedding_service
 from rag_service.documents.schemas import DocumentDetail, DocumentList, DocumentSummary, SaveDocumentRequest, save_message
 from rag_service.documents.service import DocumentService
 from rag_service.ratelimit import Budget
@@ -72,16 +73,18 @@ class AgentServices:
     async def list_documents(self, *, page: int, limit: int, collection_id: str | None) -> DocumentList:
         """GET /documents (cheap)."""
         await self._spend("cheap")
-        async with self._documents() as service:
-            result = await service.list(self.access, page=page, limit=limit, collection_id=collection_id)
+        async with self.runtime.sessionmaker() as session:
+            reads = await get_document_reads(session, self.runtime.settings)
+            result = await reads.list(self.access, page=page, limit=limit, collection_id=collection_id)
         return DocumentList(documents=[DocumentSummary.of(d) for d in result.documents],
                             total=result.total, page=result.page, pages=result.pages)
 
     async def get_document(self, document_id: str) -> DocumentDetail:
         """GET /documents/{id} (cheap)."""
         await self._spend("cheap")
-        async with self._documents() as service:
-            return DocumentDetail.of(await service.get(self.access, document_id))
+        async with self.runtime.sessionmaker() as session:
+            reads = await get_document_reads(session, self.runtime.settings)
+            return DocumentDetail.of(await reads.get(self.access, document_id))
 
     async def save_document(self, request: SaveDocumentRequest) -> dict[str, Any]:
         """POST /save-document (write scope, cheap, then the ingestion byte budget and quotas
@@ -101,8 +104,8 @@ class AgentServices:
         """POST /embed (write scope, costly), once for several texts (each within its limit)."""
         await require_write_scope(self.user)
         await self._spend("costly")
-        async with self._documents() as service:
-            return [await service.embed_query(text) for text in texts]
+        service = await get_embedding_service(self.runtime.embedder, self.runtime.settings)
+        return [await service.embed_query(text) for text in texts]
 
     async def list_collections(self) -> list[CollectionOut]:
         """GET /collections (cheap)."""

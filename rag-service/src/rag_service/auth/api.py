@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from rag_service.auth.orgs import OrgRole
+from rag_service.core.roles import OrgRole
 from rag_service.deps import UserDep
 
 router = APIRouter(tags=["auth"])

@@ -10,10 +10,10 @@ cannot be read exactly grants nothing, rather than whatever part of it looked va
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from rag_service.core.roles import NO_MEMBERSHIPS, Memberships, OrgRole
 from rag_service.errors import Unauthorized
 
 # The auth-service refuses to let a user join more (MAX_ORGS_PER_USER) and never mints more.
@@ -22,21 +22,8 @@ MAX_ORGS = 50
 # (50 entries, ~4.5 KB) well under MAX_TOKEN_CHARS.
 MAX_ORG_ID_CHARS = 64
 
-
-class OrgRole(StrEnum):
-    """A member's role in one organization. What each may do is the caller's to decide."""
-
-    OWNER = "owner"
-    ADMIN = "admin"
-    MEMBER = "member"
-
-
 _ROLES = {role.value: role for role in OrgRole}
 _ENTRY_KEYS = frozenset({"id", "role"})
-
-# Organization id -> the caller's role there; read-only.
-Memberships = Mapping[str, OrgRole]
-NO_MEMBERSHIPS: Memberships = MappingProxyType({})
 
 
 def _refuse(problem: str) -> Unauthorized:

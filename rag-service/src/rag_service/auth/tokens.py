@@ -38,7 +38,8 @@ from typing import Any
 
 import httpx
 import jwt
-from rag_service.auth.orgs import NO_MEMBERSHIPS, Memberships, parse_orgs
+from rag_service.auth.orgs import parse_orgs
+from rag_service.core.roles import NO_MEMBERSHIPS, Memberships
 from rag_service.config import Settings
 from rag_service.errors import ServiceUnavailable, Unauthorized
 

@@ -11,6 +11,7 @@ from sse_starlette import EventSourceResponse
 from rag_service.chat.schemas import ChatRequest, ChatResponse
 from rag_service.chat.service import ChatService
 from rag_service.chat.sse import chat_sse
+from rag_service.chat.turns import ChatTurns
 from rag_service.deps import (
     AccessDep,
     CostlyRateLimit,
@@ -22,7 +23,6 @@ from rag_service.deps import (
     VectorStoreDep,
 )
 from rag_service.errors import error_responses
-from rag_service.history.turns import ChatTurns
 from rag_service.search.service import SearchService
 
 router = APIRouter(tags=["chat"])

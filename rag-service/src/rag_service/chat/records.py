@@ -1,7 +1,8 @@
 """The records of a chat turn that travel as they are: each cited source is stored with the
 answer (history returns it unchanged) and sent to the client, and the timing ends the
 stream. The service builds them; chat/schemas.py uses them in the wire shapes, so the
-stored, streamed and JSON forms of a source are one definition.
+stored, streamed and JSON forms of a source are one definition. Also what the service
+answers with: the stream's events and the whole answer.
 """
 
 from __future__ import annotations
@@ -33,3 +34,52 @@ class Timing:
     # None when no text was produced.
     first_delta_ms: float | None
     total_ms: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finished answer says, machine-readably."""
+
+    # False when the generator answered NOT_FOUND_ANSWER (the sources do not say).
+    answer_found: bool
+    # The generator's name: "extractive", "gemini:<model>", "openai:<model>".
+    generator: str
+    # Source numbers the answer cites, in order of first citation (none when not found).
+    cited_sources: list[int]
+
+
+@dataclass(frozen=True)
+class SourcesEvent:
+    sources: list[CitedSource]
+
+
+@dataclass(frozen=True)
+class DeltaEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """The answer is complete and saved."""
+
+    conversation_id: str
+    message_id: str
+    timing: Timing
+    outcome: Outcome
+
+
+ChatEvent = SourcesEvent | DeltaEvent | DoneEvent
+
+
+@dataclass(frozen=True)
+class ChatAnswer:
+    """A whole answer (the JSON route), saved as the conversation's latest turn."""
+
+    text: str
+    # Every retrieved source, each marked `cited` or not.
+    sources: list[CitedSource]
+    # The chunk texts given to the generator, in source order.
+    context_used: list[str]
+    conversation_id: str
+    message_id: str
+    outcome: Outcome

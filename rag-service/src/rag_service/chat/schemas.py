@@ -4,15 +4,12 @@ built from the chat service's results."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from rag_service.chat.records import CitedSource, Timing
-from rag_service.search.schemas import SearchFilters
-
-if TYPE_CHECKING:  # the chat service takes ChatRequest from here
-    from rag_service.chat.service import ChatAnswer, DoneEvent
+from rag_service.chat.records import ChatAnswer, CitedSource, DoneEvent, Timing
+from rag_service.search.filters import SearchFilters
 
 MIN_CHAT_TOP_K = 1
 MAX_CHAT_TOP_K = 20

@@ -30,13 +30,23 @@ from dataclasses import asdict, dataclass, field, replace
 
 import anyio
 
-from rag_service.chat.records import CitedSource, Timing
+from rag_service.chat.records import (
+    ChatAnswer,
+    ChatEvent,
+    CitedSource,
+    DeltaEvent,
+    DoneEvent,
+    Outcome,
+    SourcesEvent,
+    Timing,
+)
 from rag_service.chat.schemas import ChatRequest
+from rag_service.chat.turns import STATUS_COMPLETE, STATUS_FAILED, STATUS_INCOMPLETE, ChatTurns, StartedTurn
 from rag_service.errors import Unprocessable
-from rag_service.history.turns import STATUS_COMPLETE, STATUS_FAILED, STATUS_INCOMPLETE, ChatTurns, StartedTurn
 from rag_service.providers.base import NOT_FOUND_ANSWER, Generator, Source, Turn
 from rag_service.providers.citations import cited_numbers
-from rag_service.search.service import SearchService, parse_filters
+from rag_service.search.filters import parse_filters
+from rag_service.search.service import SearchService
 from rag_service.storage.access import Access
 
 log = logging.getLogger(__name__)
@@ -72,18 +82,6 @@ def snippet(text: str) -> str:
     return flat if len(flat) <= SNIPPET_MAX_CHARS else flat[: SNIPPET_MAX_CHARS - 1].rstrip() + "…"
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a finished answer says, machine-readably."""
-
-    # False when the generator answered NOT_FOUND_ANSWER (the sources do not say).
-    answer_found: bool
-    # The generator's name: "extractive", "gemini:<model>", "openai:<model>".
-    generator: str
-    # Source numbers the answer cites, in order of first citation (none when not found).
-    cited_sources: list[int]
-
-
 def answer_outcome(text: str, sources: list[CitedSource], generator: str) -> Outcome:
     """The outcome of answer `text` over `sources`: a not-found answer cites nothing, and
     only numbers of real sources count as cited."""
@@ -97,29 +95,6 @@ def answer_outcome(text: str, sources: list[CitedSource], generator: str) -> Out
 def marked_cited(sources: list[CitedSource], outcome: Outcome) -> list[CitedSource]:
     cited = set(outcome.cited_sources)
     return [replace(source, cited=source.number in cited) for source in sources]
-
-
-@dataclass(frozen=True)
-class SourcesEvent:
-    sources: list[CitedSource]
-
-
-@dataclass(frozen=True)
-class DeltaEvent:
-    text: str
-
-
-@dataclass(frozen=True)
-class DoneEvent:
-    """The answer is complete and saved."""
-
-    conversation_id: str
-    message_id: str
-    timing: Timing
-    outcome: Outcome
-
-
-ChatEvent = SourcesEvent | DeltaEvent | DoneEvent
 
 
 @dataclass
@@ -138,20 +113,6 @@ class PreparedChat:
     @property
     def context_used(self) -> list[str]:
         return [source.text for source in self.generator_sources]
-
-
-@dataclass(frozen=True)
-class ChatAnswer:
-    """A whole answer (the JSON route), saved as the conversation's latest turn."""
-
-    text: str
-    # Every retrieved source, each marked `cited` or not.
-    sources: list[CitedSource]
-    # The chunk texts given to the generator, in source order.
-    context_used: list[str]
-    conversation_id: str
-    message_id: str
-    outcome: Outcome
 
 
 class ChatService:

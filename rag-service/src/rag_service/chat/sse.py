@@ -22,8 +22,9 @@ from dataclasses import asdict
 
 from sse_starlette import ServerSentEvent
 
+from rag_service.chat.records import ChatEvent, DeltaEvent, DoneEvent, SourcesEvent
 from rag_service.chat.schemas import ChatDone, ChatError
-from rag_service.chat.service import ChatEvent, DeltaEvent, DoneEvent, PreparedChat, SourcesEvent
+from rag_service.chat.service import PreparedChat
 from rag_service.errors import AppError
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response, status
 
+from rag_service.collections.records import MAX_COLLECTION_ID_CHARS
 from rag_service.collections.schemas import (
     CollectionList,
     CollectionOut,
@@ -14,7 +15,6 @@ from rag_service.collections.schemas import (
 )
 from rag_service.collections.service import CollectionService
 from rag_service.deps import AccessDep, CheapRateLimit, IngestionGateDep, SessionDep, WriteScope
-from rag_service.documents.schemas import MAX_COLLECTION_ID_CHARS
 from rag_service.errors import error_responses
 
 router = APIRouter(tags=["collections"])

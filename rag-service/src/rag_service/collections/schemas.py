@@ -6,8 +6,7 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from rag_service.collections.service import MAX_NAME_CHARS, CollectionView
-from rag_service.documents.schemas import MAX_COLLECTION_ID_CHARS
+from rag_service.collections.records import MAX_COLLECTION_ID_CHARS, MAX_NAME_CHARS, CollectionView
 
 
 class CreateCollectionRequest(BaseModel):

@@ -13,21 +13,19 @@ A collection the caller cannot read is "not found"; one it can read but not chan
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rag_service.auth.orgs import OrgRole
-from rag_service.collections.locks import collection_lock
-from rag_service.documents.quotas import IngestionGate
+from rag_service.collections.records import MAX_NAME_CHARS, CollectionView
+from rag_service.core.ingestion_gate import IngestionGate
+from rag_service.core.roles import OrgRole
 from rag_service.errors import Conflict, Forbidden, NotFound, Unprocessable
-from rag_service.storage.access import Access, org_of, org_owner, scoped
+from rag_service.storage.access import Access, org_owner, scoped
+from rag_service.storage.locks import collection_lock
 from rag_service.storage.models import DEFAULT_COLLECTION, Collection, Document, utcnow
 
-MAX_NAME_CHARS = 100
 # Per owner (a user's personal collections, or one organization's).
 MAX_COLLECTIONS_PER_OWNER = 200
 DEFAULT_COLLECTION_NAME = "Personal"
@@ -36,24 +34,6 @@ DEFAULT_COLLECTION_NAME = "Personal"
 def insufficient_role(what: str) -> Forbidden:
     return Forbidden(f"your role does not allow {what}: organization members read, admins and owners write",
                      code="insufficient_role")
-
-
-@dataclass(frozen=True)
-class CollectionView:
-    """A collection as the caller sees it."""
-
-    id: str
-    name: str
-    owner: str
-    role: OrgRole
-    can_write: bool
-    is_default: bool
-    document_count: int
-    created_at: datetime | None
-
-    @property
-    def organization_id(self) -> str | None:
-        return org_of(self.owner)
 
 
 def checked_name(name: str) -> str:
@@ -114,7 +94,7 @@ class CollectionService:
         return row.owner
 
     async def ensure_writable(self, access: Access, collection_id: str, owner: str) -> None:
-        """Inside a transaction holding the collection's lock (locks.py), before adding a
+        """Inside a transaction holding the collection's lock (storage/locks.py), before adding a
         document: 404 if the collection was deleted meanwhile (or moved out of reach)."""
         if collection_id == DEFAULT_COLLECTION:
             return
@@ -136,7 +116,7 @@ class CollectionService:
                 raise NotFound("organization not found (or not in your access token yet)")
             if not access.can_write(owner):
                 raise insufficient_role("creating collections in this organization")
-        async with collection_lock(self._session, self._gate, owner):  # the per-owner limit
+        async with collection_lock(self._session, self._gate.locks, owner):  # the per-owner limit
             count = await self._session.scalar(scoped(
                 select(func.count()).select_from(Collection).where(Collection.owner == owner), access, Collection))
             if (count or 0) >= MAX_COLLECTIONS_PER_OWNER:
@@ -175,7 +155,7 @@ class CollectionService:
         row = await self._readable(access, collection_id)
         if not access.can_write(row.owner):
             raise insufficient_role("deleting this collection")
-        async with collection_lock(self._session, self._gate, collection_id):
+        async with collection_lock(self._session, self._gate.locks, collection_id):
             held = await self._session.scalar(scoped(
                 select(func.count()).select_from(Document).where(Document.collection_id == collection_id),
                 access, Document))

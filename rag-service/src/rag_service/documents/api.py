@@ -18,7 +18,6 @@ from rag_service.deps import (
     AccessDep,
     SettingsDep,
     SparseEncoderDep,
-    UserDep,
     VectorStoreDep,
     WriteScope,
 )
@@ -29,17 +28,15 @@ from rag_service.documents.batch_request import (
     parse_json_batch,
     parse_multipart_batch,
 )
-from rag_service.documents.intake import BatchItem, DocumentIntake, UploadedFile, check_upload_count
+from rag_service.documents.intake import DocumentIntake, check_upload_count
+from rag_service.documents.records import BatchItem, UploadedFile
 from rag_service.documents.schemas import (
     BatchResponse,
     DeleteResponse,
     DocumentDetail,
     DocumentList,
     DocumentSummary,
-    EmbedRequest,
-    EmbedResponse,
     COLLECTION_FIELD,
-    MAX_COLLECTION_ID_CHARS,
     IngestionSummary,
     MoveDocumentRequest,
     SaveDocumentRequest,
@@ -47,6 +44,8 @@ from rag_service.documents.schemas import (
     UploadResponse,
     save_message,
 )
+from rag_service.collections.records import MAX_COLLECTION_ID_CHARS
+from rag_service.documents.reads import DocumentReads
 from rag_service.documents.service import DocumentService
 from rag_service.documents.validation import parse_metadata_json
 from rag_service.errors import Unprocessable, UnsupportedMediaType, error_responses
@@ -76,17 +75,19 @@ async def get_document_service(
 DocumentServiceDep = Annotated[DocumentService, Depends(get_document_service)]
 
 
+async def get_document_reads(session: SessionDep, settings: SettingsDep) -> DocumentReads:
+    return DocumentReads(session, settings)
+
+
+DocumentReadsDep = Annotated[DocumentReads, Depends(get_document_reads)]
+
+
 async def get_intake(service: DocumentServiceDep, pool: ExtractionPoolDep, limiter: RateLimiterDep,
                settings: SettingsDep) -> DocumentIntake:
     return DocumentIntake(service, pool, limiter, settings)
 
 
 IntakeDep = Annotated[DocumentIntake, Depends(get_intake)]
-
-
-@router.post("/embed", response_model=EmbedResponse, dependencies=[WriteScope, CostlyRateLimit])
-async def embed(body: EmbedRequest, user: UserDep, service: DocumentServiceDep) -> EmbedResponse:
-    return EmbedResponse(embedding=await service.embed_query(body.text))
 
 
 @router.post(
@@ -196,14 +197,14 @@ async def _batch_items(request: Request, settings: Settings) -> list[BatchItem]:
 @router.get("/documents", response_model=DocumentList, dependencies=[CheapRateLimit])
 async def list_documents(
     access: AccessDep,
-    service: DocumentServiceDep,
+    reads: DocumentReadsDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     limit: Annotated[int, Query(ge=1, description="At most Settings.max_page_size")] = 20,
     collection_id: Annotated[str | None, Query(description="Only this collection's documents",
                                                max_length=MAX_COLLECTION_ID_CHARS)] = None,
 ) -> DocumentList:
     """The documents the caller may read (personal and its organizations'), newest first."""
-    result = await service.list(access, page=page, limit=limit, collection_id=collection_id)
+    result = await reads.list(access, page=page, limit=limit, collection_id=collection_id)
     return DocumentList(
         documents=[DocumentSummary.of(d) for d in result.documents],
         total=result.total, page=result.page, pages=result.pages,
@@ -212,16 +213,16 @@ async def list_documents(
 
 # Declared before /documents/{document_id}, which would otherwise take "summary" for an id.
 @router.get("/documents/summary", response_model=IngestionSummary, dependencies=[CheapRateLimit])
-async def documents_summary(access: AccessDep, service: DocumentServiceDep) -> IngestionSummary:
+async def documents_summary(access: AccessDep, reads: DocumentReadsDep) -> IngestionSummary:
     """The documents the caller may read by status, chunks and bytes stored, and the
     caller's usage (what it saved) against the quotas."""
-    return IngestionSummary.of(await service.summary(access))
+    return IngestionSummary.of(await reads.summary(access))
 
 
 @router.get("/documents/{document_id}", response_model=DocumentDetail, dependencies=[CheapRateLimit],
             responses=error_responses(404))
-async def get_document(document_id: str, access: AccessDep, service: DocumentServiceDep) -> DocumentDetail:
-    return DocumentDetail.of(await service.get(access, document_id))
+async def get_document(document_id: str, access: AccessDep, reads: DocumentReadsDep) -> DocumentDetail:
+    return DocumentDetail.of(await reads.get(access, document_id))
 
 
 @router.delete("/documents/{document_id}", response_model=DeleteResponse, dependencies=[WriteScope, CheapRateLimit],

@@ -26,15 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from rag_service.config import Settings
-from rag_service.documents.intake import (
-    BatchItem,
-    FileItem,
-    InvalidItem,
-    TextItem,
-    UploadedFile,
-    check_batch_count,
-    utf8_size,
-)
+from rag_service.documents.intake import check_batch_count, utf8_size
+from rag_service.documents.records import BatchItem, FileItem, InvalidItem, TextItem, UploadedFile
 from rag_service.documents.schemas import BatchFileItem, BatchTextItem
 from rag_service.errors import Unprocessable, describe_validation_errors
 

@@ -45,6 +45,7 @@ from sqlalchemy import Update, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rag_service.storage.access import Access, scoped, unscoped
+from rag_service.storage.dialect import skip_locked
 from rag_service.storage.models import Document, DocumentStatus, utcnow
 
 # The heartbeat of a claim given up by an interrupted run: older than any cutoff.
@@ -198,8 +199,7 @@ async def claim_stale(session: AsyncSession, stale_before: datetime) -> Claim | 
         .limit(1),
         "system: repair finishes interrupted work of every owner",
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+    query = skip_locked(session, query)
     while True:
         row = (await session.execute(query)).first()
         if row is None:

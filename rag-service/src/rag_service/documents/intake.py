@@ -21,80 +21,30 @@ before it stay, and sending the request again deduplicates them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from rag_service.config import Settings
 from rag_service.documents.extraction import ExtractedFile
+from rag_service.documents.records import (
+    BatchItem,
+    FileItem,
+    InvalidItem,
+    ItemOutcome,
+    StoredDocument,
+    TextItem,
+    UploadedFile,
+)
 from rag_service.documents.sandbox import ExtractionPool
 from rag_service.documents.service import DocumentService
 from rag_service.documents.validation import validate_title
 from rag_service.errors import AppError, PayloadTooLarge, Unprocessable
 from rag_service.ratelimit import RateLimiter
 from rag_service.storage.access import Access
-from rag_service.storage.models import DEFAULT_COLLECTION, Document
+from rag_service.storage.models import DEFAULT_COLLECTION
 
 # The ingestion gate's code for "too many documents being indexed": after one item waited
 # for a slot in vain, the rest of the batch is answered the same without waiting again.
 BUSY = "busy"
-
-
-@dataclass(frozen=True)
-class UploadedFile:
-    """One file as received: the client's file name (untrusted) and its bytes."""
-
-    filename: str | None
-    data: bytes
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-
-@dataclass(frozen=True)
-class TextItem:
-    title: str
-    content: str
-    metadata: dict[str, Any] | None
-    # UTF-8 bytes of the content (measured off the event loop by the request parser).
-    size: int
-
-
-@dataclass(frozen=True)
-class FileItem:
-    file: UploadedFile
-    title: str | None
-    metadata: dict[str, Any] | None
-
-    @property
-    def size(self) -> int:
-        return self.file.size
-
-
-@dataclass(frozen=True)
-class InvalidItem:
-    """An item refused while the request was parsed (e.g. a field of the wrong type)."""
-
-    error: AppError
-    size: int = 0
-
-
-BatchItem = TextItem | FileItem | InvalidItem
-
-
-@dataclass(frozen=True)
-class StoredDocument:
-    document: Document
-    created: bool
-
-
-@dataclass(frozen=True)
-class ItemOutcome:
-    """One batch item's answer: `stored` (created or duplicate) or `error`."""
-
-    index: int
-    stored: StoredDocument | None = None
-    error: AppError | None = None
 
 
 def check_upload_count(count: int, title: str | None, max_files: int) -> None:

@@ -2,7 +2,8 @@
 (start-up and periodic), and rebuilding every document's vectors (`rag reindex`).
 
 These run for all users by design (`storage.access.unscoped`, with the reason); each
-document is then handled with its owner's `Access`.
+document is then handled with its owner's `Access`. They take the `DocumentServices` they
+work with (the app's lifespan and the CLI build it from their Runtime).
 """
 
 from __future__ import annotations
@@ -12,48 +13,45 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from rag_service.documents import claims
-from rag_service.documents.service import service_for
+from rag_service.documents.service import DocumentServices
 from rag_service.errors import AppError
 from rag_service.storage.access import unscoped
 from rag_service.storage.models import Document, DocumentStatus, utcnow
 
-if TYPE_CHECKING:
-    from rag_service.runtime import Runtime
-
 log = logging.getLogger(__name__)
 
 
-def stale_before(runtime: Runtime, now: datetime | None = None) -> datetime:
+def stale_before(documents: DocumentServices, started_at: datetime | None = None,
+                 now: datetime | None = None) -> datetime:
     """Claims whose heartbeat is older than this belong to no live run.
 
     Always: older than the lease. With a single-process vector store (Qdrant Edge) also
-    every claim taken before this process started: the process that took it no longer
-    holds the store, so it is not running.
+    every claim taken before this process started (`started_at`): the process that took it
+    no longer holds the store, so it is not running.
     """
-    cutoff = (now or utcnow()) - timedelta(seconds=runtime.settings.ingest_claim_lease_seconds)
-    started_at = getattr(runtime, "started_at", None)
-    if started_at is not None and getattr(runtime.vector_store, "single_process", False):
+    cutoff = (now or utcnow()) - timedelta(seconds=documents.settings.ingest_claim_lease_seconds)
+    if started_at is not None and documents.vector_store.single_process:
         cutoff = max(cutoff, started_at)
     return cutoff
 
 
-async def repair_interrupted_ingestions(runtime: Runtime) -> int:
+async def repair_interrupted_ingestions(documents: DocumentServices, started_at: datetime | None = None) -> int:
     """Claim and finish every stale `indexing` (re-index) or `deleting` (delete) row, one
-    at a time so replicas share the work. Returns how many rows were claimed."""
+    at a time so replicas share the work. Returns how many rows were claimed.
+    `started_at`: when this process started (see `stale_before`)."""
     repaired = 0
-    cutoff = stale_before(runtime)
+    cutoff = stale_before(documents, started_at)
     while True:
-        async with runtime.sessionmaker() as session:
+        async with documents.sessionmaker() as session:
             claim = await claims.claim_stale(session, cutoff)
             if claim is None:
                 return repaired
             repaired += 1
-            service = service_for(runtime, session)
+            service = documents.service(session)
             try:
                 if claim.status == DocumentStatus.DELETING:
                     await service.finish_delete(claim.document_id)
@@ -65,16 +63,16 @@ async def repair_interrupted_ingestions(runtime: Runtime) -> int:
                 log.warning("could not repair document %s: %s", claim.document_id, exc.message)
 
 
-async def repair_periodically(runtime: Runtime) -> None:
+async def repair_periodically(documents: DocumentServices, started_at: datetime | None = None) -> None:
     """Run repair every `ingest_repair_interval_seconds` (a replica that died mid-ingestion
     leaves claims that go stale while the others keep running). Cancel to stop."""
-    interval = runtime.settings.ingest_repair_interval_seconds
+    interval = documents.settings.ingest_repair_interval_seconds
     if interval <= 0:
         return
     while True:
         await asyncio.sleep(interval)
         try:
-            await repair_interrupted_ingestions(runtime)
+            await repair_interrupted_ingestions(documents, started_at)
         except Exception:  # the database is down: try again next round
             log.exception("periodic repair of interrupted ingestions failed")
 
@@ -86,15 +84,16 @@ class ReindexReport:
     failed: int = 0
 
 
-async def reindex_all(runtime: Runtime, on_progress: Callable[[int, int], None] | None = None) -> ReindexReport:
+async def reindex_all(documents: DocumentServices,
+                      on_progress: Callable[[int, int], None] | None = None) -> ReindexReport:
     """Rebuild every document's vectors from SQL into the current model's collection.
 
     Each document is claimed like any other ingestion, so this can run while the service
     serves (with a server vector store). `on_progress(done, total)` is called after each.
     """
     report = ReindexReport()
-    await runtime.vector_store.ensure_collection()
-    async with runtime.sessionmaker() as session:
+    await documents.vector_store.ensure_collection()
+    async with documents.sessionmaker() as session:
         rows = (await session.execute(unscoped(
             select(Document.id)
             .where(Document.status != DocumentStatus.DELETING)
@@ -103,9 +102,9 @@ async def reindex_all(runtime: Runtime, on_progress: Callable[[int, int], None] 
         ))).all()
         await session.commit()
     for done, (document_id,) in enumerate(rows, start=1):
-        async with runtime.sessionmaker() as session:
+        async with documents.sessionmaker() as session:
             try:
-                document = await service_for(runtime, session).reindex(None, document_id, bounded_wait=False)
+                document = await documents.service(session).reindex(None, document_id, bounded_wait=False)
                 report.documents += 1
                 report.chunks += document.chunk_count
             except AppError as exc:

@@ -1,14 +1,14 @@
 """Reading a caller's documents: one page of the listing, one document, the summary.
 
 Read only, and scoped to the caller's `Access` like every statement (storage/access.py):
-another user's document is "not found". `DocumentService` (service.py) adds the writes.
+another user's document is "not found". `DocumentService` (service.py) makes the writes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import LargeBinary, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -17,6 +17,7 @@ from rag_service.documents.quotas import Usage, limits_of
 from rag_service.errors import NotFound, Unprocessable
 from rag_service.paging import Page
 from rag_service.storage.access import Access, as_access, scoped
+from rag_service.storage.dialect import utf8_bytes
 from rag_service.storage.models import DEFAULT_COLLECTION, Document, DocumentStatus
 
 
@@ -46,6 +47,8 @@ class DocumentPage(Page):
 
 
 class DocumentReads:
+    """One session's reads of the documents a caller may see."""
+
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self._session = session
         self._settings = settings
@@ -77,9 +80,7 @@ class DocumentReads:
     async def summary(self, caller: Access | str) -> IngestionTotals:
         """Counts by status, chunks of ready documents, and UTF-8 bytes of stored content of
         the documents the caller may read; the quota usage of each owner it may read."""
-        # SQLite has no octet_length(); the length of a text cast to a blob is its byte count.
-        is_sqlite = self._session.get_bind().dialect.name == "sqlite"
-        size = func.length(cast(Document.content, LargeBinary)) if is_sqlite else func.octet_length(Document.content)
+        size = utf8_bytes(self._session, Document.content)
         access = as_access(caller)
         query = scoped(
             select(Document.status, func.count(), func.coalesce(func.sum(Document.chunk_count), 0),

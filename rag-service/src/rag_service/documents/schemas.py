@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from rag_service.collections.records import MAX_COLLECTION_ID_CHARS
+from rag_service.documents.records import ItemOutcome
 from rag_service.storage.access import org_of
 from rag_service.storage.models import DEFAULT_COLLECTION, Document
 
-if TYPE_CHECKING:
-    from rag_service.documents.intake import ItemOutcome
-
-
-class EmbedRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # The upper bound is Settings.max_embed_chars (checked by the service: 413).
-    text: str = Field(min_length=1, description="Text to embed as a query")
-
-
-class EmbedResponse(BaseModel):
-    embedding: list[float]
-    success: bool = True
-
-
-# "personal" or a collection's UUID.
-MAX_COLLECTION_ID_CHARS = 36
 COLLECTION_FIELD = (f"The collection to save into: `{DEFAULT_COLLECTION}` (the caller's default collection) or the "
                     "id of a collection the caller may write (GET /collections)")
 

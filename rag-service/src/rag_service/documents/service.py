@@ -1,5 +1,5 @@
-"""Documents: save (validate, deduplicate, check quotas, ingest), reindex, delete; the reads
-(list, get, summary) are `DocumentReads` (reads.py).
+"""Documents: save (validate, deduplicate, check quotas, ingest), reindex, move, delete; the
+reads (list, get, summary) are `DocumentReads` (reads.py), which this service uses too.
 
 Invariant (checked by tests/test_ingestion_races.py after concurrent upload / reindex /
 delete / repair rounds and after a process killed mid-ingestion): every `ready` document
@@ -20,32 +20,31 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from rag_service.collections.locks import collection_lock
 from rag_service.collections.service import CollectionService, insufficient_role
 from rag_service.config import Settings
+from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.documents import claims
 from rag_service.documents.chunking import Chunker, chunker_for
 from rag_service.documents.extraction import content_hash, normalize_content
 from rag_service.documents.indexing import INGEST_BATCH, Indexer, refetch
-from rag_service.documents.quotas import IngestionGate, check_quota, estimated_chunks, insert_within_quota, owner_lock
+from rag_service.documents.quotas import check_quota, estimated_chunks, insert_within_quota
 from rag_service.documents.reads import DocumentReads
 from rag_service.documents.validation import validate_metadata, validate_title
 from rag_service.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from rag_service.providers.base import Embedder, embedding_account
 from rag_service.storage.access import Access, as_access, document_points, scoped, unscoped
+from rag_service.storage.locks import collection_lock, owner_lock
 from rag_service.storage.models import DEFAULT_COLLECTION, Document, DocumentStatus, utcnow
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import VectorStore
-
-if TYPE_CHECKING:
-    from rag_service.runtime import Runtime
 
 # Lookups of a concurrently saved/deleted duplicate before giving up with 409.
 SAVE_ATTEMPTS = 5
@@ -58,8 +57,8 @@ def _shared_chunker(embedder: Embedder, size: int, overlap: int, max_chars: int)
     return chunker_for(embedder, chunk_size_tokens=size, chunk_overlap_tokens=overlap, chunk_max_chars=max_chars)
 
 
-class DocumentService(DocumentReads):
-    """The reads (`DocumentReads`), and saving, re-indexing and deleting under the claim protocol."""
+class DocumentService:
+    """Saving, re-indexing, moving and deleting under the claim protocol."""
 
     def __init__(
         self,
@@ -76,7 +75,10 @@ class DocumentService(DocumentReads):
         # Without a shared gate (tests, one-off tools): no concurrency cap, and quota
         # checks rely on the database lock alone.
         self._gate = gate or IngestionGate(0, 0)
-        super().__init__(session, settings)
+        self._session = session
+        self._settings = settings
+        # Writes read the caller's document first (moves; telling 403 from 404).
+        self.reads = DocumentReads(session, settings)
         self._vector_store = vector_store
         self._sparse_encoder = sparse_encoder
         self._embedder = embedder
@@ -101,15 +103,6 @@ class DocumentService(DocumentReads):
     def _normalized_with_hash(self, content: str) -> tuple[str, str]:
         normalized = self.prepare_content(content)
         return normalized, content_hash(normalized)
-
-    async def embed_query(self, text: str) -> list[float]:
-        """The query embedding of `text` (1..max_embed_chars characters)."""
-        if not text or not text.strip():
-            raise Unprocessable("text must not be empty")
-        if len(text) > self._settings.max_embed_chars:
-            raise PayloadTooLarge(f"text is longer than the limit of {self._settings.max_embed_chars} characters")
-        [vector] = await self._embedder.embed([text], task="query")
-        return vector
 
     # --- save ---------------------------------------------------------------------------
 
@@ -163,7 +156,7 @@ class DocumentService(DocumentReads):
                     )
                     try:
                         async with self._adding_to(access, collection_id, owner):
-                            await insert_within_quota(self._session, document, self._settings, self._gate)
+                            await insert_within_quota(self._session, document, self._settings, self._gate.locks)
                     except IntegrityError:
                         # The same content was saved concurrently by this user: look again.
                         await self._session.rollback()
@@ -187,11 +180,11 @@ class DocumentService(DocumentReads):
     @asynccontextmanager
     async def _adding_to(self, access: Access, collection_id: str, owner: str) -> AsyncIterator[None]:
         """A transaction that adds a document to a collection: holds the collection's lock
-        and checks it still exists (collections/locks.py). Commit inside the block."""
+        and checks it still exists (storage/locks.py). Commit inside the block."""
         if collection_id == DEFAULT_COLLECTION:
             yield
             return
-        async with collection_lock(self._session, self._gate, collection_id):
+        async with collection_lock(self._session, self._gate.locks, collection_id):
             try:
                 await self.collections.ensure_writable(access, collection_id, owner)
             except BaseException:
@@ -239,7 +232,7 @@ class DocumentService(DocumentReads):
         access = as_access(caller)
         if "\x00" in document_id:
             raise NotFound("document not found")
-        document = await self.get(access, document_id)
+        document = await self.reads.get(access, document_id)
         owner = await self.collections.writable_owner(access, collection_id)
         await self._session.commit()  # no connection held while waiting for a slot (see _find_by_hash)
         if (document.owner, document.collection_id) == (owner, collection_id):
@@ -266,7 +259,7 @@ class DocumentService(DocumentReads):
         if owner == document.owner:
             yield
             return
-        async with owner_lock(self._session, self._gate, owner):
+        async with owner_lock(self._session, self._gate.locks, owner):
             try:
                 await check_quota(self._session, owner, document.content_chars, self._settings)
             except BaseException:
@@ -310,7 +303,7 @@ class DocumentService(DocumentReads):
         """After a write scoped to what the caller may change matched nothing: 403 when the
         caller can read the document but its role forbids the change, else 404 (gone, or
         being deleted)."""
-        document = await self.get(access, document_id)
+        document = await self.reads.get(access, document_id)
         if access.can_write(document.owner):
             raise NotFound("document not found")
         raise insufficient_role(what)
@@ -319,7 +312,19 @@ class DocumentService(DocumentReads):
 # --- wiring ------------------------------------------------------------------------------
 
 
-def service_for(runtime: Runtime, session: AsyncSession) -> DocumentService:
-    return DocumentService(session, runtime.vector_store, runtime.sparse_encoder, runtime.embedder, runtime.settings,
-                           gate=getattr(runtime, "ingestion_gate", None),
-                           ingest_batch=runtime.settings.ingest_batch_size)
+@dataclass(frozen=True)
+class DocumentServices:
+    """What a `DocumentService` is built from, once per session: for the callers that open
+    their own sessions (maintenance, the CLI, the agents' tools)."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    vector_store: VectorStore
+    sparse_encoder: SparseEncoder
+    embedder: Embedder
+    settings: Settings
+    # None: no concurrency cap, quota checks rely on the database lock alone (one-off tools).
+    gate: IngestionGate | None = None
+
+    def service(self, session: AsyncSession) -> DocumentService:
+        return DocumentService(session, self.vector_store, self.sparse_encoder, self.embedder, self.settings,
+                               gate=self.gate, ingest_batch=self.settings.ingest_batch_size)

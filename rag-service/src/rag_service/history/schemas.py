@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_serializer
 
-from rag_service.history.service import ConversationOverview, ConversationPage, Transcript, TranscriptMessage
+from rag_service.history.records import ConversationOverview, ConversationPage, Transcript, TranscriptMessage
 
 # An assistant message's lifecycle:
 # - "incomplete": saved before generation starts; stays so if the client went away mid-stream

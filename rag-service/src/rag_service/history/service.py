@@ -2,67 +2,23 @@
 
 Every statement is scoped to the caller's `Access` (storage/access.py); another user's
 conversation id behaves exactly like one that does not exist (404). The chat flow's writes
-(one turn at a time) are in `turns.py`.
+(one turn at a time) are in chat/turns.py.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag_service.errors import NotFound
-from rag_service.paging import Page
+from rag_service.history.records import ConversationOverview, ConversationPage, Transcript, TranscriptMessage
 from rag_service.storage.access import Access, scoped
 from rag_service.storage.models import Conversation, Document, Message
 
 PREVIEW_MAX_CHARS = 160
-
-
-@dataclass(frozen=True)
-class ConversationOverview:
-    """One conversation in a listing."""
-
-    id: str
-    title: str
-    created_at: datetime
-    updated_at: datetime
-    message_count: int
-    last_message_preview: str
-
-
-@dataclass(frozen=True)
-class ConversationPage(Page):
-    conversations: list[ConversationOverview]
-
-
-@dataclass(frozen=True)
-class TranscriptMessage:
-    id: str
-    role: str
-    content: str
-    # Assistant messages: [{number, document_id, title, chunk_index, score, snippet, cited}]
-    # (`cited`: whether the answer cites it; absent on answers saved before it existed)
-    sources: list[dict[str, Any]]
-    # "complete" | "incomplete" | "failed" (see turns.py)
-    status: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Transcript:
-    """A conversation and all its messages, oldest first."""
-
-    id: str
-    title: str
-    created_at: datetime
-    updated_at: datetime
-    messages: list[TranscriptMessage]
 
 
 def conversation_not_found(conversation_id: str) -> NotFound:

@@ -1,6 +1,6 @@
 """Provider interfaces: one `Embedder` and one `Generator`, with implementations beside them.
 
-Providers raise `ProviderUnavailable` (a 503) when the backing model or API cannot serve
+Providers raise `ProviderUnavailable` (errors.py, a 503) when the backing model or API cannot serve
 the request after bounded retries.
 """
 
@@ -11,8 +11,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from rag_service.errors import ServiceUnavailable
-
 EmbedTask = Literal["document", "query"]
 
 # The answer of every generator when the sources do not answer the question: exactly this
@@ -22,16 +20,6 @@ NOT_FOUND_ANSWER = "I couldn't find anything about that in your documents."
 # The account whose documents are being embedded: a local encoder shares its lanes fairly
 # between accounts (encoder_worker.py). Set by ingestion around one document's run.
 embedding_account: ContextVar[str] = ContextVar("embedding_account", default="")
-
-
-class ProviderUnavailable(ServiceUnavailable):
-    """The embedding or answer provider failed (timeouts, 5xx, 429 after retries...)."""
-
-    code = "provider_unavailable"
-
-    def __init__(self, provider: str, message: str) -> None:
-        super().__init__(f"{provider} is unavailable: {message}")
-        self.provider = provider
 
 
 class Embedder(Protocol):

@@ -7,7 +7,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from rag_service.providers.retry import Failure, ProviderFailures, parse_retry_after
+from rag_service.core.retry import Failure, ProviderFailures, parse_retry_after
 
 # Statuses worth another attempt: rate limits, timeouts and server-side failures.
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -17,7 +17,7 @@ def build_gemini_client(api_key: str, timeout_seconds: float) -> genai.Client:
     """A google-genai client that never retries on its own and talks HTTP through httpx.
 
     - `retry_options` is left unset, which makes the SDK try each request once: our own
-      `retry.py` owns retries, so their number and backoff are bounded and testable.
+      `core/retry.py` owns retries, so their number and backoff are bounded and testable.
     - google-genai 3.x prefers the `httpx2` fork when it is installed; passing an httpx
       object in `async_client_args` makes it pick plain httpx (its backend detection looks
       at those values), so respx can intercept requests in tests and httpx exceptions are

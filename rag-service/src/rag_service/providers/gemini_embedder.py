@@ -8,10 +8,11 @@ from google.genai import types
 from tokenizers import Tokenizer
 
 from rag_service.config import Settings
+from rag_service.core.retry import RetryPolicy, call_with_retries
+from rag_service.errors import ProviderUnavailable
 from rag_service.metrics import EMBEDDED_TEXTS
-from rag_service.providers.base import EmbedTask, ProviderUnavailable
+from rag_service.providers.base import EmbedTask
 from rag_service.providers.gemini_common import build_gemini_client, gemini_failures
-from rag_service.providers.retry import RetryPolicy, call_with_retries
 from rag_service.providers.tokenizer import count_tokens_with, minilm_model_dir, minilm_tokenizer
 
 PROVIDER = "Gemini embeddings"

@@ -8,12 +8,13 @@ from contextlib import aclosing
 from google.genai import types
 
 from rag_service.config import Settings
-from rag_service.providers.base import NOT_FOUND_ANSWER, ProviderUnavailable, Source, Turn
+from rag_service.providers.base import NOT_FOUND_ANSWER, Source, Turn
+from rag_service.errors import ProviderUnavailable
 from rag_service.providers.citations import filter_citations
 from rag_service.providers.not_found import recognise_not_found
 from rag_service.providers.gemini_common import build_gemini_client, gemini_failures
 from rag_service.providers.prompt import SYSTEM_INSTRUCTION, build_user_message
-from rag_service.providers.retry import RetryPolicy, stream_with_retries
+from rag_service.core.retry import RetryPolicy, stream_with_retries
 
 PROVIDER = "Gemini"
 FAILURES = gemini_failures(PROVIDER)

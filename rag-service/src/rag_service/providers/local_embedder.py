@@ -17,8 +17,9 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from rag_service.config import Settings
+from rag_service.errors import ProviderUnavailable
 from rag_service.metrics import EMBEDDED_TEXTS, LOCAL_ENCODER_BATCH_TEXTS
-from rag_service.providers.base import EmbedTask, ProviderUnavailable, embedding_account
+from rag_service.providers.base import EmbedTask, embedding_account
 from rag_service.providers.encoder_worker import EncoderUnavailable, EncoderWorker
 from rag_service.providers.minilm_backends import (
     MAX_TOKENS,

@@ -7,7 +7,8 @@ vectors match torch's (cosine >= 0.99 on every text of a small built-in sample);
 otherwise start-up fails with a clear error rather than serving vectors from another
 space. Several processes may share one cache (replicas, test runs): one exports while
 the others wait for it, and a graph appears under its final name only when complete.
-The cache folder is keyed by the weights, the opset and the exporter and runtime versions;
+The cache folder is keyed by the model config, the weight files' names and sizes, the opset
+and the exporter and runtime versions;
 each graph has its SHA-256 beside it, checked on every load (a mismatch is re-exported).
 """
 
@@ -49,8 +50,10 @@ CHECK_TEXTS = (
 
 
 def onnx_dir(models_dir: Path, model_name: str, model_dir: Path) -> Path:
-    """One folder per source: a cache shared by checkouts or kept across upgrades never
-    serves a graph exported from other weights or by another exporter."""
+    """One folder per source (see `source_fingerprint`): a cache shared by checkouts or kept
+    across upgrades serves a graph only to the same model config, weight file names and sizes,
+    opset and exporter/runtime versions. Weights are told apart by name and size, not content:
+    other weights of the same size would share the folder (the torch check runs at export only)."""
     return models_dir / f"{model_name}-onnx-{source_fingerprint(model_dir)}"
 
 

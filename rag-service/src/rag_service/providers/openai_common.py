@@ -7,7 +7,7 @@ import json
 
 import httpx
 
-from rag_service.providers.retry import Failure, ProviderFailures
+from rag_service.core.retry import Failure, ProviderFailures
 
 # Statuses worth another attempt: timeouts, conflicts, rate limits and server-side failures.
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})

@@ -19,10 +19,10 @@ import httpx
 from tokenizers import Tokenizer
 
 from rag_service.config import Settings
+from rag_service.core.retry import RetryPolicy, call_with_retries, parse_retry_after
 from rag_service.metrics import EMBEDDED_TEXTS
 from rag_service.providers.base import EmbedTask
 from rag_service.providers.openai_common import UpstreamStatusError, error_detail, openai_failures
-from rag_service.providers.retry import RetryPolicy, call_with_retries, parse_retry_after
 from rag_service.providers.tokenizer import count_tokens_with, minilm_tokenizer
 
 PROVIDER = "OpenAI-compatible embeddings"

@@ -19,7 +19,7 @@ from rag_service.providers.citations import filter_citations
 from rag_service.providers.not_found import recognise_not_found
 from rag_service.providers.prompt import build_chat_messages
 from rag_service.providers.openai_common import UpstreamStatusError, error_detail, openai_failures
-from rag_service.providers.retry import RetryPolicy, parse_retry_after, stream_with_retries
+from rag_service.core.retry import RetryPolicy, parse_retry_after, stream_with_retries
 
 PROVIDER = "OpenAI-compatible LLM"
 TEMPERATURE = 0.2

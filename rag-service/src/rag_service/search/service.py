@@ -13,13 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from rag_service.config import Settings
 from rag_service.errors import Unprocessable
 from rag_service.providers.base import Embedder
 from rag_service.search.ranking import DEFAULT_RANKING, RankingConfig, fuse, title_words
-from rag_service.search.schemas import MAX_TOP_K, MIN_TOP_K, SearchFilters
+from rag_service.search.filters import MAX_TOP_K, MIN_TOP_K, SearchFilters, parse_filters
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.access import Access, access_filter
 from rag_service.storage.vectors import ChunkFilter, ChunkHit, QueryVectors, SearchMode, VectorStore
@@ -91,21 +89,6 @@ def _overlaps(a: ChunkHit, b: ChunkHit) -> bool:
 
 def _neighbours(a: ChunkHit, b: ChunkHit) -> bool:
     return abs(a.chunk_index - b.chunk_index) <= 1 or (a.start <= b.end and b.start <= a.end)
-
-
-def parse_filters(filters: SearchFilters | Mapping[str, Any] | None) -> SearchFilters | None:
-    """Filters from a `SearchFilters` or a plain mapping (e.g. a chat request's JSON)."""
-    if filters is None or isinstance(filters, SearchFilters):
-        return filters
-    if not isinstance(filters, Mapping):
-        raise Unprocessable("filters must be an object")
-    try:
-        return SearchFilters.model_validate(dict(filters))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'filters'}: {error['msg']}" for error in exc.errors()
-        )
-        raise Unprocessable(f"invalid filters: {problems}") from exc
 
 
 class SearchService:

@@ -44,7 +44,7 @@ from sqlalchemy import ColumnElement, Delete, Select, Table, Update, event, sele
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.util import find_tables
 
-from rag_service.auth.orgs import OrgRole
+from rag_service.core.roles import OrgRole
 from rag_service.storage.models import Collection, Conversation, Document, Message
 from rag_service.storage.vectors import ChunkFilter, metadata_field
 

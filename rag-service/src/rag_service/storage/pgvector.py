@@ -37,15 +37,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from rag_service.errors import ServiceUnavailable
 from rag_service.storage.filters import sql_filter
 from rag_service.storage.pgvector_term_counts import CHUNK_COUNT_TERM, ensure_term_counts
-from rag_service.storage.qdrant_edge import RRF_K, prefetch_limit
 from rag_service.storage.vectors import (
     COLLECTION_ID_KEY,
+    RRF_K,
     ChunkFilter,
     ChunkHit,
     ChunkPoint,
     QueryVectors,
     SearchMode,
     SparseVector,
+    prefetch_limit,
 )
 
 # sparsevec's largest dimension. BM25 token ids are 31-bit hashes, so they are folded into
@@ -110,6 +111,9 @@ def postgres_conninfo(url: str) -> str:
 
 class PgVectorStore:
     """All users' chunks in one table, partitioned by the owner (column `user_id`)."""
+
+    # Many replicas share the database: ingestion claims are stale only after their lease.
+    single_process = False
 
     def __init__(self, url: str, collection: str, dimension: int, *, pool_max_size: int = POOL_MAX_SIZE,
                  timeout: float = POOL_TIMEOUT_SECONDS) -> None:

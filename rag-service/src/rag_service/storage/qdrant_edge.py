@@ -28,35 +28,26 @@ from rag_service.errors import ServiceUnavailable
 from rag_service.storage.filters import AnyOf, Between, Condition, Missing, OneOf, filter_spec
 from rag_service.storage.vectors import (
     COLLECTION_ID_KEY,
+    DENSE,
     DOCUMENT_ID_KEY,
     OWNER_KEY,
+    RRF_K,
+    SPARSE,
     ChunkFilter,
     ChunkHit,
     ChunkPoint,
     QueryVectors,
     SearchMode,
     SparseVector,
+    prefetch_limit,
 )
 
-DENSE = "dense"
-SPARSE = "bm25"
-# Standard RRF constant (Cormack et al.); the server adapter uses the same value.
-RRF_K = 60
 # Points per Edge write operation. qdrant-edge-py 0.9 holds the GIL for the whole of every
 # call (query, update, scroll), so a worker thread does not free the event loop during a
 # call; it gets the GIL back only between calls. Small operations bound the stall
 # (bench/edge_gil.py, docs/benchmarks.md).
 UPSERT_BATCH = 128
 DELETE_BATCH = 256
-
-
-def prefetch_limit(limit: int) -> int:
-    """Candidates each side of a hybrid query contributes to the fusion.
-
-    Deep enough that a chunk ranked moderately by both dense and BM25 can be found by
-    both lists and win the fusion; shallow enough to stay cheap (see bench/search_latency.py).
-    """
-    return max(limit * 4, 40)
 
 
 def edge_filter(where: ChunkFilter) -> qe.Filter:

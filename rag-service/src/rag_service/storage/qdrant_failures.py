@@ -26,8 +26,8 @@ from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from tenacity import RetryError
 
+from rag_service.core.retry import ProviderFailures, RetryPolicy, parse_retry_after
 from rag_service.errors import AppError, ServiceUnavailable
-from rag_service.providers.retry import ProviderFailures, RetryPolicy, parse_retry_after
 
 # Two retries, short waits: a search holds a user's request meanwhile.
 QDRANT_RETRIES = RetryPolicy(max_retries=2, base_delay=0.2, max_delay=2.0)

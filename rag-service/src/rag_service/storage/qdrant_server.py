@@ -21,9 +21,8 @@ from typing import TypeVar
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from rag_service.providers.retry import RetryPolicy
+from rag_service.core.retry import RetryPolicy
 from rag_service.storage.filters import AnyOf, Between, Condition, Missing, OneOf, filter_spec
-from rag_service.storage.qdrant_edge import DENSE, RRF_K, SPARSE, prefetch_limit
 from rag_service.storage.qdrant_failures import (
     QDRANT_RETRIES,
     REPEATABLE,
@@ -33,14 +32,18 @@ from rag_service.storage.qdrant_failures import (
 )
 from rag_service.storage.vectors import (
     COLLECTION_ID_KEY,
+    DENSE,
     DOCUMENT_ID_KEY,
     OWNER_KEY,
+    RRF_K,
+    SPARSE,
     ChunkFilter,
     ChunkHit,
     ChunkPoint,
     QueryVectors,
     SearchMode,
     SparseVector,
+    prefetch_limit,
 )
 
 UPSERT_BATCH = 256

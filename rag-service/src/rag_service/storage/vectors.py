@@ -35,6 +35,22 @@ COLLECTION_ID_KEY = "collection_id"
 # generations existed have none and count as generation 0.
 GENERATION_KEY = "generation"
 
+# Names of the two vectors of a point in the Qdrant collections (Edge and server).
+DENSE = "dense"
+SPARSE = "bm25"
+# Hybrid search fuses the dense and keyword rankings with Reciprocal Rank Fusion, the same
+# in every adapter: the standard RRF constant (Cormack et al.).
+RRF_K = 60
+
+
+def prefetch_limit(limit: int) -> int:
+    """Candidates each side of a hybrid query contributes to the fusion.
+
+    Deep enough that a chunk ranked moderately by both dense and BM25 can be found by
+    both lists and win the fusion; shallow enough to stay cheap (see bench/search_latency.py).
+    """
+    return max(limit * 4, 40)
+
 
 @dataclass(frozen=True)
 class SparseVector:
@@ -141,6 +157,9 @@ class VectorStore(Protocol):
     """
 
     collection: str
+    # Only this process may open the store (Qdrant Edge's directory): a claim taken before
+    # the process started belongs to no live run (documents/maintenance.py).
+    single_process: bool
 
     async def ensure_collection(self) -> None:
         """Create the collection and payload indexes if missing (idempotent)."""

@@ -8,7 +8,7 @@ Checked in every tracked Markdown file (README.md, docs/*.md, auth-service/READM
 - a test named as `test_x.py::test_y` (or `::test_z` after it) is defined in that file, and a
   test quoted after `x.test.ts` ("title", with "..." for an elided part) is one of its titles;
 - `make X` names a Makefile target, `npm run X` a script of auth-service/package.json,
-  `rag X` a command of the rag-service CLI;
+  `rag X` a command of the rag-service CLI, `rag-client X [Y|Z]` one of the client CLI's;
 - every ```sh / ```bash block still parses (`bash -n`);
 - .env.example lists every rag-service setting, each default it shows is the default, and the
   README's configuration table names only variables it lists (the auth-service's half of
@@ -33,6 +33,8 @@ FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 MAKE = re.compile(r"(?<![\w-])make ([a-z][\w-]*)")
 NPM_RUN = re.compile(r"(?<![\w-])npm run (?:--silent )?([\w:-]+)")
 RAG = re.compile(r"(?:^|[`\s])rag ([a-z][\w-]*)", re.MULTILINE)
+# `rag-client keys create|list|revoke`: a command, and for a group its sub-commands.
+RAG_CLIENT = re.compile(r"(?<![\w-])rag-client ([a-z][\w-]*)(?: ([a-z][\w|-]*))?")
 INLINE_CODE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 # Named in docs/security.md as attack input, not as files of this repository.
 NOT_FILES = frozenset({"../../etc/passwd.txt"})
@@ -102,6 +104,23 @@ def npm_scripts() -> set[str]:
     return set(json.loads((ROOT / "auth-service" / "package.json").read_text())["scripts"])
 
 
+def rag_client_commands() -> dict[str, set[str]]:
+    """The client CLI's commands (clients/python), each with its sub-commands (a group's)."""
+    from typer.main import get_command
+
+    from rag_client.cli import app
+
+    return {name: set(getattr(command, "commands", {})) for name, command in get_command(app).commands.items()}
+
+
+def names_rag_client_commands(command: str, then: str) -> bool:
+    """`rag-client COMMAND [SUB|SUB]`: the command exists, and so do a group's sub-commands."""
+    commands = rag_client_commands()
+    if command not in commands:
+        return False
+    return not (commands[command] and then) or set(then.split("|")) <= commands[command]
+
+
 def rag_commands() -> set[str]:
     from rag_service.cli import app
 
@@ -163,6 +182,7 @@ def test_named_commands_exist(path: Path) -> None:
     missing = [f"make {t}" for t in MAKE.findall(text) if t not in makefile_targets()]
     missing += [f"npm run {s}" for s in NPM_RUN.findall(text) if s not in npm_scripts()]
     missing += [f"rag {c}" for c in RAG.findall(text) if c not in rag_commands()]
+    missing += [f"rag-client {' '.join(c)}" for c in RAG_CLIENT.findall(text) if not names_rag_client_commands(*c)]
     assert not missing, f"{path.relative_to(ROOT)} names commands that do not exist: {missing}"
 
 
@@ -219,6 +239,9 @@ def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
     assert "load-test-both-services-concurrent-users" in slugs and "load-test" not in slugs
     assert {"dev", "test", "bench", "migrate"} <= makefile_targets()
     assert "migrate" in npm_scripts() and {"ingest", "reindex", "migrate"} <= rag_commands()
+    assert [names_rag_client_commands(*c) for c in RAG_CLIENT.findall(
+        "`rag-client keys create|list|revoke`, `rag-client sync DIR`, `rag-client keys rotate`, `rag-client pull`")] == [
+        True, True, False, False]
     assert subprocess.run(["bash", "-n"], input="if then fi (", capture_output=True, text=True).returncode != 0
     assert [m.groups() for m in map(PY_TEST_REF.match, ["test_faults.py::test_y", "::test_z", "x::"]) if m] == [
         ("test_faults.py", "test_y"), (None, "test_z")]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -40,6 +40,7 @@ from rag_service.errors import Conflict, PayloadTooLarge, Unprocessable
 from rag_service.history.service import conversation_not_found, find_conversation
 from rag_service.providers.base import Turn
 from rag_service.storage.access import Access, scoped
+from rag_service.storage.dialect import is_lock_timeout, lock_wait_bounded
 from rag_service.storage.models import Conversation, Message, MessageRole, utcnow
 
 TITLE_MAX_CHARS = 80
@@ -48,7 +49,6 @@ TITLE_MAX_CHARS = 80
 DEFAULT_MAX_MESSAGES_PER_CONVERSATION = 1000
 # How long a turn waits for another turn of the same conversation to save its question.
 DEFAULT_TURN_LOCK_TIMEOUT_S = 5.0
-POSTGRES_LOCK_NOT_AVAILABLE = "55P03"
 
 STATUS_COMPLETE = "complete"
 STATUS_INCOMPLETE = "incomplete"
@@ -205,27 +205,16 @@ class ChatTurns:
         the caller may not see it, 409 when the lock is not free in time."""
         if "\x00" in conversation_id:  # never in an id; PostgreSQL would refuse the query (500)
             raise conversation_not_found(conversation_id)
-        # The wait is bounded per statement: SET LOCAL on PostgreSQL (ends with the
-        # transaction); on SQLite the connection's busy timeout, put back afterwards (the
-        # connection returns to the pool). Neither takes bind parameters: the value is an int.
-        sqlite = session.get_bind().dialect.name == "sqlite"
-        if sqlite:
-            usual_wait_ms = (await session.execute(text("PRAGMA busy_timeout"))).scalar_one()
-            await session.execute(text(f"PRAGMA busy_timeout = {self._turn_lock_timeout_ms}"))
-        else:
-            await session.execute(text(f"SET LOCAL lock_timeout = {self._turn_lock_timeout_ms}"))
         try:
-            locked = await session.execute(scoped(
-                update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now),
-                access, Conversation,
-            ))
+            async with lock_wait_bounded(session, self._turn_lock_timeout_ms):
+                locked = await session.execute(scoped(
+                    update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now),
+                    access, Conversation,
+                ))
         except OperationalError as exc:
-            if _is_lock_timeout(exc):
+            if is_lock_timeout(exc):
                 raise _busy() from exc
             raise
-        finally:
-            if sqlite:
-                await session.execute(text(f"PRAGMA busy_timeout = {int(usual_wait_ms)}"))
         if locked.rowcount == 0:
             raise conversation_not_found(conversation_id)
         return await find_conversation(session, access, conversation_id)
@@ -244,7 +233,3 @@ def _busy() -> Conflict:
                     code="conversation_busy", headers={"Retry-After": "1"})
 
 
-def _is_lock_timeout(exc: OperationalError) -> bool:
-    if getattr(exc.orig, "sqlstate", None) == POSTGRES_LOCK_NOT_AVAILABLE:
-        return True
-    return "database is locked" in str(exc.orig)  # SQLite's busy timeout ran out

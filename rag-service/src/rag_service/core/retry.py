@@ -1,4 +1,5 @@
-"""Bounded retries with exponential backoff and full jitter for the HTTP providers (tenacity).
+"""Bounded retries with exponential backoff and full jitter (tenacity) for every remote call:
+the HTTP providers, the Qdrant server adapter, the account-events feed.
 
 Each provider describes how to read its exceptions in a `ProviderFailures`; `classify`:
 - "transient": worth another attempt (429, 5xx, timeouts, connection errors);
@@ -24,7 +25,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from rag_service.providers.base import ProviderUnavailable
+from rag_service.errors import ProviderUnavailable
 
 T = TypeVar("T")
 Failure = Literal["transient", "fatal"]
