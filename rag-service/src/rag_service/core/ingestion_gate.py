@@ -114,7 +114,7 @@ class IngestionGate:
         except BaseException as exc:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-            else:  # granted (the local slot) just as the wait ended: give the slot back
+            else:  # the local slot was granted (the wait ended after it): give it back
                 self._release(waiter)
             if isinstance(exc, TimeoutError):
                 retry_after = max(1, math.ceil(self.wait_seconds))
