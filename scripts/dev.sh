@@ -53,6 +53,9 @@ pids+=($!)
 
 echo "auth-service: http://localhost:$AUTH_PORT   rag-service: http://localhost:$RAG_PORT (API docs at /docs)"
 echo "example web app: $WEB_ORIGIN   (Ctrl-C stops everything)"
+if [ -n "${OIDC_PROVIDERS:-}" ]; then
+  echo "single sign-on: the providers of OIDC_PROVIDERS (callbacks at http://localhost:$AUTH_PORT/api/auth/callback/<id>)"
+fi
 if [ -z "${SMTP_URL:-}" ]; then
   echo "mail (no SMTP_URL): http://localhost:$AUTH_PORT/dev/mailbox   (.eml files in ${MAIL_DIR:-$DATA_DIR/auth/mail})"
 fi

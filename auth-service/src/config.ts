@@ -2,6 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { parseSsoProviders, SsoConfigError, type SsoProvider } from "./sso-config.js";
 
 export type AuthEnv = "development" | "test" | "production";
 
@@ -76,6 +77,8 @@ export interface Config {
   emailVerificationExpiresIn: number;
   /** Seconds a password-reset link stays valid (single use). */
   passwordResetExpiresIn: number;
+  /** Single sign-on providers (OIDC_PROVIDERS, src/sso-config.ts); empty: password accounts only. */
+  sso: SsoProvider[];
   /** Sign-in methods beyond the password: the name authenticator apps and passkey prompts show (src/two-factor.ts, src/passkeys.ts). */
   signInDisplayName: string;
   /** The WebAuthn relying party (src/passkeys.ts): `rpId` and the origins whose pages may use passkeys. */
@@ -207,6 +210,14 @@ function rateLimitStorage(raw: string | undefined, databaseUrl: string | undefin
   return v;
 }
 
+function ssoProviders(env: NodeJS.ProcessEnv, devMode: boolean): SsoProvider[] {
+  try {
+    return parseSsoProviders(env.OIDC_PROVIDERS, env, devMode);
+  } catch (err) {
+    throw err instanceof SsoConfigError ? new ConfigError(err.message) : err;
+  }
+}
+
 /**
  * The passkeys' relying party, from the same TRUSTED_ORIGINS as everything else (the service's
  * own origin when none is set). PASSKEY_RP_ID (default: the first origin's host) must be the host
@@ -289,5 +300,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     passwordResetExpiresIn: Math.max(1, int(env, "PASSWORD_RESET_EXPIRES_IN", 3600)),
     signInDisplayName: env.SIGN_IN_DISPLAY_NAME || "RAG backend",
     passkey: passkeyRelyingParty(env.PASSKEY_RP_ID, list(env.TRUSTED_ORIGINS), baseURL),
+    sso: ssoProviders(env, devMode),
   };
 }
