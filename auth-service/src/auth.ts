@@ -16,6 +16,7 @@ import { accountEventLog, issuedAt, type AccountEventLog } from "./account-event
 import type { Mail, Mailer } from "./mailer.js";
 import { organizationPlugin, orgsPayload, type InvitationSender, type MemberStore } from "./organizations.js";
 import { checkBody, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-policy.js";
+import { oauthServerPlugins } from "./oauth-server.js";
 import { hashPassword, needsRehash, verifyPassword } from "./password-hashing.js";
 import type { RateLimitStore } from "./rate-limit-redis.js";
 import { safeLog } from "./safe-log.js";
@@ -212,6 +213,8 @@ export function authOptions(
       secondFactorGuard(database.db, stores.accountThrottle, config.accountThrottle, sessionUser),
       passkeyPlugin(config),
       ...sso.plugins,
+      // OAuth 2.1 authorization server for MCP clients (src/oauth-server.ts).
+      ...oauthServerPlugins(config, memberStore),
     ],
   };
 }

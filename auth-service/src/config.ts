@@ -83,6 +83,12 @@ export interface Config {
   signInDisplayName: string;
   /** The WebAuthn relying party (src/passkeys.ts): `rpId` and the origins whose pages may use passkeys. */
   passkey: { rpId: string; origins: string[] };
+  /**
+   * The OAuth 2.1 authorization server for MCP clients (src/oauth-server.ts): `resources` are the
+   * rag-service resource identifiers (RFC 8707) tokens may be issued for, `registration` turns
+   * open dynamic client registration (RFC 7591) on, refresh tokens live `refreshTokenLifetimeSeconds`.
+   */
+  oauth: { resources: string[]; registration: boolean; refreshTokenLifetimeSeconds: number };
 }
 
 export class ConfigError extends Error {}
@@ -99,6 +105,21 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
 
 function list(raw: string | undefined): string[] {
   return (raw ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+/** OAUTH_RESOURCES: absolute http(s) URLs without fragment (RFC 8707 section 2). */
+function oauthResources(raw: string | undefined): string[] {
+  const values = raw === undefined ? ["http://localhost:8000", "http://localhost:8000/mcp"] : list(raw);
+  for (const value of values) {
+    let url: URL | undefined;
+    try {
+      url = new URL(value);
+    } catch {}
+    if (!url || (url.protocol !== "http:" && url.protocol !== "https:") || url.hash || value.includes("#")) {
+      throw new ConfigError(`OAUTH_RESOURCES must list absolute http(s) URLs without a fragment (the rag-service's PUBLIC_URL and PUBLIC_URL/mcp), got "${value}"`);
+    }
+  }
+  return values;
 }
 
 function resolveEnv(env: NodeJS.ProcessEnv): AuthEnv {
@@ -301,5 +322,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     signInDisplayName: env.SIGN_IN_DISPLAY_NAME || "RAG backend",
     passkey: passkeyRelyingParty(env.PASSKEY_RP_ID, list(env.TRUSTED_ORIGINS), baseURL),
     sso: ssoProviders(env, devMode),
+    oauth: {
+      resources: oauthResources(env.OAUTH_RESOURCES),
+      registration: !["0", "false", "off"].includes((env.OAUTH_DYNAMIC_REGISTRATION ?? "true").toLowerCase()),
+      refreshTokenLifetimeSeconds: Math.max(60, int(env, "OAUTH_REFRESH_TOKEN_EXPIRES_IN", 2_592_000)),
+    },
   };
 }
