@@ -1,14 +1,14 @@
-// The Hono app: security headers, a body limit, CORS, /health, Better Auth at /api/auth/*,
-// seed-contract routes at /auth/*, the account events feed at /auth/events, the OAuth
-// authorization server's discovery documents and pages (src/oauth-server.ts), the development
-// mailbox at /dev/mailbox.
+// The Hono app: request ids and the access log, security headers, a body limit, CORS, /health,
+// Better Auth at /api/auth/*, seed-contract routes at /auth/*, the account events feed at
+// /auth/events, the OAuth authorization server's discovery documents and pages
+// (src/oauth-server.ts), the development mailbox at /dev/mailbox.
 import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import type { Auth } from "./auth.js";
 import type { Config } from "./config.js";
 import type { Database } from "./db.js";
-import { proxyToAuth } from "./http.js";
+import { proxyToAuth, requestContext } from "./http.js";
 import { limiterHealth } from "./limiter-health.js";
 import { accountEventLog, accountEventsRoutes, type AccountEventLog } from "./account-events.js";
 import { errorBody } from "./errors.js";
@@ -16,7 +16,7 @@ import { mailboxRoutes } from "./mailbox.js";
 import type { Mailer } from "./mailer.js";
 import { oauthRoutes } from "./oauth-server.js";
 import { contractRoutes } from "./routes.js";
-import { describeError } from "./safe-log.js";
+import { describeError, logLine } from "./safe-log.js";
 
 /** Largest request body on any route: credentials and profile updates are a few hundred bytes. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -60,7 +60,7 @@ function trustedCors(origins: string[]): MiddlewareHandler {
     credentials: true,
     allowMethods: ["GET", "POST", "DELETE", "OPTIONS"],
     allowHeaders: ["Content-Type", "Authorization", "X-Api-Key"],
-    exposeHeaders: ["set-auth-token", "set-auth-jwt", "Retry-After"],
+    exposeHeaders: ["set-auth-token", "set-auth-jwt", "Retry-After", "X-Request-ID"],
     maxAge: 600,
   });
   return async (c, next) => {
@@ -86,6 +86,7 @@ export function createApp({
   const app = new Hono();
   const trustProxies = config.trustedProxies.length > 0;
 
+  app.use("*", requestContext({ accessLog: config.logLevel === "info" || config.logLevel === "debug" }));
   app.use("*", securityHeaders);
   app.use(
     "*",
@@ -120,7 +121,7 @@ export function createApp({
 
   app.notFound((c) => c.json(errorBody("not_found", `no route for ${c.req.method} ${c.req.path}`), 404));
   app.onError((err, c) => {
-    console.error(`[auth-service] unhandled error on ${c.req.method} ${c.req.path}: ${describeError(err)}`);
+    logLine("error", `unhandled error on ${c.req.method} ${c.req.path}: ${describeError(err)}`);
     return c.json(errorBody("internal_error", "internal server error"), 500);
   });
   return app;

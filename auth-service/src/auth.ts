@@ -143,6 +143,10 @@ export function authOptions(
     telemetry: { enabled: false },
     // Failed sign-ins are logged at "warn"; the test suite provokes plenty of them.
     logger: { level: config.env === "test" ? ("error" as const) : ("warn" as const), log: safeLog },
+    // Errors leave the handler: an APIError becomes its answer (given the envelope in src/http.ts),
+    // anything else reaches app.ts onError (one safe log line with the request id, a 500), instead
+    // of Better Auth printing each refusal through its default logger, unredacted and without the id.
+    onAPIError: { throw: true },
     emailAndPassword: {
       enabled: true,
       minPasswordLength: PASSWORD_MIN,

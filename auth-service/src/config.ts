@@ -2,6 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import type { LogLevel } from "./safe-log.js";
 import { parseSsoProviders, SsoConfigError, type SsoProvider } from "./sso-config.js";
 
 export type AuthEnv = "development" | "test" | "production";
@@ -12,6 +13,8 @@ export interface Config {
   devMode: boolean;
   port: number;
   host: string;
+  /** LOG_LEVEL: `info` and `debug` add one access-log line per request (src/http.ts requestContext). */
+  logLevel: LogLevel;
   /** Unset -> embedded PGlite in `${dataDir}/auth-pg`. */
   databaseUrl?: string;
   dataDir: string;
@@ -92,6 +95,15 @@ export interface Config {
 }
 
 export class ConfigError extends Error {}
+
+const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+
+/** LOG_LEVEL, as the rag-service's; default `info`, `warn` under AUTH_ENV=test (no access log in test runs). */
+function logLevel(raw: string | undefined, authEnv: AuthEnv): LogLevel {
+  const level = (raw || (authEnv === "test" ? "warn" : "info")).toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${raw}"`);
+  return level as LogLevel;
+}
 
 const MIN_SECRET_LENGTH = 32;
 
@@ -274,6 +286,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     devMode,
     port,
     host: env.HOST || "127.0.0.1",
+    logLevel: logLevel(env.LOG_LEVEL, authEnv),
     databaseUrl: env.DATABASE_URL || undefined,
     dataDir,
     secret: resolveSecret(env, devMode, dataDir),

@@ -5,6 +5,7 @@ import { Kysely, PostgresDialect, sql } from "kysely";
 import { KyselyPGlite } from "kysely-pglite";
 import pg from "pg";
 import type { Config } from "./config.js";
+import { describeError, logLine } from "./safe-log.js";
 
 export interface Database {
   kind: "pglite" | "postgres";
@@ -22,7 +23,7 @@ export function createDatabase(config: Pick<Config, "databaseUrl" | "dataDir">):
     kind = "postgres";
     const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10, connectionTimeoutMillis: 5_000 });
     // An idle client losing its connection must not crash the process.
-    pool.on("error", (err) => console.error("[auth-service] postgres pool error:", err.message));
+    pool.on("error", (err) => logLine("error", `postgres pool error: ${describeError(err)}`));
     db = new Kysely({ dialect: new PostgresDialect({ pool }) });
   } else {
     kind = "pglite";

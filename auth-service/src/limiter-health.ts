@@ -1,6 +1,8 @@
 // Fail-open bookkeeping for the rate-limit stores: a store that cannot answer (Redis down) lets the
 // request through rather than failing every sign-in; each such pass is counted and logged
 // (at most one warning per 10 s per component, so an outage does not flood the log).
+import { logLine } from "./safe-log.js";
+
 export const limiterHealth = { failOpen: 0 };
 
 const WARN_EVERY_MS = 10_000;
@@ -15,7 +17,7 @@ export async function failOpen<T>(component: string, op: () => Promise<T>, fallb
     if (now - (lastWarning.get(component) ?? 0) >= WARN_EVERY_MS) {
       lastWarning.set(component, now);
       const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-      console.warn(`[auth-service] ${component} store unavailable, allowing the request (fail-open #${limiterHealth.failOpen}): ${reason}`);
+      logLine("warn", `${component} store unavailable, allowing the request (fail-open #${limiterHealth.failOpen}): ${reason}`);
     }
     return fallback;
   }

@@ -3,6 +3,7 @@
 // application/json`), GET /dev/mailbox/<id> shows one with its links, /dev/mailbox/<id>.eml is the
 // raw message. app.ts mounts it only then: in production, or with SMTP_URL, /dev/* is a 404.
 import { Hono } from "hono";
+import { errorBody } from "./errors.js";
 import { listOutbox, readOutbox, type StoredMail } from "./mailer.js";
 
 const ESCAPES: Record<string, string> = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
@@ -49,7 +50,7 @@ export function mailboxRoutes(dir: string) {
     const file = c.req.param("file");
     const raw = file.endsWith(".eml");
     const found = readOutbox(dir, raw ? file.slice(0, -4) : file);
-    if (!found) return c.json({ error: { code: "not_found", message: "no such mail" } }, 404);
+    if (!found) return c.json(errorBody("not_found", "no such mail"), 404);
     if (raw) return c.body(new Uint8Array(found.eml), 200, { "Content-Type": "message/rfc822", "Content-Disposition": `attachment; filename="${found.mail.id}.eml"` });
     if ((c.req.header("accept") ?? "").includes("application/json")) return c.json(found.mail);
     const m = found.mail;

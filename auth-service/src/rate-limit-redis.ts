@@ -3,6 +3,7 @@
 // Redis down: the limiter fails open (limiter-health.ts) instead of answering 500.
 import { Redis } from "ioredis";
 import { failOpen } from "./limiter-health.js";
+import { logLine } from "./safe-log.js";
 
 export interface RateLimitStore {
   consume(key: string, rule: { window: number; max: number }): Promise<{ allowed: boolean; retryAfter: number | null }>;
@@ -23,7 +24,7 @@ export function createRedisClient(url: string): Redis {
   redis.on("error", (err) => {
     if (Date.now() - lastError < 10_000) return;
     lastError = Date.now();
-    console.error("[auth-service] redis error:", err.message);
+    logLine("error", `redis error: ${err.message}`);
   });
   return redis;
 }

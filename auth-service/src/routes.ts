@@ -69,7 +69,7 @@ async function readJson(c: Context): Promise<unknown | typeof INVALID> {
 }
 const INVALID = Symbol("invalid-json");
 
-/** Turns a Better Auth error response into our `{error: {code, message}}` shape. */
+/** Turns a Better Auth error response into the service's `{error: {code, message, request_id}}` shape. */
 async function mapAuthError(c: Context, res: Response, unauthorized: { code: string; message: string }) {
   let data: { code?: string; message?: string } = {};
   try {

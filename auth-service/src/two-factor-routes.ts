@@ -6,6 +6,7 @@
 // like /auth/login.
 import { Hono, type Context } from "hono";
 import type { Auth } from "./auth.js";
+import { errorBody } from "./errors.js";
 import { TWO_FACTOR_CHALLENGE_SECONDS, TWO_FACTOR_COOKIE } from "./two-factor.js";
 
 type Fail = (c: Context, status: number, code: string, message: string, headers?: Record<string, string>) => Response;
@@ -36,7 +37,7 @@ export async function twoFactorRequired(c: Context, auth: Auth, res: Response, m
   if (!token) return fail(c, 500, "internal_error", "internal server error");
   return c.json(
     {
-      error: { code: "two_factor_required", message: "this account has two-factor codes: send a code from the authenticator app (or a backup code) to POST /auth/login/two-factor" },
+      ...errorBody("two_factor_required", "this account has two-factor codes: send a code from the authenticator app (or a backup code) to POST /auth/login/two-factor"),
       two_factor: { token, methods: [...(methods ?? []), "backup_code"], expires_in: TWO_FACTOR_CHALLENGE_SECONDS },
     },
     401,

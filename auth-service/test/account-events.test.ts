@@ -198,7 +198,7 @@ describe("account deletion (DELETE /auth/me, Better Auth's /delete-user)", () =>
     // Better Auth deletes a "fresh" session's account without a password: not here.
     const direct = await api.call("POST", "/api/auth/delete-user", { token: who.session, json: {} });
     assert.equal(direct.status, 400, JSON.stringify(direct.body));
-    assert.equal(direct.body.code, "PASSWORD_REQUIRED");
+    assert.equal(direct.body.error.code, "password_required");
     assert.equal((await api.call("POST", "/auth/token", { token: who.session })).status, 200, "still there");
     assert.deepEqual((await drain(start)).events, []);
     const ok = await api.call("POST", "/api/auth/delete-user", { token: who.session, json: { password: PASSWORD } });

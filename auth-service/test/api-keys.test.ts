@@ -178,8 +178,9 @@ describe("POST /auth/token with x-api-key", () => {
     }
     const text = JSON.stringify(lines);
     assert.deepEqual(lines.filter((l) => l.level === "error"), [], text);
-    assert.ok(lines.some((l) => /warn: API key refused: KEY_EXPIRED/.test(l.text)), text);
-    assert.ok(lines.some((l) => /warn: API key refused: INVALID_API_KEY/.test(l.text)), text);
+    const warnings = lines.filter((l) => l.level === "warn").map((l) => JSON.parse(l.text) as { level: string; message: string });
+    assert.ok(warnings.some((l) => l.level === "warn" && l.message === "API key refused: KEY_EXPIRED"), text);
+    assert.ok(warnings.some((l) => l.level === "warn" && l.message === "API key refused: INVALID_API_KEY"), text);
     for (const secret of [key, unknown]) assert.ok(!text.includes(secret.slice(4, 20)), "no key material in the log");
   });
 

@@ -102,8 +102,10 @@ describe("POST /auth/login", () => {
   });
 
   test("wrong password and unknown email get the same 401", async () => {
-    const wrong = await call("POST", "/auth/login", { json: { email, password: "wrong password" } });
-    const unknown = await call("POST", "/auth/login", { json: { email: uniqueEmail("nobody"), password: PASSWORD } });
+    // One request id for both, so that the whole answers can be compared.
+    const headers = { "x-request-id": "same-answer" };
+    const wrong = await call("POST", "/auth/login", { json: { email, password: "wrong password" }, headers });
+    const unknown = await call("POST", "/auth/login", { json: { email: uniqueEmail("nobody"), password: PASSWORD }, headers });
     assertError(wrong, 401, "invalid_credentials");
     assert.deepEqual(unknown.body, wrong.body);
     assert.equal(unknown.status, wrong.status);

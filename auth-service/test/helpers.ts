@@ -129,6 +129,8 @@ export async function startTestService(
     // Counters of this service only: runs sharing a Redis never see each other's.
     REDIS_KEY_PREFIX: `auth-service-test:${PG_TEST_DB}_${services++}:rl:`,
     ACCOUNT_EVENTS_TOKEN: EVENTS_TOKEN,
+    // No access log, also for the tests that run as AUTH_ENV=development (errors.test.ts turns it on).
+    LOG_LEVEL: "warn",
     ...env,
   });
   const service = await startServer(config, { database: share?.database, sendInvitation });

@@ -87,7 +87,7 @@ describe("invitations by mail", () => {
 
     const reused = await post(invitee, "accept-invitation", { invitationId });
     assert.equal(reused.status, 409, JSON.stringify(reused.body));
-    assert.equal(reused.body.code, "INVITATION_ALREADY_ACCEPTED");
+    assert.equal(reused.body.error.code, "invitation_already_accepted");
   });
 
   test("expired, withdrawn and declined invitations say so to their recipient", async () => {
@@ -96,21 +96,21 @@ describe("invitations by mail", () => {
     await sql`update invitation set "expiresAt" = ${new Date(Date.now() - 1000).toISOString()} where id = ${expired}`.execute(svc.database.db);
     const late = await post(invitee, "accept-invitation", { invitationId: expired });
     assert.equal(late.status, 410, JSON.stringify(late.body));
-    assert.equal(late.body.code, "INVITATION_EXPIRED");
+    assert.equal(late.body.error.code, "invitation_expired");
     const lateView = await call("GET", `/api/auth/organization/get-invitation?id=${expired}`, { token: invitee.session });
-    assert.equal(lateView.body.code, "INVITATION_EXPIRED");
+    assert.equal(lateView.body.error.code, "invitation_expired");
 
     const withdrawn = await invite(owner, org, invitee.email);
     assert.equal((await post(owner, "cancel-invitation", { invitationId: withdrawn })).status, 200);
     const canceled = await post(invitee, "accept-invitation", { invitationId: withdrawn });
     assert.equal(canceled.status, 410);
-    assert.equal(canceled.body.code, "INVITATION_CANCELED");
+    assert.equal(canceled.body.error.code, "invitation_canceled");
 
     const declined = await invite(owner, org, invitee.email);
     assert.equal((await post(invitee, "reject-invitation", { invitationId: declined })).status, 200);
     const afterDecline = await post(invitee, "accept-invitation", { invitationId: declined });
     assert.equal(afterDecline.status, 410);
-    assert.equal(afterDecline.body.code, "INVITATION_REJECTED");
+    assert.equal(afterDecline.body.error.code, "invitation_rejected");
     const members = await call("GET", `/api/auth/organization/get-full-organization?organizationId=${org}`, { token: owner.session });
     assert.ok(!JSON.stringify(members.body.members).includes(invitee.userId), "none of them made a member");
   });
@@ -121,12 +121,12 @@ describe("invitations by mail", () => {
     const id = await invite(owner, org, invitee.email);
     const foreign = await post(stranger, "accept-invitation", { invitationId: id });
     assert.equal(foreign.status, 403, JSON.stringify(foreign.body));
-    assert.equal(foreign.body.code, "YOU_ARE_NOT_THE_RECIPIENT_OF_THE_INVITATION");
+    assert.equal(foreign.body.error.code, "you_are_not_the_recipient_of_the_invitation");
     assert.equal((await post(owner, "cancel-invitation", { invitationId: id })).status, 200);
     const afterCancel = await post(stranger, "accept-invitation", { invitationId: id });
     assert.equal(afterCancel.status, 400, "not INVITATION_CANCELED: the stranger learns nothing");
-    assert.equal(afterCancel.body.code, "INVITATION_NOT_FOUND");
-    assert.equal((await post(stranger, "accept-invitation", { invitationId: "no-such-invitation" })).body.code, "INVITATION_NOT_FOUND");
+    assert.equal(afterCancel.body.error.code, "invitation_not_found");
+    assert.equal((await post(stranger, "accept-invitation", { invitationId: "no-such-invitation" })).body.error.code, "invitation_not_found");
   });
 
   test("a verified invitee lists their pending invitations", async () => {

@@ -72,12 +72,14 @@ test("activate without a staged key is refused", async () => {
   await assert.rejects(activateKey(svc.auth), /exactly one staged key/);
 });
 
-test("automatic rotation (JWT_KEY_ROTATION_INTERVAL): a new kid after the interval, the old one still published", async () => {
+test("automatic rotation (JWT_KEY_ROTATION_INTERVAL): a new kid after the interval, the old one still published", async (t) => {
   const auto = await startTestService({ JWT_KEY_ROTATION_INTERVAL: "2", JWT_KEY_GRACE_PERIOD: String(GRACE) });
   try {
+    // The service runs in this process: its clock (Date) is moved past the interval, not waited for.
+    t.mock.timers.enable({ apis: ["Date"], now: Date.now() });
     const signup = await request(auto.url, "POST", "/auth/signup", { json: { email: uniqueEmail("auto"), password: PASSWORD, full_name: "Auto" } });
     const first = signup.body.access_token as string;
-    await new Promise((r) => setTimeout(r, 2_200));
+    t.mock.timers.tick(2_001);
     const second = (await request(auto.url, "POST", "/auth/token", { token: signup.body.session_token })).body.access_token as string;
     const [kidA, kidB] = [decodeProtectedHeader(first).kid, decodeProtectedHeader(second).kid];
     assert.notEqual(kidA, kidB);

@@ -166,6 +166,7 @@ describe("log lines", () => {
     try {
       safeLog("info", "Sign-up attempt for existing email: Someone.Else+tag@example.co.uk", "http://localhost:3001/api/auth/verify-email?token=eyJhbGc.secret&callbackURL=/");
       safeLog("info", "link http://localhost:5173/#reset-password=abcdef123456 sent");
+      safeLog("info", "callback http://localhost:3001/api/auth/reset-password/rst0ken987?callbackURL=/ reached");
     } finally {
       console.log = original;
     }
@@ -173,6 +174,7 @@ describe("log lines", () => {
     assert.match(logged, /existing email: \[email\]/);
     assert.match(logged, /token=\[redacted\]&callbackURL/);
     assert.match(logged, /#reset-password=\[redacted\]/);
-    assert.ok(!/Someone|example\.co\.uk|eyJhbGc|abcdef123456/.test(logged), logged);
+    assert.match(logged, /\/reset-password\/\[redacted\]\?callbackURL/);
+    assert.ok(!/Someone|example\.co\.uk|eyJhbGc|abcdef123456|rst0ken987/.test(logged), logged);
   });
 });

@@ -83,11 +83,11 @@ describe("the bound", () => {
     const last = await api.createOrg(user, "Fiftieth");
     const refused = await api.post(user, "create", { name: "Too many", slug: `too-many-${process.pid}` });
     assert.equal(refused.status, 403, JSON.stringify(refused.body));
-    assert.equal(refused.body.code, "YOU_HAVE_REACHED_THE_MAXIMUM_NUMBER_OF_ORGANIZATIONS");
+    assert.equal(refused.body.error.code, "you_have_reached_the_maximum_number_of_organizations");
     const invitation = (await api.invite(inviter, open, user.email)).body.id;
     const joining = await api.post(user, "accept-invitation", { invitationId: invitation });
     assert.equal(joining.status, 403, JSON.stringify(joining.body));
-    assert.equal(joining.body.code, "ORGANIZATION_LIMIT_REACHED");
+    assert.equal(joining.body.error.code, "organization_limit_reached");
     const claims = await api.claims(user);
     assert.equal((claims.orgs as unknown[]).length, MAX_ORGS_PER_USER);
     assert.equal(orgsOf(claims)[last], "owner");

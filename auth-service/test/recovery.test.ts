@@ -74,7 +74,7 @@ describe("password reset", () => {
 
     const again = await call("POST", "/api/auth/reset-password", { json: { token, newPassword: "yet another passphrase" } });
     assert.equal(again.status, 400, "a token works once");
-    assert.equal(again.body.code, "INVALID_TOKEN");
+    assert.equal(again.body.error.code, "invalid_token");
     assert.equal((await login(email, NEW_PASSWORD)).status, 200);
   });
 
@@ -92,7 +92,7 @@ describe("password reset", () => {
     await sql`update verification set "expiresAt" = ${new Date(Date.now() - 1000).toISOString()} where value = ${userId}`.execute(svc.database.db);
     const res = await call("POST", "/api/auth/reset-password", { json: { token, newPassword: NEW_PASSWORD } });
     assert.equal(res.status, 400);
-    assert.equal(res.body.code, "INVALID_TOKEN");
+    assert.equal(res.body.error.code, "invalid_token");
     assert.equal((await login(email)).status, 200, "the password is unchanged");
   });
 
@@ -137,7 +137,7 @@ describe("password reset", () => {
     const token = fragmentValue(await resetLink(email), "reset-password");
     const guessed = await call("POST", "/api/auth/reset-password", { json: { token: "x".repeat(24), newPassword: NEW_PASSWORD } });
     assert.equal(guessed.status, 400);
-    assert.equal(guessed.body.code, "INVALID_TOKEN");
+    assert.equal(guessed.body.error.code, "invalid_token");
     const weak = await call("POST", "/api/auth/reset-password", { json: { token, newPassword: "password1234" } });
     assert.equal(weak.status, 400, JSON.stringify(weak.body));
     assert.equal((await login(email)).status, 200);

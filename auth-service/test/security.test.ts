@@ -153,6 +153,7 @@ describe("CORS and /health", () => {
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("access-control-allow-origin"), TRUSTED);
     assert.match(res.headers.get("access-control-expose-headers") ?? "", /set-auth-token/i);
+    assert.match(res.headers.get("access-control-expose-headers") ?? "", /X-Request-ID/i);
   });
 
   test("/health is ok while the database answers, 503 degraded when it does not", async () => {

@@ -89,7 +89,7 @@ describe("setting up two-factor codes", () => {
     const session = signup.body.session_token as string;
     const wrong = await call("POST", "/api/auth/two-factor/enable", { json: { password: "not the password" }, token: session });
     assert.equal(wrong.status, 400);
-    assert.equal(wrong.body.code, "INVALID_PASSWORD");
+    assert.equal(wrong.body.error.code, "invalid_password");
 
     const enable = await call("POST", "/api/auth/two-factor/enable", { json: { password: PASSWORD }, token: session });
     assert.equal(enable.status, 200, JSON.stringify(enable.body));
@@ -252,7 +252,7 @@ describe("wrong codes are throttled per account", () => {
     const cookie = signIn.headers.getSetCookie().map((c) => c.split(";")[0]!).join("; ");
     const native = await call("POST", "/api/auth/two-factor/verify-totp", { json: { code: freshCode(who) }, headers: { cookie, origin: BASE_URL } });
     assert.equal(native.status, 429);
-    assert.equal(native.body.code, "TWO_FACTOR_THROTTLED");
+    assert.equal(native.body.error.code, "two_factor_throttled");
     assert.equal((await finish(await challenge(bystander.email), { code: freshCode(bystander) })).status, 200);
   });
 });

@@ -59,7 +59,7 @@
     return /[.!?)]$/.test(capital) ? capital : `${capital}.`;
   }
 
-  /** Builds an ApiError from a non-2xx response (rag: {error:{code,message}}, Better Auth: {code,message}). */
+  /** Builds an ApiError from a non-2xx response: both services answer {error: {code, message, request_id}}. */
   async function errorFromResponse(res, service) {
     let body = null;
     try {
@@ -67,7 +67,7 @@
     } catch {
       /* not JSON */
     }
-    const err = (body && (body.error || body)) || {};
+    const err = (body && typeof body.error === "object" && body.error) || {};
     const code = String(err.code || "").toLowerCase() || `http_${res.status}`;
     const serverMessage = typeof err.message === "string" ? sentence(err.message) : "";
     const retryAfter = retryAfterSeconds(res);
