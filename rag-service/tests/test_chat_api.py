@@ -65,6 +65,9 @@ async def test_chat_returns_a_cited_answer_from_the_callers_documents(client: An
     assert stored["messages"][1]["content"] == body["response"]
     assert stored["messages"][1]["status"] == "complete"
     assert stored["messages"][1]["sources"] == body["sources"]
+    # The outcome is kept with the answer; a question has none.
+    assert (stored["messages"][1]["answer_found"], stored["messages"][1]["generator"]) == (True, "extractive")
+    assert (stored["messages"][0]["answer_found"], stored["messages"][0]["generator"]) == (None, None)
 
 
 @pytest.mark.parametrize("query", [
@@ -87,6 +90,7 @@ async def test_a_question_the_documents_do_not_answer_is_not_found_and_cites_not
     assert body["sources"] and all(s["cited"] is False for s in body["sources"])
     stored = (await client.get(f"/history/{body['conversation_id']}", headers=alice)).json()
     assert all(s["cited"] is False for s in stored["messages"][1]["sources"])
+    assert (stored["messages"][1]["answer_found"], stored["messages"][1]["generator"]) == (False, "extractive")
 
 
 async def test_chat_continues_only_the_callers_own_conversation(client: Any, auth_headers: Any) -> None:
@@ -171,6 +175,8 @@ async def test_provider_failure_is_a_503_with_the_question_saved(
     assert listing["total"] == 1
     assert [(m["role"], m["content"], m["status"]) for m in stored["messages"]] == [
         ("user", "Why does bread rise?", "complete"), ("assistant", "", "failed")]
+    # A failed answer has no outcome.
+    assert (stored["messages"][1]["answer_found"], stored["messages"][1]["generator"]) == (None, None)
 
 
 def openai_stream(*texts: str) -> bytes:
@@ -204,9 +210,11 @@ async def test_an_llm_answer_has_the_same_outcome_contract(
             mocked.post("http://llm.test/v1/chat/completions").respond(
                 200, headers={"content-type": "text/event-stream"}, content=openai_stream(*reply))
             body = (await client.post("/chat", json={"query": "Why does bread rise?"}, headers=headers)).json()
+        stored = (await client.get(f"/history/{body['conversation_id']}", headers=headers)).json()
 
     assert (body["answer_found"], body["generator"], body["cited_sources"]) == (found, "openai:llama3.2",
                                                                               cited_numbers)
+    assert (stored["messages"][1]["answer_found"], stored["messages"][1]["generator"]) == (found, "openai:llama3.2")
     assert "[9]" not in body["response"]  # only real sources can be cited
     assert (body["response"] == NOT_FOUND_ANSWER) is (not found)
     assert [s["number"] for s in body["sources"] if s["cited"]] == cited_numbers

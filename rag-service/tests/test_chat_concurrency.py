@@ -2,7 +2,9 @@
 
 A turn allocates its message positions while holding the conversation's row lock, so
 parallel turns queue instead of colliding on `messages(conversation_id, position)`; a turn
-that cannot get the lock in time is a 409 `conversation_busy`, never a 500.
+that cannot get the lock in time is a 409 `conversation_busy`, never a 500. Turns of one
+user racing for the last of the history quota store at most the quota, on one process
+and across replicas.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pytest
 from sqlalchemy import select, text
 
 from rag_service.chat.turns import ChatTurns
+from rag_service.core.locks import KeyedLocks
+from rag_service.errors import PayloadTooLarge
 from rag_service.storage.access import Access, unscoped
 from rag_service.storage.models import Message
 
@@ -88,3 +92,52 @@ async def test_turn_waiting_too_long_for_the_conversation_is_409_and_writes_noth
     assert getattr(refused.value, "code", None) == "conversation_busy"
     messages = await _messages(runtime.sessionmaker, turn.conversation_id)
     assert [m.content for m in messages] == ["hello", ""]
+
+
+# --- the history quota under concurrent turns -------------------------------------------
+
+HISTORY_QUOTA = 200
+RACING_TURNS = 16
+
+
+async def test_concurrent_turns_of_one_user_never_store_more_than_the_history_quota(
+    db_sessionmaker: Any, database_url: str | None
+) -> None:
+    # Every turn's question fits the quota alone; together they are 16 x (20 + 30) = 800
+    # characters against 200. On Postgres each turn gets its own ChatTurns and so its own
+    # process locks, as on separate replicas: only the database's lock orders them.
+    user = f"user-{uuid.uuid4().hex[:12]}"
+    access = Access(user)
+    shared_locks = KeyedLocks()
+    start_together = asyncio.Barrier(RACING_TURNS)
+
+    def turns() -> ChatTurns:
+        locks = shared_locks if database_url is None else KeyedLocks()
+        return ChatTurns(db_sessionmaker, max_history_turns=2, max_history_characters=HISTORY_QUOTA, locks=locks)
+
+    async def turn(n: int) -> str | PayloadTooLarge:
+        chat = turns()
+        await start_together.wait()
+        try:
+            started = await chat.start_turn(access, f"racing question {n:04d}")
+        except PayloadTooLarge as refused:
+            return refused
+        await chat.finish_turn(access, started, content=f"an answer of thirty chars {n:04d}",
+                               sources=[], status="complete")
+        return started.user_message_id
+
+    outcomes = await asyncio.gather(*(turn(n) for n in range(RACING_TURNS)))
+
+    answered = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, PayloadTooLarge)]
+    assert answered and refused
+    for error in refused:
+        assert (error.status_code, error.code) == (413, "history_quota_exceeded")
+    async with db_sessionmaker() as session:
+        stored = list((await session.execute(unscoped(
+            select(Message).where(Message.user_id == user), "test: the user's every message",
+        ))).scalars())
+    assert sum(len(m.content) for m in stored) <= HISTORY_QUOTA
+    # Refused turns stored nothing: one question and one answer per answered turn.
+    assert len(stored) == 2 * len(answered)
+    assert {m.id for m in stored if m.role == "user"} == set(answered)

@@ -26,6 +26,7 @@ from rag_service.providers.factory import build_embedder, build_generator
 from rag_service.ratelimit import RateLimiter
 from rag_service.storage.db import create_engine_and_sessionmaker
 from rag_service.storage.factory import build_vector_store
+from rag_service.storage.locks import shared_account_slots
 from rag_service.storage.models import utcnow
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.vectors import VectorStore
@@ -98,7 +99,8 @@ async def build_runtime(settings: Settings) -> Runtime:
         generator=build_generator(settings, embedder),
         token_verifier=AccessTokenVerifier(settings),
         extraction_pool=build_extraction_pool(settings),
-        ingestion_gate=IngestionGate.from_settings(settings),
+        # Several replicas share each account's ingestion slots through the database.
+        ingestion_gate=IngestionGate.from_settings(settings, shared_account_slots(engine, vector_store.single_process)),
         membership_changes=MembershipChanges(settings.max_tracked_membership_changes),
     )
 

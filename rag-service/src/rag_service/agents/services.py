@@ -68,7 +68,7 @@ class AgentServices:
         await self._spend("costly")
         r = self.runtime
         return await get_chat_service(r.vector_store, r.sparse_encoder, r.embedder, r.generator, r.sessionmaker,
-                                      r.settings)
+                                      r.settings, r.ingestion_gate)
 
     async def list_documents(self, *, page: int, limit: int, collection_id: str | None) -> DocumentList:
         """GET /documents (cheap)."""

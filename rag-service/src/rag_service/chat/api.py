@@ -17,6 +17,7 @@ from rag_service.deps import (
     CostlyRateLimit,
     EmbedderDep,
     GeneratorDep,
+    IngestionGateDep,
     SessionmakerDep,
     SettingsDep,
     SparseEncoderDep,
@@ -30,12 +31,14 @@ router = APIRouter(tags=["chat"])
 
 
 async def get_chat_service(vector_store: VectorStoreDep, sparse_encoder: SparseEncoderDep, embedder: EmbedderDep,
-                           generator: GeneratorDep, sessionmaker: SessionmakerDep, settings: SettingsDep) -> ChatService:
+                           generator: GeneratorDep, sessionmaker: SessionmakerDep, settings: SettingsDep,
+                           gate: IngestionGateDep) -> ChatService:
     return ChatService(
         search=SearchService(vector_store, sparse_encoder, embedder, settings),
         generator=generator,
         turns=ChatTurns(sessionmaker, max_history_turns=settings.max_history_turns,
-                        max_history_characters=settings.quota_max_history_characters),
+                        max_history_characters=settings.quota_max_history_characters,
+                        locks=gate.locks if gate is not None else None),
         max_query_chars=settings.max_query_chars,
         max_history_turns=settings.max_history_turns,
         max_answer_chars=settings.max_answer_chars,

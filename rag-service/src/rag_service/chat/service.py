@@ -206,7 +206,7 @@ class ChatService:
             await self._turns.finish_turn(
                 prepared.access, prepared.turn, content=text,
                 sources=[asdict(source) for source in marked_cited(prepared.sources, outcome)],
-                status=STATUS_COMPLETE,
+                status=STATUS_COMPLETE, answer_found=outcome.answer_found, generator=outcome.generator,
             )
 
         def since_start(moment: float | None) -> float | None:

@@ -19,15 +19,21 @@ one that cannot get the lock within `turn_lock_timeout_s` is a 409 `conversation
 No counter column is needed: the lock makes `max(position) + 1` safe.
 
 History is bounded per user (`max_history_characters`, QUOTA_MAX_HISTORY_CHARACTERS): the
-characters of every stored question and answer count, and a turn that would start past the
-quota is a 413 `history_quota_exceeded` (delete conversations to free it). Answers are cut
-at MAX_ANSWER_CHARS by the chat service, so concurrent turns overshoot the quota by at most
-one question and one answer each.
+characters of every stored question and answer count, and a turn whose question would not
+fit is a 413 `history_quota_exceeded` that stores nothing (delete conversations to free
+it). Both transactions of a turn run under the user's history lock (storage/locks.py
+`owner_lock` on the key `history:<user id>`: the process's lock and, on Postgres, an
+advisory lock, so replicas serialize too), so concurrent turns cannot both pass the check
+on the same total. `finish_turn` stores the answer cut to what is left of the quota, so
+the stored total never exceeds it (the client was shown the whole answer; only the copy
+kept in history is shortened, and only at the quota's edge).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,11 +42,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from rag_service.core.locks import KeyedLocks
 from rag_service.errors import Conflict, PayloadTooLarge, Unprocessable
 from rag_service.history.service import conversation_not_found, find_conversation
 from rag_service.providers.base import Turn
 from rag_service.storage.access import Access, scoped
 from rag_service.storage.dialect import is_lock_timeout, lock_wait_bounded
+from rag_service.storage.locks import owner_lock
 from rag_service.storage.models import Conversation, Message, MessageRole, utcnow
 
 TITLE_MAX_CHARS = 80
@@ -88,8 +96,12 @@ class ChatTurns:
         max_messages_per_conversation: int = DEFAULT_MAX_MESSAGES_PER_CONVERSATION,
         turn_lock_timeout_s: float = DEFAULT_TURN_LOCK_TIMEOUT_S,
         max_history_characters: int = 0,
+        locks: KeyedLocks | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        # The process's locks, shared by every ChatTurns (the ingestion gate's `locks`);
+        # a private one only serializes this object's own turns.
+        self._locks = locks or KeyedLocks()
         # 0 = unlimited.
         self._max_history_characters = max_history_characters
         self._max_history_turns = max_history_turns
@@ -107,7 +119,7 @@ class ChatTurns:
             raise _busy() from exc
 
     async def _start_turn(self, access: Access, question: str, conversation_id: str | None) -> StartedTurn:
-        async with self._sessionmaker() as session, session.begin():
+        async with self._transaction(access) as session:
             await self._check_history_quota(session, access, question)
             now = utcnow()
             history: list[Turn] = []
@@ -158,19 +170,44 @@ class ChatTurns:
         content: str,
         sources: list[dict[str, Any]],
         status: str,
+        answer_found: bool | None = None,
+        generator: str | None = None,
     ) -> None:
-        """Give the assistant placeholder its final text, sources and status."""
-        async with self._sessionmaker() as session, session.begin():
+        """Give the assistant placeholder its final text, sources and status (and, for a
+        complete answer, its outcome: `answer_found`, `generator`); the text is cut to what
+        is left of the history quota."""
+        async with self._transaction(access) as session:
+            if self._max_history_characters:
+                others = await history_characters(session, access, excluding=turn.assistant_message_id)
+                content = content[: max(0, self._max_history_characters - others)]
             await session.execute(scoped(
                 update(Message)
                 .where(Message.id == turn.assistant_message_id, Message.conversation_id == turn.conversation_id)
-                .values(content=content, sources=sources, status=status),
+                .values(content=content, sources=sources, status=status,
+                        answer_found=answer_found, generator=generator),
                 access, Message,
             ))
             await session.execute(scoped(
                 update(Conversation).where(Conversation.id == turn.conversation_id).values(updated_at=utcnow()),
                 access, Conversation,
             ))
+
+    @asynccontextmanager
+    async def _transaction(self, access: Access) -> AsyncIterator[AsyncSession]:
+        """One transaction, committed at the end of the block; under the user's history lock
+        when the history quota is on (the lock is released only after the commit)."""
+        async with self._sessionmaker() as session:
+            if not self._max_history_characters:
+                async with session.begin():
+                    yield session
+                return
+            async with owner_lock(session, self._locks, f"history:{access.user_id}"):
+                try:
+                    yield session
+                except BaseException:
+                    await session.rollback()
+                    raise
+                await session.commit()
 
     async def _check_history_quota(self, session: AsyncSession, access: Access, question: str) -> None:
         limit = self._max_history_characters
@@ -220,11 +257,13 @@ class ChatTurns:
         return await find_conversation(session, access, conversation_id)
 
 
-async def history_characters(session: AsyncSession, access: Access) -> int:
-    """Characters of the caller's stored questions and answers (what the history quota counts)."""
-    used = (await session.execute(scoped(
-        select(func.coalesce(func.sum(func.length(Message.content)), 0)), access, Message,
-    ))).scalar_one()
+async def history_characters(session: AsyncSession, access: Access, *, excluding: str | None = None) -> int:
+    """Characters of the caller's stored questions and answers (what the history quota
+    counts), leaving out the message `excluding` (the answer about to be written)."""
+    query = select(func.coalesce(func.sum(func.length(Message.content)), 0))
+    if excluding is not None:
+        query = query.where(Message.id != excluding)
+    used = (await session.execute(scoped(query, access, Message))).scalar_one()
     return int(used)
 
 

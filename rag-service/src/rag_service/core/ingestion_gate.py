@@ -1,6 +1,11 @@
 """The per-process cap on concurrent ingestions, shared fairly between accounts.
 
 Its cost unit is the estimated chunks of a document (documents/quotas.py `estimated_chunks`).
+
+With several replicas (a Postgres database and a vector store that is not single-process),
+an account's share is also claimed in the database (`SharedAccountSlots`, implemented by
+storage/locks.py `PostgresAccountSlots`): without it each replica would give one account its
+full share, and with two replicas the account would hold twice its share of the encoders.
 """
 
 from __future__ import annotations
@@ -11,10 +16,28 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from rag_service.config import Settings
 from rag_service.core.locks import KeyedLocks
 from rag_service.errors import ServiceUnavailable
+
+
+# How often a request waiting for its account's share held on another replica looks again
+# (a replica's release cannot wake another replica's waiter).
+SHARED_SLOT_POLL_SECONDS = 0.1
+
+
+class HeldSlot(Protocol):
+    async def release(self) -> None:
+        """Give the slot back (also given back when its holder's connection is lost)."""
+
+
+class SharedAccountSlots(Protocol):
+    """An account's ingestion slots shared by every replica of the service."""
+
+    async def try_claim(self, account: str, slots: int) -> HeldSlot | None:
+        """One of `account`'s `slots` slots, now held, or None when all are held."""
 
 
 @dataclass(eq=False)
@@ -38,9 +61,15 @@ class IngestionGate:
     bytes), then to the earliest. The encoder shares its lanes per account the same way
     (providers/encoder_worker.py), so a small document of another account is indexed within about
     one encoder sub-batch per lane.
+
+    With `shared` (several replicas), a request that got its local slot also claims one of
+    its account's `per_account` slots held in the database, within the same wait; the local
+    slot comes first so that waiting connections stay bounded by `concurrency`, and one
+    account waiting for its share elsewhere blocks at most its own local share.
     """
 
-    def __init__(self, concurrency: int, wait_seconds: float, per_account: int | None = None) -> None:
+    def __init__(self, concurrency: int, wait_seconds: float, per_account: int | None = None,
+                 shared: SharedAccountSlots | None = None) -> None:
         self.concurrency = concurrency
         self.wait_seconds = wait_seconds
         half = max(1, (concurrency + 1) // 2)
@@ -51,11 +80,12 @@ class IngestionGate:
         self._waiters: list[_SlotWaiter] = []
         self._arrivals = itertools.count()
         self.locks = KeyedLocks()
+        self._shared = shared
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> IngestionGate:
+    def from_settings(cls, settings: Settings, shared: SharedAccountSlots | None = None) -> IngestionGate:
         return cls(settings.ingest_concurrency, settings.ingest_queue_timeout_seconds,
-                   settings.ingest_concurrency_per_account or None)
+                   settings.ingest_concurrency_per_account or None, shared)
 
     def in_flight(self, account: str) -> int:
         """Slots `account` holds now."""
@@ -75,13 +105,16 @@ class IngestionGate:
         waiter = _SlotWaiter(account, cost, next(self._arrivals), asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         self._grant()
+        shared: HeldSlot | None = None
         try:
             async with asyncio.timeout(self.wait_seconds if bounded else None):
                 await asyncio.shield(waiter.granted)
+                if self._shared is not None:
+                    shared = await self._claim_shared(self._shared, account)
         except BaseException as exc:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-            else:  # granted just as the wait ended: give the slot back
+            else:  # the local slot was granted (the wait ended after it): give it back
                 self._release(waiter)
             if isinstance(exc, TimeoutError):
                 retry_after = max(1, math.ceil(self.wait_seconds))
@@ -93,7 +126,20 @@ class IngestionGate:
         try:
             yield
         finally:
-            self._release(waiter)
+            try:
+                if shared is not None:
+                    await shared.release()
+            finally:
+                self._release(waiter)
+
+    async def _claim_shared(self, shared: SharedAccountSlots, account: str) -> HeldSlot:
+        """One of `account`'s slots across replicas, waiting (in the caller's timeout) while
+        its other requests hold them all."""
+        while True:
+            held = await shared.try_claim(account, self.per_account)
+            if held is not None:
+                return held
+            await asyncio.sleep(SHARED_SLOT_POLL_SECONDS)
 
     def _grant(self) -> None:
         while self._in_use < self.concurrency:

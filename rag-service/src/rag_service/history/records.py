@@ -37,6 +37,10 @@ class TranscriptMessage:
     # "complete" | "incomplete" | "failed" (see chat/turns.py)
     status: str
     created_at: datetime
+    # Complete answers: what the chat response said (None on user messages, unfinished
+    # answers and answers saved before it was kept).
+    answer_found: bool | None = None
+    generator: str | None = None
 
 
 @dataclass(frozen=True)

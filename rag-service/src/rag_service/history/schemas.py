@@ -66,11 +66,16 @@ class StoredMessage(_Timestamped):
     sources: list[dict[str, Any]] = Field(default_factory=list)
     status: MessageStatus
     created_at: datetime
+    # Complete assistant answers: the chat response's `answer_found` and `generator`; null on
+    # user messages, answers that did not complete and answers saved before they were kept.
+    answer_found: bool | None = None
+    generator: str | None = None
 
     @classmethod
     def of(cls, message: TranscriptMessage) -> StoredMessage:
         return cls(id=message.id, role=message.role, content=message.content, sources=message.sources,
-                   status=message.status, created_at=message.created_at)
+                   status=message.status, created_at=message.created_at,
+                   answer_found=message.answer_found, generator=message.generator)
 
 
 class ConversationDetail(_Timestamped):

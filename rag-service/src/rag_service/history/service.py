@@ -91,7 +91,8 @@ class HistoryService:
             messages=[
                 TranscriptMessage(id=m.id, role=m.role, content=m.content,
                                   sources=[source for source in m.sources or [] if source.get("document_id") in readable],
-                                  status=m.status, created_at=m.created_at)
+                                  status=m.status, created_at=m.created_at,
+                                  answer_found=m.answer_found, generator=m.generator)
                 for m in messages
             ],
         )

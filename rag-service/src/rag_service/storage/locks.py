@@ -14,6 +14,8 @@ Commit or roll back inside the block.
   deleting a collection checks it is empty, each under the collection's lock; so a collection
   is never deleted with a document just added to it (collections/service.py). An owner key
   guards the per-owner collection limit the same way.
+- `PostgresAccountSlots`: not a lock but N of them, an account's ingestion slots shared by
+  the replicas (core/ingestion_gate.py), each held on a connection for one ingestion.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from rag_service.core.locks import KeyedLocks
 
-# First keys of the two-key advisory locks, one key space each ("RAGQ", "RAGC").
+# First keys of the two-key advisory locks, one key space each ("RAGQ", "RAGC", "RAGI").
 QUOTA_LOCK_NAMESPACE = 0x52414751
 COLLECTION_LOCK_NAMESPACE = 0x52414743
+INGEST_SLOT_NAMESPACE = 0x52414749
 
 
 async def _advisory_transaction_lock(session: AsyncSession, namespace: int, key: str) -> None:
@@ -74,3 +77,64 @@ async def try_session_lock(engine: AsyncEngine, key: int) -> AsyncIterator[bool]
             if held:
                 await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
                 await connection.commit()
+
+
+class PostgresAccountSlots:
+    """An account's ingestion slots shared by every replica (core/ingestion_gate.py
+    `SharedAccountSlots`): slot `n` of an account is the session advisory lock
+    (INGEST_SLOT_NAMESPACE, hashtext('<account>#<n>')), held on a connection of its own for
+    the whole ingestion. Postgres releases it when that connection ends, so a crashed or
+    cut-off replica frees its slots by itself; nothing to clean up, no table."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def try_claim(self, account: str, slots: int) -> PostgresHeldSlot | None:
+        connection = await self._engine.connect()
+        try:
+            for slot in range(slots):
+                held = await connection.scalar(
+                    text("SELECT pg_try_advisory_lock(CAST(:namespace AS integer), hashtext(:key))"),
+                    {"namespace": INGEST_SLOT_NAMESPACE, "key": f"{account}#{slot}"},
+                )
+                if held:
+                    await connection.commit()  # session locks outlive it; no idle transaction
+                    return PostgresHeldSlot(connection, f"{account}#{slot}")
+        except BaseException:
+            # Possibly holding a lock taken just before the failure: a pooled connection
+            # would keep it, so the connection is discarded (which releases it).
+            await connection.invalidate()
+            await connection.close()
+            raise
+        await connection.close()
+        return None
+
+
+class PostgresHeldSlot:
+    def __init__(self, connection: AsyncConnection, key: str) -> None:
+        self._connection = connection
+        self._key = key
+
+    async def release(self) -> None:
+        try:
+            await self._connection.execute(
+                text("SELECT pg_advisory_unlock(CAST(:namespace AS integer), hashtext(:key))"),
+                {"namespace": INGEST_SLOT_NAMESPACE, "key": self._key},
+            )
+            await self._connection.commit()
+        except BaseException:
+            # Connection lost (its lock went with it) or the release interrupted: never
+            # return a connection that may still hold the lock to the pool.
+            await self._connection.invalidate()
+            raise
+        finally:
+            await self._connection.close()
+
+
+def shared_account_slots(engine: AsyncEngine, single_process: bool) -> PostgresAccountSlots | None:
+    """The replicas' shared ingestion slots where there can be several replicas (a Postgres
+    database and a vector store that is not single-process); None (the in-process gate is
+    all) on SQLite or with a single-process vector store."""
+    if engine.dialect.name != "postgresql" or single_process:
+        return None
+    return PostgresAccountSlots(engine)

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -138,6 +138,10 @@ class Message(Base):
     sources: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
     # "complete" | "incomplete" (client went away mid-stream) | "failed" (provider error)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="complete")
+    # Completed assistant answers: what the chat response said (chat/schemas.py
+    # `AnswerOutcome`); None on user messages, unfinished answers and older rows.
+    answer_found: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    generator: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
