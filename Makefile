@@ -16,7 +16,7 @@ VENV_STAMP := $(VENV)/.installed
 WITH_TEST_PG := $(CURDIR)/$(PY) $(CURDIR)/scripts/test_postgres.py run --
 NODE_STAMP := $(AUTH)/node_modules/.installed
 
-.PHONY: help install dev test test-repo test-auth test-rag test-client test-e2e bench migrate services screenshot clean
+.PHONY: help install dev oidc-provider test test-repo test-auth test-rag test-client test-e2e bench migrate services screenshot clean
 
 help:
 	@echo "make dev      run auth-service (:3001) and rag-service (:8000) on embedded defaults"
@@ -24,6 +24,7 @@ help:
 	@echo "make test-repo  only the checks that read files (docs, benchmark reports, docker-compose.yml)"
 	@echo "make bench    run the benchmarks and write docs/benchmarks.md (BENCH_QUICK=1: smoke-test sizes)"
 	@echo "make migrate  apply database migrations of both services"
+	@echo "make oidc-provider  a local OpenID Connect provider for trying single sign-on with make dev"
 	@echo "make screenshot  refresh docs/screenshot.png from the browser test"
 
 # --- installation (only what is missing or out of date) --------------------------------
@@ -49,6 +50,11 @@ install: $(VENV_STAMP) $(NODE_STAMP)
 # --- running --------------------------------------------------------------------------
 dev: install
 	@bash scripts/dev.sh
+
+# A local OpenID Connect provider (auth-service/dev/oidc-provider.ts) on :3005; it prints the
+# OIDC_PROVIDERS value to start `make dev` with.
+oidc-provider: $(NODE_STAMP)
+	cd $(AUTH) && npm run --silent oidc-provider
 
 migrate: install
 	cd $(AUTH) && npm run --silent migrate

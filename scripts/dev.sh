@@ -34,14 +34,18 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 # Mail links (verification, password reset, invitations) open the example app.
+# MCP clients sign in with OAuth (docs/security.md): the auth-service issues tokens for the
+# rag-service's public URL, which the rag-service knows as PUBLIC_URL.
+RAG_URL="http://localhost:$RAG_PORT"
 ( cd auth-service && PORT=$AUTH_PORT AUTH_DATA_DIR="$DATA_DIR/auth" TRUSTED_ORIGINS="${TRUSTED_ORIGINS:-$WEB_ORIGIN}" \
-  APP_URL="${APP_URL:-$WEB_ORIGIN}" \
+  APP_URL="${APP_URL:-$WEB_ORIGIN}" OAUTH_RESOURCES="${OAUTH_RESOURCES:-$RAG_URL,$RAG_URL/mcp}" \
   exec node_modules/.bin/tsx src/server.ts ) \
   > >(prefix auth 36) 2>&1 &
 pids+=($!)
 
 ( cd rag-service && DATA_DIR="$DATA_DIR/rag" PORT=$RAG_PORT CORS_ORIGINS="${CORS_ORIGINS:-$WEB_ORIGIN}" \
   AUTH_JWKS_URL="http://localhost:$AUTH_PORT/api/auth/jwks" AUTH_ISSUER="http://localhost:$AUTH_PORT" \
+  PUBLIC_URL="${PUBLIC_URL:-$RAG_URL}" \
   exec .venv/bin/python -m rag_service ) > >(prefix rag 35) 2>&1 &
 pids+=($!)
 
@@ -53,6 +57,9 @@ pids+=($!)
 
 echo "auth-service: http://localhost:$AUTH_PORT   rag-service: http://localhost:$RAG_PORT (API docs at /docs)"
 echo "example web app: $WEB_ORIGIN   (Ctrl-C stops everything)"
+if [ -n "${OIDC_PROVIDERS:-}" ]; then
+  echo "single sign-on: the providers of OIDC_PROVIDERS (callbacks at http://localhost:$AUTH_PORT/api/auth/callback/<id>)"
+fi
 if [ -z "${SMTP_URL:-}" ]; then
   echo "mail (no SMTP_URL): http://localhost:$AUTH_PORT/dev/mailbox   (.eml files in ${MAIL_DIR:-$DATA_DIR/auth/mail})"
 fi

@@ -69,10 +69,12 @@ def serving_web_app() -> Iterator[str]:
 
 @contextmanager
 def running_browser_stack(data: Path, web_origin: str, name: str, auth_env: dict[str, str] | None = None,
-                          rag_env: dict[str, str] | None = None) -> Iterator[BrowserStack]:
+                          rag_env: dict[str, str] | None = None, auth_port: int | None = None) -> Iterator[BrowserStack]:
     """Both services, trusting the app's origin, with the issuer and URLs on `localhost`. The
-    auth-service's mail links (APP_URL) open the app configured for these two services."""
-    auth_port, rag_port = free_port(), free_port()
+    auth-service's mail links (APP_URL) open the app configured for these two services.
+    `auth_port`: the auth-service's port when something must know it beforehand (an identity
+    provider's redirect URI)."""
+    auth_port, rag_port = auth_port or free_port(), free_port()
     auth_public = f"http://localhost:{auth_port}"
     app_url = f"{web_origin}/?auth={auth_public}&rag=http://localhost:{rag_port}"
     auth = start_auth(data / "auth", ARTIFACTS, name=f"auth-{name}", port=auth_port,

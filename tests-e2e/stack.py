@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -102,3 +103,14 @@ def start_rag(data_dir: Path, logs: Path, auth_url: str, name: str = "rag", port
                 "ACCOUNT_EVENTS_TOKEN": ACCOUNT_EVENTS_TOKEN}
     # 180 s: a liveness bound (the first start of a fresh cache exports the graph on busy cores).
     return start(name, [str(RAG_PYTHON), "-m", "rag_service"], RAG_DIR, {**base_env, **env}, url, logs, timeout=180.0)
+
+
+def start_oidc_provider(logs: Path, redirect_uris: list[str], users: list[dict], client_id: str,
+                        client_secret: str, name: str = "oidc-provider") -> Service:
+    """The local OpenID Connect provider (auth-service/dev/oidc-provider.ts: the certified
+    `oidc-provider` package) on a free loopback port, with one client and these test people
+    (`login`, `email`, `email_verified`, `name`); its issuer is the returned `url`."""
+    port = free_port()
+    env = {"OIDC_DEV_PORT": str(port), "OIDC_DEV_CLIENT_ID": client_id, "OIDC_DEV_CLIENT_SECRET": client_secret,
+           "OIDC_DEV_REDIRECT_URIS": ",".join(redirect_uris), "OIDC_DEV_USERS": json.dumps(users)}
+    return start(name, ["npm", "run", "--silent", "oidc-provider"], AUTH_DIR, env, f"http://127.0.0.1:{port}", logs)

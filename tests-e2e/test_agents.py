@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import openai
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
+from agents_support import mcp_session, ok, save
 from conftest import ARTIFACTS, sign_up
 from stack import Service, start_rag
 
@@ -60,25 +57,6 @@ class Account:
         response = httpx.delete(f"{self.auth_url}/auth/api-keys/{key_id}",
                                 headers={"Authorization": f"Bearer {self.session}"}, timeout=30)
         assert response.status_code == 200, response.text
-
-
-@asynccontextmanager
-async def mcp_session(rag_url: str, token: str) -> AsyncIterator[Client]:
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
-        async with Client(streamable_http_client(f"{rag_url}/mcp", http_client=http)) as client:
-            yield client
-
-
-def ok(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    return result.structured_content
-
-
-def save(rag_url: str, token: str, title: str, content: str) -> str:
-    response = httpx.post(f"{rag_url}/save-document", headers={"Authorization": f"Bearer {token}"},
-                          json={"title": title, "content": content}, timeout=60)
-    assert response.status_code == 201, response.text
-    return response.json()["document_id"]
 
 
 @pytest.mark.asyncio

@@ -1,5 +1,6 @@
 // The Hono app: security headers, a body limit, CORS, /health, Better Auth at /api/auth/*,
-// seed-contract routes at /auth/*, the account events feed at /auth/events, the development
+// seed-contract routes at /auth/*, the account events feed at /auth/events, the OAuth
+// authorization server's discovery documents and pages (src/oauth-server.ts), the development
 // mailbox at /dev/mailbox.
 import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -13,6 +14,7 @@ import { accountEventLog, accountEventsRoutes, type AccountEventLog } from "./ac
 import { errorBody } from "./errors.js";
 import { mailboxRoutes } from "./mailbox.js";
 import type { Mailer } from "./mailer.js";
+import { oauthRoutes } from "./oauth-server.js";
 import { contractRoutes } from "./routes.js";
 import { describeError } from "./safe-log.js";
 
@@ -112,6 +114,7 @@ export function createApp({
   app.on(["GET", "POST"], "/api/auth/*", (c) => proxyToAuth(auth, c, trustProxies));
   app.route("/auth/events", accountEventsRoutes(events, config));
   app.route("/auth", contractRoutes(auth, { trustProxies }));
+  app.route("/", oauthRoutes(auth, config, trustProxies));
   // Development only, and only when mails go to the outbox folder (src/mailbox.ts).
   if (config.devMode && mailer.outboxDir) app.route("/dev/mailbox", mailboxRoutes(mailer.outboxDir));
 

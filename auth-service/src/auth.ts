@@ -1,6 +1,6 @@
 // The Better Auth instance: email + password, EdDSA JWTs (jwt plugin), signed bearer sessions,
 // organizations (teams), two-factor codes and passkeys (src/two-factor.ts, src/passkeys.ts),
-// rate limits per IP and per account, input bounds and the password
+// single sign-on (src/sso.ts), rate limits per IP and per account, input bounds and the password
 // policy (hooks).
 import { betterAuth } from "better-auth";
 import { APIError, createAuthMiddleware, isAPIError } from "better-auth/api";
@@ -16,11 +16,13 @@ import { accountEventLog, issuedAt, type AccountEventLog } from "./account-event
 import type { Mail, Mailer } from "./mailer.js";
 import { organizationPlugin, orgsPayload, type InvitationSender, type MemberStore } from "./organizations.js";
 import { checkBody, nameProblem, PASSWORD_MAX, PASSWORD_MIN } from "./input-policy.js";
+import { oauthServerPlugins } from "./oauth-server.js";
 import { hashPassword, needsRehash, verifyPassword } from "./password-hashing.js";
 import type { RateLimitStore } from "./rate-limit-redis.js";
 import { safeLog } from "./safe-log.js";
 import { passkeyPlugin } from "./passkeys.js";
 import { secondFactorGuard, twoFactorPlugin } from "./two-factor.js";
+import { ssoOptions } from "./sso.js";
 
 /** Header our HTTP layer sets from the socket address (any client-sent value is replaced). */
 export const CLIENT_IP_HEADER = "x-auth-client-ip";
@@ -110,6 +112,7 @@ export function authOptions(
   const memberStore = async (): Promise<MemberStore> => (await self().$context).adapter;
   const sessionUser = async (headers: Headers): Promise<string | null> => (await self().api.getSession({ headers }))?.user.id ?? null;
   const events = stores.events;
+  const sso = ssoOptions(config);
   const jwtOptions = {
     jwt: {
       issuer: config.jwt.issuer,
@@ -149,6 +152,8 @@ export function authOptions(
       ...mailOptions.emailAndPassword,
     },
     emailVerification: mailOptions.emailVerification,
+    socialProviders: sso.socialProviders,
+    account: sso.account,
     user: { ...mailOptions.user, ...deleteUserOptions(database.db) },
     verification: mailOptions.verification,
     hooks: { before: beforeHooks, after: afterHooks },
@@ -169,6 +174,7 @@ export function authOptions(
       customRules: {
         "/sign-in/email": credentialsRule,
         "/sign-up/email": credentialsRule,
+        "/sign-in/social": credentialsRule,
         // Code guesses per IP (the plugin's own rule is 3 per 10 s); per account: src/two-factor.ts.
         "/two-factor/*": credentialsRule,
         // Routes that mail someone, and reset-password (a token guess per request).
@@ -206,6 +212,9 @@ export function authOptions(
       twoFactorPlugin(config.signInDisplayName),
       secondFactorGuard(database.db, stores.accountThrottle, config.accountThrottle, sessionUser),
       passkeyPlugin(config),
+      ...sso.plugins,
+      // OAuth 2.1 authorization server for MCP clients (src/oauth-server.ts).
+      ...oauthServerPlugins(config, memberStore),
     ],
   };
 }

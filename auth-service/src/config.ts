@@ -2,6 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { parseSsoProviders, SsoConfigError, type SsoProvider } from "./sso-config.js";
 
 export type AuthEnv = "development" | "test" | "production";
 
@@ -76,10 +77,18 @@ export interface Config {
   emailVerificationExpiresIn: number;
   /** Seconds a password-reset link stays valid (single use). */
   passwordResetExpiresIn: number;
+  /** Single sign-on providers (OIDC_PROVIDERS, src/sso-config.ts); empty: password accounts only. */
+  sso: SsoProvider[];
   /** Sign-in methods beyond the password: the name authenticator apps and passkey prompts show (src/two-factor.ts, src/passkeys.ts). */
   signInDisplayName: string;
   /** The WebAuthn relying party (src/passkeys.ts): `rpId` and the origins whose pages may use passkeys. */
   passkey: { rpId: string; origins: string[] };
+  /**
+   * The OAuth 2.1 authorization server for MCP clients (src/oauth-server.ts): `resources` are the
+   * rag-service resource identifiers (RFC 8707) tokens may be issued for, `registration` turns
+   * open dynamic client registration (RFC 7591) on, refresh tokens live `refreshTokenLifetimeSeconds`.
+   */
+  oauth: { resources: string[]; registration: boolean; refreshTokenLifetimeSeconds: number };
 }
 
 export class ConfigError extends Error {}
@@ -96,6 +105,21 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
 
 function list(raw: string | undefined): string[] {
   return (raw ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+/** OAUTH_RESOURCES: absolute http(s) URLs without fragment (RFC 8707 section 2). */
+function oauthResources(raw: string | undefined): string[] {
+  const values = raw === undefined ? ["http://localhost:8000", "http://localhost:8000/mcp"] : list(raw);
+  for (const value of values) {
+    let url: URL | undefined;
+    try {
+      url = new URL(value);
+    } catch {}
+    if (!url || (url.protocol !== "http:" && url.protocol !== "https:") || url.hash || value.includes("#")) {
+      throw new ConfigError(`OAUTH_RESOURCES must list absolute http(s) URLs without a fragment (the rag-service's PUBLIC_URL and PUBLIC_URL/mcp), got "${value}"`);
+    }
+  }
+  return values;
 }
 
 function resolveEnv(env: NodeJS.ProcessEnv): AuthEnv {
@@ -207,6 +231,14 @@ function rateLimitStorage(raw: string | undefined, databaseUrl: string | undefin
   return v;
 }
 
+function ssoProviders(env: NodeJS.ProcessEnv, devMode: boolean): SsoProvider[] {
+  try {
+    return parseSsoProviders(env.OIDC_PROVIDERS, env, devMode);
+  } catch (err) {
+    throw err instanceof SsoConfigError ? new ConfigError(err.message) : err;
+  }
+}
+
 /**
  * The passkeys' relying party, from the same TRUSTED_ORIGINS as everything else (the service's
  * own origin when none is set). PASSKEY_RP_ID (default: the first origin's host) must be the host
@@ -289,5 +321,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     passwordResetExpiresIn: Math.max(1, int(env, "PASSWORD_RESET_EXPIRES_IN", 3600)),
     signInDisplayName: env.SIGN_IN_DISPLAY_NAME || "RAG backend",
     passkey: passkeyRelyingParty(env.PASSKEY_RP_ID, list(env.TRUSTED_ORIGINS), baseURL),
+    sso: ssoProviders(env, devMode),
+    oauth: {
+      resources: oauthResources(env.OAUTH_RESOURCES),
+      registration: !["0", "false", "off"].includes((env.OAUTH_DYNAMIC_REGISTRATION ?? "true").toLowerCase()),
+      refreshTokenLifetimeSeconds: Math.max(60, int(env, "OAUTH_REFRESH_TOKEN_EXPIRES_IN", 2_592_000)),
+    },
   };
 }

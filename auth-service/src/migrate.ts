@@ -1,6 +1,8 @@
 // Schema migrations through Better Auth's own migrator (user, session, account, verification,
 // jwks, rateLimit, apikey, organization, member, invitation, session.activeOrganizationId, twoFactor,
-// user.twoFactorEnabled, passkey) plus the used-TOTP-code claims (src/two-factor.ts),
+// user.twoFactorEnabled, passkey, and the OAuth provider's oauthClient, oauthResource,
+// oauthClientResource, oauthRefreshToken, oauthAccessToken, oauthConsent, oauthClientAssertion:
+// src/oauth-server.ts) plus the used-TOTP-code claims (src/two-factor.ts),
 // the per-account throttle table and the account events (table, prune watermark and the triggers
 // on Better Auth's user, organization and member tables: src/account-events.ts). `npm run migrate` runs them without
 // starting the server. On Postgres they run under an advisory lock, so replicas that start

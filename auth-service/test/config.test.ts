@@ -205,3 +205,18 @@ test(".env.example lists every variable the configuration reads, and the default
     assert.deepEqual(loadConfig({ ...base, [name]: value }), defaults, `.env.example shows ${name}=${value}, not the default`);
   }
 });
+
+test("OAUTH_RESOURCES: absolute http(s) URLs without a fragment; registration can be turned off", () => {
+  const base = { BETTER_AUTH_SECRET: "s".repeat(32) };
+  assert.deepEqual(loadConfig(base).oauth, {
+    resources: ["http://localhost:8000", "http://localhost:8000/mcp"],
+    registration: true,
+    refreshTokenLifetimeSeconds: 2_592_000,
+  });
+  assert.deepEqual(loadConfig({ ...base, OAUTH_RESOURCES: " https://rag.example.com , https://rag.example.com/mcp" }).oauth.resources,
+    ["https://rag.example.com", "https://rag.example.com/mcp"]);
+  for (const bad of ["rag.example.com/mcp", "ftp://rag.example.com", "https://rag.example.com/mcp#x", "javascript:alert(1)"]) {
+    assert.throws(() => loadConfig({ ...base, OAUTH_RESOURCES: bad }), (e: Error) => e instanceof ConfigError && /OAUTH_RESOURCES/.test(e.message), bad);
+  }
+  assert.equal(loadConfig({ ...base, OAUTH_DYNAMIC_REGISTRATION: "false" }).oauth.registration, false);
+});

@@ -22,6 +22,12 @@ reported on its own as the check that they were not fitted to it.
 
     cd rag-service && .venv/bin/python bench/answer_quality.py [--distractors 300] [--report PATH]
         [--dump-sources PATH]   # also save each question's retrieved sources (for calibration)
+        [--questions bench/manpages_qa_heldout.jsonl]   # the held-out questions
+
+Held-out: bench/manpages_qa_heldout.jsonl, 39 answerable questions about 32 pages no dev
+question uses and 10 unanswerable ones (same format), written before the issue 23
+selection changes and never used to choose anything (bench/answer_failures.py and
+bench/answer_calibration.py read dev questions only).
 """
 
 from __future__ import annotations
@@ -255,7 +261,7 @@ async def main() -> None:
                 f"{len(pages) - len(needed)} random others, seed {args.seed}), ingested in {ingest_s:.0f} s; "
                 f"{sum(q['kind'] == 'answerable' for q in questions)} answerable and "
                 f"{sum(q['kind'] != 'answerable' for q in questions)} unanswerable questions "
-                "(bench/manpages_qa.jsonl), each asked once over HTTP (SSE, top 5 hybrid sources); SQLite + "
+                f"({args.questions.name}), each asked once over HTTP (SSE, top 5 hybrid sources); SQLite + "
                 "Qdrant Edge + local MiniLM, a fixed user instead of JWT verification."
                 + (f" Left out (manpages-dev is built from this machine's man pages): {', '.join(skipped)}."
                    if skipped else ""))
@@ -263,7 +269,8 @@ async def main() -> None:
     rows = []
     for label, asked in results.items():
         halves = [("all", asked)]
-        if label == generators[0][0]:
+        # The halves are the dev set's calibration split; a held-out set is reported whole.
+        if label == generators[0][0] and args.questions.resolve() == QA_FILE:
             halves += [("fit half (even ids)", [a for a in asked if fit_half(a.question)]),
                        ("check half (odd ids)", [a for a in asked if not fit_half(a.question)])]
         for half, subset in halves:

@@ -7,6 +7,8 @@ Fixtures:
 - `app_factory` (function): `async with app_factory(settings, runtime=None) as (app, client)`.
 - `auth_headers(user_id=None, **claims)` (function) -> {"Authorization": "Bearer <jwt>"}.
 - `user_id` (function) -> a fresh unique user id (isolation on the shared app).
+- `make_verifier(issuer, **overrides)` (function) -> an AccessTokenVerifier on that issuer's
+  JWKS (own tmp data_dir), closed after the test.
 Helpers for tests that build their own: `settings_for(issuer, data_dir, **overrides)`, `running_app`.
 """
 
@@ -22,6 +24,7 @@ import pytest
 import pytest_asyncio
 
 from fixtures_issuer import JwksIssuer
+from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.config import Settings
 
 
@@ -118,3 +121,19 @@ def auth_headers(issuer: JwksIssuer) -> Callable[..., dict[str, str]]:
         return {"Authorization": f"Bearer {token}"}
 
     return headers
+
+
+@pytest_asyncio.fixture
+async def make_verifier(tmp_path: Any) -> AsyncIterator[Callable[..., AccessTokenVerifier]]:
+    verifiers: list[AccessTokenVerifier] = []
+
+    def make(issuer: JwksIssuer, clocks: Any = None, **overrides: Any) -> AccessTokenVerifier:
+        """`clocks`: an object with `monotonic()` and `wall()` the test moves (default: the real clocks)."""
+        timing = {"clock": clocks.monotonic, "wall_clock": clocks.wall} if clocks is not None else {}
+        verifier = AccessTokenVerifier(settings_for(issuer, tmp_path, **overrides), **timing)
+        verifiers.append(verifier)
+        return verifier
+
+    yield make
+    for verifier in verifiers:
+        await verifier.aclose()

@@ -11,16 +11,13 @@ import hmac
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-import pytest_asyncio
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from fixtures_apps import settings_for
-from fixtures_issuer import JwksIssuer, SigningKey
+from fixtures_issuer import SigningKey
 from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.errors import ServiceUnavailable, Unauthorized
 
@@ -48,22 +45,6 @@ def hand_made_token(header: dict[str, Any], claims: dict[str, Any], sign: Any = 
     signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
     signature = sign(signing_input.encode()) if sign else b""
     return f"{signing_input}.{b64url(signature)}"
-
-
-@pytest_asyncio.fixture
-async def make_verifier(tmp_path: Path):
-    verifiers: list[AccessTokenVerifier] = []
-
-    def make(issuer: JwksIssuer, clocks: Clocks | None = None, **overrides: Any) -> AccessTokenVerifier:
-        clocks = clocks or Clocks()
-        verifier = AccessTokenVerifier(settings_for(issuer, tmp_path, **overrides),
-                                       clock=clocks.monotonic, wall_clock=clocks.wall)
-        verifiers.append(verifier)
-        return verifier
-
-    yield make
-    for verifier in verifiers:
-        await verifier.aclose()
 
 
 async def expect_401(verifier: AccessTokenVerifier, token: str) -> Unauthorized:

@@ -15,6 +15,8 @@ from rag_service.providers.extractive import (
     MAX_ANSWER_CHARS,
     MAX_PASSAGES,
     ExtractiveGenerator,
+    PassageScorer,
+    content_terms,
     source_passages,
     split_sentences,
 )
@@ -270,3 +272,102 @@ async def test_a_one_sentence_document_answers_with_other_forms_of_its_words(gen
                                        "stayed bright all night.")]
     _, text = await answer(generator, "Why did keepers trim the wicks?", sources)
     assert text == f"{flat(sources[0].text)} [1]"
+
+
+# login.defs(5) as `man` renders it: settings whose descriptions share most of their words.
+LOGIN_DEFS = """DESCRIPTION
+       The /etc/login.defs file defines the site-specific configuration for the shadow password suite.
+
+       PASS_MIN_DAYS (number)
+           The minimum number of days allowed between password changes. Any password changes
+           attempted sooner than this will be rejected.
+
+       PASS_MAX_DAYS (number)
+           The maximum number of days a password may be used. If the password is older than this,
+           a password change will be forced.
+
+       PASS_WARN_AGE (number)
+           The number of days warning given before a password expires.
+"""
+# systemd.timer(5): settings named in CamelCase, which questions spell as words.
+TIMER = """OPTIONS
+       OnCalendar=
+           Defines realtime (i.e. wallclock) timers with calendar event expressions.
+
+       AccuracySec=
+           Defaults to 1min. Specify the accuracy the timer shall elapse with.
+
+       RandomizedDelaySec=
+           Delay the timer by a randomly selected, evenly distributed amount of time.
+
+       Persistent=
+           Takes a boolean argument. If true, the time when the service unit was last triggered is stored on disk.
+"""
+# A chunk of TRUNCATE(7) cut just before an option line: its first line lost its indentation.
+TRUNCATE_CHUNK = """RESTART IDENTITY
+\t   Automatically restart sequences owned by columns of the truncated table(s).
+
+       CONTINUE IDENTITY
+\t   Do not change the values of sequences. This is the default.
+
+       The truncation is done in one transaction, so other sessions see all or none of it.
+"""
+
+
+async def test_the_passage_repeating_the_questions_phrase_wins_over_one_sharing_its_words(generator):
+    sources = [Source(1, "login.defs(5)", LOGIN_DEFS)]
+    _, text = await answer(generator, "Which login.defs setting sets the maximum number of days a password may be used?",
+                           sources)
+    assert text.startswith("PASS_MAX_DAYS (number): The maximum number of days a password may be used. [1]")
+
+
+def test_word_pairs_of_the_question_score_the_passage_that_keeps_them_together():
+    scorer = PassageScorer("Which setting sets the maximum number of days a password may be used?",
+                           [Source(1, "login.defs(5)", LOGIN_DEFS)])
+    phrase = {p.text: scorer.phrase(i) for i, p in enumerate(scorer.passages)}
+    maximum = phrase["The maximum number of days a password may be used."]
+    minimum = phrase["The minimum number of days allowed between password changes."]
+    # The question's pairs: (set, set), (set, maximum), (maximum, number), (number, day),
+    # (day, password), (password, may); the passage keeps the last four...
+    assert maximum == pytest.approx(4 / 6)
+    # ...where "minimum number of days allowed between password" keeps only (number, day).
+    assert minimum == pytest.approx(1 / 6)
+
+
+def test_camel_case_settings_give_the_words_they_are_made_of():
+    assert {"accuracysec", "accuracy", "sec"} <= set(content_terms("AccuracySec="))
+    assert {"listen", "stream"} <= set(content_terms("ListenStream="))
+    # All-capitals names, their plurals and plain words stay whole.
+    assert content_terms("SIGKILL URLs accuracy") == ["sigkill", "url", "accuracy"]
+
+
+async def test_a_setting_named_in_camel_case_answers_a_question_in_words(generator):
+    sources = [Source(1, "systemd.timer(5)", TIMER)]
+    _, text = await answer(generator, "What accuracy does a systemd timer use by default?", sources)
+    assert text.startswith("AccuracySec=: Defaults to 1min. [1]")
+
+
+def test_a_chunk_cut_before_an_option_line_keeps_it_as_the_label():
+    shown = [p.shown for p in source_passages(Source(1, "TRUNCATE(7)", TRUNCATE_CHUNK))]
+    assert shown == [
+        "RESTART IDENTITY: Automatically restart sequences owned by columns of the truncated table(s).",
+        "CONTINUE IDENTITY: Do not change the values of sequences.",
+        "CONTINUE IDENTITY: This is the default.",
+        # Body text after the options is labelled by none of them.
+        "The truncation is done in one transaction, so other sessions see all or none of it.",
+    ]
+    # A page's own first heading still labels nothing.
+    assert [p.label for p in source_passages(Source(1, "fstab(5)", FSTAB))][0] == ""
+    # capabilities(7) cut before a capability whose list of items is as deep as descriptions.
+    caps = ("CAP_NET_BIND_SERVICE\n\t      Bind a socket to Internet domain privileged ports (port numbers less than "
+            "1024).\n\n       CAP_NET_RAW\n\t      - Use RAW and PACKET sockets;\n\t      - bind to any address "
+            "for transparent proxying.\n")
+    assert [p.shown for p in source_passages(Source(1, "capabilities(7)", caps))][0] == (
+        "CAP_NET_BIND_SERVICE: Bind a socket to Internet domain privileged ports (port numbers less than 1024).")
+
+
+async def test_a_chunk_cut_before_an_option_line_answers_with_the_option(generator):
+    sources = [Source(1, "TRUNCATE(7)", TRUNCATE_CHUNK)]
+    _, text = await answer(generator, "How do I reset the sequences owned by a table's columns when truncating it?",
+                           sources)
+    assert "RESTART IDENTITY" in text.split(" [1]")[0]

@@ -17,11 +17,11 @@ from mcp.shared.auth import ProtectedResourceMetadata
 from starlette.datastructures import URL
 from starlette.types import Scope
 
+from rag_service.auth.oauth_resources import MCP_PATH
 from rag_service.auth.tokens import SCOPES
 from rag_service.config import Settings
 from rag_service.deps import SettingsDep
 
-MCP_PATH = "/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource"
 
 router = APIRouter(tags=["agents"])

@@ -12,8 +12,10 @@ Rules (all fail closed):
 - Each key is bound to one algorithm (PyJWK); a token whose `alg` differs from its key's is
   rejected, so an RSA/EC/OKP key can never be used as an HMAC secret.
 - `exp`, `iat`, `iss`, `aud`, `sub` are required; `nbf` is honoured; leeway is small.
-- `scope` and `orgs` (auth/orgs.py), when present, must have exactly the shared schema's
-  shape, or the token is refused.
+- `aud` must name AUTH_AUDIENCE (session and API-key tokens) or one of this service's OAuth
+  resource identifiers (auth/oauth_resources.py: OAuth access tokens for MCP clients).
+- `scope`, when present, must grant `read` or `write` (`scope_of`), and `orgs` (auth/orgs.py)
+  must have exactly the shared schema's shape, or the token is refused.
 - A verified token is remembered (by its exact string, at most VERIFIED_CACHE_SIZE, until
   its `exp`): a client sends the same token with every request for its lifetime, and
   decoding it and checking its EdDSA signature again (~0.2 ms) held the event loop each time.
@@ -39,6 +41,7 @@ from typing import Any
 
 import httpx
 import jwt
+from rag_service.auth.oauth_resources import resource_identifiers
 from rag_service.auth.orgs import parse_orgs
 from rag_service.core.roles import NO_MEMBERSHIPS, Memberships
 from rag_service.config import Settings
@@ -49,8 +52,10 @@ log = logging.getLogger(__name__)
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 # storage.access.ORG_OWNER_PREFIX (not imported: auth does not depend on storage).
 ORG_SUBJECT_PREFIX = "org:"
-# `scope` (shared-schemas/jwt-claims.schema.json): only on tokens exchanged for an API key;
-# absent = a browser/session token with full scope. Any other value is refused (fail closed).
+# `scope` (shared-schemas/jwt-claims.schema.json): absent on a browser/session token (full
+# scope); "read" or "write" on a token exchanged for an API key; on an OAuth access token the
+# granted scopes, space-separated (RFC 9068), of which only these two mean anything here
+# (openid, offline_access... grant nothing). Weakest first: "write" includes reading.
 SCOPES = ("read", "write")
 # Real access tokens are well under 2 KB; anything this big is junk, refuse before parsing.
 MAX_TOKEN_CHARS = 16_384
@@ -83,7 +88,19 @@ class CurrentUser:
     @classmethod
     def from_claims(cls, claims: dict[str, Any]) -> CurrentUser:
         """The principal of claims returned by `AccessTokenVerifier.verify`."""
-        return cls(id=claims["sub"], claims=claims, scope=claims.get("scope"), orgs=parse_orgs(claims))
+        return cls(id=claims["sub"], claims=claims, scope=scope_of(claims), orgs=parse_orgs(claims))
+
+
+def scope_of(claims: dict[str, Any]) -> str | None:
+    """The caller's scope: None without a `scope` claim (full scope), else the strongest of
+    SCOPES the claim grants. A claim granting neither (or not a string) is refused: 401."""
+    if "scope" not in claims:
+        return None
+    granted = claims["scope"].split(" ") if isinstance(claims["scope"], str) else []
+    for scope in reversed(SCOPES):
+        if scope in granted:
+            return scope
+    raise Unauthorized("invalid access token: its scope grants neither 'read' nor 'write'")
 
 
 class JwksUnavailable(ServiceUnavailable):
@@ -100,6 +117,8 @@ class AccessTokenVerifier:
         self._clock = clock
         self._wall_clock = wall_clock
         self._algorithms = list(settings.auth_algorithms)
+        # Any one of them in `aud` will do (PyJWT): a token names the resource it was issued for.
+        self._audiences = [settings.auth_audience, *resource_identifiers(settings)]
         self._client = http_client or httpx.AsyncClient(timeout=settings.jwks_timeout_seconds)
         self._owns_client = http_client is None
         self._keys: dict[str | None, jwt.PyJWK] = {}
@@ -146,7 +165,7 @@ class AccessTokenVerifier:
                 token,
                 key=key,
                 algorithms=[alg],
-                audience=self._settings.auth_audience,
+                audience=self._audiences,
                 issuer=self._settings.auth_issuer,
                 leeway=self._settings.jwt_leeway_seconds,
                 options={"require": REQUIRED_CLAIMS, "verify_nbf": True, "verify_iat": True},
@@ -163,8 +182,7 @@ class AccessTokenVerifier:
         if sub.startswith(ORG_SUBJECT_PREFIX):
             # An organization's owner key (storage/access.py): a user with this id would own its data.
             raise Unauthorized("invalid access token: subject in the organizations' key space")
-        if "scope" in claims and claims["scope"] not in SCOPES:
-            raise Unauthorized("invalid access token: unknown scope")
+        scope_of(claims)  # a `scope` granting neither read nor write refuses the whole token
         parse_orgs(claims)  # a malformed `orgs` claim refuses the whole token
         expires = float(claims["exp"]) + self._settings.jwt_leeway_seconds
         if self._wall_clock() >= expires:  # the same clock as a remembered token's expiry
