@@ -105,7 +105,7 @@ def sign_up(auth_url: str, email: str | None = None, password: str = "correct ho
     email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
     response = httpx.post(f"{auth_url}/auth/signup",
                           json={"email": email, "password": password, "full_name": "E2E User"}, timeout=30)
-    assert response.status_code in (200, 201), response.text
+    assert response.status_code == 201, response.text
     return response.json()
 
 

@@ -127,8 +127,10 @@ def auth_headers(issuer: JwksIssuer) -> Callable[..., dict[str, str]]:
 async def make_verifier(tmp_path: Any) -> AsyncIterator[Callable[..., AccessTokenVerifier]]:
     verifiers: list[AccessTokenVerifier] = []
 
-    def make(issuer: JwksIssuer, **overrides: Any) -> AccessTokenVerifier:
-        verifier = AccessTokenVerifier(settings_for(issuer, tmp_path, **overrides))
+    def make(issuer: JwksIssuer, clocks: Any = None, **overrides: Any) -> AccessTokenVerifier:
+        """`clocks`: an object with `monotonic()` and `wall()` the test moves (default: the real clocks)."""
+        timing = {"clock": clocks.monotonic, "wall_clock": clocks.wall} if clocks is not None else {}
+        verifier = AccessTokenVerifier(settings_for(issuer, tmp_path, **overrides), **timing)
         verifiers.append(verifier)
         return verifier
 

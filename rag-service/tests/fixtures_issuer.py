@@ -67,7 +67,7 @@ class JwksIssuer:
         self.exchanges: list[dict[str, str]] = []
         # Set to answer the exchange with this status (e.g. 429, 500) instead.
         self.exchange_status: int | None = None
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.port: int = 0
 
@@ -112,7 +112,7 @@ class JwksIssuer:
              role: str | None = None, at: float | None = None) -> dict[str, Any]:
         """Appends an event to the feed (as the auth-service's triggers do) and returns it;
         `at` in epoch seconds (default now)."""
-        with self._lock:
+        with self.lock:
             number = len(self.events) + 1
             event = {"cursor": f"{1000 + number}:{number}", "type": type, "user_id": user_id,
                      "organization_id": organization_id, "role": role,
@@ -122,7 +122,7 @@ class JwksIssuer:
 
     def prune(self, keep_last: int = 0) -> None:
         """Drops every event but the last `keep_last` (retention)."""
-        with self._lock:
+        with self.lock:
             self.oldest_retained = max(self.oldest_retained, len(self.events) - keep_last + 1)
 
     def feed_answer(self, query: dict[str, str]) -> tuple[int, Any]:
@@ -133,7 +133,7 @@ class JwksIssuer:
             limit = 0
         if not 1 <= limit <= 1000:
             return 400, error("invalid_limit", "limit must be 1..1000")
-        with self._lock:
+        with self.lock:
             retained = self.events[self.oldest_retained - 1:]
             last_id = len(self.events)
             if "after" in query:
@@ -173,7 +173,7 @@ class JwksIssuer:
         if owner is None:
             return None
         sub, scope, orgs = owner
-        with self._lock:
+        with self.lock:
             latest_ms = max((e["occurred_at"] for e in self.events if e["user_id"] == sub
                              and e["type"] in ("member.removed", "member.role_changed")), default=0)
         iat = max(int(time.time()), -(-latest_ms // 1000))
@@ -206,7 +206,7 @@ class JwksIssuer:
                 if self.path != JWKS_PATH:
                     self.send_error(404)
                     return
-                with issuer._lock:
+                with issuer.lock:
                     issuer.jwks_requests += 1
                 self.send_json(issuer.jwks())
 
@@ -218,7 +218,7 @@ class JwksIssuer:
                     self.send_error(415)  # Better Auth's endpoints take JSON only
                     return
                 key = self.headers.get("x-api-key", "")
-                with issuer._lock:
+                with issuer.lock:
                     issuer.exchanges.append({k.lower(): v for k, v in self.headers.items()})
                 if issuer.exchange_status is not None:
                     self.send_response(issuer.exchange_status)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,3 +123,15 @@ async def check_invariant(parts: Parts, users: list[str], deleted_ids: set[str] 
             problems.append(f"{user_id}: {total} vectors stored, {in_rows} in ready rows")
     assert not problems, "invariant broken:\n" + "\n".join(problems)
     return statuses
+
+
+async def until(condition: Callable[[], Awaitable[bool] | bool], what: str, deadline_seconds: float = 60) -> None:
+    """Return once `condition()` holds (a state another task reaches: a lock waited for, a
+    slot queued for), failing after `deadline_seconds`. The polling interval decides nothing."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        held = condition()
+        if held if isinstance(held, bool) else await held:
+            return
+        assert time.monotonic() < deadline, f"{what}: not within {deadline_seconds} s"
+        await asyncio.sleep(0.005)

@@ -33,8 +33,8 @@ async def stored_and_recounted(store: PgVectorStore, url: str) -> tuple[dict, di
     each as {(user_id, term): chunks}."""
     async with await psycopg.AsyncConnection.connect(postgres_conninfo(url)) as conn:
         stored = await (await conn.execute(
-            sql.SQL("SELECT user_id, term, chunks FROM {counts}").format(counts=store._term_counts)
+            sql.SQL("SELECT user_id, term, chunks FROM {counts}").format(counts=store.term_counts_table)
         )).fetchall()
-        recounted = await (await conn.execute(recount_sql(store._table))).fetchall()
+        recounted = await (await conn.execute(recount_sql(store.table))).fetchall()
     return ({(user, term): chunks for user, term, chunks in stored},
             {(user, term): chunks for user, term, chunks in recounted})

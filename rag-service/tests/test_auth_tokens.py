@@ -21,6 +21,22 @@ from fixtures_issuer import SigningKey
 from rag_service.auth.tokens import AccessTokenVerifier
 from rag_service.errors import ServiceUnavailable, Unauthorized
 
+class Clocks:
+    """A monotonic and a wall clock the test moves by hand (starting at the real ones)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -184,12 +200,14 @@ async def test_kid_flood_costs_at_most_one_jwks_fetch_per_interval(make_verifier
 
 
 async def test_key_rotation_is_picked_up_without_restart(make_verifier, isolated_issuer):
-    verifier = make_verifier(isolated_issuer, jwks_refetch_min_interval=0.5)
+    clocks = Clocks()
+    verifier = make_verifier(isolated_issuer, clocks, jwks_refetch_min_interval=60)
     old_token = isolated_issuer.mint("u1")
     await verifier.verify(old_token)
     new_key = isolated_issuer.rotate(keep_old=False)
     new_token = isolated_issuer.mint("u1", key=new_key)
-    await asyncio.sleep(0.6)  # past the refetch interval
+    await expect_401(verifier, new_token)  # within the refetch interval: not fetched yet
+    clocks.advance(60)  # the refetch interval has passed
     assert (await verifier.verify(new_token))["sub"] == "u1"
     # The old key was withdrawn by the issuer and is gone from the refreshed cache.
     await expect_401(verifier, old_token)
@@ -204,14 +222,17 @@ async def test_new_kid_within_refetch_interval_fails_closed(make_verifier, isola
 
 
 async def test_jwks_unreachable_on_cold_cache_is_503_then_recovers(make_verifier, isolated_issuer):
-    verifier = make_verifier(isolated_issuer)
+    clocks = Clocks()
+    verifier = make_verifier(isolated_issuer, clocks)
     token = isolated_issuer.mint("u1")
     isolated_issuer.stop()
     with pytest.raises(ServiceUnavailable) as caught:
         await verifier.verify(token)
     assert caught.value.status_code == 503
     isolated_issuer.start()  # same port
-    await asyncio.sleep(1.05)  # cold-cache retries are spaced by at most one second
+    with pytest.raises(ServiceUnavailable):
+        await verifier.verify(token)  # the next attempt waits its second, even with the issuer back
+    clocks.advance(1.0)  # cold-cache retries are spaced by at most one second
     assert (await verifier.verify(token))["sub"] == "u1"
 
 
@@ -264,10 +285,13 @@ async def test_subject_longer_than_the_owner_columns_is_401(make_verifier, isola
 
 
 async def test_a_remembered_token_still_expires(make_verifier, isolated_issuer):
-    verifier = make_verifier(isolated_issuer, jwt_leeway_seconds=0)
-    token = isolated_issuer.mint("u1", exp=int(time.time()) + 1)
+    clocks = Clocks()
+    verifier = make_verifier(isolated_issuer, clocks, jwt_leeway_seconds=0)
+    token = isolated_issuer.mint("u1", exp=int(time.time()) + 600)
     assert (await verifier.verify(token))["sub"] == "u1"  # verified, and remembered
-    await asyncio.sleep(2.1)  # past its `exp` (whole seconds), whatever the load
+    clocks.advance(300)
+    assert (await verifier.verify(token))["sub"] == "u1"
+    clocks.advance(300)  # at or past its `exp`
     assert (await expect_401(verifier, token)).code == "token_expired"
 
 

@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 
 from collection_moves_support import MoveRound
 from collections_support import caller, create_collection, new_org, points_of
 from fixtures_apps import running_app
-from ingestion_support import SMALL_CHUNKS, Parts, paragraphs, repair_interrupted_ingestions, service
+from ingestion_support import SMALL_CHUNKS, Parts, paragraphs, repair_interrupted_ingestions, service, until
 from rag_service.storage.locks import collection_lock
 from rag_service.documents import claims
 from rag_service.core.ingestion_gate import IngestionGate
@@ -145,6 +145,17 @@ async def test_deleting_a_collection_while_saving_into_it(db_app, replicas, auth
     assert outcomes["kept"] and outcomes["deleted"], outcomes
 
 
+async def someone_else_waits_for(runtime: Any, collection: str) -> bool:
+    """Whether another request waits for `collection`'s lock: on PostgreSQL its replica waits
+    for the advisory lock (an ungranted lock in pg_locks), on SQLite for the in-process one."""
+    if runtime.engine.dialect.name != "postgresql":
+        return runtime.ingestion_gate.locks.holders(f"collection:{collection}") > 1
+    async with runtime.sessionmaker() as session:
+        return bool(await session.scalar(text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")))
+
+
 async def test_a_save_waits_for_a_replica_deleting_its_collection(db_app, replicas, auth_headers):
     """Deterministic form of the race above: while one process holds a collection's lock
     (mid-delete), a save into it through another replica (PostgreSQL: another connection
@@ -157,7 +168,7 @@ async def test_a_save_waits_for_a_replica_deleting_its_collection(db_app, replic
             saving = asyncio.ensure_future(replicas[-1].post("/save-document", headers=admin.headers, json={
                 "title": "Late", "content": "Saved while its collection was being deleted.",
                 "collection_id": collection}))
-            await asyncio.sleep(0.5)  # ample for the save to reach its insert, were it not held off
+            await until(lambda: someone_else_waits_for(runtime, collection), "the save waits for the lock")
             assert not saving.done()
             await session.execute(scoped(delete(Collection).where(Collection.id == collection),
                                          Access(admin.id), Collection, write=True))

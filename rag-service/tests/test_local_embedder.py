@@ -95,7 +95,7 @@ def test_exposes_the_tokenizer_for_the_chunker(local_embedder):
 
 def test_second_instance_reuses_the_loaded_model(local_embedder, tmp_path):
     other = LocalEmbedder(Settings(data_dir=tmp_path))
-    assert other.backend._session is local_embedder.backend._session
+    assert other.backend.session is local_embedder.backend.session
 
 
 def test_the_default_encoder_is_onnx_and_serves_without_torch(local_embedder, tmp_path):

@@ -7,6 +7,7 @@ the export itself is under test, by two real processes starting at once.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -123,7 +124,7 @@ async def test_a_cached_graph_is_reused_not_exported_again(two_starts, models_di
         assert graph.stat().st_mtime_ns == written
         assert again.backend.onnx_path == graph
         # One ONNX Runtime session per process and graph, as torch loads its model once.
-        assert again.backend._session is first.backend._session
+        assert again.backend.session is first.backend.session
     finally:
         await first.aclose()
         await again.aclose()
@@ -169,8 +170,9 @@ def test_the_cache_folder_is_keyed_by_the_exporter_and_runtime_versions(monkeypa
     before = onnx_path(tmp_path, MODEL, minilm_model_dir(), "fp32").parent
     for package in ("onnxruntime", "torch", "onnx", "transformers"):
         with monkeypatch.context() as patched:
-            real = onnx_export._version
-            patched.setattr(onnx_export, "_version", lambda name, p=package: "0.0-other" if name == p else real(name))
+            real = importlib.metadata.version
+            patched.setattr(importlib.metadata, "version",
+                            lambda name, p=package: "0.0-other" if name == p else real(name))
             assert onnx_path(tmp_path, MODEL, minilm_model_dir(), "fp32").parent != before, package
     assert onnx_path(tmp_path, MODEL, minilm_model_dir(), "fp32").parent == before
 

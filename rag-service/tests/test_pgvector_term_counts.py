@@ -96,9 +96,9 @@ async def test_counts_stay_exact_under_concurrent_writes_of_one_user(replicas, p
 
 async def rewrite_in_place(store: PgVectorStore, rng: random.Random, name: str, generation: int) -> None:
     """Upsert new words under ids that already exist (the trigger's update path)."""
-    async with await psycopg.AsyncConnection.connect(store._conninfo) as conn:
+    async with await psycopg.AsyncConnection.connect(store.conninfo) as conn:
         rows = await (await conn.execute(
-            sql.SQL("SELECT id FROM {table} WHERE user_id = %s AND document_id = %s").format(table=store._table),
+            sql.SQL("SELECT id FROM {table} WHERE user_id = %s AND document_id = %s").format(table=store.table),
             (USERS[0], name),
         )).fetchall()
     points = document(rng, USERS[0], name, len(rows), generation)
@@ -121,7 +121,7 @@ async def test_truncate_empties_the_counts(replicas, pgvector_url):
     store = replicas[0]
     await store.upsert(document(random.Random(1), USERS[0], "doc", 10))
     async with await psycopg.AsyncConnection.connect(pgvector_url) as conn:
-        await conn.execute(sql.SQL("TRUNCATE {table}").format(table=store._table))
+        await conn.execute(sql.SQL("TRUNCATE {table}").format(table=store.table))
     assert await assert_counts_exact(store, pgvector_url) == {}
 
 
@@ -137,8 +137,8 @@ async def test_a_table_made_before_the_counts_gets_them_at_start_up(pgvector_url
         async with await psycopg.AsyncConnection.connect(pgvector_url) as conn:  # back to the old schema
             for name in TRIGGERS:
                 await conn.execute(sql.SQL("DROP TRIGGER {name} ON {table}")
-                                   .format(name=sql.Identifier(name), table=store._table))
-            await conn.execute(sql.SQL("DROP TABLE {counts}").format(counts=store._term_counts))
+                                   .format(name=sql.Identifier(name), table=store.table))
+            await conn.execute(sql.SQL("DROP TABLE {counts}").format(counts=store.term_counts_table))
         await asyncio.gather(*(PgVectorStore(pgvector_url, collection=collection, dimension=DIM).ensure_collection()
                                for _ in range(3)))
         stored = await assert_counts_exact(store, pgvector_url)

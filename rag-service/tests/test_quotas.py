@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
-from ingestion_support import SMALL_CHUNKS, Parts, check_invariant, new_user, paragraphs, service
+from ingestion_support import SMALL_CHUNKS, Parts, check_invariant, new_user, paragraphs, service, until
 from rag_service.documents.quotas import QuotaExceeded
 from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.errors import ServiceUnavailable
@@ -101,6 +102,25 @@ async def test_zero_means_unlimited(parts: Parts, make_settings) -> None:
         assert (await docs.reads.summary(user)).usage.documents == 5
 
 
+@asynccontextmanager
+async def the_only_slot_taken(gate: IngestionGate) -> AsyncIterator[None]:
+    """Hold `gate`'s one slot (as a long ingestion would) until the block ends."""
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def occupy() -> None:
+        async with gate.slot():
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(occupy())
+    await held.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        await holder
+
+
 async def test_ingestion_cap_makes_excess_uploads_wait_then_busy(parts: Parts) -> None:
     user = new_user()
     gate = IngestionGate(1, wait_seconds=0.2)
@@ -111,20 +131,12 @@ async def test_ingestion_cap_makes_excess_uploads_wait_then_busy(parts: Parts) -
     assert caught.value.code == "busy" and caught.value.headers == {"Retry-After": "1"}
     assert await rows_of(parts, user) == 0  # refused before anything was stored
     # A waiting upload proceeds as soon as a slot frees up.
-    release = asyncio.Event()
-
-    async def occupy() -> None:
-        async with gate.slot():
-            await release.wait()
-
-    holder = asyncio.create_task(occupy())
-    await asyncio.sleep(0)
+    gate = IngestionGate(1, wait_seconds=30)  # waits long enough that only the release ends it
     async with parts.sessionmaker() as session:
-        waiting = asyncio.create_task(service(parts, session, gate=gate).save(user, "Later", "it gets its turn"))
-        await asyncio.sleep(0)
-        release.set()
+        async with the_only_slot_taken(gate):
+            waiting = asyncio.create_task(service(parts, session, gate=gate).save(user, "Later", "it gets its turn"))
+            await until(lambda: gate.waiting() == 1, "the save waits for the slot")
         document, created = await waiting
-    await holder
     assert created and document.status == "ready"
 
 
@@ -137,28 +149,18 @@ async def test_uploads_waiting_for_a_slot_hold_no_database_connection(parts: Par
     async with parts.sessionmaker() as session:
         document, _ = await service(parts, session, gate=gate).save(user, "Moved", "a document to move")
         collection = await service(parts, session, gate=gate).collections.create(Access(user), "Target")
-    release = asyncio.Event()
-
-    async def occupy() -> None:
-        async with gate.slot():
-            await release.wait()
-
-    holder = asyncio.create_task(occupy())
-    await asyncio.sleep(0)
-    # Two saves (the quota is 3 documents) and a move, all waiting for the one slot.
-    sessions = [parts.sessionmaker() for _ in range(3)]
-    waiting = [asyncio.create_task(service(parts, session, gate=gate).save(user, f"Waits {i}", f"waiting text {i}"))
-               for i, session in enumerate(sessions[:2])]
-    waiting.append(asyncio.create_task(service(parts, sessions[2], gate=gate).move(user, document.id, collection.id)))
-    for _ in range(200):  # until every task waits on the slot (each has read the database first)
-        await asyncio.sleep(0.01)
-        if gate.waiting() == len(waiting):
-            break
-    await asyncio.sleep(0.2)
-    assert not any(task.done() for task in waiting)
-    assert parts.engine.sync_engine.pool.checkedout() == 0
-    release.set()
-    await asyncio.gather(holder, *waiting)
+    async with the_only_slot_taken(gate):
+        # Two saves (the quota is 3 documents) and a move, all waiting for the one slot.
+        sessions = [parts.sessionmaker() for _ in range(3)]
+        waiting = [asyncio.create_task(service(parts, session, gate=gate).save(user, f"Waits {i}", f"waiting text {i}"))
+                   for i, session in enumerate(sessions[:2])]
+        waiting.append(asyncio.create_task(service(parts, sessions[2], gate=gate).move(user, document.id,
+                                                                                       collection.id)))
+        # Until every task waits on the slot (each has read the database first).
+        await until(lambda: gate.waiting() == len(waiting), "every save and the move wait for the slot")
+        assert not any(task.done() for task in waiting)
+        assert parts.engine.sync_engine.pool.checkedout() == 0
+    await asyncio.gather(*waiting)
     for session in sessions:
         await session.close()
     assert await rows_of(parts, user) == 3

@@ -36,6 +36,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -108,8 +109,12 @@ class JwksUnavailable(ServiceUnavailable):
 class AccessTokenVerifier:
     """Verifies bearer JWTs against the auth-service JWKS. One instance per process."""
 
-    def __init__(self, settings: Settings, *, http_client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, settings: Settings, *, http_client: httpx.AsyncClient | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
+        # `clock` times the JWKS cache and fetch intervals; `wall_clock` is compared with `exp`.
+        self._clock = clock
+        self._wall_clock = wall_clock
         self._algorithms = list(settings.auth_algorithms)
         # Any one of them in `aud` will do (PyJWT): a token names the resource it was issued for.
         self._audiences = [settings.auth_audience, *resource_identifiers(settings)]
@@ -179,6 +184,8 @@ class AccessTokenVerifier:
         scope_of(claims)  # a `scope` granting neither read nor write refuses the whole token
         parse_orgs(claims)  # a malformed `orgs` claim refuses the whole token
         expires = float(claims["exp"]) + self._settings.jwt_leeway_seconds
+        if self._wall_clock() >= expires:  # the same clock as a remembered token's expiry
+            raise Unauthorized("access token expired", code="token_expired")
         self._remember(token, _Verified(copy.deepcopy(claims), expires, kid, key))
         return claims
 
@@ -187,7 +194,7 @@ class AccessTokenVerifier:
         entry = self._verified.get(token)
         if entry is None:
             return None
-        if time.time() >= entry.expires or self._lookup(entry.kid) is not entry.key:
+        if self._wall_clock() >= entry.expires or self._lookup(entry.kid) is not entry.key:
             # Expired, or its key was rotated out: verify from scratch (and fail as usual).
             del self._verified[token]
             return None
@@ -229,7 +236,7 @@ class AccessTokenVerifier:
         return key
 
     def _is_stale(self) -> bool:
-        return self._fetched_at is None or time.monotonic() - self._fetched_at >= self._settings.jwks_cache_seconds
+        return self._fetched_at is None or self._clock() - self._fetched_at >= self._settings.jwks_cache_seconds
 
     def _may_fetch(self) -> bool:
         """Single-flight and rate-limited. With nothing cached we retry sooner (at most once
@@ -239,13 +246,13 @@ class AccessTokenVerifier:
         interval = self._settings.jwks_refetch_min_interval
         if self._fetched_at is None:
             interval = min(interval, 1.0)
-        return self._attempted_at is None or time.monotonic() - self._attempted_at >= interval
+        return self._attempted_at is None or self._clock() - self._attempted_at >= interval
 
     def _in_flight(self) -> asyncio.Task[None] | None:
         return self._fetch if self._fetch is not None and not self._fetch.done() else None
 
     def _start_fetch(self, reason: str) -> asyncio.Task[None]:
-        self._attempted_at = time.monotonic()
+        self._attempted_at = self._clock()
         task = asyncio.get_running_loop().create_task(self._refresh(reason=reason))
         self._fetch = task
         task.add_done_callback(self._fetch_done)

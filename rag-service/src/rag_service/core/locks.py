@@ -16,6 +16,10 @@ class KeyedLocks:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
+    def holders(self, key: str) -> int:
+        """How many tasks hold or wait for `key` (0 when nobody does)."""
+        return self._locks.get(key, (None, 0))[1]
+
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         lock, holders = self._locks.get(key, (asyncio.Lock(), 0))

@@ -120,6 +120,11 @@ class OnnxMiniLM:
         self._input_names = {i.name for i in self._session.get_inputs()}
         self._tokenizer = model_tokenizer(model_dir)
 
+    @property
+    def session(self):  # noqa: ANN201 - onnxruntime.InferenceSession
+        """The document session: one per process and graph unless `share_session=False`."""
+        return self._session
+
     def encode(self, texts: list[str], priority: str = "document", control: RunControl | None = None) -> list[list[float]]:
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)

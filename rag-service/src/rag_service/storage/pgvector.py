@@ -135,6 +135,19 @@ class PgVectorStore:
         self._term_counts = sql.Identifier(f"bm25_counts_{digest}")
         self._term_counts_function = sql.Identifier(f"bm25_counts_{digest}_apply")
 
+    # Read-only: the chunk table, its BM25 count table and the connection string (for checks and tools).
+    @property
+    def conninfo(self) -> str:
+        return self._conninfo
+
+    @property
+    def table(self) -> sql.Identifier:
+        return self._table
+
+    @property
+    def term_counts_table(self) -> sql.Identifier:
+        return self._term_counts
+
     async def _configure(self, connection: psycopg.AsyncConnection) -> None:
         await connection.execute(
             f"SET hnsw.ef_search = {HNSW_EF_SEARCH}; SET hnsw.iterative_scan = relaxed_order; "
