@@ -233,7 +233,11 @@ test("a failure inside Better Auth (its database unreachable): a bare 500 envelo
   const { createMailer } = await import("../src/mailer.js");
   const config = loadConfig({ AUTH_ENV: "test", AUTH_DATA_DIR: "/nonexistent-unused", BETTER_AUTH_SECRET: "x".repeat(40), DATABASE_URL: "postgres://postgres@127.0.0.1:9/nowhere" });
   const database = createDatabase(config);
-  const app = createApp({ config, auth: createAuth(config, database), database, mailer: createMailer(config) });
+  const auth = createAuth(config, database);
+  // Start-up (the OAuth server's resource seed) fails too, outside any request: let it finish
+  // before the request's log lines are collected.
+  await auth.$context;
+  const app = createApp({ config, auth, database, mailer: createMailer(config) });
   const email = uniqueEmail("db-down");
   const lines: string[] = [];
   const original = console.error;
