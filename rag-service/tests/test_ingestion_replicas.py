@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from rag_service.config import Settings
 from rag_service.core.ingestion_gate import IngestionGate
 from rag_service.errors import ServiceUnavailable
 from rag_service.storage.db import create_engine
@@ -32,14 +33,10 @@ PER_ACCOUNT = 2
 RACING_CLAIMS = 24
 
 
-def async_url(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
-
-
 @pytest_asyncio.fixture
 async def replicas(make_postgres_database: Any) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
-    url = async_url(make_postgres_database())
-    first, second = create_engine(url), create_engine(url)
+    settings = Settings(_env_file=None, database_url=make_postgres_database())
+    first, second = create_engine(settings), create_engine(settings)
     yield first, second
     await first.dispose()
     await second.dispose()
