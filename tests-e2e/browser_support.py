@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import ARTIFACTS, missing
 from stack import ROOT, Service, free_port, start_auth, start_rag
@@ -125,6 +127,17 @@ class BrowserPages:
         page.goto(self.app_url)
         page.wait_for_selector("#auth-view:not([hidden])")
         return page
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """One headless Chromium per test module: a module imports this fixture by name."""
+    with chromium() as instance:
+        yield instance
+
+
+def unique_email(who: str) -> str:
+    return f"{who}-{uuid.uuid4().hex[:8]}@example.com"
 
 
 @contextmanager

@@ -24,13 +24,13 @@ import httpx
 import pytest
 
 from browser_support import (
+    browser,
     ARTIFACTS,
     BrowserStack,
     access_token_from_page,
     app_state,
     ask,
     browser_pages,
-    chromium,
     error_text,
     rag_documents,
     require_chromium,
@@ -86,12 +86,6 @@ def browser_stack(tmp_path_factory: pytest.TempPathFactory, web_origin: str) -> 
                                          "AUTH_RATE_LIMIT_SIGNIN_MAX": str(SIGNIN_LIMIT)},
                                rag_env={"MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES)}) as stack:
         yield stack
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as instance:
-        yield instance
 
 
 # ---- the journey --------------------------------------------------------------------------

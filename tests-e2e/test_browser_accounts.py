@@ -11,17 +11,17 @@ services, with EMAIL_VERIFICATION=required and every mail caught by a real SMTP 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from browser_support import (
+    browser,
+    unique_email,
     PASSWORD,
     BrowserStack,
     app_state,
     browser_pages,
-    chromium,
     error_text,
     notice_text,
     require_chromium,
@@ -52,16 +52,6 @@ def browser_stack(tmp_path_factory: pytest.TempPathFactory, inbox: Inbox) -> Ite
             auth_env={"SMTP_URL": inbox.url, "EMAIL_VERIFICATION": "required",
                       "MAIL_FROM": "Example app <no-reply@example.com>"}) as stack:
         yield stack
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as instance:
-        yield instance
-
-
-def unique_email(who: str) -> str:
-    return f"{who}-{uuid.uuid4().hex[:8]}@example.com"
 
 
 def create_account(page, email: str, name: str) -> None:

@@ -15,7 +15,6 @@ against both real services:
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -23,12 +22,13 @@ import pyotp
 import pytest
 
 from browser_support import (
+    browser,
+    unique_email,
     PASSWORD,
     BrowserStack,
     access_token_from_page,
     app_state,
     browser_pages,
-    chromium,
     error_text,
     notice_text,
     rag_documents,
@@ -51,16 +51,6 @@ def browser_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserS
     with serving_web_app() as web_origin, running_browser_stack(
             tmp_path_factory.mktemp("sign-in-methods"), web_origin, "sign-in-methods") as stack:
         yield stack
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as instance:
-        yield instance
-
-
-def unique_email(who: str) -> str:
-    return f"{who}-{uuid.uuid4().hex[:8]}@example.com"
 
 
 def sign_out(page) -> None:

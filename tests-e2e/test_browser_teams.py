@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,13 +24,14 @@ import httpx
 import pytest
 
 from browser_support import (
+    browser,
+    unique_email,
     PASSWORD,
     BrowserStack,
     access_token_from_page,
     app_state,
     ask,
     browser_pages,
-    chromium,
     error_text,
     notice_text,
     rag_documents,
@@ -63,16 +63,6 @@ def browser_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserS
     with serving_web_app() as web_origin, running_browser_stack(
             tmp_path_factory.mktemp("teams-stack"), web_origin, "teams") as stack:
         yield stack
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as instance:
-        yield instance
-
-
-def unique_email(who: str) -> str:
-    return f"{who}-{uuid.uuid4().hex[:8]}@example.com"
 
 
 # ---- what a user does in the organization card ------------------------------------------------

@@ -28,11 +28,11 @@ import psycopg
 import pytest
 
 from browser_support import (
+    browser,
     BrowserStack,
     access_token_from_page,
     app_state,
     browser_pages,
-    chromium,
     error_text,
     notice_text,
     rag_documents,
@@ -105,12 +105,6 @@ def sso(tmp_path_factory: pytest.TempPathFactory, make_postgres_database: Callab
             yield SsoStack(browser=stack, provider=provider, database_url=database_url)
     finally:
         provider.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as instance:
-        yield instance
 
 
 # ---- the auth-service's development mailbox (no SMTP_URL: mails land in its outbox) -----------
