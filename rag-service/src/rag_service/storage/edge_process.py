@@ -23,8 +23,10 @@ pickles, writes and reads a socket, which releases the GIL (bench/health_under_s
   it for later calls) without a round trip otherwise: a health probe must not queue behind
   searches.
 - `close()` asks the child to flush and close the shard and waits up to
-  `STOP_TIMEOUT_SECONDS`, then terminates it, so SIGTERM still exits within its budget.
-- The server dies: the child reads end-of-file, flushes and exits.
+  `STOP_TIMEOUT_SECONDS`, then kills it, so SIGTERM still exits within its budget. The
+  child ignores SIGINT and SIGTERM (a signal to the whole process group must not take the
+  store away from the requests the server is still finishing); the server's exit, however
+  abrupt, ends its connection: the child reads end-of-file, flushes and exits.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from rag_service.storage.vectors import ChunkFilter, ChunkHit, ChunkPoint, Query
 
 log = logging.getLogger(__name__)
 
-# close(): seconds for the child to flush and exit before it is terminated (then killed).
+# close(): seconds for the child to flush and exit before it is killed.
 # Well inside the 10 s a SIGTERM may take (SHUTDOWN_GRACE_SECONDS <= 3 s comes first).
 STOP_TIMEOUT_SECONDS = 4.0
 # What the child keeps of the server's environment: locale, temp dir and the executable
@@ -243,7 +245,7 @@ class _Child:
                     future.set_exception(ServiceUnavailable(reason))
 
     async def stop(self, timeout: float) -> None:
-        """Flush and close the shard in the child and let it exit; terminate it after `timeout` s."""
+        """Flush and close the shard in the child and let it exit; kill it after `timeout` s."""
         try:
             async with asyncio.timeout(timeout):
                 await self.call(CLOSE, ())
@@ -255,12 +257,7 @@ class _Child:
     def _wait_or_kill(self, timeout: float) -> None:
         try:
             self.process.wait(timeout)
-            return
-        except subprocess.TimeoutExpired:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # it ignores SIGTERM (see `main`)
             self.process.kill()
             self.process.wait()
 
@@ -314,9 +311,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--collection", required=True)
     parser.add_argument("--dimension", type=int, required=True)
     args = parser.parse_args(argv)
-    # Ctrl-C in a terminal reaches the whole process group: the server's shutdown closes the
-    # store (flush, then exit), which an interrupt here would cut short.
+    # Ctrl-C, or SIGTERM sent to the whole process group (a supervisor, `kill -- -PGID`),
+    # reaches this process too: the server's shutdown lets its requests finish, which need
+    # this process, and then closes the store (flush, exit). The server's exit (end of file
+    # on the connection) stops this process just as well.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     asyncio.run(_serve(Connection(args.fd), args.path, args.collection, args.dimension))
 
 
