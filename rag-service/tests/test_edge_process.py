@@ -9,9 +9,13 @@ Waits on a process's exit are liveness deadlines, not speed assertions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import select
 import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -160,3 +164,63 @@ async def test_the_child_inherits_no_secret_of_the_server(tmp_path: Path, monkey
         assert not [entry for entry in environment if entry.startswith((b"GEMINI_API_KEY=", b"DATABASE_URL="))]
     finally:
         await store.close()
+
+
+async def test_health_is_503_while_the_child_is_dead_then_200_once_replaced(app_factory, make_settings, runtime):
+    settings = make_settings()
+    store = EdgeProcessStore(settings.data_dir / "qdrant" / "health", collection="health",
+                             dimension=runtime.embedder.dimension)
+    await store.ensure_collection()
+    try:
+        async with app_factory(settings, runtime=dataclasses.replace(runtime, settings=settings,
+                                                                     vector_store=store)) as (_, client):
+            assert (await client.get("/health")).status_code == 200
+            first = store.pid
+            os.kill(first, signal.SIGKILL)
+            wait_exited(first)
+            response = await client.get("/health")
+            assert response.status_code == 503
+            assert response.json()["services"]["qdrant"] is False
+            assert response.json()["services"]["database"] is True
+            # That probe started another child: the next one finds the store back.
+            assert (await client.get("/health")).status_code == 200
+            assert store.pid not in (None, first)
+    finally:
+        await store.close()
+
+
+async def test_the_child_flushes_and_exits_when_the_server_dies(tmp_path: Path):
+    """A server killed outright (SIGKILL: no close()) leaves no child holding the shard."""
+    server = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from rag_service.storage.edge_process import EdgeProcessStore
+        from vector_store_support import ALL_POINTS, DIM
+
+        async def main():
+            store = EdgeProcessStore({str(tmp_path / "shard")!r}, collection="c", dimension=DIM)
+            await store.ensure_collection()
+            await store.upsert(ALL_POINTS)
+            print(store.pid, flush=True)
+            sys.stdin.read()  # until killed
+
+        asyncio.run(main())
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(server.stdout.readline())
+        pidfd = os.pidfd_open(child)
+    finally:
+        server.kill()
+        server.wait()
+    try:
+        readable, _, _ = select.select([pidfd], [], [], EXIT_DEADLINE_S)
+        assert readable, f"the Edge child {child} outlived its server by {EXIT_DEADLINE_S} s"
+    finally:
+        os.close(pidfd)
+    # The shard is released, with every acknowledged point.
+    reopened = EdgeVectorStore(tmp_path / "shard", collection="c", dimension=DIM)
+    await reopened.ensure_collection()
+    try:
+        assert await reopened.count(access_filter(Access(ALICE))) == 3
+    finally:
+        await reopened.close()
