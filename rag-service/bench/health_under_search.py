@@ -2,7 +2,7 @@
 the shard in the server process vs in its child process (`QDRANT_EDGE_PROCESS`), same run.
 
     .venv/bin/python bench/health_under_search.py [--points 100000] [--clients 16]
-        [--seconds 20] [--quick] [--report PATH]
+        [--seconds 20] [--quick] [--profile PREFIX] [--report PATH]
 
 qdrant-edge-py holds the GIL for a whole search (bench/edge_gil.py), ~100 ms at 100k chunks
 per user (bench/scale_curve.py): in the server process each search stalls the event loop and
@@ -15,7 +15,9 @@ MiniLM, extractive answers; tokens from a local JWKS issuer) starts on that data
 `/health` is probed one request at a time every 20 ms, first quiet (the baseline), then
 while --clients clients search (`POST /search`, top 5, hybrid, the repository's Markdown
 headings as queries) for --seconds. Prints /health p50/p99/max beside the 50 ms limit and
-the searches' rate and latency. --quick (or BENCH_QUICK=1): 5,000 chunks, 4 s phases.
+the searches' rate and latency. --profile PREFIX: py-spy samples the server's thread holding
+the GIL during each searching phase into PREFIX-inprocess.txt / PREFIX-child.txt (summarize
+with bench/profile_summary.py --thread ''). --quick (or BENCH_QUICK=1): 5,000 chunks, 4 s phases.
 Nothing here asserts a timing.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,8 +54,6 @@ from rag_service.storage.qdrant_edge import EdgeVectorStore  # noqa: E402
 GOAL_HEALTH_P99_MS = 50.0
 PROBE_INTERVAL_S = 0.02
 QUIET_SECONDS = 2.0
-# Distinct chunk texts (BM25-encoded once); more chunks reuse them cyclically.
-TEXT_POOL = 20_000
 VARIANTS = (("Qdrant Edge in the server process", "false"), ("Qdrant Edge in a child process", "true"))
 
 
@@ -112,9 +113,12 @@ async def measure(label: str, edge_process: str, args: argparse.Namespace, data_
     try:
         await closed_loop(port, request_for, clients=4, requests=40)  # warm-up: encoder, shard pages
         quiet = await probe_health(port, QUIET_SECONDS)
+        profiler = start_gil_profiler(service.process.pid, args, edge_process) if args.profile else None
         probing = asyncio.create_task(probe_health(port, args.seconds))
         searches = await closed_loop(port, request_for, clients=args.clients, seconds=args.seconds)
         busy = await probing
+        if profiler is not None:
+            profiler.wait()
     finally:
         service.stop()
     measured = Measured(label, quiet, busy, searches)
@@ -122,10 +126,20 @@ async def measure(label: str, edge_process: str, args: argparse.Namespace, data_
     return measured
 
 
+def start_gil_profiler(pid: int, args: argparse.Namespace, edge_process: str) -> subprocess.Popen:
+    """py-spy (requirements-dev.txt) with --gil: only the samples of the thread holding the GIL."""
+    output = Path(f"{args.profile}-{'child' if edge_process == 'true' else 'inprocess'}.txt")
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
+                             "--rate", "200", "--threads", "--gil", "--format", "raw", "--output", str(output)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 async def fill(args: argparse.Namespace, data_dir: Path) -> str:
     settings = Settings(_env_file=None, data_dir=data_dir)
     began = time.perf_counter()
-    corpus = build_corpus(pool=min(args.points, TEXT_POOL), real=0)
+    # One distinct text per chunk: a document's SQL row must not repeat another's content.
+    corpus = build_corpus(pool=args.points, real=0)
     await asyncio.to_thread(run_migrations, settings)
     sql_s = await fill_documents_table(settings.sqlalchemy_url, corpus, args.points, users=1)
     name = collection_name(settings.qdrant_collection_prefix, MODEL_NAME, DIMENSION)
@@ -136,7 +150,7 @@ async def fill(args: argparse.Namespace, data_dir: Path) -> str:
     return (
         f"Data: {args.points:,} chunks of one user ({args.points // 50:,} documents), written at store level "
         f"(bench/store_fill.py) in {time.perf_counter() - began:.0f} s: BM25 of {len(corpus.texts):,} repository "
-        f"texts {corpus.seconds_bm25:.0f} s (reused cyclically), random unit dense vectors, SQL rows {sql_s:.0f} s, "
+        f"texts {corpus.seconds_bm25:.0f} s, random unit dense vectors, SQL rows {sql_s:.0f} s, "
         f"Edge upsert {edge_s:.0f} s ({shard_size_mb(data_dir / 'qdrant'):,.0f} MB on disk). "
         f"Searches: {args.clients} clients, `POST /search` top 5 hybrid, Markdown headings of the repository."
     )
@@ -183,6 +197,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, help="chunks of the one user (default 100000; 5000 with --quick)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, help="searching phase (default 20; 4 with --quick)")
+    parser.add_argument("--profile", help="py-spy the server's GIL holder into PROFILE-inprocess.txt / -child.txt")
     add_report_argument(parser)
     args = parser.parse_args()
     args.points = args.points or (5_000 if args.quick else 100_000)
