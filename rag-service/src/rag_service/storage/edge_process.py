@@ -54,9 +54,10 @@ log = logging.getLogger(__name__)
 # close(): seconds for the child to flush and exit before it is killed.
 # Well inside the 10 s a SIGTERM may take (SHUTDOWN_GRACE_SECONDS <= 3 s comes first).
 STOP_TIMEOUT_SECONDS = 4.0
-# What the child keeps of the server's environment: locale, temp dir and the executable
-# search path. PYTHONPATH is set to the server's sys.path so the child runs the same code.
-CHILD_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
+# What the child keeps of the server's environment: locale, temp dir, where executables and
+# the interpreter's shared libraries are. PYTHONPATH is set to the server's sys.path so the
+# child runs the same code.
+CHILD_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "LD_LIBRARY_PATH", "PYTHONHOME")
 CLOSE = "close"
 
 
