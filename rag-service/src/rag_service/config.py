@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # server at QDRANT_URL when that is set. `pgvector`: a table in DATABASE_URL's Postgres
     # (needs the pgvector extension, e.g. Neon), so one Postgres holds everything.
     vector_store: Literal["edge", "qdrant", "pgvector"] | None = None
+    # Qdrant Edge in a child process (storage/edge_process.py): qdrant-edge-py holds the GIL
+    # for a whole search, so in-process every search stalls every other request (/health
+    # too). False: the shard in the server process (one process fewer, same behaviour).
+    qdrant_edge_process: bool = True
     # Qdrant server / cluster URL (VECTOR_STORE unset or `qdrant`).
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
