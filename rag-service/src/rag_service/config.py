@@ -225,9 +225,10 @@ class Settings(BaseSettings):
     extraction_max_html_depth: int = Field(default=200, ge=1)
     extraction_max_pdf_pages: int = Field(default=2_000, ge=1)
     # How workers are isolated (documents/isolation.py): `auto` = bubblewrap when usable,
-    # else a logged warning (development/test) or a refusal to start (production);
-    # `bwrap` = bubblewrap or refuse to start; `none` = without bubblewrap, on purpose.
-    extraction_isolation: Literal["auto", "bwrap", "none"] = "auto"
+    # else Landlock and seccomp when the kernel allows them, else a logged warning
+    # (development/test) or a refusal to start (production); `bwrap` / `landlock` = that
+    # one or refuse to start; `none` = without isolation, on purpose.
+    extraction_isolation: Literal["auto", "bwrap", "landlock", "none"] = "auto"
 
     # --- quotas and ingestion -----------------------------------------------------------
     # Per owner: a document counts against the owner of its collection (documents/quotas.py).
