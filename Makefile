@@ -119,6 +119,7 @@ bench: install services
 	cd $(RAG) && .venv/bin/python bench/search_latency.py $(call SIZE,,--points 2000 --queries 20 --baseline-points 200 --baseline-queries 5) --report $(BENCH)/40-search-latency.md
 	cd $(RAG) && .venv/bin/python bench/search_latency.py $(call SIZE,--points 20000,--points 1000 --queries 20) --pgvector --only-compare --report $(BENCH)/42-pgvector-vs-edge.md
 	cd $(RAG) && .venv/bin/python bench/edge_gil.py $(call SIZE,,--points 500 --searches 20) --report $(BENCH)/44-edge-gil.md
+	cd $(RAG) && .venv/bin/python bench/health_under_search.py $(call SIZE,--points 100000,--points 5000 --seconds 4) --report $(BENCH)/46-health-under-search.md
 	cd $(RAG) && .venv/bin/python bench/retrieval.py --store both --sweep $(call SIZE,--latency-sample 200 --http-sample 100,--limit-docs 12 --no-questions --latency-sample 5 --http-sample 5) --report $(BENCH)/50-retrieval.md
 	cd $(RAG) && .venv/bin/python bench/chat_latency.py $(call SIZE,--docs 200 --queries 100,--docs 6 --queries 5 --warmup 1) --report $(BENCH)/60-chat-latency.md
 	cd $(RAG) && .venv/bin/python bench/answer_quality.py $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/61-answer-quality.md

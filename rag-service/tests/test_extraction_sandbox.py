@@ -87,13 +87,16 @@ async def test_cpu_limit_is_per_file_not_per_worker_lifetime(make_pool) -> None:
     assert (await pool.worker_facts())["pid"] == pid
 
 
-async def test_memory_limit_is_413_and_the_worker_is_replaced(make_pool) -> None:
+@pytest.mark.parametrize("isolation", ["auto", "landlock"])
+async def test_memory_limit_is_413_and_the_worker_is_replaced(make_pool, isolation) -> None:
     # A 70 MB content stream compressed to ~70 KB: decoding it needs more than 128 MB.
     from hostile_files import pdf_with_pages
 
+    if isolation == "landlock":  # confinement happens next to the memory cap: both must hold
+        require_landlock()
     bomb = pdf_with_pages(1, b"\0" * 70_000_000)
     assert len(bomb) < 200_000
-    pool = make_pool(memory_mb=128)
+    pool = make_pool(memory_mb=128, isolation=isolation)
     before = await pool.worker_facts()
     with pytest.raises(PayloadTooLarge, match="more than the extraction memory limit of 128 MB") as caught:
         await pool.extract("bomb.pdf", bomb)
@@ -135,7 +138,7 @@ async def test_closing_the_pool_stops_a_stuck_file(make_pool) -> None:
         await asyncio.wait_for(stuck, timeout=60)
 
 
-# --- isolation (issue 24): bubblewrap ----------------------------------------------------
+# --- isolation (issue 24): bubblewrap, or Landlock and seccomp --------------------------
 
 
 def require_bwrap() -> None:
@@ -150,17 +153,34 @@ def require_bwrap() -> None:
         missing(f"bubblewrap ({problem}; `make install` installs it)")
 
 
+def require_landlock() -> None:
+    from rag_service.documents.confinement import landlock_problem
+    from services import missing
+
+    problem = landlock_problem()
+    if problem:
+        missing(f"Landlock and seccomp ({problem})")
+
+
+def require_isolation(mode: str) -> None:
+    {"bwrap": require_bwrap, "landlock": require_landlock}[mode]()
+
+
+ISOLATING_MODES = ["bwrap", "landlock"]
+
 PROBE = """
 import asyncio, json, os, sys
 from rag_service.documents.extraction import ExtractionLimits
 from rag_service.documents.sandbox import ExtractionPool, SandboxLimits
 
 async def main():
-    data_dir, port = sys.argv[1], int(sys.argv[2])
-    pool = ExtractionPool(SandboxLimits(workers=1, hidden_paths=(data_dir,)), ExtractionLimits())
+    data_dir, port, mode, host_tmp_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    pool = ExtractionPool(SandboxLimits(workers=1, isolation=mode, hidden_paths=(data_dir,)), ExtractionLimits())
     facts = await pool.worker_facts(read_paths=(data_dir + "/rag.db", "/etc/passwd"),
-                                    connect_to=("127.0.0.1", port), server_pid=os.getpid())
+                                    connect_to=("127.0.0.1", port), server_pid=os.getpid(),
+                                    write_paths=(data_dir + "/planted", host_tmp_file))
     facts["isolated"] = pool.isolation.isolated
+    facts["mode"] = pool.isolation.mode
     page = '<meta charset="shift_jis"><p>\u6e2f\u306e\u706f\u308a</p>'.encode("shift_jis")
     facts["read"] = (await pool.extract("page.html", page)).content
     await pool.aclose()
@@ -169,58 +189,141 @@ async def main():
 asyncio.run(main())
 """
 
+# What a worker meets when it reaches outside its sandbox: under bwrap the path does not
+# exist (a mount namespace of its own), under Landlock it exists and is refused.
+OUTSIDE = {"bwrap": "FileNotFoundError", "landlock": "PermissionError"}
+# A write to the host's /tmp: bwrap's /tmp is the worker's private tmpfs (the write stays
+# there), Landlock refuses it.
+HOST_TMP_WRITE = {"bwrap": "ok: b'written'", "landlock": "PermissionError"}
+# A TCP connection to a listener the server reaches: bwrap's network namespace has no route
+# to it; under Landlock and seccomp the socket itself is refused.
+CONNECT = {"bwrap": {"ConnectionRefusedError", "OSError"}, "landlock": {"PermissionError"}}
+SERVER_ENVIRON = {"bwrap": {"PermissionError", "FileNotFoundError"}, "landlock": {"PermissionError"}}
 
-async def test_a_worker_cannot_read_the_servers_secrets_data_or_network(tmp_path) -> None:
+
+@pytest.mark.parametrize("mode", ISOLATING_MODES)
+async def test_a_worker_cannot_read_the_servers_secrets_data_or_network(tmp_path, mode) -> None:
     """A real server-like process, with secrets in its environment, a data folder and a TCP
-    service it can reach: its extraction worker sees none of them."""
+    service it can reach: its extraction worker sees none of them and writes only in its
+    private temporary folder."""
     import asyncio
     import json
     import os
 
-    require_bwrap()
+    require_isolation(mode)
     secret = "postgresql://rag:s3cr3t-password@db.example/rag"
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "rag.db").write_bytes(b"SQLite format 3\x00 secret rows")
     os.chmod(data_dir / "rag.db", 0o644)
+    # Writable by anyone: a refused write is the sandbox's doing, not the file mode's.
+    os.chmod(data_dir, 0o777)
+    host_tmp_file = f"/tmp/planted-by-a-worker-{os.getpid()}-{mode}"
     server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     _, writer = await asyncio.open_connection("127.0.0.1", port)  # reachable from outside the sandbox
     writer.close()
     env = {**os.environ, "DATABASE_URL": secret, "METRICS_TOKEN": "metrics-s3cr3t", "GEMINI_API_KEY": "gem-s3cr3t"}
-    process = await asyncio.create_subprocess_exec(sys.executable, "-c", PROBE, str(data_dir), str(port), env=env,
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", PROBE, str(data_dir), str(port), mode,
+                                                   host_tmp_file, env=env,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     server.close()
     assert process.returncode == 0, err.decode()[-2000:]
     facts = json.loads(out.decode().strip().splitlines()[-1])
 
-    assert facts["isolated"] is True
+    assert (facts["isolated"], facts["mode"]) == (True, mode)
     for value in (secret, "metrics-s3cr3t", "gem-s3cr3t"):
         assert value not in out.decode()
     assert not {"DATABASE_URL", "METRICS_TOKEN", "GEMINI_API_KEY"} & set(facts["environ"])
-    assert facts["server_environ"] in {"PermissionError", "FileNotFoundError"}
-    assert facts["readable"][str(data_dir / "rag.db")] == "FileNotFoundError"
-    assert facts["readable"]["/etc/passwd"] == "FileNotFoundError"
-    assert facts["connect"] in {"ConnectionRefusedError", "OSError"}
+    assert facts["server_environ"] in SERVER_ENVIRON[mode]
+    assert facts["readable"][str(data_dir / "rag.db")] == OUTSIDE[mode]
+    assert facts["readable"]["/etc/passwd"] == OUTSIDE[mode]
+    assert facts["connect"] in CONNECT[mode]
+    assert facts["writable"][str(data_dir / "planted")] == OUTSIDE[mode]
+    assert facts["writable"][host_tmp_file] == HOST_TMP_WRITE[mode]
+    assert not (data_dir / "planted").exists() and not os.path.exists(host_tmp_file)
+    assert facts["tmp_writable"] == "ok: b'written'"  # its own temporary folder works
     if os.geteuid() == 0:
         assert (facts["uid"], facts["gid"]) == (65534, 65534)
+        # At most CAP_DAC_READ_SEARCH (Landlock, Python under a 0700 /root), which Landlock
+        # still limits to the paths the worker may read.
+        assert facts["cap_effective"] & ~(1 << 2) == 0
+    assert facts["no_new_privs"] is True
+    if mode == "landlock":
+        assert facts["seccomp"] == 2  # the socket filter is loaded
     # It still reads files, including ones needing codecs imported after the uid drop.
     assert facts["read"] == "港の灯り"
 
 
-def test_without_bwrap_development_warns_and_production_refuses(caplog) -> None:
+@pytest.mark.parametrize("mode", ISOLATING_MODES)
+async def test_real_documents_are_read_in_an_isolated_worker(make_pool, mode) -> None:
+    from test_extraction import make_docx, make_pdf
+
+    require_isolation(mode)
+    pool = make_pool(isolation=mode, production=True)
+    assert pool.isolation.mode == mode
+    pdf = await pool.extract("report.pdf", make_pdf(["Hello from a PDF file."], title="PDF Title"))
+    assert (pdf.content, pdf.title) == ("Hello from a PDF file.", "PDF Title")
+    document = await pool.extract("report.docx", make_docx())
+    assert "Revenue grew by twelve percent." in document.content and "North" in document.content
+    assert (await pool.extract("notes.txt", "plain café text".encode())).content == "plain café text"
+
+
+async def test_pools_isolated_differently_work_side_by_side(make_pool) -> None:
+    """A plan change starts a new fork server without waiting for the old one, whose workers
+    (of a pool still open) keep it alive."""
+    require_bwrap()
+    require_landlock()
+    wrapped = make_pool(isolation="bwrap")
+    assert (await wrapped.extract("a.txt", b"first")).content == "first"
+    import asyncio
+
+    # Guard, not a speed check: waiting for the old fork server would block here forever.
+    confined = await asyncio.wait_for(asyncio.to_thread(make_pool, isolation="landlock"), timeout=60)
+    assert (await confined.extract("b.txt", b"second")).content == "second"
+    assert (await wrapped.extract("c.txt", b"third")).content == "third"
+    assert (await wrapped.worker_facts())["seccomp"] == 0 and (await confined.worker_facts())["seccomp"] == 2
+
+
+def test_without_bwrap_or_landlock_development_warns_and_production_refuses(caplog) -> None:
     from rag_service.documents.isolation import IsolationUnavailable, plan_isolation
 
     absent = "/nonexistent/bwrap"
     with caplog.at_level("WARNING"):
-        plan = plan_isolation("auto", production=False, bwrap=absent)
+        plan = plan_isolation("auto", production=False, bwrap=absent, landlock=False)
     assert not plan.isolated and "WITHOUT isolation" in caplog.text
     with pytest.raises(IsolationUnavailable, match="EXTRACTION_ISOLATION=none"):
-        plan_isolation("auto", production=True, bwrap=absent)
+        plan_isolation("auto", production=True, bwrap=absent, landlock=False)
     with pytest.raises(IsolationUnavailable, match="EXTRACTION_ISOLATION=bwrap"):
         plan_isolation("bwrap", production=False, bwrap=absent)
     assert not plan_isolation("none", production=True).isolated
+
+
+def test_auto_without_bwrap_confines_workers_with_landlock() -> None:
+    """Docker's default seccomp profile: bwrap cannot build its namespaces; Landlock works."""
+    from rag_service.documents.isolation import plan_isolation
+
+    require_landlock()
+    plan = plan_isolation("auto", production=True, bwrap="/nonexistent/bwrap")
+    assert (plan.isolated, plan.mode) == (True, "landlock")
+    assert plan.command(["python", "-c", "pass"]) == ["python", "-c", "pass"]  # confined per worker
+
+
+def test_landlock_leaves_out_a_data_folder_inside_a_readable_tree(tmp_path) -> None:
+    """A Landlock rule grants a whole tree: a tree holding the data folder is granted child
+    by child, without the data folder."""
+    from pathlib import Path
+
+    from rag_service.documents.isolation import plan_isolation
+
+    require_landlock()
+    venv = str(Path(sys.prefix).resolve())
+    inside = f"{venv}/lib"
+    plan = plan_isolation("landlock", production=True, hidden_paths=(inside, str(tmp_path)))
+    assert venv not in plan.read_only and inside not in plan.read_only
+    assert f"{venv}/bin" in plan.read_only
+    assert not any(path.startswith(inside + "/") or path.startswith(str(tmp_path)) for path in plan.read_only)
 
 
 def test_the_bwrap_command_isolates_and_hides_a_data_folder_inside_a_bind(tmp_path) -> None:

@@ -19,6 +19,7 @@ from rag_service.storage.access import Access, access_filter
 from rag_service.storage.factory import build_vector_store, collection_name
 from rag_service.storage.filters import sql_filter
 from rag_service.storage.pgvector import PgVectorStore
+from rag_service.storage.edge_process import EdgeProcessStore
 from rag_service.storage.qdrant_edge import EdgeVectorStore, edge_filter
 from rag_service.storage.qdrant_server import ServerVectorStore, server_filter
 from rag_service.storage.vectors import ChunkFilter
@@ -126,11 +127,18 @@ def test_collection_name_records_model_and_dimension():
 
 async def test_factory_picks_edge_by_default_and_server_with_url(tmp_path: Path):
     edge = build_vector_store(Settings(data_dir=tmp_path), "all-MiniLM-L6-v2", DIM)
-    assert isinstance(edge, EdgeVectorStore)
+    # Qdrant Edge in a child process by default (QDRANT_EDGE_PROCESS), in this one on request.
+    assert isinstance(edge, EdgeProcessStore)
     assert edge.path == tmp_path / "qdrant" / "chunks__all-minilm-l6-v2__8"
     await edge.ensure_collection()
     assert await edge.healthy()
     await edge.close()
+    in_process = build_vector_store(Settings(data_dir=tmp_path, qdrant_edge_process=False), "all-MiniLM-L6-v2", DIM)
+    assert isinstance(in_process, EdgeVectorStore)
+    assert in_process.path == edge.path
+    await in_process.ensure_collection()
+    assert await in_process.healthy()
+    await in_process.close()
 
     server = build_vector_store(
         Settings(data_dir=tmp_path, qdrant_url=f"http://127.0.0.1:{closed_port()}"), "all-MiniLM-L6-v2", DIM

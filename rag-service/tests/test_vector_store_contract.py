@@ -1,4 +1,5 @@
-"""One behaviour contract for every vector store: Qdrant Edge (in a tmp dir), pgvector (a
+"""One behaviour contract for every vector store: Qdrant Edge (in a tmp dir, in this process
+and in a child process behind `EdgeProcessStore`, the default), pgvector (a
 table on the embedded PostgreSQL 18 + pgvector server, TEST_PGVECTOR_URL) and the Qdrant
 server adapter over qdrant-client's in-process local mode (`:memory:`, the params id
 `qdrant-local-mode`: the client's own Python implementation, no server and no HTTP; it
@@ -16,6 +17,7 @@ from qdrant_client import AsyncQdrantClient
 
 from rag_service.errors import BadRequest
 from rag_service.storage.access import Access, access_filter, owner_points
+from rag_service.storage.edge_process import EdgeProcessStore
 from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.qdrant_edge import EdgeVectorStore
 from rag_service.storage.qdrant_server import ServerVectorStore
@@ -42,10 +44,13 @@ from vector_store_support import (
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
 
 
-@pytest.fixture(params=["edge", "qdrant-local-mode", pytest.param("pgvector", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["edge", "edge-process", "qdrant-local-mode",
+                        pytest.param("pgvector", marks=pytest.mark.postgres)])
 async def store(request, tmp_path: Path):
     if request.param == "edge":
         vector_store = EdgeVectorStore(tmp_path / "shard", collection="contract", dimension=DIM)
+    elif request.param == "edge-process":
+        vector_store = EdgeProcessStore(tmp_path / "shard", collection="contract", dimension=DIM)
     elif request.param == "pgvector":
         url = request.getfixturevalue("pgvector_url")
         vector_store = PgVectorStore(url, collection=f"contract_{uuid.uuid4().hex[:12]}", dimension=DIM)

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # server at QDRANT_URL when that is set. `pgvector`: a table in DATABASE_URL's Postgres
     # (needs the pgvector extension, e.g. Neon), so one Postgres holds everything.
     vector_store: Literal["edge", "qdrant", "pgvector"] | None = None
+    # Qdrant Edge in a child process (storage/edge_process.py): qdrant-edge-py holds the GIL
+    # for a whole search, so in-process every search stalls every other request (/health
+    # too). False: the shard in the server process (one process fewer, same behaviour).
+    qdrant_edge_process: bool = True
     # Qdrant server / cluster URL (VECTOR_STORE unset or `qdrant`).
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
@@ -221,9 +225,10 @@ class Settings(BaseSettings):
     extraction_max_html_depth: int = Field(default=200, ge=1)
     extraction_max_pdf_pages: int = Field(default=2_000, ge=1)
     # How workers are isolated (documents/isolation.py): `auto` = bubblewrap when usable,
-    # else a logged warning (development/test) or a refusal to start (production);
-    # `bwrap` = bubblewrap or refuse to start; `none` = without bubblewrap, on purpose.
-    extraction_isolation: Literal["auto", "bwrap", "none"] = "auto"
+    # else Landlock and seccomp when the kernel allows them, else a logged warning
+    # (development/test) or a refusal to start (production); `bwrap` / `landlock` = that
+    # one or refuse to start; `none` = without isolation, on purpose.
+    extraction_isolation: Literal["auto", "bwrap", "landlock", "none"] = "auto"
 
     # --- quotas and ingestion -----------------------------------------------------------
     # Per owner: a document counts against the owner of its collection (documents/quotas.py).

@@ -33,7 +33,11 @@ SQLite file, the model cache, /root, /home and the rest of the filesystem are no
 Started as root, each worker drops to uid/gid 65534 (nobody), without capabilities,
 before it reads any file. Without a usable bwrap, "auto" falls back with a logged warning
 (empty environment and limits only) except in production, where the service refuses to
-start unless EXTRACTION_ISOLATION=none says so.
+start unless EXTRACTION_ISOLATION=none says so. Where bwrap cannot run (Docker's default
+seccomp profile), "landlock" (and "auto" after bwrap) has each worker confine itself with
+Landlock and seccomp in `_init_worker`, once, before its first file (`documents/confinement.py`):
+reads only what Python needs, writes only in the pool's private folder (`TMPDIR`), no socket,
+no exec; the same uid drop and empty environment.
 """
 
 from __future__ import annotations
@@ -44,10 +48,12 @@ import logging
 import multiprocessing
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -60,6 +66,7 @@ from typing import Any
 import pebble
 
 from rag_service.documents.extraction import ExtractedFile, ExtractionLimits, extract, sanitize_source_name
+from rag_service.documents.confinement import WorkerConfinement, build_ruleset, drop_to, enforce
 from rag_service.documents.isolation import IsolationPlan, plan_isolation
 from rag_service.errors import AppError, PayloadTooLarge, ServiceUnavailable, Unprocessable
 
@@ -68,6 +75,9 @@ log = logging.getLogger(__name__)
 # Imported once by the fork server, inherited by every worker.
 WORKER_PRELOAD = ["rag_service.documents.sandbox", "rag_service.documents.html_text",
                   "rag_service.documents.office_formats", "pypdf", "docx", "lxml.etree", "pptx", "openpyxl"]
+# With Landlock, also the bindings: importing pyseccomp runs ldconfig to find libseccomp,
+# once in the fork server instead of in every worker (and a worker may not exec).
+LANDLOCK_PRELOAD = ["landlockpy", "pyseccomp"]
 
 
 @dataclass(frozen=True)
@@ -76,9 +86,9 @@ class SandboxLimits:
     timeout_seconds: float = 60.0
     cpu_seconds: int = 30
     memory_mb: int = 1024
-    # EXTRACTION_ISOLATION: auto | bwrap | none (documents/isolation.py).
+    # EXTRACTION_ISOLATION: auto | bwrap | landlock | none (documents/isolation.py).
     isolation: str = "auto"
-    # RAG_ENV=production: "auto" without a usable bwrap refuses to start.
+    # RAG_ENV=production: "auto" without a usable bwrap or Landlock refuses to start.
     production: bool = False
     # Paths that must not be visible in a worker even if they lie inside what it may read
     # (the data folder, the model cache).
@@ -107,14 +117,18 @@ WORKER_NICENESS = 10
 WORKER_MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
-def _init_worker(memory_mb: int, drop_to_uid: int | None) -> None:
+def _init_worker(memory_mb: int, drop_to_uid: int | None, confinement: WorkerConfinement | None = None) -> None:
     """Runs once in each new worker, before any file: drop to the unprivileged user (when
-    the plan says so), lower its priority, cap its address space and file sizes."""
+    the plan says so), with Landlock confine it (rules built from paths while it still has
+    the server's uid), lower its priority, cap its address space and file sizes."""
+    ruleset = build_ruleset(confinement) if confinement is not None else None
     if drop_to_uid is not None and os.geteuid() == 0:
         # The pool's pipes and semaphores are open already; nothing else is needed as root.
-        os.setgroups([])
-        os.setgid(drop_to_uid)
-        os.setuid(drop_to_uid)
+        drop_to(drop_to_uid, keep_read_search=confinement is not None and confinement.keep_read_search)
+    if confinement is not None:
+        os.environ["TMPDIR"] = tempfile.tempdir = confinement.private_tmp
+        # Before the address-space cap: building the seccomp filter allocates.
+        enforce(ruleset)
     os.nice(WORKER_NICENESS)
     resource.setrlimit(resource.RLIMIT_FSIZE, (WORKER_MAX_FILE_BYTES, WORKER_MAX_FILE_BYTES))
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -152,14 +166,20 @@ def extract_in_worker(filename: str | None, data: bytes, limits: ExtractionLimit
 
 
 def worker_facts(read_paths: tuple[str, ...] = (), connect_to: tuple[str, int] | None = None,
-                 server_pid: int | None = None) -> dict[str, object]:
+                 server_pid: int | None = None, write_paths: tuple[str, ...] = ()) -> dict[str, object]:
     """What a worker looks like from inside (tests check the sandbox with it): its limits,
     uid and environment, and whether it can read `read_paths`, the server's environment
-    (`/proc/<server_pid>/environ`) or open a TCP connection to `connect_to`."""
+    (`/proc/<server_pid>/environ`), open a TCP connection to `connect_to`, create
+    `write_paths` or a file in its temporary folder."""
     with open("/proc/self/status") as status:
-        vm_kb = next((int(line.split()[1]) for line in status if line.startswith("VmSize:")), -1)
+        fields = dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+    vm_kb = int(fields.get("VmSize", "-1 kB").split()[0])
     facts: dict[str, object] = {
         "pid": os.getpid(),
+        # Capabilities in effect (a bit mask), no_new_privs, seccomp mode (2: a filter).
+        "cap_effective": int(fields["CapEff"], 16),
+        "no_new_privs": fields.get("NoNewPrivs") == "1",
+        "seccomp": int(fields.get("Seccomp", "0")),
         "uid": os.getuid(),
         "gid": os.getgid(),
         "environ": dict(os.environ),
@@ -170,6 +190,8 @@ def worker_facts(read_paths: tuple[str, ...] = (), connect_to: tuple[str, int] |
         "rlimit_cpu": resource.getrlimit(resource.RLIMIT_CPU)[0],
         "niceness": os.nice(0),
         "readable": {path: _try(lambda path=path: open(path, "rb").read(64)) for path in read_paths},
+        "writable": {path: _try(lambda path=path: _write(path)) for path in write_paths},
+        "tmp_writable": _try(_write_temporary_file),
     }
     if server_pid is not None:
         facts["server_environ"] = _try(lambda: open(f"/proc/{server_pid}/environ", "rb").read())
@@ -178,6 +200,21 @@ def worker_facts(read_paths: tuple[str, ...] = (), connect_to: tuple[str, int] |
 
         facts["connect"] = _try(lambda: socket.create_connection(connect_to, timeout=2).close() or b"connected")
     return facts
+
+
+def _write(path: str) -> bytes:
+    with open(path, "wb") as file:
+        file.write(b"written")
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def _write_temporary_file() -> bytes:
+    with tempfile.NamedTemporaryFile() as file:  # in TMPDIR, removed on close
+        file.write(b"written")
+        file.flush()
+        with open(file.name, "rb") as again:
+            return again.read()
 
 
 def _try(action: Callable[[], bytes | None]) -> str:
@@ -248,8 +285,21 @@ class _IsolatedForkServer(forkserver.ForkServer):
         with self._lock:
             if plan == self.plan:
                 return
-            self._stop_unlocked()
+            self._detach_unlocked()
             self.plan = plan
+
+    def _detach_unlocked(self) -> None:
+        """Let the running fork server go without waiting for it (the stdlib's `_stop_unlocked`
+        waits): the stdlib hands its "alive" pipe to every worker, so it exits only after the
+        workers of every pool still open, which may be waiting on this very process."""
+        if self._forkserver_pid is None:
+            return
+        os.close(self._forkserver_alive_fd)
+        if not util.is_abstract_socket_namespace(self._forkserver_address):
+            os.unlink(self._forkserver_address)
+        self._forkserver_alive_fd = self._forkserver_address = self._forkserver_pid = None
+        # subprocess reaps a dropped Popen that is still running when it starts the next one.
+        self._process = None
 
     def ensure_running(self) -> None:
         with self._lock:
@@ -262,7 +312,10 @@ class _IsolatedForkServer(forkserver.ForkServer):
                 self._forkserver_address = None
                 self._forkserver_alive_fd = None
                 self._forkserver_pid = None
-            cmd = "from multiprocessing.forkserver import main; main(%d, %d, %r, **%r)"
+            # 3.11's forkserver.main ignores its sys_path argument (3.12 applies it): set it
+            # first, so the fork server imports the server's modules (PYTHONPATH is not in
+            # its empty environment), not whatever a .pth file of the virtualenv points at.
+            cmd = "import sys; sys.path[:] = %r; from multiprocessing.forkserver import main; main(%d, %d, %r, **%r)"
             data = {}
             if self._preload_modules:
                 prepared = spawn.get_preparation_data("ignore")
@@ -276,7 +329,7 @@ class _IsolatedForkServer(forkserver.ForkServer):
                 alive_r, alive_w = os.pipe()
                 try:
                     fds_to_pass = [listener.fileno(), alive_r]
-                    cmd %= (listener.fileno(), alive_r, self._preload_modules, data)
+                    cmd %= (sys.path, listener.fileno(), alive_r, self._preload_modules, data)
                     python = [spawn.get_executable(), *util._args_from_interpreter_flags(), "-c", cmd]
                     # An empty environment whether or not bwrap runs: nothing of the server's leaks.
                     self._process = subprocess.Popen(self.plan.command(python), pass_fds=fds_to_pass, env={},
@@ -305,8 +358,17 @@ class ExtractionPool:
                                         hidden_paths=sandbox.hidden_paths)
         FORK_SERVER.configure(self.isolation)
         self._context = _LeanForkServerContext()
-        # Only takes effect before the fork server starts (the first pool of the process).
-        self._context.set_forkserver_preload(WORKER_PRELOAD)
+        # Only takes effect when the fork server starts (the first pool of the process, or
+        # the first one after the plan changed).
+        self._context.set_forkserver_preload(WORKER_PRELOAD + (LANDLOCK_PRELOAD if self.isolation.landlock else []))
+        self._confinement: WorkerConfinement | None = None
+        if self.isolation.landlock:
+            # The workers' only writable folder, shared by this pool's workers, removed on close.
+            private_tmp = tempfile.mkdtemp(prefix="rag-extraction-")
+            if self.isolation.drop_to_uid is not None:
+                os.chown(private_tmp, self.isolation.drop_to_uid, self.isolation.drop_to_uid)
+            self._confinement = WorkerConfinement(self.isolation.read_only, private_tmp,
+                                                  self.isolation.keep_read_search)
         self._closed = False
         self._pool = self._new_pool()
         # Futures handed out and not yet resolved: pebble's stop() leaves a running task's
@@ -317,7 +379,7 @@ class ExtractionPool:
         return pebble.ProcessPool(
             max_workers=max(1, self.sandbox.workers),
             initializer=_init_worker,
-            initargs=(self.sandbox.memory_mb, self.isolation.drop_to_uid),
+            initargs=(self.sandbox.memory_mb, self.isolation.drop_to_uid, self._confinement),
             context=self._context,
         )
 
@@ -397,8 +459,9 @@ class ExtractionPool:
         )
 
     async def worker_facts(self, read_paths: tuple[str, ...] = (), connect_to: tuple[str, int] | None = None,
-                           server_pid: int | None = None) -> dict[str, object]:
-        return await asyncio.wrap_future(self._schedule(worker_facts, read_paths, connect_to, server_pid)[1])
+                           server_pid: int | None = None, write_paths: tuple[str, ...] = ()) -> dict[str, object]:
+        return await asyncio.wrap_future(
+            self._schedule(worker_facts, read_paths, connect_to, server_pid, write_paths)[1])
 
     def close(self) -> None:
         """Stop the workers (running extractions are abandoned) and wait for them."""
@@ -411,6 +474,8 @@ class ExtractionPool:
                     future.set_exception(RuntimeError("the extraction pool was stopped"))
                 except InvalidStateError:  # resolved meanwhile
                     pass
+        if self._confinement is not None:
+            shutil.rmtree(self._confinement.private_tmp, ignore_errors=True)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)

@@ -8,6 +8,7 @@ import re
 from qdrant_client import AsyncQdrantClient
 
 from rag_service.config import Settings
+from rag_service.storage.edge_process import EdgeProcessStore
 from rag_service.storage.pgvector import PgVectorStore
 from rag_service.storage.qdrant_edge import EdgeVectorStore
 from rag_service.storage.qdrant_server import ServerVectorStore
@@ -37,7 +38,8 @@ def build_vector_store(settings: Settings, model_name: str, dimension: int) -> V
     name = collection_name(settings.qdrant_collection_prefix, model_name, dimension)
     kind = settings.resolved_vector_store
     if kind == "edge":
-        return EdgeVectorStore(settings.data_dir / "qdrant" / name, collection=name, dimension=dimension)
+        store = EdgeProcessStore if settings.qdrant_edge_process else EdgeVectorStore
+        return store(settings.data_dir / "qdrant" / name, collection=name, dimension=dimension)
     if kind == "pgvector":
         if not settings.database_url:
             raise ValueError("VECTOR_STORE=pgvector needs DATABASE_URL")

@@ -14,6 +14,8 @@ small:
   loop at most ~15-35 ms, a 20k upsert ~9 ms (was 30-80 ms with 512 points a call).
 A shard has a single writer, so writes are serialized by an asyncio lock, and only one
 rag-service process may open the directory (scale out with a Qdrant server instead).
+The service runs this store in a child process by default (storage/edge_process.py,
+QDRANT_EDGE_PROCESS), where holding the GIL stalls nothing else.
 """
 
 from __future__ import annotations
