@@ -74,6 +74,7 @@ async def main() -> None:
         for rank, item in enumerate(scored[: args.top], start=1):
             print(f"   {rank}. [{item.passage.source_number}] s={item.score(thresholds):.3f} "
                   f"cos={item.cosine:.3f} lex={item.lexical:.2f} id={int(item.names_something)} "
+                  f"kind={int(item.names_asked_kind)} "
                   f"{item.passage.shown[:140]!r}")
         holding = [(rank, item) for rank, item in enumerate(scored, start=1)
                    if any(normalized(k) in normalized(item.passage.shown) for k in keys)]

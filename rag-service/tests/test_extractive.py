@@ -17,6 +17,7 @@ from rag_service.providers.extractive import (
     ExtractiveGenerator,
     PassageScorer,
     content_terms,
+    missing_names,
     source_passages,
     split_sentences,
 )
@@ -371,3 +372,52 @@ async def test_a_chunk_cut_before_an_option_line_answers_with_the_option(generat
     _, text = await answer(generator, "How do I reset the sequences owned by a table's columns when truncating it?",
                            sources)
     assert "RESTART IDENTITY" in text.split(" [1]")[0]
+
+
+# lsof(8) in short: a sentence about selecting network files, then the option that does it.
+LSOF = """DESCRIPTION
+       An open file may be a regular file, a directory, a library, a stream or a network file (Internet socket,
+       NFS file or UNIX domain socket). Network files are selected by address.
+
+OPTIONS
+       -i [i]
+              selects the listing of files any of whose Internet address matches the address specified in i.
+"""
+LSOF_OPTION = "-i [i]: selects the listing of files any of whose Internet address matches the address specified in i."
+
+
+async def test_the_next_passage_on_topic_joins_the_answer(generator):
+    # The best passage only says that network files can be selected; the next one, a little
+    # below it, says how: an answer has room for both.
+    _, text = await answer(generator, "How do I select Internet network files?", [Source(1, "lsof(8)", LSOF)])
+    assert text.startswith("Network files are selected by address. [1]")
+    assert f"{LSOF_OPTION} [1]" in text
+
+
+async def test_the_passage_naming_what_the_question_asks_for_comes_first(generator):
+    sources = [Source(1, "lsof(8)", LSOF.replace(
+        "An open file may be a regular file, a directory, a library, a stream or a network file (Internet socket,\n"
+        "       NFS file or UNIX domain socket). Network files are selected by address.",
+        "lsof lists open files: regular files, directories, libraries and network files such as Internet sockets."))]
+    _, text = await answer(generator, "Which option lists Internet network files?", sources)
+    assert text.startswith(f"{LSOF_OPTION} [1]")
+
+
+TUNE2FS = """DESCRIPTION
+       tune2fs allows the system administrator to adjust various tunable filesystem parameters on Linux ext2
+       filesystems.
+
+OPTIONS
+       -m reserved-blocks-percentage
+              Set the percentage of the filesystem which may only be allocated by privileged processes.
+"""
+
+
+async def test_a_name_with_a_version_number_is_mentioned_by_its_family(generator):
+    sources = [Source(1, "tune2fs(8)", TUNE2FS)]
+    question = "How do I change the percentage of reserved blocks on an ext4 filesystem?"
+    assert missing_names(question, sources) == []
+    _, text = await answer(generator, question, sources)
+    assert text.startswith("-m reserved-blocks-percentage: Set the percentage of the filesystem")
+    # A family the sources never mention in any version is still missing.
+    assert missing_names("How do I enable the jit in python3?", sources) == ["python3"]
