@@ -104,7 +104,7 @@ def make_queries(points: list[ChunkPoint], texts: list[str], count: int, rng: ra
         noisy = np.asarray(target.dense) + np.random.default_rng(rng.getrandbits(32)).normal(0, 0.05, DIM)
         noisy /= np.linalg.norm(noisy)
         vectors = QueryVectors(dense=noisy.tolist(), sparse=encoder.encode_query(rng.choice(texts)))
-        queries.append((vectors, access_filter(Access(target.user_id))))
+        queries.append((vectors, access_filter(Access(target.owner))))
     return queries
 
 
