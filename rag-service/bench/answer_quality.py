@@ -196,7 +196,9 @@ async def main() -> None:
                         help="reuse a data dir from an earlier run (documents are deduplicated, not re-embedded)")
     add_report_argument(parser)
     args = parser.parse_args()
-    report = Report("Answer quality (extractive answers, manpages-dev questions)",
+    # The dev questions and the held-out ones are two sections of docs/benchmarks.md.
+    which = "manpages-dev questions" if args.questions.resolve() == QA_FILE else f"questions of {args.questions.name}"
+    report = Report(f"Answer quality (extractive answers, {which})",
                     baseline="the previous extractive generator (before issue 23) on the same store, questions "
                     "and retrieval, in the same run")
 
