@@ -9,7 +9,6 @@ first is decided by the worker alone.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 
 import numpy as np
@@ -364,41 +363,3 @@ async def test_local_embedder_deadline_is_a_503_and_health_reports_the_encoder(t
     with pytest.raises(ProviderUnavailable):
         await embedder.embed(["after close"], "query")
     assert embedder.encoder_stats()["healthy"] is False
-
-
-async def test_the_ingestion_lane_runs_nicer_than_the_query_lane_and_keeps_it_after_a_restart():
-    """EMBEDDING_INGEST_NICENESS: the first lane's thread gets the increment, query lanes
-    keep the process's own priority, and a restarted first lane gets it again."""
-    base = os.getpriority(os.PRIO_PROCESS, 0)
-    seen: list[tuple[str, str, int]] = []
-    killed = threading.Event()
-
-    def records_niceness(texts: list[str], priority: str) -> list[list[float]]:
-        thread = threading.current_thread()
-        seen.append((priority, thread.name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
-        if texts == ["die"] and not killed.is_set():
-            killed.set()
-            raise LaneKiller
-        return [[0.0] for _ in texts]
-
-    # With no query lane there is nothing to give way to: the one lane keeps its priority.
-    alone = EncoderWorker(records_niceness, query_wait_seconds=0, first_lane_niceness=7, name="enc")
-    try:
-        await alone.encode(["alone"], "document")
-    finally:
-        alone.close()
-    assert seen.pop() == ("document", "enc", base)
-
-    worker = EncoderWorker(records_niceness, query_wait_seconds=0, query_lanes=1, first_lane_niceness=7, name="enc")
-    try:
-        await worker.encode(["document"], "document")  # only the first lane takes documents
-        with pytest.raises(EncoderFailed):
-            await worker.encode(["die"], "document")
-        await wait_for(lambda: worker.stats()["restarts"] == 1 and worker.stats()["lanes_alive"] == 2)
-        await worker.encode(["after the restart"], "document")
-        for lane in [t for t in threading.enumerate() if t.name == "enc-query-1"]:
-            assert os.getpriority(os.PRIO_PROCESS, lane.native_id) == base
-    finally:
-        worker.close()
-    assert [(priority, niceness) for priority, name, niceness in seen if name == "enc"] == \
-        [("document", min(19, base + 7))] * 3

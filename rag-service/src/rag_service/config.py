@@ -138,10 +138,6 @@ class Settings(BaseSettings):
     # a borrowed sub-batch), so ingestion uses every core and searches never wait behind
     # it. 0 = one thread for everything (queries still go first). See encoder_worker.py.
     embedding_query_workers: int = Field(default=1, ge=0, le=16)
-    # Nice value added to the first encoder lane's thread (the one that always takes
-    # ingestion sub-batches) when query lanes exist: during a bulk ingestion the kernel then
-    # gives a search's encode and HTTP work the core first (bench/ingest_http.py). 0 = off.
-    embedding_ingest_niceness: int = Field(default=0, ge=0, le=19)
     # Deadline of one local encoder call: past it the callers get 503, the call is
     # interrupted and the lane replaced (a sub-batch takes ~1 s on one core).
     embedding_timeout_seconds: float = Field(default=60.0, gt=0)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -150,11 +149,8 @@ class EncoderWorker:
         run_timeout_seconds: float = 120.0,
         on_batch: Callable[[Priority, int], None] | None = None,
         name: str = "encoder",
-        first_lane_niceness: int = 0,
     ) -> None:
         self._encode = encode
-        # Added to the first lane's thread niceness when query lanes exist (see _lane_main).
-        self.first_lane_niceness = max(0, min(19, first_lane_niceness)) if query_lanes > 0 else 0
         self.max_query_batch = max(1, max_query_batch)
         self.query_wait_seconds = max(0.0, query_wait_seconds)
         self.interruptible = interruptible
@@ -329,8 +325,6 @@ class EncoderWorker:
 
     def _lane_main(self, lane: _Lane) -> None:
         me = threading.current_thread()
-        if lane.primary and self.first_lane_niceness:
-            _lower_own_thread_priority(self.first_lane_niceness)
         try:
             self._run(lane, me)
         except BaseException as exc:  # noqa: BLE001 - a lane must never die silently
@@ -477,18 +471,3 @@ class EncoderWorker:
             job.loop.call_soon_threadsafe(_resolve, job.future, result)
         except RuntimeError:  # the caller's event loop is closed: nobody is waiting
             pass
-
-
-def _lower_own_thread_priority(increment: int) -> None:
-    """Raise the calling thread's nice value by `increment` (Linux: a thread is a task).
-
-    The first lane spends a bulk ingestion encoding sub-batches on one core while the query
-    lane and the event loop serve searches on the same two cores; a nicer ingestion thread
-    lets the kernel give a search's encode and its HTTP work the core first. Lowering a
-    priority needs no privilege; raising it back would, so the lane keeps it for its life.
-    """
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
-    except (AttributeError, OSError) as exc:  # not Linux, or refused: run at normal priority
-        log.warning("could not lower the ingestion lane's priority: %s", type(exc).__name__)

@@ -81,7 +81,6 @@ class LocalEmbedder:
             run_timeout_seconds=settings.embedding_timeout_seconds,
             on_batch=lambda priority, size: LOCAL_ENCODER_BATCH_TEXTS.labels(priority=priority).observe(size),
             name="minilm",
-            first_lane_niceness=settings.embedding_ingest_niceness,
         )
 
     def hf_tokenizer(self) -> Tokenizer:
