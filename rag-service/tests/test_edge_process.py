@@ -55,6 +55,16 @@ def search(store: EdgeProcessStore):  # noqa: ANN201
     return store.search(query("kernel scheduler", unit(1)), access_filter(Access(ALICE)), 3, "hybrid")
 
 
+
+async def points_after_reopening(shard: Path) -> int:
+    """Alice's points in the shard, opened by this process (so the child has released it)."""
+    reopened = EdgeVectorStore(shard, collection="c", dimension=DIM)
+    await reopened.ensure_collection()
+    try:
+        return await reopened.count(access_filter(Access(ALICE)))
+    finally:
+        await reopened.close()
+
 async def test_the_shard_lives_in_the_child_only(store, tmp_path: Path):
     assert store.pid is not None and store.pid != os.getpid()
     # The child holds the shard: this process cannot open it beside it.
@@ -144,12 +154,7 @@ async def test_close_flushes_and_stops_the_child(tmp_path: Path):
     with pytest.raises(ProcessLookupError):  # close() returns once the child has exited
         os.kill(child, 0)
     # Released and flushed: this process can open the shard and finds every point.
-    reopened = EdgeVectorStore(tmp_path / "shard", collection="c", dimension=DIM)
-    await reopened.ensure_collection()
-    try:
-        assert await reopened.count(access_filter(Access(ALICE))) == 3
-    finally:
-        await reopened.close()
+    assert await points_after_reopening(tmp_path / "shard") == 3
 
 
 async def test_the_child_inherits_no_secret_of_the_server(tmp_path: Path, monkeypatch):
@@ -218,9 +223,4 @@ async def test_the_child_flushes_and_exits_when_the_server_dies(tmp_path: Path):
     finally:
         os.close(pidfd)
     # The shard is released, with every acknowledged point.
-    reopened = EdgeVectorStore(tmp_path / "shard", collection="c", dimension=DIM)
-    await reopened.ensure_collection()
-    try:
-        assert await reopened.count(access_filter(Access(ALICE))) == 3
-    finally:
-        await reopened.close()
+    assert await points_after_reopening(tmp_path / "shard") == 3
