@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { loadConfig } from "../src/config.js";
+import { startInbox } from "../test/mail-support.js";
 import { hashPassword } from "../src/password-hashing.js";
 import { startServer } from "../src/service.js";
 import { numberArg, Report, reportPath } from "./report.js";
@@ -20,8 +21,16 @@ const MAX_REQUESTS = 100_000;
 
 const tmpRoot = os.platform() === "linux" ? "/dev/shm" : os.tmpdir();
 const dataDir = mkdtempSync(path.join(tmpRoot, "auth-bench-"));
+// Production requires somewhere to send mail and the account-events token: a local SMTP
+// server catches the mails (as in the tests) and the token is a throw-away one.
+const inbox = await startInbox();
 const config = loadConfig({
   AUTH_ENV: "production",
+  SMTP_URL: inbox.smtpUrl,
+  MAIL_FROM: "bench <no-reply@localhost>",
+  ACCOUNT_EVENTS_TOKEN: "bench-events-" + "x".repeat(40),
+  // Sign-in and token throughput, not the verification step: accounts may sign in at once.
+  EMAIL_VERIFICATION: "optional",
   PORT: "0",
   HOST: "127.0.0.1",
   AUTH_DATA_DIR: dataDir,
@@ -151,5 +160,6 @@ try {
   report.write(reportPath());
 } finally {
   await service.close();
+  await inbox.close();
   rmSync(dataDir, { recursive: true, force: true });
 }
