@@ -18,7 +18,6 @@ from prometheus_client import REGISTRY
 from rag_service.config import Settings
 from rag_service.errors import ProviderUnavailable
 from rag_service.providers.encoder_worker import (
-    BORROWED_SLICE,
     EncodeInterrupted,
     EncoderClosed,
     EncoderFailed,
@@ -364,34 +363,3 @@ async def test_local_embedder_deadline_is_a_503_and_health_reports_the_encoder(t
     with pytest.raises(ProviderUnavailable):
         await embedder.embed(["after close"], "query")
     assert embedder.encoder_stats()["healthy"] is False
-
-
-async def test_a_borrowed_sub_batch_runs_in_small_slices_and_the_first_lane_in_one_call(onnx_minilm):
-    """A query waits for an interrupted call to reach the end of a graph node: the query lane
-    encodes what it borrows BORROWED_SLICE texts at a time, the first lane a sub-batch whole."""
-    probe = InterruptibleProbe(onnx_minilm)
-    probe.hold("first 0")  # keeps whichever lane takes it busy, so the other lane takes the second
-    worker = EncoderWorker(probe, query_wait_seconds=0, query_lanes=1, interruptible=True, name="enc")
-    first = [f"first {i}" for i in range(10)]
-    borrowed = [f"borrowed {i}" for i in range(10)]
-    try:
-        held = asyncio.create_task(worker.encode(first, "document", account="a"))
-        await asyncio.to_thread(probe.holding["first 0"].wait, 60)
-        vectors = await worker.encode(borrowed, "document", account="a")
-        probe.released["first 0"].set()
-        await held
-    finally:
-        worker.close()
-    by_lane: dict[str, list[list[str]]] = {}
-    for priority, name, texts in probe.calls:
-        by_lane.setdefault(name, []).append(texts)
-    # Each lane took one sub-batch: the first lane in one call, the query lane in slices.
-    [whole] = by_lane["enc"]
-    slices = by_lane["enc-query-1"]
-    assert 1 < BORROWED_SLICE < len(borrowed)
-    sliced = [text for piece in slices for text in piece]
-    assert sorted([whole, sliced]) == [borrowed, first]
-    assert [len(piece) for piece in slices] == [len(chunk) for chunk in
-                                                (sliced[i : i + BORROWED_SLICE] for i in range(0, 10, BORROWED_SLICE))]
-    # Sliced or not, the same vectors as one call.
-    np.testing.assert_allclose(vectors, onnx_minilm.encode(borrowed), atol=1e-5)

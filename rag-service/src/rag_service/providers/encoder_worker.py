@@ -10,9 +10,7 @@ lanes, each running one single-threaded call at a time:
 - the other lanes ("query lanes") run queries first too. When no query waits they also
   *borrow* ingestion sub-batches, but only from an interruptible encoder (ONNX Runtime:
   `RunOptions.terminate`): a query that finds no idle lane interrupts a borrowed sub-batch,
-  which goes back to the front of its queue, and the lane serves the query at once (a
-  borrowed sub-batch runs in slices of `BORROWED_SLICE` texts, so "at once" is one graph
-  node of a small call, not of a 16-chunk one). So a
+  which goes back to the front of its queue, and the lane serves the query at once. So a
   bulk ingestion uses every core, and a search still never waits behind ingestion (torch
   cannot be interrupted: its query lanes never borrow).
 Queues:
@@ -53,11 +51,6 @@ Priority = Literal["query", "document"]
 EncodeFn = Callable[..., list[list[float]]]
 # Queue of ingestion work nobody claimed for an account (tools, maintenance).
 SYSTEM_ACCOUNT = ""
-# Texts per call when a query lane runs a borrowed ingestion sub-batch (_encode_borrowed).
-# Measured in-process (ONNX, one thread, ~200-token chunks, load average ~7): a query waited
-# 21 ms (p50; max 72) for an interrupted 16-chunk call to return, 9 ms (max 26) for a 4-chunk
-# one, and 4 chunks encode no slower per chunk (less padding per call).
-BORROWED_SLICE = 4
 
 
 class EncoderUnavailable(RuntimeError):
@@ -359,9 +352,7 @@ class EncoderWorker:
                 self._on_batch(priority, len(texts))
             result: list[list[float]] | BaseException
             try:
-                if control is not None and lane.borrows and priority == "document":
-                    result = self._encode_borrowed(texts, control)
-                elif control is not None:
+                if control is not None:
                     result = self._encode(texts, priority, control=control)
                 else:
                     result = self._encode(texts, priority)
@@ -400,17 +391,6 @@ class EncoderWorker:
             for job in jobs:
                 self._deliver(job, result[start : start + len(job.texts)])
                 start += len(job.texts)
-
-    def _encode_borrowed(self, texts: list[str], control: RunControl) -> list[list[float]]:
-        """A borrowed ingestion sub-batch, encoded `BORROWED_SLICE` texts per call: ONNX Runtime
-        checks `terminate` only between graph nodes, and one node of a 16-chunk call can run
-        for tens of milliseconds, which a query would wait out; a node of a 4-chunk slice is a
-        quarter of it. An interrupted slice raises EncodeInterrupted and the whole sub-batch
-        goes back to its queue."""
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), BORROWED_SLICE):
-            vectors += self._encode(texts[start : start + BORROWED_SLICE], "document", control=control)
-        return vectors
 
     def _next_jobs(self, lane: _Lane, me: threading.Thread) -> tuple[Priority, list[_Job]] | None:
         takes_documents = lane.primary or lane.borrows
