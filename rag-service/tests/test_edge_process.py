@@ -55,7 +55,6 @@ def search(store: EdgeProcessStore):  # noqa: ANN201
     return store.search(query("kernel scheduler", unit(1)), access_filter(Access(ALICE)), 3, "hybrid")
 
 
-
 async def points_after_reopening(shard: Path) -> int:
     """Alice's points in the shard, opened by this process (so the child has released it)."""
     reopened = EdgeVectorStore(shard, collection="c", dimension=DIM)
@@ -64,6 +63,7 @@ async def points_after_reopening(shard: Path) -> int:
         return await reopened.count(access_filter(Access(ALICE)))
     finally:
         await reopened.close()
+
 
 async def test_the_shard_lives_in_the_child_only(store, tmp_path: Path):
     assert store.pid is not None and store.pid != os.getpid()
@@ -87,6 +87,21 @@ async def test_a_killed_child_fails_the_call_in_flight_and_the_next_call_starts_
     assert await store.count(access_filter(Access(ALICE))) == 3
     assert store.pid not in (None, first)
     assert (await search(store))[0].id == A1_KERNEL.id
+
+
+async def test_calls_racing_after_a_death_start_one_child_between_them(store):
+    """Only one process may open the shard: concurrent first calls after a death share the
+    replacement (the start lock), none fails and none starts a second child."""
+    first = store.pid
+    os.kill(first, signal.SIGKILL)
+    wait_exited(first)
+    counts = await asyncio.gather(*(store.count(access_filter(Access(ALICE))) for _ in range(8)))
+    assert counts == [3] * 8
+    replacement = store.pid
+    assert replacement not in (None, first)
+    children = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "rag_service.storage.edge_process"],
+                              capture_output=True, text=True, check=False).stdout.split()
+    assert children == [str(replacement)]
 
 
 async def test_health_reports_a_dead_child_and_the_next_probe_sees_its_replacement(store):
