@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import select
 import signal
 import subprocess
@@ -89,7 +90,7 @@ async def test_a_killed_child_fails_the_call_in_flight_and_the_next_call_starts_
     assert (await search(store))[0].id == A1_KERNEL.id
 
 
-async def test_calls_racing_after_a_death_start_one_child_between_them(store):
+async def test_calls_racing_after_a_death_start_one_child_between_them(store, tmp_path: Path):
     """Only one process may open the shard: concurrent first calls after a death share the
     replacement (the start lock), none fails and none starts a second child."""
     first = store.pid
@@ -99,7 +100,9 @@ async def test_calls_racing_after_a_death_start_one_child_between_them(store):
     assert counts == [3] * 8
     replacement = store.pid
     assert replacement not in (None, first)
-    children = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "rag_service.storage.edge_process"],
+    # This shard's children only: other tests' stores in this process have children too.
+    children = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f",
+                               f"edge_process .*--path {re.escape(str(tmp_path / 'shard'))} "],
                               capture_output=True, text=True, check=False).stdout.split()
     assert children == [str(replacement)]
 
