@@ -4,10 +4,12 @@ collapsing chunks of one passage. Filters and tenant isolation are in test_searc
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from rag_service.config import Settings
-from rag_service.errors import Unprocessable
+from rag_service.errors import ServiceUnavailable, Unprocessable
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.search.service import SearchService, collapse_hits
 from rag_service.storage.access import Access
@@ -92,6 +94,69 @@ async def test_keyword_mode_embeds_only_when_the_vector_is_requested(
     assert documents(without) == [library.id(ALICE, "Valve log")]
     with_vector = await service.search(Access(ALICE), "flangewort", mode="keyword", include_embedding=True)
     assert counting.calls == 1 and len(with_vector.query_embedding) == embedder.dimension
+
+
+class WatchedStore:
+    """The library's real store; each search's mode is recorded when it starts, and a
+    keyword search can be made to fail."""
+
+    def __init__(self, inner, fail_keyword: Exception | None = None) -> None:  # noqa: ANN001
+        self.inner, self.fail_keyword = inner, fail_keyword
+        self.started: list[str] = []
+        self.keyword_started = asyncio.Event()
+
+    async def search(self, query, where, limit, mode="hybrid", dense_score_threshold=None):  # noqa: ANN001, ANN201
+        self.started.append(mode)
+        if mode == "keyword":
+            self.keyword_started.set()
+            if self.fail_keyword is not None:
+                raise self.fail_keyword
+        return await self.inner.search(query, where, limit, mode, dense_score_threshold)
+
+
+class EmbedderAfterKeywordSearch(CountingEmbedder):
+    """Embeds only once the keyword search has started (or fails then, with `fail`)."""
+
+    def __init__(self, inner: LocalEmbedder, store: WatchedStore, fail: Exception | None = None) -> None:
+        super().__init__(inner)
+        self.store, self.fail = store, fail
+
+    async def embed(self, texts: list[str], task: str = "document") -> list[list[float]]:
+        async with asyncio.timeout(30):  # liveness: a search that embeds first never gets here
+            await self.store.keyword_started.wait()
+        if self.fail is not None:
+            raise self.fail
+        return await super().embed(texts, task)
+
+
+async def test_hybrid_searches_bm25_while_the_query_is_embedded(
+    library: Library, embedder: LocalEmbedder, search_settings: Settings
+) -> None:
+    store = WatchedStore(library.store)
+    service = SearchService(store, library.sparse, EmbedderAfterKeywordSearch(embedder, store), search_settings)
+    result = await service.search(Access(ALICE), "flangewort valve", mode="hybrid")
+    assert store.started == ["keyword", "dense"]
+    assert documents(result)[0] == library.id(ALICE, "Valve log")
+
+
+async def test_a_failed_embedding_fails_the_hybrid_search_with_its_own_error(
+    library: Library, embedder: LocalEmbedder, search_settings: Settings
+) -> None:
+    store = WatchedStore(library.store)
+    failing = EmbedderAfterKeywordSearch(embedder, store, fail=ServiceUnavailable("the encoder is gone"))
+    service = SearchService(store, library.sparse, failing, search_settings)
+    with pytest.raises(ServiceUnavailable, match="the encoder is gone"):
+        await service.search(Access(ALICE), "flangewort valve", mode="hybrid")
+    assert store.started == ["keyword"]
+
+
+async def test_a_failed_keyword_search_fails_the_hybrid_search_with_its_own_error(
+    library: Library, embedder: LocalEmbedder, search_settings: Settings
+) -> None:
+    store = WatchedStore(library.store, fail_keyword=ServiceUnavailable("the vector store is gone"))
+    service = SearchService(store, library.sparse, embedder, search_settings)
+    with pytest.raises(ServiceUnavailable, match="the vector store is gone"):
+        await service.search(Access(ALICE), "flangewort valve", mode="hybrid")
 
 
 async def test_retrieval_text_replaces_the_query_for_retrieval(service: SearchService, library: Library) -> None:

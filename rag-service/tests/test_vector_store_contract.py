@@ -103,6 +103,12 @@ async def test_keyword_search_matches_terms_with_stemming(filled):
     assert await filled.search(query("giraffe", unit(1)), access_filter(Access(ALICE)), limit=5, mode="keyword") == []
 
 
+async def test_keyword_search_needs_no_dense_vector(filled):
+    """The search service starts its keyword search before the query is embedded."""
+    hits = await filled.search(query("swapping pages", []), access_filter(Access(ALICE)), limit=5, mode="keyword")
+    assert [h.id for h in hits] == [A1_MEMORY.id]
+
+
 async def test_query_without_terms(filled):
     """Stopwords only: keyword search finds nothing, hybrid falls back to the dense side."""
     no_terms = query("the of and", unit(0, 0, 1))

@@ -9,6 +9,7 @@ several chunks of one passage do not crowd other documents out of the top k.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from rag_service.search.ranking import DEFAULT_RANKING, RankingConfig, fuse, tit
 from rag_service.search.filters import SearchFilters, parse_filters
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.access import Access, access_filter
-from rag_service.storage.vectors import ChunkFilter, ChunkHit, QueryVectors, SearchMode, VectorStore
+from rag_service.storage.vectors import ChunkFilter, ChunkHit, QueryVectors, SearchMode, SparseVector, VectorStore
 
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "dense", "keyword")
 # Candidates fetched per requested result, so the collapse still has top_k to return.
@@ -151,37 +152,55 @@ class SearchService:
             metadata=parsed.metadata_values() if parsed else None,
         )
 
-        needs_dense = mode != "keyword" or include_embedding
-        dense = (await self.embedder.embed([text], task="query"))[0] if needs_dense else []
         sparse = self.sparse_encoder.encode_query(text)
-        query = QueryVectors(dense=dense, sparse=sparse)
         limit = top_k * self.overfetch
         if mode == "hybrid" and self.ranking.fusion == "convex":
-            candidates = await self._hybrid_candidates(query, where, limit, min_score)
+            dense, candidates = await self._hybrid_candidates(text, sparse, where, limit, min_score)
         else:
+            needs_dense = mode != "keyword" or include_embedding
+            dense = await self._embed(text) if needs_dense else []
             candidates = await self.vector_store.search(
-                query, where, limit=limit, mode=mode, dense_score_threshold=min_score
+                QueryVectors(dense=dense, sparse=sparse), where, limit=limit, mode=mode,
+                dense_score_threshold=min_score,
             )
         hits = collapse_hits(candidates, top_k, self.max_chunks_per_document)
         return SearchResult(hits=hits, query_embedding=list(dense) if include_embedding else [])
 
     async def _hybrid_candidates(
-        self, query: QueryVectors, where: ChunkFilter, limit: int, min_score: float | None
-    ) -> list[ChunkHit]:
-        """The best `limit` chunks of the dense and BM25 lists ranked by `search.ranking.fuse`.
+        self, text: str, sparse: SparseVector, where: ChunkFilter, limit: int, min_score: float | None
+    ) -> tuple[list[float], list[ChunkHit]]:
+        """The query's embedding, and the best `limit` chunks of the dense and BM25 lists
+        ranked by `search.ranking.fuse`.
 
+        The BM25 list needs no embedding: it is searched while the query is embedded, so a
+        search waits for the longer of the two, then the dense list (on a busy machine each
+        store call waits for a core, and the encoder for its lane).
         Each list holds `limit` candidates, at least HYBRID_LIST_DEPTH: as deep as a store's own
         hybrid prefetch (120 for a top 10) ranked no better on manpages-dev and cost ~6 ms more
         per search on Edge (payloads of 240 chunks); `min_score` filters the dense list only
         (keyword matches still come through).
         """
         depth = max(limit, HYBRID_LIST_DEPTH)
-        dense = await self.vector_store.search(query, where, limit=depth, mode="dense", dense_score_threshold=min_score)
-        keyword = (
-            await self.vector_store.search(query, where, limit=depth, mode="keyword") if query.sparse.indices else []
-        )
-        query_terms = frozenset(query.sparse.indices)
-        return fuse(dense, keyword, query_terms, self._title_terms, self.ranking)[:limit]
+        keyword = asyncio.create_task(
+            self.vector_store.search(QueryVectors(dense=[], sparse=sparse), where, limit=depth, mode="keyword")
+        ) if sparse.indices else None
+        try:
+            dense = await self._embed(text)
+            dense_hits = await self.vector_store.search(
+                QueryVectors(dense=dense, sparse=sparse), where, limit=depth, mode="dense",
+                dense_score_threshold=min_score,
+            )
+            keyword_hits = await keyword if keyword is not None else []
+        finally:
+            if keyword is not None:
+                keyword.cancel()  # still running when the embedding or the dense search failed
+                if keyword.done() and not keyword.cancelled():
+                    keyword.exception()  # seen: the failure reported is the one that ended the search
+        fused = fuse(dense_hits, keyword_hits, frozenset(sparse.indices), self._title_terms, self.ranking)
+        return dense, fused[:limit]
+
+    async def _embed(self, text: str) -> list[float]:
+        return (await self.embedder.embed([text], task="query"))[0]
 
     def _title_terms(self, title: str) -> frozenset[int]:
         return frozenset(self.sparse_encoder.encode_query(title_words(title)).indices)
