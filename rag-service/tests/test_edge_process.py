@@ -17,13 +17,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+from multiprocessing import Pipe
 from pathlib import Path
 
 import pytest
 
 from rag_service.errors import ServiceUnavailable
 from rag_service.storage.access import Access, access_filter
-from rag_service.storage.edge_process import EdgeProcessStore
+from rag_service.storage.edge_process import EdgeProcessStore, next_request
 from rag_service.storage.qdrant_edge import EdgeVectorStore
 from vector_store_support import A1_KERNEL, ALICE, ALL_POINTS, DIM, query, unit
 
@@ -80,7 +81,8 @@ async def test_a_killed_child_fails_the_call_in_flight_and_the_next_call_starts_
     await asyncio.sleep(0)  # one loop turn, not a timed wait: the task sends its request
     assert not in_flight.done()
     os.kill(first, signal.SIGKILL)
-    with pytest.raises(ServiceUnavailable, match="exited"):
+    # "exited" once the request was written, "gone" if the kill came first: both a 503.
+    with pytest.raises(ServiceUnavailable, match="the Qdrant Edge process"):
         await in_flight
     wait_exited(first)
 
@@ -217,7 +219,7 @@ async def test_the_child_flushes_and_exits_when_the_server_dies(tmp_path: Path):
     server = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import asyncio, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from rag_service.storage.edge_process import EdgeProcessStore
+        from rag_service.storage.edge_process import EdgeProcessStore, next_request
         from vector_store_support import ALL_POINTS, DIM
 
         async def main():
@@ -242,3 +244,20 @@ async def test_the_child_flushes_and_exits_when_the_server_dies(tmp_path: Path):
         os.close(pidfd)
     # The shard is released, with every acknowledged point.
     assert await points_after_reopening(tmp_path / "shard") == 3
+
+
+def test_the_child_answers_waiting_reads_before_waiting_writes_which_keep_their_order():
+    """While an ingestion's upserts queue in the child, a search sent after them goes first."""
+    server, child = Pipe()
+    for request in [(0, "upsert", ("a",)), (1, "delete", ("b",)), (2, "search", ()), (3, "upsert", ("c",)),
+                    (4, "count", ())]:
+        server.send(request)
+    waiting: list = []
+    answered = [next_request(child, waiting)[0] for _ in range(5)]
+    assert answered == [2, 4, 0, 1, 3]
+    server.send((5, "upsert", ("d",)))
+    server.close()
+    # The server is gone: what it sent is still handed out, then end of file.
+    assert next_request(child, waiting)[0] == 5
+    with pytest.raises(EOFError):
+        next_request(child, waiting)

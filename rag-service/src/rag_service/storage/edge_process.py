@@ -15,8 +15,9 @@ pickles, writes and reads a socket, which releases the GIL (bench/health_under_s
   URL): it needs only the shard's path, collection and dimension, given on its command line.
 - Calls from any number of coroutines: each gets a request id and a future; one sender
   thread writes requests (a large upsert never blocks the event loop on a full socket), one
-  reader thread resolves the futures. The child answers in order, one call at a time: Edge
-  holds the child's GIL per call anyway, and writes are serialized there by the store's lock.
+  reader thread resolves the futures. The child answers one call at a time (Edge holds the
+  child's GIL per call anyway, and writes are serialized there by the store's lock): waiting
+  reads before waiting writes, writes in the order sent (`next_request`).
 - The child dies (crash, OOM kill): calls in flight fail with `ServiceUnavailable` (503),
   and the next call starts a new child, which reopens the shard (Qdrant's write-ahead log
   keeps every acknowledged write). `healthy()` reports a dead child as down (and restarts
@@ -59,6 +60,9 @@ STOP_TIMEOUT_SECONDS = 4.0
 # child runs the same code.
 CHILD_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "LD_LIBRARY_PATH", "PYTHONHOME")
 CLOSE = "close"
+# Calls that change nothing: in the child they go before queued writes (`next_request`).
+READS = frozenset({"search", "count", "healthy"})
+Request = tuple[int, str, tuple[Any, ...]]  # request id, method, arguments
 
 
 class EdgeProcessStore:
@@ -188,7 +192,14 @@ class _Child:
 
     @property
     def alive(self) -> bool:
-        return self._gone is None and self.process.poll() is None
+        if self._gone is not None or self.process.returncode is not None:
+            return False
+        try:
+            # Not Popen.poll(): it answers "running" while another thread (the reader) holds
+            # its lock to reap the child. This looks without reaping and without that lock.
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:  # reaped already
+            return False
 
     @property
     def exit_code(self) -> int | None:
@@ -279,10 +290,11 @@ async def _serve(connection: Connection, path: str, collection: str, dimension: 
     from rag_service.storage.qdrant_edge import EdgeVectorStore
 
     store = EdgeVectorStore(path, collection=collection, dimension=dimension)
+    waiting: list[Request] = []
     try:
         while True:
             try:
-                request_id, method, args = connection.recv()
+                request_id, method, args = next_request(connection, waiting)
             except EOFError:  # the server is gone
                 return
             if method == CLOSE:
@@ -303,6 +315,27 @@ async def _serve(connection: Connection, path: str, collection: str, dimension: 
         return
     finally:
         await store.close()
+
+
+def next_request(connection: Connection, waiting: list[Request]) -> Request:
+    """The next call to answer: the oldest waiting read, else the oldest write.
+
+    Every request that has arrived is read first, so a search sent while an ingestion's
+    upserts queue here overtakes them instead of waiting for each (a search's latency during
+    a bulk ingestion). Only calls that are in flight together are reordered, and writes keep
+    their order among themselves, so nothing a caller has been answered about changes.
+    """
+    while not waiting or connection.poll(0):
+        try:
+            waiting.append(connection.recv())
+        except EOFError:
+            if not waiting:
+                raise
+            break  # the server is gone: answer what it sent (nobody reads it) and stop
+    for position, (_, method, _) in enumerate(waiting):
+        if method in READS:
+            return waiting.pop(position)
+    return waiting.pop(0)
 
 
 def main(argv: list[str] | None = None) -> None:
