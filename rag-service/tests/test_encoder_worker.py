@@ -275,6 +275,37 @@ async def test_an_idle_query_lane_borrows_ingestion_and_a_query_interrupts_it(on
     assert documents.count(interrupted) == 2 and sorted(set(documents)) == chunks
 
 
+async def test_a_query_lane_borrows_ingestion_only_after_a_quiet_spell_without_searches(onnx_minilm):
+    """While searches keep arriving a borrowed sub-batch would be interrupted before it ends:
+    the query lane leaves ingestion to the first lane until no query came for a while."""
+    now = [1000.0]  # the worker's clock: moved by the test only
+    probe = InterruptibleProbe(onnx_minilm)
+    for text in ("busy 0", "quiet 0", "quiet 1"):
+        probe.hold(text)
+    worker = EncoderWorker(probe, query_wait_seconds=0, query_lanes=1, interruptible=True,
+                           borrow_after_quiet_seconds=0.5, clock=lambda: now[0], name="enc")
+    try:
+        await worker.encode(["a search"], "query")
+        busy = [asyncio.create_task(worker.encode([f"busy {i}"], "document", account="a")) for i in range(3)]
+        await asyncio.to_thread(probe.holding["busy 0"].wait, 60)
+        now[0] += 0.4  # still within the quiet spell: the idle query lane does not borrow
+        probe.released["busy 0"].set()
+        await asyncio.gather(*busy)
+        assert {name for priority, name, _ in probe.calls if priority == "document"} == {"enc"}
+
+        now[0] += 0.1  # half a second without a search: the query lane borrows again
+        quiet = [asyncio.create_task(worker.encode([f"quiet {i}"], "document", account="a")) for i in range(2)]
+        await asyncio.to_thread(probe.holding["quiet 0"].wait, 60)
+        await asyncio.to_thread(probe.holding["quiet 1"].wait, 60)  # both lanes inside a sub-batch
+        for text in ("quiet 0", "quiet 1"):
+            probe.released[text].set()
+        await asyncio.gather(*quiet)
+    finally:
+        worker.close()
+    lanes = {texts[0]: name for priority, name, texts in probe.calls if priority == "document"}
+    assert {lanes["quiet 0"], lanes["quiet 1"]} == {"enc", "enc-query-1"}
+
+
 async def test_ingestion_sub_batches_of_two_accounts_share_the_lane_fairly(onnx_minilm):
     probe = InterruptibleProbe(onnx_minilm)
     probe.hold("flood 0")

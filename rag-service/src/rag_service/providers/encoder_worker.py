@@ -7,12 +7,14 @@ run side by side and go further than one two-threaded call. So there are `1 + qu
 lanes, each running one single-threaded call at a time:
 - the first lane runs queries first, then ingestion sub-batches: ingestion always makes
   progress, even under a flood of searches;
-- the other lanes ("query lanes") run queries first too. When no query waits they also
-  *borrow* ingestion sub-batches, but only from an interruptible encoder (ONNX Runtime:
-  `RunOptions.terminate`): a query that finds no idle lane interrupts a borrowed sub-batch,
-  which goes back to the front of its queue, and the lane serves the query at once. So a
-  bulk ingestion uses every core, and a search still never waits behind ingestion (torch
-  cannot be interrupted: its query lanes never borrow).
+- the other lanes ("query lanes") run queries first too. When no query waits, and none has
+  arrived for `borrow_after_quiet_seconds`, they also *borrow* ingestion sub-batches, but
+  only from an interruptible encoder (ONNX Runtime: `RunOptions.terminate`): a query that
+  finds no idle lane interrupts a borrowed sub-batch, which goes back to the front of its
+  queue, and the lane serves the query at once. So a bulk ingestion uses every core, and a
+  search still never waits behind ingestion (torch cannot be interrupted: its query lanes
+  never borrow). While searches keep coming, ingestion keeps to the first lane: a borrowed
+  sub-batch would only be interrupted again, its work lost, and the query lane stays free.
 Queues:
 - queries: a search waits for these. A free lane takes every waiting query (up to
   `max_query_batch` texts), lingers `query_wait_seconds` for more to arrive, and encodes
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -51,6 +54,11 @@ Priority = Literal["query", "document"]
 EncodeFn = Callable[..., list[list[float]]]
 # Queue of ingestion work nobody claimed for an account (tools, maintenance).
 SYSTEM_ACCOUNT = ""
+# A query lane borrows an ingestion sub-batch only once no query has arrived for this long:
+# about one sub-batch's run (16 chunks of 200 tokens on one core: ~0.3-0.5 s measured).
+# While searches keep coming, a borrowed sub-batch would be interrupted before it finished,
+# its work thrown away, and the core it burnt taken from the searches.
+BORROW_AFTER_QUIET_SECONDS = 0.5
 
 
 class EncoderUnavailable(RuntimeError):
@@ -146,11 +154,16 @@ class EncoderWorker:
         query_wait_seconds: float = 0.002,
         query_lanes: int = 0,
         interruptible: bool = False,
+        borrow_after_quiet_seconds: float = BORROW_AFTER_QUIET_SECONDS,
         run_timeout_seconds: float = 120.0,
         on_batch: Callable[[Priority, int], None] | None = None,
         name: str = "encoder",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._encode = encode
+        self.borrow_after_quiet_seconds = max(0.0, borrow_after_quiet_seconds)
+        self._clock = clock
+        self._last_query_at = -math.inf
         self.max_query_batch = max(1, max_query_batch)
         self.query_wait_seconds = max(0.0, query_wait_seconds)
         self.interruptible = interruptible
@@ -186,6 +199,7 @@ class EncoderWorker:
             if self._closed:
                 raise EncoderClosed("the encoder is shut down")
             if priority == "query":
+                self._last_query_at = self._clock()
                 self._queries.append(job)
                 self._preempt_for_query()
             else:
@@ -393,18 +407,20 @@ class EncoderWorker:
                 start += len(job.texts)
 
     def _next_jobs(self, lane: _Lane, me: threading.Thread) -> tuple[Priority, list[_Job]] | None:
-        takes_documents = lane.primary or lane.borrows
         while True:
             if self._closed or lane.thread is not me:
                 return None
             if self._queries:
                 break
-            if takes_documents and self._documents:
+            quiet_in = None  # seconds until this query lane may borrow the waiting ingestion
+            if self._documents and lane.borrows:
+                quiet_in = self._last_query_at + self.borrow_after_quiet_seconds - self._clock()
+            if self._documents and (lane.primary or (quiet_in is not None and quiet_in <= 0)):
                 job = self._take_document()
                 if job is not None:
                     return "document", [job]
                 continue
-            self._ready.wait()
+            self._ready.wait(quiet_in)  # woken by new work, or when the quiet spell is over
         jobs = self._take_queries([], 0)
         size = sum(len(job.texts) for job in jobs)
         deadline = time.monotonic() + self.query_wait_seconds
