@@ -340,3 +340,62 @@ def test_the_bwrap_command_isolates_and_hides_a_data_folder_inside_a_bind(tmp_pa
     assert argv[argv.index("--tmpfs", argv.index("--ro-bind")) + 1] == inside  # covered after the binds
     assert str(tmp_path) not in argv  # outside every bind: simply absent
     assert argv[-4:] == ["--", "python", "-c", "pass"]
+
+
+EXTRACT_ONE = """
+import asyncio, sys
+from rag_service.documents.extraction import ExtractionLimits
+from rag_service.documents.sandbox import ExtractionPool, SandboxLimits
+
+async def main():
+    mode, hidden = sys.argv[1], tuple(sys.argv[2:])
+    pool = ExtractionPool(SandboxLimits(workers=1, isolation=mode, hidden_paths=hidden), ExtractionLimits())
+    try:
+        for _ in range(2):
+            try:
+                print("read:", (await pool.extract("notes.txt", b"plain text")).content)
+            except Exception as exc:
+                print(f"{type(exc).__name__}: {exc}")
+    finally:
+        await pool.aclose()
+
+asyncio.run(main())
+"""
+
+
+async def extract_one_in_a_process(python: str, mode: str, *hidden: str) -> list[str]:
+    """EXTRACT_ONE run by `python` (each scenario gets a fork server of its own); its answers."""
+    import asyncio
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    process = await asyncio.create_subprocess_exec(python, "-c", EXTRACT_ONE, mode, *hidden, env=env,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, err.decode()[-2000:]
+    return out.decode().strip().splitlines()
+
+
+@pytest.mark.parametrize("mode", ISOLATING_MODES)
+async def test_a_virtualenv_reached_through_a_symlink_runs_isolated_workers(tmp_path, mode) -> None:
+    """A release folder (`current -> releases/...`) or a shared checkout: the interpreter's
+    path leads elsewhere, and the sandbox must still find it under that name."""
+    from pathlib import Path
+
+    require_isolation(mode)
+    linked = tmp_path / "current-venv"
+    linked.symlink_to(Path(sys.prefix).resolve(), target_is_directory=True)
+    python = linked / "bin" / Path(sys.executable).name
+    assert await extract_one_in_a_process(str(python), mode) == ["read: plain text"] * 2
+
+
+async def test_workers_that_cannot_start_are_a_503_not_the_uploads_fault() -> None:
+    """A bwrap sandbox that hides the service's own libraries: no worker can start. Every
+    upload is told the service is unavailable, never that its file was over a limit. (Under
+    Landlock the fork server imports them before it is confined: nothing to break that way.)"""
+    import site
+
+    require_bwrap()
+    answers = await extract_one_in_a_process(sys.executable, "bwrap", *site.getsitepackages())
+    assert answers == ["ServiceUnavailable: file extraction is unavailable: its workers cannot start; "
+                       "try again later"] * 2

@@ -95,14 +95,15 @@ class IsolationPlan:
         argv = [self.bwrap, "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                 "--clearenv", "--new-session", "--proc", "/proc", "--dev", "/dev", "--bind", "/dev/shm", "/dev/shm",
                 "--perms", "1777", "--size", str(PRIVATE_TMP_BYTES), "--tmpfs", "/tmp", "--chdir", "/tmp"]
-        for link, target in self.links:
-            argv += ["--symlink", target, link]
         # bwrap would create the binds' parent folders 0700 (root only): a worker that has
         # become nobody could then not import anything it had not imported before.
-        parents = sorted({str(parent) for path in self.read_only for parent in Path(path).parents if str(parent) != "/"},
+        parents = sorted({str(parent) for path in (*self.read_only, *(link for link, _ in self.links))
+                          for parent in Path(path).parents if str(parent) != "/"},
                          key=lambda parent: (parent.count("/"), parent))
         for parent in parents:
             argv += ["--perms", "0755", "--dir", parent]
+        for link, target in self.links:
+            argv += ["--symlink", target, link]
         for path in self.read_only:
             argv += ["--ro-bind", path, path]
         for path in self.hidden:
@@ -156,6 +157,7 @@ def plan_isolation(mode: str, *, production: bool, hidden_paths: tuple[str, ...]
 def _bwrap_plan(program: str, hidden_paths: tuple[str, ...]) -> IsolationPlan:
     read_only = _python_paths()
     links = tuple((link, os.readlink(link)) for link in MERGED_USR_LINKS if os.path.islink(link))
+    links += _interpreter_links()
     read_only += tuple(path for path in (*SYSTEM_READ_ONLY, *MERGED_USR_LINKS)
                        if os.path.exists(path) and not os.path.islink(path))
     read_only = _outermost(read_only)
@@ -218,6 +220,19 @@ def _python_paths() -> tuple[str, ...]:
     # The interpreter binary may be a link out of the virtualenv (pyenv, /usr/local).
     paths.add(str(Path(sys.executable).resolve().parent.parent))
     return tuple(str(Path(p).resolve()) for p in paths if p and os.path.isdir(p))
+
+
+def _interpreter_links() -> tuple[tuple[str, str], ...]:
+    """Links at the paths the fork server is started by when they lead elsewhere: the
+    sandbox binds the resolved folders only, and a virtualenv reached through a symlink
+    (a release folder `current -> releases/...`, a shared checkout) must still be found
+    under the name `sys.executable` has."""
+    links = []
+    for path in {sys.prefix, sys.exec_prefix}:
+        resolved = str(Path(path).resolve())
+        if os.path.isabs(path) and resolved != os.path.normpath(path):
+            links.append((os.path.normpath(path), resolved))
+    return tuple(sorted(links))
 
 
 def _outermost(paths: tuple[str, ...]) -> tuple[str, ...]:

@@ -165,6 +165,11 @@ def extract_in_worker(filename: str | None, data: bytes, limits: ExtractionLimit
         raise Unprocessable(f"{sanitize_source_name(filename)!r} could not be read: {type(exc).__name__}") from None
 
 
+def worker_ready() -> bool:
+    """A task that needs nothing: whether workers can start at all (`ExtractionPool`)."""
+    return True
+
+
 def worker_facts(read_paths: tuple[str, ...] = (), connect_to: tuple[str, int] | None = None,
                  server_pid: int | None = None, write_paths: tuple[str, ...] = ()) -> dict[str, object]:
     """What a worker looks like from inside (tests check the sandbox with it): its limits,
@@ -347,6 +352,9 @@ class _IsolatedForkServer(forkserver.ForkServer):
 FORK_SERVER = _IsolatedForkServer()
 
 
+UNAVAILABLE = "file extraction is unavailable: its workers cannot start; try again later"
+
+
 class ExtractionPool:
     """A pebble process pool of sandboxed extraction workers, owned by the `Runtime`."""
 
@@ -391,7 +399,11 @@ class ExtractionPool:
             future = pool.schedule(function, args=args, timeout=self.sandbox.timeout_seconds)
         except RuntimeError:  # pebble refuses tasks once it has marked itself broken
             pool = self._replace(pool)
-            future = pool.schedule(function, args=args, timeout=self.sandbox.timeout_seconds)
+            try:
+                future = pool.schedule(function, args=args, timeout=self.sandbox.timeout_seconds)
+            except RuntimeError:  # broken again at once: its workers cannot start
+                log.error("extraction workers cannot start (see the fork server's output above)")
+                raise ServiceUnavailable(UNAVAILABLE) from None
         self._in_flight.add(future)
         future.add_done_callback(self._in_flight.discard)
         return pool, future
@@ -430,11 +442,26 @@ class ExtractionPool:
                     raise ServiceUnavailable("file extraction is shutting down; try again later") from None
                 self._replace(pool)
                 if attempt == 2:
+                    if not await self._workers_start():
+                        raise ServiceUnavailable(UNAVAILABLE) from None
                     raise self._memory_limit(name) from None
             except RuntimeError as exc:  # the pool was stopped under this task (shutdown)
                 log.warning("extraction pool stopped during a task: %s", type(exc).__name__)
                 raise ServiceUnavailable("file extraction is shutting down; try again later") from None
         raise AssertionError("unreachable")
+
+    async def _workers_start(self) -> bool:
+        """Whether a worker of a fresh pool runs a task that needs nothing. Asked when a file
+        broke the pool twice: was it the file (over the memory limit) or can no worker start
+        here at all (a sandbox that cannot import the service), which no upload should be
+        blamed for?"""
+        pool, future = self._schedule(worker_ready)
+        try:
+            return await asyncio.wrap_future(future)
+        except (BrokenProcessPool, pebble.ProcessExpired, FutureTimeoutError):
+            self._replace(pool)
+            log.error("extraction workers cannot start (see the fork server's output above)")
+            return False
 
     def _memory_limit(self, name: str) -> PayloadTooLarge:
         return PayloadTooLarge(
