@@ -194,6 +194,8 @@ class _Child:
     def alive(self) -> bool:
         if self._gone is not None or self.process.returncode is not None:
             return False
+        if not hasattr(os, "waitid"):  # macOS: no waitid; poll() may say "running" for a moment
+            return self.process.poll() is None
         try:
             # Not Popen.poll(): it answers "running" while another thread (the reader) holds
             # its lock to reap the child. This looks without reaping and without that lock.
