@@ -115,10 +115,12 @@ async def test_a_crashed_holder_frees_its_slot(replicas: tuple[AsyncEngine, Asyn
     assert all(slot is not None for slot in held)
     assert await PostgresAccountSlots(survivor).try_claim(account, PER_ACCOUNT) is None
 
-    # The crashing replica's connections end without releasing anything.
+    # The crashing replica's connections end without releasing anything. The timeout makes
+    # pg_terminate_backend wait until each session has ended (and its locks are gone): without
+    # it, it returns once the signal is sent (CI once claimed before a backend had exited).
     async with survivor.connect() as admin:
         ended = await admin.scalar(text(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 30000)) FROM pg_locks "
             "WHERE locktype = 'advisory' AND classid = :namespace "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ), {"namespace": INGEST_SLOT_NAMESPACE})
