@@ -192,6 +192,42 @@ async def test_local_embedder_micro_batches_concurrent_searches(tmp_path):
         np.testing.assert_allclose(batched, alone, atol=1e-5)
 
 
+async def test_queries_queued_together_run_on_both_idle_lanes_side_by_side(torch_minilm):
+    """Parallel before batched: with a lane idle, a lane takes one query and leaves the next
+    to it. Each call waits until both are running, which only two lanes at once can do."""
+    both_running = threading.Barrier(2, timeout=30)
+    threads: list[str] = []
+
+    def meeting(texts: list[str], priority: str) -> list[list[float]]:
+        threads.append(threading.current_thread().name)
+        both_running.wait()  # BrokenBarrierError (the test fails) if the queries shared a call
+        return torch_minilm.encode(texts, priority)
+
+    worker = EncoderWorker(meeting, query_wait_seconds=0.05, query_lanes=1, name="enc")
+    try:
+        first, second = await asyncio.gather(worker.encode(QUERIES[:2], "query"), worker.encode(QUERIES[2:4], "query"))
+    finally:
+        worker.close()
+    assert sorted(threads) == ["enc", "enc-query-1"]
+    np.testing.assert_allclose([*first, *second], torch_minilm.encode(QUERIES[:4]), atol=1e-5)
+
+
+async def test_local_embedder_splits_a_long_query_call_between_the_lanes(tmp_path):
+    """An extractive answer embeds its question and 8 sentences at query priority: two
+    parts, one per lane, with the same vectors as one call."""
+    texts = [*QUERIES, "the ninth text"]
+    embedder = LocalEmbedder(Settings(data_dir=tmp_path, embedding_query_workers=1))
+    try:
+        before = query_calls()
+        vectors = await embedder.embed(texts, task="query")
+        calls = query_calls() - before
+        alone = [(await embedder.embed([text], task="query"))[0] for text in texts]
+    finally:
+        await embedder.aclose()
+    assert calls == 2
+    np.testing.assert_allclose(vectors, alone, atol=1e-5)
+
+
 async def test_local_embedder_after_close_is_unavailable(tmp_path):
     embedder = LocalEmbedder(Settings(data_dir=tmp_path))
     await embedder.aclose()

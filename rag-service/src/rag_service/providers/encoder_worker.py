@@ -18,7 +18,9 @@ lanes, each running one single-threaded call at a time:
 Queues:
 - queries: a search waits for these. A free lane takes every waiting query (up to
   `max_query_batch` texts), lingers `query_wait_seconds` for more to arrive, and encodes
-  them in one call: 16 concurrent searches cost one or two encoder calls, not 16.
+  them in one call: 16 concurrent searches cost one or two encoder calls, not 16. While
+  another lane is idle it takes one query only and leaves the next to that lane: parallel
+  before batched (LocalEmbedder splits a long query-priority call in parts for this).
 - documents: ingestion sub-batches, one queue per account. Lanes serve the waiting account
   that has been served the fewest texts (start-time fair queueing: an account that
   becomes active starts at the least-served active account's count, so idle time earns no
@@ -235,6 +237,10 @@ class EncoderWorker:
             if lane.control is not None:
                 lane.control.interrupt()
 
+    @property
+    def lane_count(self) -> int:
+        return len(self._lanes)
+
     def queued(self, priority: Priority) -> int:
         """Jobs of `priority` waiting for a lane (not counting those running)."""
         with self._ready:
@@ -421,6 +427,11 @@ class EncoderWorker:
                     return "document", [job]
                 continue
             self._ready.wait(quiet_in)  # woken by new work, or when the quiet spell is over
+        if self._another_lane_idle(lane):
+            # Parallel before batched: the next query goes to the idle lane, which is woken
+            # for it (an extractive answer's sentences, split in parts, encode side by side).
+            jobs = self._take_queries([], 0, limit=1)
+            return ("query", jobs) if jobs else self._next_jobs(lane, me)
         jobs = self._take_queries([], 0)
         size = sum(len(job.texts) for job in jobs)
         deadline = time.monotonic() + self.query_wait_seconds
@@ -441,9 +452,16 @@ class EncoderWorker:
             return self._next_jobs(lane, me)
         return "query", jobs
 
-    def _take_queries(self, jobs: list[_Job], size: int) -> list[_Job]:
-        """Move waiting queries into `jobs` while they fit (at least one, when any waits)."""
-        while self._queries and (not jobs or size + len(self._queries[0].texts) <= self.max_query_batch):
+    def _another_lane_idle(self, lane: _Lane) -> bool:
+        return any(other is not lane and not other.jobs and not other.retired and other.thread is not None
+                   for other in self._lanes)
+
+    def _take_queries(self, jobs: list[_Job], size: int, limit: int | None = None) -> list[_Job]:
+        """Move waiting queries into `jobs` while they fit (at least one, when any waits), at
+        most `limit` jobs."""
+        while self._queries and (not jobs or size + len(self._queries[0].texts) <= self.max_query_batch) and (
+            limit is None or len(jobs) < limit
+        ):
             job = self._queries.popleft()
             if job.abandoned:
                 continue

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
+# A query-priority call is split between the encoder's lanes when each part gets at least
+# this many texts (an extractive answer embeds its question and 8 sentences: two parts).
+MIN_QUERY_TEXTS_PER_LANE = 4
 
 __all__ = ["DIMENSION", "MAX_TOKENS", "MODEL_NAME", "LocalEmbedder", "load_sentence_transformer"]
 
@@ -93,13 +96,22 @@ class LocalEmbedder:
     async def embed(self, texts: list[str], task: EmbedTask = "document") -> list[list[float]]:
         # MiniLM is symmetric: queries and documents are embedded the same way; the task
         # only decides the queue (queries first, and micro-batched together).
+        if not texts:
+            return []
         if task == "query":
-            return await self._encode(list(texts), task, "")
-        # Documents go in sub-batches, all queued at once: every idle lane takes one, and
-        # a query waits behind one sub-batch at most (or interrupts a borrowed one).
-        account = embedding_account.get()
-        step = self.batch_size
+            # Many query-priority texts at once (an extractive answer's question and
+            # candidate sentences) go in one part per lane: idle lanes encode them side by side.
+            account = ""
+            parts = max(1, min(self._worker.lane_count, len(texts) // MIN_QUERY_TEXTS_PER_LANE))
+            step = -(-len(texts) // parts)
+        else:
+            # Documents go in sub-batches, all queued at once: every idle lane takes one, and
+            # a query waits behind one sub-batch at most (or interrupts a borrowed one).
+            account = embedding_account.get()
+            step = self.batch_size
         batches = [list(texts[start : start + step]) for start in range(0, len(texts), step)]
+        if len(batches) == 1:
+            return await self._encode(batches[0], task, account)
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._encode(batch, task, account)) for batch in batches]
