@@ -219,7 +219,7 @@ async def test_the_child_flushes_and_exits_when_the_server_dies(tmp_path: Path):
     server = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import asyncio, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from rag_service.storage.edge_process import EdgeProcessStore, next_request
+        from rag_service.storage.edge_process import EdgeProcessStore
         from vector_store_support import ALL_POINTS, DIM
 
         async def main():

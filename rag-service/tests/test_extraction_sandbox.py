@@ -168,6 +168,17 @@ def require_isolation(mode: str) -> None:
 
 ISOLATING_MODES = ["bwrap", "landlock"]
 
+async def script_output(python: str, script: str, *args: str, env: dict[str, str]) -> str:
+    """What `python -c script args...` printed; it must exit 0 (its stderr otherwise) within 120 s."""
+    import asyncio
+
+    process = await asyncio.create_subprocess_exec(python, "-c", script, *args, env=env,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, err.decode()[-2000:]
+    return out.decode()
+
+
 PROBE = """
 import asyncio, json, os, sys
 from rag_service.documents.extraction import ExtractionLimits
@@ -224,17 +235,15 @@ async def test_a_worker_cannot_read_the_servers_secrets_data_or_network(tmp_path
     _, writer = await asyncio.open_connection("127.0.0.1", port)  # reachable from outside the sandbox
     writer.close()
     env = {**os.environ, "DATABASE_URL": secret, "METRICS_TOKEN": "metrics-s3cr3t", "GEMINI_API_KEY": "gem-s3cr3t"}
-    process = await asyncio.create_subprocess_exec(sys.executable, "-c", PROBE, str(data_dir), str(port), mode,
-                                                   host_tmp_file, env=env,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    server.close()
-    assert process.returncode == 0, err.decode()[-2000:]
-    facts = json.loads(out.decode().strip().splitlines()[-1])
+    try:
+        out = await script_output(sys.executable, PROBE, str(data_dir), str(port), mode, host_tmp_file, env=env)
+    finally:
+        server.close()
+    facts = json.loads(out.strip().splitlines()[-1])
 
     assert (facts["isolated"], facts["mode"]) == (True, mode)
     for value in (secret, "metrics-s3cr3t", "gem-s3cr3t"):
-        assert value not in out.decode()
+        assert value not in out
     assert not {"DATABASE_URL", "METRICS_TOKEN", "GEMINI_API_KEY"} & set(facts["environ"])
     assert facts["server_environ"] in SERVER_ENVIRON[mode]
     assert facts["readable"][str(data_dir / "rag.db")] == OUTSIDE[mode]
@@ -365,15 +374,10 @@ asyncio.run(main())
 
 async def extract_one_in_a_process(python: str, mode: str, *hidden: str) -> list[str]:
     """EXTRACT_ONE run by `python` (each scenario gets a fork server of its own); its answers."""
-    import asyncio
     import os
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    process = await asyncio.create_subprocess_exec(python, "-c", EXTRACT_ONE, mode, *hidden, env=env,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode == 0, err.decode()[-2000:]
-    return out.decode().strip().splitlines()
+    return (await script_output(python, EXTRACT_ONE, mode, *hidden, env=env)).strip().splitlines()
 
 
 @pytest.mark.parametrize("mode", ISOLATING_MODES)
