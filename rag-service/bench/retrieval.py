@@ -21,6 +21,9 @@ the paired difference. Query types: the dataset's description queries, by manual
 their page, and the user-phrased questions of `--questions` (default for manpages-dev:
 bench/datasets/manpages-dev-qa.jsonl, its answerable questions, each judged against its one
 page, matched by title); `--limit-docs N` keeps those questions' pages besides the first N.
+The held-out questions (bench/manpages_qa_heldout.jsonl, never used to choose anything) are
+judged in the per-type tables only, as their own type, outside "all": they check that a
+ranking chosen on the dev queries does not hurt questions it was not chosen on.
 
 `--store both` ingests once into Qdrant Edge and a pgvector table together (the same chunks
 and vectors), then evaluates both and prints their hybrid nDCG@10 side by side. pgvector runs
@@ -70,13 +73,17 @@ USER = "bench-user"
 K = 10
 MODES = ("keyword", "dense", "hybrid")
 QUESTIONS = {"manpages-dev": Path(__file__).resolve().parent / "datasets" / "manpages-dev-qa.jsonl"}
+HELDOUT_QUESTIONS = {"manpages-dev": Path(__file__).resolve().parent / "manpages_qa_heldout.jsonl"}
+HELDOUT = "held-out question"
 RANKINGS = {"convex": DEFAULT_RANKING, "store": BASELINE_RANKING}
+# The default before its lead-passage term (search/ranking.py), for the comparison table.
+WITHOUT_LEAD = replace(DEFAULT_RANKING, lead_weight=0.0)
 
 
 # --- dataset --------------------------------------------------------------------------
 
 
-def load_questions(path: Path | None, corpus: list[dict]) -> dict[str, tuple[str, str]]:
+def load_questions(path: Path | None, corpus: list[dict], prefix: str = "question-") -> dict[str, tuple[str, str]]:
     """Answerable questions of a qa.jsonl -> {query id: (question, corpus id)}, the page found by title
     (the ids of a corpus rebuilt on another machine differ; titles do not)."""
     if path is None or not path.is_file():
@@ -85,7 +92,7 @@ def load_questions(path: Path | None, corpus: list[dict]) -> dict[str, tuple[str
     questions = {}
     for item in map(json.loads, path.open(encoding="utf-8")):
         if item.get("kind") == "answerable" and item.get("title") in by_title:
-            questions[f"question-{item['id']}"] = (item["question"], by_title[item["title"]])
+            questions[f"{prefix}{item['id']}"] = (item["question"], by_title[item["title"]])
     return questions
 
 
@@ -120,6 +127,9 @@ def query_types(corpus: list[dict], qrels: dict[str, dict[str, int]]) -> dict[st
     for query_id, relevant in qrels.items():
         if query_id.startswith("question-"):
             types[query_id] = "question"
+            continue
+        if query_id.startswith("heldout-"):
+            types[query_id] = HELDOUT
             continue
         title = titles.get(next(d for d, s in relevant.items() if s > 0), "")
         section = title.rpartition("(")[2][:1] if "(" in title else "?"
@@ -343,8 +353,11 @@ class PrecomputedQueryEmbedder:
         self.cache: dict[str, list[float]] = {}
 
     async def prefill(self, texts: list[str]) -> None:
-        vectors = await self.inner.embed([t.strip() for t in texts], task="query")
-        self.cache.update(zip((t.strip() for t in texts), vectors))
+        stripped = [t.strip() for t in texts]
+        # In parts: one call of 1,000+ queries would outlast the encoder's per-call timeout.
+        for start in range(0, len(stripped), 64):
+            part = stripped[start : start + 64]
+            self.cache.update(zip(part, await self.inner.embed(part, task="query")))
 
     async def embed(self, texts: list[str], task: str = "document") -> list[list[float]]:
         if task == "query" and all(t in self.cache for t in texts):
@@ -368,6 +381,7 @@ def sweep_grid() -> list[dict[str, Any]]:
     # The service's ranking with one part changed at a time (its ablation).
     grid += [{"mode": "hybrid", "per_doc": 2, "ranking": replace(DEFAULT_RANKING, **change)} for change in (
         {"aggregate_documents": False}, {"dense_weight": 0.5}, {"dense_weight": 0.7},
+        {"lead_weight": 0.0}, {"lead_weight": 0.2}, {"lead_weight": 0.5},
         {"title_weight": 0.1}, {"title_weight": 0.2})]
     return grid
 
@@ -403,6 +417,10 @@ async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report
     if not args.use_questions:
         args.questions = None
     corpus, queries, qrels = load_dataset(args.dataset, args.limit_docs, args.questions)
+    heldout = load_questions(HELDOUT_QUESTIONS.get(args.dataset.name) if args.use_questions else None, corpus,
+                             prefix="heldout-")
+    heldout_queries = {query_id: question for query_id, (question, _) in heldout.items()}
+    qrels.update({query_id: {corpus_id: 1} for query_id, (_, corpus_id) in heldout.items()})
     types = query_types(corpus, qrels)
     if pgvector_url and args.work_dir:
         # The pgvector database is new each run: an Edge store reused from --work-dir would
@@ -416,7 +434,8 @@ async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report
                         # One user holds the whole corpus (over 1,000 documents): no per-user quota.
                         quota_max_documents=0, quota_max_characters=0,
                         # The query length limit is a service policy; the benchmark judges every query.
-                        max_query_chars=max(Settings().max_query_chars, *(len(q) for q in queries.values())))
+                        max_query_chars=max(Settings().max_query_chars,
+                                            *(len(q) for q in (*queries.values(), *heldout_queries.values()))))
     embedder, sparse = LocalEmbedder(settings), SparseEncoder()
     name = collection_name(settings.qdrant_collection_prefix, embedder.model_name, embedder.dimension)
     store = TunedEdgeStore(settings.data_dir / "qdrant" / name, collection=name, dimension=embedder.dimension,
@@ -449,9 +468,10 @@ async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report
             f"over-fetch {args.overfetch} x top_k, at most {args.per_doc} chunks per document"
             f"{'; Edge with an HNSW index (optimize)' if args.optimize else ''}. Hybrid ranking: {args.ranking} "
             f"({RANKINGS[args.ranking]}). Query types: "
-            + ", ".join(f"{name} {count}" for name, count in sorted(Counter(types.values()).items())) + ".")
+            + ", ".join(f"{name} {count}" for name, count in sorted(Counter(types.values()).items()))
+            + f" (the {len(heldout_queries)} held-out questions in the per-type tables only).")
         cached = PrecomputedQueryEmbedder(embedder)
-        await cached.prefill(list(queries.values()))
+        await cached.prefill([*queries.values(), *heldout_queries.values()])
         sample = dict(list(queries.items())[: args.latency_sample])
         per_store: dict[str, dict[str, list[float]]] = {}
         rows = []
@@ -481,16 +501,19 @@ async def run(args: argparse.Namespace, pgvector_url: str | None, report: Report
                              "Hybrid against each mode alone (paired, same queries)")
         ranked_store = stores.get("edge") or stores["pgvector"]
         by_ranking = {}
-        for name, ranking in (("store", BASELINE_RANKING), ("convex", DEFAULT_RANKING)):
+        for name, ranking in (("store", BASELINE_RANKING), ("no lead", WITHOUT_LEAD), ("convex", DEFAULT_RANKING)):
             service = SearchService(ranked_store, sparse, cached, settings, overfetch=args.overfetch,
                                     max_chunks_per_document=args.per_doc, ranking=ranking)
-            by_ranking[name] = await evaluate(service, queries, qrels, to_corpus, "hybrid")
-        report.table(["query type", "queries", "nDCG@10 before [95% CI]", "nDCG@10 after [95% CI]",
-                      "after - before [95% CI]", "better", "worse", "Recall@10 before", "Recall@10 after"],
-                     per_type_rows(by_ranking["store"], by_ranking["convex"], types),
+            by_ranking[name] = await evaluate(service, {**queries, **heldout_queries}, qrels, to_corpus, "hybrid")
+        columns = ["query type", "queries", "nDCG@10 before [95% CI]", "nDCG@10 after [95% CI]",
+                   "after - before [95% CI]", "better", "worse", "Recall@10 before", "Recall@10 after"]
+        where = f"{'Edge' if 'edge' in stores else 'pgvector'}, same run, paired over the same queries"
+        report.table(columns, per_type_rows(by_ranking["store"], by_ranking["convex"], types),
                      f"Hybrid before (`--ranking store`: the store's reciprocal rank fusion of chunks) and after "
-                     f"(`--ranking convex`: document-level score fusion in the service), per query type "
-                     f"({'Edge' if 'edge' in stores else 'pgvector'}, same run, paired over the same queries)")
+                     f"(`--ranking convex`: document-level score fusion in the service), per query type ({where})")
+        report.table(columns, per_type_rows(by_ranking["no lead"], by_ranking["convex"], types),
+                     f"The lead-passage term of the service's ranking: without it (lead_weight 0, the default "
+                     f"before) and with it (lead_weight {DEFAULT_RANKING.lead_weight:g}), per query type ({where})")
         if len(per_store) == 2:
             report.table(
                 ["mode", "Edge nDCG@10", "pgvector nDCG@10", "pgvector - Edge [95% CI]", "queries better", "worse"],
@@ -533,11 +556,13 @@ def per_type_rows(before: dict[str, Any], after: dict[str, Any], types: dict[str
     groups: dict[str, list[int]] = defaultdict(list)
     for position, query_id in enumerate(before["query_ids"]):
         groups[types[query_id]].append(position)
+        if types[query_id] == HELDOUT:  # judged on its own: "all" is the dev queries
+            continue
         groups["all"].append(position)
         if types[query_id] != "question":
             groups["all descriptions"].append(position)
     rows = []
-    for name in sorted(groups, key=lambda n: (n == "all", n == "question", n.startswith("all"), n)):
+    for name in sorted(groups, key=lambda n: (n == HELDOUT, n == "all", n == "question", n.startswith("all"), n)):
         at = groups[name]
         old = [before["per_query_ndcg"][i] for i in at]
         new = [after["per_query_ndcg"][i] for i in at]
@@ -552,8 +577,9 @@ def sweep_label(config: dict[str, Any]) -> str:
     parts = [config["mode"]]
     if "ranking" in config:
         r = config["ranking"]
-        return (f"hybrid, convex ranking: dense {r.dense_weight:g}, keyword {1 - r.dense_weight:g}, title "
-                f"{r.title_weight:g}, {'documents (MaxP)' if r.aggregate_documents else 'chunks alone'}")
+        return (f"hybrid, convex ranking: dense {r.dense_weight:g}, keyword {1 - r.dense_weight:g}, lead "
+                f"{r.lead_weight:g}, title {r.title_weight:g}, "
+                f"{'documents (MaxP)' if r.aggregate_documents else 'chunks alone'}")
     if config.get("fusion") == "dbsf":
         parts.append("DBSF fusion")
     elif config["mode"] == "hybrid":

@@ -1,5 +1,5 @@
-"""Hybrid ranking (search/ranking.py): score fusion, document aggregation and the title
-field, first on hand-made candidate lists, then through SearchService on every
+"""Hybrid ranking (search/ranking.py): score fusion, document aggregation, the lead passage
+and the title field, first on hand-made candidate lists, then through SearchService on every
 vector store (Qdrant Edge, qdrant-client local mode, pgvector) with MiniLM and BM25."""
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from rag_service.storage.vectors import ChunkHit, ChunkPoint
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
 ENCODER = SparseEncoder()
 TITLED = RankingConfig(title_weight=1.0)
+# The fusion and aggregation alone, for the tests of their arithmetic.
+NO_LEAD = RankingConfig(lead_weight=0.0)
 
 
 def hit(document: str, index: int, score: float = 0.0, title: str = "") -> ChunkHit:
@@ -46,10 +48,10 @@ def order(hits: list[ChunkHit]) -> list[str]:
 def test_scores_are_normalized_per_list_and_combined_by_weight() -> None:
     dense = [hit("a", 0, 0.9), hit("b", 0, 0.5)]
     keyword = [hit("b", 0, 10.0), hit("c", 0, 2.0)]
-    fused = fuse(dense, keyword, frozenset(), title_terms)
+    fused = fuse(dense, keyword, frozenset(), title_terms, NO_LEAD)
     assert order(fused) == ["a-0", "b-0", "c-0"]
     assert [h.score for h in fused] == pytest.approx([0.6, 0.4, 0.0])
-    keyword_leaning = fuse(dense, keyword, frozenset(), title_terms, RankingConfig(dense_weight=0.3))
+    keyword_leaning = fuse(dense, keyword, frozenset(), title_terms, RankingConfig(dense_weight=0.3, lead_weight=0.0))
     assert order(keyword_leaning)[0] == "b-0"
 
 
@@ -66,15 +68,43 @@ def test_a_document_gets_the_credit_of_its_best_chunk_in_each_list() -> None:
     # x matches by meaning in one passage and by terms in another; y's one chunk is second in both.
     dense = [hit("x", 0, 0.9), hit("y", 0, 0.8), hit("z", 0, 0.4)]
     keyword = [hit("x", 1, 9.0), hit("y", 0, 8.0), hit("z", 0, 4.0)]
-    chunks_alone = fuse(dense, keyword, frozenset(), title_terms, RankingConfig(aggregate_documents=False))
+    chunks_alone = fuse(dense, keyword, frozenset(), title_terms,
+                        RankingConfig(aggregate_documents=False, lead_weight=0.0))
     assert order(chunks_alone)[0] == "y-0"
-    aggregated = fuse(dense, keyword, frozenset(), title_terms)
+    aggregated = fuse(dense, keyword, frozenset(), title_terms, NO_LEAD)
     assert order(aggregated)[:3] == ["x-0", "x-1", "y-0"]
     scores = {h.id: h.score for h in aggregated}
     # The document's best chunk carries the document's score (1.0: best in both lists); its
     # other chunk keeps its distance below it.
     assert scores["x-0"] == pytest.approx(1.0)
     assert scores["x-1"] == pytest.approx(1.0 - (0.6 - 0.4))
+
+
+def test_a_document_whose_opening_matches_outranks_a_mention_further_in_another() -> None:
+    # "guide" matches in its first chunk; "log" in its fifth, a shade better in both lists.
+    dense = [hit("log", 4, 0.62), hit("guide", 0, 0.60), hit("noise", 0, 0.20)]
+    keyword = [hit("log", 4, 7.2), hit("guide", 0, 7.0), hit("noise", 0, 1.0)]
+    assert order(fuse(dense, keyword, frozenset(), title_terms, NO_LEAD))[:2] == ["log-4", "guide-0"]
+    fused = fuse(dense, keyword, frozenset(), title_terms)
+    assert order(fused)[:2] == ["guide-0", "log-4"]
+    scores = {h.id: h.score for h in fused}
+    # The lead adds lead_weight times the first chunk's own fused score to its document.
+    own = 0.6 * (0.60 - 0.20) / 0.42 + 0.4 * (7.0 - 1.0) / 6.2
+    assert scores["guide-0"] == pytest.approx(own * (1 + DEFAULT_RANKING.lead_weight))
+    assert scores["log-4"] == pytest.approx(1.0)
+
+
+def test_the_lead_bonus_lifts_every_chunk_of_its_document_alike() -> None:
+    dense = [hit("manual", 3, 0.9), hit("manual", 0, 0.5), hit("other", 2, 0.85), hit("noise", 0, 0.1)]
+    keyword = [hit("manual", 3, 6.0), hit("other", 2, 5.9), hit("noise", 0, 1.0)]
+    fused = fuse(dense, keyword, frozenset(), title_terms)
+    assert order(fused) == ["manual-3", "other-2", "manual-0", "noise-0"]
+    without_lead = {h.id: h.score for h in fuse(dense, keyword, frozenset(), title_terms, NO_LEAD)}
+    with_lead = {h.id: h.score for h in fused}
+    lift = with_lead["manual-3"] - without_lead["manual-3"]
+    assert lift > 0
+    assert with_lead["manual-0"] - without_lead["manual-0"] == pytest.approx(lift)
+    assert with_lead["other-2"] == pytest.approx(without_lead["other-2"])  # its first chunk is no candidate
 
 
 def test_a_title_match_outranks_a_body_mention_when_the_title_field_is_on() -> None:
@@ -94,7 +124,7 @@ def test_stemmed_title_terms_match_and_stopwords_do_not() -> None:
 
 
 def test_one_list_alone_and_equal_scores() -> None:
-    only_dense = fuse([hit("a", 0, 0.7), hit("b", 0, 0.7)], [], frozenset(), title_terms)
+    only_dense = fuse([hit("a", 0, 0.7), hit("b", 0, 0.7)], [], frozenset(), title_terms, NO_LEAD)
     assert [h.score for h in only_dense] == pytest.approx([0.6, 0.6])
     assert order(only_dense) == ["a-0", "b-0"]  # equal scores: by document id, deterministic
     assert fuse([], [], frozenset(), title_terms) == []
@@ -107,6 +137,8 @@ def test_bad_configurations_are_refused() -> None:
         RankingConfig(dense_weight=1.5)
     with pytest.raises(ValueError):
         RankingConfig(title_weight=-1)
+    with pytest.raises(ValueError):
+        RankingConfig(lead_weight=-0.1)
 
 
 # --- through SearchService on each store -----------------------------------------------
