@@ -421,3 +421,48 @@ async def test_a_name_with_a_version_number_is_mentioned_by_its_family(generator
     assert text.startswith("-m reserved-blocks-percentage: Set the percentage of the filesystem")
     # A family the sources never mention in any version is still missing.
     assert missing_names("How do I enable the jit in python3?", sources) == ["python3"]
+
+
+NOLOGIN = """DESCRIPTION
+       pam_nologin is a PAM module that prevents users from logging into the system when /var/run/nologin or
+       /etc/nologin exists. The user is not root and /etc/nologin exists, so the user is not permitted to log in.
+"""
+
+
+async def test_a_hyphenated_prefix_is_not_a_name_the_sources_must_mention(generator):
+    sources = [Source(1, "pam_nologin(8)", NOLOGIN)]
+    question = "Which file, if present, makes pam_nologin refuse logins of non-root users?"
+    assert missing_names(question, sources) == []
+    _, text = await answer(generator, question, sources)
+    assert "/etc/nologin" in text
+    # The word after the prefix still has to be there: a non-kubernetes question is missing it.
+    assert missing_names("How do I stop non-kubernetes pods?", sources) == ["non-kubernetes"]
+
+
+DIR_COLORS = """DESCRIPTION
+       The program ls(1) uses the environment variable LS_COLORS to determine the colors in which the filenames
+       are to be displayed.  This environment variable is usually set by a command like
+
+\t      eval `dircolors some_path/dir_colors`
+
+       found in a system default shell initialization file, like /etc/profile or /etc/csh.cshrc.
+
+OPTIONS
+       -a     Show all entries.
+"""
+
+
+def test_a_sentence_left_open_before_an_example_runs_into_it():
+    shown = [p.shown for p in source_passages(Source(1, "dir_colors(5)", DIR_COLORS))]
+    assert ("This environment variable is usually set by a command like eval `dircolors some_path/dir_colors`"
+            in shown)
+    # A heading over its paragraph, and a sentence that ends, stay as they were.
+    assert not any(s.startswith("DESCRIPTION") for s in shown)
+    assert ("The program ls(1) uses the environment variable LS_COLORS to determine the colors in which the "
+            "filenames are to be displayed.") in shown
+
+
+async def test_the_command_an_open_sentence_leads_to_answers_which_command(generator):
+    _, text = await answer(generator, "Which command reads a dir_colors file to set LS_COLORS?",
+                           [Source(1, "dir_colors(5)", DIR_COLORS)])
+    assert "eval `dircolors some_path/dir_colors`" in text

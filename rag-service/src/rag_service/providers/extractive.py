@@ -313,6 +313,20 @@ def _is_section_heading(block: Block) -> bool:
     return block.indent == 0 and block.text.strip().isupper()
 
 
+# Lines of an indented example that a sentence left open runs into (one command, one setting).
+MAX_EXAMPLE_LINES = 2
+
+
+def _continues_in_example(sentence: str, block: Block, following: list[Block]) -> bool:
+    """Whether a block's last sentence stops mid-phrase, on a lowercase word ("...set by a
+    command like"), right before a short, deeper-indented example: the example is the
+    sentence's end, and often its point (the command, the setting). A heading (DESCRIPTION)
+    over its paragraph is not such a sentence."""
+    last_word = sentence.rsplit(None, 1)[-1]
+    return (bool(following) and last_word.isalpha() and last_word.islower() and not _is_section_heading(block)
+            and following[0].indent > block.indent and following[0].lines <= MAX_EXAMPLE_LINES)
+
+
 def source_passages(source: Source, first_position: int = 0) -> list[Passage]:
     """The passages of one source, labelled by the term line that heads their block."""
     passages: list[Passage] = []
@@ -331,6 +345,9 @@ def source_passages(source: Source, first_position: int = 0) -> list[Passage]:
         sentences = block_sentences(block.text)
         for number, sentence in enumerate(sentences):
             text = _flat(sentence)
+            if number == len(sentences) - 1 and _continues_in_example(text, block, blocks[index + 1:]):
+                # "...usually set by a command like" + "eval `dircolors some_path/dir_colors`"
+                text = f"{text} {_flat(blocks[index + 1].text)}"
             if len(WORD.findall(text)) + len(WORD.findall(label)) < MIN_WORDS:
                 continue
             # Chunks are cut at token budgets: the first or last sentence may be cut short.
@@ -388,7 +405,8 @@ def question_names(query: str) -> list[str]:
 def missing_names(query: str, sources: list[Source]) -> list[str]:
     """The names of `query` that no source mentions (case ignored; a plural 's' optional).
     A hyphenated word is missing only when one of its words is ("ansible-vault", not
-    "colon-separated" over a text that says "delimited by colons"). A name ending in a
+    "colon-separated" over a text that says "delimited by colons"); a prefix is no word
+    ("non-root" over a text that says "not root"). A name ending in a
     version number is mentioned when its family is, in any version: "ext4" over tune2fs
     chunks that say "ext2" (the question is about the family's tool, not a product the
     sources never name)."""
@@ -402,7 +420,7 @@ def missing_names(query: str, sources: list[Source]) -> list[str]:
         parts = [part for part in re.split(r"-+", name) if part]
         versioned = VERSIONED_NAME.fullmatch(name)
         if len(parts) > 1 and all(part.isalpha() for part in parts):
-            if not all(mentioned(part) for part in parts if len(part) > 2):
+            if not all(mentioned(part) for part in parts if len(part) > 2 and part not in WORD_PREFIXES):
                 missing.append(name)
         elif versioned:
             if not re.search(rf"(?<![^\W\d_]){re.escape(versioned.group(1))}\d", text):
@@ -411,6 +429,10 @@ def missing_names(query: str, sources: list[Source]) -> list[str]:
             missing.append(name)
     return missing
 
+
+# Prefixes written with a hyphen ("non-root", "pre-release", "self-signed"): not words a
+# source must mention.
+WORD_PREFIXES = frozenset("non pre post self multi sub semi anti inter intra over under auto cross".split())
 
 # A name with a version number: its family (3 letters or more) and the version ("ext4", "python3").
 VERSIONED_NAME = re.compile(r"([a-z]{3,})\d+")
