@@ -41,8 +41,9 @@ class SearchResultItem(BaseModel):
     text: str
     score: float = Field(description=(
         "Higher is better. dense: cosine similarity; keyword: BM25 score; "
-        "hybrid: fused score from 0 to 1, the normalized cosine and BM25 scores of the "
-        "document's best chunks weighted 0.6 / 0.4 (compare within one response only)"
+        "hybrid: fused score from 0 to 1.3, the normalized cosine and BM25 scores of the "
+        "document's best chunks weighted 0.6 / 0.4, plus 0.3 x its first chunk's when that "
+        "one matches too (compare within one response only)"
     ))
     metadata: dict[str, Any]
     # Character offsets of the chunk in the document's content.
