@@ -20,7 +20,7 @@ rank alike and a stored collection needs no new field or reindex.
   a query that matches it is about the document, where a match deep in another document may
   be a passing mention. The document-ranking literature's FirstP beside MaxP (Dai and Callan,
   "Deeper Text Understanding for IR with Contextual Neural Language Modeling", 2019). On
-  manpages-dev (docs/performance.md) it raised hybrid nDCG@10 from 0.870 to 0.893, on both
+  manpages-dev (docs/performance.md) it raised hybrid nDCG@10 from 0.870 to 0.892, on both
   halves of the queries and on every query type, and left the held-out questions unchanged.
 - **Title field** (off by default): `title_weight * share of the query's stemmed terms in
   the title`. Measured on manpages-dev it did not help (docs/performance.md): man page
