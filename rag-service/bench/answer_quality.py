@@ -49,7 +49,6 @@ import httpx
 import uvicorn
 
 from rag_service.auth.tokens import CurrentUser
-from rag_service.chat.records import DEFAULT_CHAT_TOP_K
 from rag_service.config import Settings
 from rag_service.deps import current_user
 from rag_service.documents.service import DocumentService
@@ -264,8 +263,8 @@ async def main() -> None:
                 f"{len(pages) - len(needed)} random others, seed {args.seed}), ingested in {ingest_s:.0f} s; "
                 f"{sum(q['kind'] == 'answerable' for q in questions)} answerable and "
                 f"{sum(q['kind'] != 'answerable' for q in questions)} unanswerable questions "
-                f"({args.questions.name}), each asked once over HTTP (SSE, top {DEFAULT_CHAT_TOP_K} hybrid sources); "
-                "SQLite + Qdrant Edge + local MiniLM, a fixed user instead of JWT verification."
+                f"({args.questions.name}), each asked once over HTTP (SSE, top 5 hybrid sources); SQLite + "
+                "Qdrant Edge + local MiniLM, a fixed user instead of JWT verification."
                 + (f" Left out (manpages-dev is built from this machine's man pages): {', '.join(skipped)}."
                    if skipped else ""))
     headers = ["generator", "questions", *rates([]).keys(), "median answer (chars)", "first delta p50 / p95 (ms)"]
@@ -297,12 +296,11 @@ async def main() -> None:
 
 
 async def dump_sources(http: httpx.AsyncClient, questions: list[dict], page_of: dict[str, str], path: Path) -> None:
-    """Each question with the sources `POST /search` (hybrid, the chat's default top_k: what chat
-    retrieves) returns, for bench/answer_calibration.py."""
+    """Each question with the sources `POST /search` (hybrid, top 5: what chat retrieves) returns,
+    for bench/answer_calibration.py."""
     out = []
     for question in questions:
-        response = await http.post("/search", json={"query": question["question"], "top_k": DEFAULT_CHAT_TOP_K,
-                                                    "mode": "hybrid"})
+        response = await http.post("/search", json={"query": question["question"], "top_k": 5, "mode": "hybrid"})
         response.raise_for_status()
         hits = response.json()["results"]
         out.append({**question, "sources": [{"number": n, "title": h["title"], "text": h["text"],

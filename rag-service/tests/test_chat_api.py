@@ -11,7 +11,6 @@ import pytest
 import respx
 
 from chat_support import BOB_BREAD, BREAD, VOLCANO, cited
-from rag_service.chat.records import DEFAULT_CHAT_TOP_K
 from rag_service.chat.turns import ChatTurns
 from rag_service.providers.base import NOT_FOUND_ANSWER
 from rag_service.core.retry import RetryPolicy
@@ -69,18 +68,6 @@ async def test_chat_returns_a_cited_answer_from_the_callers_documents(client: An
     # The outcome is kept with the answer; a question has none.
     assert (stored["messages"][1]["answer_found"], stored["messages"][1]["generator"]) == (True, "extractive")
     assert (stored["messages"][0]["answer_found"], stored["messages"][0]["generator"]) == (None, None)
-
-
-async def test_a_chat_without_top_k_answers_from_the_default_number_of_sources(client: Any,
-                                                                              auth_headers: Any) -> None:
-    alice = auth_headers(new_user())
-    for number in range(DEFAULT_CHAT_TOP_K + 2):
-        await save(client, alice, f"Bakery log {number}", f"Day {number}: the dough rose well because the yeast was "
-                   f"fresh, and loaf number {number} came out of the oven golden.")
-    default = (await client.post("/chat", json={"query": "Why did the dough rise?"}, headers=alice)).json()
-    asked = (await client.post("/chat", json={"query": "Why did the dough rise?", "top_k": 3}, headers=alice)).json()
-    assert len(default["sources"]) == DEFAULT_CHAT_TOP_K
-    assert len(asked["sources"]) == 3
 
 
 @pytest.mark.parametrize("query", [

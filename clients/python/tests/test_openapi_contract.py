@@ -181,17 +181,6 @@ def mismatches(openapi: dict[str, Any], hint: Any, schema: dict[str, Any], field
     return problems
 
 
-def test_chat_leaves_the_number_of_sources_to_the_service_unless_asked(openapi: dict[str, Any]) -> None:
-    assert "top_k" not in calls.chat("What does tar do?").json
-    assert "top_k" not in calls.chat_stream("What does tar do?").json
-    assert calls.chat("What does tar do?", top_k=3).json["top_k"] == 3
-    # The service's default, which an omitted top_k gets.
-    from rag_service.chat.records import DEFAULT_CHAT_TOP_K
-
-    assert resolve(openapi, {"$ref": "#/components/schemas/ChatRequest"})["properties"]["top_k"]["default"] == (
-        DEFAULT_CHAT_TOP_K)
-
-
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_every_call_names_a_route_and_sends_what_it_accepts(openapi: dict[str, Any], name: str) -> None:
     call = CALLS[name]

@@ -150,12 +150,12 @@ class AsyncRagClient:
         return await self._run(calls.search(query, top_k=top_k, mode=mode, filters=filters, min_score=min_score,
                                             collection_id=collection_id))
 
-    async def chat(self, query: str, *, conversation_id: str | None = None, top_k: int | None = None,
+    async def chat(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
                    filters: dict[str, Any] | None = None, collection_id: str | None = None) -> ChatAnswer:
         return await self._run(calls.chat(query, conversation_id=conversation_id, top_k=top_k, filters=filters,
                                           collection_id=collection_id))
 
-    async def chat_stream(self, query: str, *, conversation_id: str | None = None, top_k: int | None = None,
+    async def chat_stream(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
                           filters: dict[str, Any] | None = None,
                           collection_id: str | None = None) -> AsyncIterator[ChatEvent]:
         response = await self._send(calls.chat_stream(query, conversation_id=conversation_id, top_k=top_k,

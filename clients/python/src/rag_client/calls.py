@@ -223,12 +223,9 @@ def search(query: str, *, top_k: int = 5, mode: str = "hybrid", filters: dict[st
                                                  for r in b["results"]], json=body)
 
 
-def chat_body(query: str, *, conversation_id: str | None, top_k: int | None, filters: dict[str, Any] | None,
+def chat_body(query: str, *, conversation_id: str | None, top_k: int, filters: dict[str, Any] | None,
               stream: bool, collection_id: str | None = None) -> dict[str, Any]:
-    """`top_k=None` leaves the number of sources to the service's default."""
-    body: dict[str, Any] = {"query": query, "stream": stream}
-    if top_k is not None:
-        body["top_k"] = top_k
+    body: dict[str, Any] = {"query": query, "top_k": top_k, "stream": stream}
     filters = with_collection(filters, collection_id)
     if conversation_id is not None:
         body["conversation_id"] = conversation_id
@@ -237,7 +234,7 @@ def chat_body(query: str, *, conversation_id: str | None, top_k: int | None, fil
     return body
 
 
-def chat(query: str, *, conversation_id: str | None = None, top_k: int | None = None,
+def chat(query: str, *, conversation_id: str | None = None, top_k: int = 5,
          filters: dict[str, Any] | None = None, collection_id: str | None = None) -> Call:
     return Call("POST", "/chat", lambda b, s: ChatAnswer(
         response=b["response"], sources=sources_from(b["sources"]), context_used=b["context_used"],
@@ -247,7 +244,7 @@ def chat(query: str, *, conversation_id: str | None = None, top_k: int | None = 
                        collection_id=collection_id))
 
 
-def chat_stream(query: str, *, conversation_id: str | None = None, top_k: int | None = None,
+def chat_stream(query: str, *, conversation_id: str | None = None, top_k: int = 5,
                 filters: dict[str, Any] | None = None, collection_id: str | None = None) -> Call:
     """The answer as Server-Sent Events: the clients read the stream (`events.parse_event`)."""
     return Call("POST", "/chat", _none, headers={"accept": "text/event-stream"},

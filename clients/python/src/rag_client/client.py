@@ -190,12 +190,12 @@ class RagClient:
         return self._run(calls.search(query, top_k=top_k, mode=mode, filters=filters, min_score=min_score,
                                       collection_id=collection_id))
 
-    def chat(self, query: str, *, conversation_id: str | None = None, top_k: int | None = None,
+    def chat(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
              filters: dict[str, Any] | None = None, collection_id: str | None = None) -> ChatAnswer:
         return self._run(calls.chat(query, conversation_id=conversation_id, top_k=top_k, filters=filters,
                                     collection_id=collection_id))
 
-    def chat_stream(self, query: str, *, conversation_id: str | None = None, top_k: int | None = None,
+    def chat_stream(self, query: str, *, conversation_id: str | None = None, top_k: int = 5,
                     filters: dict[str, Any] | None = None, collection_id: str | None = None) -> Iterator[ChatEvent]:
         """SourcesEvent, then DeltaEvent..., then DoneEvent; an `error` event raises RagError."""
         response = self._send(calls.chat_stream(query, conversation_id=conversation_id, top_k=top_k,

@@ -46,7 +46,7 @@ from rag_service.agents.mcp_outputs import (
 )
 from rag_service.agents.services import AgentServices
 from rag_service.auth.tokens import CurrentUser
-from rag_service.chat.records import DEFAULT_CHAT_TOP_K, DeltaEvent, SourcesEvent
+from rag_service.chat.records import DeltaEvent, SourcesEvent
 from rag_service.chat.schemas import ChatRequest
 from rag_service.collections.records import MAX_COLLECTION_ID_CHARS
 from rag_service.documents.schemas import SaveDocumentRequest
@@ -169,8 +169,7 @@ def build_mcp_server() -> MCPServer:
         question: Annotated[str, Field(min_length=1, description="The question to answer")],
         ctx: Context,
         collection: CollectionArg = None,
-        top_k: Annotated[int, Field(description="How many passages to answer from (1 to the service's max_chat_top_k)")]
-        = DEFAULT_CHAT_TOP_K,
+        top_k: Annotated[int, Field(description="How many passages to answer from (1 to the service's max_chat_top_k)")] = 5,
     ) -> AskOutput:
         services = services_of(ctx)
         try:

@@ -13,14 +13,6 @@ from rag_service.providers.base import Turn
 from rag_service.search.filters import SearchFilters
 
 
-# Chunks retrieved for an answer when the request does not say. Issue 23, on manpages-dev's
-# dev questions (bench/answer_quality.py, the same store and generator, one setting changed):
-# 8 answered 62 of 74 right against 59 with 5 (both halves gained or held; citation 67 vs
-# 66), because the chunk holding the answer is often the right page's third; the extractive
-# generator still encodes only 8 passages, so an answer costs about the same.
-DEFAULT_CHAT_TOP_K = 8
-
-
 @dataclass(frozen=True)
 class ChatInput:
     """A question for the chat service, whichever protocol asked it (POST /chat, the
@@ -31,7 +23,7 @@ class ChatInput:
     conversation_id: str | None = None
     # Earlier turns supplied by the client; used only without a conversation_id.
     history: tuple[Turn, ...] = ()
-    top_k: int = DEFAULT_CHAT_TOP_K
+    top_k: int = 5
     filters: SearchFilters | None = None
 
 
