@@ -325,14 +325,14 @@ def _is_section_heading(block: Block) -> bool:
 MAX_EXAMPLE_LINES = 2
 
 
-def _continues_in_example(sentence: str, block: Block, following: list[Block]) -> bool:
-    """Whether a block's last sentence stops mid-phrase, on a lowercase word ("...set by a
-    command like"), right before a short, deeper-indented example: the example is the
-    sentence's end, and often its point (the command, the setting). A heading (DESCRIPTION)
-    over its paragraph is not such a sentence."""
+def _continues_in_example(sentence: str, block: Block, indented_next: Block) -> bool:
+    """Whether `block`'s last sentence stops mid-phrase, on a lowercase word ("...set by a
+    command like"), right before `indented_next` (the block indented under it) when that is
+    a short example: the example is the sentence's end, and often its point (the command,
+    the setting). A heading (DESCRIPTION) over its paragraph is not such a sentence."""
     last_word = sentence.rsplit(None, 1)[-1]
-    return (bool(following) and last_word.isalpha() and last_word.islower() and not _is_section_heading(block)
-            and following[0].indent > block.indent and following[0].lines <= MAX_EXAMPLE_LINES)
+    return (last_word.isalpha() and last_word.islower() and not _is_section_heading(block)
+            and indented_next.lines <= MAX_EXAMPLE_LINES)
 
 
 def source_passages(source: Source, first_position: int = 0) -> list[Passage]:
@@ -353,7 +353,7 @@ def source_passages(source: Source, first_position: int = 0) -> list[Passage]:
         sentences = block_sentences(block.text)
         for number, sentence in enumerate(sentences):
             text = _flat(sentence)
-            if number == len(sentences) - 1 and _continues_in_example(text, block, blocks[index + 1:]):
+            if number == len(sentences) - 1 and heads_next and _continues_in_example(text, block, blocks[index + 1]):
                 # "...usually set by a command like" + "eval `dircolors some_path/dir_colors`"
                 text = f"{text} {_flat(blocks[index + 1].text)}"
             if len(WORD.findall(text)) + len(WORD.findall(label)) < MIN_WORDS:
