@@ -49,6 +49,7 @@ import httpx
 import uvicorn
 
 from rag_service.auth.tokens import CurrentUser
+from rag_service.chat.service import SAME_DOCUMENT_CHUNKS
 from rag_service.config import Settings
 from rag_service.deps import current_user
 from rag_service.documents.service import DocumentService
@@ -263,7 +264,8 @@ async def main() -> None:
                 f"{len(pages) - len(needed)} random others, seed {args.seed}), ingested in {ingest_s:.0f} s; "
                 f"{sum(q['kind'] == 'answerable' for q in questions)} answerable and "
                 f"{sum(q['kind'] != 'answerable' for q in questions)} unanswerable questions "
-                f"({args.questions.name}), each asked once over HTTP (SSE, top 5 hybrid sources); SQLite + "
+                f"({args.questions.name}), each asked once over HTTP (SSE, top 5 hybrid sources and up to "
+                f"{SAME_DOCUMENT_CHUNKS} more chunks of their pages); SQLite + "
                 "Qdrant Edge + local MiniLM, a fixed user instead of JWT verification."
                 + (f" Left out (manpages-dev is built from this machine's man pages): {', '.join(skipped)}."
                    if skipped else ""))
@@ -296,16 +298,17 @@ async def main() -> None:
 
 
 async def dump_sources(http: httpx.AsyncClient, questions: list[dict], page_of: dict[str, str], path: Path) -> None:
-    """Each question with the sources `POST /search` (hybrid, top 5: what chat retrieves) returns,
-    for bench/answer_calibration.py."""
+    """Each question with the sources `POST /chat` reads (the top 5 hybrid chunks and more
+    chunks of their pages, `context_used`), for bench/answer_calibration.py and
+    bench/answer_failures.py."""
     out = []
     for question in questions:
-        response = await http.post("/search", json={"query": question["question"], "top_k": 5, "mode": "hybrid"})
+        response = await http.post("/chat", json={"query": question["question"]})
         response.raise_for_status()
-        hits = response.json()["results"]
-        out.append({**question, "sources": [{"number": n, "title": h["title"], "text": h["text"],
-                                             "page": page_of.get(h["document_id"], "")}
-                                            for n, h in enumerate(hits, start=1)]})
+        body = response.json()
+        out.append({**question, "sources": [{"number": s["number"], "title": s["title"], "text": text,
+                                             "page": page_of.get(s["document_id"], "")}
+                                            for s, text in zip(body["sources"], body["context_used"], strict=True)]})
     path.write_text(json.dumps(out))
 
 

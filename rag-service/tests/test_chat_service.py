@@ -122,6 +122,53 @@ async def test_client_history_context_informs_retrieval_without_a_conversation(r
     assert answer.sources[0].document_id == zfrob_id
 
 
+# A page whose opening talks most about the question's words, while the sentence that
+# answers it sits in a later chunk: the shape of pipe(7) and "What is the default pipe capacity?".
+PIPES = "\n\n".join([
+    "Pipe capacity. A pipe has a limited capacity. If the pipe is full, then a write blocks or fails, "
+    "depending on whether the O_NONBLOCK flag is set. Different implementations have different limits "
+    "for the pipe capacity. Applications should not rely on a particular capacity: an application should "
+    "be designed so that a reading process consumes data as soon as it is available, so that a writing "
+    "process does not remain blocked. The capacity of a pipe is a property of the pipe, not of its ends.",
+    "PIPE_BUF. POSIX.1 says that writes of less than PIPE_BUF bytes must be atomic: the output data is "
+    "written to the pipe as a contiguous sequence. Writes of more than PIPE_BUF bytes may be nonatomic: the "
+    "kernel may interleave the data with data written by other processes. On Linux, PIPE_BUF is 4096 bytes. "
+    "The precise semantics depend on whether the file descriptor is nonblocking and whether there are "
+    "multiple writers to the pipe.",
+    "Open file status flags. The only open file status flags that can be meaningfully applied to a pipe or "
+    "FIFO are O_NONBLOCK and O_ASYNC. Setting the O_ASYNC flag for the read end of a pipe causes a signal "
+    "to be generated when new input becomes available on the pipe. On Linux, O_ASYNC is supported for pipes "
+    "and FIFOs only since kernel 2.6.",
+    "Portability notes. On some other systems, pipes are bidirectional: data can be transmitted in both "
+    "directions between the pipe ends. POSIX.1 requires only unidirectional pipes. Portable applications "
+    "should avoid reliance on bidirectional pipe semantics. Write to a pipe whose read end is closed and "
+    "SIGPIPE is delivered to the writing process.",
+    "History. In Linux versions before 2.6.11, the capacity of a pipe was the same as the system page "
+    "size, 4096 bytes on i386. Since Linux 2.6.11, the pipe capacity is 16 pages, that is 65,536 bytes on "
+    "a system with a page size of 4096 bytes.",
+])
+
+
+async def test_the_answer_can_come_from_another_chunk_of_a_retrieved_document(rt: Any) -> None:
+    user = new_user()
+    pipes_id = await ingest(rt, user, "pipe(7)", PIPES)
+    volcano_id = await ingest(rt, user, "Volcanoes", VOLCANO)
+
+    answer = await chat_service(rt).answer(Access(user), ChatInput(query="What is the default pipe capacity?",
+                                                                     top_k=1))
+
+    first, *more = answer.sources
+    assert first.document_id == pipes_id and "65,536" not in answer.context_used[0]
+    # The chunks after the top k are more of the documents found, never another document.
+    assert more and {s.document_id for s in more} == {pipes_id} and volcano_id not in {
+        s.document_id for s in answer.sources}
+    assert len({s.chunk_index for s in answer.sources}) == len(answer.sources)
+    assert len(answer.context_used) == len(answer.sources)
+    assert "65,536 bytes" in answer.text, answer.text
+    holding = [s.number for s, text in zip(answer.sources, answer.context_used) if "65,536 bytes" in text]
+    assert set(holding) & cited(answer.text), (holding, answer.text)
+
+
 def test_follow_up_detection() -> None:
     assert is_follow_up("what about its flags?")
     assert is_follow_up("and the options?")

@@ -11,7 +11,7 @@ import pytest
 from rag_service.config import Settings
 from rag_service.errors import ServiceUnavailable, Unprocessable
 from rag_service.providers.local_embedder import LocalEmbedder
-from rag_service.search.service import SearchService, collapse_hits
+from rag_service.search.service import SearchService, collapse_hits, more_of_the_documents
 from rag_service.storage.access import Access
 from rag_service.storage.vectors import ChunkHit
 from search_support import (  # noqa: F401 - embedder, library, search_settings, service are fixtures
@@ -254,6 +254,47 @@ def test_collapse_orders_equal_scores_deterministically() -> None:
     expected = ["c-1", "a-2", "a-5", "b-0"]
     assert [h.id for h in collapse_hits(hits, 4, 2)] == expected
     assert [h.id for h in collapse_hits(list(reversed(hits)), 4, 2)] == expected
+
+
+# --- more chunks of the documents found (what the chat reads besides the top k) ----------
+
+
+def test_more_of_the_documents_takes_the_next_best_chunks_of_the_kept_documents_only() -> None:
+    kept = [hit("a", 3, 0.9, 300, 420), hit("b", 0, 0.7, 0, 100)]
+    candidates = [
+        *kept,
+        hit("a", 4, 0.85, 400, 520),  # overlaps a#3: it repeats a kept passage
+        hit("c", 1, 0.8, 100, 200),   # another document
+        hit("a", 7, 0.6, 700, 800),
+        hit("b", 5, 0.55, 500, 600),
+        hit("b", 6, 0.5, 580, 700),   # overlaps b#5, taken just before it
+        hit("a", 9, 0.4, 900, 1000),
+    ]
+    assert [h.id for h in more_of_the_documents(candidates, kept, 5)] == ["a-7", "b-5", "a-9"]
+    assert [h.id for h in more_of_the_documents(candidates, kept, 2)] == ["a-7", "b-5"]
+    assert more_of_the_documents(candidates, kept, 0) == []
+    assert more_of_the_documents(candidates, [], 5) == []
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
+async def test_same_document_chunks_add_distinct_chunks_of_the_documents_found(
+        service: SearchService, library: Library, mode: str) -> None:
+    query = "volcano eruption lava ash magma"
+    plain = await service.search(Access(ALICE), query, top_k=1, mode=mode)
+    result = await service.search(Access(ALICE), query, top_k=1, mode=mode, same_document_chunks=2)
+
+    assert [h.id for h in result.hits] == [h.id for h in plain.hits]  # the top k are unchanged
+    (first,) = result.hits
+    assert first.document_id == library.id(ALICE, "Volcanoes")
+    more = result.same_document_hits
+    assert len(more) == 2
+    assert {h.document_id for h in more} == {first.document_id}
+    chunks = [first, *more]
+    assert len({h.chunk_index for h in chunks}) == 3
+    spans = sorted((h.start, h.end) for h in chunks)
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+    assert [h.score for h in more] == sorted((h.score for h in more), reverse=True)
+    assert plain.same_document_hits == []
 
 
 async def test_the_top_k_bound_is_the_configured_one(library: Library, embedder: LocalEmbedder,

@@ -38,7 +38,8 @@ class ChatRequest(BaseModel):
     # Earlier turns supplied by the client; used only when no conversation_id is given
     # (a stored conversation's own messages win). At most settings.max_history_turns items.
     history_context: Annotated[list[HistoryMessage], Field(max_length=HISTORY_CONTEXT_HARD_CAP)] | None = None
-    # From 1 to settings.max_chat_top_k, checked by the service (as the query's length).
+    # From 1 to settings.max_chat_top_k, checked by the service (as the query's length): the
+    # best chunks retrieved; up to SAME_DOCUMENT_CHUNKS (4) more chunks of their documents follow.
     top_k: int = 5
     filters: SearchFilters | None = None
     # true -> Server-Sent Events; false -> JSON; omitted -> decided by `Accept: text/event-stream`.
@@ -74,7 +75,8 @@ class AnswerOutcome(BaseModel):
 class ChatResponse(AnswerOutcome):
     response: str
     # Source `number` is cited as `[number]` in the answer; `sources[i].number == i + 1`;
-    # `cited` says whether the answer cites it.
+    # `cited` says whether the answer cites it. The first `top_k` are the best chunks found;
+    # the rest (up to 4) are more chunks of the same documents, best first.
     sources: list[CitedSource]
     # The chunk texts given to the generator, in source order (seed contract: List[str]).
     context_used: list[str]

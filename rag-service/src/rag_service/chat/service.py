@@ -63,6 +63,18 @@ REFERRING_WORDS = frozenset(
 _WORD = re.compile(r"[\w']+")
 
 
+# The chat's sources are the `top_k` best chunks, then up to this many more chunks of the
+# same documents (the next best of the ranked candidates): a page's best two chunks by
+# retrieval score are not always the ones holding the answer ("What is the default pipe
+# capacity?" finds pipe(7)'s chunks on /proc/sys/fs/pipe-max-size, not "65,536 bytes").
+# Chosen offline on saved candidate lists of the dev questions of both copies of
+# manpages-dev (3 and 5 gained as much or 1 less; the first chunk of the best pages, or more
+# chunks of any page, less), then measured with bench/answer_quality.py: answers right
+# 59 -> 61 of 74 (this machine's dev set), 64 -> 65 of 80 (shared copy), 28 -> 30 of 38
+# (held-out), 30 of 39 both (held-out, shared copy); docs/performance.md has the figures.
+SAME_DOCUMENT_CHUNKS = 4
+
+
 def is_follow_up(question: str) -> bool:
     words = [w.lower() for w in _WORD.findall(question)]
     return len(words) <= FOLLOW_UP_MAX_WORDS or any(w in REFERRING_WORDS for w in words)
@@ -139,18 +151,19 @@ class ChatService:
             result = await self._search.search(
                 access, request.query, top_k=request.top_k, filters=filters, mode="hybrid",
                 include_embedding=False, retrieval_text=retrieval_text(request.query, history),
+                same_document_chunks=SAME_DOCUMENT_CHUNKS,
             )
         except BaseException as exc:
             status = STATUS_FAILED if isinstance(exc, Exception) else STATUS_INCOMPLETE
             await self._finish_quietly(access, turn, "", [], status)
             raise
+        hits = [*result.hits, *result.same_document_hits]
         sources = [
             CitedSource(number=n, document_id=hit.document_id, title=hit.title, chunk_index=hit.chunk_index,
                         score=hit.score, snippet=snippet(hit.text))
-            for n, hit in enumerate(result.hits, start=1)
+            for n, hit in enumerate(hits, start=1)
         ]
-        generator_sources = [Source(number=n, title=hit.title, text=hit.text)
-                             for n, hit in enumerate(result.hits, start=1)]
+        generator_sources = [Source(number=n, title=hit.title, text=hit.text) for n, hit in enumerate(hits, start=1)]
         return PreparedChat(access=access, query=request.query, turn=turn, history=history,
                             sources=sources, generator_sources=generator_sources, started=started,
                             retrieved=time.perf_counter())

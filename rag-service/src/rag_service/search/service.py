@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rag_service.config import Settings
@@ -37,6 +37,8 @@ class SearchResult:
     hits: list[ChunkHit]
     # The dense query vector; empty when not requested in keyword mode.
     query_embedding: list[float]
+    # More chunks of the documents in `hits`, best first (see `same_document_chunks`).
+    same_document_hits: list[ChunkHit] = field(default_factory=list)
 
 
 def collapse_hits(hits: list[ChunkHit], top_k: int, max_per_document: int) -> list[ChunkHit]:
@@ -84,6 +86,23 @@ def collapse_hits(hits: list[ChunkHit], top_k: int, max_per_document: int) -> li
     return [hit for _, hit in kept]
 
 
+def more_of_the_documents(candidates: list[ChunkHit], kept: list[ChunkHit], limit: int) -> list[ChunkHit]:
+    """Up to `limit` more of best-first `candidates` from the documents of `kept`, best
+    first, none repeating (overlapping) a kept chunk or each other."""
+    documents = {hit.document_id for hit in kept}
+    chosen = list(kept)
+    more: list[ChunkHit] = []
+    for hit in candidates:
+        if len(more) >= limit:
+            break
+        if hit.document_id in documents and not any(
+            other.document_id == hit.document_id and _overlaps(hit, other) for other in chosen
+        ):
+            chosen.append(hit)
+            more.append(hit)
+    return more
+
+
 def _overlaps(a: ChunkHit, b: ChunkHit) -> bool:
     return a.chunk_index == b.chunk_index or (a.start < b.end and b.start < a.end)
 
@@ -125,6 +144,7 @@ class SearchService:
         *,
         include_embedding: bool = False,
         retrieval_text: str | None = None,
+        same_document_chunks: int = 0,
     ) -> SearchResult:
         """The best `top_k` distinct chunks for `query` among those `access` may see.
 
@@ -133,7 +153,10 @@ class SearchService:
         it may be up to `settings.max_embed_chars` long. `min_score` is a minimum cosine
         similarity for dense matches (dense and hybrid modes; in hybrid, keyword matches
         still come through). In keyword mode the query is embedded only when
-        `include_embedding` asks for the vector.
+        `include_embedding` asks for the vector. `same_document_chunks` asks for up to that
+        many more chunks of the documents found, from the same candidates (at least
+        HYBRID_LIST_DEPTH of them): the chat reads them for the passage that answers (the
+        top k hold a document's best two passages, not always the one that answers).
         """
         text = self._checked_text(query, retrieval_text)
         if mode not in SEARCH_MODES:
@@ -154,17 +177,21 @@ class SearchService:
 
         sparse = self.sparse_encoder.encode_query(text)
         limit = top_k * self.overfetch
+        # The top k are collapsed from the best `limit` candidates; more chunks of their
+        # documents come from deeper in the same list.
+        depth = max(limit, HYBRID_LIST_DEPTH) if same_document_chunks > 0 else limit
         if mode == "hybrid" and self.ranking.fusion == "convex":
-            dense, candidates = await self._hybrid_candidates(text, sparse, where, limit, min_score)
+            dense, candidates = await self._hybrid_candidates(text, sparse, where, depth, min_score)
         else:
             needs_dense = mode != "keyword" or include_embedding
             dense = await self._embed(text) if needs_dense else []
             candidates = await self.vector_store.search(
-                QueryVectors(dense=dense, sparse=sparse), where, limit=limit, mode=mode,
+                QueryVectors(dense=dense, sparse=sparse), where, limit=depth, mode=mode,
                 dense_score_threshold=min_score,
             )
-        hits = collapse_hits(candidates, top_k, self.max_chunks_per_document)
-        return SearchResult(hits=hits, query_embedding=list(dense) if include_embedding else [])
+        hits = collapse_hits(candidates[:limit], top_k, self.max_chunks_per_document)
+        return SearchResult(hits=hits, query_embedding=list(dense) if include_embedding else [],
+                            same_document_hits=more_of_the_documents(candidates, hits, same_document_chunks))
 
     async def _hybrid_candidates(
         self, text: str, sparse: SparseVector, where: ChunkFilter, limit: int, min_score: float | None
