@@ -169,7 +169,9 @@ def build_mcp_server() -> MCPServer:
         question: Annotated[str, Field(min_length=1, description="The question to answer")],
         ctx: Context,
         collection: CollectionArg = None,
-        top_k: Annotated[int, Field(description="How many passages to answer from (1 to the service's max_chat_top_k)")] = 5,
+        top_k: Annotated[int, Field(description=(
+            "How many best passages to answer from (1 to the service's max_chat_top_k); "
+            "up to 4 more passages of their documents are read too"))] = 5,
     ) -> AskOutput:
         services = services_of(ctx)
         try:
