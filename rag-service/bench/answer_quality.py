@@ -49,6 +49,7 @@ import httpx
 import uvicorn
 
 from rag_service.auth.tokens import CurrentUser
+from rag_service.chat.records import DEFAULT_CHAT_TOP_K
 from rag_service.chat.service import SAME_DOCUMENT_CHUNKS
 from rag_service.config import Settings
 from rag_service.deps import current_user
@@ -264,9 +265,9 @@ async def main() -> None:
                 f"{len(pages) - len(needed)} random others, seed {args.seed}), ingested in {ingest_s:.0f} s; "
                 f"{sum(q['kind'] == 'answerable' for q in questions)} answerable and "
                 f"{sum(q['kind'] != 'answerable' for q in questions)} unanswerable questions "
-                f"({args.questions.name}), each asked once over HTTP (SSE, top 5 hybrid sources and up to "
-                f"{SAME_DOCUMENT_CHUNKS} more chunks of their pages); SQLite + "
-                "Qdrant Edge + local MiniLM, a fixed user instead of JWT verification."
+                f"({args.questions.name}), each asked once over HTTP (SSE, top {DEFAULT_CHAT_TOP_K} hybrid "
+                f"sources and up to {SAME_DOCUMENT_CHUNKS} more chunks of their pages); SQLite + Qdrant Edge + "
+                "local MiniLM, a fixed user instead of JWT verification."
                 + (f" Left out (manpages-dev is built from this machine's man pages): {', '.join(skipped)}."
                    if skipped else ""))
     headers = ["generator", "questions", *rates([]).keys(), "median answer (chars)", "first delta p50 / p95 (ms)"]
@@ -298,7 +299,7 @@ async def main() -> None:
 
 
 async def dump_sources(http: httpx.AsyncClient, questions: list[dict], page_of: dict[str, str], path: Path) -> None:
-    """Each question with the sources `POST /chat` reads (the top 5 hybrid chunks and more
+    """Each question with the sources `POST /chat` reads (the top hybrid chunks and more
     chunks of their pages, `context_used`), for bench/answer_calibration.py and
     bench/answer_failures.py."""
     out = []

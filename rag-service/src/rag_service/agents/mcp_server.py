@@ -46,8 +46,9 @@ from rag_service.agents.mcp_outputs import (
 )
 from rag_service.agents.services import AgentServices
 from rag_service.auth.tokens import CurrentUser
-from rag_service.chat.records import DeltaEvent, SourcesEvent
+from rag_service.chat.records import DEFAULT_CHAT_TOP_K, DeltaEvent, SourcesEvent
 from rag_service.chat.schemas import ChatRequest
+from rag_service.chat.service import SAME_DOCUMENT_CHUNKS
 from rag_service.collections.records import MAX_COLLECTION_ID_CHARS
 from rag_service.documents.schemas import SaveDocumentRequest
 from rag_service.errors import AppError, describe_validation_errors
@@ -171,7 +172,8 @@ def build_mcp_server() -> MCPServer:
         collection: CollectionArg = None,
         top_k: Annotated[int, Field(description=(
             "How many best passages to answer from (1 to the service's max_chat_top_k); "
-            "up to 4 more passages of their documents are read too"))] = 5,
+            f"up to {SAME_DOCUMENT_CHUNKS} more passages of their documents are read too"))
+        ] = DEFAULT_CHAT_TOP_K,
     ) -> AskOutput:
         services = services_of(ctx)
         try:

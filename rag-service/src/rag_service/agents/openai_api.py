@@ -42,7 +42,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from rag_service.agents.services import AgentServices
 from rag_service.chat.schemas import MAX_HISTORY_MESSAGE_CHARS, ChatRequest, HistoryMessage
 from rag_service.chat.service import ChatService, PreparedChat
-from rag_service.chat.records import ChatInput, DeltaEvent, SourcesEvent
+from rag_service.chat.records import DEFAULT_CHAT_TOP_K, ChatInput, DeltaEvent, SourcesEvent
 from rag_service.deps import RuntimeDep, UserDep
 from rag_service.errors import AppError, BadRequest, NotFound
 from rag_service.runtime import Runtime
@@ -86,7 +86,7 @@ class ChatCompletionRequest(BaseModel):
     collection: StrictStr | None = Field(default=None, min_length=1, max_length=36,
                                          description='"personal" or a collection id; default: every readable one')
     filters: SearchFilters | None = None
-    top_k: int = 5  # 1 to settings.max_chat_top_k, checked by the chat service
+    top_k: int = DEFAULT_CHAT_TOP_K  # 1 to settings.max_chat_top_k, checked by the chat service
 
 
 class EmbeddingRequest(BaseModel):

@@ -13,6 +13,11 @@ from rag_service.providers.base import Turn
 from rag_service.search.filters import SearchFilters
 
 
+# Chunks retrieved for an answer when the request does not say (POST /chat, the
+# OpenAI-compatible API, MCP `ask`); chat.service.SAME_DOCUMENT_CHUNKS more of their documents follow.
+DEFAULT_CHAT_TOP_K = 5
+
+
 @dataclass(frozen=True)
 class ChatInput:
     """A question for the chat service, whichever protocol asked it (POST /chat, the
@@ -23,7 +28,7 @@ class ChatInput:
     conversation_id: str | None = None
     # Earlier turns supplied by the client; used only without a conversation_id.
     history: tuple[Turn, ...] = ()
-    top_k: int = 5
+    top_k: int = DEFAULT_CHAT_TOP_K
     filters: SearchFilters | None = None
 
 

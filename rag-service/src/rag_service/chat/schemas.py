@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from rag_service.chat.records import ChatAnswer, ChatInput, CitedSource, DoneEvent, Timing
+from rag_service.chat.records import DEFAULT_CHAT_TOP_K, ChatAnswer, ChatInput, CitedSource, DoneEvent, Timing
 from rag_service.providers.base import Turn
 from rag_service.search.filters import SearchFilters
 
@@ -40,7 +40,7 @@ class ChatRequest(BaseModel):
     history_context: Annotated[list[HistoryMessage], Field(max_length=HISTORY_CONTEXT_HARD_CAP)] | None = None
     # From 1 to settings.max_chat_top_k, checked by the service (as the query's length): the
     # best chunks retrieved; up to SAME_DOCUMENT_CHUNKS (4) more chunks of their documents follow.
-    top_k: int = 5
+    top_k: int = DEFAULT_CHAT_TOP_K
     filters: SearchFilters | None = None
     # true -> Server-Sent Events; false -> JSON; omitted -> decided by `Accept: text/event-stream`.
     stream: bool | None = None
