@@ -13,11 +13,13 @@ from rag_service.providers.base import NOT_FOUND_ANSWER, Source
 from rag_service.providers.citations import cited_numbers
 from rag_service.providers.extractive import (
     MAX_ANSWER_CHARS,
+    MAX_EMBEDDED_PASSAGES,
     MAX_PASSAGES,
     ExtractiveGenerator,
     PassageScorer,
     content_terms,
     missing_names,
+    score_passages,
     source_passages,
     split_sentences,
 )
@@ -466,3 +468,85 @@ async def test_the_command_an_open_sentence_leads_to_answers_which_command(gener
     _, text = await answer(generator, "Which command reads a dir_colors file to set LS_COLORS?",
                            [Source(1, "dir_colors(5)", DIR_COLORS)])
     assert "eval `dircolors some_path/dir_colors`" in text
+
+
+# services(5)'s layout: prose that shares most of the question's words, and the file that
+# answers it, named in FILES with a short description that shares few.
+SERVICES = """DESCRIPTION
+       services is a plain ASCII file providing a mapping between names for internet services and their port numbers.
+       Every networking program should look into this file to get the port number for its service.
+       The port numbers and names of network services are assigned by the IANA.
+       A service name may map to one port number per protocol.
+       Network programs look up the port number of a service by its name.
+       The port number is written in decimal.
+       Each line maps one service name to a port number and a protocol.
+       Names of network services may have aliases, which map to the same port number.
+       A network program may use ports below 1024.
+
+FILES
+       /etc/services
+              The Internet network services list
+"""
+
+
+async def test_the_passage_naming_what_the_question_asks_for_is_among_those_compared_by_meaning(embedder):
+    # Nine prose sentences, eight of which share more of the question's words than the FILES
+    # entry; the encoder compares 8 passages only, and the one naming a file is among them
+    # (without POOL_ASKED_KIND_BONUS it ranks 9th by terms and is never compared).
+    sources = [Source(1, "services(5)", SERVICES)]
+    question = "Which file maps network service names to port numbers?"
+    candidates = await score_passages(question, sources, embedder)
+    assert len(candidates.items) == MAX_EMBEDDED_PASSAGES < len(PassageScorer(question, sources).passages)
+    [files_entry] = [c for c in candidates.items if c.passage.shown.startswith("/etc/services")]
+    assert files_entry.passage.shown == "/etc/services: The Internet network services list"
+    assert files_entry.names_asked_kind
+
+
+TC_QDISCS = """CLASSLESS QDISCS
+       fq_codel
+              Fair Queuing Controlled Delay is queuing discipline that combines Fair Queuing with the CoDel AQM scheme.
+       pfifo_fast
+              Standard qdisc for 'Advanced Router' enabled kernels. Consists of a three-band queue.
+"""
+FQ_CODEL = """DESCRIPTION
+       FQ_Codel (Fair Queuing Controlled Delay) is queuing discipline that combines Fair Queuing with the CoDel AQM
+       scheme. FQ_Codel uses a stochastic model to classify incoming packets into different flows.
+"""
+
+
+async def test_a_passage_another_document_states_too_cites_both(generator):
+    question = "Which qdisc combines fair queueing with the CoDel AQM scheme?"
+    sources = [Source(1, "tc(8)", TC_QDISCS), Source(2, "tc-fq_codel(8)", FQ_CODEL)]
+    _, text = await answer(generator, question, sources)
+    # One passage is shown (the other says the same), and both pages are cited for it.
+    assert text.count("combines Fair Queuing with the CoDel AQM scheme") == 1
+    assert re.search(r"combines Fair Queuing with the CoDel AQM scheme\. \[(1, 2|2, 1)\]", text)
+    assert sorted(cited_numbers(text)) == [1, 2]
+    # Two chunks of one document repeating it are one place: cited once.
+    same_document = [Source(1, "tc(8)", TC_QDISCS), Source(2, "tc(8)", FQ_CODEL)]
+    _, text = await answer(generator, question, same_document)
+    assert "combines Fair Queuing with the CoDel AQM scheme" in text
+    assert not re.search(r"\[\d+, \d+\]", text)
+
+
+IP_NETNS = """COMMANDS
+   ip netns add NAME - create a new named network namespace
+       If NAME is available in /run/netns this command creates a new network namespace and assigns NAME to it.
+
+   ip netns list - show all of the named network namespaces
+       This command displays all of the network namespaces in /run/netns.
+
+   ip [-all] netns exec [ NAME ] cmd ... - Run cmd in the named network namespace
+       This command allows applications that are network namespace unaware to be run in something other than the
+       default network namespace.
+"""
+
+
+def test_words_man_pages_abbreviate_are_the_words_spelled_out():
+    assert content_terms("Run cmd with its env") == content_terms("run a command with its environment")
+
+
+async def test_a_command_abbreviated_cmd_answers_a_question_that_spells_it_out(generator):
+    _, text = await answer(generator, "How do I run a command inside a named network namespace?",
+                           [Source(1, "ip-netns(8)", IP_NETNS)])
+    assert text.startswith("ip [-all] netns exec [ NAME ] cmd ... - Run cmd in the named network namespace")
