@@ -30,7 +30,7 @@ class AskSource(BaseModel):
 
 
 class AskOutput(BaseModel):
-    answer: str = Field(description="The answer; [n] cites sources[n-1]")
+    answer: str = Field(description="The answer; [n] cites sources[n-1], [n, m] two sources saying the same")
     sources: list[AskSource]
     conversation_id: str
 

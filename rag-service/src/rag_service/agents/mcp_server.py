@@ -159,8 +159,9 @@ def build_mcp_server() -> MCPServer:
 
     @server.tool(
         description=(
-            "Answer a question from the user's documents. The answer cites its sources as [n], where n is a "
-            "source's `number`; it says so when the documents do not contain the answer (nothing is invented). "
+            "Answer a question from the user's documents. The answer cites its sources as [n] (or [n, m] when "
+            "two say the same), where n is a source's `number`; it says so when the documents do not contain "
+            "the answer (nothing is invented). "
             "The text is streamed as progress notifications when the client sends a progress token. "
             "Each call is saved in the user's chat history."
         ),
