@@ -537,7 +537,7 @@ class Candidates:
     question_coverage: float
     # Names in the question that no source mentions (see question_names).
     missing_names: list[str]
-    # The sources' titles by number: what tells one document from another.
+    # PassageScorer.titles: what tells one document from another.
     titles: dict[int, str] = field(default_factory=dict)
 
 
@@ -548,7 +548,7 @@ class Selection:
     passages: list[Passage]
     best_score: float
     question_coverage: float
-    # Per passage, the other sources that state the same (see also_stated_in); empty when none.
+    # Per passage, the other sources that state the same (see also_stated_in).
     also_cited: list[tuple[int, ...]] = field(default_factory=list)
 
     @property
@@ -557,8 +557,7 @@ class Selection:
 
     def citations(self, index: int) -> tuple[int, ...]:
         """The sources passage `index` cites: its own, then those stating the same."""
-        also = self.also_cited[index] if index < len(self.also_cited) else ()
-        return (self.passages[index].source_number, *also)
+        return (self.passages[index].source_number, *self.also_cited[index])
 
 
 def _idf(n: int, df: int) -> float:
@@ -585,7 +584,8 @@ class PassageScorer:
         self._terms = [set(terms) for terms in passage_terms]
         self._pairs = [term_pairs(terms) & self.query_pairs for terms in passage_terms]
         self._titles = [titles.get(p.source_number, set()) for p in self.passages]
-        self._title_text = {source.number: " ".join(source.title.split()) for source in sources}
+        # Each source's title (whitespace collapsed) by number: what tells one document from another.
+        self.titles = {source.number: " ".join(source.title.split()) for source in sources}
         n = max(1, len(self.passages))
         doc_freq = Counter(t for terms in self._terms for t in terms & self.query_terms)
         # A question word found nowhere in the sources weighs as much as the rarest word found.
@@ -598,7 +598,7 @@ class PassageScorer:
 
     def embedding_text(self, index: int) -> str:
         passage = self.passages[index]
-        title = self._title_text.get(passage.source_number, "")
+        title = self.titles.get(passage.source_number, "")
         return f"{title}: {passage.shown}"[:EMBED_CHARS] if title else passage.shown[:EMBED_CHARS]
 
     def lexical(self, index: int) -> float:
@@ -622,9 +622,8 @@ async def score_passages(query: str, sources: list[Source], embedder: Embedder,
     against it (the embedding step runs here)."""
     scorer = PassageScorer(query, sources)
     missing = missing_names(query, sources)
-    titles = {source.number: source.title for source in sources}
     if not scorer.query_terms or not scorer.passages:
-        return Candidates([], scorer.question_coverage, missing, titles)
+        return Candidates([], scorer.question_coverage, missing, scorer.titles)
     lexical = [scorer.lexical(i) for i in range(len(scorer.passages))]
     phrase = [scorer.phrase(i) for i in range(len(scorer.passages))]
     asked_kind = [names_asked_kind(passage, query) for passage in scorer.passages]
@@ -641,7 +640,7 @@ async def score_passages(query: str, sources: list[Source], embedder: Embedder,
     items = [Candidate(scorer.passages[i], _dot(query_vector, vector), lexical[i], vector,
                        new_identifiers(scorer.passages[i], query), phrase[i], asked_kind[i])
              for i, vector in zip(order, vectors[1:], strict=True)]
-    return Candidates(items, scorer.question_coverage, missing, titles)
+    return Candidates(items, scorer.question_coverage, missing, scorer.titles)
 
 
 def choose(candidates: Candidates, thresholds: Thresholds = Thresholds(),
