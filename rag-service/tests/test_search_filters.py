@@ -26,6 +26,11 @@ from search_support import (  # noqa: F401 - embedder, library, search_settings,
 # --- filters and isolation --------------------------------------------------------------
 
 
+def every_document(result: Any) -> list[str]:
+    """The documents of the top hits and of the more chunks asked for (`same_document_chunks`)."""
+    return [hit.document_id for hit in (*result.hits, *result.same_document_hits)]
+
+
 async def test_document_id_filter_narrows(service: SearchService, library: Library) -> None:
     photosynthesis = library.id(ALICE, "Photosynthesis")
     result = await service.search(Access(ALICE), "flangewort", filters={"document_ids": [photosynthesis]}, top_k=10)
@@ -46,6 +51,10 @@ async def test_metadata_filter_narrows(service: SearchService, library: Library,
         result = await service.search(Access(ALICE), "volcano eruption leaves valve", mode=mode, top_k=20,
                                       filters={"metadata": metadata})
         assert set(documents(result)) <= {library.id(ALICE, name) for name in expected}
+        # More chunks of the documents found come from a second search: filtered alike.
+        first = await service.search(Access(ALICE), "volcano eruption leaves valve", mode=mode, top_k=1,
+                                     filters={"metadata": metadata}, same_document_chunks=10)
+        assert set(every_document(first)) <= {library.id(ALICE, name) for name in expected}
     hybrid = await service.search(Access(ALICE), "volcano eruption leaves valve", top_k=20, filters={"metadata": metadata})
     assert set(documents(hybrid)) == {library.id(ALICE, name) for name in expected}
 
@@ -55,6 +64,9 @@ async def test_search_never_returns_another_users_documents(service: SearchServi
     for mode in ("hybrid", "dense", "keyword"):
         result = await service.search(Access(ALICE), "flangewort valve bread yeast", mode=mode, top_k=50)
         assert result.hits and not set(documents(result)) & bob_ids
+        first = await service.search(Access(ALICE), "flangewort valve bread yeast", mode=mode, top_k=1,
+                                     same_document_chunks=10)
+        assert first.hits and not set(every_document(first)) & bob_ids
 
 
 @pytest.mark.parametrize("filters", [
@@ -72,6 +84,9 @@ async def test_filters_cannot_reach_another_users_documents(service: SearchServi
     for mode in ("hybrid", "dense", "keyword"):
         result = await service.search(Access(BOB), "flangewort valve volcano eruption", mode=mode, top_k=50, filters=filters)
         assert not set(documents(result)) & alice_ids
+        first = await service.search(Access(BOB), "flangewort valve volcano eruption", mode=mode, top_k=1,
+                                     filters=filters, same_document_chunks=10)
+        assert not set(every_document(first)) & alice_ids
 
 
 async def test_a_user_id_filter_key_is_rejected(service: SearchService) -> None:

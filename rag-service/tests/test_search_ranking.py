@@ -12,7 +12,14 @@ from qdrant_client import AsyncQdrantClient
 
 from rag_service.config import Settings
 from rag_service.providers.local_embedder import LocalEmbedder
-from rag_service.search.ranking import BASELINE_RANKING, DEFAULT_RANKING, RankingConfig, fuse, title_words
+from rag_service.search.ranking import (
+    BASELINE_RANKING,
+    DEFAULT_RANKING,
+    RankingConfig,
+    fuse,
+    passage_ranking,
+    title_words,
+)
 from rag_service.search.service import SearchService
 from rag_service.storage.access import Access
 from rag_service.storage.pgvector import PgVectorStore
@@ -105,6 +112,20 @@ def test_the_lead_bonus_lifts_every_chunk_of_its_document_alike() -> None:
     assert lift > 0
     assert with_lead["manual-0"] - without_lead["manual-0"] == pytest.approx(lift)
     assert with_lead["other-2"] == pytest.approx(without_lead["other-2"])  # its first chunk is no candidate
+
+
+def test_passages_of_the_documents_found_are_ranked_on_their_own_scores() -> None:
+    # The manual's lead and best chunk lift all its chunks: as documents it comes first, but
+    # its third chunk matches worse than the other document's fifth.
+    dense = [hit("manual", 0, 0.9), hit("other", 5, 0.7), hit("manual", 3, 0.6), hit("other", 0, 0.2)]
+    keyword = [hit("manual", 0, 8.0), hit("other", 5, 6.0), hit("manual", 3, 5.0), hit("other", 0, 1.0)]
+    as_documents = order(fuse(dense, keyword, frozenset(), title_terms, TITLED))
+    assert as_documents.index("manual-3") < as_documents.index("other-5")
+    passages = fuse(dense, keyword, frozenset(title_terms("manual")), title_terms, passage_ranking(TITLED))
+    assert order(passages) == ["manual-0", "other-5", "manual-3", "other-0"]
+    own = {h.id: h.score for h in fuse(dense, keyword, frozenset(), title_terms,
+                                       RankingConfig(aggregate_documents=False, lead_weight=0.0))}
+    assert {h.id: h.score for h in passages} == pytest.approx(own)
 
 
 def test_a_title_match_outranks_a_body_mention_when_the_title_field_is_on() -> None:

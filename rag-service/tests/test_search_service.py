@@ -5,6 +5,7 @@ collapsing chunks of one passage. Filters and tenant isolation are in test_searc
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from rag_service.errors import ServiceUnavailable, Unprocessable
 from rag_service.providers.local_embedder import LocalEmbedder
 from rag_service.search.service import SearchService, collapse_hits, more_of_the_documents
 from rag_service.storage.access import Access
+from rag_service.storage.db import create_engine_and_sessionmaker, run_migrations
+from rag_service.storage.qdrant_edge import EdgeVectorStore
 from rag_service.storage.vectors import ChunkHit
 from search_support import (  # noqa: F401 - embedder, library, search_settings, service are fixtures
     ALICE,
@@ -295,6 +298,44 @@ async def test_same_document_chunks_add_distinct_chunks_of_the_documents_found(
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
     assert [h.score for h in more] == sorted((h.score for h in more), reverse=True)
     assert plain.same_document_hits == []
+
+
+SOCKETS_PAGE = "\n\n".join([
+    "Reuse port sockets: several sockets may reuse one port when each of them sets the reuse port option first.",
+    "Weather notes: the morning was grey and cold, with a light drizzle over the hills and fog along the river "
+    "valley until noon, when the clouds finally broke.",
+    "Garden notes: the tomatoes ripened late this year, the beans climbed the fence, and the pumpkins spread "
+    "across the lawn until the first frost came in October.",
+    "The daemon writes its pid file under /run and records there the port it listens on.",
+])
+
+
+async def test_more_chunks_come_from_the_documents_found_however_far_down_the_collection(
+        embedder: LocalEmbedder, search_settings: Settings, tmp_path: Path) -> None:
+    # 45 other pages about ports and sockets outrank the pid-file passage of the page found
+    # (it shares only "port" with the question) in every list of the whole collection; among
+    # that page's own chunks it is the best after the one found.
+    settings = search_settings.model_copy(update={"data_dir": tmp_path})
+    await asyncio.to_thread(run_migrations, settings)
+    engine, sessionmaker = create_engine_and_sessionmaker(settings)
+    store = EdgeVectorStore(tmp_path / "qdrant", collection="far", dimension=embedder.dimension)
+    await store.ensure_collection()
+    try:
+        pages = Library(store, embedder, settings, sessionmaker)
+        page = await pages.add(ALICE, "Sockets", SOCKETS_PAGE)
+        for n in range(45):
+            await pages.add(ALICE, f"Service {n}", f"Service {n} listens on port {8000 + n} and may reuse the sockets bound to it.")
+        service = SearchService(store, pages.sparse, embedder, settings)
+        for mode in ("hybrid", "dense", "keyword"):
+            result = await service.search(Access(ALICE), "reuse port sockets", top_k=1, mode=mode,
+                                          same_document_chunks=1)
+            assert [h.document_id for h in result.hits] == [page], mode
+            assert result.hits[0].text.startswith("Reuse port sockets"), mode
+            assert [h.document_id for h in result.same_document_hits] == [page], mode
+            assert "pid file" in result.same_document_hits[0].text, mode
+    finally:
+        await store.close()
+        await engine.dispose()
 
 
 async def test_the_top_k_bound_is_the_configured_one(library: Library, embedder: LocalEmbedder,

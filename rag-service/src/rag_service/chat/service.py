@@ -64,14 +64,17 @@ _WORD = re.compile(r"[\w']+")
 
 
 # The chat's sources are the `top_k` best chunks, then up to this many more chunks of the
-# same documents (the next best of the ranked candidates): a page's best two chunks by
-# retrieval score are not always the ones holding the answer ("What is the default pipe
-# capacity?" finds pipe(7)'s chunks on /proc/sys/fs/pipe-max-size, not "65,536 bytes").
+# same documents (the best of them for the question, from a search among those documents:
+# SearchService.search): a page's best two chunks by retrieval score are not always the
+# ones holding the answer ("What is the default pipe capacity?" finds pipe(7)'s chunks on
+# /proc/sys/fs/pipe-max-size, not "65,536 bytes").
 # Chosen offline on saved candidate lists of the dev questions of both copies of
 # manpages-dev (3 and 5 gained as much or 1 less; the first chunk of the best pages, or more
 # chunks of any page, less), then measured with bench/answer_quality.py: answers right
 # 59 -> 61 of 74 (this machine's dev set), 64 -> 65 of 80 (shared copy), 28 -> 30 of 38
 # (held-out), 30 of 39 both (held-out, shared copy); docs/performance.md has the figures.
+# Taken from a search among the documents instead of the first search's 40 candidates:
+# 65 -> 67 of 74 and 68 -> 70 of 80 right, 69 -> 71 of 74 cited; 3 or 5 were no better.
 SAME_DOCUMENT_CHUNKS = 4
 
 

@@ -71,6 +71,14 @@ class RankingConfig:
 BASELINE_RANKING = RankingConfig(fusion="store")
 DEFAULT_RANKING = RankingConfig()
 
+
+def passage_ranking(config: RankingConfig) -> RankingConfig:
+    """`config` without its document-level terms (best chunk, lead passage, title): each
+    chunk ranked on its own fused score, as the search among the documents found ranks
+    their passages (search/service.py)."""
+    return dataclasses.replace(config, aggregate_documents=False, lead_weight=0.0, title_weight=0.0)
+
+
 TermsOf = Callable[[str], frozenset[int]]
 _TITLE_SEPARATORS = re.compile(r"[()\[\]{}<>._/\\:@,+=-]+")
 

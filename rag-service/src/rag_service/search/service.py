@@ -4,7 +4,9 @@ The vector store retrieves; this service embeds the query, scopes it to the call
 `Access`, and in hybrid mode asks the store for its dense and its BM25 candidates and ranks
 them itself (search/ranking.py: document-level score fusion),
 so that every store ranks alike. It over-fetches and then collapses the candidates so that
-several chunks of one passage do not crowd other documents out of the top k.
+several chunks of one passage do not crowd other documents out of the top k. Asked for more
+chunks of the documents found (the chat reads them), it searches again among those documents
+only, ranking their chunks as passages (`same_document_chunks`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from rag_service.config import Settings
 from rag_service.errors import Unprocessable, check_in_range
 from rag_service.providers.base import Embedder
-from rag_service.search.ranking import DEFAULT_RANKING, RankingConfig, fuse, title_words
+from rag_service.search.ranking import DEFAULT_RANKING, RankingConfig, fuse, passage_ranking, title_words
 from rag_service.search.filters import SearchFilters, parse_filters
 from rag_service.storage.sparse import SparseEncoder
 from rag_service.storage.access import Access, access_filter
@@ -30,6 +32,10 @@ DEFAULT_OVERFETCH = 3
 HYBRID_LIST_DEPTH = 40
 # Distinct passages of one document allowed in the first pass of the collapse.
 DEFAULT_MAX_CHUNKS_PER_DOCUMENT = 2
+# Candidates per list (dense, BM25) of the search among the documents found, for more of
+# their chunks (`same_document_chunks`). 40 and 60 were tried on the dev questions' stores
+# (docs/performance.md): 60 cited one more page on one copy, the same on the other.
+SAME_DOCUMENT_DEPTH = 60
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class SearchResult:
     hits: list[ChunkHit]
     # The dense query vector; empty when not requested in keyword mode.
     query_embedding: list[float]
-    # More chunks of the documents in `hits`, best first (see `same_document_chunks`).
+    # More chunks of the documents in `hits`, best first (see `SearchService.search`).
     same_document_hits: list[ChunkHit] = field(default_factory=list)
 
 
@@ -154,9 +160,12 @@ class SearchService:
         similarity for dense matches (dense and hybrid modes; in hybrid, keyword matches
         still come through). In keyword mode the query is embedded only when
         `include_embedding` asks for the vector. `same_document_chunks` asks for up to that
-        many more chunks of the documents found, from the same candidates (at least
-        HYBRID_LIST_DEPTH of them): the chat reads them for the passage that answers (the
-        top k hold a document's best two passages, not always the one that answers).
+        many more chunks of the documents found: the chat reads them for the passage that
+        answers (the top k hold a document's best two passages by the document's ranking,
+        not always the one that answers). They come from a second search, in the same mode,
+        among those documents only (`_passages`), so a passage ranked far down the whole
+        collection (socket(7)'s SO_REUSEPORT under a question about sockets sharing a port)
+        is still found in its document.
         """
         text = self._checked_text(query, retrieval_text)
         if mode not in SEARCH_MODES:
@@ -168,36 +177,64 @@ class SearchService:
             if not -1.0 <= min_score <= 1.0:
                 raise Unprocessable("min_score is a cosine similarity, from -1 to 1")
         parsed = parse_filters(filters)
-        where = access_filter(
-            access,
-            collection_id=parsed.collection_id if parsed else None,
-            document_ids=list(parsed.document_ids or ()) if parsed else None,
-            metadata=parsed.metadata_values() if parsed else None,
-        )
 
+        def scope(document_ids: list[str] | None) -> ChunkFilter:
+            return access_filter(
+                access,
+                collection_id=parsed.collection_id if parsed else None,
+                document_ids=document_ids,
+                metadata=parsed.metadata_values() if parsed else None,
+            )
+
+        where = scope(list(parsed.document_ids or ()) if parsed else None)
         sparse = self.sparse_encoder.encode_query(text)
         limit = top_k * self.overfetch
-        # The top k are collapsed from the best `limit` candidates; more chunks of their
-        # documents come from deeper in the same list.
-        depth = max(limit, HYBRID_LIST_DEPTH) if same_document_chunks > 0 else limit
         if mode == "hybrid" and self.ranking.fusion == "convex":
-            dense, candidates = await self._hybrid_candidates(text, sparse, where, depth, min_score)
+            dense, candidates = await self._hybrid_candidates(text, sparse, where, limit, min_score)
         else:
             needs_dense = mode != "keyword" or include_embedding
             dense = await self._embed(text) if needs_dense else []
             candidates = await self.vector_store.search(
-                QueryVectors(dense=dense, sparse=sparse), where, limit=depth, mode=mode,
+                QueryVectors(dense=dense, sparse=sparse), where, limit=limit, mode=mode,
                 dense_score_threshold=min_score,
             )
-        hits = collapse_hits(candidates[:limit], top_k, self.max_chunks_per_document)
+        hits = collapse_hits(candidates, top_k, self.max_chunks_per_document)
+        more: list[ChunkHit] = []
+        if same_document_chunks > 0 and hits:
+            # The documents found passed `where`; narrowing it keeps the caller's scope and filters.
+            found = scope(list(dict.fromkeys(hit.document_id for hit in hits)))
+            passages = await self._passages(text, sparse, dense, found, mode, min_score)
+            more = more_of_the_documents(passages, hits, same_document_chunks)
         return SearchResult(hits=hits, query_embedding=list(dense) if include_embedding else [],
-                            same_document_hits=more_of_the_documents(candidates, hits, same_document_chunks))
+                            same_document_hits=more)
+
+    async def _passages(self, text: str, sparse: SparseVector, dense: list[float], where: ChunkFilter,
+                        mode: SearchMode, min_score: float | None) -> list[ChunkHit]:
+        """The chunks `where` selects (the documents found), best first, SAME_DOCUMENT_DEPTH deep.
+
+        In hybrid mode each chunk is ranked on its own fused score (`passage_ranking`): the
+        document-level terms of the ranking (its best chunk, its lead passage) tell which
+        documents answer; among the chunks of documents already chosen they would only put
+        every chunk of the best document first. On the dev questions' stores this found the
+        answering passage of 2 more questions of 74 and 80 than ranking them by document
+        (docs/performance.md).
+        """
+        if mode == "hybrid" and self.ranking.fusion == "convex":
+            _, ranked = await self._hybrid_candidates(text, sparse, where, SAME_DOCUMENT_DEPTH, min_score,
+                                                      dense=dense, ranking=passage_ranking(self.ranking))
+            return ranked
+        return await self.vector_store.search(
+            QueryVectors(dense=dense, sparse=sparse), where, limit=SAME_DOCUMENT_DEPTH, mode=mode,
+            dense_score_threshold=min_score,
+        )
 
     async def _hybrid_candidates(
-        self, text: str, sparse: SparseVector, where: ChunkFilter, limit: int, min_score: float | None
+        self, text: str, sparse: SparseVector, where: ChunkFilter, limit: int, min_score: float | None,
+        *, dense: list[float] | None = None, ranking: RankingConfig | None = None,
     ) -> tuple[list[float], list[ChunkHit]]:
-        """The query's embedding, and the best `limit` chunks of the dense and BM25 lists
-        ranked by `search.ranking.fuse`.
+        """The query's embedding (`dense` when already computed), and the best `limit` chunks
+        of the dense and BM25 lists ranked by `search.ranking.fuse` (with `ranking`, by
+        default the service's).
 
         The BM25 list needs no embedding: it is searched while the query is embedded, so a
         search waits for the longer of the two, then the dense list (on a busy machine each
@@ -212,7 +249,8 @@ class SearchService:
             self.vector_store.search(QueryVectors(dense=[], sparse=sparse), where, limit=depth, mode="keyword")
         ) if sparse.indices else None
         try:
-            dense = await self._embed(text)
+            if dense is None:
+                dense = await self._embed(text)
             dense_hits = await self.vector_store.search(
                 QueryVectors(dense=dense, sparse=sparse), where, limit=depth, mode="dense",
                 dense_score_threshold=min_score,
@@ -223,7 +261,7 @@ class SearchService:
                 keyword.cancel()  # still running when the embedding or the dense search failed
                 if keyword.done() and not keyword.cancelled():
                     keyword.exception()  # seen: the failure reported is the one that ended the search
-        fused = fuse(dense_hits, keyword_hits, frozenset(sparse.indices), self._title_terms, self.ranking)
+        fused = fuse(dense_hits, keyword_hits, frozenset(sparse.indices), self._title_terms, ranking or self.ranking)
         return dense, fused[:limit]
 
     async def _embed(self, text: str) -> list[float]:
