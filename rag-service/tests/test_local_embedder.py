@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from prometheus_client import REGISTRY
+
 from rag_service.config import Settings
 from rag_service.providers.local_embedder import LocalEmbedder
 
@@ -128,3 +130,48 @@ def test_queries_and_ingestion_batches_get_their_own_thread_counts():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def encoded_texts() -> float:
+    """Texts the local encoder has encoded so far (the service's own counter)."""
+    return REGISTRY.get_sample_value("rag_embedded_texts_total", {"provider": "local"}) or 0.0
+
+
+async def test_a_query_embedded_again_is_not_encoded_again(local_embedder):
+    # The chat embeds its question for retrieval, then again beside the answer's passages.
+    [question] = await local_embedder.embed(["which file lists the network services"], task="query")
+    before = encoded_texts()
+    again, passage = await local_embedder.embed(
+        ["which file lists the network services", "/etc/services: the Internet network services list"], task="query")
+    assert encoded_texts() - before == 1  # the passage only
+    assert again == question
+    again.append(0.0)  # a caller changing its copy changes no one else's
+    assert (await local_embedder.embed(["which file lists the network services"], task="query"))[0] == question
+    [fresh] = await local_embedder.embed(["/etc/services: the Internet network services list"], task="document")
+    assert cos(passage, fresh) == pytest.approx(1.0, abs=1e-5)
+
+
+async def test_documents_are_always_encoded(local_embedder):
+    before = encoded_texts()
+    await local_embedder.embed(["a chunk stored twice"], task="document")
+    await local_embedder.embed(["a chunk stored twice"], task="document")
+    assert encoded_texts() - before == 2
+
+
+async def test_kept_query_vectors_are_bounded_and_concurrent_calls_get_their_own(tmp_path):
+    embedder = LocalEmbedder(Settings(data_dir=tmp_path, embedding_batch_size=4), query_cache_size=2)
+    try:
+        texts = [f"query number {i}" for i in range(6)]
+        expected = await embedder.embed(texts, task="document")
+        # Concurrent calls sharing texts, each dropping the others' from the two kept.
+        calls = [[texts[i], texts[(i + 1) % 6], texts[(i + 3) % 6]] for i in range(6)] * 3
+        results = await asyncio.gather(*(embedder.embed(call, task="query") for call in calls))
+        for call, vectors in zip(calls, results, strict=True):
+            for text, vector in zip(call, vectors, strict=True):
+                assert cos(vector, expected[texts.index(text)]) == pytest.approx(1.0, abs=1e-5)
+        await embedder.embed(texts[:3], task="query")
+        before = encoded_texts()
+        await embedder.embed(texts[:3], task="query")  # two of three kept
+        assert encoded_texts() - before == 1
+    finally:
+        await embedder.aclose()

@@ -636,7 +636,8 @@ async def score_passages(query: str, sources: list[Source], embedder: Embedder,
         -(lexical[i] + PHRASE_WEIGHT * phrase[i] + POOL_ASKED_KIND_BONUS * asked_kind[i]), i))[:pool]
     # Embedded under their source's title, as chunks are for retrieval, for the same reason.
     texts = [scorer.embedding_text(i) for i in order]
-    # On the embedder's query lanes (never on the event loop), queued with searches.
+    # On the embedder's query lanes (never on the event loop), queued with searches; the
+    # local embedder keeps the question's vector from retrieval (QUERY_CACHE_SIZE).
     vectors = await embedder.embed([query, *texts], task="query")
     query_vector = vectors[0]
     items = [Candidate(scorer.passages[i], _dot(query_vector, vector), lexical[i], vector,

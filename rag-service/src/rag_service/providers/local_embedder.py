@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -34,8 +35,14 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
 # A query-priority call is split between the encoder's lanes when each part gets at least
-# this many texts (an extractive answer embeds its question and 8 sentences: two parts).
+# this many texts (an extractive answer embeds 8 passages, and its question unless kept
+# from retrieval: two parts).
 MIN_QUERY_TEXTS_PER_LANE = 4
+# Query-priority texts whose vectors are kept (least recently used dropped first). The chat
+# embeds its question for retrieval and again beside its passages for the extractive answer:
+# kept, the answer's encoder call has 8 texts instead of 9, one part of 4 per lane instead of
+# 5 and 4 (docs/performance.md). 256 vectors of 384 floats: a few MB.
+QUERY_CACHE_SIZE = 256
 
 __all__ = ["DIMENSION", "MAX_TOKENS", "MODEL_NAME", "LocalEmbedder", "load_sentence_transformer"]
 
@@ -63,8 +70,12 @@ class LocalEmbedder:
     dimension = DIMENSION
     max_tokens = MAX_TOKENS
 
-    def __init__(self, settings: Settings, *, model_dir: Path | None = None) -> None:
+    def __init__(self, settings: Settings, *, model_dir: Path | None = None,
+                 query_cache_size: int = QUERY_CACHE_SIZE) -> None:
         self.model_dir = model_dir or minilm_model_dir()
+        self.query_cache_size = query_cache_size
+        # Touched on the event loop only (embed), so it needs no lock.
+        self._query_vectors: OrderedDict[str, list[float]] = OrderedDict()
         self.batch_size = max(1, settings.embedding_batch_size)
         self.tokenizer_path = self.model_dir / "tokenizer.json"
         self._tokenizer = load_counting_tokenizer(str(self.tokenizer_path))
@@ -98,6 +109,27 @@ class LocalEmbedder:
         # only decides the queue (queries first, and micro-batched together).
         if not texts:
             return []
+        if task == "query":
+            return await self._embed_queries(texts)
+        return await self._embed(texts, task)
+
+    async def _embed_queries(self, texts: list[str]) -> list[list[float]]:
+        """Query-priority texts, those embedded recently served from the QUERY_CACHE_SIZE
+        kept vectors (a text gets the same vector whatever it is batched with, to ~1e-7)."""
+        kept = self._query_vectors
+        # Taken before encoding: calls that run meanwhile may drop these from `kept`.
+        found = {text: kept[text] for text in texts if text in kept}
+        missing = [text for text in dict.fromkeys(texts) if text not in found]
+        if missing:
+            found.update(zip(missing, await self._embed(missing, "query"), strict=True))
+        for text, vector in found.items():
+            kept[text] = vector
+            kept.move_to_end(text)
+        while len(kept) > self.query_cache_size:
+            kept.popitem(last=False)
+        return [list(found[text]) for text in texts]  # copies: callers may change theirs
+
+    async def _embed(self, texts: list[str], task: EmbedTask) -> list[list[float]]:
         if task == "query":
             # Many query-priority texts at once (an extractive answer's question and
             # candidate sentences) go in one part per lane: idle lanes encode them side by side.
