@@ -550,3 +550,25 @@ async def test_a_command_abbreviated_cmd_answers_a_question_that_spells_it_out(g
     _, text = await answer(generator, "How do I run a command inside a named network namespace?",
                            [Source(1, "ip-netns(8)", IP_NETNS)])
     assert text.startswith("ip [-all] netns exec [ NAME ] cmd ... - Run cmd in the named network namespace")
+
+
+LOGIND_CONF = """OPTIONS
+       HandlePowerKey=, HandleSuspendKey=, HandleLidSwitch=, HandleLidSwitchDocked=
+           Controls how logind shall handle the system power and sleep keys and the lid switch to trigger
+           actions such as system power-off or suspend. Can be one of "ignore", "poweroff", "suspend" and "lock".
+
+       InhibitDelayMaxSec=
+           Specifies the maximum time a system shutdown or sleep request is delayed due to an inhibitor lock.
+"""
+
+
+def test_the_words_framing_a_question_are_not_what_it_asks_about():
+    assert content_terms("Which setting decides what happens to the lid?") == content_terms("Which setting: the lid?")
+
+
+async def test_a_question_framed_in_words_the_page_never_uses_is_answered(generator):
+    # "decides" and "happens" are nowhere in the page; "laptop" and "closed" are not either,
+    # but "logind", "setting" and "lid" are what the question is about.
+    sources = [Source(1, "logind.conf(5)", LOGIND_CONF)]
+    _, text = await answer(generator, "Which logind setting decides what happens when the laptop lid is closed?", sources)
+    assert text.startswith("HandlePowerKey=, HandleSuspendKey=, HandleLidSwitch=, HandleLidSwitchDocked=: Controls how")
