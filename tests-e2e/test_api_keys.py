@@ -3,11 +3,16 @@ revoke, the key -> JWT exchange, scope enforcement on every write route, token r
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import httpx
 import jwt
+import pyotp
 import pytest
 
-from clients_support import Clock, account
+from clients_support import PASSWORD, Clock, account
+from conftest import sign_up
 from rag_client import (
     AuthenticationError,
     BatchText,
@@ -156,3 +161,43 @@ def test_a_password_client_signs_in_again_when_its_session_has_ended(auth_url: s
         clock.now += 15 * 60  # the access token (15 minutes) has expired
         assert client.list_documents().total == 0
         assert client.tokens.session_token and client.tokens.session_token != ended
+
+
+def test_an_account_with_two_factor_codes_signs_in_through_the_client_with_its_code(auth_url: str,
+                                                                                   rag_url: str) -> None:
+    email = f"client-2fa-{uuid.uuid4().hex[:10]}@example.com"
+    session = {"Authorization": f"Bearer {sign_up(auth_url, email=email, password=PASSWORD)['session_token']}"}
+    enabled = httpx.post(f"{auth_url}/api/auth/two-factor/enable", json={"password": PASSWORD}, headers=session,
+                         timeout=30)
+    assert enabled.status_code == 200, enabled.text
+    totp = pyotp.parse_uri(enabled.json()["totpURI"])
+    assert isinstance(totp, pyotp.TOTP)
+    backup_codes = enabled.json()["backupCodes"]
+    confirmed = httpx.post(f"{auth_url}/api/auth/two-factor/verify-totp", json={"code": totp.now()},
+                           headers=session, timeout=30)
+    assert confirmed.status_code == 200, confirmed.text
+
+    # No code to give: the sign-in stops, and says why.
+    with RagClient(rag_url, auth_url, email=email, password=PASSWORD) as client:
+        with pytest.raises(AuthenticationError) as refused:
+            client.list_documents()
+    assert refused.value.code == "two_factor_required"
+    with RagClient(rag_url, auth_url, email=email, password=PASSWORD, two_factor_code=lambda: "000000") as client:
+        with pytest.raises(AuthenticationError) as wrong:
+            client.list_documents()
+    assert wrong.value.code == "invalid_code"
+
+    # The next period's code (the one confirming the set-up was spent), then a backup code
+    # when the session has ended and the client signs in again.
+    codes = [totp.at(time.time() + totp.interval), backup_codes[0]]
+    clock = Clock()
+    with RagClient(rag_url, auth_url, email=email, password=PASSWORD, two_factor_code=lambda: codes.pop(0),
+                   clock=clock) as client:
+        client.save("Tides", TEXT)
+        first_session = client.tokens.session_token
+        logout = httpx.post(f"{auth_url}/auth/logout", headers={"Authorization": f"Bearer {first_session}"})
+        assert logout.status_code == 200, logout.text
+        clock.now += 15 * 60  # the access token (15 minutes) has expired
+        assert client.list_documents().total == 1
+        assert client.tokens.session_token not in (None, first_session)
+    assert codes == []

@@ -50,6 +50,15 @@ class Services:
     accept_tokens: bool = True
     # Per rag path, answers to give before the normal one (e.g. 429s), consumed in order.
     queued: dict[str, list[httpx.Response]] = field(default_factory=dict)
+    # Set: the account has two-factor codes. The sign-in answers 401 two_factor_required with
+    # a challenge ("c1", "c2"...) that POST /auth/login/two-factor takes once, with this code
+    # or one of `backup_codes` (each once).
+    two_factor_code: str | None = None
+    backup_codes: set[str] = field(default_factory=set)
+    challenges: set[str] = field(default_factory=set)
+    challenges_issued: int = 0
+    # The JSON body of every POST /auth/login/two-factor, in order.
+    two_factor_bodies: list[dict[str, str]] = field(default_factory=list)
 
     def authorizations(self, path: str) -> list[str | None]:
         """The Authorization header of every request to `path`, in order."""
@@ -81,8 +90,27 @@ class Services:
             return self._access() if session in self.sessions else error(401, "invalid_session")
         if path == "/auth/login":
             body = json.loads(request.content)
-            ok = (body["email"], body["password"]) == (EMAIL, PASSWORD)
-            return self._access(session=True) if ok else error(401, "invalid_credentials")
+            if (body["email"], body["password"]) != (EMAIL, PASSWORD):
+                return error(401, "invalid_credentials")
+            if self.two_factor_code is None:
+                return self._access(session=True)
+            self.challenges_issued += 1
+            challenge = f"c{self.challenges_issued}"
+            self.challenges.add(challenge)
+            return httpx.Response(401, json={"error": {"code": "two_factor_required", "message": "code needed",
+                                                       "request_id": "req-2"},
+                                             "two_factor": {"token": challenge, "methods": ["totp", "backup_code"],
+                                                            "expires_in": 600}})
+        if path == "/auth/login/two-factor":
+            body = json.loads(request.content)
+            self.two_factor_bodies.append(body)
+            if body.get("two_factor_token") not in self.challenges:
+                return error(401, "two_factor_expired")
+            if body.get("code") == self.two_factor_code or body.get("backup_code") in self.backup_codes:
+                self.challenges.discard(body["two_factor_token"])
+                self.backup_codes.discard(body.get("backup_code", ""))
+                return self._access(session=True)
+            return error(401, "invalid_code")
         if path.startswith("/auth/api-keys"):
             if (auth or "").removeprefix("Bearer ") not in self.sessions:
                 return error(401, "invalid_session")

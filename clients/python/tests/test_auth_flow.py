@@ -302,6 +302,100 @@ async def test_the_async_client_streams_after_a_refresh(services: Services, cloc
     assert services.authorizations("/chat") == ["Bearer a1", "Bearer a2"]
 
 
+# --- two-factor codes ---------------------------------------------------------------------
+
+TOTP = "123456"
+
+
+class Codes:
+    """The authenticator app: gives the codes it is given, in order, and counts the asks."""
+
+    def __init__(self, *codes: str) -> None:
+        self.codes = list(codes)
+        self.asked = 0
+
+    def __call__(self) -> str:
+        self.asked += 1
+        return self.codes.pop(0)
+
+
+def two_factor_client(services: Services, clock: Clock, codes: Codes | None) -> RagClient:
+    services.two_factor_code = TOTP
+    return RagClient(RAG_URL, AUTH_URL, email=EMAIL, password=PASSWORD, two_factor_code=codes, clock=clock,
+                     http=httpx.Client(transport=sync_transport(services)))
+
+
+def test_an_account_with_two_factor_codes_signs_in_with_the_code(services: Services, clock: Clock) -> None:
+    codes = Codes(TOTP)
+    with two_factor_client(services, clock, codes) as client:
+        assert client.list_documents().total == 0
+        clock.now += LIFETIME  # minted from the session: no second code
+        client.list_documents()
+    assert services.token_calls == ["/auth/login", "/auth/login/two-factor", "/auth/token"]
+    assert services.two_factor_bodies == [{"two_factor_token": "c1", "code": TOTP}]
+    assert codes.asked == 1
+    assert services.authorizations("/documents") == ["Bearer a1", "Bearer a2"]
+
+
+def test_a_sign_in_again_after_the_session_ended_asks_for_a_new_code(services: Services, clock: Clock) -> None:
+    with two_factor_client(services, clock, Codes(TOTP, TOTP)) as client:
+        client.list_documents()
+        services.end_sessions()
+        clock.now += LIFETIME
+        assert client.list_documents().total == 0
+        assert client.tokens.session_token == "s2"
+    assert services.token_calls == ["/auth/login", "/auth/login/two-factor", "/auth/token", "/auth/login",
+                                    "/auth/login/two-factor"]
+    assert [body["two_factor_token"] for body in services.two_factor_bodies] == ["c1", "c2"]
+
+
+def test_a_backup_code_is_sent_as_one(services: Services, clock: Clock) -> None:
+    services.backup_codes = {"Ab3x-9kQz"}
+    with two_factor_client(services, clock, Codes(" Ab3x-9kQz ")) as client:
+        client.list_documents()
+    assert services.two_factor_bodies == [{"two_factor_token": "c1", "backup_code": "Ab3x-9kQz"}]
+
+
+def test_without_a_code_the_sign_in_stops_with_two_factor_required(services: Services, clock: Clock) -> None:
+    with two_factor_client(services, clock, None) as client:
+        with pytest.raises(AuthenticationError) as refused:
+            client.list_documents()
+    assert refused.value.code == "two_factor_required"
+    assert "two_factor_code" in refused.value.message
+    assert services.token_calls == ["/auth/login"]
+    assert services.authorizations("/documents") == []
+
+
+def test_a_wrong_code_is_refused_and_the_next_call_signs_in_again(services: Services, clock: Clock) -> None:
+    codes = Codes("000000", TOTP)
+    with two_factor_client(services, clock, codes) as client:
+        with pytest.raises(AuthenticationError) as refused:
+            client.list_documents()
+        assert refused.value.code == "invalid_code"
+        assert client.list_documents().total == 0  # the lock was released; a new challenge
+    assert [(body["two_factor_token"], body["code"]) for body in services.two_factor_bodies] == [
+        ("c1", "000000"), ("c2", TOTP)]
+    assert services.authorizations("/documents") == ["Bearer a1"]
+
+
+def test_a_two_factor_code_needs_an_email_sign_in() -> None:
+    with pytest.raises(ValueError, match="email/password"):
+        RagClient(RAG_URL, AUTH_URL, api_key=API_KEY, two_factor_code=Codes(TOTP))
+
+
+@pytest.mark.asyncio
+async def test_concurrent_async_calls_of_a_two_factor_account_send_one_code(services: Services,
+                                                                             clock: Clock) -> None:
+    services.two_factor_code = TOTP
+    codes = Codes(TOTP)
+    async with AsyncRagClient(RAG_URL, AUTH_URL, email=EMAIL, password=PASSWORD, two_factor_code=codes,
+                              clock=clock, http=httpx.AsyncClient(transport=async_transport(services))) as client:
+        pages = await asyncio.gather(*(client.list_documents() for _ in range(CONCURRENT)))
+    assert [page.total for page in pages] == [0] * CONCURRENT
+    assert codes.asked == 1
+    assert services.token_calls == ["/auth/login", "/auth/login/two-factor"]
+
+
 # --- the token outside a request (folder sync's state file, the e2e tests) ----------------
 
 def test_access_token_is_reused_until_forced(key_client: RagClient, services: Services) -> None:

@@ -40,11 +40,12 @@ class AsyncRagClient:
 
     def __init__(self, rag_url: str, auth_url: str | None = None, *, api_key: str | None = None,
                  email: str | None = None, password: str | None = None, access_token: str | None = None,
+                 two_factor_code: Callable[[], str] | None = None,
                  timeout: httpx.Timeout | float = DEFAULT_TIMEOUT, http: httpx.AsyncClient | None = None,
                  retry: RetryPolicy | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.rag_url = rag_url.rstrip("/")
         self.tokens = TokenState(auth_url, api_key=api_key, email=email, password=password,
-                                 access_token=access_token, clock=clock)
+                                 access_token=access_token, two_factor_code=two_factor_code, clock=clock)
         self._auth = TokenAuth(self.tokens)
         self._session_auth = self._auth.session_auth()
         self._retry = retry or RetryPolicy()

@@ -21,7 +21,11 @@ from typing import Any, Literal
 
 import httpx
 
+from rag_client.errors import AuthenticationError
 from rag_client.tokens import TokenState
+
+# Token calls in one refresh: mint from the session, sign in again, send the two-factor code.
+MAX_TOKEN_CALLS = 3
 
 
 @dataclass(frozen=True)
@@ -130,13 +134,13 @@ class TokenAuth(httpx.Auth):
 
     def _refresh(self, timeout: dict[str, Any] | None) -> _Flow:
         step = self.tokens.next_request()
-        answer = yield _TokenCall(step.build(timeout))
-        assert answer is not None
-        if not self.tokens.accept(step, answer):  # the session ended: sign in again
-            step = self.tokens.next_request(relogin=True)
+        for _ in range(MAX_TOKEN_CALLS):
             answer = yield _TokenCall(step.build(timeout))
             assert answer is not None
-            self.tokens.accept(step, answer)
+            if self.tokens.accept(step, answer):
+                return
+            step = self.tokens.next_request(relogin=True)
+        raise AuthenticationError(401, "sign_in_failed", "the auth-service did not finish the sign-in")
 
     def _stale(self) -> bool:
         return self.tokens.needs_session if self.session else self.tokens.needs_refresh()

@@ -57,16 +57,21 @@ class RagClient:
     `access_token=...` (not refreshed). `from_env()` reads RAG_URL, AUTH_URL and RAG_API_KEY
     (or RAG_EMAIL + RAG_PASSWORD). Use as a context manager, or call close().
 
+    `two_factor_code`: for an account with two-factor codes, a callable returning the current
+    code of its authenticator app (or a backup code), e.g. `pyotp.TOTP(secret).now`; called at
+    each sign-in, from the thread (or, in `AsyncRagClient`, on the event loop) that needs the token.
+
     `retry`: how 429 answers are waited out. `clock`: seconds, for the tokens' lifetimes
     (monotonic by default). Safe to share between threads."""
 
     def __init__(self, rag_url: str, auth_url: str | None = None, *, api_key: str | None = None,
                  email: str | None = None, password: str | None = None, access_token: str | None = None,
+                 two_factor_code: Callable[[], str] | None = None,
                  timeout: httpx.Timeout | float = DEFAULT_TIMEOUT, http: httpx.Client | None = None,
                  retry: RetryPolicy | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.rag_url = rag_url.rstrip("/")
         self.tokens = TokenState(auth_url, api_key=api_key, email=email, password=password,
-                                 access_token=access_token, clock=clock)
+                                 access_token=access_token, two_factor_code=two_factor_code, clock=clock)
         self._auth = TokenAuth(self.tokens)
         self._session_auth = self._auth.session_auth()
         self._retry = retry or RetryPolicy()
