@@ -215,7 +215,7 @@ export function authOptions(
       passwordChangeEndsOtherSessions(),
       twoFactorPlugin(config.signInDisplayName),
       secondFactorGuard(database.db, stores.accountThrottle, config.accountThrottle, sessionUser),
-      passkeyPlugin(config),
+      passkeyPlugin(config, database.db),
       ...sso.plugins,
       // OAuth 2.1 authorization server for MCP clients (src/oauth-server.ts).
       ...oauthServerPlugins(config, memberStore),
