@@ -11,7 +11,7 @@ import jwt
 import pyotp
 import pytest
 
-from clients_support import PASSWORD, Clock, account
+from clients_support import PASSWORD, Clock, account, run_cli, run_cli_on_a_terminal
 from conftest import sign_up
 from rag_client import (
     AuthenticationError,
@@ -163,8 +163,9 @@ def test_a_password_client_signs_in_again_when_its_session_has_ended(auth_url: s
         assert client.tokens.session_token and client.tokens.session_token != ended
 
 
-def test_an_account_with_two_factor_codes_signs_in_through_the_client_with_its_code(auth_url: str,
-                                                                                   rag_url: str) -> None:
+def two_factor_account(auth_url: str) -> tuple[str, pyotp.TOTP, list[str]]:
+    """A new account with two-factor codes turned on through Better Auth (the code confirming
+    the set-up spends the current period's code): its email, authenticator and backup codes."""
     email = f"client-2fa-{uuid.uuid4().hex[:10]}@example.com"
     session = {"Authorization": f"Bearer {sign_up(auth_url, email=email, password=PASSWORD)['session_token']}"}
     enabled = httpx.post(f"{auth_url}/api/auth/two-factor/enable", json={"password": PASSWORD}, headers=session,
@@ -172,10 +173,15 @@ def test_an_account_with_two_factor_codes_signs_in_through_the_client_with_its_c
     assert enabled.status_code == 200, enabled.text
     totp = pyotp.parse_uri(enabled.json()["totpURI"])
     assert isinstance(totp, pyotp.TOTP)
-    backup_codes = enabled.json()["backupCodes"]
     confirmed = httpx.post(f"{auth_url}/api/auth/two-factor/verify-totp", json={"code": totp.now()},
                            headers=session, timeout=30)
     assert confirmed.status_code == 200, confirmed.text
+    return email, totp, enabled.json()["backupCodes"]
+
+
+def test_an_account_with_two_factor_codes_signs_in_through_the_client_with_its_code(auth_url: str,
+                                                                                   rag_url: str) -> None:
+    email, totp, backup_codes = two_factor_account(auth_url)
 
     # No code to give: the sign-in stops, and says why.
     with RagClient(rag_url, auth_url, email=email, password=PASSWORD) as client:
@@ -201,3 +207,30 @@ def test_an_account_with_two_factor_codes_signs_in_through_the_client_with_its_c
         assert client.list_documents().total == 1
         assert client.tokens.session_token not in (None, first_session)
     assert codes == []
+
+
+def test_the_cli_asks_an_account_with_two_factor_codes_for_its_code(auth_url: str, rag_url: str) -> None:
+    email, _, backup_codes = two_factor_account(auth_url)
+    urls = {"rag_url": rag_url, "auth_url": auth_url, "email": email}
+
+    # No terminal to ask on and no code given: it stops and says what to give.
+    unasked = run_cli(["keys", "create", "unasked"], **urls)
+    assert unasked.returncode == 1
+    assert "two_factor_required" in unasked.stderr and "--two-factor-code" in unasked.stderr
+    wrong = run_cli(["keys", "create", "wrong"], two_factor_code="000000", **urls)
+    assert wrong.returncode == 1
+    assert "invalid_code" in wrong.stderr
+
+    # The code from the environment (RAG_TWO_FACTOR_CODE), then one typed on a terminal.
+    from_environment = run_cli(["keys", "create", "from-environment"], two_factor_code=backup_codes[0], **urls)
+    assert from_environment.returncode == 0, from_environment.stderr
+    assert from_environment.stdout.startswith("rag_")
+    typed, echoed = run_cli_on_a_terminal(["keys", "create", "typed"], typed=backup_codes[1],
+                                          prompt="Two-factor code (or a backup code): ", **urls)
+    assert typed.returncode == 0, typed.stderr
+    assert typed.stdout.startswith("rag_")
+    assert backup_codes[1].encode() not in echoed  # typed blind, as a password
+
+    with RagClient(rag_url, auth_url, email=email, password=PASSWORD,
+                   two_factor_code=lambda: backup_codes[2]) as client:
+        assert sorted(key.name for key in client.list_api_keys()) == ["from-environment", "typed"]

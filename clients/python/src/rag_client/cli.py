@@ -2,12 +2,15 @@
 collections, manage API keys.
 
 Credentials come from options or the environment: RAG_URL, AUTH_URL, and RAG_API_KEY (or
-RAG_EMAIL + RAG_PASSWORD; API-key management needs the email/password sign-in)."""
+RAG_EMAIL + RAG_PASSWORD; API-key management needs the email/password sign-in). An account
+with two-factor codes is asked for its code on the terminal, or takes it from
+--two-factor-code (RAG_TWO_FACTOR_CODE)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rag_client.client import RagClient
-from rag_client.errors import RagError
+from rag_client.errors import AuthenticationError, RagError
 from rag_client.folder_sync import BATCH_FILES, FolderSync, supported_files
 from rag_client.models import DeltaEvent, DoneEvent, SourcesEvent
 
@@ -39,9 +42,20 @@ class Options:
         if v["api_key"]:
             return RagClient(v["rag_url"], v["auth_url"], api_key=v["api_key"])
         if v["email"]:
-            return RagClient(v["rag_url"], v["auth_url"], email=v["email"], password=v["password"] or "")
+            return RagClient(v["rag_url"], v["auth_url"], email=v["email"], password=v["password"] or "",
+                             two_factor_code=self.two_factor_code)
         errors.print("[red]error:[/] give --api-key (RAG_API_KEY) or --email and --password (RAG_EMAIL, RAG_PASSWORD)")
         raise typer.Exit(2)
+
+    def two_factor_code(self) -> str:
+        """Asked only when the sign-in wants it: the option's code, or one typed on the terminal
+        (hidden). Without a terminal there is nobody to ask, so the error says what to give."""
+        if self.values["two_factor_code"]:
+            return self.values["two_factor_code"]
+        if not sys.stdin.isatty():
+            raise AuthenticationError(401, "two_factor_required", "this account has two-factor codes: give "
+                                      "--two-factor-code (RAG_TWO_FACTOR_CODE), or run on a terminal to be asked")
+        return typer.prompt("Two-factor code (or a backup code)", hide_input=True, err=True)
 
 
 @app.callback()
@@ -52,8 +66,12 @@ def main(
     api_key: Annotated[Optional[str], typer.Option(envvar="RAG_API_KEY", help="API key (rag_...)")] = None,
     email: Annotated[Optional[str], typer.Option(envvar="RAG_EMAIL")] = None,
     password: Annotated[Optional[str], typer.Option(envvar="RAG_PASSWORD")] = None,
+    two_factor_code: Annotated[Optional[str], typer.Option(
+        envvar="RAG_TWO_FACTOR_CODE", help="Authenticator or backup code, for an account with two-factor codes "
+        "(default: asked on the terminal when the sign-in needs it)")] = None,
 ) -> None:
-    ctx.obj = Options(rag_url=rag_url, auth_url=auth_url, api_key=api_key, email=email, password=password)
+    ctx.obj = Options(rag_url=rag_url, auth_url=auth_url, api_key=api_key, email=email, password=password,
+                      two_factor_code=two_factor_code)
 
 
 def fail(exc: RagError) -> typer.Exit:
