@@ -378,10 +378,11 @@ def sweep_grid() -> list[dict[str, Any]]:
     grid += [{"mode": "hybrid", "per_doc": n} for n in (1, 3)]
     grid += [{"mode": "hybrid", "per_doc": 2, "overfetch": n} for n in (2, 5)]
     grid += [{"mode": "hybrid", "per_doc": 2, "prefetch": p, "fusion": "dbsf"} for p in (None, 50)]
-    # The service's ranking with one part changed at a time (its ablation).
+    # The service's ranking with one part changed at a time (its ablation). Without the lead
+    # term (lead_weight 0) is in the table of the lead-passage term, not evaluated again here.
     grid += [{"mode": "hybrid", "per_doc": 2, "ranking": replace(DEFAULT_RANKING, **change)} for change in (
         {"aggregate_documents": False}, {"dense_weight": 0.5}, {"dense_weight": 0.7},
-        {"lead_weight": 0.0}, {"lead_weight": 0.2}, {"lead_weight": 0.5},
+        {"lead_weight": 0.2}, {"lead_weight": 0.5},
         {"title_weight": 0.1}, {"title_weight": 0.2})]
     return grid
 
