@@ -5,6 +5,7 @@ encoder (the service's own embedder)."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -18,6 +19,7 @@ from rag_service.providers.extractive import (
     ExtractiveGenerator,
     PassageScorer,
     content_terms,
+    focused_on,
     missing_names,
     score_passages,
     source_passages,
@@ -572,3 +574,43 @@ async def test_a_question_framed_in_words_the_page_never_uses_is_answered(genera
     sources = [Source(1, "logind.conf(5)", LOGIND_CONF)]
     _, text = await answer(generator, "Which logind setting decides what happens when the laptop lid is closed?", sources)
     assert text.startswith("HandlePowerKey=, HandleSuspendKey=, HandleLidSwitch=, HandleLidSwitchDocked=: Controls how")
+
+
+HWCLOCK = """DESCRIPTION
+       hwclock is an administration tool for the time clocks. It can: display the Hardware Clock time; set the
+       Hardware Clock to a specified time; set the Hardware Clock from the System Clock; set the System Clock from
+       the Hardware Clock; compensate for Hardware Clock drift; correct the System Clock timescale; set the
+       kernel's timezone, NTP timescale, and epoch (Alpha only); and predict future Hardware Clock values based on
+       its drift rate.
+
+FUNCTIONS
+       -s, --hctosys
+           Set the System Clock from the Hardware Clock.
+
+       -w, --systohc
+           Set the Hardware Clock from the System Clock, and update the timestamps in /etc/adjtime.
+"""
+
+
+def test_an_inline_list_is_shown_by_the_items_the_question_is_about():
+    [listing] = [p for p in source_passages(Source(1, "hwclock(8)", HWCLOCK)) if p.text.startswith("It can:")]
+    focused = focused_on(listing, set(content_terms("How do I correct the timescale of the system clock?")))
+    assert focused.text == "It can: … correct the System Clock timescale …"
+    first = focused_on(listing, set(content_terms("Can it display the hardware clock time?")))
+    assert first.text == "It can: display the Hardware Clock time …"
+    # Neither prose without a lead-in nor code is a list; nor is one whose items all match.
+    for text in ("The first part runs; then the second; then the third.",
+                 "sa_family_t sun_family; /* AF_UNIX */ char sun_path[108]; /* Pathname */",
+                 "Modes: fast clock; slow clock; no clock"):
+        passage = replace(listing, text=text)
+        assert focused_on(passage, set(content_terms("Which clock mode?"))) == passage
+
+
+async def test_a_long_inline_list_leaves_room_for_the_option_it_leads_to(generator):
+    # The list of what hwclock can do (381 characters) answered alone: the --systohc line,
+    # nearly as good, did not fit beside it in MAX_ANSWER_CHARS.
+    sources = [Source(1, "hwclock(8)", HWCLOCK)]
+    _, text = await answer(generator, "How do I set the hardware clock from the current system time?", sources)
+    assert "It can: … set the Hardware Clock to a specified time; set the Hardware Clock from the System Clock" in text
+    assert "-w, --systohc: Set the Hardware Clock from the System Clock" in text
+    assert "drift" not in text and len(text) <= MAX_ANSWER_CHARS + 10

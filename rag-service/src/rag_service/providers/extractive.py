@@ -1,9 +1,10 @@
 """The model-free answer: the passages of the sources that answer the question, each cited.
 
 It never writes anything of its own: an answer is one or two passages copied from the
-sources (whitespace collapsed), each followed by its `[n]` marker (`[n, m]` when another
-document says the same: see also_stated_in), or the fixed `NOT_FOUND_ANSWER`, which cites
-nothing.
+sources (whitespace collapsed; an inline list shows only the items the question is about, the
+others elided with "…": see focused_on), each followed by its `[n]` marker (`[n, m]` when
+another document says the same: see also_stated_in), or the fixed `NOT_FOUND_ANSWER`, which
+cites nothing.
 
 A passage is a sentence, a list item or a table row. Text laid out as a definition list (a
 man page's option line with its indented description, "The sixth field (fs_passno)." over
@@ -41,7 +42,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rag_service.providers.base import NOT_FOUND_ANSWER, Embedder, Source, Turn
 
@@ -335,6 +336,42 @@ class Passage:
         if not self.label or self.label in self.text:
             return self.text
         return f"{self.label}{' ' if self.label.endswith(LABEL_END) else ': '}{self.text}"
+
+
+# An inline list: a lead-in, a colon, then at least this many items separated by "; ".
+# Read off a dev miss (a53, this machine's pages: hwclock(8)'s list of what it can do took the
+# answer's room from the `--systohc` line): 67 -> 68 of 74 answers, nothing else changed on
+# the dev and held-out sets (bench/answer_quality.py --dump-sources, offline). Without the
+# lead-in rule, prose clauses and C declarations ("sun_family; /* AF_UNIX */ ...") were cut too.
+MIN_INLINE_LIST_ITEMS = 3
+ELISION = "…"
+
+
+def focused_on(passage: Passage, query_terms: set[str]) -> Passage:
+    """`passage` as the answer shows it: an inline list ("It can: display the Hardware Clock
+    time; set the Hardware Clock from the System Clock; ...", 381 characters in hwclock(8))
+    by the items sharing most of the question's words, the others elided ("It can: … set the
+    Hardware Clock from the System Clock …"), so that it leaves room in the answer for the
+    passage it leads to (the `--systohc` line). Anything else, and a list whose items all
+    share as much, is shown whole. Scoring reads the whole passage."""
+    lead, colon, rest = passage.text.partition(": ")
+    items = rest.split("; ")
+    if not colon or ";" in lead or len(items) < MIN_INLINE_LIST_ITEMS:
+        return passage
+    shared = [len(set(content_terms(item)) & query_terms) for item in items]
+    most = max(shared)
+    if most == 0 or min(shared) == most:
+        return passage
+    runs: list[list[str]] = [[]]  # the kept items, consecutive ones together
+    for item, count in zip(items, shared, strict=True):
+        if count == most:
+            runs[-1].append(item)
+        elif runs[-1]:
+            runs.append([])
+    kept = f" {ELISION} ".join("; ".join(run) for run in runs if run)
+    before = f"{ELISION} " if shared[0] < most else ""
+    after = f" {ELISION}" if shared[-1] < most else ""
+    return replace(passage, text=f"{lead}: {before}{kept}{after}")
 
 
 def _with_first_block_reindented(blocks: list[Block]) -> list[Block]:
@@ -654,8 +691,9 @@ async def score_passages(query: str, sources: list[Source], embedder: Embedder,
     # local embedder keeps the question's vector from retrieval (QUERY_CACHE_SIZE).
     vectors = await embedder.embed([query, *texts], task="query")
     query_vector = vectors[0]
-    items = [Candidate(scorer.passages[i], _dot(query_vector, vector), lexical[i], vector,
-                       new_identifiers(scorer.passages[i], query), phrase[i], asked_kind[i])
+    # Scored whole, shown focused on what the question asks (an inline list's items).
+    items = [Candidate(focused_on(scorer.passages[i], scorer.query_terms), _dot(query_vector, vector),
+                       lexical[i], vector, new_identifiers(scorer.passages[i], query), phrase[i], asked_kind[i])
              for i, vector in zip(order, vectors[1:], strict=True)]
     return Candidates(items, scorer.question_coverage, missing, scorer.titles)
 
