@@ -21,6 +21,7 @@ from rag_service.providers.extractive import (
     content_terms,
     focused_on,
     missing_names,
+    names_asked_kind,
     score_passages,
     source_passages,
     split_sentences,
@@ -502,6 +503,19 @@ async def test_the_passage_naming_what_the_question_asks_for_is_among_those_comp
     [files_entry] = [c for c in candidates.items if c.passage.shown.startswith("/etc/services")]
     assert files_entry.passage.shown == "/etc/services: The Internet network services list"
     assert files_entry.names_asked_kind
+
+
+def test_a_dotfile_is_a_path_and_the_end_of_a_dotted_setting_name_is_not():
+    question = "Which file at the top of a repository lists its submodules?"
+
+    def names_a_file(text: str) -> bool:
+        [passage] = source_passages(Source(1, "gitmodules(5)", text))
+        return names_asked_kind(passage, question)
+
+    assert names_a_file("The .gitmodules file is a text file in the top-level directory of the working tree.")
+    assert names_a_file("Credentials may be read from a file (.netrc) in the home directory.")
+    assert names_a_file("Each user may override them in ~/.gitconfig at any time.")
+    assert not names_a_file("The submodule.<name>.url setting defines a URL from which the submodule is cloned.")
 
 
 TC_QDISCS = """CLASSLESS QDISCS

@@ -538,7 +538,9 @@ def new_identifiers(passage: Passage, query: str) -> bool:
 # What kind of specific thing a question asks for, and how a passage names one of that kind.
 OPTION = re.compile(r"(?<![\w-])-{1,2}[A-Za-z][\w-]*")
 SETTING = re.compile(r"(?<![\w-])(?:[A-Za-z][\w.-]*=|[A-Z][A-Z0-9_]{2,})")
-PATH = re.compile(r"(?<![\w-])(?:/[\w.-]+(?:/[\w.*-]+)+|\.[a-z][\w.-]+)")
+# A dotfile starts a word (".gitmodules", "~/.netrc", "(.netrc)"): the ".url" of
+# "submodule.<name>.url" is the end of a setting's name, not a file.
+PATH = re.compile(r"(?<![\w-])/[\w.-]+(?:/[\w.*-]+)+|(?<![^\s\"'(/`\[])\.[a-z][\w.-]+")
 NUMBER = re.compile(r"(?<![\w-])\d[\d,.]*(?:\s?[a-zA-Z%]+)?")
 ASKED_KINDS = (
     (re.compile(r"\b(?:option|flag|switch)\b"), OPTION),
