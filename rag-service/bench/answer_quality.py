@@ -23,11 +23,15 @@ reported on its own as the check that they were not fitted to it.
     cd rag-service && .venv/bin/python bench/answer_quality.py [--distractors 300] [--report PATH]
         [--dump-sources PATH]   # also save each question's retrieved sources (for calibration)
         [--questions bench/manpages_qa_heldout.jsonl]   # the held-out questions
+        [--questions bench/manpages_qa_heldout2.jsonl]  # the second held-out set
 
 Held-out: bench/manpages_qa_heldout.jsonl, 39 answerable questions about 32 pages no dev
 question uses and 10 unanswerable ones (same format), written before the issue 23
 selection changes and never used to choose anything (bench/answer_failures.py and
-bench/answer_calibration.py read dev questions only).
+bench/answer_calibration.py read dev questions only). bench/manpages_qa_heldout2.jsonl, 47
+answerable questions about 47 other pages and 10 unanswerable ones, written on 2026-12-07
+after those changes, from entries drawn at random (docs/performance.md, "A second held-out
+set"), and likewise never used to choose anything.
 """
 
 from __future__ import annotations
