@@ -123,6 +123,7 @@ bench: install services
 	cd $(RAG) && .venv/bin/python bench/retrieval.py --store both --sweep $(call SIZE,--latency-sample 200 --http-sample 100,--limit-docs 12 --no-questions --latency-sample 5 --http-sample 5) --report $(BENCH)/50-retrieval.md
 	cd $(RAG) && .venv/bin/python bench/chat_latency.py $(call SIZE,--docs 200 --queries 100,--docs 6 --queries 5 --warmup 1) --report $(BENCH)/60-chat-latency.md
 	cd $(RAG) && .venv/bin/python bench/answer_quality.py $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/61-answer-quality.md
+	cd $(RAG) && .venv/bin/python bench/answer_quality.py --questions bench/manpages_qa_dev2.jsonl $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/62-answer-quality-dev2.md
 	cd $(RAG) && .venv/bin/python bench/answer_quality.py --questions bench/manpages_qa_heldout.jsonl $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/63-answer-quality-heldout.md
 	cd $(RAG) && .venv/bin/python bench/answer_quality.py --questions bench/manpages_qa_heldout2.jsonl $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/65-answer-quality-heldout2.md
 	cd $(RAG) && .venv/bin/python bench/load_test.py $(call SIZE,--users 20 --duration 60,--users 3 --duration 10 --baseline-seconds 5) --report $(BENCH)/70-load-test.md

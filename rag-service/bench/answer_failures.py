@@ -10,7 +10,8 @@ pages retrieved (the gold page marked), whether a key phrase is in the retrieved
 all (if not, retrieval is the cause, not selection), the passages chosen, the best-scored
 candidates with their cosine / term coverage / score, and where the passage holding a key
 phrase ranked. For each unanswerable question answered anyway, the passage that answered.
-Never run it on held-out questions: what it shows is what tuning looks at.
+Never run it on held-out questions (bench/manpages_qa_heldout*.jsonl): what it shows is what
+tuning looks at. The dev sets are bench/manpages_qa.jsonl and bench/manpages_qa_dev2.jsonl.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ reported on its own as the check that they were not fitted to it.
         [--dump-sources PATH]   # also save each question's retrieved sources (for calibration)
         [--questions bench/manpages_qa_heldout.jsonl]   # the held-out questions
         [--questions bench/manpages_qa_heldout2.jsonl]  # the second held-out set
+        [--questions bench/manpages_qa_dev2.jsonl]      # the second dev set
 
 Held-out: bench/manpages_qa_heldout.jsonl, 39 answerable questions about 32 pages no dev
 question uses and 10 unanswerable ones (same format), written before the issue 23
@@ -32,6 +33,11 @@ bench/answer_calibration.py read dev questions only). bench/manpages_qa_heldout2
 answerable questions about 47 other pages and 10 unanswerable ones, written on 2026-12-07
 after those changes, from entries drawn at random (docs/performance.md, "A second held-out
 set"), and likewise never used to choose anything.
+
+Second dev set: bench/manpages_qa_dev2.jsonl, 106 answerable questions about 106 more pages
+and 20 unanswerable ones, drawn at random the same way on 2026-12-07 (docs/performance.md, "A
+second dev set"). Unlike the held-out sets it is for tuning: bench/answer_failures.py may read
+it, and two cues of the extractive generator were read off its misses.
 """
 
 from __future__ import annotations

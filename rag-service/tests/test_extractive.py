@@ -17,6 +17,7 @@ from rag_service.providers.extractive import (
     MAX_EMBEDDED_PASSAGES,
     MAX_PASSAGES,
     ExtractiveGenerator,
+    Passage,
     PassageScorer,
     content_terms,
     focused_on,
@@ -24,6 +25,7 @@ from rag_service.providers.extractive import (
     names_asked_kind,
     score_passages,
     source_passages,
+    spells_out_asked_acronym,
     split_sentences,
 )
 from rag_service.providers.local_embedder import LocalEmbedder
@@ -444,6 +446,16 @@ async def test_a_hyphenated_prefix_is_not_a_name_the_sources_must_mention(genera
     assert missing_names("How do I stop non-kubernetes pods?", sources) == ["non-kubernetes"]
 
 
+def test_a_name_is_mentioned_by_its_plural_or_stem_but_not_by_a_few_of_its_letters():
+    sources = [Source(1, "mkfs.minix(8)", "mkfs.minix creates a Linux MINIX filesystem. You configure the UID of "
+                                          "its owner and the min number of inodes when you create it.")]
+    # "UIDs" and "Configured" (a capital inside a sentence names something) are there, as a
+    # plural and as a stem of 4 letters or more.
+    assert missing_names("How are UIDs Configured on a MINIX filesystem?", sources) == []
+    # "min" is in the text, but a 3-letter stem of "MinIO" is not a mention of it.
+    assert missing_names("How do I create a bucket on a MinIO server?", sources) == ["minio"]
+
+
 DIR_COLORS = """DESCRIPTION
        The program ls(1) uses the environment variable LS_COLORS to determine the colors in which the filenames
        are to be displayed.  This environment variable is usually set by a command like
@@ -505,17 +517,28 @@ async def test_the_passage_naming_what_the_question_asks_for_is_among_those_comp
     assert files_entry.names_asked_kind
 
 
+def names_what_is_asked(question: str, text: str) -> bool:
+    """Whether `text`, as one passage, names something of the kind `question` asks for."""
+    [passage] = source_passages(Source(1, "page(5)", text))
+    return names_asked_kind(passage, question)
+
+
 def test_a_dotfile_is_a_path_and_the_end_of_a_dotted_setting_name_is_not():
     question = "Which file at the top of a repository lists its submodules?"
+    assert names_what_is_asked(question, "The .gitmodules file is a text file in the top-level directory of the tree.")
+    assert names_what_is_asked(question, "Credentials may be read from a file (.netrc) in the home directory.")
+    assert names_what_is_asked(question, "Each user may override them in ~/.gitconfig at any time.")
+    assert not names_what_is_asked(question, "The submodule.<name>.url setting is the URL to clone the submodule from.")
 
-    def names_a_file(text: str) -> bool:
-        [passage] = source_passages(Source(1, "gitmodules(5)", text))
-        return names_asked_kind(passage, question)
 
-    assert names_a_file("The .gitmodules file is a text file in the top-level directory of the working tree.")
-    assert names_a_file("Credentials may be read from a file (.netrc) in the home directory.")
-    assert names_a_file("Each user may override them in ~/.gitconfig at any time.")
-    assert not names_a_file("The submodule.<name>.url setting defines a URL from which the submodule is cloned.")
+def test_a_number_written_in_words_is_what_how_many_asks_for():
+    question = "How many fields does each line of /etc/subgid have?"
+    assert names_what_is_asked(question, "This is specified with three fields delimited by colons.")
+    assert names_what_is_asked(question, "Twelve entries at most are read from each line.")
+    assert names_what_is_asked(question, "Each line holds up to 3 ranges.")
+    # Words that only contain a number's letters, and prose naming none, are no number.
+    assert not names_what_is_asked(question, "It is often written by the administrator, who pays attention to tenants.")
+    assert not names_what_is_asked(question, "Each line in /etc/subgid contains a user name and a range of group ids.")
 
 
 TC_QDISCS = """CLASSLESS QDISCS
@@ -628,3 +651,42 @@ async def test_a_long_inline_list_leaves_room_for_the_option_it_leads_to(generat
     assert "It can: … set the Hardware Clock to a specified time; set the Hardware Clock from the System Clock" in text
     assert "-w, --systohc: Set the Hardware Clock from the System Clock" in text
     assert "drift" not in text and len(text) <= MAX_ANSWER_CHARS + 10
+
+
+# tipc(8)'s opening, as `man` renders it: the acronym is spelled out once, in the sentence
+# that says what TIPC does; the next paragraph says more about TIPC, closer to "TIPC" alone.
+TIPC = """DESCRIPTION
+       The Transparent Inter-Process Communication (TIPC) protocol offers total address transparency between
+       processes which allows applications in a clustered computer environment to communicate quickly and reliably
+       with each other, regardless of their location within the cluster.
+
+       TIPC originated at the telecommunications manufacturer Ericsson. The first open source version of TIPC was
+       created in 2000 when Ericsson released its first Linux version of TIPC. TIPC was introduced in the mainline
+       Linux kernel in 2006 and is now widely used both within and outside of Ericsson.
+"""
+
+
+def test_an_acronym_is_spelled_out_by_capitalised_words_with_its_letters_as_initials():
+    def passage(text: str) -> Passage:
+        return Passage(1, 0, "", text, False)
+
+    spelled = passage("The Transparent Inter-Process Communication (TIPC) protocol offers address transparency.")
+    assert spells_out_asked_acronym(spelled, "What does TIPC stand for?")
+    assert spells_out_asked_acronym(passage("ARP stands for Address Resolution Protocol."), "What is ARP short for?")
+    # Only when the question asks for what the letters stand for.
+    assert not spells_out_asked_acronym(spelled, "What does TIPC offer?")
+    # Not spelled out: the letters are there, but not as the initials of capitalised words in a row.
+    assert not spells_out_asked_acronym(passage("TIPC originated at the telecommunications manufacturer Ericsson."),
+                                        "What does TIPC stand for?")
+    assert not spells_out_asked_acronym(passage("The transparent inter-process communication protocol."),
+                                        "What does TIPC stand for?")
+    assert not spells_out_asked_acronym(passage("Address Resolution (see RFC 826)."), "What does ARP stand for?")
+
+
+async def test_what_an_acronym_stands_for_is_answered_by_the_sentence_spelling_it_out(generator):
+    # "stand" frames the question: counted as a content word missing from the page, it made the
+    # question look uncovered, and the answer was declined. The sentence spelling TIPC out is
+    # further from the question by the encoder than the history of TIPC, and is still the answer.
+    _, text = await answer(generator, "What does TIPC stand for?", [Source(1, "tipc(8)", TIPC)])
+    assert text.startswith("The Transparent Inter-Process Communication (TIPC) protocol offers")
+    assert cited_numbers(text) == [1]
