@@ -27,6 +27,7 @@ from rag_service.providers.extractive import (
     source_passages,
     spells_out_asked_acronym,
     split_sentences,
+    text_blocks,
 )
 from rag_service.providers.local_embedder import LocalEmbedder
 
@@ -689,4 +690,52 @@ async def test_what_an_acronym_stands_for_is_answered_by_the_sentence_spelling_i
     # further from the question by the encoder than the history of TIPC, and is still the answer.
     _, text = await answer(generator, "What does TIPC stand for?", [Source(1, "tipc(8)", TIPC)])
     assert text.startswith("The Transparent Inter-Process Communication (TIPC) protocol offers")
+    assert cited_numbers(text) == [1]
+
+
+# tc-cake(8) as `man` renders it: each description's first line indented with a tab, the next
+# ones with spaces, so the sentence's rest sits left of its first line.
+CAKE = (
+    "FLOW ISOLATION PARAMETERS\n"
+    "       dual-srchost\n"
+    "\t    Flows are defined by the 5-tuple, and fairness is applied first over source addresses, then over\n"
+    "       individual flows.  Good for use on egress traffic from a LAN to the internet,\n"
+    "       where it'll prevent any one LAN host from monopolising the uplink, regardless of the number of flows\n"
+    "       they use.\n"
+    "\n"
+    "       dual-dsthost\n"
+    "\t    Flows are defined by the 5-tuple, and fairness is applied first over destination addresses, then\n"
+    "       over individual flows.  Good for use on ingress traffic to a LAN from the internet,\n"
+    "       where it'll prevent any one LAN host from monopolising the downlink, regardless of the number of\n"
+    "       flows they use.\n"
+    "\n"
+    "       triple-isolate (default)\n"
+    "\t    Flows are defined by the 5-tuple, and fairness is applied over source *and* destination addresses\n"
+    "       intelligently, and also over individual flows.\n"
+)
+
+
+def test_a_sentence_wrapped_onto_a_less_indented_line_stays_whole_under_its_term():
+    shown = [p.shown for p in source_passages(Source(1, "tc-cake(8)", CAKE))]
+    assert ("dual-dsthost: Good for use on ingress traffic to a LAN from the internet, where it'll prevent any one "
+            "LAN host from monopolising the downlink, regardless of the number of flows they use.") in shown
+    assert not any(s.startswith("where") for s in shown)
+
+
+def test_less_indented_lines_that_are_no_wrapped_sentence_start_a_block():
+    # Code and tables keep their blocks: a short line, a line ending a sentence, tab-separated
+    # cells, a capitalised line.
+    for text in ("\t    if [ -x /usr/bin/foo ]; then run\n       fi\n",
+                 "\t    This sentence is long enough to be prose and it ends here.\n       then a new block\n",
+                 "\t    thresh\t6250Kbit\t100Mbit\t25Mbit and more cells of the table,\n       target 5ms\n",
+                 "\t    This line is long enough to be prose and it stops mid-sentence,\n       Then a capital\n"):
+        assert len(text_blocks(text)) == 2, text
+
+
+async def test_the_term_a_wrapped_sentence_describes_answers_which_mode(generator):
+    # Before, "where it'll prevent ... the downlink" was a block of its own: no label, a fragment
+    # starting lowercase, and the answer named no mode (h13 of the second dev set).
+    question = "Which cake flow isolation mode keeps one LAN host from monopolising the downlink?"
+    _, text = await answer(generator, question, [Source(1, "tc-cake(8)", CAKE)])
+    assert text.startswith("dual-dsthost: ")
     assert cited_numbers(text) == [1]
