@@ -53,7 +53,7 @@ def evaluate(items: list[tuple[dict, Candidates]], thresholds: Thresholds) -> di
         selection = choose(candidates, thresholds)
         if question["kind"] == "answerable":
             pages = {question["sources"][p.source_number - 1]["page"] for p in selection.passages}
-            text = normalized(" ".join(p.shown for p in selection.passages))
+            text = normalized(" ".join(selection.shown()))
             for key, hit in (("answer accuracy", any(normalized(a) in text for a in question["answers"])),
                              ("citation accuracy", question["title"] in pages),
                              ("false refusals", not selection.found),

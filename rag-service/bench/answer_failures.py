@@ -48,7 +48,7 @@ async def main() -> None:
         sources = [Source(s["number"], s["title"], s["text"]) for s in question["sources"]]
         candidates = await score_passages(question["question"], sources, embedder, thresholds.pool)
         selection = choose(candidates, thresholds)
-        shown = " ".join(p.shown for p in selection.passages)
+        shown = " ".join(selection.shown())
         answerable = question["kind"] == "answerable"
         keys = question.get("answers", [])
         correct = answerable and any(normalized(k) in normalized(shown) for k in keys)

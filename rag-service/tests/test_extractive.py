@@ -16,13 +16,17 @@ from rag_service.providers.extractive import (
     MAX_ANSWER_CHARS,
     MAX_EMBEDDED_PASSAGES,
     MAX_PASSAGES,
+    Candidate,
+    Candidates,
     ExtractiveGenerator,
     Passage,
     PassageScorer,
+    choose,
     content_terms,
     focused_on,
     missing_names,
     names_asked_kind,
+    next_sentences,
     score_passages,
     source_passages,
     spells_out_asked_acronym,
@@ -739,3 +743,88 @@ async def test_the_term_a_wrapped_sentence_describes_answers_which_mode(generato
     _, text = await answer(generator, question, [Source(1, "tc-cake(8)", CAKE)])
     assert text.startswith("dual-dsthost: ")
     assert cited_numbers(text) == [1]
+
+
+RESOLV_CONF = """OPTIONS
+       timeout:n
+              Sets the amount of time the resolver will wait for a response from a remote name server
+              before retrying the query via a different name server.  This may not be the total time
+              taken by any resolver API call and there is no guarantee that a single resolver API call
+              maps to a single timeout.  Measured in seconds, the default is RES_TIMEOUT (currently 5,
+              see <resolv.h>).  The value for this option is silently capped to 30.
+
+       attempts:n
+              Sets the number of times the resolver will send a query to its name servers before giving
+              up and returning an error to the calling application.  The default is RES_DFLRETRY
+              (currently 2, see <resolv.h>).  The value for this option is silently capped to 5.
+"""
+
+
+async def test_two_passages_about_one_term_show_its_label_once(generator):
+    question = "How long does the resolver wait for a response before trying another name server?"
+    pieces, text = await answer(generator, question, [Source(1, "resolv.conf(5)", RESOLV_CONF)])
+    # Before, the second passage repeated it: "... [1] timeout:n: This may not be ...".
+    assert pieces == [
+        "timeout:n: Sets the amount of time the resolver will wait for a response from a remote name server "
+        "before retrying the query via a different name server. [1]",
+        " This may not be the total time taken by any resolver API call and there is no guarantee that a "
+        "single resolver API call maps to a single timeout. [1]",
+    ]
+
+
+def candidate(source_number: int, position: int, label: str, text: str, cosine: float) -> Candidate:
+    vector = [0.0] * 8
+    vector[position] = 1.0  # no two alike: none is dropped as a repeat of another
+    return Candidate(Passage(source_number, position, label, text, False), cosine, 0.0, vector, False)
+
+
+def test_a_passage_about_a_term_already_shown_follows_it_without_its_label():
+    timeout_unit = candidate(1, 0, "timeout:n", "Measured in seconds.", 0.9)
+    attempts = candidate(1, 1, "attempts:n", "Sets the number of tries.", 0.85)
+    timeout = candidate(1, 2, "timeout:n", "Sets the time to wait.", 0.8)
+    # The same term on another page is another page's statement: labelled, in score order.
+    other_page = candidate(2, 3, "timeout:n", "Waits for the server.", 0.75)
+    selection = choose(Candidates([attempts, timeout, other_page, timeout_unit], 1.0, []), limit=4)
+    assert selection.shown() == ["timeout:n: Measured in seconds.", "Sets the time to wait.",
+                                 "attempts:n: Sets the number of tries.", "timeout:n: Waits for the server."]
+    assert [selection.citations(i) for i in range(4)] == [(1,), (1,), (1,), (2,)]
+
+
+DDP = """DESCRIPTION
+       Linux implements the AppleTalk protocols described in Inside AppleTalk.
+       Only the DDP layer and AARP are present in the kernel.  They are designed
+       to be used via the netatalk protocol libraries.  This page documents the
+       interface for those who wish or need to use the DDP layer directly.
+
+       The communication between AppleTalk and the user program works using a
+       BSD-compatible socket interface.  For more information on sockets, see
+       socket(7).
+"""
+
+
+async def test_the_sentence_after_the_best_one_in_its_paragraph_follows_it(generator):
+    question = "Which parts of the AppleTalk protocols does the Linux kernel implement?"
+    pieces, _ = await answer(generator, question, [Source(1, "ddp(7)", DDP)])
+    # Before, the answer stopped at the first sentence, which only leads to the fact.
+    assert pieces == ["Linux implements the AppleTalk protocols described in Inside AppleTalk. [1]",
+                      " Only the DDP layer and AARP are present in the kernel. [1]"]
+
+
+def test_next_sentences_stay_in_their_paragraph():
+    passages = source_passages(Source(1, "ddp(7)", DDP))
+    following = {passage.text: next_sentences(passages).get(passage.position) for passage in passages}
+    assert following["Only the DDP layer and AARP are present in the kernel."].text.startswith("They are designed")
+    # A paragraph's last sentence is followed by nothing (the next paragraph is another block).
+    last_of_paragraph = "This page documents the interface for those who wish or need to use the DDP layer directly."
+    assert following[last_of_paragraph] is None
+    assert following["For more information on sockets, see socket(7)."] is None
+
+
+def test_the_next_sentence_joins_only_when_it_is_whole_and_fits():
+    best = candidate(1, 0, "", "Linux implements the AppleTalk protocols.", 0.9)
+    after = Passage(1, 1, "", "Only the DDP layer and AARP are present in the kernel.", False)
+    assert choose(Candidates([best], 1.0, [], {}, {0: after})).shown() == [best.passage.text, after.text]
+    cut_short = replace(after, fragment=True)  # the chunk ends inside it
+    assert choose(Candidates([best], 1.0, [], {}, {0: cut_short})).shown() == [best.passage.text]
+    too_long = replace(after, text="x" * (MAX_ANSWER_CHARS - len(best.passage.text) + 1))
+    assert choose(Candidates([best], 1.0, [], {}, {0: too_long})).shown() == [best.passage.text]

@@ -1,10 +1,12 @@
 """The model-free answer: the passages of the sources that answer the question, each cited.
 
-It never writes anything of its own: an answer is one or two passages copied from the
-sources (whitespace collapsed; an inline list shows only the items the question is about, the
-others elided with "…": see focused_on), each followed by its `[n]` marker (`[n, m]` when
-another document says the same: see also_stated_in), or the fixed `NOT_FOUND_ANSWER`, which
-cites nothing.
+It never writes anything of its own: an answer is a few passages (400 characters at most)
+copied from the sources (whitespace collapsed; an inline list shows only the items the
+question is about, the others elided with "…": see focused_on), each followed by its `[n]`
+marker (`[n, m]` when another document says the same: see also_stated_in), or the fixed
+`NOT_FOUND_ANSWER`, which cites nothing. Two passages about one term show its label once
+(shown_after), and the best passage's next sentence in its paragraph follows it when there
+is room (CONTINUATION).
 
 A passage is a sentence, a list item or a table row. Text laid out as a definition list (a
 man page's option line with its indented description, "The sixth field (fs_passno)." over
@@ -26,7 +28,8 @@ option, a setting, a path, a constant, a number: what "Which option..." asks for
 `ASKED_KIND_BONUS` when that is of the kind the question asks for (an option for "Which
 option...", a path for "Where...", a number for "How many..."). The answer is the best
 passage, plus the next ones (up to three, 400 characters) when they score nearly as well
-(`SECOND_PASSAGE_MARGIN`) and say something else.
+(`SECOND_PASSAGE_MARGIN`) and say something else, then the sentence after the best one in
+its paragraph when there is room (CONTINUATION).
 
 Not found: when the best passage scores under `FOUND_THRESHOLD`, when the question's
 words are mostly missing from every source (`MIN_QUESTION_COVERAGE`: a question about
@@ -107,6 +110,8 @@ NO_ANSWER = NOT_FOUND_ANSWER
 # "etcd") as a name the sources must mention: refusal 70 -> 79 of 80 over the dev runs with no
 # false refusal there, but on the held-out sets (checked after) 3 more false refusals and no
 # more refusals.
+# Then the sentence after the best passage in its paragraph (CONTINUATION): 319 -> 326 of the
+# 366 dev answers, none lost, held-out unchanged.
 SEMANTIC_WEIGHT = 1.0
 LEXICAL_WEIGHT = 0.25
 # The lowest value of the grid: on the dev set the score of the best passage does not tell
@@ -380,6 +385,7 @@ class Passage:
     label: str  # the term this passage describes ("" when none)
     text: str  # whitespace collapsed
     fragment: bool
+    block: int = 0  # which block (paragraph, list item, table row) of its source it is in
 
     @property
     def shown(self) -> str:
@@ -489,7 +495,7 @@ def source_passages(source: Source, first_position: int = 0) -> list[Passage]:
             fragment = (index == 0 and number == 0 and text[:1].islower()) or (
                 index == len(blocks) - 1 and number == len(sentences) - 1 and not text.endswith(SENTENCE_FINAL)
             )
-            passages.append(Passage(source.number, first_position + len(passages), label, text, fragment))
+            passages.append(Passage(source.number, first_position + len(passages), label, text, fragment, index))
     return passages
 
 
@@ -687,6 +693,8 @@ class Candidates:
     missing_names: list[str]
     # PassageScorer.titles: what tells one document from another.
     titles: dict[int, str] = field(default_factory=dict)
+    # next_sentences() of all the passages, compared or not.
+    next_sentences: dict[int, Passage] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -706,6 +714,31 @@ class Selection:
     def citations(self, index: int) -> tuple[int, ...]:
         """The sources passage `index` cites: its own, then those stating the same."""
         return (self.passages[index].source_number, *self.also_cited[index])
+
+    def shown(self) -> list[str]:
+        """Each passage as the answer shows it (see shown_after)."""
+        return [shown_after(passage, self.passages[:index]) for index, passage in enumerate(self.passages)]
+
+
+def _same_term(passage: Passage, other: Passage) -> bool:
+    return bool(passage.label) and (other.label, other.source_number) == (passage.label, passage.source_number)
+
+
+def shown_after(passage: Passage, before: Sequence[Passage]) -> str:
+    """`passage` as the answer shows it after `before`: without its label when one of them
+    describes the same term of the same source, right before it (see _same_terms_together):
+    "timeout:n: Measured in seconds, the default is RES_TIMEOUT [1] Sets the amount of time
+    the resolver will wait [1]", not "timeout:n:" twice. One answer in ten on the dev sets
+    repeated its label so (38 of 365)."""
+    return passage.text if any(_same_term(passage, other) for other in before) else passage.shown
+
+
+def next_sentences(passages: list[Passage]) -> dict[int, Passage]:
+    """Each passage's position, and the passage right after it in its block (none for a
+    block's last)."""
+    return {passage.position: after for passage, after in zip(passages, passages[1:], strict=False)
+            if (after.source_number, after.block, after.position) == (passage.source_number, passage.block,
+                                                                      passage.position + 1)}
 
 
 def _idf(n: int, df: int) -> float:
@@ -791,13 +824,27 @@ async def score_passages(query: str, sources: list[Source], embedder: Embedder,
                        lexical[i], vector, new_identifiers(scorer.passages[i], query), phrase[i], asked_kind[i],
                        spells_out_asked_acronym(scorer.passages[i], query))
              for i, vector in zip(order, vectors[1:], strict=True)]
-    return Candidates(items, scorer.question_coverage, missing, scorer.titles)
+    return Candidates(items, scorer.question_coverage, missing, scorer.titles, next_sentences(scorer.passages))
 
 
+# CONTINUATION: the sentence after the best passage in its paragraph (its block: not across a
+# blank line, a new term or a list item) follows it when it is whole (not cut by the chunk's
+# end) and the answer has room for it after the passages chosen by score. A man page often
+# says what a thing is, then the fact: "Linux implements the AppleTalk protocols described in
+# Inside AppleTalk." then "Only the DDP layer and AARP are present in the kernel." Read off
+# the dev misses (bench/answer_failures.py over the four dev runs: in 26 of 47 the key phrase
+# was in a passage next to a chosen one, 15 after it, 11 before): on their saved sources
+# (bench/answer_quality.py --dump-sources), 319 -> 326 of 366 dev answers, none lost (a21,
+# g33, g35, h15); median answer 17 to 40 characters longer, still at most 400. The sentence
+# *before* the best one instead, as a check that the added length alone does not do it: +1.
+# Held-out, checked after: unchanged, answer for answer. Not taken: the next sentence of
+# every chosen passage, or the sentences before and after the best one (+1 more each, for
+# longer answers). docs/performance.md, "The next sentence".
 def choose(candidates: Candidates, thresholds: Thresholds = Thresholds(),
            limit: int | None = None) -> Selection:
     """The best passage, and the next one when nearly as good, new and short; none when the
-    best is under the found threshold or the sources miss most of the question's words."""
+    best is under the found threshold or the sources miss most of the question's words.
+    The best passage's next sentence follows it when there is room (CONTINUATION)."""
     items = candidates.items[: thresholds.pool]
     if not items:
         return Selection([], 0.0, candidates.question_coverage)
@@ -813,15 +860,33 @@ def choose(candidates: Candidates, thresholds: Thresholds = Thresholds(),
     for score, candidate in scored[1:]:
         if len(chosen) >= limit or score < best_score - thresholds.second_passage_margin:
             break
-        if length + len(candidate.passage.shown) > MAX_ANSWER_CHARS:
+        shown = shown_after(candidate.passage, [c.passage for c in chosen])
+        if length + len(shown) > MAX_ANSWER_CHARS:
             continue
         if any(_dot(candidate.vector, c.vector) >= REDUNDANT_COSINE for c in chosen):
             continue
         chosen.append(candidate)
-        length += len(candidate.passage.shown)
+        length += len(shown)
+    chosen = _same_terms_together(chosen)
     near_best = [c for score, c in scored if score >= best_score - thresholds.second_passage_margin]
-    return Selection([c.passage for c in chosen], best_score, candidates.question_coverage,
-                     [also_stated_in(c, near_best, candidates.titles) for c in chosen])
+    passages = [c.passage for c in chosen]
+    also_cited = [also_stated_in(c, near_best, candidates.titles) for c in chosen]
+    following = candidates.next_sentences.get(best.passage.position)
+    if (following and not following.fragment and following.position not in {p.position for p in passages}
+            and length + len(shown_after(following, passages[:1])) <= MAX_ANSWER_CHARS):
+        passages.insert(1, following)  # see CONTINUATION
+        also_cited.insert(1, ())
+    return Selection(passages, best_score, candidates.question_coverage, also_cited)
+
+
+def _same_terms_together(chosen: list[Candidate]) -> list[Candidate]:
+    """The chosen passages best first, except that one describing the same term as an earlier
+    one follows it, where it reads on without repeating the label (shown_after)."""
+    ordered: list[Candidate] = []
+    for candidate in chosen:
+        siblings = [i for i, c in enumerate(ordered) if _same_term(candidate.passage, c.passage)]
+        ordered.insert(siblings[-1] + 1 if siblings else len(ordered), candidate)
+    return ordered
 
 
 def also_stated_in(chosen: Candidate, near_best: list[Candidate], titles: dict[int, str]) -> tuple[int, ...]:
@@ -858,6 +923,6 @@ class ExtractiveGenerator:
         if not selection.found:
             yield NOT_FOUND_ANSWER
             return
-        for index, passage in enumerate(selection.passages):
+        for index, shown in enumerate(selection.shown()):
             cited = ", ".join(str(number) for number in selection.citations(index))
-            yield f"{' ' if index else ''}{passage.shown} [{cited}]"
+            yield f"{' ' if index else ''}{shown} [{cited}]"
