@@ -124,8 +124,10 @@ bench: install services
 	cd $(RAG) && .venv/bin/python bench/chat_latency.py $(call SIZE,--docs 200 --queries 100,--docs 6 --queries 5 --warmup 1) --report $(BENCH)/60-chat-latency.md
 	cd $(RAG) && .venv/bin/python bench/answer_quality.py $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/61-answer-quality.md
 	cd $(RAG) && .venv/bin/python bench/answer_quality.py --questions bench/manpages_qa_dev2.jsonl $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/62-answer-quality-dev2.md
+	cd $(RAG) && .venv/bin/python bench/answer_quality.py --questions bench/manpages_qa_dev3.jsonl $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/62-answer-quality-dev3.md
 	cd $(RAG) && .venv/bin/python bench/answer_quality.py --questions bench/manpages_qa_heldout.jsonl $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/63-answer-quality-heldout.md
 	cd $(RAG) && .venv/bin/python bench/answer_quality.py --questions bench/manpages_qa_heldout2.jsonl $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/65-answer-quality-heldout2.md
+	cd $(RAG) && .venv/bin/python bench/answer_quality.py --questions bench/manpages_qa_heldout3.jsonl $(call SIZE,--distractors 300,--distractors 10 --limit 4 --warmup 1) --report $(BENCH)/65-answer-quality-heldout3.md
 	cd $(RAG) && .venv/bin/python bench/load_test.py $(call SIZE,--users 20 --duration 60,--users 3 --duration 10 --baseline-seconds 5) --report $(BENCH)/70-load-test.md
 	cd $(RAG) && .venv/bin/python bench/health_under_load.py $(call SIZE,,--quick --docs 3) --report $(BENCH)/72-health-under-load.md
 	cd $(RAG) && .venv/bin/python bench/search_throughput.py $(call SIZE,,--chunks 10000 --sequential 50) --report $(BENCH)/62-search-throughput.md

@@ -25,6 +25,8 @@ reported on its own as the check that they were not fitted to it.
         [--questions bench/manpages_qa_heldout.jsonl]   # the held-out questions
         [--questions bench/manpages_qa_heldout2.jsonl]  # the second held-out set
         [--questions bench/manpages_qa_dev2.jsonl]      # the second dev set
+        [--questions bench/manpages_qa_heldout3.jsonl]  # the third held-out set (written blind)
+        [--questions bench/manpages_qa_dev3.jsonl]      # the third dev set (written blind)
 
 Held-out: bench/manpages_qa_heldout.jsonl, 39 answerable questions about 32 pages no dev
 question uses and 10 unanswerable ones (same format), written before the issue 23
@@ -38,6 +40,12 @@ Second dev set: bench/manpages_qa_dev2.jsonl, 106 answerable questions about 106
 and 20 unanswerable ones, drawn at random the same way on 2026-12-07 (docs/performance.md, "A
 second dev set"). Unlike the held-out sets it is for tuning: bench/answer_failures.py may read
 it, and two cues of the extractive generator were read off its misses.
+
+Written blind (docs/performance.md, "Questions written blind"): bench/manpages_qa_heldout3.jsonl
+(53 answerable, 10 unanswerable) and bench/manpages_qa_dev3.jsonl (67 answerable, 15
+unanswerable), drawn the same way on 2026-12-07 (seeds 20261208 and 20261210) and written by
+someone who never ran or read the generator. The third held-out set is never used to choose
+anything; the third dev set is for tuning.
 """
 
 from __future__ import annotations

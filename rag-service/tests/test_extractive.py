@@ -16,11 +16,14 @@ from rag_service.providers.extractive import (
     MAX_ANSWER_CHARS,
     MAX_EMBEDDED_PASSAGES,
     MAX_PASSAGES,
+    MIN_QUESTION_COVERAGE,
+    STRONG_MATCH_SCORE,
     Candidate,
     Candidates,
     ExtractiveGenerator,
     Passage,
     PassageScorer,
+    Thresholds,
     choose,
     content_terms,
     focused_on,
@@ -449,6 +452,80 @@ async def test_a_hyphenated_prefix_is_not_a_name_the_sources_must_mention(genera
     assert "/etc/nologin" in text
     # The word after the prefix still has to be there: a non-kubernetes question is missing it.
     assert missing_names("How do I stop non-kubernetes pods?", sources) == ["non-kubernetes"]
+
+
+HMAC_DRBG = """DESCRIPTION
+       Support for the HMAC deterministic random bit generator through the EVP_RAND API.
+
+   Identity
+       "HMAC-DRBG" is the name for this implementation; it can be used with the EVP_RAND_fetch() function.
+
+COPYRIGHT
+       Copyright 2020-2021 The OpenSSL Project Authors. All Rights Reserved.
+
+       Licensed under the Apache License 2.0 (the "License").
+"""
+
+
+async def test_a_word_that_makes_a_compound_of_a_name_is_not_a_name_the_sources_must_mention(generator):
+    sources = [Source(1, "EVP_RAND-HMAC-DRBG(7ssl)", HMAC_DRBG)]
+    question = "Through which OpenSSL API is the HMAC-based deterministic random bit generator offered?"
+    assert missing_names(question, sources) == []
+    _, text = await answer(generator, question, sources)
+    assert text.startswith("DESCRIPTION: Support for the HMAC deterministic random bit generator through the "
+                           "EVP_RAND API. [1]")
+    # The name itself still has to be there.
+    assert missing_names("Is there a Vault-based generator?", sources) == ["vault-based"]
+
+
+async def test_a_copyright_notice_is_no_answer_unless_the_question_asks_about_it(generator):
+    sources = [Source(1, "EVP_RAND-HMAC-DRBG(7ssl)", HMAC_DRBG)]
+    _, text = await answer(generator, "Which OpenSSL API offers the HMAC deterministic random bit generator?",
+                           sources)
+    assert "EVP_RAND API" in text
+    assert "Copyright" not in text and "Licensed" not in text
+    _, notice = await answer(generator, "Who holds the copyright of the OpenSSL HMAC DRBG page?", sources)
+    assert "Copyright 2020-2021 The OpenSSL Project Authors." in notice
+
+
+# dpkg-reconfigure(8) as `man` renders it: descriptions indented with a tab.
+DPKG_RECONFIGURE = (
+    "DESCRIPTION\n"
+    "       dpkg-reconfigure reconfigures packages after they have already been installed. Pass it the names of\n"
+    "       a package or packages to reconfigure.\n\n"
+    "       If you just want to see the current configuration of a package, see debconf-show(1) instead.\n\n"
+    "OPTIONS\n"
+    "       -ftype, --frontend=type\n"
+    "\t   Select the frontend to use. The default frontend can be permanently changed by:\n\n"
+    "\t    dpkg-reconfigure debconf\n\n"
+    "\t   Note that if you normally have debconf set to use the noninteractive frontend, dpkg-reconfigure\n"
+    "\t   will use the dialog frontend instead, so you actually get to reconfigure the package.\n\n"
+    "       -pvalue, --priority=value\n"
+    "\t   Specify the minimum priority of question that will be displayed.\n"
+)
+
+
+async def test_a_question_in_other_words_is_answered_when_a_passage_matches_it_strongly(generator, embedder):
+    sources = [Source(1, "dpkg-reconfigure(8)", DPKG_RECONFIGURE)]
+    question = "How do I pick which debconf user interface dpkg-reconfigure uses?"
+    candidates = await score_passages(question, sources, embedder)
+    # Most of its words are nowhere in the page ("pick", "user", "interface")...
+    assert candidates.question_coverage < MIN_QUESTION_COVERAGE
+    # ...but one passage says what it asks.
+    assert max(c.score(Thresholds()) for c in candidates.items) >= STRONG_MATCH_SCORE
+    _, text = await answer(generator, question, sources)
+    assert "--frontend=type" in text
+
+
+def test_few_of_the_questions_words_decline_only_a_weak_best_passage():
+    strong = candidate(1, 0, "", "Select the frontend to use.", STRONG_MATCH_SCORE)
+    weak = candidate(1, 0, "", "Select the frontend to use.", STRONG_MATCH_SCORE - 0.01)
+    few_words = MIN_QUESTION_COVERAGE - 0.01
+    assert choose(Candidates([strong], few_words, [])).found
+    assert not choose(Candidates([weak], few_words, [])).found
+    assert choose(Candidates([weak], MIN_QUESTION_COVERAGE, [])).found
+    # A name the sources never mention declines whatever the score.
+    assert not choose(Candidates([strong], 1.0, ["redis"])).found
 
 
 def test_a_name_is_mentioned_by_its_plural_or_stem_but_not_by_a_few_of_its_letters():
